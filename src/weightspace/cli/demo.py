@@ -1,0 +1,7 @@
+"""CLI commands: demo (filled in by the issue that owns them)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

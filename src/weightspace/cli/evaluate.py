@@ -1,0 +1,7 @@
+"""CLI commands: evaluate (filled in by the issue that owns them)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

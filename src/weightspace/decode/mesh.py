@@ -1,0 +1,39 @@
+"""SDF grid to triangle mesh by marching cubes, in world units."""
+
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+from skimage.measure import marching_cubes
+
+from weightspace.data.grid import BOX, voxel_size
+from weightspace.runtime.errors import InputError
+
+
+def grid_to_mesh(grid: np.ndarray, level: float = 0.0) -> trimesh.Trimesh:
+    """Extract the surface `sdf == level` of a grid (R, R, R) as a mesh in world units.
+
+    Solid is where sdf < level. The grid is padded with one layer of outside values so that
+    shapes touching the box still give closed surfaces. An empty or full grid gives an empty
+    mesh (no vertices), not an error.
+
+    Returns
+    -------
+    mesh : trimesh.Trimesh with vertices (V, 3) float64 in [-1, 1]^3 and outward normals.
+    """
+    grid = np.asarray(grid)
+    if grid.ndim != 3 or len(set(grid.shape)) != 1:
+        raise InputError(f"grid must be a cube (R, R, R), got shape {grid.shape}")
+    if not np.isfinite(grid).all():
+        raise InputError("grid contains NaN or infinite values")
+    inside = grid < level
+    if not inside.any() or inside.all():
+        return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64), process=False)
+    outside_value = max(float(grid.max()), level + 1e-3)
+    padded = np.pad(grid.astype(np.float32), 1, mode="constant", constant_values=outside_value)  # (R+2,)^3
+    h = voxel_size(grid.shape[0])
+    verts, faces, normals, _ = marching_cubes(padded, level=level, spacing=(h, h, h))
+    verts = verts - h - BOX  # undo the padding, move the origin to the box corner
+    # skimage orients triangles for increasing values outward; solid is low values, so flip.
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces[:, ::-1], vertex_normals=-normals, process=True)
+    return mesh

@@ -1,0 +1,63 @@
+"""Checkpoint I/O: `model.safetensors` plus `config.json` in one folder. Never pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_path, atomic_write_json, read_json
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def save_checkpoint(folder: str | os.PathLike, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
+    """Write `state` and `config` atomically into `folder` (weights first, then config)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write_json(folder / CONFIG_NAME, dict(config))
+    return folder
+
+
+def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing, truncated or foreign file raises InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"{path}: not a valid safetensors file ({e})") from None
+
+
+def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint folder: (state dict, config)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: checkpoint folder not found (expected {WEIGHTS_NAME} and {CONFIG_NAME})")
+    config = read_json(folder / CONFIG_NAME)
+    if not isinstance(config, dict):
+        raise InputError(f"{folder / CONFIG_NAME}: expected a JSON object")
+    return load_state(folder / WEIGHTS_NAME), config
+
+
+def state_hash(state: Mapping[str, torch.Tensor]) -> str:
+    """A content hash of a state dict (names, shapes, dtypes and bytes), for layouts to name their base."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]

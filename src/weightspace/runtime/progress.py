@@ -1,0 +1,31 @@
+"""Progress bars for long work (rich), quiet when not attached to a terminal or when asked."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator, TypeVar
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+
+
+def progress_enabled() -> bool:
+    return os.environ.get("WEIGHTSPACE_QUIET", "") == "" and os.environ.get("CI", "") == ""
+
+
+def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool | None = None) -> Iterator[T]:
+    """Iterate `items` under a progress bar with ETA (or silently when disabled)."""
+    if enabled is None:
+        enabled = progress_enabled()
+    if not enabled:
+        yield from items
+        return
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
