@@ -1,0 +1,162 @@
+"""The PyTorch dataset over a data folder: grids from one memory-mapped stacked cache, points, labels, observations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from weightspace.data.make import SPLITS, save_npy
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import safe_child
+from weightspace.runtime.seeding import derive_seed
+
+MANIFEST = "manifest.jsonl"
+CACHE = ".cache"
+
+
+def read_manifest(folder: str | Path) -> list[dict]:
+    """Rows of `folder/manifest.jsonl`; a missing file or a malformed line raises InputError naming it."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{path}: not found; make a dataset with `weightspace data make` or `weightspace data import`")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{n}: expected a JSON object per line")
+        rows.append(row)
+    return rows
+
+
+def load_grid(folder: str | Path, row: dict) -> np.ndarray:
+    """The grid of one manifest row: (R, R, R) float32."""
+    path = safe_child(folder, row["grid"])
+    try:
+        grid = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read grid ({e})") from None
+    if grid.ndim != 3 or len(set(grid.shape)) != 1:
+        raise InputError(f"{path}: expected a cubic grid (R, R, R), got shape {grid.shape}")
+    return grid.astype(np.float32, copy=False)
+
+
+def load_points(folder: str | Path, row: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Surface points and normals of one manifest row: (P, 3) float32 each."""
+    path = safe_child(folder, row["points"])
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            points, normals = z["points"], z["normals"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: cannot read points and normals ({e})") from None
+    if points.ndim != 2 or points.shape[1] != 3 or normals.shape != points.shape:
+        raise InputError(f"{path}: expected points and normals of shape (P, 3), got {points.shape} and {normals.shape}")
+    return points.astype(np.float32, copy=False), normals.astype(np.float32, copy=False)
+
+
+class ShapeDataset(Dataset):
+    """Shapes of a data folder (`data make` or `data import`), optionally one split.
+
+    `ds[i]` is a dict: grid (R, R, R) float32 tensor, points (P, 3), normals (P, 3) float32
+    tensors, label int, family str, id str, and, when `observation` is given, `observation`
+    (n, 3) float32 drawn by `data.observe.observe` with a seed derived from (seed, id).
+
+    Grids (and points, when every shape has the same count) are stacked once into
+    `folder/.cache/` (written atomically, named by a hash of the manifest rows so a changed
+    manifest never reads a stale cache) and memory-mapped: an epoch reads each byte once.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        split: str | None = None,
+        *,
+        observation: str | None = None,
+        obs_points: int = 2048,
+        obs_sigma: float = 0.01,
+        seed: int = 0,
+    ):
+        self.folder = Path(folder)
+        if split is not None and split not in SPLITS:
+            raise InputError(f"split must be one of {', '.join(SPLITS)} (or None for all), got {split!r}")
+        rows = [r for r in read_manifest(self.folder) if r.get("status", "ok") == "ok"]
+        if split is not None:
+            rows = [r for r in rows if r.get("split") == split]
+        if not rows:
+            raise InputError(f"{self.folder / MANIFEST}: no shapes" + (f" in split {split!r}" if split else ""))
+        if observation is not None:
+            from weightspace.data.observe import check_kind
+
+            check_kind(observation)
+        self.rows = rows
+        self.split = split
+        self.observation, self.obs_points, self.obs_sigma, self.seed = observation, obs_points, obs_sigma, seed
+        self.labels = np.array([int(r.get("label", -1)) for r in rows], dtype=np.int64)  # (N,)
+        key = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:12]
+        self._key = f"{split or 'all'}-{key}"
+        self._grids: np.ndarray | None = None
+        self._points: tuple[np.ndarray, np.ndarray] | tuple[()] | None = None  # () = not stackable
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _cache(self, name: str, build) -> np.ndarray:
+        path = self.folder / CACHE / f"{name}-{self._key}.npy"
+        if not path.is_file():
+            save_npy(path, build())
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+
+    @property
+    def grids(self) -> np.ndarray:
+        """All grids of this dataset: (N, R, R, R) float32, memory-mapped from the cache."""
+        if self._grids is None:
+            shapes = {int(r["resolution"]) for r in self.rows if "resolution" in r}
+            if len(shapes) > 1:
+                raise InputError(f"{self.folder}: grids of several resolutions {sorted(shapes)}; make one dataset per resolution")
+            self._grids = self._cache("grids", lambda: np.stack([load_grid(self.folder, r) for r in self.rows]))
+        return self._grids
+
+    def _point_cache(self) -> tuple[np.ndarray, np.ndarray] | tuple[()]:
+        if self._points is None:
+            try:
+                both = self._cache("points", lambda: np.stack([np.stack(load_points(self.folder, r)) for r in self.rows]))
+                self._points = (both[:, 0], both[:, 1])  # (N, P, 3) each
+            except ValueError:  # shapes with different point counts cannot be stacked
+                self._points = ()
+        return self._points
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[i]
+        cached = self._point_cache()
+        points, normals = (cached[0][i], cached[1][i]) if cached else load_points(self.folder, row)
+        item = dict(
+            grid=torch.from_numpy(np.array(self.grids[i])),  # (R, R, R) float32, copied out of the map
+            points=torch.from_numpy(np.array(points)),  # (P, 3)
+            normals=torch.from_numpy(np.array(normals)),  # (P, 3)
+            label=int(self.labels[i]),
+            family=str(row.get("family", "")),
+            id=str(row["id"]),
+        )
+        if self.observation is not None:
+            from weightspace.data.observe import observe
+
+            obs = observe(
+                np.asarray(points),
+                np.asarray(normals),
+                self.observation,
+                n=self.obs_points,
+                sigma=self.obs_sigma,
+                seed=derive_seed(self.seed, "observe", row["id"]),
+            )
+            item["observation"] = torch.from_numpy(obs)  # (n, 3) float32
+        return item

@@ -1,0 +1,280 @@
+"""Making procedural datasets: truncated SDF grids, surface points, parameters and a manifest, topology-checked."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from weightspace.data.families import FAMILIES, FAMILY_NAMES, Family, get_family
+from weightspace.data.grid import grid_points
+from weightspace.runtime.errors import InputError, WeightspaceError
+from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text
+from weightspace.runtime.progress import track
+from weightspace.runtime.seeding import derive_seed, item_rng
+
+SPLITS = ("train", "val", "test")
+BOUND = 0.9  # every sample must be outside (sdf > 0) wherever a coordinate exceeds this
+
+
+@dataclass
+class MakeConfig:
+    """Options of `weightspace data make` (see `make_dataset`)."""
+
+    out: Path
+    family: str = "all"
+    count: int = 640
+    resolution: int = 32
+    seed: int = 0
+    truncation: float = 0.2
+    n_points: int = 4096
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    max_redraws: int = 200
+    overwrite: bool = False
+
+
+# ---------------------------------------------------------------- topology of a sampled grid
+
+
+def measure_betti(sdf: np.ndarray) -> tuple[int, int, int]:
+    """(b0, b1, b2) of the solid `sdf < 0` of a grid (R, R, R): 26-connected solid, 6-connected background.
+
+    Uses `weightspace.analysis.topology` (exact, via the Euler characteristic of the voxel complex).
+    """
+    from weightspace.analysis.topology import topology  # the one topology convention of the project
+
+    return topology(sdf, level=0.0).betti
+
+
+# ---------------------------------------------------------------- surface samples
+
+
+def _gradient(f: Callable[[np.ndarray], np.ndarray], p: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """Central-difference gradient of f at p (N, 3): (N, 3) float64."""
+    g = np.empty_like(p)
+    for i in range(3):
+        dp = np.zeros(3)
+        dp[i] = eps
+        g[:, i] = (f(p + dp) - f(p - dp)) / (2 * eps)
+    return g
+
+
+def surface_samples(
+    f: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    rng: np.random.Generator,
+    grid: np.ndarray | None = None,
+    steps: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the zero level set of an SDF, about uniform by area, with unit outward normals.
+
+    Candidates are uniform in the voxel cells (side h) around grid samples with |sdf| < 1.5 h;
+    those cells cover the whole band |f| < h / 2 (a point of the band is within h sqrt(3) / 2 of
+    a sample), so the candidates kept in that band are uniform in it, i.e. about uniform by area.
+    They are projected onto the surface by Newton steps along the gradient,
+    p <- p - f(p) grad f / |grad f|^2; points that do not converge (|f| > 1e-5) are dropped.
+
+    Parameters
+    ----------
+    f : SDF, (M, 3) float64 -> (M,) float64
+    grid : (R, R, R) samples of f on the grid of `data.grid`; computed at R = 64 when omitted.
+
+    Returns
+    -------
+    points : (n, 3) float32, normals : (n, 3) float32 (normalised gradient)
+    """
+    if grid is None:
+        grid = f(grid_points(64).reshape(-1, 3).astype(np.float64)).reshape(64, 64, 64)
+    res = grid.shape[0]
+    h = 2.0 / (res - 1)
+    coords = np.linspace(-1.0, 1.0, res)
+    near = np.argwhere(np.abs(grid) < 1.5 * h)  # (K, 3) index
+    if len(near) == 0:
+        raise WeightspaceError("cannot sample surface points: the shape has no surface inside the grid")
+    kept: list[np.ndarray] = []
+    total = 0
+    for _ in range(200):
+        pick = near[rng.integers(len(near), size=max(4 * n, 4096))]
+        cand = coords[pick] + rng.uniform(-h / 2, h / 2, size=pick.shape)  # (M, 3) world units
+        cand = cand[np.abs(f(cand)) < 0.5 * h]
+        for _ in range(steps):
+            g = _gradient(f, cand)
+            cand = cand - (f(cand) / np.maximum((g * g).sum(1), 1e-12))[:, None] * g
+        cand = cand[np.abs(f(cand)) < 1e-5]
+        kept.append(cand)
+        total += len(cand)
+        if total >= n:
+            break
+    else:
+        raise WeightspaceError(f"could not sample {n} surface points (found {total})")
+    pts = np.concatenate(kept)
+    pts = pts[rng.choice(len(pts), size=n, replace=False)]
+    g = _gradient(f, pts)
+    normals = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    return pts.astype(np.float32), normals.astype(np.float32)
+
+
+# ---------------------------------------------------------------- deterministic files
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write one array as .npy atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write arrays as an uncompressed .npz atomically with fixed zip timestamps.
+
+    `np.savez` stamps each member with the current time, so the same data would give
+    different bytes a minute later; this writes the same format with a constant date.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in rows))
+
+
+# ---------------------------------------------------------------- one sample
+
+
+def inside_bound(sdf: np.ndarray, resolution: int) -> bool:
+    """True when the solid stays within [-BOUND, BOUND]^3 at the grid samples."""
+    c = np.abs(np.linspace(-1.0, 1.0, resolution)) > BOUND
+    outer = c[:, None, None] | c[None, :, None] | c[None, None, :]  # (R, R, R) bool
+    return bool((sdf[outer] > 0).all())
+
+
+def draw_sample(family: Family, rng: np.random.Generator, resolution: int, max_redraws: int):
+    """Draw parameters until the grid's topology equals the family's declaration.
+
+    Returns (params, sdf grid (R, R, R) float64, measured betti, number of redraws).
+    """
+    xyz = grid_points(resolution).reshape(-1, 3).astype(np.float64)  # (R^3, 3)
+    for attempt in range(max_redraws + 1):
+        params = family.sample_params(rng)
+        sdf = family.sdf(xyz, params).reshape(resolution, resolution, resolution)  # (R, R, R) world units
+        betti = measure_betti(sdf)
+        if betti == family.betti and inside_bound(sdf, resolution):
+            return params, sdf, betti, attempt
+    raise WeightspaceError(
+        f"family {family.name!r}: no sample with topology {family.betti} inside the box after "
+        f"{max_redraws} redraws at resolution {resolution} (last measured {betti})"
+    )
+
+
+def _split_of(family: str, n: int, seed: int, fractions: tuple[float, float, float]) -> list[str]:
+    """Seeded split labels for the n items of one family (stratified: each family split alike)."""
+    n_train = int(round(fractions[0] * n))
+    n_val = min(int(round(fractions[1] * n)), n - n_train)
+    labels = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val))
+    perm = item_rng(seed, "split", family).permutation(n)
+    return [str(s) for s in labels[np.argsort(perm)]]
+
+
+def _check(cfg: MakeConfig) -> None:
+    if cfg.family != "all":
+        get_family(cfg.family)
+    if cfg.count < 1:
+        raise InputError(f"--count must be at least 1, got {cfg.count}")
+    if cfg.resolution < 16:
+        raise InputError(f"--resolution must be at least 16 (thin parts are two voxels thick at 32), got {cfg.resolution}")
+    if not cfg.truncation > 0:
+        raise InputError(f"--truncation must be positive (world units), got {cfg.truncation}")
+    if cfg.n_points < 1:
+        raise InputError(f"--points must be at least 1, got {cfg.n_points}")
+    if len(cfg.split) != 3 or min(cfg.split) < 0 or abs(sum(cfg.split) - 1.0) > 1e-6:
+        raise InputError(f"--split must be three non-negative fractions summing to 1, got {cfg.split}")
+    if (Path(cfg.out) / "manifest.jsonl").exists() and not cfg.overwrite:
+        raise InputError(f"{cfg.out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
+
+
+def make_dataset(
+    out: str | Path,
+    family: str = "all",
+    count: int = 640,
+    resolution: int = 32,
+    seed: int = 0,
+    truncation: float = 0.2,
+    n_points: int = 4096,
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    max_redraws: int = 200,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> dict:
+    """Make a procedural dataset in `out`; returns the summary (also written to `out/summary.json`).
+
+    `family="all"` makes `count` shapes spread evenly over every family (the first families get
+    one more when `count` does not divide); a family name makes `count` shapes of that family.
+    Item i of family F is drawn from its own generator `derive_seed(seed, F, i)`, so the files
+    do not depend on which other families or how many items were asked for.
+    """
+    cfg = MakeConfig(Path(out), family, count, resolution, seed, truncation, n_points, tuple(split), max_redraws, overwrite)
+    _check(cfg)
+    names = FAMILY_NAMES if family == "all" else [family]
+    per = {name: count // len(names) + (1 if i < count % len(names) else 0) for i, name in enumerate(names)}
+    jobs = [(name, i) for name in names for i in range(per[name])]
+    splits = {name: _split_of(name, per[name], seed, cfg.split) for name in names}
+
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    rows, redraws = [], Counter()
+    t0 = time.perf_counter()
+    for name, i in track(jobs, f"making {family} at {resolution}^3", enabled=progress):
+        fam = FAMILIES[name]
+        item_seed = derive_seed(seed, name, i)
+        rng = np.random.default_rng(item_seed)
+        params, sdf, betti, n_redrawn = draw_sample(fam, rng, resolution, max_redraws)
+        redraws[name] += n_redrawn
+        grid = np.clip(sdf, -truncation, truncation).astype(np.float32)  # (R, R, R) truncated SDF
+        points, normals = surface_samples(lambda p: fam.sdf(p, params), n_points, rng, grid=sdf)
+        item_id = f"{name}-{i:05d}"
+        save_npy(out / "grids" / f"{item_id}.npy", grid)
+        save_npz(out / "points" / f"{item_id}.npz", points=points, normals=normals)
+        rows.append(
+            dict(
+                id=item_id,
+                family=name,
+                label=FAMILY_NAMES.index(name),
+                params=params,
+                betti_declared=list(fam.betti),
+                betti_measured=list(betti),
+                redraws=n_redrawn,
+                split=splits[name][i],
+                grid=f"grids/{item_id}.npy",
+                points=f"points/{item_id}.npz",
+                resolution=resolution,
+                truncation=truncation,
+                seed=item_seed,
+            )
+        )
+    seconds = time.perf_counter() - t0
+    summary = dict(
+        family=family,
+        count=len(rows),
+        per_family=per,
+        resolution=resolution,
+        truncation=truncation,
+        seed=seed,
+        n_points=n_points,
+        split={s: sum(r["split"] == s for r in rows) for s in SPLITS},
+        redraws={name: redraws[name] for name in names},
+        redraws_total=sum(redraws.values()),
+        topology_method="weightspace.analysis.topology (26-connected solid, 6-connected background)",
+    )
+    write_manifest(out / "manifest.jsonl", rows)
+    atomic_write_json(out / "summary.json", summary)
+    # timing goes to the caller only: summary.json stays byte-identical for the same seed
+    return dict(summary, seconds=seconds, shapes_per_second=len(rows) / max(seconds, 1e-9))
