@@ -1,7 +1,75 @@
-"""CLI commands: data (filled in by the issue that owns them)."""
+"""CLI commands of the data stage: `weightspace data families | make | import | observe`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+data_app = typer.Typer(help="Shape data: procedural families, dataset making, mesh import, observations.", no_args_is_help=True)
+
+
+@data_app.command("families")
+def families(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the procedural shape families with their declared topology (b0, b1, b2).
+
+    Example: weightspace data families --json
+    """
+    from weightspace.data.families import FAMILIES, FAMILY_NAMES
+
+    rows = [
+        dict(label=i, name=n, betti=list(FAMILIES[n].betti), description=FAMILIES[n].description)
+        for i, n in enumerate(FAMILY_NAMES)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("label", "family", "b0", "b1", "b2", "description")
+    for r in rows:
+        table.add_row(str(r["label"]), r["name"], *(str(b) for b in r["betti"]), r["description"])
+    Console().print(table)
+
+
+@data_app.command("make")
+def make(
+    out: Path = typer.Option(..., "--out", help="Output folder (manifest.jsonl, grids/, points/, summary.json)."),
+    family: str = typer.Option("all", "--family", help="A family name (see `data families`) or `all` for a balanced mix."),
+    count: int = typer.Option(640, "--count", help="Number of shapes in total (spread evenly over families for `all`)."),
+    resolution: int = typer.Option(32, "--resolution", help="Grid resolution R (R^3 samples of [-1, 1]^3)."),
+    seed: int = typer.Option(0, "--seed", help="Base seed; the same seed gives byte-identical files."),
+    truncation: float = typer.Option(0.2, "--truncation", help="SDF values are clipped to [-t, t] (world units)."),
+    points: int = typer.Option(4096, "--points", help="Surface points (with normals) per shape."),
+    split: str = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test fractions, stratified by family."),
+    max_redraws: int = typer.Option(200, "--max-redraws", help="Give up on a shape after this many topology mismatches."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
+) -> None:
+    """Make procedural shapes: truncated SDF grids, surface points, parameters and a manifest.
+
+    Every sample's grid topology is measured and must equal its family's declaration; samples
+    that differ are redrawn and counted (summary.json, per family).
+
+    Example: weightspace data make --family all --count 640 --resolution 32 --seed 0 --out runs/data32
+    """
+    from weightspace.data.make import make_dataset
+    from weightspace.runtime.errors import InputError
+
+    try:
+        fractions = tuple(float(v) for v in split.split(","))
+    except ValueError:
+        raise InputError(f"--split must be three comma-separated numbers like 0.8,0.1,0.1, got {split!r}") from None
+    s = make_dataset(
+        out, family=family, count=count, resolution=resolution, seed=seed, truncation=truncation,
+        n_points=points, split=fractions, max_redraws=max_redraws, overwrite=overwrite,
+    )  # fmt: skip
+    typer.echo(
+        f"wrote {s['count']} shapes to {out} in {s['seconds']:.1f} s ({s['shapes_per_second']:.1f} shapes/s); "
+        f"split {s['split']}; redrawn for topology: {s['redraws_total']} {s['redraws']}"
+    )
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(data_app, name="data")
