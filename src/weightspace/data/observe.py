@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
@@ -96,3 +97,42 @@ def observe(
     if sigma > 0:
         obs = obs + rng.normal(scale=sigma, size=obs.shape)
     return obs.astype(np.float32)
+
+
+def observe_folder(
+    folder: str | Path,
+    out: str | Path,
+    *,
+    kind: ObservationKind = "clean",
+    n: int = 2048,
+    sigma: float = 0.0,
+    partial_mode: PartialMode = "cut",
+    split: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """One observation per shape of a data folder, into `out/observations.npy` (N, n, 3) float32.
+
+    `out/manifest.jsonl` lists, row by row, the shape id, its family and label, and the seed of
+    its observation, derive_seed(seed, "observe", id) (the seed `ShapeDataset` uses too).
+    """
+    from weightspace.data.dataset import read_manifest, load_points
+    from weightspace.data.make import save_npy, write_manifest
+    from weightspace.runtime.io import atomic_write_json
+    from weightspace.runtime.seeding import derive_seed
+
+    check_kind(kind)
+    rows = [r for r in read_manifest(folder) if r.get("status", "ok") == "ok" and (split is None or r.get("split") == split)]
+    if not rows:
+        raise InputError(f"{folder}: no shapes" + (f" in split {split!r}" if split else ""))
+    obs, out_rows = [], []
+    for r in rows:
+        points, normals = load_points(folder, r)
+        s = derive_seed(seed, "observe", r["id"])
+        obs.append(observe(points, normals, kind, n=n, sigma=sigma, seed=s, partial_mode=partial_mode))
+        out_rows.append(dict(id=r["id"], family=r.get("family"), label=r.get("label"), seed=s, index=len(out_rows)))
+    out = Path(out)
+    save_npy(out / "observations.npy", np.stack(obs))  # (N, n, 3) float32
+    write_manifest(out / "manifest.jsonl", out_rows)
+    config = dict(source=str(folder), kind=kind, n=n, sigma=sigma, partial_mode=partial_mode, split=split, seed=seed)
+    atomic_write_json(out / "config.json", config)
+    return dict(config, count=len(rows))
