@@ -1,7 +1,83 @@
-"""CLI commands: analyze (filled in by the issue that owns them)."""
+"""CLI commands of the analysis stage: `weightspace analyze topology | compare`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
 
 import typer
 
+analyze_app = typer.Typer(help="Measure shapes: topology of grids and meshes, geometry between two shapes.", no_args_is_help=True)
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+@analyze_app.command("topology")
+def topology_cmd(
+    files: list[Path] = typer.Argument(..., help="Grid files (.npy: bool = occupancy, float = SDF) or meshes (.obj .ply .stl .off .glb)."),
+    level: float = typer.Option(0.0, "--level", help="Iso level for SDF grids: solid where value < level."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list (keys path, b0, b1, b2, euler, genus, ...)."),
+) -> None:
+    """Betti numbers (b0 components, b1 tunnels, b2 cavities), Euler characteristic and genus, one row per file.
+
+    Grids use 26-connected solid / 6-connected background (union of closed voxel cubes).
+
+    Example: weightspace analyze topology runs/data32/grids/*.npy --json
+    """
+    from weightspace.analysis.files import analyze_files
+
+    rows = analyze_files(files, level=level)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("kind", "b0", "b1", "b2", "euler", "genus", "note")
+    table.add_column("path", overflow="fold")
+    for r in rows:
+        note = f"max vol {max(r['component_volumes'], default=0.0):.3g}" if r["kind"] == "grid" else ("watertight" if r["watertight"] else "not watertight")
+        table.add_row(r["kind"], *(_fmt(r[k]) for k in ("b0", "b1", "b2", "euler", "genus")), note, r["path"])
+    Console().print(table)
+
+
+@analyze_app.command("compare")
+def compare_cmd(
+    a: Path = typer.Argument(..., help="First shape: mesh file or .npy grid."),
+    b: Path = typer.Argument(..., help="Second shape: mesh file or .npy grid."),
+    n: int = typer.Option(10_000, "--n", help="Surface samples per shape."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    tau: float = typer.Option(0.02, "--tau", help="F-score threshold in world units (0.02 = 1% of the [-1, 1] box side)."),
+    level: float = typer.Option(0.0, "--level", help="Iso level used to mesh SDF grids."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list holding one object of metrics."),
+) -> None:
+    """Chamfer (L1, squared L2), Hausdorff, F-score at tau, normal consistency, and IoU for two grids.
+
+    Example: weightspace analyze compare a.npy b.obj --n 20000 --json
+    """
+    from weightspace.analysis.files import compare_files
+
+    m = compare_files(a, b, n=n, seed=seed, tau=tau, level=level)
+    if as_json:
+        # inf (one shape empty) is written as null so the output stays valid JSON.
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
+        typer.echo(json.dumps([clean], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("metric", "value")
+    for k, v in m.items():
+        table.add_row(k, _fmt(v))
+    Console().print(table)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(analyze_app, name="analyze")

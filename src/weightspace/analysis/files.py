@@ -1,0 +1,125 @@
+"""Analysis of files on disk: load grids (.npy) and meshes, then measure topology or compare two shapes (what `weightspace analyze` calls).
+
+Accepted inputs:
+- ``.npy`` grids (X, Y, Z): bool = occupancy, numeric = SDF (solid where value < level). The
+  project's dataset grids (``grids/<id>.npy``, (R, R, R) float32 truncated SDF) are such files.
+- meshes that trimesh reads: ``.obj .ply .stl .off .glb .gltf``; topology comes from the mesh
+  (`mesh_topology`), which requires it to be watertight for b0, b1, b2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from weightspace.analysis.geometry import DEFAULT_TAU, compare, iou
+from weightspace.analysis.mesh_topology import mesh_topology
+from weightspace.analysis.topology import topology
+from weightspace.runtime.errors import InputError
+
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+GRID_SUFFIXES = (".npy",)
+
+
+def load_grid(path: str | os.PathLike) -> np.ndarray:
+    """Read a (X, Y, Z) bool or numeric grid from a .npy file (no pickles). Errors name the file."""
+    path = Path(path)
+    try:
+        grid = np.load(path, allow_pickle=False)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    except ValueError:
+        # Covers truncated/garbled files and object arrays, which would need pickle (refused).
+        raise InputError(f"{path}: not a .npy array of numbers or bools") from None
+    if grid.ndim != 3 or min(grid.shape) < 1:
+        raise InputError(f"{path}: grid must be 3D (X, Y, Z), got shape {grid.shape}")
+    if grid.dtype != bool and not np.issubdtype(grid.dtype, np.number):
+        raise InputError(f"{path}: grid must be bool (occupancy) or numeric (SDF), got dtype {grid.dtype}")
+    if grid.dtype != bool and np.isnan(grid).any():
+        raise InputError(f"{path}: grid contains NaN values")
+    return grid
+
+
+def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
+    """Read a triangle mesh (scenes are concatenated into one mesh). Errors name the file."""
+    path = Path(path)
+    try:
+        mesh = trimesh.load(path, force="mesh", process=True)
+    except Exception as e:  # trimesh raises many types for malformed files
+        raise InputError(f"{path}: not a readable mesh ({type(e).__name__}: {e})") from None
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise InputError(f"{path}: no triangle mesh inside")
+    return mesh
+
+
+def _kind(path: Path) -> str:
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in GRID_SUFFIXES:
+        return "grid"
+    if suffix in MESH_SUFFIXES:
+        return "mesh"
+    raise InputError(f"{path}: unsupported file type {suffix!r}; expected one of {list(GRID_SUFFIXES + MESH_SUFFIXES)}")
+
+
+def analyze_file(path: str | os.PathLike, level: float = 0.0) -> dict:
+    """Topology of one grid or mesh file.
+
+    Returns
+    -------
+    dict with ``path``, ``kind`` ("grid" or "mesh"), ``b0``, ``b1``, ``b2``, ``euler`` (of the
+    solid), ``genus``; grids add ``components_volumes``; meshes add ``watertight`` and
+    ``surfaces`` (b0..b2 are None for a mesh that is not watertight).
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "grid":
+        t = topology(load_grid(path), level=level)
+        return {
+            "path": str(path), "kind": kind, "b0": t.b0, "b1": t.b1, "b2": t.b2, "euler": t.euler,
+            "genus": t.genus, "component_volumes": [float(v) for v in t.component_volumes],
+        }  # fmt: skip
+    m = mesh_topology(load_mesh(path))
+    return {
+        "path": str(path), "kind": kind, "b0": m.b0, "b1": m.b1, "b2": m.b2, "euler": m.solid_euler,
+        "genus": m.genus, "watertight": m.watertight, "surfaces": m.components,
+    }  # fmt: skip
+
+
+def analyze_files(paths: list[str | os.PathLike], level: float = 0.0) -> list[dict]:
+    """`analyze_file` for each path, in order."""
+    return [analyze_file(p, level=level) for p in paths]
+
+
+def _as_mesh(path: Path, level: float) -> tuple[trimesh.Trimesh, np.ndarray | None]:
+    from weightspace.decode.mesh import grid_to_mesh
+
+    if _kind(path) == "mesh":
+        return load_mesh(path), None
+    grid = load_grid(path)
+    sdf = np.where(grid, -1.0, 1.0).astype(np.float32) if grid.dtype == bool else grid.astype(np.float32)
+    if len(set(sdf.shape)) != 1:
+        raise InputError(f"{path}: grid must be a cube (R, R, R) to be meshed, got shape {sdf.shape}")
+    return grid_to_mesh(sdf, level=level if grid.dtype != bool else 0.0), grid
+
+
+def compare_files(
+    a: str | os.PathLike, b: str | os.PathLike, n: int = 10_000, seed: int = 0, tau: float = DEFAULT_TAU,
+    level: float = 0.0,
+) -> dict:  # fmt: skip
+    """Geometry metrics between two shapes given as mesh or grid files (grids are meshed by
+    marching cubes at `level`). Adds ``iou`` when both are grids of the same shape.
+
+    Returns the keys of `geometry.compare` plus ``a``, ``b`` (paths) and possibly ``iou``.
+    """
+    pa, pb = Path(a), Path(b)
+    mesh_a, grid_a = _as_mesh(pa, level)
+    mesh_b, grid_b = _as_mesh(pb, level)
+    out: dict = {"a": str(pa), "b": str(pb), **compare(mesh_a, mesh_b, n=n, seed=seed, tau=tau)}
+    if grid_a is not None and grid_b is not None and grid_a.shape == grid_b.shape:
+        out["iou"] = iou(grid_a, grid_b, level=level)
+    return out

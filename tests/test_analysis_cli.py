@@ -1,0 +1,85 @@
+"""`weightspace analyze topology | compare` and the file-level Python API behind them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from weightspace.analysis import shapes as S
+from weightspace.analysis.files import analyze_file, compare_files
+from weightspace.cli import _register, app, main
+from weightspace.decode.mesh import grid_to_mesh
+from weightspace.runtime.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("analyze")
+    known = S.known_shapes()
+    out = {}
+    for name in ("torus", "shell", "two_balls"):
+        out[name] = d / f"{name}.npy"
+        np.save(out[name], S.sdf_grid(known[name][0], 32))
+    out["occupancy"] = d / "occupancy.npy"
+    np.save(out["occupancy"], S.sdf_grid(known["double_torus"][0], 32) < 0)
+    out["mesh"] = d / "double_torus.obj"
+    grid_to_mesh(S.sdf_grid(known["double_torus"][0], 32)).export(out["mesh"])
+    out["bad"] = d / "bad.npy"
+    out["bad"].write_text("not an array")
+    out["flat"] = d / "flat.npy"
+    np.save(out["flat"], np.zeros((4, 4)))
+    return out
+
+
+def _invoke(args: list[str]):
+    _register()
+    return CliRunner().invoke(app, args)
+
+
+def test_topology_json(files: dict[str, Path]) -> None:
+    paths = [files[k] for k in ("torus", "shell", "two_balls", "occupancy", "mesh")]
+    r = _invoke(["analyze", "topology", *map(str, paths), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    got = [(row["b0"], row["b1"], row["b2"], row["euler"], row["genus"]) for row in rows]
+    assert got == [(1, 1, 0, 0, 1), (1, 0, 1, 2, 0), (2, 0, 0, 2, 0), (1, 2, 0, -1, 2), (1, 2, 0, -1, 2)]
+    assert [row["path"] for row in rows] == [str(p) for p in paths]
+
+
+def test_topology_table_and_level(files: dict[str, Path]) -> None:
+    r = _invoke(["analyze", "topology", str(files["torus"])])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"grid\s*│\s*1\s*│\s*1\s*│\s*0\s*│\s*0\s*│\s*1\s*│", r.output), r.output
+    row = analyze_file(files["torus"], level=0.45)  # hole filled
+    assert (row["b0"], row["b1"], row["b2"]) == (1, 0, 0)
+
+
+def test_compare_json(files: dict[str, Path]) -> None:
+    r = _invoke(["analyze", "compare", str(files["occupancy"]), str(files["mesh"]), "--n", "3000", "--json"])
+    assert r.exit_code == 0, r.output
+    (m,) = json.loads(r.output)
+    assert {"chamfer_l1", "chamfer_l2", "hausdorff", "fscore", "normal_consistency"} <= set(m)
+    assert m["chamfer_l1"] < 0.05  # occupancy mesh vs SDF mesh of the same double torus
+    both = compare_files(files["torus"], files["torus"], n=2000)
+    assert both["iou"] == 1.0
+
+
+def test_bad_files_name_the_file(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    for key, msg in (("bad", "not a .npy array"), ("flat", "3D")):
+        with pytest.raises(InputError, match=msg) as e:
+            analyze_file(files[key])
+        assert str(files[key]) in str(e.value)
+    txt = files["bad"].with_suffix(".txt")
+    txt.write_text("hello")
+    with pytest.raises(InputError, match="unsupported file type"):
+        analyze_file(txt)
+    missing = files["torus"].parent / "missing.npy"
+    with pytest.raises(SystemExit) as ex:
+        main(["analyze", "topology", str(missing)])
+    assert ex.value.code == 2
+    assert "missing.npy" in capsys.readouterr().err
