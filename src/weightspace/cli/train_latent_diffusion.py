@@ -1,7 +1,48 @@
-"""CLI command: weightspace train (latent_diffusion) (filled in by the issue that owns it)."""
+"""CLI command `weightspace train latent-diffusion`: parse options, build the configs, call the trainer."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from weightspace.runtime.errors import InputError
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("latent-diffusion")
+    def latent_diffusion(
+        data: Path = typer.Option(..., "--data", help="Data folder made by `weightspace data make` (uses its train split)."),
+        out: Path = typer.Option(..., "--out", help="Checkpoint folder; training resumes from it when it holds one."),
+        config: Optional[Path] = typer.Option(None, "--config", help='JSON file: {"model": {...}, "train": {...}} overriding defaults.'),
+        stage: str = typer.Option("all", "--stage", help="ae | diffusion | all (autoencoder, then diffusion)."),
+        minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-time budget in minutes for the stages run now (overrides train.minutes)."),
+    ) -> None:
+        """Train the WaLa-style latent diffusion generator (autoencoder, then diffusion), resumable.
+
+        Example: weightspace train latent-diffusion --data runs/data32 --out runs/ld32 --minutes 55
+        """
+        from weightspace.generators.latent_diffusion.config import STAGES, model_config_from, train_config_from
+        from weightspace.generators.latent_diffusion.train import train_latent_diffusion
+        from weightspace.runtime.io import read_json
+
+        if stage not in STAGES:
+            raise InputError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        raw = read_json(config) if config is not None else {}
+        if not isinstance(raw, dict):
+            raise InputError(f"{config}: expected a JSON object with optional keys 'model' and 'train'")
+        unknown = sorted(set(raw) - {"model", "train"})
+        if unknown:
+            raise InputError(f"{config}: unknown top-level field(s) {unknown}; valid: ['model', 'train']")
+        model_cfg = model_config_from(raw.get("model"), where=f"{config}: model")
+        train_raw = dict(raw.get("train") or {})
+        if minutes is not None:
+            if not minutes > 0:
+                raise InputError(f"--minutes must be > 0, got {minutes}")
+            train_raw["minutes"] = float(minutes)
+        train_cfg = train_config_from(train_raw, where=f"{config}: train" if config else "train")
+        command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command, echo=typer.echo)

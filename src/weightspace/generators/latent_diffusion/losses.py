@@ -1,0 +1,60 @@
+"""Training losses (surface-weighted TSDF autoencoder loss, x0-prediction diffusion loss) and the
+condition augmentations used in training (noisy / partial point clouds, coarse voxels)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from weightspace.generators.latent_diffusion.schedule import q_sample
+
+
+def autoencoder_loss(
+    pred: torch.Tensor, target: torch.Tensor, *, band: float, near_surface_weight: float, sign_weight: float
+) -> torch.Tensor:
+    """Loss of a reconstructed normalised TSDF (B, R, R, R) against the target (B, R, R, R).
+
+    L1 with weight 1 + near_surface_weight where |target| < band (the surface band, in
+    normalised units), plus sign_weight x BCE of the inside/outside sign with logits -pred / band
+    (so one band width of error is one logit).
+    """
+    w = 1.0 + near_surface_weight * (target.abs() < band).to(pred.dtype)  # (B, R, R, R)
+    l1 = (w * (pred - target).abs()).sum() / w.sum()
+    inside = (target < 0).to(pred.dtype)  # (B, R, R, R)
+    bce = F.binary_cross_entropy_with_logits(-pred / band, inside)
+    return l1 + sign_weight * bce
+
+
+def diffusion_loss(
+    denoise, z0: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor
+) -> torch.Tensor:
+    """x0-prediction loss E ||x0_hat(x_t, t, c) - x0||^2 (DDPM with x0 parameterisation); z0 : (B, C, r, r, r)."""
+    z_t = q_sample(z0, t, noise, alphas_cumprod)  # (B, C, r, r, r)
+    x0_hat = denoise(z_t, t, cond)  # (B, C, r, r, r)
+    return (x0_hat - z0).pow(2).mean()
+
+
+def augment_points(
+    points: torch.Tensor, *, n: int, sigma_max: float, partial_prob: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Training views of surface clouds (B, P, 3) -> (B, n, 3): a random subset, Gaussian noise with
+    sigma ~ U[0, sigma_max], and with probability partial_prob a cut by a random plane that keeps
+    between 50% and 90% of the points."""
+    out = []
+    for cloud in points:  # (P, 3)
+        if torch.rand((), generator=generator) < partial_prob:
+            direction = F.normalize(torch.randn(3, generator=generator), dim=0)  # (3,)
+            proj = cloud @ direction  # (P,)
+            keep = float(0.5 + 0.4 * torch.rand((), generator=generator))
+            cloud = cloud[proj <= torch.quantile(proj, keep)]  # (P', 3)
+        idx = torch.randint(cloud.shape[0], (n,), generator=generator)  # (n,)
+        sigma = sigma_max * float(torch.rand((), generator=generator))
+        out.append(cloud[idx] + sigma * torch.randn(n, 3, generator=generator))  # (n, 3)
+    return torch.stack(out)  # (B, n, 3)
+
+
+def voxels_from_grids(grids: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Coarse occupancy (B, V, V, V) float {0, 1}: the SDF grids (B, R, R, R) resampled at V points per
+    axis on the same [-1, 1] lattice convention, solid where negative."""
+    coarse = F.interpolate(grids.unsqueeze(1), size=(resolution,) * 3, mode="trilinear", align_corners=True)  # (B, 1, V, V, V)
+    return (coarse.squeeze(1) < 0).to(torch.float32)  # (B, V, V, V)

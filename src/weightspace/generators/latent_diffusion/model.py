@@ -1,0 +1,230 @@
+"""LatentDiffusionGenerator: the `Generator` protocol over LatentDiffusionNet (condition, sample, decode, save)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from weightspace.generators.base import Generator, Params
+from weightspace.generators.latent_diffusion.config import ModelConfig, model_config_from
+from weightspace.generators.latent_diffusion.losses import diffusion_loss
+from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
+from weightspace.generators.latent_diffusion.samplers import get_sampler
+from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
+from weightspace.runtime.checkpoint import save_checkpoint
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.seeding import item_generator
+
+KIND = "latent-diffusion"
+NOISE_KEY = "latent-diffusion/noise"  # the seeding key of the start noise of one item
+
+
+class LatentDiffusionGenerator(Generator):
+    """Condition tokens (B, M, d) -> DDIM in latent space (with classifier-free guidance) -> TSDF grid."""
+
+    kind = KIND
+
+    def __init__(self, cfg: ModelConfig, net: LatentDiffusionNet | None = None, extra_config: Mapping[str, Any] | None = None):
+        self.cfg = cfg.validate()
+        self.net = net if net is not None else LatentDiffusionNet(cfg)
+        self.config = {"kind": KIND, "model": dataclasses.asdict(cfg), **dict(extra_config or {})}
+
+    # --- helpers -------------------------------------------------------------------------
+    def _call(self, params: Params | None, mode: str, *args):
+        if params is None:
+            return self.net(mode, *args)
+        return functional_call(self.net, dict(params), (mode, *args), strict=False)
+
+    @property
+    def condition_shape(self) -> tuple[int, ...]:
+        return (self.cfg.cond_tokens, self.cfg.cond_dim)
+
+    def _check_condition(self, condition: torch.Tensor, seeds: Sequence[int]) -> None:
+        if condition.dim() != 3 or tuple(condition.shape[1:]) != self.condition_shape:
+            raise InputError(f"condition must have shape (B, {self.cfg.cond_tokens}, {self.cfg.cond_dim}), got {tuple(condition.shape)}")
+        if len(seeds) != condition.shape[0]:
+            raise InputError(f"seeds must give one seed per item: {condition.shape[0]} items, {len(seeds)} seeds")
+
+    def start_noise(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """Per-item start noise (B, C, r, r, r) from `item_generator(seed, NOISE_KEY)`, and those generators."""
+        r = self.cfg.resolution // 4
+        gens = [item_generator(int(s), NOISE_KEY) for s in seeds]
+        x_T = torch.stack([torch.randn(self.cfg.latent_channels, r, r, r, generator=g) for g in gens])  # (B, C, r, r, r)
+        return x_T.to(self.device), gens
+
+    # --- conditions ----------------------------------------------------------------------
+    def condition(self, *, family=None, points=None, voxels=None, seeds=None) -> torch.Tensor:
+        given = [name for name, v in (("family", family), ("points", points), ("voxels", voxels)) if v is not None]
+        if len(given) != 1:
+            raise InputError(f"condition takes exactly one of family=, points=, voxels=; got {given or 'none'}")
+        if family is not None:
+            names = [family] if isinstance(family, str) else list(family)
+            unknown = [f for f in names if f not in self.cfg.families]
+            if unknown:
+                raise InputError(f"unknown family {unknown[0]!r}; this checkpoint knows {self.cfg.families}")
+            labels = torch.tensor([self.cfg.families.index(f) for f in names], dtype=torch.int64, device=self.device)
+            return self.net("family", labels)  # (B, M, d)
+        if points is not None:
+            points = torch.as_tensor(points, dtype=torch.float32, device=self.device)
+            if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] < 1:
+                raise InputError(f"points must have shape (B, P, 3) with P >= 1, got {tuple(points.shape)}")
+            if not torch.isfinite(points).all():
+                raise InputError("points contain NaN or infinite values")
+            return self.net("points", points)  # (B, M, d)
+        voxels = torch.as_tensor(voxels, dtype=torch.float32, device=self.device)
+        if voxels.dim() != 4 or len(set(voxels.shape[1:])) != 1 or voxels.shape[1] < 2:
+            raise InputError(f"voxels must have shape (B, V, V, V) with V >= 2, got {tuple(voxels.shape)}")
+        return self.net("voxels", voxels)  # (B, M, d)
+
+    # --- decoding ------------------------------------------------------------------------
+    def sample_latents(
+        self,
+        condition: torch.Tensor,
+        seeds: Sequence[int],
+        *,
+        params: Params | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        sampler: str | None = None,
+        callback: Callable[[dict], None] | None = None,
+    ) -> torch.Tensor:
+        """Normalised clean latents (B, C, r, r, r) for the conditions, by the configured sampler."""
+        self._check_condition(condition, seeds)
+        steps = self.cfg.sample_steps if steps is None else int(steps)
+        w = self.cfg.guidance if guidance is None else float(guidance)
+        sample = get_sampler(sampler or self.cfg.sampler)
+        B = condition.shape[0]
+        x_T, gens = self.start_noise(seeds)
+        null = self._call(params, "null", B)  # (B, M, d)
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if w == 1.0:
+                return self._call(params, "denoise", x, t, condition)
+            both = self._call(params, "denoise", torch.cat([x, x]), torch.cat([t, t]), torch.cat([condition, null]))  # (2B, ...)
+            x0_c, x0_u = both.chunk(2)
+            return x0_u + w * (x0_c - x0_u)  # classifier-free guidance (Ho & Salimans 2022)
+
+        alphas = self.net.alphas_cumprod
+        return sample(denoise, x_T, ddim_timesteps(self.cfg.timesteps, steps), alphas, generators=gens, callback=callback)
+
+    def decode_latents(self, z: torch.Tensor, *, params: Params | None = None, resolution: int | None = None) -> torch.Tensor:
+        """Normalised latents (B, C, r, r, r) -> TSDF grids (B, R, R, R) in world units."""
+        grid = self._call(params, "decode", z).clamp(-1.0, 1.0) * self.cfg.truncation  # (B, R, R, R)
+        if resolution is not None and resolution != grid.shape[-1]:
+            if resolution < 2:
+                raise InputError(f"resolution must be >= 2, got {resolution}")
+            grid = F.interpolate(grid.unsqueeze(1), size=(resolution,) * 3, mode="trilinear", align_corners=True).squeeze(1)
+        return grid
+
+    def sdf_grid(self, condition, seeds, *, params=None, resolution=None, steps=None, guidance=None, sampler=None, callback=None):
+        z0 = self.sample_latents(condition, seeds, params=params, steps=steps, guidance=guidance, sampler=sampler, callback=callback)
+        return self.decode_latents(z0, params=params, resolution=resolution)  # (B, R, R, R)
+
+    def sdf_points(self, points, condition, seeds, *, params=None):
+        if points.dim() != 3 or points.shape[-1] != 3:
+            raise InputError(f"points must have shape (B, P, 3), got {tuple(points.shape)}")
+        grid = self.sdf_grid(condition, seeds, params=params)  # (B, R, R, R) indexed [x, y, z]
+        # grid_sample reads the last coordinate as the first spatial axis: pass (z, y, x).
+        loc = points[..., [2, 1, 0]].to(grid.dtype).unsqueeze(2).unsqueeze(2)  # (B, P, 1, 1, 3)
+        out = F.grid_sample(grid.unsqueeze(1), loc, mode="bilinear", padding_mode="border", align_corners=True)  # (B, 1, P, 1, 1)
+        return out.flatten(1)  # (B, P)
+
+    # --- losses --------------------------------------------------------------------------
+    def encode_grids(self, grids: torch.Tensor, *, params: Params | None = None) -> torch.Tensor:
+        """TSDF grids (B, R, R, R) in world units -> normalised latents (B, C, r, r, r)."""
+        R = self.cfg.resolution
+        if grids.dim() != 4 or tuple(grids.shape[1:]) != (R, R, R):
+            raise InputError(f"grids must have shape (B, {R}, {R}, {R}), got {tuple(grids.shape)}")
+        tsdf = (grids.to(torch.float32) / self.cfg.truncation).clamp(-1.0, 1.0)  # (B, R, R, R)
+        return self._call(params, "encode", tsdf)
+
+    def training_loss(self, grids, condition, seeds, *, params=None):
+        self._check_condition(condition, seeds)
+        z0 = self.encode_grids(grids, params=params)  # (B, C, r, r, r)
+        gens = [item_generator(int(s), "latent-diffusion/train") for s in seeds]
+        t = torch.stack([torch.randint(self.cfg.timesteps, (), generator=g) for g in gens]).to(self.device)  # (B,)
+        noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(self.device)  # (B, C, r, r, r)
+
+        def denoise(z_t, tt, c):
+            return self._call(params, "denoise", z_t, tt, c)
+
+        return diffusion_loss(denoise, z0, condition, t, noise, self.net.alphas_cumprod)
+
+    # --- weight-space views --------------------------------------------------------------
+    def effective_weights(self, condition: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per denoiser block: the adaLN modulation (shifts, scales, gates) at each default sampler
+        step, `...adaln` (B, S, 9W), and the cross-attention keys and values, `...cross_attn.k/v` (B, M, W)."""
+        if condition.dim() != 3 or tuple(condition.shape[1:]) != self.condition_shape:
+            raise InputError(f"condition must have shape (B, {self.cfg.cond_tokens}, {self.cfg.cond_dim}), got {tuple(condition.shape)}")
+        den = self.net.denoiser
+        B = condition.shape[0]
+        ts = ddim_timesteps(self.cfg.timesteps, self.cfg.sample_steps).to(self.device)  # (S,)
+        S = ts.shape[0]
+        cond_rep = condition.repeat_interleave(S, dim=0)  # (B S, M, d)
+        cond_w, c = den.condition_context(ts.repeat(B), cond_rep)  # (B S, M, W), (B S, W)
+        cond_w = cond_w[::S]  # (B, M, W) does not depend on t
+        out: dict[str, torch.Tensor] = {}
+        for i, block in enumerate(den.blocks):
+            out[f"denoiser.blocks.{i}.adaln"] = block.modulation(c).view(B, S, -1)  # (B, S, 9W)
+            k, v = block.cross_attn.keys_values(cond_w)  # (B, M, W) each
+            out[f"denoiser.blocks.{i}.cross_attn.k"] = k
+            out[f"denoiser.blocks.{i}.cross_attn.v"] = v
+        out["denoiser.final_adaln"] = den.final_adaln(F.silu(c)).view(B, S, -1)  # (B, S, 2W)
+        return out
+
+    def module_groups(self) -> dict[str, list[str]]:
+        depth = self.cfg.depth
+        blocks = [f"denoiser.blocks.{i}." for i in range(depth)]
+        groups = {
+            "autoencoder.encoder": ["ae.encoder."],
+            "autoencoder.decoder": ["ae.decoder."],
+            "condition.points": ["cond_points."],
+            "condition.voxels": ["cond_voxels."],
+            "condition.family": ["family_tokens"],
+            "condition.null": ["null_tokens"],
+            "denoiser.embed": ["denoiser.patch_in.", "denoiser.pos", "denoiser.t_embed.", "denoiser.cond_norm.", "denoiser.cond_proj.", "denoiser.pool_mlp."],
+            "denoiser.adaln": [b + "adaln." for b in blocks] + ["denoiser.final_adaln."],
+            "denoiser.self_attention": [b + "self_attn." for b in blocks],
+            "denoiser.cross_attention": [b + "cross_attn." for b in blocks],
+            "denoiser.mlp": [b + "mlp." for b in blocks],
+            "denoiser.final": ["denoiser.final_adaln.", "denoiser.final."],
+        }
+        for i, b in enumerate(blocks):
+            groups[f"denoiser.block{i}"] = [b]
+        return groups
+
+    # --- persistence ---------------------------------------------------------------------
+    def save(self, folder: str | Path, *, extra_config: Mapping[str, Any] | None = None) -> Path:
+        config = dict(self.config)
+        config.update(dict(extra_config or {}))
+        config["kind"] = KIND
+        config["model"] = dataclasses.asdict(self.cfg)
+        return save_checkpoint(folder, self.net.state_dict(), config)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, torch.Tensor], config: dict[str, Any]) -> "LatentDiffusionGenerator":
+        if config.get("kind") != KIND:
+            raise InputError(f"config.json: field 'kind' must be {KIND!r}, got {config.get('kind')!r}")
+        if "model" not in config:
+            raise InputError("config.json: missing field 'model' (the architecture)")
+        cfg = model_config_from(config["model"], where="config.json: model")
+        net = LatentDiffusionNet(cfg)
+        expected = net.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise InputError(
+                f"model.safetensors does not match config.json model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+            )
+        for name, tensor in expected.items():
+            if tuple(state[name].shape) != tuple(tensor.shape):
+                raise InputError(f"model.safetensors: tensor {name!r} has shape {tuple(state[name].shape)}, config.json model implies {tuple(tensor.shape)}")
+        net.load_state_dict(state, strict=True)
+        extra = {k: v for k, v in config.items() if k not in ("kind", "model")}
+        return cls(cfg, net, extra)

@@ -1,0 +1,92 @@
+"""Samplers from noise to a clean latent. Every sampler has one signature (k-diffusion style):
+
+    sampler(denoise, x_T, timesteps, alphas_cumprod, *, generators=None, callback=None) -> x_0
+
+`denoise(x_t, t)` returns the x0 prediction (guidance already applied); `timesteps` runs from
+high to low; `generators` gives one torch.Generator per item for any fresh noise (so a sample
+never depends on the batch it is in); `callback(dict(i, t, x, x0_hat))` sees every step.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Sequence
+
+import torch
+
+from weightspace.runtime.errors import InputError
+
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Callable[[dict], None] | None
+SamplerName = Literal["ddim", "ddpm"]
+
+
+def _ab(alphas_cumprod: torch.Tensor, t: int, like: torch.Tensor) -> torch.Tensor:
+    return alphas_cumprod[t].to(dtype=like.dtype, device=like.device) if t >= 0 else torch.ones((), dtype=like.dtype, device=like.device)
+
+
+def _per_item_noise(x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype) for g in generators]).to(x.device)  # (B, ...)
+
+
+def sample_ddim(
+    denoise: Denoise,
+    x_T: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    generators: Sequence[torch.Generator] | None = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """Deterministic DDIM (Song et al. 2021, eq. 12 with sigma = 0), x0-parameterised.
+
+    x_T : (B, ...) start noise; returns x_0 (B, ...). `generators` is unused (eta = 0) and
+    accepted for the shared signature.
+    """
+    x = x_T
+    ts = [int(t) for t in timesteps]
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        ab_t, ab_prev = _ab(alphas_cumprod, t, x), _ab(alphas_cumprod, t_prev, x)
+        x0_hat = denoise(x, torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device))  # (B, ...)
+        eps_hat = (x - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()  # predicted noise
+        x = ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat  # x_{t_prev}
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0_hat": x0_hat})
+    return x
+
+
+def sample_ddpm(
+    denoise: Denoise,
+    x_T: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    generators: Sequence[torch.Generator] | None = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """Ancestral sampling (DDIM with eta = 1, i.e. the DDPM posterior over the strided steps)."""
+    if generators is None or len(generators) != x_T.shape[0]:
+        raise InputError("sample_ddpm needs one torch.Generator per item (generators=...)")
+    x = x_T
+    ts = [int(t) for t in timesteps]
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        ab_t, ab_prev = _ab(alphas_cumprod, t, x), _ab(alphas_cumprod, t_prev, x)
+        x0_hat = denoise(x, torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device))  # (B, ...)
+        eps_hat = (x - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()
+        sigma = ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()  # DDIM eq. 16, eta = 1
+        x = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps_hat
+        if t_prev >= 0:
+            x = x + sigma * _per_item_noise(x, generators)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0_hat": x0_hat})
+    return x
+
+
+SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm}
+
+
+def get_sampler(name: str):
+    if name not in SAMPLERS:
+        raise InputError(f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}")
+    return SAMPLERS[name]

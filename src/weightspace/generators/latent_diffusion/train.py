@@ -1,0 +1,348 @@
+"""Training loop of the latent diffusion generator: autoencoder stage, then diffusion stage on its
+latents; wall-time budgeted, resumable, with EMA weights, a JSONL loss log and safetensors checkpoints.
+
+Files in the output folder:
+  model.safetensors + config.json   the EMA generator (a usable checkpoint at every save)
+  train_state.safetensors           raw weights and Adam moments, for resuming
+  loss_log.jsonl                    one row per `log_every` steps: stage, step, seconds, loss, lr (+ val_iou)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from weightspace.data.dataset import ShapeDataset
+from weightspace.generators.latent_diffusion.config import STAGES, ModelConfig, TrainConfig
+from weightspace.generators.latent_diffusion.losses import autoencoder_loss, augment_points, diffusion_loss, voxels_from_grids
+from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
+from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
+from weightspace.runtime.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_state, save_checkpoint
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_path, read_json
+
+TRAIN_STATE = "train_state.safetensors"
+LOSS_LOG = "loss_log.jsonl"
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Training tensors held in memory: grids (N, R, R, R) world units, labels (N,), points (N, P, 3)."""
+
+    grids: torch.Tensor
+    labels: torch.Tensor
+    points: torch.Tensor
+    families: list[str]
+    resolution: int
+    truncation: float
+    manifest_hash: str
+
+
+def load_training_data(data_dir: str | Path, split: str | None = "train") -> TrainingData:
+    """Read a data folder (`weightspace data make`) into memory for training."""
+    from weightspace.data.families import FAMILY_NAMES
+
+    ds = ShapeDataset(data_dir, split=split)
+    names = {str(r.get("family", "")) for r in ds.rows}
+    unknown = sorted(names - set(FAMILY_NAMES))
+    families = list(FAMILY_NAMES) + unknown  # imported shapes keep their own family names after the procedural ones
+    labels = torch.tensor([families.index(str(r.get("family", ""))) for r in ds.rows], dtype=torch.int64)  # (N,)
+    truncs = {float(r["truncation"]) for r in ds.rows if "truncation" in r}
+    if len(truncs) != 1:
+        raise InputError(f"{data_dir}: expected one TSDF truncation across the manifest, got {sorted(truncs) or 'none'}")
+    grids = torch.from_numpy(np.array(ds.grids, dtype=np.float32))  # (N, R, R, R)
+    points = torch.stack([ds[i]["points"] for i in range(len(ds))])  # (N, P, 3)
+    digest = hashlib.sha256(json.dumps(ds.rows, sort_keys=True).encode()).hexdigest()[:16]
+    return TrainingData(grids, labels, points, families, int(grids.shape[-1]), truncs.pop(), digest)
+
+
+class EMA:
+    """Exponential moving average of a module's parameters and buffers, with the usual warm-up
+    decay min(decay, (1 + n) / (10 + n))."""
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        self.shadow = copy.deepcopy(net).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for p_ema, p in zip(self.shadow.parameters(), net.parameters()):
+            if p.requires_grad:
+                p_ema.lerp_(p.detach(), 1 - d)
+        for b_ema, b in zip(self.shadow.buffers(), net.buffers()):
+            b_ema.copy_(b)
+
+
+def _lr(base: float, frac: float, step: int, warmup: int = 50) -> float:
+    """Linear warm-up, then cosine decay to 5% over the stage's time budget (frac in [0, 1])."""
+    return base * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def _save_all(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, cfg: ModelConfig, extra: dict) -> None:
+    """EMA generator checkpoint plus the raw weights and Adam moments for resuming."""
+    LatentDiffusionGenerator(cfg, ema.shadow).save(out, extra_config=extra)
+    names = {id(p): n for n, p in net.named_parameters()}
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                state[f"opt.{names[id(p)]}.{key}"] = torch.as_tensor(value).reshape(-1) if key == "step" else value
+    with atomic_path(out / TRAIN_STATE) as tmp:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
+
+
+def _restore_opt(opt: torch.optim.Optimizer, net, state: dict[str, torch.Tensor]) -> None:
+    for name, p in net.named_parameters():
+        keys = {k.rsplit(".", 1)[1]: v for k, v in state.items() if k.startswith(f"opt.{name}.") and k.count(".") == name.count(".") + 2}
+        if keys:
+            opt.state[p] = {"step": keys["step"].reshape(()).clone(), "exp_avg": keys["exp_avg"].clone(), "exp_avg_sq": keys["exp_avg_sq"].clone()}
+
+
+class Logger:
+    """Appends loss rows to loss_log.jsonl and prints a progress line with the ETA."""
+
+    def __init__(self, out: Path, echo: Callable[[str], None]):
+        self.path = out / LOSS_LOG
+        self.echo = echo
+
+    def row(self, **row: Any) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+
+    def progress(self, stage: str, step: int, used: float, budget: float, loss: float, extra: str = "") -> None:
+        eta = max(0.0, budget - used)
+        width = 30
+        filled = int(width * min(1.0, used / budget))
+        self.echo(f"[{stage:9s}] [{'#' * filled}{'.' * (width - filled)}] step {step:6d}  loss {loss:.4f}{extra}  "
+                  f"{used / 60:5.1f}/{budget / 60:.1f} min  ETA {eta / 60:4.1f} min")
+
+
+@torch.no_grad()
+def reconstruction_iou(net: LatentDiffusionNet, grids: torch.Tensor, truncation: float) -> float:
+    """Mean voxel IoU of the autoencoder on grids (N, R, R, R) world units (solid where < 0)."""
+    ious = []
+    for chunk in grids.split(16):
+        pred = net.ae.decode(net.ae.encode((chunk / truncation).clamp(-1, 1)))  # (b, R, R, R)
+        a, b = pred < 0, chunk < 0
+        inter = (a & b).flatten(1).sum(1).float()
+        union = (a | b).flatten(1).sum(1).float().clamp(min=1)
+        ious.append(inter / union)
+    return float(torch.cat(ious).mean())
+
+
+def _ae_stage(net, ema, data: TrainingData, val_grids, tc: TrainConfig, budget_s: float, progress: dict, out: Path,
+              cfg: ModelConfig, logger: Logger, extra: Callable[[], dict], gen: torch.Generator) -> None:
+    """Autoencoder stage: surface-weighted L1 + sign BCE on normalised TSDFs, random axis flips."""
+    params = list(net.ae.parameters())
+    opt = torch.optim.Adam(params, lr=tc.ae_lr)
+    if progress.get("_resume_state") is not None and progress["ae_steps"] > 0:
+        _restore_opt(opt, net, progress["_resume_state"])
+    band = 2.0 * (2.0 / (cfg.resolution - 1)) / cfg.truncation  # two voxels, in normalised TSDF units
+    tsdf_all = (data.grids / cfg.truncation).clamp(-1, 1)  # (N, R, R, R)
+    step, used = progress["ae_steps"], progress["ae_seconds"]
+    last_save, t_prev, loss_avg = time.time(), time.time(), None
+    net.train()
+    while used < budget_s:
+        idx = torch.randint(tsdf_all.shape[0], (tc.ae_batch,), generator=gen)  # (B,)
+        x = tsdf_all[idx]  # (B, R, R, R)
+        flips = [d for d in (1, 2, 3) if torch.rand((), generator=gen) < 0.5]
+        if flips:
+            x = x.flip(flips)
+        for group in opt.param_groups:
+            group["lr"] = _lr(tc.ae_lr, used / budget_s, step)
+        pred = net.ae.decode(net.ae.encode(x))  # (B, R, R, R)
+        loss = autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight, sign_weight=tc.sign_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update(net, step)
+        step += 1
+        now = time.time()
+        used += now - t_prev
+        t_prev = now
+        loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
+        if step % tc.log_every == 0:
+            row = dict(stage="ae", step=step, seconds=round(used, 2), loss=round(loss.item(), 6), lr=opt.param_groups[0]["lr"])
+            if step % (tc.log_every * 8) == 0 and val_grids is not None:
+                row["val_iou"] = round(reconstruction_iou(ema.shadow, val_grids, cfg.truncation), 4)
+                t_prev = time.time()  # validation time is not training time
+            logger.row(**row)
+            logger.progress("ae", step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "")
+        if now - last_save > tc.checkpoint_seconds:
+            progress.update(ae_steps=step, ae_seconds=used)
+            _save_all(out, net, ema, opt, cfg, extra())
+            last_save = t_prev = time.time()
+    progress.update(ae_steps=step, ae_seconds=used, ae_done=True)
+
+
+@torch.no_grad()
+def _set_latent_stats(net, ema, data: TrainingData, cfg: ModelConfig) -> torch.Tensor:
+    """Per-channel mean and std of the (EMA) encoder's latents over the training grids; returns the
+    normalised latents (N, C, r, r, r) for the diffusion stage."""
+    enc = ema.shadow.ae
+    zs = torch.cat([enc.encode((g / cfg.truncation).clamp(-1, 1)) for g in data.grids.split(32)])  # (N, C, r, r, r)
+    mean = zs.mean(dim=(0, 2, 3, 4))  # (C,)
+    std = zs.std(dim=(0, 2, 3, 4)).clamp(min=1e-4)  # (C,)
+    for m in (net, ema.shadow):
+        m.latent_mean.copy_(mean)
+        m.latent_std.copy_(std)
+        m.ae.load_state_dict(enc.state_dict())  # diffusion uses (and keeps) the EMA autoencoder
+    return ema.shadow.normalise(zs)
+
+
+def _diffusion_stage(net, ema, data: TrainingData, latents: torch.Tensor, tc: TrainConfig, budget_s: float, progress: dict,
+                     out: Path, cfg: ModelConfig, logger: Logger, extra: Callable[[], dict], gen: torch.Generator) -> None:
+    """Diffusion stage: x0-prediction loss; each item draws a condition kind (family / augmented
+    points / voxels at 8^3 or 16^3), and the null condition with probability cond_drop."""
+    for p in net.ae.parameters():
+        p.requires_grad_(False)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=tc.diffusion_lr)
+    if progress.get("_resume_state") is not None and progress["diffusion_steps"] > 0:
+        _restore_opt(opt, net, progress["_resume_state"])
+    probs = torch.tensor(tc.kind_probs, dtype=torch.float64)
+    step, used = progress["diffusion_steps"], progress["diffusion_seconds"]
+    last_save, t_prev, loss_avg = time.time(), time.time(), None
+    net.train()
+    B, M, d = tc.diffusion_batch, cfg.cond_tokens, cfg.cond_dim
+    while used < budget_s:
+        idx = torch.randint(latents.shape[0], (B,), generator=gen)  # (B,)
+        kind = torch.multinomial(probs, B, replacement=True, generator=gen)  # (B,) 0 family, 1 points, 2 voxels
+        cond = torch.zeros(B, M, d)  # (B, M, d)
+        sel = (kind == 0).nonzero().flatten()
+        if len(sel):
+            cond = cond.index_copy(0, sel, net("family", data.labels[idx[sel]]))
+        sel = (kind == 1).nonzero().flatten()
+        if len(sel):
+            pts = augment_points(data.points[idx[sel]], n=tc.train_points, sigma_max=tc.point_sigma_max,
+                                 partial_prob=tc.partial_prob, generator=gen)  # (b, n, 3)
+            cond = cond.index_copy(0, sel, net("points", pts))
+        sel = (kind == 2).nonzero().flatten()
+        if len(sel):
+            V = 8 if torch.rand((), generator=gen) < 0.5 else 16
+            cond = cond.index_copy(0, sel, net("voxels", voxels_from_grids(data.grids[idx[sel]], V)))
+        drop = (torch.rand(B, generator=gen) < tc.cond_drop).view(B, 1, 1)
+        cond = torch.where(drop, net("null", B), cond)  # (B, M, d)
+        t = torch.randint(cfg.timesteps, (B,), generator=gen)  # (B,)
+        noise = torch.randn(latents[idx].shape, generator=gen)  # (B, C, r, r, r)
+        for group in opt.param_groups:
+            group["lr"] = _lr(tc.diffusion_lr, used / budget_s, step)
+        loss = diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), latents[idx], cond, t, noise, net.alphas_cumprod)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(net, step)
+        step += 1
+        now = time.time()
+        used += now - t_prev
+        t_prev = now
+        loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
+        if step % tc.log_every == 0:
+            logger.row(stage="diffusion", step=step, seconds=round(used, 2), loss=round(loss.item(), 6), lr=opt.param_groups[0]["lr"])
+            logger.progress("diffusion", step, used, budget_s, loss_avg)
+        if now - last_save > tc.checkpoint_seconds:
+            progress.update(diffusion_steps=step, diffusion_seconds=used)
+            _save_all(out, net, ema, opt, cfg, extra())
+            last_save = t_prev = time.time()
+    progress.update(diffusion_steps=step, diffusion_seconds=used, diffusion_done=True)
+    return opt
+
+
+def train_latent_diffusion(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    stage: str = "all",
+    command: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> LatentDiffusionGenerator:
+    """Train (or resume training of) a latent diffusion generator on a data folder.
+
+    stage : ae | diffusion | all. The budget `train.minutes` covers the stages run now; with
+    `all` the autoencoder gets `ae_fraction` of it. Resumes from `out_dir` when it holds a
+    checkpoint of this trainer (the architecture there wins over `model`).
+    """
+    if stage not in STAGES:
+        raise InputError(f"stage must be one of {list(STAGES)}, got {stage!r}")
+    tc = (train or TrainConfig()).validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(tc.threads)
+    data = load_training_data(data_dir, "train")
+    try:
+        val_grids = torch.from_numpy(np.array(ShapeDataset(data_dir, split="val").grids[:48], dtype=np.float32))  # (<=48, R, R, R)
+    except InputError:
+        val_grids = None
+
+    progress = dict(ae_steps=0, ae_seconds=0.0, ae_done=False, diffusion_steps=0, diffusion_seconds=0.0, diffusion_done=False)
+    resume_state = None
+    if (out / CONFIG_NAME).is_file() and (out / TRAIN_STATE).is_file():
+        state, config = load_checkpoint(out)
+        gen_prev = LatentDiffusionGenerator.from_checkpoint(state, config)
+        cfg = gen_prev.cfg
+        progress.update({k: v for k, v in config.get("progress", {}).items() if k in progress})
+        resume_state = load_state(out / TRAIN_STATE)
+        net = LatentDiffusionNet(cfg)
+        net.load_state_dict({k[4:]: v for k, v in resume_state.items() if k.startswith("net.")})
+        ema = EMA(net, tc.ema_decay)
+        ema.shadow.load_state_dict(gen_prev.net.state_dict())
+        echo(f"resuming from {out} ({progress})")
+    else:
+        cfg = dataclasses.replace(model or ModelConfig(), families=data.families, resolution=data.resolution, truncation=data.truncation)
+        cfg.validate()
+        torch.manual_seed(tc.seed)
+        net = LatentDiffusionNet(cfg)
+        ema = EMA(net, tc.ema_decay)
+    if (cfg.resolution, cfg.truncation) != (data.resolution, data.truncation) or cfg.families[: len(data.families)] != data.families:
+        raise InputError(f"{data_dir}: data (resolution {data.resolution}, truncation {data.truncation}) does not match the checkpoint in {out}")
+    progress["_resume_state"] = resume_state
+    gen = torch.Generator().manual_seed(tc.seed + 1000 * (progress["ae_steps"] + progress["diffusion_steps"]))
+    logger = Logger(out, echo)
+
+    def extra() -> dict:
+        return {
+            "train": dataclasses.asdict(tc),
+            "progress": {k: v for k, v in progress.items() if not k.startswith("_")},
+            "data": {"folder": Path(data_dir).name, "manifest_hash": data.manifest_hash, "train_shapes": int(data.grids.shape[0])},
+            "command": command,
+        }
+
+    budget = tc.minutes * 60.0
+    if stage in ("ae", "all") and not (stage == "all" and progress["ae_done"]):
+        ae_budget = budget * (tc.ae_fraction if stage == "all" else 1.0)
+        if stage == "ae":
+            ae_budget += progress["ae_seconds"]  # --stage ae --minutes M adds M minutes
+        _ae_stage(net, ema, data, val_grids, tc, ae_budget, progress, out, cfg, logger, extra, gen)
+        if val_grids is not None:
+            iou = reconstruction_iou(ema.shadow, val_grids, cfg.truncation)
+            logger.row(stage="ae", step=progress["ae_steps"], seconds=round(progress["ae_seconds"], 2), val_iou=round(iou, 4))
+            echo(f"autoencoder done: {progress['ae_steps']} steps, val IoU {iou:.3f}")
+    if stage in ("diffusion", "all"):
+        if not progress["ae_steps"]:
+            raise InputError(f"{out}: no trained autoencoder here; run --stage ae (or all) first")
+        latents = _set_latent_stats(net, ema, data, cfg)  # (N, C, r, r, r)
+        diff_budget = budget * (1.0 - tc.ae_fraction) if stage == "all" else budget + progress["diffusion_seconds"]
+        opt = _diffusion_stage(net, ema, data, latents, tc, max(diff_budget, 1.0), progress, out, cfg, logger, extra, gen)
+    else:
+        opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
+    progress["_resume_state"] = None
+    _save_all(out, net, ema, opt, cfg, extra())
+    echo(f"saved {out / WEIGHTS_NAME} ({progress['ae_steps']} autoencoder steps, {progress['diffusion_steps']} diffusion steps)")
+    return LatentDiffusionGenerator(cfg, ema.shadow, extra())
