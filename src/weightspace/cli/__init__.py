@@ -37,9 +37,9 @@ def version() -> None:
 
 def _register() -> None:
     # Explicit list of command modules; each exposes `register(app)`.
-    from weightspace.cli import analyze, data, demo, evaluate, generate, train, weights
+    from weightspace.cli import analyze, data, demo, evaluate, experiment, generate, train, weights
 
-    for module in (data, analyze, train, generate, evaluate, weights, demo):
+    for module in (data, analyze, train, generate, evaluate, weights, experiment, demo):
         module.register(app)
 
 
