@@ -1,7 +1,117 @@
-"""CLI commands: weights (filled in by the issue that owns them)."""
+"""CLI commands of the weight-space stage: `weightspace population build`, `subspace fit` and `decode`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+population_app = typer.Typer(help="Populations: one fitted weight-space point per shape.", no_args_is_help=True)
+subspace_app = typer.Typer(help="PCA subspaces of populations.", no_args_is_help=True)
+
+
+def _load(checkpoint: str):
+    # indirection so tests can swap in a generator that the registry does not know
+    from weightspace.generators.registry import load_generator
+
+    return load_generator(checkpoint)
+
+
+@population_app.command("build")
+def population_build(
+    checkpoint: str = typer.Option("default", "--checkpoint", help="Generator: `default`, `default-field` or a checkpoint folder."),
+    parameterisation: str = typer.Option("lora", "--parameterisation", help="condition | lora | layers."),
+    data: Path = typer.Option(..., "--data", help="Data folder with manifest.jsonl (from `weightspace data make`)."),
+    out: Path = typer.Option(..., "--out", help="Population folder (re-running resumes it)."),
+    members: Optional[int] = typer.Option(None, "--members", help="Fit the first N shapes (default: all)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only shapes of this split (train, val, test)."),
+    workers: int = typer.Option(1, "--workers", help="Parallel worker processes (1: in this process)."),
+    rank: int = typer.Option(4, "--rank", help="LoRA rank."),
+    alpha: float = typer.Option(8.0, "--alpha", help="LoRA alpha (scaling = alpha / rank)."),
+    targets: str = typer.Option("all", "--targets", help="Modules: regex on names, `group:a,b` or `all`."),
+    form: str = typer.Option("factors", "--form", help="LoRA point form: factors (A, B) or delta (B A)."),
+    fit: str = typer.Option("grid", "--fit", help="grid (training loss on the SDF grid) or points (observation loss)."),
+    observation: str = typer.Option("clean", "--observation", help="clean | noisy | partial | subsampled (fit=points)."),
+    observations: int = typer.Option(512, "--observations", help="Observed surface points per member (fit=points)."),
+    noise: float = typer.Option(0.0, "--noise", help="Noise sigma on observed points (world units)."),
+    steps: int = typer.Option(50, "--steps", help="Optimiser steps per member."),
+    lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Base seed (one derived seed per member)."),
+    anchor: str = typer.Option("zeros", "--anchor", help="Condition for lora/layers members: zeros | mean (of encodings)."),
+    condition_fit: str = typer.Option("auto", "--condition-fit", help="condition members: auto | encode | optimise."),
+) -> None:
+    """Fit one weight-space point per shape and store them (manifest.jsonl + safetensors shards + layout.json).
+
+    Example: weightspace population build --checkpoint default --parameterisation lora --data runs/data32 --out runs/pop --members 16 --workers 2
+    """
+    from weightspace.weightspace.population import PopulationConfig, build_population
+    from weightspace.weightspace.parameterisations import OPTIONS
+
+    if parameterisation not in OPTIONS:
+        from weightspace.runtime.errors import InputError
+
+        raise InputError(f"--parameterisation must be one of {', '.join(OPTIONS)}, got {parameterisation!r}")
+    given = {"rank": rank, "alpha": alpha, "targets": targets, "form": form}
+    options = {k: v for k, v in given.items() if k in OPTIONS[parameterisation]}
+    config = PopulationConfig(
+        checkpoint=checkpoint, parameterisation=parameterisation, data=str(data), out=str(out), options=options,
+        members=members, split=split, fit=fit, observation=observation, observations=observations, noise=noise,
+        steps=steps, lr=lr, seed=seed, anchor=anchor, condition_fit=condition_fit,
+        executor="process" if workers > 1 else "inprocess", workers=workers,
+    )
+    import functools
+
+    pop = build_population(config, loader=functools.partial(_load, checkpoint),
+                           on_member=lambda r: typer.echo(f"{r['id']}: loss {r['loss']:.5f} ({r['seconds']:.1f} s)"))
+    typer.echo(f"{out}: {len(pop)} members, D = {pop.layout.size}")
+
+
+@subspace_app.command("fit")
+def subspace_fit(
+    population: Path = typer.Argument(..., help="Population folder."),
+    components: int = typer.Option(..., "--components", "-k", help="Number of components k."),
+    solver: str = typer.Option("auto", "--solver", help="auto | exact | gram | randomized."),
+    standardize: bool = typer.Option(False, "--standardize", help="Scale every coordinate to unit variance first."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the randomized solver."),
+    out: Path = typer.Option(..., "--out", help="Subspace folder (subspace.safetensors + summary.json)."),
+) -> None:
+    """Fit a PCA subspace to a population: mean, basis, singular values, explained variance.
+
+    Example: weightspace subspace fit runs/pop --components 8 --solver auto --out runs/sub
+    """
+    from weightspace.weightspace.subspace import fit_subspace
+
+    sub = fit_subspace(population, components, solver=solver, standardize=standardize, seed=seed, out=out)
+    ratio = [round(float(v), 4) for v in sub.explained_variance_ratio]
+    typer.echo(f"{out}: k = {sub.k} of N = {sub.n}, D = {sub.layout.size}, solver {sub.solver}, explained {json.dumps(ratio)}")
+
+
+def decode(
+    source: Path = typer.Argument(..., help="A point .safetensors file, a population folder or a subspace folder."),
+    out: Path = typer.Option(..., "--out", help="Output folder: grids/, meshes/ (PLY), manifest.jsonl."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Generator (default: the one the source records)."),
+    samples: int = typer.Option(8, "--samples", help="Samples to draw from a subspace."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Scale of subspace samples (1: training spread)."),
+    seed: int = typer.Option(0, "--seed", help="Base seed: per-item sample and decode seeds derive from it."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Grid resolution (default: the generator's)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Points decoded per call."),
+    meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Also write PLY meshes."),
+) -> None:
+    """Decode weight-space points into SDF grids and meshes.
+
+    Example: weightspace decode runs/sub --samples 16 --out runs/samples
+    """
+    from weightspace.decode.sources import DecodeConfig, decode_source
+
+    cfg = DecodeConfig(source=str(source), out=str(out), checkpoint=checkpoint, samples=samples, temperature=temperature,
+                       seed=seed, resolution=resolution, batch_size=batch_size, meshes=meshes)
+    rows = decode_source(cfg, loader=_load)
+    typer.echo(f"{out}: decoded {len(rows)} item(s)")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(population_app, name="population")
+    app.add_typer(subspace_app, name="subspace")
+    app.command("decode")(decode)

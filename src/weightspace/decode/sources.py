@@ -1,0 +1,84 @@
+"""Decode a stored point file, a population or samples of a subspace into a folder of grids and meshes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from weightspace.decode.points import decode_points, point_seeds, write_decoded
+from weightspace.generators.base import Generator
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_write_json
+from weightspace.weightspace.parameterisations import parameterisation_from_config
+from weightspace.weightspace.store import Population, load_point, read_metadata
+from weightspace.weightspace.subspace import SUBSPACE_FILE, Subspace
+
+
+@dataclass
+class DecodeConfig:
+    """What to decode and where (the CLI builds one of these)."""
+
+    source: str  # point .safetensors | population folder | subspace folder
+    out: str
+    checkpoint: str | None = None  # default: the checkpoint the source was made with
+    samples: int = 8  # subspace samples (subspaces only)
+    temperature: float = 1.0
+    seed: int = 0
+    resolution: int | None = None
+    batch_size: int = 8
+    meshes: bool = True
+
+
+def source_kind(path: Path) -> str:
+    if path.is_dir() and (path / "config.json").is_file() and (path / "layout.json").is_file():
+        return "population"
+    if path.is_dir() and (path / SUBSPACE_FILE).is_file():
+        return "subspace"
+    if path.is_file():
+        kind = read_metadata(path).get("kind")
+        if kind in ("point", "subspace"):
+            return kind
+        raise InputError(f"{path}: a safetensors file of kind {kind!r}; expected a point or subspace file")
+    raise InputError(f"{path}: not a point file, population folder or subspace folder")
+
+
+def decode_source(config: DecodeConfig, *, loader: Callable[[str], Generator] | None = None) -> list[dict[str, Any]]:
+    """Decode `config.source` into `config.out`; returns the manifest rows written."""
+    from weightspace.generators.registry import load_generator
+
+    loader = loader or load_generator
+    src = Path(config.source)
+    kind = source_kind(src)
+    if kind == "point":
+        pf = load_point(src)
+        layout, pconf, anchor, ckpt = pf.layout, pf.parameterisation, pf.anchor, pf.checkpoint
+        points, ids = pf.point[None], [src.stem]
+    elif kind == "population":
+        pop = Population(src)
+        layout, pconf, anchor, ckpt = pop.layout, pop.parameterisation, pop.anchor, pop.checkpoint
+        points, ids = pop.matrix(), [str(r["id"]) for r in pop.rows]
+    else:
+        sub = Subspace.load(src)
+        layout, pconf, anchor, ckpt = sub.layout, sub.parameterisation, sub.anchor, sub.checkpoint
+        points = sub.sample(config.samples, seed=config.seed, temperature=config.temperature)
+        ids = [f"sample-{i:04d}" for i in range(config.samples)]
+    checkpoint = config.checkpoint or ckpt
+    if not checkpoint:
+        raise InputError(f"{src}: records no checkpoint; pass --checkpoint")
+    gen = loader(checkpoint)
+    param = parameterisation_from_config(gen, pconf)
+    layout.check_same(param.layout, what=f"{src.name} vs checkpoint {checkpoint}")
+    param.set_anchor(anchor)
+    seeds = point_seeds(config.seed, points.shape[0])
+    grids = decode_points(gen, param, points.to(torch.float32), seeds, resolution=config.resolution, batch_size=config.batch_size)
+    rows = write_decoded(config.out, grids, ids, seeds, meshes=config.meshes)
+    atomic_write_json(Path(config.out) / "decode.json", {"source": str(config.source), "kind": kind, "checkpoint": checkpoint,
+                                                         "count": len(rows), "seed": config.seed, "temperature": config.temperature,
+                                                         "layout_size": layout.size, "parameterisation": pconf})
+    return rows
+
+
+__all__ = ["DecodeConfig", "decode_source", "source_kind"]

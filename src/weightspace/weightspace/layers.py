@@ -1,0 +1,70 @@
+"""The `layers` parameterisation: a point is the raw weights of chosen modules (down to all weights)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import torch
+
+from weightspace.generators.base import Generator
+from weightspace.runtime.errors import InputError
+from weightspace.weightspace.base import Parameterisation, base_hash, layout_extra
+from weightspace.weightspace.layout import Layout
+
+
+def resolve_parameters(gen: Generator, targets: str) -> list[str]:
+    """Parameter names of `gen.net` chosen by `targets`.
+
+    targets : `all`; `group:a,b` (entries of `gen.module_groups()`); or a regular expression
+        matched in full against a parameter name (`out.weight`) or its module name (`mid`).
+    """
+    names = [n for n, _ in gen.net.named_parameters()]
+    if targets == "all":
+        return names
+    if targets.startswith("group:"):
+        groups = gen.module_groups()
+        wanted = [g.strip() for g in targets[len("group:"):].split(",") if g.strip()]
+        unknown = [g for g in wanted if g not in groups]
+        if unknown:
+            raise InputError(f"targets: unknown module group(s) {unknown}; valid: {', '.join(groups)}")
+        prefixes = [p for g in wanted for p in groups[g]]
+        chosen = [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+    else:
+        try:
+            rx = re.compile(targets)
+        except re.error as e:
+            raise InputError(f"targets: {targets!r} is not a valid regular expression ({e})") from None
+        chosen = [n for n in names if rx.fullmatch(n) or rx.fullmatch(n.rpartition(".")[0])]
+    if not chosen:
+        raise InputError(f"targets: {targets!r} matches no parameter; parameters: {', '.join(names[:30])}")
+    return chosen
+
+
+class LayersParameterisation(Parameterisation):
+    """Point = the chosen parameters of `gen.net`, flattened in `named_parameters` order."""
+
+    name: ClassVar[str] = "layers"
+
+    def __init__(self, gen: Generator, *, targets: str = "all") -> None:
+        super().__init__(gen)
+        self.targets = targets
+        self.names = resolve_parameters(gen, targets)
+        params = dict(gen.net.named_parameters())
+        self.layout = Layout.from_tensors(
+            [(n, params[n]) for n in self.names],
+            base_hash=base_hash(gen),
+            parameterisation=self.name,
+            extra=layout_extra(self.options, gen.condition_shape),
+        )
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"targets": self.targets}
+
+    def base_point(self) -> torch.Tensor:
+        params = dict(self.gen.net.named_parameters())
+        return self.layout.to_vector({n: params[n].detach() for n in self.names}).clone()  # (D,)
+
+    def params_batch(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.layout.from_vector(self.check_point(points))  # name -> (B, *shape)

@@ -1,0 +1,204 @@
+"""The `lora` parameterisation: a point is a set of PEFT LoRA adapters (or their products Delta W = B A).
+
+PEFT defines the adapters: `peft.LoraConfig` plus `inject_adapter_in_model` on a weightless
+(meta-device) skeleton of `gen.net` tell us exactly which modules are targeted and the shapes
+of every `lora_A` / `lora_B`, so a saved adapter folder is an ordinary PEFT adapter that PEFT
+itself loads. To *decode*, a point becomes merged weights W + scaling * B A passed through the
+generator's `params=` argument, so the base model is never modified or copied; this is the
+same function as PEFT's unmerged forward (no dropout), which the tests check.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Sequence
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from weightspace.generators.base import Generator
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_path, atomic_write_json, read_json
+from weightspace.runtime.seeding import item_generator
+from weightspace.weightspace.base import Parameterisation, base_hash, layout_extra, resolve_targets
+from weightspace.weightspace.layout import Layout
+
+LoraForm = Literal["factors", "delta"]
+LORA_FORMS = ("factors", "delta")
+LORA_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+PEFT_PREFIX = "base_model.model."  # how PEFT names adapter weights in adapter_model.safetensors
+
+
+def _meta_skeleton(net: nn.Module) -> nn.Module:
+    """A copy of `net` whose parameters and buffers live on the meta device (no weights copied)."""
+    memo: dict[int, Any] = {}
+    for p in net.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in net.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(net, memo)
+
+
+def _unwrap(pattern: str) -> str:
+    """Our saved `target_modules` is `^(a|b)$`; return `a|b` (any other pattern unchanged)."""
+    return pattern[2:-2] if pattern.startswith("^(") and pattern.endswith(")$") else pattern
+
+
+class LoraParameterisation(Parameterisation):
+    """Point = LoRA factors (`lora_A`, `lora_B` per target module) or their products (`form="delta"`)."""
+
+    name: ClassVar[str] = "lora"
+
+    def __init__(self, gen: Generator, *, rank: int = 4, alpha: float = 8.0, targets: str = "all",
+                 form: str = "factors") -> None:
+        super().__init__(gen)
+        if form not in LORA_FORMS:
+            raise InputError(f"lora form must be one of {', '.join(LORA_FORMS)}, got {form!r}")
+        if int(rank) < 1:
+            raise InputError(f"lora rank must be >= 1, got {rank}")
+        self.rank, self.alpha, self.targets, self.form = int(rank), float(alpha), targets, form
+        self.scaling = self.alpha / self.rank  # PEFT's scaling without rsLoRA
+        self.modules = resolve_targets(gen, targets, kinds=LORA_KINDS)
+        net_modules = dict(gen.net.named_modules())
+        for m in self.modules:
+            if getattr(net_modules[m], "groups", 1) != 1:
+                raise InputError(f"lora: module {m!r} is a grouped convolution; only groups=1 is supported")
+        self.peft_config = self._peft_config(self.rank, self.alpha)
+        skeleton = inject_adapter_in_model(self.peft_config, _meta_skeleton(gen.net))
+        shapes = {n: tuple(p.shape) for n, p in skeleton.named_parameters()}
+        self.factor_shapes = {
+            m: (shapes[f"{m}.lora_A.default.weight"], shapes[f"{m}.lora_B.default.weight"]) for m in self.modules
+        }
+        self.weight_shapes = {m: tuple(net_modules[m].weight.shape) for m in self.modules}
+        if form == "factors":
+            tensors = [(f"{m}.{ab}", self.factor_shapes[m][i]) for m in self.modules for i, ab in enumerate(("lora_A", "lora_B"))]
+        else:
+            tensors = [(f"{m}.weight", self.weight_shapes[m]) for m in self.modules]
+        self.layout = Layout.from_tensors(
+            tensors, base_hash=base_hash(gen), parameterisation=self.name,
+            extra=layout_extra(self.options, gen.condition_shape),
+        )
+
+    def _peft_config(self, rank: int, alpha: float) -> LoraConfig:
+        pattern = "^(" + "|".join(m.replace(".", r"\.") for m in self.modules) + ")$"
+        return LoraConfig(r=rank, lora_alpha=alpha, target_modules=pattern, lora_dropout=0.0, bias="none")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"rank": self.rank, "alpha": self.alpha, "targets": self.targets, "form": self.form}
+
+    # --- points ------------------------------------------------------------------------------
+    def base_point(self) -> torch.Tensor:
+        return torch.zeros(self.layout.size, device=self.gen.device)  # Delta W = 0 everywhere
+
+    def initial_point(self, seed: int) -> torch.Tensor:
+        """PEFT's default start: A ~ kaiming-uniform(a=sqrt(5)) (seeded per item), B = 0, so Delta W = 0."""
+        if self.form == "delta":
+            return self.base_point()
+        parts = {}
+        for m in self.modules:
+            a_shape, b_shape = self.factor_shapes[m]
+            fan_in = math.prod(a_shape[1:])
+            bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform with a = sqrt(5)
+            g = item_generator(seed, "lora-init", m)
+            parts[f"{m}.lora_A"] = (torch.rand(a_shape, generator=g) * 2 - 1) * bound
+            parts[f"{m}.lora_B"] = torch.zeros(b_shape)
+        return self.layout.to_vector(parts).to(self.gen.device)
+
+    def deltas_batch(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per target module, Delta W = scaling * B A for each point: module -> (B, *weight_shape)."""
+        t = self.layout.from_vector(self.check_point(points))
+        if self.form == "delta":
+            return {m: t[f"{m}.weight"] for m in self.modules}
+        out = {}
+        for m in self.modules:
+            A = t[f"{m}.lora_A"].flatten(2)  # (B, r, in * prod(kernel))
+            Bm = t[f"{m}.lora_B"].flatten(2)  # (B, out, r)
+            out[m] = self.scaling * torch.bmm(Bm, A).reshape(-1, *self.weight_shapes[m])  # (B, out, in, *kernel)
+        return out
+
+    def params_batch(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        modules = dict(self.gen.net.named_modules())
+        return {f"{m}.weight": modules[m].weight + d for m, d in self.deltas_batch(points).items()}
+
+    # --- Delta W views ---------------------------------------------------------------------------
+    def delta_parameterisation(self) -> "LoraParameterisation":
+        """The same adapters in `delta` form (points = Delta W per layer, invariant to re-factorisation)."""
+        other = LoraParameterisation(self.gen, rank=self.rank, alpha=self.alpha, targets=self.targets, form="delta")
+        other.anchor = self.anchor
+        return other
+
+    def to_delta(self, points: torch.Tensor) -> torch.Tensor:
+        """Factor points (B, D) or (D,) -> delta points in `delta_parameterisation().layout`."""
+        single = points.ndim == 1
+        deltas = self.deltas_batch(points[None] if single else points)
+        flat = torch.cat([deltas[m].reshape(deltas[m].shape[0], -1) for m in self.modules], dim=1)  # (B, D_delta)
+        return flat[0] if single else flat
+
+    def combine(self, points: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+        """Exact weighted sum of adapters in Delta W: sum_i w_i B_i A_i, as a delta point (D_delta,).
+
+        We combine Delta W ourselves rather than with PEFT's `add_weighted_adapter`: its `linear`
+        mode scales each A_i and B_i by sqrt(w_i) and sums them separately, so the result
+        (sum_i sqrt(w_i) B_i)(sum_j sqrt(w_j) A_j) carries cross terms B_i A_j that are not in the
+        sum; its SVD modes fail on Conv3d weights; and it needs the base model wrapped by PEFT.
+        """
+        w = torch.as_tensor(list(weights), dtype=torch.float32, device=points.device)
+        if points.ndim != 2 or points.shape[0] != w.shape[0]:
+            raise InputError(f"combine: need points (n, D) and n weights, got {tuple(points.shape)} and {w.shape[0]}")
+        return (w[:, None] * self.to_delta(points)).sum(0)
+
+    def combine_factors(self, points: torch.Tensor, weights: Sequence[float]) -> tuple["LoraParameterisation", torch.Tensor]:
+        """The exact weighted sum as one adapter of rank n * r: A = [A_1; ...], B = [w_1 s B_1, ...], alpha = n r."""
+        if self.form != "factors":
+            raise InputError("combine_factors needs factor points (form='factors')")
+        n = points.shape[0]
+        big = LoraParameterisation(self.gen, rank=n * self.rank, alpha=float(n * self.rank), targets=self.targets)
+        big.anchor = self.anchor
+        t = self.layout.from_vector(self.check_point(points))
+        parts = {}
+        for m in self.modules:
+            parts[f"{m}.lora_A"] = torch.cat(list(t[f"{m}.lora_A"]), dim=0)  # (n r, in, *kernel)
+            parts[f"{m}.lora_B"] = torch.cat([float(w) * self.scaling * b for w, b in zip(weights, t[f"{m}.lora_B"])], dim=1)
+        return big, big.layout.to_vector(parts)
+
+    # --- PEFT adapter folders --------------------------------------------------------------------
+    def save_adapter(self, point: torch.Tensor, folder: str | Path) -> Path:
+        """Write `adapter_config.json` + `adapter_model.safetensors` that `PeftModel.from_pretrained` loads."""
+        if self.form != "factors":
+            raise InputError("save_adapter needs factor points (form='factors'); delta points are not a PEFT adapter")
+        folder = Path(folder)
+        t = self.layout.from_vector(self.check_point(point).detach().cpu())
+        state = {}
+        for m in self.modules:
+            state[f"{PEFT_PREFIX}{m}.lora_A.weight"] = t[f"{m}.lora_A"].contiguous()
+            state[f"{PEFT_PREFIX}{m}.lora_B.weight"] = t[f"{m}.lora_B"].contiguous()
+        with atomic_path(folder / "adapter_model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "base_hash": self.layout.base_hash})
+        cfg = self.peft_config.to_dict()
+        cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
+        cfg["peft_type"] = str(cfg["peft_type"].value if hasattr(cfg["peft_type"], "value") else cfg["peft_type"])
+        atomic_write_json(folder / "adapter_config.json", cfg)
+        return folder
+
+    @classmethod
+    def load_adapter(cls, gen: Generator, folder: str | Path, *, targets: str | None = None) -> tuple["LoraParameterisation", torch.Tensor]:
+        """Read a PEFT LoRA adapter folder back into (parameterisation, point)."""
+        folder = Path(folder)
+        cfg = read_json(folder / "adapter_config.json")
+        if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
+            raise InputError(f"{folder / 'adapter_config.json'}: not a PEFT LoRA adapter config")
+        param = cls(gen, rank=int(cfg["r"]), alpha=float(cfg["lora_alpha"]), targets=targets or _unwrap(str(cfg["target_modules"])))
+        state = load_file(str(folder / "adapter_model.safetensors"))
+        parts = {}
+        for m in param.modules:
+            for ab in ("lora_A", "lora_B"):
+                key = f"{PEFT_PREFIX}{m}.{ab}.weight"
+                if key not in state:
+                    raise InputError(f"{folder / 'adapter_model.safetensors'}: missing tensor {key!r}")
+                parts[f"{m}.{ab}"] = state[key]
+        return param, param.layout.to_vector(parts).to(gen.device)

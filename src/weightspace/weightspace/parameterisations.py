@@ -1,0 +1,41 @@
+"""The table of parameterisations (condition | lora | layers) and building one by name or saved config."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+from weightspace.generators.base import Generator
+from weightspace.runtime.errors import InputError
+from weightspace.weightspace.base import Parameterisation
+from weightspace.weightspace.condition import ConditionParameterisation
+from weightspace.weightspace.layers import LayersParameterisation
+from weightspace.weightspace.lora import LoraParameterisation
+
+ParameterisationName = Literal["condition", "lora", "layers"]
+PARAMETERISATIONS: dict[str, type[Parameterisation]] = {
+    "condition": ConditionParameterisation,
+    "lora": LoraParameterisation,
+    "layers": LayersParameterisation,
+}
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "condition": (),
+    "lora": ("rank", "alpha", "targets", "form"),
+    "layers": ("targets",),
+}
+
+
+def make_parameterisation(gen: Generator, name: str, **options: Any) -> Parameterisation:
+    """Build parameterisation `name` for `gen`; unknown names or options raise InputError listing valid ones."""
+    if name not in PARAMETERISATIONS:
+        raise InputError(f"parameterisation must be one of {', '.join(PARAMETERISATIONS)}, got {name!r}")
+    unknown = sorted(set(options) - set(OPTIONS[name]))
+    if unknown:
+        raise InputError(f"parameterisation {name!r} takes options {list(OPTIONS[name])}, got unknown {unknown}")
+    return PARAMETERISATIONS[name](gen, **options)
+
+
+def parameterisation_from_config(gen: Generator, config: Mapping[str, Any]) -> Parameterisation:
+    """Rebuild from `Parameterisation.config()` (a dict with `name` plus options)."""
+    config = dict(config)
+    name = config.pop("name", None)
+    return make_parameterisation(gen, str(name), **config)

@@ -1,0 +1,307 @@
+"""Building populations: one fitted point per shape (or per observation set), resumable and parallel.
+
+For `condition` a member is the encoded condition (`gen.condition(points=...)`) or a condition
+optimised through the generator's loss; for `lora` / `layers` it is a fine-tune from the base
+through `gen.training_loss` (target grid) or `gen.observation_loss` (observed surface points),
+under the population's anchor condition. Members run through an `Executor`; the driver writes
+each member's shard and then its manifest row, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+
+from weightspace.generators.base import Generator
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.executors import Executor, make_executor
+from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json, safe_child
+from weightspace.data.observe import KINDS as OBSERVATION_KINDS, observe
+from weightspace.runtime.seeding import derive_seed
+from weightspace.weightspace.base import Parameterisation, base_hash
+from weightspace.weightspace.parameterisations import PARAMETERISATIONS, make_parameterisation, parameterisation_from_config
+from weightspace.weightspace.store import Population, read_manifest, save_tensors, shard_name, write_manifest
+
+FitTarget = Literal["grid", "points"]
+FIT_TARGETS = ("grid", "points")
+AnchorKind = Literal["zeros", "mean"]
+ANCHORS = ("zeros", "mean")
+ConditionFit = Literal["auto", "encode", "optimise"]
+CONDITION_FITS = ("auto", "encode", "optimise")
+
+
+@dataclass
+class PopulationConfig:
+    """How to build a population (the CLI builds one of these)."""
+
+    checkpoint: str  # generator name (`default`, `default-field`) or checkpoint folder
+    parameterisation: str  # condition | lora | layers
+    data: str  # data folder with manifest.jsonl (see weightspace.data)
+    out: str  # population folder
+    options: dict[str, Any] = field(default_factory=dict)  # parameterisation options (rank, alpha, targets, form)
+    members: int | None = None  # first N shapes of the data (all when None)
+    split: str | None = None  # only shapes of this split
+    fit: str = "grid"  # grid: generator training loss on the SDF grid; points: observation loss on surface points
+    observations: int = 512  # surface points per member when fit == points
+    observation: str = "clean"  # clean | noisy | partial | subsampled (weightspace.data.observe)
+    noise: float = 0.0  # Gaussian noise (world units) on observed points
+    steps: int = 50  # optimiser steps per member (lora, layers, optimised condition)
+    lr: float = 1e-2
+    seed: int = 0
+    anchor: str = "zeros"  # condition lora/layers members are fitted and decoded under: zeros | mean (of encodings)
+    condition_fit: str = "auto"  # condition members: encode | optimise | auto (encode if the generator can)
+    executor: str = "inprocess"
+    workers: int = 1
+
+    def validate(self) -> None:
+        checks = {"parameterisation": (self.parameterisation, tuple(PARAMETERISATIONS)), "fit": (self.fit, FIT_TARGETS),
+                  "anchor": (self.anchor, ANCHORS), "observation": (self.observation, tuple(OBSERVATION_KINDS)),
+                  "condition_fit": (self.condition_fit, CONDITION_FITS)}
+        for name, (value, valid) in checks.items():
+            if value not in valid:
+                raise InputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
+        if self.steps < 0 or self.lr <= 0 or self.observations < 1 or self.noise < 0:
+            raise InputError("steps must be >= 0, lr > 0, observations >= 1 and noise >= 0")
+        if self.members is not None and self.members < 1:
+            raise InputError(f"members must be >= 1, got {self.members}")
+
+    def fit_settings(self) -> dict[str, Any]:
+        """Everything that changes a member's result (a resumed build must match it)."""
+        keys = ("parameterisation", "options", "fit", "observations", "observation", "noise", "steps", "lr", "seed", "anchor", "condition_fit")
+        return {k: getattr(self, k) for k in keys}
+
+
+# --- data ----------------------------------------------------------------------------------------
+def read_shapes(data: str | Path, *, split: str | None = None, members: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a data folder's manifest.jsonl (see weightspace.data), filtered and truncated."""
+    folder = Path(data)
+    path = folder / "manifest.jsonl"
+    if not path.is_file():
+        raise InputError(f"{folder}: data folder has no manifest.jsonl")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"{path}: line {i} is not valid JSON") from None
+            if "id" not in row or "grid" not in row:
+                raise InputError(f"{path}: line {i} lacks field 'id' or 'grid'")
+            rows.append(row)
+    if split is not None:
+        rows = [r for r in rows if r.get("split") == split]
+    if not rows:
+        raise InputError(f"{path}: no shapes{f' in split {split!r}' if split else ''}")
+    return rows[:members] if members else rows
+
+
+def manifest_hash(data: str | Path) -> str:
+    return hashlib.sha256((Path(data) / "manifest.jsonl").read_bytes()).hexdigest()[:16]
+
+
+def load_target(data: Path, row: dict[str, Any], *, fit: str, observations: int, noise: float, seed: int,
+                observation: str = "clean") -> torch.Tensor:
+    """The member's target: its grid (R, R, R), or one seeded observation (n, 3) of its surface points
+    (`weightspace.data.observe`: clean | noisy | partial | subsampled, noise sigma in world units)."""
+    if fit == "grid":
+        grid = np.load(safe_child(data, row["grid"]), allow_pickle=False).astype(np.float32)  # (R, R, R)
+        return torch.from_numpy(grid)
+    if "points" not in row:
+        raise InputError(f"{data / 'manifest.jsonl'}: shape {row['id']!r} has no 'points' (needed for fit=points)")
+    with np.load(safe_child(data, row["points"]), allow_pickle=False) as f:
+        pts = f["points"].astype(np.float32)  # (P, 3)
+        normals = f["normals"].astype(np.float32) if "normals" in f.files else None
+    obs = observe(pts, normals, observation, n=observations, sigma=noise, seed=derive_seed(seed, "observe", row["id"]))
+    return torch.from_numpy(obs)  # (n, 3)
+
+
+# --- fitting one member --------------------------------------------------------------------------
+def member_loss(gen: Generator, param: Parameterisation, point: torch.Tensor, target: torch.Tensor, *,
+                fit: str, seed: int) -> torch.Tensor:
+    """The generator's own loss of one point against one target, for one seed."""
+    cond = param.conditions(point[None])
+    params = param.params(point)
+    if fit == "grid":
+        return gen.training_loss(target[None].to(gen.device), cond, [seed], params=params)
+    return gen.observation_loss(target[None].to(gen.device), cond, [seed], params=params)
+
+
+def fit_member(gen: Generator, param: Parameterisation, target: torch.Tensor, *, fit: str, steps: int, lr: float,
+               seed: int, condition_fit: str = "auto", surface: torch.Tensor | None = None) -> dict[str, Any]:
+    """Fit one point to one target. Returns dict(point (D,), losses list, seconds, metrics)."""
+    t0 = time.perf_counter()
+    start = param.initial_point(seed)
+    mode = "optimise"
+    if param.name == "condition" and condition_fit in ("auto", "encode"):
+        pts = surface if surface is not None else (target if fit == "points" else None)
+        try:
+            if pts is None:
+                raise InputError("no surface points to encode")
+            start = gen.condition(points=pts[None].to(gen.device)).reshape(-1).detach()
+            mode = "encode"
+        except InputError:
+            if condition_fit == "encode":
+                raise
+    eval_seed = derive_seed(seed, "eval")
+    x = start.clone().requires_grad_(True)
+    losses = []
+    if mode == "optimise" and steps > 0:
+        opt = torch.optim.Adam([x], lr=lr)
+        for step in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = member_loss(gen, param, x, target, fit=fit, seed=derive_seed(seed, "step", step))
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+    with torch.no_grad():
+        loss_start = float(member_loss(gen, param, start, target, fit=fit, seed=eval_seed))
+        loss_fit = float(member_loss(gen, param, x, target, fit=fit, seed=eval_seed))
+    metrics = {"loss_start": loss_start, "loss_fit": loss_fit, "moved": float((x.detach() - start).norm()), "mode": mode}
+    return {"point": x.detach().cpu(), "losses": losses, "seconds": time.perf_counter() - t0, "metrics": metrics}
+
+
+@dataclass
+class MemberTask:
+    """Everything a worker needs for one member (picklable)."""
+
+    index: int
+    id: str
+    row: dict[str, Any]
+    seed: int
+    data: str
+    settings: dict[str, Any]
+    loader: Callable[[], Generator]
+    param_config: dict[str, Any]
+    anchor: torch.Tensor
+
+
+_WORKER_CACHE: dict[str, tuple[Generator, Parameterisation]] = {}
+
+
+def _worker_state(task: MemberTask) -> tuple[Generator, Parameterisation]:
+    key = repr((task.loader, sorted(task.param_config.items())))
+    if key not in _WORKER_CACHE:
+        torch.set_num_threads(1)
+        gen = task.loader()
+        _WORKER_CACHE.clear()
+        _WORKER_CACHE[key] = (gen, parameterisation_from_config(gen, task.param_config))
+    gen, param = _WORKER_CACHE[key]
+    param.set_anchor(task.anchor)
+    return gen, param
+
+
+def run_member(task: MemberTask) -> dict[str, Any]:
+    """Fit one member (runs inside an executor worker)."""
+    gen, param = _worker_state(task)
+    s = task.settings
+    data = Path(task.data)
+    target = load_target(data, task.row, fit=s["fit"], observations=s["observations"], noise=s["noise"], seed=task.seed,
+                         observation=s["observation"])
+    surface = None
+    if param.name == "condition" and s["fit"] == "grid" and "points" in task.row:
+        surface = load_target(data, task.row, fit="points", observations=s["observations"], noise=0.0, seed=task.seed)
+    out = fit_member(gen, param, target, fit=s["fit"], steps=s["steps"], lr=s["lr"], seed=task.seed,
+                     condition_fit=s["condition_fit"], surface=surface)
+    out.update(index=task.index, id=task.id)
+    return out
+
+
+# --- building --------------------------------------------------------------------------------------
+def _anchor(gen: Generator, kind: str, data: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> torch.Tensor:
+    if kind == "zeros":
+        return torch.zeros((1, *gen.condition_shape))
+    conds = []
+    for row in rows:
+        pts = load_target(data, row, fit="points", observations=settings["observations"], noise=0.0, seed=settings["seed"])
+        with torch.no_grad():
+            conds.append(gen.condition(points=pts[None].to(gen.device)).cpu())
+    return torch.cat(conds).mean(0, keepdim=True)  # (1, *condition_shape)
+
+
+def _check_resume(out: Path, expected: dict[str, Any]) -> None:
+    old = read_json(out / "config.json")
+    diff = [k for k in ("base_hash", "data_hash", "settings") if old.get(k) != expected.get(k)]
+    if "settings" in diff:
+        diff += [f"settings.{k}" for k in expected["settings"] if old.get("settings", {}).get(k) != expected["settings"][k]]
+    if diff:
+        raise InputError(f"{out}: an existing population was built with different {', '.join(diff)}; "
+                         "use a new --out folder or the original settings to resume")
+
+
+def build_population(config: PopulationConfig, *, loader: Callable[[], Generator] | None = None,
+                     executor: Executor | None = None, on_member: Callable[[dict[str, Any]], None] | None = None) -> Population:
+    """Fit every missing member of the population in `config.out`; finished members are skipped.
+
+    loader : zero-argument picklable callable returning the generator (default: load `config.checkpoint`).
+    executor : where members run (default: from `config.executor` / `config.workers`).
+    on_member : called with each manifest row after it is written (progress, tests).
+    """
+    config.validate()
+    from weightspace.generators.registry import load_generator
+
+    loader = loader or functools.partial(load_generator, config.checkpoint)
+    gen = loader()
+    param = make_parameterisation(gen, config.parameterisation, **config.options)
+    data, out = Path(config.data), Path(config.out)
+    rows = read_shapes(data, split=config.split, members=config.members)
+    settings = config.fit_settings()
+    expected = {"base_hash": base_hash(gen), "data_hash": manifest_hash(data), "settings": settings}
+    if (out / "config.json").is_file():
+        _check_resume(out, expected)
+    else:
+        anchor = _anchor(gen, config.anchor if param.name != "condition" else "zeros", data, rows, settings)
+        save_tensors(out / "anchor.safetensors", {"anchor": anchor}, {"kind": "anchor"})
+        atomic_write_text(out / "layout.json", param.layout.to_json())
+        atomic_write_json(out / "config.json", {**expected, "kind": "population", "checkpoint": config.checkpoint,
+                                                "data": str(config.data), "parameterisation": param.config()})
+    pop = Population(out)
+    param.set_anchor(pop.anchor)
+    done = {r["id"]: r for r in read_manifest(out) if (out / r["shard"]).is_file()}
+    manifest = list(done.values())
+    tasks = [
+        MemberTask(i, str(r["id"]), r, derive_seed(config.seed, "member", str(r["id"])), str(data), settings,
+                   loader, param.config(), pop.anchor)
+        for i, r in enumerate(rows) if str(r["id"]) not in done
+    ]
+    if tasks:
+        # in-process work reuses the generator loaded here instead of loading it again
+        _WORKER_CACHE.clear()
+        _WORKER_CACHE[repr((loader, sorted(param.config().items())))] = (gen, param)
+        own = executor is None
+        executor = executor or make_executor(config.executor, workers=config.workers)
+        try:
+            for res in executor.map(run_member, tasks):
+                shard = shard_name(res["index"])
+                save_tensors(out / shard, {"point": res["point"]}, {"id": res["id"], "base_hash": expected["base_hash"]})
+                row = {"index": res["index"], "id": res["id"], "shard": shard, "seed": next(t.seed for t in tasks if t.index == res["index"]),
+                       "source": {k: v for k, v in rows[res["index"]].items() if k in ("id", "family", "label", "split", "grid")},
+                       "loss": res["metrics"]["loss_fit"], "loss_curve": res["losses"], "seconds": res["seconds"],
+                       "metrics": res["metrics"]}
+                manifest.append(row)
+                write_manifest(out, sorted(manifest, key=lambda r: r["index"]))
+                if on_member is not None:
+                    on_member(row)
+        finally:
+            if own:
+                executor.close()
+            _WORKER_CACHE.clear()
+    return Population(out)
+
+
+def population_parameterisation(pop: Population, gen: Generator) -> Parameterisation:
+    """Rebuild a population's parameterisation on `gen`, checking the base checkpoint matches."""
+    param = parameterisation_from_config(gen, pop.parameterisation)
+    pop.layout.check_same(param.layout, what=f"population {pop.folder.name} vs generator")
+    param.set_anchor(pop.anchor)
+    return param
+
+
+__all__ = ["PopulationConfig", "build_population", "fit_member", "read_shapes", "population_parameterisation"]

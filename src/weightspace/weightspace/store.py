@@ -1,0 +1,160 @@
+"""On-disk formats of points and populations: safetensors tensors with the layout alongside.
+
+A point file is one safetensors file: tensors `point` (D,) and `anchor` (1, *condition_shape),
+metadata `layout`, `parameterisation` (JSON) and `checkpoint` (the name or folder it was made
+from). A population folder holds `config.json`, `layout.json`, `anchor.safetensors`,
+`manifest.jsonl` (one row per finished member) and `shards/<index>.safetensors` (`point` (D,)).
+A member counts only once its manifest row exists, and rows are written after their shard.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from weightspace.runtime.checkpoint import load_state
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_path, atomic_write_text, read_json, safe_child
+from weightspace.weightspace.layout import Layout
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Atomically write tensors plus JSON-encoded metadata values to one safetensors file."""
+    path = Path(path)
+    meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata.items()}
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for foreign files
+        raise InputError(f"{path}: not a valid safetensors file ({e})") from None
+
+
+def _meta_json(meta: dict[str, str], key: str, path: Path) -> Any:
+    if key not in meta:
+        raise InputError(f"{path}: metadata field {key!r} is missing (not a weightspace file?)")
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise InputError(f"{path}: metadata field {key!r} is not valid JSON") from None
+
+
+@dataclass
+class PointFile:
+    """A stored point (D,) with what explains it."""
+
+    point: torch.Tensor
+    layout: Layout
+    parameterisation: dict[str, Any]
+    anchor: torch.Tensor
+    checkpoint: str
+
+
+def save_point(path: str | Path, point: torch.Tensor, *, layout: Layout, parameterisation: dict[str, Any],
+               anchor: torch.Tensor, checkpoint: str) -> Path:
+    if point.shape != (layout.size,):
+        raise InputError(f"point has shape {tuple(point.shape)}, layout expects ({layout.size},)")
+    return save_tensors(path, {"point": point, "anchor": anchor},
+                        {"kind": "point", "layout": layout.to_dict(), "parameterisation": parameterisation, "checkpoint": checkpoint})
+
+
+def load_point(path: str | Path) -> PointFile:
+    path = Path(path)
+    meta = read_metadata(path)
+    layout = Layout.from_dict(_meta_json(meta, "layout", path), source=str(path))
+    state = load_state(path)
+    if "point" not in state or state["point"].shape != (layout.size,):
+        raise InputError(f"{path}: tensor 'point' missing or not of length {layout.size}")
+    return PointFile(state["point"], layout, _meta_json(meta, "parameterisation", path), state["anchor"], meta.get("checkpoint", ""))
+
+
+# --- populations -------------------------------------------------------------------------------
+MANIFEST = "manifest.jsonl"
+
+
+def read_manifest(folder: Path) -> list[dict[str, Any]]:
+    """Rows of a population manifest; a torn or malformed line raises InputError naming it."""
+    path = folder / MANIFEST
+    if not path.exists():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}: line {i} is not valid JSON") from None
+    return rows
+
+
+def write_manifest(folder: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(folder / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def shard_name(index: int) -> str:
+    return f"shards/{index:06d}.safetensors"
+
+
+class Population:
+    """A finished (or partial) population folder, read-only."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not (self.folder / "config.json").is_file():
+            raise InputError(f"{self.folder}: not a population folder (config.json missing)")
+        self.config: dict[str, Any] = read_json(self.folder / "config.json")
+        self.layout = Layout.from_json((self.folder / "layout.json").read_text(), source=str(self.folder / "layout.json"))
+        self.anchor = load_state(self.folder / "anchor.safetensors")["anchor"]
+        self.rows = sorted(read_manifest(self.folder), key=lambda r: r["index"])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def parameterisation(self) -> dict[str, Any]:
+        return self.config["parameterisation"]
+
+    @property
+    def checkpoint(self) -> str:
+        return str(self.config.get("checkpoint", ""))
+
+    def point(self, i: int) -> torch.Tensor:
+        path = safe_child(self.folder, self.rows[i]["shard"])
+        p = load_state(path)["point"]
+        if p.shape != (self.layout.size,):
+            raise InputError(f"{path}: point has shape {tuple(p.shape)}, layout expects ({self.layout.size},)")
+        return p
+
+    def iter_points(self) -> Iterator[torch.Tensor]:
+        for i in range(len(self)):
+            yield self.point(i)
+
+    def matrix(self) -> torch.Tensor:
+        """All points stacked: (N, D) float32 (in memory)."""
+        if not self.rows:
+            raise InputError(f"{self.folder}: population has no finished members")
+        return torch.stack(list(self.iter_points()))
+
+    def to_memmap(self, path: str | Path) -> np.memmap:
+        """Write all points row by row into a float32 (N, D) memory-mapped file (never all in memory)."""
+        mm = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.float32, shape=(len(self), self.layout.size))
+        for i, p in enumerate(self.iter_points()):
+            mm[i] = p.numpy()
+        mm.flush()
+        return mm

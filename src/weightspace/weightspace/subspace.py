@@ -1,0 +1,198 @@
+"""PCA subspaces of populations: fit, save/load, sample, project, reconstruct and edit points.
+
+A subspace stores mean (D,), basis (k, D) (orthonormal rows), singular values, explained
+variance, an optional per-coordinate scale (standardised fits), the layout, the parameterisation
+and the anchor condition, all in one `subspace.safetensors`, so any sample decodes on its own.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from weightspace.runtime.checkpoint import load_state
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_write_json
+from weightspace.runtime.seeding import item_generator
+from weightspace.weightspace.layout import Layout
+from weightspace.weightspace.pca import pca
+from weightspace.weightspace.store import Population, _meta_json, read_metadata, save_tensors
+
+SUBSPACE_FILE = "subspace.safetensors"
+IN_MEMORY_BYTES = 512 * 2**20  # larger populations are streamed through a memory-mapped file
+
+
+@dataclass
+class Subspace:
+    """mean (D,), basis (k, D), singular_values (k,), explained_variance (k,), scale (D,) or None."""
+
+    mean: torch.Tensor
+    basis: torch.Tensor
+    singular_values: torch.Tensor
+    explained_variance: torch.Tensor
+    explained_variance_ratio: torch.Tensor
+    scale: torch.Tensor | None
+    n: int
+    layout: Layout
+    parameterisation: dict[str, Any]
+    anchor: torch.Tensor
+    checkpoint: str
+    solver: str
+
+    @property
+    def k(self) -> int:
+        return self.basis.shape[0]
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """Standard deviation of the training points along each component: s / sqrt(N - 1), (k,)."""
+        return self.singular_values / (self.n - 1) ** 0.5
+
+    # --- coordinates <-> points -----------------------------------------------------------------
+    def _check(self, points: torch.Tensor) -> torch.Tensor:
+        if points.shape[-1] != self.layout.size:
+            raise InputError(f"points have length {points.shape[-1]}, this subspace expects {self.layout.size}")
+        return points.to(self.mean.dtype)
+
+    def project(self, points: torch.Tensor) -> torch.Tensor:
+        """Coordinates (B, k) of points (B, D)."""
+        x = self._check(points) - self.mean
+        if self.scale is not None:
+            x = x / self.scale
+        return x @ self.basis.T  # (B, k)
+
+    def reconstruct(self, coords: torch.Tensor) -> torch.Tensor:
+        """Points (B, D) of coordinates (B, k) (differentiable in coords)."""
+        if coords.shape[-1] != self.k:
+            raise InputError(f"coordinates have length {coords.shape[-1]}, this subspace has k = {self.k}")
+        x = coords.to(self.basis.dtype) @ self.basis  # (B, D)
+        if self.scale is not None:
+            x = x * self.scale
+        return self.mean + x
+
+    def sample_coords(self, n: int, *, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
+        """Gaussian coordinates (n, k): z_i ~ N(0, (temperature * sigma_i)^2), one generator per item."""
+        if n < 1 or temperature < 0:
+            raise InputError(f"need n >= 1 and temperature >= 0, got n={n}, temperature={temperature}")
+        eps = torch.stack([torch.randn(self.k, generator=item_generator(seed, "subspace-sample", i)) for i in range(n)])
+        return eps * (temperature * self.sigma)  # (n, k)
+
+    def sample(self, n: int, *, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
+        """Points (n, D) drawn in the subspace."""
+        return self.reconstruct(self.sample_coords(n, seed=seed, temperature=temperature))
+
+    # --- edits -----------------------------------------------------------------------------------
+    def direction(self, *, component: int | None = None, coords: torch.Tensor | None = None) -> torch.Tensor:
+        """A weight-space direction (D,): one principal component scaled by its sigma, or a unit
+        coordinate direction (k,) (e.g. from `fit_direction`) mapped into weight space."""
+        if (component is None) == (coords is None):
+            raise InputError("give exactly one of component or coords")
+        if component is not None:
+            if not 0 <= component < self.k:
+                raise InputError(f"component must be in [0, {self.k}), got {component}")
+            d = self.sigma[component] * self.basis[component]
+        else:
+            d = coords.to(self.basis.dtype) @ self.basis
+        return d * self.scale if self.scale is not None else d
+
+    def edit(self, points: torch.Tensor, amount: float | Sequence[float], **direction: Any) -> torch.Tensor:
+        """points (B, D) + amount * direction (see `direction`); a list of amounts gives (len, D) for one point."""
+        d = self.direction(**direction)
+        amounts = torch.as_tensor(amount, dtype=d.dtype).reshape(-1, 1)  # (A, 1)
+        return self._check(points) + amounts * d
+
+    # --- persistence ------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        tensors = {"mean": self.mean, "basis": self.basis, "singular_values": self.singular_values,
+                   "explained_variance": self.explained_variance, "explained_variance_ratio": self.explained_variance_ratio,
+                   "anchor": self.anchor}
+        if self.scale is not None:
+            tensors["scale"] = self.scale
+        meta = {"kind": "subspace", "layout": self.layout.to_dict(), "parameterisation": self.parameterisation,
+                "checkpoint": self.checkpoint, "n": self.n, "solver": self.solver}
+        save_tensors(folder / SUBSPACE_FILE, tensors, meta)
+        atomic_write_json(folder / "summary.json", {
+            "k": self.k, "n": self.n, "d": self.layout.size, "solver": self.solver, "standardized": self.scale is not None,
+            "parameterisation": self.parameterisation, "checkpoint": self.checkpoint,
+            "explained_variance_ratio": [float(v) for v in self.explained_variance_ratio],
+            "singular_values": [float(v) for v in self.singular_values]})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Subspace":
+        folder = Path(folder)
+        path = folder / SUBSPACE_FILE if folder.is_dir() else folder
+        meta = read_metadata(path)
+        if meta.get("kind") != "subspace":
+            raise InputError(f"{path}: not a subspace file (metadata kind is {meta.get('kind')!r})")
+        t = load_state(path)
+        layout = Layout.from_dict(_meta_json(meta, "layout", path), source=str(path))
+        need = ("mean", "basis", "singular_values", "explained_variance", "explained_variance_ratio", "anchor")
+        missing = [k for k in need if k not in t]
+        if missing:
+            raise InputError(f"{path}: tensors missing: {missing}")
+        if t["basis"].shape[1] != layout.size or t["mean"].shape != (layout.size,):
+            raise InputError(f"{path}: basis/mean do not match the layout length {layout.size}")
+        return cls(t["mean"], t["basis"], t["singular_values"], t["explained_variance"], t["explained_variance_ratio"],
+                   t.get("scale"), int(_meta_json(meta, "n", path)), layout, _meta_json(meta, "parameterisation", path),
+                   t["anchor"], meta.get("checkpoint", ""), meta.get("solver", ""))
+
+
+def fit_direction(coords: torch.Tensor, labels: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """A unit direction (k,) in subspace coordinates along which `labels` grow (as in weights2weights).
+
+    Least squares of labels on [coords, 1]: y ~ coords w + b; the direction is w / |w|.
+    coords : (N, k) float; labels : (N,) numbers (e.g. 0/1 for an attribute).
+    """
+    z = torch.as_tensor(coords, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.float64).reshape(-1, 1)
+    if z.ndim != 2 or y.shape[0] != z.shape[0]:
+        raise InputError(f"need coords (N, k) and N labels, got {tuple(z.shape)} and {y.shape[0]}")
+    a = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype)], dim=1)  # (N, k + 1)
+    w = torch.linalg.lstsq(a, y).solution[:-1, 0]  # (k,)
+    norm = w.norm()
+    if norm == 0:
+        raise InputError("labels do not vary linearly with the coordinates (zero direction)")
+    return (w / norm).to(torch.float32)
+
+
+def fit_subspace_matrix(x: np.ndarray | torch.Tensor, k: int, *, layout: Layout, parameterisation: dict[str, Any],
+                        anchor: torch.Tensor, checkpoint: str = "", solver: str = "auto", standardize: bool = False,
+                        seed: int = 0) -> Subspace:
+    """Fit a subspace to points x (N, D) (array or memory map) that share `layout`."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if x.shape[1] != layout.size:
+        raise InputError(f"points have length {x.shape[1]}, layout expects {layout.size}")
+    r = pca(x, k, solver=solver, standardize=standardize, seed=seed)
+    f = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    return Subspace(f(r.mean), f(r.basis), f(r.singular_values.astype(np.float32)), f(r.explained_variance.astype(np.float32)),
+                    f(r.explained_variance_ratio.astype(np.float32)), None if r.scale is None else f(r.scale), r.n, layout,
+                    parameterisation, anchor, checkpoint, r.solver)
+
+
+def fit_subspace(population: str | Path | Population, k: int, *, solver: str = "auto", standardize: bool = False,
+                 seed: int = 0, out: str | Path | None = None) -> Subspace:
+    """Fit a k-component subspace to a population (streamed through a memory map when large)."""
+    pop = population if isinstance(population, Population) else Population(population)
+    n, d = len(pop), pop.layout.size
+    if n < 2:
+        raise InputError(f"{pop.folder}: a subspace needs at least 2 finished members, found {n}")
+    kw = dict(layout=pop.layout, parameterisation=pop.parameterisation, anchor=pop.anchor, checkpoint=pop.checkpoint,
+              solver=solver, standardize=standardize, seed=seed)
+    if n * d * 4 <= IN_MEMORY_BYTES:
+        sub = fit_subspace_matrix(pop.matrix().numpy(), k, **kw)
+    else:
+        with tempfile.TemporaryDirectory(prefix="weightspace-pca-") as tmp:
+            mm = pop.to_memmap(Path(tmp) / "points.npy")
+            del mm
+            sub = fit_subspace_matrix(np.load(Path(tmp) / "points.npy", mmap_mode="r"), k, **kw)
+    if out is not None:
+        sub.save(out)
+    return sub
