@@ -1,7 +1,23 @@
-"""CLI commands: demo (filled in by the issue that owns them)."""
+"""CLI command `weightspace demo`: the main job on the embedded default."""
+
+from pathlib import Path
 
 import typer
 
 
+def demo(
+    out: Path = typer.Option(Path("results/demo"), help="Results folder (created; its shapes are remade)."),
+    per_family: int = typer.Option(3, min=1, help="Procedural shapes made per family."),
+    seed: int = typer.Option(0, help="Seed of every random choice."),
+) -> None:
+    """Run the main job on procedural shapes and the shipped checkpoints, and write a report.
+
+    Example: weightspace demo --out results/demo
+    """
+    from weightspace.report.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=out, per_family=per_family, seed=seed))
+
+
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("demo")(demo)

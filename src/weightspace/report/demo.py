@@ -1,0 +1,114 @@
+"""The main job behind `make demo`: shapes with known topology, measured, then the studies on the shipped generators."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from weightspace.analysis.persistence import robust_betti
+from weightspace.analysis.topology import topology
+from weightspace.data.dataset import load_grid, read_manifest
+from weightspace.data.families import FAMILY_NAMES
+from weightspace.data.grid import voxel_size
+from weightspace.data.make import make_dataset
+from weightspace.runtime.io import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class DemoConfig:
+    """Options of `weightspace demo`."""
+
+    out: Path = Path("results/demo")
+    per_family: int = 3  # shapes made per procedural family
+    resolution: int = 32
+    seed: int = 0
+
+
+def shape_rows(shapes_dir: Path) -> list[dict]:
+    """Measure every shape of a data folder: declared vs exact vs robust Betti numbers."""
+    rows = []
+    for row in read_manifest(shapes_dir):
+        grid = load_grid(shapes_dir, row)  # (R, R, R) float32 truncated SDF
+        topo = topology(grid, level=0.0)
+        robust = robust_betti(grid, level=0.0)
+        rows.append(
+            dict(
+                id=row["id"],
+                family=row["family"],
+                declared=list(row["betti_declared"]),
+                exact=list(topo.betti),
+                robust=list(robust),
+                euler=topo.euler,
+                genus=topo.genus,
+                volume=float((grid < 0).sum() * voxel_size(grid.shape[0]) ** 3),
+                match=list(topo.betti) == list(row["betti_declared"]),
+            )
+        )
+    return rows
+
+
+def shapes_table(rows: list[dict]) -> Table:
+    table = Table(title="procedural shapes: declared vs measured topology (b0, b1, b2)")
+    for col in ("family", "shapes", "declared", "exact (all)", "robust (all)", "match"):
+        table.add_column(col)
+    for fam in FAMILY_NAMES:
+        fam_rows = [r for r in rows if r["family"] == fam]
+        if not fam_rows:
+            continue
+        exact = sorted({tuple(r["exact"]) for r in fam_rows})
+        robust = sorted({tuple(r["robust"]) for r in fam_rows})
+        matched = sum(r["match"] for r in fam_rows)
+        table.add_row(fam, str(len(fam_rows)), str(tuple(fam_rows[0]["declared"])), str(exact), str(robust), f"{matched}/{len(fam_rows)}")
+    return table
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
+    """Run the demo into `cfg.out`; returns the summary also written to `results.json`."""
+    console = console or Console()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    console.rule("1. shapes with known topology")
+    shapes_dir = out / "shapes"
+    made = make_dataset(
+        shapes_dir,
+        family="all",
+        count=cfg.per_family * len(FAMILY_NAMES),
+        resolution=cfg.resolution,
+        seed=cfg.seed,
+        overwrite=True,
+    )
+    rows = shape_rows(shapes_dir)
+    write_csv(out / "shapes.csv", [{**r, "declared": r["declared"], "exact": r["exact"]} for r in rows])
+    console.print(shapes_table(rows))
+    summary: dict = dict(
+        shapes=dict(
+            count=len(rows),
+            resolution=cfg.resolution,
+            matched=sum(r["match"] for r in rows),
+            redraws=made["redraws"],
+            robust_equals_exact=sum(r["robust"] == r["exact"] for r in rows),
+        )
+    )
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(out / "results.json", summary)
+    console.print(f"wrote {out / 'results.json'} in {summary['seconds']} s")
+    return summary
