@@ -32,6 +32,9 @@ REASONS = {
 }
 
 
+_FACE_INDEX_MESSAGE = re.compile(r"out of bounds for axis|face index", re.IGNORECASE)
+
+
 class MeshImportError(InputError):
     """A mesh file that cannot be imported; `code` is one of REASONS."""
 
@@ -73,11 +76,12 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
         raise MeshImportError(path, "empty")
     try:
         loaded = trimesh.load(str(path), process=False)
-    except (IndexError,) as e:
-        raise MeshImportError(path, "bad-face-index", str(e)) from None
     except Exception as e:  # trimesh's loaders raise many exception types on malformed input
         msg = str(e)
-        if "index" in msg.lower() and ("range" in msg.lower() or "bounds" in msg.lower()):
+        # loaders index the vertex array with the faces (numpy: "out of bounds for axis 0") or
+        # check it ("face index outside the range"); a parser's own "list index out of range"
+        # on garbage is not a face problem
+        if _FACE_INDEX_MESSAGE.search(msg):
             raise MeshImportError(path, "bad-face-index", msg) from None
         raise MeshImportError(path, "unreadable", f"{type(e).__name__}: {msg}"[:200]) from None
     if isinstance(loaded, trimesh.Scene):

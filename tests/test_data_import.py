@@ -1,0 +1,122 @@
+"""`data import`: every supported format from meshes made here, sign methods, and every bad-input case by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from typer.testing import CliRunner
+
+from weightspace.analysis.topology import topology
+from weightspace.cli import _register, app
+from weightspace.data.grid import grid_points
+from weightspace.data.importer import FORMATS, MeshImportError, import_meshes, load_mesh
+
+
+def _rows(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def torus() -> trimesh.Trimesh:
+    return trimesh.creation.torus(major_radius=3.0, minor_radius=1.0, major_sections=48, minor_sections=24)
+
+
+@pytest.mark.parametrize("ext", [f.lstrip(".") for f in FORMATS])
+def test_each_format_imports_with_the_right_topology(tmp_path, torus, ext):
+    src = tmp_path / f"ring.{ext}"
+    torus.copy().apply_translation([5.0, -2.0, 1.0]).export(src)
+    s = import_meshes([src], tmp_path / "out", resolution=32, n_points=200, progress=False)
+    assert s["imported"] == 1 and s["failed"] == 0
+    (row,) = _rows(tmp_path / "out")
+    assert row["status"] == "ok" and row["format"] == ext
+    assert row["sign_method"] == "pseudonormal" and row["watertight"]
+    assert row["betti_measured"] == [1, 1, 0]
+    # normalisation: world = (v - center) * scale puts the longest side at 2 * (1 - margin)
+    np.testing.assert_allclose(row["center"], [5.0, -2.0, 1.0], atol=1e-5)
+    np.testing.assert_allclose(row["scale"], 0.9 / 4.0, rtol=1e-5)
+    grid = np.load(tmp_path / "out" / row["grid"])
+    assert grid.shape == (32, 32, 32) and grid.dtype == np.float32
+    with np.load(tmp_path / "out" / row["points"]) as z:
+        pts = z["points"]
+    assert pts.shape == (200, 3) and np.abs(pts).max() <= 0.9 + 1e-5
+
+
+def test_distance_matches_the_analytic_torus(tmp_path, torus):
+    torus.export(tmp_path / "t.obj")
+    import_meshes([tmp_path / "t.obj"], tmp_path / "o", resolution=32, truncation=0.3, n_points=16, progress=False)
+    grid = np.load(tmp_path / "o" / _rows(tmp_path / "o")[0]["grid"])
+    p = grid_points(32).reshape(-1, 3).astype(np.float64) / (0.9 / 4.0)  # back to mesh units
+    exact = (np.hypot(np.hypot(p[:, 0], p[:, 1]) - 3.0, p[:, 2]) - 1.0) * (0.9 / 4.0)
+    exact = np.clip(exact, -0.3, 0.3).reshape(grid.shape)
+    assert np.abs(grid - exact).max() < 0.01  # polygonised torus vs the analytic one, world units
+
+
+def test_open_mesh_uses_the_winding_number_and_scene_is_concatenated(tmp_path):
+    box = trimesh.creation.box(extents=(1, 1, 1))
+    open_box = trimesh.Trimesh(box.vertices, box.faces[:-2], process=False)  # one side missing
+    open_box.export(tmp_path / "open.ply")
+    scene = trimesh.Scene([trimesh.creation.icosphere(radius=0.5), trimesh.creation.box().apply_translation([3, 0, 0])])
+    scene.export(tmp_path / "two.glb")
+    import_meshes([tmp_path], tmp_path / "o", resolution=32, n_points=16, progress=False)
+    rows = {r["id"].split("-", 1)[1]: r for r in _rows(tmp_path / "o")}
+    assert rows["open"]["sign_method"] == "fast_winding_number" and not rows["open"]["watertight"]
+    assert rows["open"]["betti_measured"] == [1, 0, 0]  # the robust sign still fills the box
+    assert rows["two"]["betti_measured"] == [2, 0, 0]
+
+
+BAD = {
+    "empty": ("empty.obj", b""),
+    "unreadable": ("garbage.ply", b"this is not a ply file\n"),
+    "no-faces": ("points.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n"),
+    "non-finite": ("nan.obj", b"v 0 0 0\nv 1 0 0\nv nan 1 0\nf 1 2 3\n"),
+    "zero-extent": ("dot.obj", b"v 1 1 1\nv 1 1 1\nv 1 1 1\nf 1 2 3\n"),
+    "bad-face-index": ("bad.off", b"OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n"),
+    "unsupported-format": ("mesh.xyz", b"0 0 0\n"),
+}
+
+
+@pytest.mark.parametrize("code", sorted(BAD))
+def test_each_bad_file_gives_its_named_error(tmp_path, code):
+    name, content = BAD[code]
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(MeshImportError) as e:
+        load_mesh(tmp_path / name)
+    assert e.value.code == code and name in str(e.value)
+
+
+def test_bad_obj_face_index_and_missing_file(tmp_path):
+    (tmp_path / "bad.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n")
+    with pytest.raises(MeshImportError) as e:
+        load_mesh(tmp_path / "bad.obj")
+    assert e.value.code == "bad-face-index"
+    with pytest.raises(MeshImportError) as e:
+        load_mesh(tmp_path / "nowhere.stl")
+    assert e.value.code == "not-found"
+
+
+def test_bad_files_do_not_stop_the_import_and_set_the_exit_status(tmp_path, torus):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, content in BAD.values():
+        (src / name).write_bytes(content)
+    torus.export(src / "zz_good.stl")
+    paths = [src / name for name, _ in BAD.values()] + [src / "zz_good.stl"]
+    _register()
+    r = CliRunner().invoke(app, ["data", "import", *map(str, paths), "--resolution", "24", "--points", "16", "--out", str(tmp_path / "o")])
+    assert r.exit_code == len(BAD), r.output  # exit status = number failed
+    rows = _rows(tmp_path / "o")
+    failed = {r["error"] for r in rows if r["status"] == "failed"}
+    assert failed == set(BAD)
+    assert [r["status"] for r in rows].count("ok") == 1
+    for name, _ in BAD.values():
+        assert name in r.output  # reported on the console by name
+    assert not list((tmp_path / "o").rglob("*.tmp"))  # atomic writes leave no temporaries
+    # the ShapeDataset reads the imported shapes and skips the failed rows
+    from weightspace.data.dataset import ShapeDataset
+
+    ds = ShapeDataset(tmp_path / "o")
+    assert len(ds) == 1 and topology(ds.grids[0]).betti == (1, 1, 0)

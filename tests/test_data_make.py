@@ -1,0 +1,111 @@
+"""`data make`: files, manifest, splits, topology records, byte-identical determinism, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from weightspace.analysis.topology import topology
+from weightspace.cli import _register, app
+from weightspace.data.families import FAMILIES, FAMILY_NAMES
+from weightspace.data.make import make_dataset
+from weightspace.runtime.errors import InputError
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _rows(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_mixed_set_files_manifest_and_topology(tmp_path):
+    out = tmp_path / "d"
+    s = make_dataset(out, family="all", count=12, resolution=32, seed=3, truncation=0.15, n_points=256, progress=False)
+    rows = _rows(out)
+    assert len(rows) == 12 and s["count"] == 12
+    counts = {n: sum(r["family"] == n for r in rows) for n in FAMILY_NAMES}
+    assert sorted(counts.values()) == [1] * 8 + [2] * 2  # balanced: 12 over 10 families
+    for r in rows:
+        assert r["label"] == FAMILY_NAMES.index(r["family"])
+        assert r["betti_declared"] == list(FAMILIES[r["family"]].betti) == r["betti_measured"]
+        assert r["split"] in ("train", "val", "test")
+        grid = np.load(out / r["grid"])
+        assert grid.shape == (32, 32, 32) and grid.dtype == np.float32
+        assert grid.min() >= -0.15 and grid.max() <= 0.15  # truncated
+        assert topology(grid).betti == tuple(r["betti_declared"])  # truncation keeps the sign
+        with np.load(out / r["points"]) as z:
+            assert z["points"].shape == (256, 3) and z["normals"].shape == (256, 3) and z["points"].dtype == np.float32
+        # the stored parameters reproduce the stored grid
+        sdf = FAMILIES[r["family"]].sdf(np.stack(np.meshgrid(*[np.linspace(-1, 1, 32)] * 3, indexing="ij"), -1).reshape(-1, 3), r["params"])
+        np.testing.assert_allclose(np.clip(sdf, -0.15, 0.15).reshape(grid.shape), grid, atol=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["redraws"]) == set(FAMILY_NAMES) and summary["truncation"] == 0.15
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    a = make_dataset(tmp_path / "a", family="all", count=10, resolution=32, seed=11, n_points=128, progress=False)
+    b = make_dataset(tmp_path / "b", family="all", count=10, resolution=32, seed=11, n_points=128, progress=False)
+    fa, fb = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert fa == fb and len(fa) == 2 * 10 + 2
+    make_dataset(tmp_path / "c", family="all", count=10, resolution=32, seed=12, n_points=128, progress=False)
+    fc = _files(tmp_path / "c")
+    assert fc["grids/torus-00000.npy"] != fa["grids/torus-00000.npy"]
+    assert a["redraws"] == b["redraws"]
+
+
+def test_items_do_not_depend_on_the_other_families(tmp_path):
+    make_dataset(tmp_path / "all", family="all", count=10, resolution=32, seed=5, n_points=64, progress=False)
+    make_dataset(tmp_path / "one", family="mug", count=1, resolution=32, seed=5, n_points=64, progress=False)
+    for i in range(1):
+        name = f"grids/mug-{i:05d}.npy"
+        assert (tmp_path / "all" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_split_is_stratified_and_seeded(tmp_path):
+    make_dataset(tmp_path / "d", family="torus", count=20, resolution=32, seed=0, n_points=32, progress=False)
+    splits = [r["split"] for r in _rows(tmp_path / "d")]
+    assert splits.count("train") == 16 and splits.count("val") == 2 and splits.count("test") == 2
+    assert splits != sorted(splits, key=("train", "val", "test").index)  # shuffled, not in blocks
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(family="teapot"), "valid families"),
+        (dict(count=0), "--count"),
+        (dict(truncation=0.0), "--truncation"),
+        (dict(split=(0.5, 0.1, 0.1)), "--split"),
+        (dict(resolution=8), "--resolution"),
+    ],
+)
+def test_bad_options_name_the_option(tmp_path, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        make_dataset(tmp_path / "d", **{**dict(count=2, n_points=16, progress=False), **kwargs})
+
+
+def test_refuses_to_overwrite_without_the_flag(tmp_path):
+    make_dataset(tmp_path / "d", family="torus", count=1, n_points=16, progress=False)
+    with pytest.raises(InputError, match="--overwrite"):
+        make_dataset(tmp_path / "d", family="torus", count=1, n_points=16, progress=False)
+    make_dataset(tmp_path / "d", family="torus", count=1, n_points=16, progress=False, overwrite=True)
+
+
+def test_cli_make_and_families(tmp_path):
+    _register()
+    runner = CliRunner()
+    r = runner.invoke(app, ["data", "families", "--json"])
+    assert r.exit_code == 0
+    listed = json.loads(r.output)
+    assert [f["name"] for f in listed] == FAMILY_NAMES and listed[3]["betti"] == list(FAMILIES[FAMILY_NAMES[3]].betti)
+    r = runner.invoke(app, ["data", "make", "--family", "shell", "--count", "2", "--points", "32", "--seed", "1", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    assert "wrote 2 shapes" in r.output and len(_rows(tmp_path / "d")) == 2
+    for cmd in ("families", "make", "import", "observe"):
+        help_text = runner.invoke(app, ["data", cmd, "--help"]).output
+        assert "Example:" in help_text and "weightspace data" in help_text
