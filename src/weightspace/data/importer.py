@@ -11,7 +11,7 @@ import numpy as np
 import trimesh
 
 from weightspace.data.grid import grid_points
-from weightspace.data.make import _split_of, measure_betti, save_npy, save_npz, write_manifest
+from weightspace.data.make import assign_splits, measure_betti, save_npy, save_npz, write_manifest
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json
 from weightspace.runtime.progress import track
@@ -226,8 +226,9 @@ def import_meshes(
             )
         )
     ok = [r for r in rows if r["status"] == "ok"]
-    for r, s in zip(ok, _split_of("imported", len(ok), seed, split)):
-        r["split"] = s
+    splits = assign_splits({"imported": len(ok)}, seed, split)
+    for i, r in enumerate(ok):
+        r["split"] = splits[("imported", i)]
     write_manifest(out / "manifest.jsonl", rows)
     summary = dict(
         count=len(files),

@@ -175,13 +175,27 @@ def draw_sample(family: Family, rng: np.random.Generator, resolution: int, max_r
     )
 
 
-def _split_of(family: str, n: int, seed: int, fractions: tuple[float, float, float]) -> list[str]:
-    """Seeded split labels for the n items of one family (stratified: each family split alike)."""
-    n_train = int(round(fractions[0] * n))
-    n_val = min(int(round(fractions[1] * n)), n - n_train)
-    labels = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val))
-    perm = item_rng(seed, "split", family).permutation(n)
-    return [str(s) for s in labels[np.argsort(perm)]]
+def assign_splits(per_family: dict[str, int], seed: int, fractions: tuple[float, float, float]) -> dict[tuple[str, int], str]:
+    """Seeded train/val/test labels for items (family, i), stratified by family.
+
+    Each family's items are ranked by a seeded shuffle; the items are then dealt round-robin by
+    rank (family order reshuffled each round) and position k of N gets train while
+    (k + 1/2) / N < f_train, then val, then test. So every split draws from every family as
+    evenly as the counts allow, even with one or two items per family.
+    """
+    ranked = {f: list(item_rng(seed, "split", f).permutation(n)) for f, n in per_family.items()}
+    order: list[tuple[str, int]] = []
+    for r in range(max(per_family.values(), default=0)):
+        fams = [f for f in per_family if r < per_family[f]]
+        for j in item_rng(seed, "split-round", r).permutation(len(fams)):
+            order.append((fams[j], int(ranked[fams[j]][r])))
+    n = len(order)
+    edges = np.cumsum(fractions)
+    out = {}
+    for k, item in enumerate(order):
+        q = (k + 0.5) / n
+        out[item] = SPLITS[0] if q < edges[0] else SPLITS[1] if q < edges[1] else SPLITS[2]
+    return out
 
 
 def _check(cfg: MakeConfig) -> None:
@@ -226,7 +240,7 @@ def make_dataset(
     names = FAMILY_NAMES if family == "all" else [family]
     per = {name: count // len(names) + (1 if i < count % len(names) else 0) for i, name in enumerate(names)}
     jobs = [(name, i) for name in names for i in range(per[name])]
-    splits = {name: _split_of(name, per[name], seed, cfg.split) for name in names}
+    splits = assign_splits(per, seed, cfg.split)
 
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
@@ -252,7 +266,7 @@ def make_dataset(
                 betti_declared=list(fam.betti),
                 betti_measured=list(betti),
                 redraws=n_redrawn,
-                split=splits[name][i],
+                split=splits[(name, i)],
                 grid=f"grids/{item_id}.npy",
                 points=f"points/{item_id}.npz",
                 resolution=resolution,
