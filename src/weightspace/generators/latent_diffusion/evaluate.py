@@ -1,0 +1,146 @@
+"""Evaluation of a latent diffusion generator on held-out shapes: autoencoder fidelity, point-cloud
+conditioned reconstruction, family-conditioned topology, and set metrics against the held-out set."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.seeding import derive_seed
+
+FIGURE_KEYS = ("ae_iou", "ae_betti_match", "points_iou", "points_betti_match", "family_betti_match", "mmd", "cov", "nna", "seconds_per_shape")
+SET_POINTS = 1024  # surface points per shape for MMD / COV / 1-NNA
+BATCH = 16
+
+
+def held_out_rows(data_dir: str | Path, max_shapes: int):
+    """The held-out shapes (the `test` split, else `val`), at most `max_shapes`, spread evenly over the split."""
+    from weightspace.data.dataset import ShapeDataset
+
+    for split in ("test", "val"):
+        try:
+            ds = ShapeDataset(data_dir, split=split)
+            break
+        except InputError:
+            continue
+    else:
+        raise InputError(f"{data_dir}: no test or val shapes to evaluate on")
+    n = len(ds)
+    keep = np.unique(np.linspace(0, n - 1, min(n, max_shapes)).round().astype(int)) if max_shapes < n else np.arange(n)
+    return ds, [int(i) for i in keep]
+
+
+def _surface(grid: np.ndarray, seed: int) -> np.ndarray:
+    """SET_POINTS surface points of a grid's zero level set (an empty surface gives the origin repeated)."""
+    from weightspace.analysis.geometry import sample_surface
+    from weightspace.decode.mesh import grid_to_mesh
+
+    mesh = grid_to_mesh(grid)
+    if len(mesh.faces) == 0 or not mesh.area > 0:
+        return np.zeros((SET_POINTS, 3))  # a generator that makes nothing is penalised, not skipped
+    return sample_surface(mesh, SET_POINTS, seed=seed)[0]
+
+
+def _run_batched(fn, items: list, batch: int = BATCH) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for start in range(0, len(items), batch):
+        out.extend(fn(items[start : start + batch]))
+    return out
+
+
+@torch.no_grad()
+def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0) -> dict:
+    """All figures plus per-shape details: {"figures": {...}, "per_shape": [...], "per_family": {...}}."""
+    from weightspace.analysis import topology
+    from weightspace.analysis.geometry import iou
+    from weightspace.analysis.sets import set_metrics
+    from weightspace.data.families import FAMILIES
+    from weightspace.data.observe import observe
+
+    if max_shapes < 1:
+        raise InputError(f"max_shapes must be >= 1, got {max_shapes}")
+    ds, idx = held_out_rows(data_dir, max_shapes)
+    items = [ds[i] for i in idx]
+    targets = [it["grid"].numpy() for it in items]  # each (R, R, R)
+    target_betti = [topology(g).betti for g in targets]
+    ids = [it["id"] for it in items]
+    fams = [it["family"] for it in items]
+    seeds = [derive_seed(seed, "eval", i) % (2**31) for i in ids]
+
+    # 1. autoencoder: encode and decode the true grids.
+    def ae(batch):
+        g = torch.stack([it["grid"] for it in batch]).to(gen.device)  # (b, R, R, R)
+        return list(gen.decode_latents(gen.encode_grids(g)).cpu().numpy())
+
+    ae_grids = _run_batched(ae, items)
+
+    # 2. point-cloud conditioned generation from 2,048 noisy surface points (sigma = 0.01).
+    def from_points(batch):
+        clouds = [observe(it["points"].numpy(), it["normals"].numpy(), "noisy", n=2048, sigma=0.01,
+                          seed=derive_seed(seed, "eval-points", it["id"])) for it in batch]
+        pts = torch.from_numpy(np.stack(clouds)).to(gen.device)  # (b, 2048, 3)
+        s = [seeds[ids.index(it["id"])] for it in batch]
+        return list(gen.sdf_grid(gen.condition(points=pts), s).cpu().numpy())
+
+    pt_grids = _run_batched(from_points, items)
+
+    # 3. family-conditioned samples, one per held-out shape with its family (timed).
+    known = [f for f in fams if f in getattr(gen, "cfg").families]
+    if len(known) != len(fams):
+        raise InputError(f"{data_dir}: held-out families {sorted(set(fams) - set(known))} are unknown to this checkpoint")
+    order = list(range(len(items)))
+
+    def from_family(batch):
+        return list(gen.sdf_grid(gen.condition(family=[fams[i] for i in batch]), [seeds[i] for i in batch]).cpu().numpy())
+
+    t0 = time.perf_counter()
+    fam_grids = _run_batched(from_family, order)
+    seconds_per_shape = (time.perf_counter() - t0) / len(order)
+
+    per_shape, fam_match = [], []
+    for k, (target, tb) in enumerate(zip(targets, target_betti)):
+        ae_b, pt_b, fam_b = topology(ae_grids[k]).betti, topology(pt_grids[k]).betti, topology(fam_grids[k]).betti
+        declared = tuple(FAMILIES[fams[k]].betti) if fams[k] in FAMILIES else tuple(tb)
+        fam_match.append(tuple(fam_b[:2]) == tuple(declared[:2]))
+        per_shape.append(dict(
+            id=ids[k], family=fams[k], target_betti=list(tb),
+            ae_iou=iou(ae_grids[k], target), ae_betti=list(ae_b),
+            points_iou=iou(pt_grids[k], target), points_betti=list(pt_b),
+            family_betti=list(fam_b), family_declared=list(declared), family_match=fam_match[-1],
+        ))
+
+    gen_clouds = [_surface(g, derive_seed(seed, "set-gen", k)) for k, g in enumerate(fam_grids)]
+    ref_clouds = [_surface(g, derive_seed(seed, "set-ref", k)) for k, g in enumerate(targets)]
+    sets = set_metrics(gen_clouds, ref_clouds)
+    figures = dict(
+        ae_iou=float(np.mean([r["ae_iou"] for r in per_shape])),
+        ae_betti_match=float(np.mean([r["ae_betti"] == r["target_betti"] for r in per_shape])),
+        points_iou=float(np.mean([r["points_iou"] for r in per_shape])),
+        points_betti_match=float(np.mean([r["points_betti"] == r["target_betti"] for r in per_shape])),
+        family_betti_match=float(np.mean(fam_match)),
+        mmd=float(sets["mmd"]), cov=float(sets["cov"]), nna=float(sets["nna"]),
+        seconds_per_shape=float(seconds_per_shape),
+    )
+    per_family = {}
+    for f in sorted(set(fams)):
+        rows = [r for r in per_shape if r["family"] == f]
+        per_family[f] = dict(
+            n=len(rows), ae_iou=float(np.mean([r["ae_iou"] for r in rows])),
+            points_iou=float(np.mean([r["points_iou"] for r in rows])),
+            points_betti_match=float(np.mean([r["points_betti"] == r["target_betti"] for r in rows])),
+            family_betti_match=float(np.mean([r["family_match"] for r in rows])),
+        )
+    return {"figures": figures, "per_family": per_family, "per_shape": per_shape, "n_shapes": len(items)}
+
+
+def evaluate_generator(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0) -> dict:
+    """The figures of issue 4 as one dict with exactly the keys FIGURE_KEYS (fractions in [0, 1]).
+
+    Held-out shapes are the data folder's test split (at most `max_shapes`, spread evenly);
+    `seed` fixes every observation and every sample.
+    """
+    return evaluate_details(gen, data_dir, max_shapes=max_shapes, seed=seed)["figures"]

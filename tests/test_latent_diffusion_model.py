@@ -1,0 +1,165 @@
+"""The Generator protocol of LatentDiffusionGenerator on a tiny seeded random model: determinism,
+batch independence, weight swapping, point queries, weight views, and checkpoint round trips."""
+
+import json
+
+import pytest
+import torch
+
+from weightspace.generators import load_generator
+from weightspace.generators.latent_diffusion.config import ModelConfig, model_config_from, train_config_from
+from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
+from weightspace.runtime.errors import InputError
+
+FAMS = ["torus", "mug", "shell"]
+
+
+def tiny_generator(seed: int = 0) -> LatentDiffusionGenerator:
+    cfg = ModelConfig(resolution=16, ae_channels=[8, 16], latent_channels=2, patch=2, width=32, depth=2, heads=2,
+                      cond_tokens=3, cond_dim=8, families=FAMS, timesteps=100, sample_steps=4, guidance=2.0)
+    torch.manual_seed(seed)
+    gen = LatentDiffusionGenerator(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # move every weight off its initial value so zero-initialised layers matter
+        for p in gen.net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    gen.net.eval()
+    return gen
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return tiny_generator()
+
+
+def test_condition_kinds_and_errors(gen):
+    assert gen.condition_shape == (3, 8)
+    assert gen.condition(family=["torus", "shell"]).shape == (2, 3, 8)  # (B, M, d)
+    assert gen.condition(points=torch.rand(2, 40, 3) * 2 - 1).shape == (2, 3, 8)
+    assert gen.condition(voxels=(torch.rand(2, 8, 8, 8) > 0.5).float()).shape == (2, 3, 8)
+    with pytest.raises(InputError, match="exactly one"):
+        gen.condition(family=["torus"], points=torch.zeros(1, 4, 3))
+    with pytest.raises(InputError, match="knows"):
+        gen.condition(family=["teapot"])
+    with pytest.raises(InputError, match=r"\(B, P, 3\)"):
+        gen.condition(points=torch.zeros(2, 4, 2))
+    with pytest.raises(InputError, match="voxels"):
+        gen.condition(voxels=torch.zeros(2, 4, 4, 5))
+
+
+def test_determinism_and_batch_independence(gen):
+    with torch.no_grad():
+        c = gen.condition(family=["torus", "mug", "shell"])
+        a = gen.sdf_grid(c, [5, 6, 7])  # (B, R, R, R)
+        b = gen.sdf_grid(c, [5, 6, 7])
+        solo = gen.sdf_grid(c[1:2], [6])
+        other_seed = gen.sdf_grid(c[1:2], [8])
+    assert a.shape == (3, 16, 16, 16) and a.dtype == torch.float32
+    assert torch.equal(a, b)  # same checkpoint, condition and seed: identical grid
+    assert torch.allclose(solo, a[1:2], atol=1e-5)  # independent of the batch it is in
+    assert not torch.allclose(other_seed, solo)  # the seed matters
+    assert a.abs().max() <= gen.cfg.truncation + 1e-6
+
+
+def test_params_swap_and_differentiability(gen):
+    c = gen.condition(family=["torus"]).detach().requires_grad_(True)
+    base = {n: p for n, p in gen.net.named_parameters()}
+    same = gen.sdf_grid(c, [1], params=base)
+    plain = gen.sdf_grid(c, [1])
+    assert torch.allclose(same, plain)
+    name = "ae.decoder.stem.weight"
+    changed = gen.sdf_grid(c, [1], params={name: base[name] * 0.5})
+    assert not torch.allclose(changed, plain)
+    assert torch.equal(gen.net.get_parameter(name), base[name])  # base weights untouched
+    w = base["denoiser.blocks.0.cross_attn.k.weight"].detach().clone().requires_grad_(True)
+    out = gen.sdf_grid(c, [1], params={"denoiser.blocks.0.cross_attn.k.weight": w})
+    out.sum().backward()
+    assert c.grad is not None and c.grad.abs().sum() > 0
+    assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+def test_sdf_points_matches_grid_vertices(gen):
+    with torch.no_grad():
+        c = gen.condition(family=["mug", "shell"])
+        grid = gen.sdf_grid(c, [3, 4])  # (B, R, R, R) indexed [x, y, z]
+        R = grid.shape[-1]
+        lin = torch.linspace(-1, 1, R)
+        ijk = torch.tensor([[0, 5, 9], [15, 2, 7], [3, 3, 12]])  # (P, 3) vertex indices
+        pts = lin[ijk].unsqueeze(0).expand(2, -1, -1)  # (B, P, 3) world coordinates
+        vals = gen.sdf_points(pts, c, [3, 4])  # (B, P)
+    expected = torch.stack([grid[b, ijk[:, 0], ijk[:, 1], ijk[:, 2]] for b in range(2)])
+    assert torch.allclose(vals, expected, atol=1e-5)
+    assert gen.observation_loss(pts, c, [3, 4]).ndim == 0
+
+
+def test_training_loss_is_seeded_and_differentiable(gen):
+    grids = torch.randn(2, 16, 16, 16) * 0.1
+    c = gen.condition(family=["torus", "mug"])
+    l1 = gen.training_loss(grids, c, [0, 1])
+    l2 = gen.training_loss(grids, c, [0, 1])
+    assert l1.ndim == 0 and torch.equal(l1, l2)
+    l1.backward()
+    assert gen.net.denoiser.final.weight.grad is not None
+    gen.net.zero_grad(set_to_none=True)
+    with pytest.raises(InputError):
+        gen.training_loss(torch.zeros(2, 8, 8, 8), c, [0, 1])
+
+
+def test_effective_weights_and_module_groups(gen):
+    c = gen.condition(family=["torus", "mug"])
+    ew = gen.effective_weights(c)
+    W, S, M = gen.cfg.width, gen.cfg.sample_steps, gen.cfg.cond_tokens
+    assert ew["denoiser.blocks.0.adaln"].shape == (2, S, 9 * W)
+    assert ew["denoiser.blocks.1.cross_attn.k"].shape == (2, M, W)
+    assert ew["denoiser.blocks.1.cross_attn.v"].shape == (2, M, W)
+    assert all(v.shape[0] == 2 for v in ew.values())
+    names = [n for n, _ in gen.net.named_parameters()]
+    groups = gen.module_groups()
+    for group, prefixes in groups.items():
+        assert any(n.startswith(p) for p in prefixes for n in names), group
+    covered = {n for n in names for ps in groups.values() for p in ps if n.startswith(p)}
+    assert covered == set(names)  # every parameter belongs to some group
+
+
+def test_save_load_roundtrip(gen, tmp_path):
+    gen.save(tmp_path / "ck", extra_config={"note": "test"})
+    loaded = load_generator(tmp_path / "ck")
+    assert isinstance(loaded, LatentDiffusionGenerator) and loaded.config["note"] == "test"
+    with torch.no_grad():
+        c = gen.condition(family=["shell"])
+        assert torch.equal(gen.sdf_grid(c, [2]), loaded.sdf_grid(loaded.condition(family=["shell"]), [2]))
+
+
+def test_wrong_config_and_truncated_weights(gen, tmp_path):
+    folder = gen.save(tmp_path / "ck")
+    cfg = json.loads((folder / "config.json").read_text())
+    bad = dict(cfg, model=dict(cfg["model"], width=64))
+    (folder / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(InputError, match="shape"):
+        load_generator(folder)
+    (folder / "config.json").write_text(json.dumps(dict(cfg, model=dict(cfg["model"], front="fourier"))))
+    with pytest.raises(InputError, match="front"):
+        load_generator(folder)
+    (folder / "config.json").write_text(json.dumps(dict(cfg, model=dict(cfg["model"], colour=1))))
+    with pytest.raises(InputError, match="colour"):
+        load_generator(folder)
+    (folder / "config.json").write_text(json.dumps(dict(cfg, model=dict(cfg["model"], depth="4"))))
+    with pytest.raises(InputError, match="depth"):
+        load_generator(folder)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="model.safetensors"):
+        load_generator(folder)
+
+
+def test_config_validation_names_fields():
+    with pytest.raises(InputError, match="train.minutes"):
+        train_config_from({"minutes": -1})
+    with pytest.raises(InputError, match="unknown field"):
+        train_config_from({"epochs": 3})
+    with pytest.raises(InputError, match="model.resolution"):
+        model_config_from({"resolution": 30})
+    with pytest.raises(InputError, match="model.sampler"):
+        model_config_from({"sampler": "euler"})
+    assert train_config_from({"minutes": 2}).minutes == 2.0

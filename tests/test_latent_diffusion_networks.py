@@ -1,0 +1,124 @@
+"""Shapes of every latent diffusion module, the Haar transform, the schedule, and pinned sampler values."""
+
+import math
+
+import pytest
+import torch
+
+from weightspace.generators.latent_diffusion.autoencoder import ShapeAutoencoder
+from weightspace.generators.latent_diffusion.conditioning import AttentionPool, PointEncoder, VoxelEncoder, fourier_features
+from weightspace.generators.latent_diffusion.denoiser import Denoiser, timestep_embedding
+from weightspace.generators.latent_diffusion.haar import haar3d, ihaar3d
+from weightspace.generators.latent_diffusion.samplers import get_sampler, sample_ddim, sample_ddpm
+from weightspace.generators.latent_diffusion.schedule import cosine_alphas_cumprod, ddim_timesteps, q_sample
+from weightspace.runtime.errors import InputError
+
+
+def test_haar_is_orthonormal_and_invertible():
+    x = torch.randn(2, 3, 8, 8, 8, generator=torch.Generator().manual_seed(0))  # (B, C, D, D, D)
+    y = haar3d(x)  # (B, 8C, 4, 4, 4)
+    assert y.shape == (2, 24, 4, 4, 4)
+    assert torch.allclose(ihaar3d(y), x, atol=1e-5)
+    assert torch.allclose(y.pow(2).sum(), x.pow(2).sum(), rtol=1e-5)  # energy preserved
+    # the low-pass band of a constant grid is the constant times 2^(3/2); details vanish
+    c = haar3d(torch.ones(1, 1, 2, 2, 2))  # (1, 8, 1, 1, 1)
+    assert c[0, 0].item() == pytest.approx(2 ** 1.5, rel=1e-6)
+    assert c[0, 1:].abs().max().item() < 1e-6
+    with pytest.raises(ValueError):
+        haar3d(torch.zeros(1, 1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("front", ["haar", "plain"])
+def test_autoencoder_shapes(front):
+    ae = ShapeAutoencoder(front=front, channels=(8, 16), latent_channels=3)
+    x = torch.randn(2, 16, 16, 16)  # (B, R, R, R)
+    z = ae.encode(x)  # (B, C, R/4, R/4, R/4)
+    assert z.shape == (2, 3, 4, 4, 4)
+    y = ae.decode(z)  # (B, R, R, R)
+    assert y.shape == (2, 16, 16, 16)
+    y.sum().backward()
+    assert all(p.grad is not None for p in ae.parameters())
+
+
+def test_condition_encoders_shapes():
+    assert fourier_features(torch.zeros(5, 7, 3), 2).shape == (5, 7, 15)
+    pool = AttentionPool(feat_dim=16, n_tokens=3, token_dim=8, heads=2)
+    assert pool(torch.randn(2, 11, 16)).shape == (2, 3, 8)  # (B, M, d)
+    pe = PointEncoder(n_tokens=4, token_dim=8, width=16)
+    assert pe(torch.rand(2, 50, 3)).shape == (2, 4, 8)  # (B, M, d)
+    ve = VoxelEncoder(n_tokens=4, token_dim=8, width=16)
+    for V in (8, 16):
+        assert ve((torch.rand(3, V, V, V) > 0.5).float()).shape == (3, 4, 8)  # (B, M, d)
+
+
+def test_denoiser_shapes_and_patchify_roundtrip():
+    den = Denoiser(latent_channels=2, latent_res=4, patch=2, width=32, depth=2, heads=2, cond_dim=8)
+    z = torch.randn(3, 2, 4, 4, 4)  # (B, C, r, r, r)
+    tokens = den.patchify(z)  # (B, T, C p^3)
+    assert tokens.shape == (3, 8, 16)
+    assert torch.equal(den.unpatchify(tokens), z)
+    out = den(z, torch.tensor([0, 5, 99]), torch.randn(3, 5, 8))  # (B, C, r, r, r)
+    assert out.shape == z.shape
+    assert torch.count_nonzero(out) == 0  # adaLN-Zero: the final layer starts at zero
+    assert timestep_embedding(torch.tensor([0, 1]), 6).shape == (2, 6)
+
+
+def test_cosine_schedule_properties():
+    ab = cosine_alphas_cumprod(1000)  # (T,)
+    assert ab.shape == (1000,)
+    assert torch.all(ab[1:] < ab[:-1])  # strictly decreasing
+    assert 0.999 < ab[0].item() < 1.0 and ab[-1].item() < 1e-3
+    # the closed form at the middle: cos^2(((0.5 + s) / (1 + s)) pi / 2) / cos^2(s / (1 + s) pi / 2)
+    s = 0.008
+    f = lambda t: math.cos(((t + s) / (1 + s)) * math.pi / 2) ** 2
+    assert ab[499].item() == pytest.approx(f(0.5) / f(0.0), rel=1e-6)
+    ts = ddim_timesteps(1000, 16)
+    assert ts[0].item() == 999 and ts[-1].item() == 0 and len(ts) == 16
+    with pytest.raises(ValueError):
+        ddim_timesteps(10, 11)
+    x0, noise = torch.ones(2, 3), torch.zeros(2, 3)
+    assert torch.allclose(q_sample(x0, torch.tensor([0, 999]), noise, ab), ab[[0, 999]].sqrt().float().view(2, 1).expand(2, 3))
+
+
+def _tiny_denoise():
+    lin = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        lin.weight.copy_(torch.randn(4, 4, generator=g) * 0.3)
+        lin.bias.copy_(torch.randn(4, generator=g) * 0.1)
+    return lambda x, t: torch.tanh(lin(x) * (1 + t.float().view(-1, 1) / 100))
+
+
+def test_ddim_pinned_regression():
+    """A tiny seeded 'model' and 5 DDIM steps over T = 100: values pinned when first written."""
+    denoise = _tiny_denoise()
+    ab = cosine_alphas_cumprod(100).float()
+    x_T = torch.randn(2, 4, generator=torch.Generator().manual_seed(1))  # (B, 4)
+    seen = []
+    with torch.no_grad():
+        x0 = sample_ddim(denoise, x_T, ddim_timesteps(100, 5), ab, callback=lambda d: seen.append(d["t"]))
+    assert seen == [99, 74, 50, 25, 0]
+    expected = torch.tensor(PINNED_DDIM)
+    assert torch.allclose(x0, expected, atol=1e-5), x0.tolist()
+
+
+def test_ddpm_uses_per_item_generators_and_shares_signature():
+    denoise = _tiny_denoise()
+    ab = cosine_alphas_cumprod(100).float()
+    x_T = torch.randn(2, 4, generator=torch.Generator().manual_seed(1))
+    ts = ddim_timesteps(100, 5)
+    gens = lambda: [torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)]
+    a = sample_ddpm(denoise, x_T, ts, ab, generators=gens())
+    b = sample_ddpm(denoise, x_T, ts, ab, generators=gens())
+    assert torch.equal(a, b)
+    # item 0 alone with its own generator gives the same result as inside the batch
+    solo = sample_ddpm(denoise, x_T[:1], ts, ab, generators=gens()[:1])
+    assert torch.allclose(solo, a[:1], atol=1e-6)
+    assert not torch.allclose(a, sample_ddim(denoise, x_T, ts, ab))
+    with pytest.raises(InputError):
+        sample_ddpm(denoise, x_T, ts, ab)
+    with pytest.raises(InputError, match="ddim"):
+        get_sampler("euler")
+
+
+PINNED_DDIM = [[0.044028, -0.038517, 0.078872, -0.061151], [-0.168991, 0.251272, -0.25629, 0.111059]]
