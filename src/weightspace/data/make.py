@@ -103,11 +103,15 @@ def surface_samples(
     for _ in range(200):
         pick = near[rng.integers(len(near), size=max(4 * n, 4096))]
         cand = coords[pick] + rng.uniform(-h / 2, h / 2, size=pick.shape)  # (M, 3) world units
-        cand = cand[np.abs(f(cand)) < 0.5 * h]
-        for _ in range(steps):
+        fv = f(cand)
+        cand, fv = cand[np.abs(fv) < 0.5 * h], fv[np.abs(fv) < 0.5 * h]
+        for _ in range(steps):  # exact distances converge in one or two steps; bounds take a few more
+            if len(fv) == 0 or np.abs(fv).max() < 1e-7:
+                break
             g = _gradient(f, cand)
-            cand = cand - (f(cand) / np.maximum((g * g).sum(1), 1e-12))[:, None] * g
-        cand = cand[np.abs(f(cand)) < 1e-5]
+            cand = cand - (fv / np.maximum((g * g).sum(1), 1e-12))[:, None] * g
+            fv = f(cand)
+        cand = cand[np.abs(fv) < 1e-5]
         kept.append(cand)
         total += len(cand)
         if total >= n:
