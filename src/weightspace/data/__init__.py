@@ -1,1 +1,1 @@
-"""data stage."""
+"""data stage: procedural families (families), dataset making (make), mesh import (importer), observations (observe), the PyTorch dataset (dataset)."""
