@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from weightspace.runtime.errors import WeightspaceError
 
@@ -44,10 +46,27 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the app and turns weightspace errors into one line on stderr, exit 2."""
+    """Entry point: runs the app; every failure becomes one line on stderr, never a traceback.
+
+    Exit status 2: a `WeightspaceError` (bad input; the message names the file or field).
+    Exit status 1: an unexpected exception, i.e. a bug in weightspace; the line says so, and
+    `WEIGHTSPACE_DEBUG=1` shows the traceback. Exit status 130: interrupted (Ctrl-C).
+    """
     _register()
+    # messages hold file names and lists like ['a'], which rich would read as markup: escape them
+    err = Console(stderr=True, soft_wrap=True)
     try:
         app(args=argv)
     except WeightspaceError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; finished files are kept (re-running resumes where a command supports it)", highlight=False)
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("WEIGHTSPACE_DEBUG"):
+            raise
+        detail = " ".join(str(e).split())[:300]
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(detail)}", highlight=False)
+        err.print("this is a bug in weightspace, not in your input; rerun with WEIGHTSPACE_DEBUG=1 for the traceback", highlight=False)
+        sys.exit(1)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from weightspace.runtime.errors import InputError
@@ -29,15 +28,36 @@ def save_checkpoint(folder: str | os.PathLike, state: Mapping[str, torch.Tensor]
     return folder
 
 
-def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors file; a missing, truncated or foreign file raises InputError naming it."""
+def load_state(path: str | os.PathLike, *, finite: bool = True) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing, truncated or foreign file raises InputError naming it.
+
+    A pickle (a PyTorch `.pt` renamed, or anything else that could run code when unpickled) is
+    refused without being unpickled. With `finite` (the default), a floating tensor holding NaN
+    or infinity is refused too, naming the tensor: weights like that are corrupt.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
+    from weightspace.runtime.safe_load import sniff
+
+    kind = sniff(path)
+    if kind in ("pickle", "torch-zip"):
+        raise InputError(
+            f"{path}: is a Python pickle ({'PyTorch zip' if kind == 'torch-zip' else 'raw pickle'}), not safetensors; "
+            "weightspace never unpickles weights because a pickle can run code. Import a trusted PyTorch file "
+            "explicitly with weightspace.runtime.safe_load.convert_to_safetensors."
+        )
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(f"{path}: not a valid safetensors file ({e})") from None
+        state = load_file(str(path))
+    except Exception as e:  # SafetensorError, OSError, and others on foreign bytes
+        raise InputError(f"{path}: not a valid safetensors file ({type(e).__name__}: {str(e)[:200]})") from None
+    if finite:
+        for name, t in state.items():
+            if t.is_floating_point() or t.is_complex():
+                bad = int((~torch.isfinite(t)).sum())
+                if bad:
+                    raise InputError(f"{path}: tensor {name!r} has {bad} NaN or infinite value(s) of {t.numel()}")
+    return state
 
 
 def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

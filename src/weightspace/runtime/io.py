@@ -1,15 +1,34 @@
-"""Atomic file writes (temporary file in the same folder, then rename) and safe JSON reads."""
+"""Atomic file writes (temporary file in the same folder, then rename) and safe JSON reads.
+
+Guarantees (see docs/reliability.md): a reader sees either the old file or the new one,
+never a torn one, even when the writer is killed with SIGKILL; a killed writer can leave
+only a hidden temporary file `.<name>.<random>.tmp` beside the target, which no loader picks
+up (they open named files or glob by their own suffix) and `remove_stale_temps` deletes.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from weightspace.runtime.errors import InputError
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread runs
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -21,7 +40,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    # mkstemp makes the file private (0600); give the result the mode a plain open() would
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -29,10 +50,46 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (the directory entry) where the platform allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """True for a temporary file `atomic_path` makes (`.<name>.<random>.tmp`)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_stale_temps(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Delete temporary files left by writers that were killed; returns what was removed.
+
+    Call it only when no writer is running on `folder` (e.g. when a job resumes): a live
+    writer's temporary file looks the same.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(f".*{TEMP_SUFFIX}") if recursive else folder.glob(f".*{TEMP_SUFFIX}")
+    removed = []
+    for p in sorted(found):
+        if p.is_file() and is_temp_file(p):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -63,12 +120,22 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def safe_child(root: str | os.PathLike, relative: str) -> Path:
-    """Resolve `relative` under `root`, refusing paths that escape it (manifests are untrusted)."""
+def safe_child(root: str | os.PathLike, relative: str, *, where: str | None = None) -> Path:
+    """Resolve `relative` under `root`, refusing paths that escape it (manifests are untrusted).
+
+    Refused: a non-string, an empty string, an absolute path (POSIX or Windows drive), a NUL
+    byte, `..` that climbs out, and a symlink inside `root` that points outside it (the check
+    is made on the resolved path). `where` names the manifest (and line) for the message.
+    """
     root = Path(root).resolve()
-    if os.path.isabs(relative):
-        raise InputError(f"path {relative!r} in a manifest must be relative to {root.name}/")
+    src = f" in {where}" if where else " in a manifest"
+    if not isinstance(relative, str) or not relative:
+        raise InputError(f"path {relative!r}{src} must be a non-empty string relative to {root.name}/")
+    if "\x00" in relative:
+        raise InputError(f"path {relative!r}{src} contains a NUL byte")
+    if os.path.isabs(relative) or re.match(r"^[A-Za-z]:[\\/]|^[\\/]", relative):
+        raise InputError(f"path {relative!r}{src} must be relative to {root.name}/")
     target = (root / relative).resolve()
     if target != root and root not in target.parents:
-        raise InputError(f"path {relative!r} in a manifest escapes its folder {root.name}/")
+        raise InputError(f"path {relative!r}{src} escapes its folder {root.name}/")
     return target

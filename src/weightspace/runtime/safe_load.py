@@ -1,0 +1,236 @@
+"""The one place that reads a foreign PyTorch (pickle) file, and the format sniffing every weights loader uses.
+
+weightspace stores weights only as safetensors. A `.pt` / `.pth` / `.bin` file from elsewhere is
+read here, and only when the user explicitly imports it (`convert_to_safetensors`), in two
+independent layers:
+
+1. the pickle stream is scanned with `pickletools.genops` (which decodes opcodes and runs
+   nothing) and every global it references must be on a short allow-list of tensor-rebuilding
+   functions, storages, dtypes and `collections.OrderedDict`; anything else (`os.system`,
+   `builtins.exec`, ...) is refused with a message naming it, before any unpickling;
+2. only then is it read with `torch.load(..., weights_only=True)`, PyTorch's restricted
+   unpickler, whose refusals also become `InputError`.
+
+The result must be a flat mapping of names to tensors (optionally under one `state_dict` or
+`model` key). Everything else in the project (checkpoints, adapters, populations, subspaces)
+goes through `weightspace.runtime.checkpoint.load_state`, which refuses pickles outright.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import pickletools
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from weightspace.runtime.errors import InputError
+
+FileFormat = Literal["empty", "safetensors", "torch-zip", "pickle", "npy", "zip", "json", "unknown"]
+
+# torch.save's own vocabulary: what a plain state dict (or an optimiser state) needs, nothing more.
+_ALLOWED_EXACT = {
+    ("collections", "OrderedDict"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor_v3"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch.storage", "UntypedStorage"),
+    ("torch.storage", "TypedStorage"),
+}
+_DTYPE_NAMES = {str(d).removeprefix("torch.") for d in vars(torch).values() if isinstance(d, torch.dtype)}
+PICKLE_LIMIT = 64 * 2**20  # bytes of pickle stream scanned (a state dict's stream is kilobytes)
+
+
+def _allowed(module: str, name: str) -> bool:
+    if (module, name) in _ALLOWED_EXACT:
+        return True
+    return module == "torch" and (name.endswith("Storage") or name in _DTYPE_NAMES)
+
+
+def sniff(path: str | os.PathLike) -> FileFormat:
+    """What a file holds, from its first bytes (never from its name)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "empty"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                return "torch-zip" if any(n.endswith("data.pkl") for n in z.namelist()) else "zip"
+        except zipfile.BadZipFile:
+            return "unknown"
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "json"
+    if head[:1] in (b"(", b"]", b"}", b"c", b"l", b"d", b"N"):  # protocol 0/1 pickles open with an opcode
+        with open(path, "rb") as f:
+            start = f.read(4096)
+        try:
+            ops = pickletools.genops(start)
+            for _ in range(2):
+                next(ops)
+            return "pickle"
+        except Exception:
+            pass
+    if len(head) >= 9:
+        n = int.from_bytes(head[:8], "little")
+        if 0 < n < 100 * 2**20 and head[8:9] == b"{":
+            return "safetensors"
+    return "unknown"
+
+
+def pickle_globals(stream: bytes) -> list[tuple[str, str]]:
+    """Every (module, name) a pickle stream would import, found without unpickling anything.
+
+    Handles GLOBAL / INST (protocols 0-3) and STACK_GLOBAL (4-5, whose two strings are the
+    last strings pushed, directly or through the memo).
+    """
+    found: list[tuple[str, str]] = []
+    strings: list[str] = []
+    memo: dict[int, object] = {}
+    last: object = None
+    for op, arg, _pos in pickletools.genops(stream):
+        name = op.name
+        if name in ("GLOBAL", "INST"):
+            module, _, attr = str(arg).partition(" ")
+            found.append((module, attr))
+        elif name == "STACK_GLOBAL":
+            if len(strings) < 2:
+                found.append(("?", "?"))
+            else:
+                found.append((strings[-2], strings[-1]))
+        elif isinstance(arg, str) and "UNICODE" in name or name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
+            strings.append(str(arg))
+            last = str(arg)
+            continue
+        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[int(arg)] = last
+        elif name == "MEMOIZE":
+            memo[len(memo)] = last
+        elif name in ("BINGET", "LONG_BINGET", "GET"):
+            value = memo.get(int(arg))
+            if isinstance(value, str):
+                strings.append(value)
+                last = value
+                continue
+        last = None
+    return found
+
+
+def _pickle_streams(path: Path, kind: FileFormat) -> list[bytes]:
+    if kind == "torch-zip":
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith(".pkl")]
+            if any(z.getinfo(n).file_size > PICKLE_LIMIT for n in names):
+                raise InputError(f"{path}: pickle stream larger than {PICKLE_LIMIT >> 20} MiB; refused")
+            return [z.read(n) for n in names]
+    # legacy torch.save format: several pickles one after another, then raw storage bytes
+    data = path.read_bytes()[:PICKLE_LIMIT]
+    streams, buf = [], io.BytesIO(data)
+    for _ in range(5):
+        start = buf.tell()
+        if start >= len(data):
+            break
+        try:
+            *_, (_op, _arg, end) = pickletools.genops(buf)
+        except Exception:
+            break
+        streams.append(data[start : buf.tell()])
+        if end is None:
+            break
+    return streams
+
+
+def check_pickle(path: str | os.PathLike) -> None:
+    """Refuse a pickle-based file that references anything but tensor-rebuilding globals.
+
+    Raises InputError naming the file and the first forbidden global; nothing is executed.
+    """
+    path = Path(path)
+    kind = sniff(path)
+    if kind not in ("torch-zip", "pickle"):
+        raise InputError(f"{path}: not a PyTorch file (it looks like {kind})")
+    streams = _pickle_streams(path, kind)
+    if not streams:
+        raise InputError(f"{path}: no readable pickle stream inside")
+    for stream in streams:
+        try:
+            refs = pickle_globals(stream)
+        except Exception as e:  # genops raises ValueError and others on a corrupt stream
+            raise InputError(f"{path}: corrupt pickle stream ({type(e).__name__}: {e})") from None
+        bad = [f"{m}.{n}" for m, n in refs if not _allowed(m, n)]
+        if bad:
+            raise InputError(
+                f"{path}: refused: this file would import {bad[0]}"
+                + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                + " when unpickled, which can run arbitrary code; only tensors are accepted. "
+                "Ask for a .safetensors file instead."
+            )
+
+
+def load_torch_object(path: str | os.PathLike) -> object:
+    """Read a PyTorch file after `check_pickle`, with `torch.load(weights_only=True)` on CPU.
+
+    For trainer states (nested dicts of tensors, numbers and lists). Errors name the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    check_pickle(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: refused by PyTorch's safe loader ({first[:200]})") from None
+    except Exception as e:  # a torn or foreign file: torch raises RuntimeError, EOFError, ...
+        raise InputError(f"{path}: cannot be read as a PyTorch file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A foreign state dict (.pt / .pth / .bin) the user explicitly imports: name -> tensor.
+
+    Accepts a flat mapping of names to tensors, or one wrapped under `state_dict` or `model`.
+    """
+    path = Path(path)
+    obj = load_torch_object(path)
+    if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model"):
+        obj = next(iter(obj.values()))
+    if not isinstance(obj, dict) or not obj:
+        raise InputError(f"{path}: expected a state dict (names -> tensors), got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise InputError(f"{path}: entry {bad[0]!r} is not a named tensor; expected a flat state dict")
+    return {k: v.detach().contiguous() for k, v in obj.items()}
+
+
+def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Import a foreign PyTorch state dict `src` into the safetensors file `dst` (atomic).
+
+    This is the explicit import step: after it, weightspace only ever reads `dst`.
+    """
+    from safetensors.torch import save_file
+
+    from weightspace.runtime.io import atomic_path
+
+    state = load_torch_weights(src)
+    dst = Path(dst)
+    # tensors that share storage cannot be saved by safetensors; give each its own copy
+    state = {k: v.clone() for k, v in state.items()}
+    with atomic_path(dst) as tmp:
+        save_file(state, str(tmp), metadata={"imported_from": Path(src).name})
+    return dst
+
+
+__all__ = ["sniff", "pickle_globals", "check_pickle", "load_torch_object", "load_torch_weights", "convert_to_safetensors"]
