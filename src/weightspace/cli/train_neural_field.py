@@ -1,7 +1,59 @@
-"""CLI command: weightspace train (neural_field) (filled in by the issue that owns it)."""
+"""CLI command `weightspace train neural-field`: parse options, build the configs, call the trainer."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from weightspace.runtime.errors import InputError
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("neural-field")
+    def neural_field(
+        data: Path = typer.Option(..., "--data", help="Data folder made by `weightspace data make` (uses its train split)."),
+        out: Path = typer.Option(..., "--out", help="Checkpoint folder; training resumes from it when it holds one."),
+        config: Optional[Path] = typer.Option(None, "--config", help='JSON file: {"model": {...}, "train": {...}} overriding defaults.'),
+        minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-time budget in minutes (overrides train.minutes)."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+        fresh: bool = typer.Option(False, "--fresh", help="Start over even if --out holds a checkpoint."),
+    ) -> None:
+        """Train the DeepSDF-style neural-field auto-decoder (network and one code per shape), resumable.
+
+        Example: weightspace train neural-field --data runs/data32 --out runs/nf32 --minutes 45 --threads 1
+        """
+        import torch
+
+        from weightspace.generators.neural_field.config import FieldConfig, TrainConfig, config_from_dict
+        from weightspace.generators.neural_field.train import train_neural_field
+        from weightspace.runtime.io import read_json
+
+        raw = read_json(config) if config is not None else {}
+        where = str(config) if config is not None else "config"
+        if not isinstance(raw, dict):
+            raise InputError(f"{where}: expected a JSON object with optional keys 'model' and 'train'")
+        unknown = sorted(set(raw) - {"model", "train"})
+        if unknown:
+            raise InputError(f"{where}: unknown top-level field(s) {unknown}; valid: ['model', 'train']")
+        model_raw = dict(raw.get("model") or {})
+        for derived in ("n_codes", "families"):
+            if derived in model_raw:
+                raise InputError(f"{where}: model.{derived} is set from the data folder; remove it")
+        model_cfg = config_from_dict(FieldConfig, model_raw, f"{where}: model")
+        train_raw = dict(raw.get("train") or {})
+        if minutes is not None:
+            if not minutes > 0:
+                raise InputError(f"--minutes must be > 0, got {minutes}")
+            train_raw["minutes"] = float(minutes)
+        train_cfg = config_from_dict(TrainConfig, train_raw, f"{where}: train")
+        if threads is not None:
+            if threads < 1:
+                raise InputError(f"--threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        train_neural_field(data, out, model_cfg=model_cfg, train_cfg=train_cfg, command=command, resume=not fresh,
+                           log=typer.echo)

@@ -1,0 +1,85 @@
+"""Decoding K weight sets of the neural field at once: grouped matmuls, `vmap` of `functional_call`, or a loop.
+
+The field is an MLP, so K weight sets evaluated on the same grid points are K independent
+matmul chains; `field_forward` already runs them as one grouped matmul (`baddbmm`) when every
+weight carries a leading K axis. `torch.func.vmap` over `functional_call` is the generic
+alternative. `benchmarks/bench_neural_field.py` times all three against each other; the default
+`method` is the one that won there (see `DEFAULT_METHOD`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal, Mapping
+
+import torch
+from torch.func import functional_call, vmap
+
+from weightspace.data.grid import grid_points
+from weightspace.generators.neural_field.network import field_forward
+from weightspace.runtime.errors import InputError
+
+if TYPE_CHECKING:
+    from weightspace.generators.neural_field.model import NeuralFieldGenerator
+
+Method = Literal["grouped", "vmap", "loop"]
+METHODS = ("grouped", "vmap", "loop")
+# Measured by benchmarks/bench_neural_field.py (K = 16, 32^3, 1 thread): see that file's output.
+DEFAULT_METHOD: Method = "grouped"
+
+
+def check_params_batch(gen: "NeuralFieldGenerator", params_batch: Mapping[str, torch.Tensor], K: int) -> None:
+    """Every name must be a parameter of `gen.net` and every tensor (K, *shape of that parameter)."""
+    own = dict(gen.net.named_parameters())
+    for name, value in params_batch.items():
+        if name not in own:
+            raise InputError(f"params_batch: {name!r} is not a parameter of the neural field; valid: {', '.join(own)}")
+        want = (K, *own[name].shape)
+        if tuple(value.shape) != want:
+            raise InputError(f"params_batch[{name!r}]: expected shape {want}, got {tuple(value.shape)}")
+
+
+def batched_sdf_grid(
+    gen: "NeuralFieldGenerator",
+    params_batch: Mapping[str, torch.Tensor],
+    conditions: torch.Tensor,
+    resolution: int,
+    *,
+    method: Method = DEFAULT_METHOD,
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """Grids of K weight sets: params_batch name -> (K, ...) (others: the base weights), conditions (K, d_z) -> (K, R, R, R).
+
+    Equal to K separate `gen.sdf_grid` calls (up to float rounding), differentiable in both inputs.
+    """
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    K = conditions.shape[0]
+    check_params_batch(gen, params_batch, K)
+    dev = gen.device
+    params_batch = {k: v.to(dev, torch.float32) for k, v in params_batch.items()}
+    R = int(resolution)
+    clamp = gen.cfg.clamp
+    if method == "loop":
+        grids = [
+            gen.sdf_grid(conditions[k : k + 1], [k], params={n: v[k] for n, v in params_batch.items()}, resolution=R)
+            for k in range(K)
+        ]
+        return torch.cat(grids)
+    net = gen.net
+    step = int(chunk or gen.cfg.chunk)
+    x = torch.from_numpy(grid_points(R)).to(dev).reshape(1, -1, 3)  # (1, R^3, 3)
+    outs = []
+    if method == "grouped":
+        base = net.param_map()
+        p = {n: params_batch[n] if n in params_batch else w.expand(K, *w.shape) for n, w in base.items()}  # (K, ...)
+        for c in x.split(step, dim=1):
+            outs.append(field_forward(p, c.expand(K, -1, -1), conditions, depth=net.depth, skip=net.skip,
+                                      pe_freqs=net.pe_freqs))  # (K, c)
+    else:
+        def one(p: dict[str, torch.Tensor], z: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+            return functional_call(net, p, (pts, z[None]))[0]  # (c,)
+
+        batched = vmap(one, in_dims=(0, 0, None))
+        for c in x.split(step, dim=1):
+            outs.append(batched(dict(params_batch), conditions, c))  # (K, c)
+    return torch.cat(outs, dim=1).clamp(-clamp, clamp).reshape(K, R, R, R)

@@ -1,0 +1,237 @@
+"""`NeuralFieldGenerator`: the DeepSDF-style auto-decoder behind the generator protocol (condition = code z)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch.func import functional_call
+
+from weightspace.data.grid import grid_points
+from weightspace.generators.base import Generator, Params
+from weightspace.generators.neural_field.config import FieldConfig, config_from_dict, to_dict
+from weightspace.generators.neural_field.losses import clamped_l1, sample_grid
+from weightspace.generators.neural_field.network import FieldNet
+from weightspace.generators.neural_field.reconstruct import fit_priors, reconstruct_codes, sample_codes
+from weightspace.runtime.checkpoint import save_checkpoint
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.seeding import item_generator
+
+KIND = "neural-field"
+
+
+def _check_seeds(seeds: Sequence[int] | None, batch: int, what: str) -> list[int]:
+    if seeds is None:
+        return list(range(batch))
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != batch:
+        raise InputError(f"seeds: got {len(seeds)} seeds for {batch} {what}; pass one seed per item")
+    return seeds
+
+
+class NeuralFieldGenerator(Generator):
+    """DeepSDF auto-decoder: f(x, z) with one code per training shape; the condition is z (B, d_z)."""
+
+    kind: ClassVar[str] = KIND
+
+    def __init__(self, cfg: FieldConfig, net: FieldNet | None = None) -> None:
+        self.cfg = cfg.validate()
+        self.net = net if net is not None else FieldNet(
+            n_codes=cfg.n_codes, d_z=cfg.d_z, width=cfg.width, depth=cfg.depth, skip=cfg.skip,
+            pe_freqs=cfg.pe_freqs, n_families=len(cfg.families),
+        )
+        self.config: dict[str, Any] = {"kind": KIND, "model": to_dict(cfg)}
+
+    # --- conditions -------------------------------------------------------------------
+    @property
+    def condition_shape(self) -> tuple[int, ...]:
+        return (self.cfg.d_z,)
+
+    def training_codes(self) -> torch.Tensor:
+        """The learnt code of every training shape, in manifest order: (N, d_z)."""
+        return self.net.codes.detach()
+
+    def condition(
+        self,
+        *,
+        family: Sequence[str] | None = None,
+        points: torch.Tensor | None = None,
+        voxels: torch.Tensor | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        given = [n for n, v in (("family", family), ("points", points), ("voxels", voxels)) if v is not None]
+        if len(given) != 1:
+            raise InputError(f"condition: pass exactly one of family or points, got {given or 'none'}")
+        if voxels is not None:
+            raise InputError("condition: the neural-field generator takes family or points, not voxels")
+        if family is not None:
+            return self.sample_family_codes(list(family), seeds)
+        return self.reconstruct(points, seeds)
+
+    def sample_family_codes(self, family: Sequence[str], seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Codes drawn from each named family's Gaussian (`all`: the global one), one generator per item: (B, d_z)."""
+        valid = list(self.cfg.families) + ["all"]
+        bad = [f for f in family if f not in valid]
+        if bad:
+            raise InputError(f"condition: unknown family {bad[0]!r}; valid: {', '.join(valid)}")
+        seeds = _check_seeds(seeds, len(family), "families")
+        net = self.net
+        mean = torch.stack([net.global_mean if f == "all" else net.family_mean[valid.index(f)] for f in family])
+        chol = torch.stack([net.global_chol if f == "all" else net.family_chol[valid.index(f)] for f in family])
+        return sample_codes(mean, chol, seeds, self.cfg.sample_temperature)  # (B, d_z)
+
+    def reconstruct(self, points: torch.Tensor, seeds: Sequence[int] | None = None, **overrides: Any) -> torch.Tensor:
+        """Code optimisation from surface points (B, P, 3) with the network frozen: (B, d_z)."""
+        points = torch.as_tensor(points, dtype=torch.float32, device=self.device)
+        if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] < 1:
+            raise InputError(f"condition: points must have shape (B, P, 3) with P >= 1, got {tuple(points.shape)}")
+        if not torch.isfinite(points).all():
+            raise InputError("condition: points contain NaN or infinite values")
+        seeds = _check_seeds(seeds, points.shape[0], "point clouds")
+        c = self.cfg
+        opts = dict(steps=c.recon_steps, lr=c.recon_lr, restarts=c.recon_restarts, prior_weight=c.recon_prior,
+                    free_weight=c.recon_free_weight)
+        unknown = set(overrides) - set(opts)
+        if unknown:
+            raise InputError(f"reconstruct: unknown option(s) {sorted(unknown)}; valid: {sorted(opts)}")
+        opts.update(overrides)
+        net = self.net
+        return reconstruct_codes(
+            lambda x, z: net(x, z), points, seeds=seeds, candidates=net.codes.detach(),
+            prior_mean=net.global_mean, prior_chol=net.global_chol, clamp=c.clamp, **opts,
+        )
+
+    def fit_code_priors(self, labels: torch.Tensor | None) -> None:
+        """Refit the per-family and global code Gaussians to the current training codes (labels (N,) int)."""
+        stats = fit_priors(self.net.codes.detach(), labels, len(self.cfg.families), self.cfg.prior_shrinkage)
+        for name, value in stats.items():
+            getattr(self.net, name).copy_(value)
+
+    # --- decoding -----------------------------------------------------------------------
+    def _field(self, x: torch.Tensor, z: torch.Tensor, params: Params | None) -> torch.Tensor:
+        if params is None:
+            return self.net(x, z)
+        return functional_call(self.net, dict(params), (x, z))
+
+    def _check_condition(self, condition: torch.Tensor) -> torch.Tensor:
+        if condition.dim() != 2 or condition.shape[1] != self.cfg.d_z:
+            raise InputError(f"condition must have shape (B, {self.cfg.d_z}), got {tuple(condition.shape)}")
+        return condition.to(self.device, torch.float32)
+
+    def sdf_points(
+        self, points: torch.Tensor, condition: torch.Tensor, seeds: Sequence[int], *, params: Params | None = None
+    ) -> torch.Tensor:
+        condition = self._check_condition(condition)
+        _check_seeds(seeds, condition.shape[0], "conditions")
+        if points.dim() != 3 or points.shape[0] != condition.shape[0] or points.shape[-1] != 3:
+            raise InputError(f"points must have shape ({condition.shape[0]}, P, 3), got {tuple(points.shape)}")
+        points = points.to(self.device, torch.float32)
+        chunks = [self._field(c, condition, params) for c in points.split(self.cfg.chunk, dim=1)]
+        return torch.cat(chunks, dim=1)  # (B, P)
+
+    def sdf_grid(
+        self,
+        condition: torch.Tensor,
+        seeds: Sequence[int],
+        *,
+        params: Params | None = None,
+        resolution: int | None = None,
+        chunk: int | None = None,
+    ) -> torch.Tensor:
+        """f on the R^3 grid, evaluated `chunk` points at a time, truncated to +-clamp: (B, R, R, R)."""
+        condition = self._check_condition(condition)
+        _check_seeds(seeds, condition.shape[0], "conditions")
+        R = int(resolution or self.cfg.resolution)
+        if R < 2:
+            raise InputError(f"resolution must be >= 2, got {R}")
+        step = int(chunk or self.cfg.chunk)
+        x = torch.from_numpy(grid_points(R)).to(self.device).reshape(1, -1, 3)  # (1, R^3, 3)
+        B = condition.shape[0]
+        out = [self._field(c.expand(B, -1, -1), condition, params) for c in x.split(step, dim=1)]
+        return torch.cat(out, dim=1).clamp(-self.cfg.clamp, self.cfg.clamp).reshape(B, R, R, R)
+
+    def sdf_grid_batched(
+        self,
+        conditions: torch.Tensor,
+        seeds: Sequence[int],
+        params_batch: Mapping[str, torch.Tensor],
+        resolution: int | None = None,
+    ) -> torch.Tensor:
+        """Decode K weight sets at once: params_batch name -> (K, ...), conditions (K, d_z) -> (K, R, R, R)."""
+        from weightspace.generators.neural_field.batched import batched_sdf_grid
+
+        conditions = self._check_condition(conditions)
+        _check_seeds(seeds, conditions.shape[0], "weight sets")
+        return batched_sdf_grid(self, params_batch, conditions, int(resolution or self.cfg.resolution))
+
+    # --- losses used for fitting ------------------------------------------------------
+    def training_loss(
+        self, grids: torch.Tensor, condition: torch.Tensor, seeds: Sequence[int], *, params: Params | None = None,
+        n_points: int = 4096,
+    ) -> torch.Tensor:
+        """Clamped L1 at seeded points (half uniform, half near the surface) read trilinearly from grids (B, R, R, R)."""
+        condition = self._check_condition(condition)
+        seeds = _check_seeds(seeds, condition.shape[0], "grids")
+        grids = grids.to(self.device, torch.float32)
+        if grids.dim() != 4 or grids.shape[0] != condition.shape[0]:
+            raise InputError(f"grids must have shape ({condition.shape[0]}, R, R, R), got {tuple(grids.shape)}")
+        pts = []
+        for b, s in enumerate(seeds):
+            g = item_generator(s, "nf-grid-loss")
+            R = grids.shape[-1]
+            uniform = torch.rand(n_points // 2, 3, generator=g) * 2 - 1  # (P/2, 3)
+            # near-surface points: grid vertices in the band |sdf| < clamp, jittered by half a voxel
+            band = torch.nonzero(grids[b].abs().cpu() < self.cfg.clamp)  # (n_band, 3) indices
+            if band.shape[0] == 0:
+                band = torch.nonzero(torch.ones(R, R, R, dtype=torch.bool))
+            pick = band[torch.randint(band.shape[0], (n_points - n_points // 2,), generator=g)].float()
+            near = pick / (R - 1) * 2 - 1 + (torch.rand(pick.shape, generator=g) - 0.5) * (2 / (R - 1))
+            pts.append(torch.cat([uniform, near.clamp(-1, 1)]))
+        x = torch.stack(pts).to(self.device)  # (B, P, 3)
+        target = sample_grid(grids, x)  # (B, P)
+        return clamped_l1(self._field(x, condition, params), target, self.cfg.clamp)
+
+    # --- weight-space views --------------------------------------------------------------
+    def effective_weights(self, condition: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Biases a code induces in the layers that read it: b + W_z z for layers.0 and layers.skip, each (B, width)."""
+        return self.net.code_shift(self._check_condition(condition))
+
+    def module_groups(self) -> dict[str, list[str]]:
+        groups = {f"layer{i}": [f"layers.{i}", f"norms.{i}"] for i in range(self.cfg.depth)}
+        groups["linear"] = [f"layers.{i}" for i in range(self.cfg.depth)] + ["out"]
+        groups["norms"] = [f"norms.{i}" for i in range(self.cfg.depth)]
+        groups["latent_input"] = ["layers.0", f"layers.{self.cfg.skip}"]
+        groups["out"] = ["out"]
+        groups["codes"] = ["codes"]
+        return groups
+
+    # --- persistence --------------------------------------------------------------------
+    def save(self, folder: str | Path, *, extra_config: Mapping[str, Any] | None = None) -> Path:
+        config = dict(self.config)
+        config.update(dict(extra_config or {}))
+        config["kind"] = KIND
+        config["model"] = to_dict(self.cfg)
+        return save_checkpoint(folder, self.net.state_dict(), config)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, torch.Tensor], config: dict[str, Any]) -> "NeuralFieldGenerator":
+        if config.get("kind") != KIND:
+            raise InputError(f"config.json: field 'kind' must be {KIND!r}, got {config.get('kind')!r}")
+        if "model" not in config:
+            raise InputError("config.json: missing field 'model' (the architecture)")
+        cfg = config_from_dict(FieldConfig, config["model"], "config.json: model")
+        gen = cls(cfg)
+        expected = gen.net.state_dict()
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise InputError(f"model.safetensors: tensors do not match config.json model (missing {missing[:5]}, unexpected {extra[:5]})")
+        for name, t in expected.items():
+            if tuple(state[name].shape) != tuple(t.shape):
+                raise InputError(
+                    f"model.safetensors: tensor {name!r} has shape {tuple(state[name].shape)}, config.json model implies {tuple(t.shape)}"
+                )
+        gen.net.load_state_dict({k: v.float() for k, v in state.items()})
+        gen.config.update({k: v for k, v in config.items() if k not in ("kind", "model")})
+        return gen

@@ -1,0 +1,156 @@
+"""Code priors (Gaussians fitted to the training codes) and reconstruction of a code from a point cloud.
+
+Reconstruction is DeepSDF's test-time code optimisation (Park et al. 2019, eq. 10) with the
+network frozen. Our observation has surface points only (no signs), so the data term is the
+protocol's surface loss mean |f(p, z)| plus a free-space term that asks |f| at query points to
+equal their (capped) distance to the nearest observed point; the latter stops the code from
+growing surface where nothing was observed. The prior is the Mahalanobis distance under the
+Gaussian fitted to the training codes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from weightspace.generators.neural_field.losses import mahalanobis, unsigned_distance
+from weightspace.runtime.seeding import item_generator
+
+Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, P, 3), (B, d_z) -> (B, P)
+
+
+def fit_gaussian(codes: torch.Tensor, shrinkage: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (d_z,) and lower Cholesky factor (d_z, d_z) of a Gaussian fitted to codes (n, d_z).
+
+    The covariance is shrunk toward its diagonal, (1 - a) S + a diag(S), so it stays positive
+    definite with few codes per family; a single code gets a small isotropic spread.
+    """
+    codes = codes.detach().double()
+    mean = codes.mean(0)  # (d_z,)
+    if codes.shape[0] < 2:
+        cov = torch.eye(codes.shape[1], dtype=torch.float64) * 1e-4
+    else:
+        s = torch.cov(codes.T)  # (d_z, d_z)
+        cov = (1 - shrinkage) * s + shrinkage * torch.diag(torch.diag(s))
+        cov = cov + torch.eye(codes.shape[1], dtype=torch.float64) * 1e-6 * (float(torch.diag(s).mean()) + 1e-12)
+    return mean.float(), torch.linalg.cholesky(cov).float()
+
+
+def fit_priors(
+    codes: torch.Tensor, labels: torch.Tensor | None, n_families: int, shrinkage: float
+) -> dict[str, torch.Tensor]:
+    """Global and per-family code Gaussians: global_mean (d_z,), global_chol, family_mean (F, d_z), family_chol.
+
+    A family without training codes gets the global Gaussian.
+    """
+    g_mean, g_chol = fit_gaussian(codes, shrinkage)
+    f_mean = g_mean.repeat(n_families, 1)  # (F, d_z)
+    f_chol = g_chol.repeat(n_families, 1, 1)  # (F, d_z, d_z)
+    if labels is not None:
+        for f in range(n_families):
+            members = codes[labels == f]  # (n_f, d_z)
+            if members.shape[0] > 0:
+                f_mean[f], f_chol[f] = fit_gaussian(members, shrinkage)
+    return {"global_mean": g_mean, "global_chol": g_chol, "family_mean": f_mean, "family_chol": f_chol}
+
+
+def sample_codes(mean: torch.Tensor, chol: torch.Tensor, seeds: Sequence[int], temperature: float) -> torch.Tensor:
+    """z = mean + t L eps with eps ~ N(0, I) from one generator per item: mean (B, d_z), chol (B, d_z, d_z) -> (B, d_z)."""
+    eps = torch.stack([torch.randn(mean.shape[-1], generator=item_generator(s, "nf-code")) for s in seeds])  # (B, d_z)
+    eps = eps.to(mean.device)
+    return mean + temperature * (chol @ eps.unsqueeze(-1)).squeeze(-1)
+
+
+def free_space_queries(points: torch.Tensor, seeds: Sequence[int], n: int) -> torch.Tensor:
+    """Seeded query points per item: half uniform in the box, half near the observation: (B, n, 3)."""
+    out = []
+    for b, s in enumerate(seeds):
+        g = item_generator(s, "nf-free-space")
+        uniform = torch.rand(n - n // 2, 3, generator=g) * 2 - 1  # (n/2, 3)
+        pick = torch.randint(points.shape[1], (n // 2,), generator=g)
+        near = points[b, pick].cpu() + 0.05 * torch.randn(n // 2, 3, generator=g)  # (n/2, 3)
+        out.append(torch.cat([uniform, near.clamp(-1, 1)]))
+    return torch.stack(out).to(points.device)
+
+
+def observation_terms(
+    field: Field, points: torch.Tensor, queries: torch.Tensor, target: torch.Tensor, z: torch.Tensor, clamp: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item surface loss mean |f(p)| (B,) and free-space loss mean ||f(q)| - d(q)| (B,)."""
+    surf = field(points, z).clamp(-clamp, clamp).abs().mean(-1)  # (B,)
+    free = (field(queries, z).clamp(-clamp, clamp).abs() - target).abs().mean(-1)  # (B,)
+    return surf, free
+
+
+def reconstruct_codes(
+    field: Field,
+    points: torch.Tensor,
+    *,
+    seeds: Sequence[int],
+    candidates: torch.Tensor,
+    prior_mean: torch.Tensor,
+    prior_chol: torch.Tensor,
+    steps: int,
+    lr: float,
+    restarts: int,
+    prior_weight: float,
+    free_weight: float,
+    clamp: float,
+    n_queries: int = 1024,
+    n_screen: int = 256,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Optimise one code per observed cloud with the field frozen.
+
+    points : (B, P, 3) float world units (surface samples, possibly noisy)
+    candidates : (N, d_z) codes to start from (the training codes); each item starts from the
+        `restarts` candidates with the lowest loss on a seeded subset of its points, and keeps
+        the optimised code with the lowest final loss.
+    callback : called as callback(step, loss (B, restarts)) after each step.
+    Returns (B, d_z) float codes.
+    """
+    B, P, _ = points.shape
+    n_cand = candidates.shape[0]
+    k = min(restarts, n_cand)
+    queries = free_space_queries(points, seeds, n_queries)  # (B, Q, 3)
+    target = unsigned_distance(queries, points, clamp)  # (B, Q)
+
+    def loss_of(z: torch.Tensor, pts: torch.Tensor, qs: torch.Tensor, tg: torch.Tensor) -> torch.Tensor:
+        surf, free = observation_terms(field, pts, qs, tg, z, clamp)
+        return surf + free_weight * free + prior_weight * mahalanobis(z, prior_mean, prior_chol)  # (n,)
+
+    with torch.no_grad():
+        # screen every candidate on a seeded subset of points and queries, then keep the best k per item
+        starts = []
+        for b, s in enumerate(seeds):
+            g = item_generator(s, "nf-screen")
+            pi = torch.randperm(P, generator=g)[: min(n_screen, P)].to(points.device)
+            qi = torch.randperm(n_queries, generator=g)[:n_screen].to(points.device)
+            scores = []
+            for zc in candidates.split(128):
+                m = zc.shape[0]
+                pts = points[b, pi].expand(m, -1, -1)  # (m, S, 3)
+                scores.append(loss_of(zc, pts, queries[b, qi].expand(m, -1, -1), target[b, qi].expand(m, -1)))
+            starts.append(candidates[torch.cat(scores).topk(k, largest=False).indices])  # (k, d_z)
+        z0 = torch.stack(starts)  # (B, k, d_z)
+
+    z = z0.reshape(B * k, -1).clone().requires_grad_(True)  # (B k, d_z)
+    rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731  (B, ...) -> (B k, ...)
+    pts_k, q_k, t_k = rep(points), rep(queries), rep(target)
+    opt = torch.optim.Adam([z], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.05)
+    with torch.enable_grad():
+        for step in range(steps):
+            loss = loss_of(z, pts_k, q_k, t_k)  # (B k,)
+            (grad,) = torch.autograd.grad(loss.sum(), [z])
+            opt.zero_grad(set_to_none=True)
+            z.grad = grad
+            opt.step()
+            sched.step()
+            if callback is not None:
+                callback(step, loss.detach().reshape(B, k))
+    with torch.no_grad():
+        final = loss_of(z, pts_k, q_k, t_k).reshape(B, k)  # (B, k)
+        best = final.argmin(-1)  # (B,)
+        return z.detach().reshape(B, k, -1)[torch.arange(B), best]  # (B, d_z)

@@ -1,0 +1,162 @@
+"""Training loop of the neural-field auto-decoder: codes and network jointly, with logs, EMA and resume.
+
+Every step sees every training shape (`points_per_shape` samples each, drawn from its fixed
+bank), so every code gets a gradient at every step and dense Adam is exact for the codes
+(DeepSDF batches shapes; with a few hundred shapes one step over all of them is cheap).
+The schedule is a warmup then a cosine decay over progress = max(step / steps, elapsed / budget),
+so a run ends cleanly at whichever limit comes first.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from weightspace.generators.neural_field.config import FieldConfig, TrainConfig, to_dict
+from weightspace.generators.neural_field.losses import clamped_l1, code_prior
+from weightspace.generators.neural_field.model import NeuralFieldGenerator
+from weightspace.generators.neural_field.samples import build_bank, read_manifest
+from weightspace.data.families import FAMILY_NAMES
+from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_path, atomic_write_json
+from weightspace.runtime.progress import progress_enabled
+
+STATE_NAME = "trainer_state.pt"  # optimiser moments + counters, read back with torch.load(weights_only=True)
+LOG_NAME = "loss_log.jsonl"
+
+
+def _lr_factor(step: int, progress: float, warmup: int) -> float:
+    warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _save(out: Path, gen: NeuralFieldGenerator, ema: dict | None, opt, step: int, elapsed: float,
+          labels: torch.Tensor, extra: dict[str, Any]) -> None:
+    """Checkpoint the (EMA) weights with refitted code priors, then the trainer state for resume."""
+    snapshot = NeuralFieldGenerator(gen.cfg)
+    snapshot.net.load_state_dict(ema if ema is not None else gen.net.state_dict())
+    snapshot.fit_code_priors(labels.clamp(min=0) if (labels >= 0).all() else None)
+    snapshot.save(out, extra_config={**extra, "train_state": {"step": step, "elapsed_s": round(elapsed, 1)}})
+    state = {"optimizer": opt.state_dict(), "step": step, "elapsed": elapsed, "net": gen.net.state_dict()}
+    if ema is not None:
+        state["ema"] = ema
+    with atomic_path(out / STATE_NAME) as tmp:
+        torch.save(state, tmp)
+
+
+def train_neural_field(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    model_cfg: FieldConfig,
+    train_cfg: TrainConfig,
+    command: str = "",
+    resume: bool = True,
+    log: Callable[[str], None] = print,
+) -> NeuralFieldGenerator:
+    """Train on the `train` split of `data_dir`; write checkpoint, trainer state and loss log to `out_dir`."""
+    data_dir, out = Path(data_dir), Path(out_dir)
+    rows = read_manifest(data_dir, "train")
+    t0 = time.perf_counter()
+    bank = build_bank(data_dir, rows, size=train_cfg.bank_size, sigmas=train_cfg.near_sigmas,
+                      uniform_fraction=train_cfg.uniform_fraction, seed=train_cfg.seed,
+                      grid_fraction=train_cfg.grid_fraction, band_width=model_cfg.clamp)
+    log(f"sample bank: {len(rows)} shapes x {train_cfg.bank_size} points ({bank.exact} analytic) "
+        f"in {time.perf_counter() - t0:.1f}s")
+    resolution = int(rows[0].get("resolution", model_cfg.resolution))
+    model_cfg.n_codes, model_cfg.families, model_cfg.resolution = len(rows), list(FAMILY_NAMES), resolution
+    torch.manual_seed(train_cfg.seed)
+    gen = NeuralFieldGenerator(model_cfg.validate())
+    net = gen.net
+    others = [p for n, p in net.named_parameters() if n != "codes"]
+    opt = torch.optim.Adam([{"params": others, "lr": train_cfg.lr}, {"params": [net.codes], "lr": train_cfg.code_lr}])
+    ema = copy.deepcopy(net.state_dict()) if train_cfg.ema_decay > 0 else None
+    step, elapsed = 0, 0.0
+
+    if resume and (out / STATE_NAME).is_file() and (out / CONFIG_NAME).is_file():
+        _, old_config = load_checkpoint(out)
+        if old_config.get("model", {}).get("n_codes") != len(rows):
+            raise InputError(f"{out}: its checkpoint was trained on another data set; use a new --out or delete it")
+        state = torch.load(out / STATE_NAME, weights_only=True)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        if ema is not None:
+            ema = state.get("ema", copy.deepcopy(net.state_dict()))
+        log(f"resumed from {out} at step {step} ({elapsed / 60:.1f} min)")
+
+    extra = {"train": to_dict(train_cfg), "data": {"folder": data_dir.name, "n_train": len(rows)}, "command": command}
+    budget = train_cfg.minutes * 60.0
+    gen_rng = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + step)
+    N, S = bank.points.shape[:2]
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = open(out / LOG_NAME, "a", encoding="utf-8")
+    last_save, start, last_print = time.perf_counter(), time.perf_counter() - elapsed, 0.0
+    try:
+        while True:
+            elapsed = time.perf_counter() - start
+            progress = max(step / train_cfg.steps, elapsed / budget)
+            if progress >= 1.0:
+                break
+            factor = _lr_factor(step, progress, train_cfg.warmup_steps)
+            opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = train_cfg.lr * factor, train_cfg.code_lr * factor
+            idx = torch.randint(S, (N, train_cfg.points_per_shape), generator=gen_rng)  # (N, P)
+            x = torch.gather(bank.points, 1, idx.unsqueeze(-1).expand(-1, -1, 3))  # (N, P, 3)
+            s = torch.gather(bank.sdf, 1, idx)  # (N, P)
+            l1 = clamped_l1(net(x, net.codes), s, model_cfg.clamp)
+            loss = l1 + train_cfg.code_reg * code_prior(net.codes)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in net.state_dict().items():
+                        ema[k].mul_(train_cfg.ema_decay).add_(v, alpha=1 - train_cfg.ema_decay)
+            if step % train_cfg.log_every == 0:
+                rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": float(loss.detach()), "l1": float(l1.detach()),
+                       "code_norm": float(net.codes.detach().norm(dim=-1).mean()), "lr": opt.param_groups[0]["lr"]}
+                log_file.write(json.dumps(rec) + "\n")
+                log_file.flush()
+                if progress_enabled() or elapsed - last_print > 60:
+                    eta = (1 - progress) / max(progress, 1e-9) * elapsed
+                    log(f"step {step} [{100 * progress:5.1f}%] l1 {float(l1):.5f} elapsed {elapsed / 60:.1f} min, "
+                        f"ETA {eta / 60:.1f} min")
+                    last_print = elapsed
+            if time.perf_counter() - last_save > train_cfg.save_every_minutes * 60:
+                _save(out, gen, ema, opt, step, time.perf_counter() - start, bank.labels, extra)
+                last_save = time.perf_counter()
+    finally:
+        log_file.close()
+    elapsed = time.perf_counter() - start
+    _save(out, gen, ema, opt, step, elapsed, bank.labels, extra)
+    log(f"done: {step} steps in {elapsed / 60:.1f} min; checkpoint in {out}")
+    atomic_write_json(out / "training_record.json", training_record(out, command, step, elapsed, data_dir))
+    final = NeuralFieldGenerator.from_checkpoint(*load_checkpoint(out))
+    return final
+
+
+def training_record(out: Path, command: str, steps: int, elapsed: float, data_dir: Path) -> dict[str, Any]:
+    """The record shipped beside a checkpoint: command, data, wall time, loss log (figures are added by evaluation)."""
+    log_rows = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines() if line.strip()]
+    data_info = {"folder": data_dir.name}
+    manifest = data_dir / "manifest.jsonl"
+    if manifest.is_file():
+        import hashlib
+
+        data_info["manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+    return {
+        "command": command,
+        "data": data_info,
+        "steps": steps,
+        "wall_time_s": round(elapsed, 1),
+        "final_l1": log_rows[-1]["l1"] if log_rows else None,
+        "loss_log": log_rows,
+    }
