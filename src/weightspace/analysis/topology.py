@@ -148,6 +148,19 @@ def euler_characteristic(solid: np.ndarray) -> int:
     return n_vertices - n_edges + n_squares - n_cubes
 
 
+def _crop(solid: np.ndarray) -> np.ndarray:
+    """The solid cut to its bounding box. Exact for every count here: the voxels cut away are
+    background that touches the outside, and the padding restores a background border."""
+    if not solid.any():
+        return solid[:0, :0, :0]
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        nz = np.flatnonzero(np.any(solid, axis=other))
+        box.append(slice(nz[0], nz[-1] + 1))
+    return solid[tuple(box)]
+
+
 def _default_voxel_volume(shape: tuple[int, ...]) -> float:
     # The project's grids are cubes sampling [-1, 1]^3 (data.grid); other shapes count voxels.
     if len(set(shape)) == 1 and shape[0] >= 2:
@@ -180,6 +193,7 @@ def topology(grid: np.ndarray, level: float = 0.0, *, voxel_volume: float | None
     solid = solid_mask(grid, level)
     if voxel_volume is None:
         voxel_volume = _default_voxel_volume(solid.shape)
+    solid = _crop(solid)
     chi = euler_characteristic(solid)
     labels, b0 = ndimage.label(solid, structure=_STRUCT_26)  # (X, Y, Z) int32
     voxels = np.bincount(labels.ravel(), minlength=b0 + 1)[1:].astype(np.int64)  # (b0,)
