@@ -139,3 +139,81 @@ def safe_child(root: str | os.PathLike, relative: str, *, where: str | None = No
     if target != root and root not in target.parents:
         raise InputError(f"path {relative!r}{src} escapes its folder {root.name}/")
     return target
+
+
+def read_npy(path: str | os.PathLike, *, what: str = "array", mmap: bool = False) -> "np.ndarray":
+    """Read a `.npy` file safely: no pickles, and a header that must match the file's size.
+
+    `np.load(allow_pickle=False)` alone refuses object arrays, but believes the header: a
+    200-byte file claiming shape (10^4, 10^4, 10^4) makes it try to allocate terabytes. This
+    checks the header first. Errors name the file (`what` says what it should have held).
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file not found")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            major, _minor = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = reader(f, max_header_size=10_000)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise InputError(f"{path}: not a .npy {what} ({type(e).__name__}: {str(e)[:120]})") from None
+    if dtype.hasobject:
+        raise InputError(f"{path}: the {what} holds Python objects (dtype {dtype}), which would need unpickling; refused")
+    count = 1
+    for n in shape:
+        count *= int(n)
+    need = count * dtype.itemsize
+    if need > size - offset:
+        raise InputError(f"{path}: truncated {what}: its header says shape {tuple(shape)} of {dtype} "
+                         f"({need} bytes) but the file holds {size - offset}")
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path}: cannot read the {what} ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def read_npz(path: str | os.PathLike, keys: tuple[str, ...], *, what: str = "arrays") -> dict[str, "np.ndarray"]:
+    """Read named arrays from a `.npz` with the checks of `read_npy` applied to each member.
+
+    Raises InputError naming the file when it is not a zip of .npy members, a key is missing,
+    a member holds Python objects, or a member's header claims more data than it holds.
+    """
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file not found")
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            for key in keys:
+                member = f"{key}.npy"
+                if member not in names:
+                    raise InputError(f"{path}: no array named {key!r} (found {sorted(n.removesuffix('.npy') for n in names)})")
+                size = z.getinfo(member).file_size
+                with z.open(member) as f:
+                    major, _minor = np.lib.format.read_magic(f)
+                    reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = reader(f, max_header_size=10_000)
+                    if dtype.hasobject:
+                        raise InputError(f"{path}: array {key!r} holds Python objects (dtype {dtype}); refused")
+                    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+                    if need > size:
+                        raise InputError(f"{path}: array {key!r} is truncated: header says shape {tuple(shape)} of {dtype}, "
+                                         f"member holds {size} bytes")
+                    data = f.read(need)
+                arr = np.frombuffer(data, dtype=dtype, count=need // dtype.itemsize if dtype.itemsize else 0)
+                out[key] = arr.reshape(shape, order="F" if fortran else "C").copy()
+    except InputError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError) as e:
+        raise InputError(f"{path}: not a .npz of {what} ({type(e).__name__}: {str(e)[:120]})") from None
+    return out
