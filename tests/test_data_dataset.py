@@ -118,3 +118,14 @@ def test_cli_observe(folder, tmp_path):
     assert r.exit_code == 0, r.output
     obs = np.load(tmp_path / "o" / "observations.npy")
     assert obs.shape == (20, 64, 3) and obs.dtype == np.float32
+
+
+def test_a_changed_manifest_gets_a_fresh_cache(tmp_path):
+    out = tmp_path / "d"
+    make_dataset(out, family="torus", count=3, resolution=32, n_points=32, progress=False)
+    assert ShapeDataset(out).grids.shape[0] == 3
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    (out / "manifest.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    ds = ShapeDataset(out)
+    assert ds.grids.shape[0] == 2 and len(ds) == 2
+    assert len(list((out / ".cache").glob("grids-all-*.npy"))) == 1  # the stale cache is gone

@@ -114,6 +114,10 @@ class ShapeDataset(Dataset):
         path = self.folder / CACHE / f"{name}-{self._key}.npy"
         if not path.is_file():
             save_npy(path, build())
+            split = self._key.rsplit("-", 1)[0]
+            for stale in path.parent.glob(f"{name}-{split}-*.npy"):  # caches of an older manifest
+                if stale != path:
+                    stale.unlink(missing_ok=True)  # a reader that still maps it keeps its pages
         return np.load(path, mmap_mode="r", allow_pickle=False)
 
     @property
