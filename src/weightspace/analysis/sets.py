@@ -54,29 +54,42 @@ def _prepare(clouds: list[np.ndarray], name: str, normalize: Normalize) -> list[
     return out
 
 
+def _pair_distance(x: np.ndarray, y: np.ndarray, tree_x: cKDTree, tree_y: cKDTree, power: int) -> float:
+    d_xy, _ = tree_y.query(x, k=1)  # (n,)
+    d_yx, _ = tree_x.query(y, k=1)  # (m,)
+    return float(((d_xy**power).mean() + (d_yx**power).mean()) / 2)
+
+
+def _power(metric: Metric) -> int:
+    if metric not in get_args(Metric):
+        raise InputError(f"metric must be one of {list(get_args(Metric))}, got {metric!r}")
+    return 2 if metric == "chamfer_l2" else 1
+
+
 def distance_matrix(a: list[np.ndarray], b: list[np.ndarray], metric: Metric = "chamfer_l2") -> np.ndarray:
     """Chamfer distances between every cloud of a and every cloud of b: (len(a), len(b)) float64.
 
     One KD-tree per cloud is built once and reused for all pairs.
     """
-    if metric not in get_args(Metric):
-        raise InputError(f"metric must be one of {list(get_args(Metric))}, got {metric!r}")
-    power = 2 if metric == "chamfer_l2" else 1
+    power = _power(metric)
     trees_a = [cKDTree(x) for x in a]
     trees_b = [cKDTree(y) for y in b]
     d = np.empty((len(a), len(b)))  # (|a|, |b|)
     for i, x in enumerate(a):  # loop over shapes (tens to hundreds), not points
         for j, y in enumerate(b):
-            d_xy, _ = trees_b[j].query(x, k=1)
-            d_yx, _ = trees_a[i].query(y, k=1)
-            d[i, j] = ((d_xy**power).mean() + (d_yx**power).mean()) / 2
+            d[i, j] = _pair_distance(x, y, trees_a[i], trees_b[j], power)
     return d
 
 
 def _self_distances(clouds: list[np.ndarray], metric: Metric) -> np.ndarray:
-    """Symmetric (k, k) matrix of Chamfer distances within one set, zero diagonal."""
-    d = distance_matrix(clouds, clouds, metric)
-    return (d + d.T) / 2
+    """Symmetric (k, k) matrix of Chamfer distances within one set, zero diagonal; each pair once."""
+    power = _power(metric)
+    trees = [cKDTree(x) for x in clouds]
+    d = np.zeros((len(clouds), len(clouds)))  # (k, k)
+    for i in range(len(clouds)):
+        for j in range(i + 1, len(clouds)):
+            d[i, j] = d[j, i] = _pair_distance(clouds[i], clouds[j], trees[i], trees[j], power)
+    return d
 
 
 def set_metrics(
