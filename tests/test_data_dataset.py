@@ -129,3 +129,16 @@ def test_a_changed_manifest_gets_a_fresh_cache(tmp_path):
     ds = ShapeDataset(out)
     assert ds.grids.shape[0] == 2 and len(ds) == 2
     assert len(list((out / ".cache").glob("grids-all-*.npy"))) == 1  # the stale cache is gone
+
+
+def test_pickles_without_the_mapped_arrays(folder):
+    import pickle
+
+    ds = ShapeDataset(folder)
+    ds.grids, ds[0]
+    blob = pickle.dumps(ds)
+    assert len(blob) < 100_000  # 20 grids of 32^3 float32 would be 2.6 MB
+    again = pickle.loads(blob)
+    assert torch.equal(again[3]["grid"], ds[3]["grid"])
+    loader = torch.utils.data.DataLoader(ds, batch_size=8)
+    assert next(iter(loader))["grid"].shape == (8, 32, 32, 32)

@@ -107,6 +107,13 @@ class ShapeDataset(Dataset):
         self._grids: np.ndarray | None = None
         self._points: tuple[np.ndarray, np.ndarray] | tuple[()] | None = None  # () = not stackable
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn get the dataset pickled: send the paths, not the
+        # mapped arrays (pickling a memmap copies it whole); each worker maps the cache again.
+        state = dict(self.__dict__)
+        state["_grids"] = state["_points"] = None
+        return state
+
     def __len__(self) -> int:
         return len(self.rows)
 
