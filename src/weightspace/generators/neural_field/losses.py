@@ -7,8 +7,18 @@ import torch.nn.functional as F
 
 
 def clamped_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.Tensor:
-    """DeepSDF eq. 4: mean |clamp(f, delta) - clamp(s, delta)| over all samples (scalar)."""
-    return (pred.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs().mean()
+    """DeepSDF's clamped L1 (eq. 4) with a one-sided clamp on the prediction (scalar).
+
+    DeepSDF uses |clamp(f) - clamp(s)|, whose gradient is zero wherever |f| > delta, so a
+    network whose outputs overshoot delta (as a LayerNorm MLP's do at initialisation) can stall
+    with zero gradient; we saw training stop at a constant output that way. Here f is clamped
+    only on the side of a target that is itself clamped: f beyond +delta costs nothing where
+    s >= delta (the same as DeepSDF) and costs |f - clamp(s)| with its gradient everywhere
+    else. Where both are inside [-delta, delta] the two losses are equal.
+    """
+    t = target.clamp(-clamp, clamp)
+    p = torch.where(target >= clamp, pred.clamp(max=clamp), torch.where(target <= -clamp, pred.clamp(min=-clamp), pred))
+    return (p - t).abs().mean()
 
 
 def code_prior(z: torch.Tensor) -> torch.Tensor:

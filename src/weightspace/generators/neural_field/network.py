@@ -106,6 +106,8 @@ class FieldNet(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(d, width) for d in dims_in)
         self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(depth))
         self.out = nn.Linear(width, 1)
+        with torch.no_grad():  # start with outputs near the clamp scale, not O(1) (LayerNorm makes h O(1))
+            self.out.weight.mul_(0.1)
         # DeepSDF initialises codes from N(0, 1/d_z)
         self.codes = nn.Parameter(torch.randn(n_codes, d_z) / math.sqrt(d_z))  # (N, d_z)
         self.register_buffer("global_mean", torch.zeros(d_z))  # (d_z,)

@@ -77,9 +77,15 @@ def free_space_queries(points: torch.Tensor, seeds: Sequence[int], n: int) -> to
 def observation_terms(
     field: Field, points: torch.Tensor, queries: torch.Tensor, target: torch.Tensor, z: torch.Tensor, clamp: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-item surface loss mean |f(p)| (B,) and free-space loss mean ||f(q)| - d(q)| (B,)."""
-    surf = field(points, z).clamp(-clamp, clamp).abs().mean(-1)  # (B,)
-    free = (field(queries, z).clamp(-clamp, clamp).abs() - target).abs().mean(-1)  # (B,)
+    """Per-item surface loss mean |f(p)| (B,) and free-space loss mean ||f(q)| - d(q)| (B,).
+
+    |f(q)| is clamped only where the target distance is itself capped (one-sided, as in
+    `losses.clamped_l1`), so no term loses its gradient where the field overshoots.
+    """
+    surf = field(points, z).abs().mean(-1)  # (B,)
+    fq = field(queries, z).abs()  # (B, Q)
+    fq = torch.where(target >= clamp, fq.clamp(max=clamp), fq)
+    free = (fq - target).abs().mean(-1)  # (B,)
     return surf, free
 
 

@@ -127,7 +127,7 @@ def train_neural_field(
                 log_file.flush()
                 if progress_enabled() or elapsed - last_print > 60:
                     eta = (1 - progress) / max(progress, 1e-9) * elapsed
-                    log(f"step {step} [{100 * progress:5.1f}%] l1 {float(l1):.5f} elapsed {elapsed / 60:.1f} min, "
+                    log(f"step {step} [{100 * progress:5.1f}%] l1 {float(l1.detach()):.5f} elapsed {elapsed / 60:.1f} min, "
                         f"ETA {eta / 60:.1f} min")
                     last_print = elapsed
             if time.perf_counter() - last_save > train_cfg.save_every_minutes * 60:

@@ -1,0 +1,201 @@
+"""The Generator protocol of NeuralFieldGenerator on a tiny seeded model: conditions, determinism,
+chunking, weight swapping, batched decoding, weight views, code optimisation and checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from weightspace.generators import load_generator
+from weightspace.generators.neural_field.batched import batched_sdf_grid
+from weightspace.generators.neural_field.config import FieldConfig, TrainConfig, config_from_dict
+from weightspace.generators.neural_field.model import NeuralFieldGenerator
+from weightspace.generators.neural_field.reconstruct import reconstruct_codes
+from weightspace.runtime.errors import InputError
+
+FAMS = ["torus", "mug", "shell"]
+
+
+def tiny_generator(seed: int = 0, **kw) -> NeuralFieldGenerator:
+    cfg = FieldConfig(n_codes=6, d_z=8, width=16, depth=3, skip=1, resolution=12, families=FAMS,
+                      recon_steps=20, recon_restarts=2, chunk=300, **kw)
+    torch.manual_seed(seed)
+    gen = NeuralFieldGenerator(cfg)
+    gen.fit_code_priors(torch.tensor([0, 0, 1, 1, 2, 2]))
+    gen.net.eval()
+    return gen
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return tiny_generator()
+
+
+def test_condition_kinds_and_errors(gen):
+    assert gen.condition_shape == (8,)
+    z = gen.condition(family=["torus", "shell"], seeds=[1, 2])
+    assert z.shape == (2, 8)
+    pts = torch.rand(2, 50, 3) * 2 - 1
+    assert gen.condition(points=pts, seeds=[0, 1]).shape == (2, 8)
+    with pytest.raises(InputError, match="exactly one"):
+        gen.condition(family=["torus"], points=pts[:1])
+    with pytest.raises(InputError, match="family or points"):
+        gen.condition(voxels=torch.zeros(1, 4, 4, 4))
+    with pytest.raises(InputError, match="teapot"):
+        gen.condition(family=["teapot"])
+    with pytest.raises(InputError, match=r"\(B, P, 3\)"):
+        gen.condition(points=torch.zeros(2, 4, 2))
+    with pytest.raises(InputError, match="one seed per item"):
+        gen.condition(family=["torus"], seeds=[1, 2])
+
+
+def test_family_sampling_is_seeded_per_item(gen):
+    a = gen.condition(family=["torus", "mug", "shell"], seeds=[4, 5, 6])
+    b = gen.condition(family=["mug"], seeds=[5])
+    c = gen.condition(family=["mug"], seeds=[7])
+    assert torch.equal(a[1:2], b)  # the same seed gives the same code whatever the batch
+    assert not torch.allclose(b, c)
+    # codes of one family scatter around that family's fitted mean
+    many = gen.condition(family=["shell"] * 400, seeds=list(range(400)))
+    assert torch.allclose(many.mean(0), gen.net.family_mean[2], atol=0.1 * float(gen.net.family_chol[2].diag().max()) + 0.05)
+
+
+def test_determinism_chunking_and_batch_independence(gen):
+    z = gen.condition(family=["torus", "mug"], seeds=[1, 2])
+    with torch.no_grad():
+        a = gen.sdf_grid(z, [1, 2])
+        b = gen.sdf_grid(z, [1, 2], chunk=10**6)  # one chunk
+        solo = gen.sdf_grid(z[1:], [2], chunk=77)
+    assert a.shape == (2, 12, 12, 12) and a.dtype == torch.float32
+    assert torch.allclose(a, b, atol=1e-6)  # chunked decoding equals unchunked
+    assert torch.allclose(solo, a[1:], atol=1e-6)
+    assert a.abs().max() <= gen.cfg.clamp + 1e-7  # truncated to the training clamp
+
+
+def test_sdf_points_matches_grid_and_params_swap(gen):
+    from weightspace.data.grid import grid_points
+
+    z = gen.net.codes[:2].detach()
+    pts = torch.from_numpy(grid_points(12)).reshape(1, -1, 3).expand(2, -1, -1)
+    with torch.no_grad():
+        grid = gen.sdf_grid(z, [0, 1])
+        vals = gen.sdf_points(pts, z, [0, 1]).clamp(-gen.cfg.clamp, gen.cfg.clamp)
+    assert torch.allclose(vals.reshape(2, 12, 12, 12), grid, atol=1e-6)
+    w = gen.net.layers[1].weight
+    new = (w.detach() * 1.5).requires_grad_(True)
+    out = gen.sdf_points(pts[:, :64], z, [0, 1], params={"layers.1.weight": new})
+    base = gen.sdf_points(pts[:, :64], z, [0, 1])
+    assert not torch.allclose(out, base)
+    out.sum().backward()
+    assert new.grad is not None and new.grad.abs().sum() > 0
+    assert torch.equal(gen.net.layers[1].weight, w)  # the base weights are untouched
+
+
+def test_effective_weights_reproduce_the_code(gen):
+    """The code acts only through the bias shifts it induces: zero code plus effective biases = the code."""
+    z = gen.net.codes[:3].detach()
+    eff = gen.effective_weights(z)
+    assert set(eff) == {"layers.0.bias", "layers.1.bias"} and eff["layers.0.bias"].shape == (3, 16)
+    pts = torch.rand(1, 40, 3) * 2 - 1
+    for b in range(3):
+        direct = gen.sdf_points(pts, z[b : b + 1], [0])
+        swapped = gen.sdf_points(pts, torch.zeros(1, 8), [0], params={k: v[b] for k, v in eff.items()})
+        assert torch.allclose(direct, swapped, atol=1e-5)
+
+
+def test_batched_decoding_equals_loop(gen):
+    K = 3
+    g = torch.Generator().manual_seed(0)
+    pb = {n: p.detach() + 0.05 * torch.randn((K, *p.shape), generator=g)
+          for n, p in gen.net.named_parameters() if n.startswith(("layers.", "norms.0", "out."))}
+    z = torch.randn(K, 8, generator=g)
+    with torch.no_grad():
+        loop = torch.cat([gen.sdf_grid(z[k : k + 1], [k], params={n: v[k] for n, v in pb.items()}) for k in range(K)])
+        for method in ("grouped", "vmap", "loop"):
+            got = batched_sdf_grid(gen, pb, z, 12, method=method)
+            assert torch.allclose(got, loop, atol=1e-5), method
+        assert torch.allclose(gen.sdf_grid_batched(z, [0, 1, 2], pb), loop, atol=1e-5)
+    with pytest.raises(InputError, match="expected shape"):
+        batched_sdf_grid(gen, {"out.bias": torch.zeros(2, 1)}, z, 12)
+    with pytest.raises(InputError, match="not a parameter"):
+        batched_sdf_grid(gen, {"nope": torch.zeros(3, 1)}, z, 12)
+
+
+def test_training_loss_is_seeded_and_differentiable(gen):
+    grids = gen.sdf_grid(gen.net.codes[:2].detach(), [0, 1]).detach()
+    z = gen.net.codes[:2].detach().clone().requires_grad_(True)
+    a = gen.training_loss(grids, z, [3, 4])
+    assert torch.equal(a, gen.training_loss(grids, z, [3, 4]))
+    a.backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    # the grids were decoded from these very codes, so the loss is small next to a wrong code's
+    assert float(a.detach()) < float(gen.training_loss(grids, z.detach().flip(0) + 1.0, [3, 4]))
+
+
+def test_code_optimisation_reduces_the_loss():
+    gen = tiny_generator(seed=1)
+    target = gen.net.codes[3:4].detach() + 0.3
+    with torch.no_grad():
+        # surface points of the target shape: grid vertices where its field is near zero
+        from weightspace.data.grid import grid_points
+
+        x = torch.from_numpy(grid_points(24)).reshape(1, -1, 3)
+        v = gen.sdf_points(x, target, [0])[0]
+        pts = x[:, v.abs().argsort()[:200]]  # (1, 200, 3)
+    losses = []
+    net = gen.net
+    reconstruct_codes(lambda a, b: net(a, b), pts, seeds=[0], candidates=net.codes.detach(), prior_mean=net.global_mean,
+                      prior_chol=net.global_chol, steps=40, lr=0.02, restarts=2, prior_weight=1e-3, free_weight=1.0,
+                      clamp=gen.cfg.clamp, callback=lambda step, loss: losses.append(float(loss.min())))
+    assert len(losses) == 40
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_effective_module_groups_match_parameters(gen):
+    names = [n for n, _ in gen.net.named_parameters()]
+    for group, prefixes in gen.module_groups().items():
+        for p in prefixes:
+            assert any(n == p or n.startswith(p + ".") for n in names), (group, p)
+
+
+def test_save_load_roundtrip(gen, tmp_path):
+    gen.save(tmp_path / "ck", extra_config={"note": "x"})
+    back = load_generator(tmp_path / "ck")
+    assert isinstance(back, NeuralFieldGenerator) and back.config["note"] == "x"
+    z = gen.condition(family=["mug"], seeds=[3])
+    assert torch.equal(back.condition(family=["mug"], seeds=[3]), z)
+    with torch.no_grad():
+        assert torch.equal(back.sdf_grid(z, [3]), gen.sdf_grid(z, [3]))
+
+
+def test_wrong_config_and_truncated_weights(gen, tmp_path):
+    folder = gen.save(tmp_path / "ck")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model"]["width"] = 32
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="layers.0.weight"):
+        load_generator(folder)
+    cfg["model"]["width"] = "wide"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="width"):
+        load_generator(folder)
+    cfg["model"]["width"] = 16
+    cfg["model"]["colour"] = 1
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="colour"):
+        load_generator(folder)
+    gen.save(folder)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="model.safetensors"):
+        load_generator(folder)
+
+
+def test_config_validation_names_fields():
+    with pytest.raises(InputError, match="skip"):
+        config_from_dict(FieldConfig, {"depth": 3, "skip": 3}, "model")
+    with pytest.raises(InputError, match="train.lr"):
+        config_from_dict(TrainConfig, {"lr": "fast"}, "train")
+    with pytest.raises(InputError, match="unknown field"):
+        config_from_dict(TrainConfig, {"epochs": 3}, "train")
+    assert config_from_dict(TrainConfig, {"lr": 1}, "train").lr == 1.0
