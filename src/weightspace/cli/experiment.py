@@ -1,7 +1,157 @@
-"""CLI group `weightspace experiment` (filled in by the studies issue)."""
+"""CLI group `weightspace experiment`: the studies (interpolate, subspace, fit, compare), each one config and one call."""
+
+from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
+experiment_app = typer.Typer(help="The studies: measured versions of the paper's claims, on any generator.",
+                             no_args_is_help=True)
+
+CHECKPOINT_HELP = "Generator: default (latent diffusion), default-field (neural field) or a checkpoint folder."
+
+
+def _floats(text: str, name: str) -> list[float]:
+    from weightspace.runtime.errors import InputError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--{name}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str, name: str) -> list[int]:
+    from weightspace.runtime.errors import InputError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--{name}: expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+@experiment_app.command("interpolate")
+def interpolate_cmd(
+    checkpoint: str = typer.Option("default", "--checkpoint", help=CHECKPOINT_HELP),
+    out: str = typer.Option("results/interpolate", "--out", help="Results folder."),
+    endpoints: str = typer.Option("family", "--endpoints", help="family | data | population | points: what --a / --b name."),
+    a: str = typer.Option("dumbbell", "--a", help="Start: family name, shape id, member id or point file."),
+    b: str = typer.Option("pair", "--b", help="End: family name, shape id, member id or point file."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data folder for --endpoints data / --pairs (default: made procedurally)."),
+    population: Optional[str] = typer.Option(None, "--population", help="Population folder for --endpoints population."),
+    path: str = typer.Option("lerp", "--path", help="lerp | slerp."),
+    steps: int = typer.Option(16, "--steps", help="Uniform intervals before bisection."),
+    tolerance: float = typer.Option(1e-3, "--tolerance", help="Width in t to which each transition is located."),
+    seed: int = typer.Option(0, "--seed", help="Sampler noise seed, fixed along the path."),
+    attribute: bool = typer.Option(False, "--attribute", help="Rerun each transition moving one part (module group / token) at a time."),
+    pairs: int = typer.Option(0, "--pairs", help="Run this many pairs within and across families instead of one path."),
+    meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write meshes at the ends and across each transition."),
+) -> None:
+    """Locate sharp topology transitions along a path in weight space (paper claim 1).
+
+    Example: weightspace experiment interpolate --checkpoint default --a dumbbell --b pair --attribute
+    """
+    from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
+    from weightspace.runtime.io import read_json
+
+    cfg = InterpolateConfig(checkpoint=checkpoint, out=out, endpoints=endpoints, a=a, b=b, data=data, population=population,
+                            path=path, steps=steps, tolerance=tolerance, seed=seed, attribute=attribute, pairs=pairs,
+                            meshes=meshes)
+    folder = run_interpolate(cfg)
+    res = read_json(folder / "results.json")
+    if pairs:
+        s = res["summary"]["all"]
+        typer.echo(f"{res['pairs']} pairs: {s['paths_with_transition']} with a transition, {s['transitions_per_path']:.2f} per path, "
+                   f"median width {s['median_width']}, {res['decodes']} decodes, {res['wall_seconds']:.1f} s -> {folder}")
+        return
+    trs = res["transitions"]
+    typer.echo(f"{len(trs)} transition(s), {res['decodes']} decodes ({res['search_decodes']} search; a uniform sweep at "
+               f"this tolerance needs {res['uniform_sweep_decodes']}), {res['wall_seconds']:.1f} s -> {folder}")
+    for tr in trs:
+        typer.echo(f"  t in [{tr['t_lo']:.5f}, {tr['t_hi']:.5f}]: {tr['before']} -> {tr['after']}  Chamfer jump {tr['chamfer_jump']}")
+
+
+@experiment_app.command("subspace")
+def subspace_cmd(
+    checkpoint: str = typer.Option("default", "--checkpoint", help=CHECKPOINT_HELP),
+    out: str = typer.Option("results/subspace", "--out", help="Results folder."),
+    family: str = typer.Option("torus", "--family", help="Family of the K examples."),
+    examples: int = typer.Option(4, "--examples", "-K", help="K examples (2, 4, 8, 16)."),
+    k: int = typer.Option(2, "--k", help="PCA components, k < K."),
+    samples: int = typer.Option(16, "--samples", help="Samples per kind (subspace and each baseline)."),
+    parameterisation: str = typer.Option("condition", "--parameterisation", help="condition | lora."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Scale of the subspace's Gaussian."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data folder (default: made procedurally)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling and sampler noise seed."),
+    meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write every decoded mesh."),
+) -> None:
+    """Sample a PCA subspace of K examples; measure topology kept vs baselines at the same distance (paper claim 2).
+
+    Example: weightspace experiment subspace --checkpoint default-field --family torus -K 8 --k 4 --samples 32
+    """
+    from weightspace.experiments.subspace import SubspaceConfig, run_subspace
+    from weightspace.runtime.io import read_json
+
+    cfg = SubspaceConfig(checkpoint=checkpoint, out=out, family=family, examples=examples, k=k, samples=samples,
+                         parameterisation=parameterisation, temperature=temperature, data=data, seed=seed, meshes=meshes)
+    folder = run_subspace(cfg)
+    res = read_json(folder / "results.json")
+    kept = ", ".join(f"{n} {v:.2f}" for n, v in res["topology_kept"].items())
+    g = res["gate"]["gate"]
+    typer.echo(f"examples' topology {res['examples_topology']['robust']}; topology kept: {kept}; "
+               f"gate precision {g['precision']} recall {g['recall']}; {res['wall_seconds']:.1f} s -> {folder}")
+
+
+@experiment_app.command("fit")
+def fit_cmd(
+    checkpoint: str = typer.Option("default", "--checkpoint", help=CHECKPOINT_HELP),
+    out: str = typer.Option("results/fit", "--out", help="Results folder."),
+    family: str = typer.Option("torus", "--family", help="Family of the held-out shape."),
+    views: str = typer.Option("1,4", "--views", help="Numbers of partial views, comma-separated (e.g. 1,2,4,8)."),
+    sigmas: str = typer.Option("0,0.03", "--sigmas", help="Noise levels in world units, comma-separated (e.g. 0,0.01,0.03)."),
+    methods: str = typer.Option("encode,optimise,subspace,lora,full", "--methods", help="Comma-separated methods."),
+    steps: int = typer.Option(8, "--steps", help="Optimiser steps per optimised method."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data folder (default: made procedurally)."),
+    seed: int = typer.Option(0, "--seed", help="Observation, fitting and sampler seed."),
+    meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write each fitted mesh."),
+) -> None:
+    """Fit a held-out shape from few noisy partial views by five methods; measure fit and forgetting (paper claim 3).
+
+    Example: weightspace experiment fit --checkpoint default --views 1,2,4,8 --sigmas 0,0.01,0.03
+    """
+    from weightspace.experiments.fit import FitConfig, run_fit
+    from weightspace.runtime.io import read_json
+
+    cfg = FitConfig(checkpoint=checkpoint, out=out, family=family, views=_ints(views, "views"), sigmas=_floats(sigmas, "sigmas"),
+                    methods=_names(methods), steps=steps, data=data, seed=seed, meshes=meshes)
+    folder = run_fit(cfg)
+    res = read_json(folder / "results.json")
+    for m, s in res["by_method"].items():
+        typer.echo(f"  {m:9s} Chamfer-L1 {s['chamfer_l1']}  F-score {s['fscore']}  topology correct {s['topology_correct']}  "
+                   f"forgetting {s['forgetting']}")
+    typer.echo(f"{res['wall_seconds']:.1f} s -> {folder}")
+
+
+@experiment_app.command("compare")
+def compare_cmd(
+    checkpoints: str = typer.Option("default,default-field", "--checkpoints", help="Comma-separated generators."),
+    out: str = typer.Option("results/compare", "--out", help="Results folder."),
+    studies: str = typer.Option("interpolate,subspace,fit", "--studies", help="Comma-separated studies."),
+) -> None:
+    """Run the three studies small on several generators and write one side-by-side table (compare.csv, compare.md).
+
+    Example: weightspace experiment compare --checkpoints default,default-field --out results/compare
+    """
+    from weightspace.experiments.compare import CompareConfig, run_compare
+
+    folder = run_compare(CompareConfig(checkpoints=_names(checkpoints), out=out, studies=_names(studies)))
+    typer.echo((folder / "compare.md").read_text())
+    typer.echo(f"-> {folder}")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(experiment_app, name="experiment")

@@ -1,0 +1,125 @@
+"""Across architectures (open question 2): the three studies, small, on several generators, in one side-by-side table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from weightspace.experiments.common import Clock, start_results, write_csv, write_results
+from weightspace.experiments.fit import FitConfig, run_fit
+from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
+from weightspace.experiments.subspace import SubspaceConfig, run_subspace
+from weightspace.generators.base import Generator
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_write_text, read_json
+
+STUDIES = ("interpolate", "subspace", "fit")
+
+
+@dataclass
+class CompareConfig:
+    """Which generators and studies to compare (each study at its `small()` size)."""
+
+    checkpoints: list[str] = field(default_factory=lambda: ["default", "default-field"])
+    out: str = "results/compare"
+    studies: list[str] = field(default_factory=lambda: list(STUDIES))
+
+    def validate(self) -> None:
+        if not self.checkpoints:
+            raise InputError("checkpoints: name at least one generator")
+        bad = [s for s in self.studies if s not in STUDIES]
+        if bad or not self.studies:
+            raise InputError(f"studies must be among {', '.join(STUDIES)}, got {self.studies}")
+
+
+def _label(checkpoint: str) -> str:
+    return Path(checkpoint).name if checkpoint not in ("default", "default-field") else checkpoint
+
+
+def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | None = None,
+                configure: Callable[[str, Any], Any] | None = None) -> Path:
+    """Run each study's `small()` config on each checkpoint into out/<checkpoint>/<study>, then write
+    `compare.csv` and `compare.md` (one row per figure, one column per generator).
+
+    generators : checkpoint name -> generator already loaded (tests); configure : (study, config) -> config,
+    a hook to shrink or change the small configs (tests, custom sizes).
+    """
+    config.validate()
+    clock = Clock()
+    folder = start_results(config.out, config)
+    runners = {"interpolate": (InterpolateConfig, run_interpolate), "subspace": (SubspaceConfig, run_subspace),
+               "fit": (FitConfig, run_fit)}
+    columns: dict[str, dict[str, Any]] = {}
+    for ckpt in config.checkpoints:
+        label = _label(ckpt)
+        gen = (generators or {}).get(ckpt)
+        if gen is None:
+            from weightspace.experiments.common import load_study_generator
+
+            gen = load_study_generator(ckpt)
+        col: dict[str, Any] = {"generator": gen.kind}
+        for study in config.studies:
+            cfg_cls, run = runners[study]
+            cfg = cfg_cls.small(ckpt, out=str(folder / label / study))
+            if configure is not None:
+                cfg = configure(study, cfg)
+            c = Clock()
+            out = run(cfg, generator=gen)
+            col.update(_figures(study, read_json(out / "results.json")))
+            col[f"{study}.seconds"] = round(c(), 1)
+        columns[label] = col
+    labels = list(columns)
+    keys: list[str] = []
+    for col in columns.values():
+        keys += [k for k in col if k not in keys]
+    rows = [{"figure": k, **{lab: columns[lab].get(k, "") for lab in labels}} for k in keys]
+    write_csv(folder / "compare.csv", rows)
+    atomic_write_text(folder / "compare.md", _markdown(rows, labels))
+    write_results(folder, {"checkpoints": config.checkpoints, "columns": columns, "wall_seconds": clock()})
+    return folder
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return "" if v is None else str(v)
+
+
+def _markdown(rows: list[dict[str, Any]], labels: list[str]) -> str:
+    lines = ["| figure | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    lines += ["| " + r["figure"] + " | " + " | ".join(_fmt(r[lab]) for lab in labels) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _figures(study: str, res: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one study's results.json that go into the comparison table."""
+    if study == "interpolate":
+        trs = res.get("transitions", [])
+        return {"interpolate.path": f"{res.get('a')} -> {res.get('b')}", "interpolate.start": res.get("start"),
+                "interpolate.end": res.get("end"), "interpolate.transitions": len(trs),
+                "interpolate.decodes": res.get("decodes"),
+                "interpolate.min_width": min((t["width"] for t in trs), default=None),
+                "interpolate.max_chamfer_jump": max((t["chamfer_jump"] or 0 for t in trs), default=None),
+                "interpolate.chamfer_start_end": res.get("chamfer_start_end")}
+    if study == "subspace":
+        out: dict[str, Any] = {"subspace.examples_topology": res["examples_topology"]["robust"]}
+        for kind, s in res["summary"].items():
+            if kind == "examples":
+                continue
+            out[f"subspace.{kind}.topology_kept"] = s["topology_kept_robust"]
+            out[f"subspace.{kind}.validity"] = s["validity"]
+            out[f"subspace.{kind}.local_variation"] = s["local_variation"]
+            out[f"subspace.{kind}.diversity"] = s["diversity"]
+        g = res["gate"]["gate"]
+        out["subspace.gate.precision"], out["subspace.gate.recall"] = g["precision"], g["recall"]
+        return out
+    out = {}
+    for method, s in res["by_method"].items():
+        out[f"fit.{method}.chamfer_l1"] = s["chamfer_l1"]
+        out[f"fit.{method}.fscore"] = s["fscore"]
+        out[f"fit.{method}.topology_correct"] = s["topology_correct"]
+        out[f"fit.{method}.forgetting"] = s["forgetting"]
+    return out

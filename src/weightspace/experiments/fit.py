@@ -1,0 +1,274 @@
+"""The fitting study (paper claim 3): adapt to a held-out shape seen only as a few noisy partial point clouds.
+
+The shape is observed as V partial views (each `points_per_view` points, Gaussian noise sigma).
+Methods: encode the condition; optimise the condition; invert into a k-dimensional subspace of
+other examples of the family; LoRA fine-tuning; full fine-tuning. Each result is decoded under one
+fixed noise seed and compared with the clean shape (Chamfer, F-score, topology). Forgetting: the
+generator's reconstructions of a held-out set of other shapes (conditions encoded once with the
+base generator) are decoded again under the fitted weights, for every method, and compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from weightspace.data.dataset import load_grid
+from weightspace.data.observe import observe
+from weightspace.experiments.common import (
+    Clock, check_choice, clean_surface, decode_conditions, encode_points, finite_mean, generator_families, geometry,
+    load_study_generator, measure, native_resolution, pyplot, row_root, save_figure, save_mesh, start_results,
+    study_data, write_csv, write_results,
+)
+from weightspace.generators.base import Generator
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.seeding import derive_seed, item_rng
+from weightspace.weightspace.base import Parameterisation
+from weightspace.weightspace.parameterisations import make_parameterisation
+from weightspace.weightspace.subspace import fit_subspace_matrix
+
+METHODS = ("encode", "optimise", "subspace", "lora", "full")
+
+
+@dataclass
+class FitConfig:
+    """One fitting study (the CLI builds one of these)."""
+
+    checkpoint: str = "default"
+    out: str = "results/fit"
+    family: str = "torus"  # family of the held-out shape
+    views: list[int] = field(default_factory=lambda: [1, 4])  # number of partial views (paper regime: 1, 2, 4, 8)
+    sigmas: list[float] = field(default_factory=lambda: [0.0, 0.03])  # noise (world units; 0, 0.01, 0.03)
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    points_per_view: int = 256
+    steps: int = 8  # optimiser steps of every optimised method
+    lr_condition: float = 0.05  # optimise and subspace (subspace: in units of sigma)
+    lr_lora: float = 1e-2
+    lr_full: float = 1e-4
+    free_weight: float = 0.5  # weight of the free-space term (|f(q)| ~ distance from q to the observed points)
+    prior: float = 1e-2  # Gaussian prior on subspace coordinates (as in weightspace.inversion)
+    subspace_examples: int = 8  # K other shapes of the family span the inversion subspace
+    subspace_k: int = 4
+    forget_shapes: int = 3  # held-out shapes of other families for forgetting
+    lora_rank: int = 2
+    lora_targets: str = "all"
+    data: str | None = None
+    data_seed: int = 1
+    seed: int = 0
+    meshes: bool = True
+
+    @classmethod
+    def small(cls, checkpoint: str = "default", out: str = "results/demo/fit") -> "FitConfig":
+        """The demo-sized run: 2 views, sigma 0.01, every method, 5 steps."""
+        return cls(checkpoint=checkpoint, out=out, views=[2], sigmas=[0.01], steps=5, subspace_examples=4,
+                   subspace_k=2, forget_shapes=2)
+
+    def validate(self) -> None:
+        for m in self.methods:
+            check_choice("methods", m, METHODS)
+        if not self.methods or not self.views or not self.sigmas:
+            raise InputError("methods, views and sigmas must each name at least one value")
+        if any(v < 1 for v in self.views) or any(s < 0 for s in self.sigmas):
+            raise InputError(f"views must be >= 1 and sigmas >= 0, got {self.views} and {self.sigmas}")
+        if self.points_per_view < 1 or self.steps < 0 or self.forget_shapes < 0:
+            raise InputError("points_per_view must be >= 1, steps and forget_shapes >= 0")
+        if "subspace" in self.methods and not 1 <= self.subspace_k < self.subspace_examples:
+            raise InputError(f"subspace_k must satisfy 1 <= k < subspace_examples = {self.subspace_examples}, got {self.subspace_k}")
+
+
+class Objective:
+    """Fitting loss: mean |f| at the observed points + free_weight * mean | |f(q)| - min(d(q, obs), trunc) |
+    at seeded box points q. The second term keeps a fit from flattening the field to zero (a surface-only
+    loss is minimised by f = 0 everywhere); d is the unsigned distance to the observation."""
+
+    def __init__(self, gen: Generator, obs: np.ndarray, *, free_weight: float, seed: int, n_free: int = 512, trunc: float = 0.1):
+        rng = item_rng(seed, "free-space")
+        q = rng.uniform(-1, 1, size=(n_free, 3)).astype(np.float32)  # (Q, 3)
+        d = np.minimum(cKDTree(obs).query(q)[0], trunc).astype(np.float32)  # (Q,)
+        self.gen, self.n_obs, self.free_weight, self.seed = gen, len(obs), free_weight, seed
+        self.x = torch.from_numpy(np.concatenate([obs, q]))[None].to(gen.device)  # (1, P + Q, 3)
+        self.d = torch.from_numpy(d).to(gen.device)
+
+    def __call__(self, cond: torch.Tensor, params: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        f = self.gen.sdf_points(self.x, cond, [self.seed], params=params)[0]  # (P + Q,)
+        surface = f[: self.n_obs].abs().mean()
+        free = (f[self.n_obs :].abs() - self.d).abs().mean()
+        return surface + self.free_weight * free
+
+
+def _adam(x0: torch.Tensor, loss_fn, *, steps: int, lr: float) -> tuple[torch.Tensor, list[float]]:
+    x = x0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(x)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return x.detach(), losses
+
+
+def fit_one(gen: Generator, method: str, obs: np.ndarray, cfg: FitConfig, *, seed: int, cond_sub=None) -> dict[str, Any]:
+    """Fit one observation (N, 3) by `method`; returns condition (1, *cs), params (or None), losses."""
+    c_enc = encode_points(gen, [obs], seed=seed)  # (1, *cs)
+    obj = Objective(gen, obs, free_weight=cfg.free_weight, seed=seed)
+    cond_param = make_parameterisation(gen, "condition")
+    if method == "encode":
+        with torch.no_grad():
+            loss = float(obj(c_enc.to(gen.device), None))
+        return {"condition": c_enc, "params": None, "losses": [loss], "trainable": 0}
+    if method == "optimise":
+        x, losses = _adam(c_enc.reshape(-1), lambda x: obj(cond_param.conditions(x[None]), None), steps=cfg.steps, lr=cfg.lr_condition)
+        return {"condition": cond_param.conditions(x[None]).detach(), "params": None, "losses": losses, "trainable": x.numel()}
+    if method == "subspace":
+        sigma = cond_sub.sigma.clamp_min(1e-12)
+
+        def loss_u(u: torch.Tensor) -> torch.Tensor:  # u = z / sigma, as in weightspace.inversion
+            point = cond_sub.reconstruct((u * sigma)[None])[0]
+            return obj(cond_param.conditions(point[None]), None) + cfg.prior * (u**2).mean()
+
+        u, losses = _adam(torch.zeros(cond_sub.k), loss_u, steps=cfg.steps, lr=cfg.lr_condition)
+        point = cond_sub.reconstruct((u * sigma)[None])[0].detach()
+        return {"condition": cond_param.conditions(point[None]).detach(), "params": None, "losses": losses, "trainable": cond_sub.k}
+    param: Parameterisation
+    if method == "lora":
+        param = make_parameterisation(gen, "lora", rank=cfg.lora_rank, targets=cfg.lora_targets)
+        lr = cfg.lr_lora
+    else:
+        param = make_parameterisation(gen, "layers", targets="all")
+        lr = cfg.lr_full
+    param.set_anchor(c_enc)
+    x, losses = _adam(param.initial_point(seed), lambda x: obj(param.conditions(x[None]), param.params(x)), steps=cfg.steps, lr=lr)
+    params = {k: v.detach() for k, v in param.params(x).items()}
+    return {"condition": c_enc, "params": params, "losses": losses, "trainable": x.numel()}
+
+
+def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
+    """Run the fitting study into `config.out`; returns the results folder.
+
+    results.json: `table` (one row per views x sigma x method: Chamfer-L1, F-score, topology
+    correct, forgetting), `by_method` means, the held-out shape, and wall time.
+    """
+    config.validate()
+    clock = Clock()
+    folder = start_results(config.out, config)
+    gen = load_study_generator(config.checkpoint, generator)
+    R = native_resolution(gen)
+    seed = config.seed
+    dseed = derive_seed(seed, "decode") % 2**31
+
+    # --- shapes: the target, K other examples of its family, one shape per other family ------------------------
+    known = generator_families(gen)
+    root, fam_rows = study_data(folder / "data", data=config.data, families=[config.family],
+                                count=1 + config.subspace_examples, seed=config.data_seed, resolution=R)
+    if config.data is not None:
+        all_rows = [r for r in study_data(folder / "data", data=config.data, families=[], count=1, seed=0, resolution=R)[1]]
+        others = [r for r in all_rows if r.get("family") != config.family]
+    else:
+        others_f = [f for f in known if f != config.family]
+        others = study_data(folder / "data", data=None, families=others_f, count=1, seed=config.data_seed, resolution=R)[1] if others_f else []
+    by_fam: dict[str, dict[str, Any]] = {}
+    for r in others:
+        by_fam.setdefault(str(r.get("family")), r)
+    forget_rows = list(by_fam.values())[: config.forget_shapes]
+    target, examples = fam_rows[0], fam_rows[1 : 1 + config.subspace_examples]
+    if "subspace" in config.methods and len(examples) < config.subspace_examples:
+        raise InputError(f"family {config.family!r}: need {1 + config.subspace_examples} shapes for the target and the subspace, found {len(fam_rows)}")
+
+    t_pts, t_nrm = clean_surface(root, target)
+    t_clean = measure(load_grid(row_root(root, target), target), seed=seed)
+    t_ref = t_pts[item_rng(seed, "reference").choice(len(t_pts), size=min(2048, len(t_pts)), replace=False)]
+
+    cond_sub = None
+    if "subspace" in config.methods:
+        ex = [clean_surface(root, r)[0] for r in examples]
+        ex = [p[item_rng(seed, "example", i).choice(len(p), size=min(1024, len(p)), replace=False)] for i, p in enumerate(ex)]
+        xs = encode_points(gen, ex, seed=seed).reshape(len(ex), -1)  # (K, D)
+        cp = make_parameterisation(gen, "condition")
+        cond_sub = fit_subspace_matrix(xs, config.subspace_k, layout=cp.layout, parameterisation=cp.config(), anchor=cp.anchor)
+
+    # --- forgetting set: conditions encoded once with the base generator, decoded before --------------------------
+    f_refs, f_conds = [], None
+    if forget_rows:
+        clouds = []
+        for i, r in enumerate(forget_rows):
+            p, _ = clean_surface(root, r)
+            clouds.append(p[item_rng(seed, "forget", i).choice(len(p), size=min(1024, len(p)), replace=False)])
+            f_refs.append(p[item_rng(seed, "forget-ref", i).choice(len(p), size=min(2048, len(p)), replace=False)])
+        f_conds = encode_points(gen, clouds, seed=seed)
+    before = _forget_figures(gen, f_conds, f_refs, None, dseed, seed)
+
+    table: list[dict[str, Any]] = []
+    for V in config.views:
+        for sigma in config.sigmas:
+            views = [observe(t_pts, t_nrm, "partial", n=config.points_per_view, sigma=sigma,
+                             seed=derive_seed(seed, "view", V, sigma, v)) for v in range(V)]
+            obs = np.concatenate(views)  # (V n, 3)
+            for method in config.methods:
+                c0 = Clock()
+                res = fit_one(gen, method, obs, config, seed=dseed, cond_sub=cond_sub)
+                fit_seconds = c0()
+                grid = decode_conditions(gen, res["condition"], dseed, params=res["params"])[0]
+                s = measure(grid, seed=seed)
+                geo = geometry(s.points, t_ref)
+                after = _forget_figures(gen, f_conds, f_refs, res["params"], dseed, seed)
+                row = {"views": V, "sigma": sigma, "method": method, "observed_points": len(obs),
+                       "chamfer_l1": geo["chamfer_l1"], "fscore": geo["fscore"],
+                       "topology_correct": s.robust == t_clean.robust, "exact_topology_correct": s.betti == t_clean.betti,
+                       "robust": list(s.robust), "valid": s.valid, "trainable": res["trainable"],
+                       "loss_start": res["losses"][0], "loss_end": res["losses"][-1], "fit_seconds": fit_seconds,
+                       "forget_chamfer_before": before["chamfer"], "forget_chamfer_after": after["chamfer"],
+                       "forgetting": after["chamfer"] - before["chamfer"] if forget_rows else float("nan"),
+                       "forget_max_grid_change": _max_change(before["grids"], after["grids"]),
+                       "forget_topology_before": before["kept"], "forget_topology_after": after["kept"]}
+                table.append(row)
+                if config.meshes:
+                    save_mesh(grid, folder / "meshes" / f"v{V}-s{sigma:g}-{method}.ply")
+    write_csv(folder / "table.csv", table)
+    by_method = {m: {k: finite_mean([r[k] for r in table if r["method"] == m])
+                     for k in ("chamfer_l1", "fscore", "topology_correct", "forgetting", "fit_seconds")} for m in config.methods}
+    _plot(folder / "fit.png", table, config)
+    write_results(folder, {
+        "checkpoint": config.checkpoint, "generator": gen.kind, "target": {"id": target["id"], "family": config.family,
+                                                                            "robust": list(t_clean.robust)},
+        "forget_set": [r["id"] for r in forget_rows], "forget_before": {"chamfer": before["chamfer"], "topology_kept": before["kept"]},
+        "table": table, "by_method": by_method, "wall_seconds": clock(),
+    })
+    return folder
+
+
+def _forget_figures(gen: Generator, conds: torch.Tensor | None, refs: list[np.ndarray], params, dseed: int, seed: int) -> dict[str, Any]:
+    """Decode the forgetting set under `params` (None = base weights): mean Chamfer to the clean shapes."""
+    if conds is None:
+        return {"chamfer": float("nan"), "kept": float("nan"), "grids": None}
+    grids = decode_conditions(gen, conds, dseed, params=params)
+    shapes = [measure(g, seed=seed) for g in grids]
+    return {"chamfer": finite_mean([geometry(s.points, r)["chamfer_l1"] for s, r in zip(shapes, refs)]),
+            "kept": float(np.mean([s.valid for s in shapes])), "grids": grids}
+
+
+def _max_change(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    return float("nan") if a is None or b is None else float(np.abs(a - b).max())
+
+
+def _plot(path: Path, table: list[dict[str, Any]], cfg: FitConfig) -> None:
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    labels = [f"V{v} s{s:g}" for v in cfg.views for s in cfg.sigmas]
+    w = 0.8 / len(cfg.methods)
+    for j, m in enumerate(cfg.methods):
+        rows = [next(r for r in table if r["views"] == v and r["sigma"] == s and r["method"] == m) for v in cfg.views for s in cfg.sigmas]
+        x = np.arange(len(labels)) + j * w
+        ax1.bar(x, [r["chamfer_l1"] if np.isfinite(r["chamfer_l1"]) else 0 for r in rows], width=w, label=m)
+        ax2.bar(x, [r["forgetting"] if np.isfinite(r["forgetting"]) else 0 for r in rows], width=w, label=m)
+    for ax, name in ((ax1, "Chamfer-L1 to the clean shape"), (ax2, "forgetting (Chamfer after - before)")):
+        ax.set_xticks(np.arange(len(labels)) + 0.4 - w / 2, labels, fontsize=7)
+        ax.set_title(name, fontsize=9)
+    ax1.legend(fontsize=7)
+    save_figure(fig, path)

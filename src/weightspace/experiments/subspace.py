@@ -1,0 +1,286 @@
+"""The subspace study (paper claim 2): does a PCA subspace of K examples vary local geometry and keep topology?
+
+K examples of one family become K points (encoded conditions, or LoRA fine-tunes under the
+examples' mean condition); PCA with k < K components; S Gaussian samples in the subspace are
+decoded under one fixed noise seed and measured against the decoded examples. Two baselines
+at the same distance from the mean: a random direction in the full parameterisation, and
+isotropic Gaussian noise on an example's condition (scaled to the same relative distance).
+A validity gate (distance from the subspace's support before decoding, SDF eikonal residual
+after) is scored by precision and recall against the measured failures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import chi2
+
+from weightspace.analysis.sets import novelty
+from weightspace.data.dataset import load_grid
+from weightspace.decode.points import decode_points
+from weightspace.experiments.common import (
+    DEFAULT_VOLUME_THRESHOLD, Clock, Shape, check_choice, chamfer, clean_surface, finite_mean, load_study_generator,
+    measure, native_resolution, pyplot, row_root, save_figure, save_mesh, start_results, study_data, write_csv,
+    write_results,
+)
+from weightspace.generators.base import Generator
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.seeding import derive_seed, item_generator, item_rng
+from weightspace.weightspace.parameterisations import make_parameterisation
+from weightspace.weightspace.population import fit_member
+from weightspace.weightspace.subspace import Subspace, fit_subspace_matrix
+
+SUBSPACE_PARAMETERISATIONS = ("condition", "lora")
+KINDS = ("subspace", "random", "condition_noise")
+
+
+@dataclass
+class SubspaceConfig:
+    """One subspace study (the CLI builds one of these)."""
+
+    checkpoint: str = "default"
+    out: str = "results/subspace"
+    family: str = "torus"
+    examples: int = 4  # K (2, 4, 8, 16 in the paper's regime)
+    k: int = 2  # PCA components, 1 <= k < K
+    samples: int = 16  # S samples per kind (subspace and each baseline)
+    parameterisation: str = "condition"  # condition | lora
+    temperature: float = 1.0  # subspace samples z_i ~ N(0, (temperature sigma_i)^2)
+    data: str | None = None  # data folder (default: procedural shapes made in the results folder)
+    data_seed: int = 1
+    seed: int = 0  # sampler noise seed (fixed for every decode) and sampling seed
+    observations: int = 1024  # surface points per encoded example
+    lora_rank: int = 2
+    lora_targets: str = "all"
+    lora_form: str = "factors"  # factors | delta
+    fit_steps: int = 30  # LoRA fit steps per example (generator training loss on its grid)
+    lr: float = 1e-2
+    gate_factor: float = 1.5  # a gate score above factor x the examples' largest flags a failure
+    volume_threshold: float = DEFAULT_VOLUME_THRESHOLD
+    meshes: bool = True
+
+    @classmethod
+    def small(cls, checkpoint: str = "default", out: str = "results/demo/subspace") -> "SubspaceConfig":
+        """The demo-sized run: K = 4 condition examples, k = 2, 8 samples per kind."""
+        return cls(checkpoint=checkpoint, out=out, samples=8)
+
+    def validate(self) -> None:
+        check_choice("parameterisation", self.parameterisation, SUBSPACE_PARAMETERISATIONS)
+        if self.examples < 2:
+            raise InputError(f"examples (K) must be >= 2, got {self.examples}")
+        if not 1 <= self.k < self.examples:
+            raise InputError(f"k must satisfy 1 <= k < K = {self.examples}, got {self.k}")
+        if self.samples < 1 or self.temperature < 0 or self.fit_steps < 0 or self.gate_factor <= 0:
+            raise InputError("samples must be >= 1, temperature and fit_steps >= 0, gate_factor > 0")
+
+
+def _support_score(sub: Subspace, points: torch.Tensor) -> np.ndarray:
+    """Distance from a subspace's support in units of its spread: sqrt(mean_i (z_i / sigma_i)^2 + (|residual| / sigma_k)^2).
+
+    z = projection coordinates, residual = the part of the point off the subspace. (B,) float64.
+    """
+    z = sub.project(points.to(sub.mean.dtype))  # (B, k)
+    resid = (points.to(sub.mean.dtype) - sub.reconstruct(z)).double().norm(dim=1)  # (B,)
+    sigma = sub.sigma.double().clamp_min(1e-12)
+    inside = ((z.double() / sigma) ** 2).mean(dim=1)
+    return torch.sqrt(inside + (resid / sigma.min()) ** 2).numpy()
+
+
+def _unit(d: int, seed: int, *keys: Any) -> torch.Tensor:
+    g = torch.randn(d, generator=item_generator(seed, *keys), dtype=torch.float64)
+    return (g / g.norm()).float()
+
+
+def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) -> Path:
+    """Run the subspace study into `config.out`; returns the results folder.
+
+    results.json: per kind (`subspace`, `random`, `condition_noise`, and `examples`):
+    topology kept (exact, robust), validity rate, local variation, diversity, novelty; the
+    examples' topology; the gate's precision and recall; wall time.
+    """
+    config.validate()
+    clock = Clock()
+    folder = start_results(config.out, config)
+    gen = load_study_generator(config.checkpoint, generator)
+    R = native_resolution(gen)
+    root, rows = study_data(folder / "data", data=config.data, families=[config.family], count=config.examples,
+                            seed=config.data_seed, resolution=R)
+    if len(rows) < config.examples:
+        raise InputError(f"family {config.family!r}: {len(rows)} shapes in the data, K = {config.examples} asked")
+    rows = rows[: config.examples]
+    seed = config.seed
+
+    # --- the K examples as points ----------------------------------------------------------------------
+    cond_param = make_parameterisation(gen, "condition")
+    surfaces, conds = [], []
+    for i, row in enumerate(rows):
+        pts, _ = clean_surface(root, row)
+        take = item_rng(seed, "observe", row["id"]).choice(len(pts), size=min(config.observations, len(pts)), replace=False)
+        surfaces.append(torch.from_numpy(pts[take]))
+        grid = torch.from_numpy(load_grid(row_root(root, row), row))
+        fit = fit_member(gen, cond_param, grid, fit="grid", steps=0, lr=config.lr, seed=derive_seed(seed, "member", i),
+                         condition_fit="encode", surface=surfaces[-1])
+        conds.append(fit["point"])
+    cond_x = torch.stack(conds)  # (K, D_c)
+    if config.parameterisation == "condition":
+        param, x = cond_param, cond_x
+    else:
+        param = make_parameterisation(gen, "lora", rank=config.lora_rank, targets=config.lora_targets, form=config.lora_form)
+        param.set_anchor(cond_x.mean(0).reshape(1, *gen.condition_shape))
+        pts_ = []
+        for i, row in enumerate(rows):
+            grid = torch.from_numpy(load_grid(row_root(root, row), row))
+            pts_.append(fit_member(gen, param, grid, fit="grid", steps=config.fit_steps, lr=config.lr,
+                                   seed=derive_seed(seed, "member", i))["point"])
+        x = torch.stack(pts_)  # (K, D)
+    sub = fit_subspace_matrix(x, config.k, layout=param.layout, parameterisation=param.config(), anchor=param.anchor,
+                              checkpoint=config.checkpoint)
+    sub.save(folder / "subspace")
+    cond_sub = sub if param is cond_param else fit_subspace_matrix(
+        cond_x, config.k, layout=cond_param.layout, parameterisation=cond_param.config(), anchor=cond_param.anchor)
+
+    # --- points to decode --------------------------------------------------------------------------------
+    S = config.samples
+    samples = sub.sample(S, seed=seed, temperature=config.temperature).float()  # (S, D)
+    radius = (samples - sub.mean).double().norm(dim=1)  # (S,)
+    spread = float((x - sub.mean).double().norm(dim=1).mean())
+    c_mean = cond_x.mean(0)
+    c_spread = float((cond_x - c_mean).double().norm(dim=1).mean())
+    rand = torch.stack([sub.mean + radius[i].float() * _unit(x.shape[1], seed, "random-direction", i) for i in range(S)])
+    pick = item_rng(seed, "noise-example").integers(0, len(conds), size=S)
+    noisy = torch.stack([cond_x[pick[i]] + float(radius[i] / max(spread, 1e-12) * c_spread)
+                         * _unit(cond_x.shape[1], seed, "condition-noise", i) for i in range(S)])
+
+    dseed = derive_seed(seed, "decode") % 2**31
+    groups = {
+        "examples": (param, x),
+        "subspace": (param, samples),
+        "random": (param, rand),
+        "condition_noise": (cond_param, noisy),
+    }
+    shapes: dict[str, list[Shape]] = {}
+    grids: dict[str, np.ndarray] = {}
+    for name, (p, pts) in groups.items():
+        g = decode_points(gen, p, pts, [dseed] * pts.shape[0]).numpy()  # (n, R, R, R)
+        grids[name] = g
+        shapes[name] = [measure(gi, seed=seed, volume_threshold=config.volume_threshold) for gi in g]
+    clean = [measure(load_grid(row_root(root, r), r), seed=seed) for r in rows]
+
+    examples = shapes["examples"]
+    target_robust = Counter(s.robust for s in examples).most_common(1)[0][0]
+    target_exact = Counter(s.betti for s in examples).most_common(1)[0][0]
+    ex_pts = [s.points for s in examples]
+    ex_w = x.double()
+    ex_nn = torch.cdist(ex_w, ex_w).fill_diagonal_(float("inf")).min(dim=1).values  # (K,)
+    w_scale = float(ex_nn.median())
+
+    # --- gate calibration on the examples, per space ----------------------------------------------------------
+    support = {"examples": _support_score(sub, x), "subspace": _support_score(sub, samples),
+               "random": _support_score(sub, rand), "condition_noise": _support_score(cond_sub, noisy)}
+    ex_cond_support = _support_score(cond_sub, cond_x)
+    # a subspace sample at temperature 1 has score^2 ~ chi2_k / k: its 99th percentile is a floor, so
+    # ordinary samples pass even when K examples happen to sit close to the mean
+    floor = float(np.sqrt(chi2.ppf(0.99, config.k) / config.k)) * max(config.temperature, 1.0)
+    thr_support = {"own": max(config.gate_factor * float(support["examples"].max()), floor),
+                   "condition": max(config.gate_factor * float(ex_cond_support.max()), floor)}
+    thr_eik = config.gate_factor * max(s.eikonal for s in examples if np.isfinite(s.eikonal)) if any(
+        np.isfinite(s.eikonal) for s in examples) else float("inf")
+
+    item_rows: list[dict[str, Any]] = []
+    for name in groups:
+        pts_w = groups[name][1].double()
+        for i, s in enumerate(shapes[name]):
+            near = [chamfer(s.points, e) for e in ex_pts]
+            j = int(np.argmin(near))
+            dw = (ex_w - pts_w[i]).norm(dim=1) if name != "condition_noise" else (cond_x.double() - pts_w[i]).norm(dim=1)
+            thr = thr_support["condition" if name == "condition_noise" and param is not cond_param else "own"]
+            flag_support = bool(support[name][i] > thr)
+            flag_eik = bool(s.eikonal > thr_eik)
+            item_rows.append({
+                "kind": name, "index": i, "radius": float((pts_w[i] - (cond_x.double().mean(0) if name == "condition_noise" else sub.mean.double())).norm()),
+                **s.row(), "kept_exact": s.betti == target_exact, "kept_robust": s.robust == target_robust,
+                "empty": s.empty, "touches_box": s.touches_box, "chamfer_nearest_example": near[j], "nearest_example": rows[j]["id"],
+                "weight_nearest_example": float(dw.min()), "weight_novelty_ratio": float(dw.min()) / w_scale if w_scale > 0 else float("nan"),
+                "support_score": float(support[name][i]), "gate_support": flag_support, "gate_eikonal": flag_eik,
+                "gate": flag_support or flag_eik, "failed": (not s.valid) or s.robust != target_robust,
+            })
+    write_csv(folder / "samples.csv", item_rows)
+
+    summary = {name: _kind_summary([r for r in item_rows if r["kind"] == name], shapes[name], ex_pts) for name in groups}
+    evaluated = [r for r in item_rows if r["kind"] != "examples"]
+    gate = {key: _precision_recall([r[key] for r in evaluated], [r["failed"] for r in evaluated])
+            for key in ("gate_support", "gate_eikonal", "gate")}
+    gate["thresholds"] = {"support": thr_support, "eikonal": thr_eik, "factor": config.gate_factor}
+    gate["failure"] = "invalid (empty, full or cut by the box) or robust topology != the examples'"
+
+    if config.meshes:
+        for name in groups:
+            for i, gi in enumerate(grids[name]):
+                save_mesh(gi, folder / "meshes" / f"{name}-{i:03d}.ply")
+    _plot(folder / "subspace.png", summary, title=f"{gen.kind}: {config.family}, K={config.examples}, k={config.k}, "
+                                                   f"{config.parameterisation}")
+    write_results(folder, {
+        "checkpoint": config.checkpoint, "generator": gen.kind, "family": config.family, "K": config.examples, "k": config.k,
+        "samples": S, "parameterisation": config.parameterisation, "dimension": int(x.shape[1]),
+        "explained_variance_ratio": [float(v) for v in sub.explained_variance_ratio],
+        "examples_topology": {"robust": list(target_robust), "exact": list(target_exact),
+                              "per_example_robust": [list(s.robust) for s in examples],
+                              "clean_robust": [list(s.robust) for s in clean]},
+        "topology_kept": {name: summary[name]["topology_kept_robust"] for name in groups},
+        "summary": summary, "gate": gate, "decodes": int(sum(len(v) for v in shapes.values())), "wall_seconds": clock(),
+    })
+    return folder
+
+
+def _kind_summary(rows: list[dict[str, Any]], shapes: list[Shape], ex_pts: list[np.ndarray | None]) -> dict[str, Any]:
+    n = len(rows)
+    pts = [s.points for s in shapes]
+    pair = [chamfer(pts[i], pts[j]) for i in range(n) for j in range(i + 1, n)]
+    valid_pts = [p for p in pts if p is not None]
+    ref = [p for p in ex_pts if p is not None]
+    shape_novelty = float("nan")
+    if valid_pts and len(ref) >= 2:
+        nov = novelty(valid_pts, ref, metric="chamfer_l1")
+        ratio = np.asarray(nov["ratio"], dtype=np.float64)
+        shape_novelty = float(np.nanmean(ratio)) if np.isfinite(ratio).any() else float("nan")
+    return {
+        "n": n,
+        "topology_kept_exact": float(np.mean([r["kept_exact"] for r in rows])),
+        "topology_kept_robust": float(np.mean([r["kept_robust"] for r in rows])),
+        "validity": float(np.mean([r["valid"] for r in rows])),
+        "empty": float(np.mean([r["empty"] for r in rows])),
+        "local_variation": finite_mean([r["chamfer_nearest_example"] for r in rows]),
+        "diversity": finite_mean(pair),
+        "novelty_shape_ratio": shape_novelty,
+        "novelty_weight_ratio": finite_mean([r["weight_novelty_ratio"] for r in rows]),
+        "mean_radius": finite_mean([r["radius"] for r in rows]),
+        "failed": float(np.mean([r["failed"] for r in rows])),
+    }
+
+
+def _precision_recall(pred: list[bool], truth: list[bool]) -> dict[str, float]:
+    tp = sum(p and t for p, t in zip(pred, truth))
+    fp = sum(p and not t for p, t in zip(pred, truth))
+    fn = sum(t and not p for p, t in zip(pred, truth))
+    return {"precision": tp / (tp + fp) if tp + fp else float("nan"), "recall": tp / (tp + fn) if tp + fn else float("nan"),
+            "flagged": int(tp + fp), "failures": int(tp + fn), "n": len(pred)}
+
+
+def _plot(path: Path, summary: dict[str, dict[str, Any]], *, title: str) -> None:
+    plt = pyplot()
+    names = list(summary)
+    keys = ("topology_kept_exact", "topology_kept_robust", "validity")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    w = 0.8 / len(keys)
+    for j, key in enumerate(keys):
+        ax.bar(np.arange(len(names)) + j * w, [summary[n][key] for n in names], width=w, label=key)
+    ax.set_xticks(np.arange(len(names)) + w, names)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)

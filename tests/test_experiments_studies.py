@@ -1,0 +1,144 @@
+"""Subspace, fit and compare studies end to end on the toy generator and tiny random real generators (seconds)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from toy_generator import ToyGenerator, make_toy_data
+from typer.testing import CliRunner
+
+from weightspace.cli import _register, app
+from weightspace.experiments.compare import CompareConfig, run_compare
+from weightspace.experiments.fit import METHODS, FitConfig, run_fit
+from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
+from weightspace.experiments.subspace import SubspaceConfig, run_subspace
+from weightspace.generators.latent_diffusion.config import ModelConfig
+from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
+from weightspace.generators.neural_field.config import FieldConfig
+from weightspace.generators.neural_field.model import NeuralFieldGenerator
+from weightspace.runtime.errors import InputError
+
+FAMILIES = ["dumbbell", "pair", "torus"]
+
+
+def tiny_ld():
+    torch.manual_seed(0)
+    cfg = ModelConfig(resolution=16, ae_channels=[8, 8], latent_channels=2, patch=2, width=16, depth=1, heads=1, cond_tokens=2,
+                      cond_dim=8, families=FAMILIES, timesteps=50, sample_steps=2)
+    return LatentDiffusionGenerator(cfg)
+
+
+def tiny_nf():
+    torch.manual_seed(0)
+    cfg = FieldConfig(n_codes=4, d_z=4, width=16, depth=2, skip=1, resolution=16, families=FAMILIES, recon_steps=3, recon_restarts=1)
+    return NeuralFieldGenerator(cfg)
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    return str(make_toy_data(tmp_path_factory.mktemp("toy") / "data", count=8))
+
+
+def _results(folder):
+    return json.loads((folder / "results.json").read_text())
+
+
+@pytest.mark.parametrize("parameterisation", ["condition", "lora"])
+def test_subspace_on_toy_has_documented_keys_and_counts(tmp_path, toy_data, parameterisation):
+    cfg = SubspaceConfig(checkpoint="toy", out=str(tmp_path / "s"), family="torus", examples=3, k=2, samples=3, data=toy_data,
+                         parameterisation=parameterisation, fit_steps=2, meshes=False)
+    folder = run_subspace(cfg, generator=ToyGenerator(seed=0))
+    res = _results(folder)
+    assert set(res["topology_kept"]) == {"examples", "subspace", "random", "condition_noise"}
+    assert res["decodes"] == 3 + 3 * 3
+    for kind in ("subspace", "random", "condition_noise"):
+        s = res["summary"][kind]
+        assert s["n"] == 3 and 0 <= s["topology_kept_robust"] <= 1 and 0 <= s["validity"] <= 1
+        assert {"local_variation", "diversity", "novelty_shape_ratio", "novelty_weight_ratio", "topology_kept_exact"} <= set(s)
+    # the examples define the target topology, so at least the modal share of them keep it
+    assert res["summary"]["examples"]["topology_kept_robust"] >= 1 / 3
+    assert {"precision", "recall"} <= set(res["gate"]["gate"])
+    rows = (folder / "samples.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 + 3 * 3
+    # random directions and subspace samples sit at the same distances from the mean
+    head = rows[0].split(",")
+    radius = {k: [float(r.split(",")[head.index("radius")]) for r in rows[1:] if r.startswith(k + ",")] for k in ("subspace", "random")}
+    np.testing.assert_allclose(radius["subspace"], radius["random"], rtol=1e-4)
+    assert (folder / "subspace" / "subspace.safetensors").is_file() and (folder / "subspace.png").is_file()
+
+
+def test_subspace_rejects_k_not_below_K(tmp_path):
+    with pytest.raises(InputError, match="k must satisfy"):
+        run_subspace(SubspaceConfig(out=str(tmp_path / "s"), examples=2, k=2), generator=ToyGenerator())
+
+
+def test_fit_on_toy_measures_forgetting_for_every_method(tmp_path, toy_data):
+    cfg = FitConfig(checkpoint="toy", out=str(tmp_path / "f"), family="torus", views=[1, 2], sigmas=[0.01], steps=2,
+                    lr_full=1e-2, subspace_examples=2, subspace_k=1, forget_shapes=2, data=toy_data, meshes=False)
+    folder = run_fit(cfg, generator=ToyGenerator(seed=0))
+    res = _results(folder)
+    table = res["table"]
+    assert len(table) == 2 * 1 * len(METHODS)
+    for row in table:
+        assert {"chamfer_l1", "fscore", "topology_correct", "forgetting", "forget_chamfer_before", "forget_chamfer_after"} <= set(row)
+        if row["method"] in ("encode", "optimise", "subspace"):
+            # no shared weight moved: the held-out set decodes bit-identically (measured, not assumed)
+            assert row["forget_max_grid_change"] == 0.0 and row["forgetting"] == 0.0
+        else:
+            assert row["forget_max_grid_change"] > 0.0
+    assert set(res["by_method"]) == set(METHODS)
+    assert (folder / "table.csv").is_file() and (folder / "fit.png").is_file()
+
+
+@pytest.mark.parametrize("make", [tiny_ld, tiny_nf])
+def test_interpolate_default_family_path_on_tiny_real_generators(tmp_path, make):
+    gen = make()
+    cfg = InterpolateConfig(checkpoint="tiny", out=str(tmp_path / "i"), a="dumbbell", b="pair", steps=4, tolerance=0.05,
+                            attribute=True, meshes=False)
+    res = _results(run_interpolate(cfg, generator=gen))
+    assert res["search_decodes"] >= 5 and res["decodes"] >= res["search_decodes"]
+    for tr in res["transitions"]:
+        assert tr["t_hi"] - tr["t_lo"] <= 0.05 and len(tr["before"]) == 3
+    assert res["attribution"]["mode"] == ("condition_tokens" if gen.kind == "latent-diffusion" else "effective_weights")
+
+
+def test_interpolate_pairs_on_tiny_field(tmp_path):
+    cfg = InterpolateConfig(checkpoint="tiny", out=str(tmp_path / "p"), pairs=3, steps=2, tolerance=0.1, observations=128,
+                            meshes=False)
+    res = _results(run_interpolate(cfg, generator=tiny_nf()))
+    assert res["pairs"] == 3 and set(res["summary"]) == {"all", "within", "across"}
+    assert res["summary"]["within"]["paths"] == 2 and res["summary"]["across"]["paths"] == 1
+    assert (tmp_path / "p" / "pairs.csv").read_text().count("\n") == 4
+
+
+@pytest.mark.slow
+def test_compare_writes_side_by_side_table(tmp_path):
+    def shrink(study, cfg):
+        cfg.meshes = False
+        if study == "interpolate":
+            cfg.steps, cfg.tolerance = 2, 0.1
+        if study == "subspace":
+            cfg.samples, cfg.examples, cfg.k, cfg.observations = 2, 2, 1, 128
+        if study == "fit":
+            cfg.steps, cfg.subspace_examples, cfg.subspace_k, cfg.forget_shapes, cfg.points_per_view = 1, 2, 1, 1, 64
+        return cfg
+
+    gens = {"ld": tiny_ld(), "nf": tiny_nf()}
+    folder = run_compare(CompareConfig(checkpoints=["ld", "nf"], out=str(tmp_path / "c")), generators=gens, configure=shrink)
+    md = (folder / "compare.md").read_text().splitlines()
+    assert md[0] == "| figure | ld | nf |"
+    figures = {line.split(" | ")[0].lstrip("| ") for line in md[2:]}
+    assert {"interpolate.transitions", "subspace.subspace.topology_kept", "subspace.random.topology_kept",
+            "fit.lora.forgetting"} <= figures
+    assert (folder / "compare.csv").is_file()
+
+
+def test_cli_help_and_clean_error():
+    _register()
+    runner = CliRunner()
+    for cmd in ("interpolate", "subspace", "fit", "compare"):
+        r = runner.invoke(app, ["experiment", cmd, "--help"])
+        assert r.exit_code == 0 and "Example: weightspace experiment" in r.output
+    r = runner.invoke(app, ["experiment", "fit", "--views", "one"])
+    assert r.exit_code != 0 and "--views" in str(r.exception) + r.output
