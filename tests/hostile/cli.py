@@ -33,3 +33,16 @@ def command(*args: str, toy: bool = False) -> list[str]:
 
 def run(*args: str, toy: bool = False, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command(*args, toy=toy), capture_output=True, text=True, timeout=timeout, env=env(), cwd=cwd)
+
+
+def run_batch(cases: list[list[str]], tmp: Path, *, toy: bool = False, timeout: float = 300) -> list[dict]:
+    """Run many command lines in one subprocess through `weightspace.cli.main` (see cli_batch.py)."""
+    import json
+
+    cases_path, results_path = tmp / "cases.json", tmp / "results.json"
+    cases_path.write_text(json.dumps([[str(a) for a in argv] for argv in cases]))
+    script = Path(__file__).resolve().parent / "cli_batch.py"
+    proc = subprocess.run([sys.executable, str(script), str(cases_path), str(results_path), *(["--toy"] if toy else [])],
+                          capture_output=True, text=True, timeout=timeout, env=env())
+    assert proc.returncode == 0, f"batch driver failed: {proc.stderr[-2000:]}"
+    return json.loads(results_path.read_text())
