@@ -13,6 +13,7 @@ from weightspace.experiments.compare import CompareConfig, run_compare
 from weightspace.experiments.fit import METHODS, FitConfig, run_fit
 from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
 from weightspace.experiments.subspace import SubspaceConfig, run_subspace
+from weightspace.experiments.summary import summarize
 from weightspace.generators.latent_diffusion.config import ModelConfig
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.neural_field.config import FieldConfig
@@ -66,6 +67,7 @@ def test_subspace_on_toy_has_documented_keys_and_counts(tmp_path, toy_data, para
     radius = {k: [float(r.split(",")[head.index("radius")]) for r in rows[1:] if r.startswith(k + ",")] for k in ("subspace", "random")}
     np.testing.assert_allclose(radius["subspace"], radius["random"], rtol=1e-4)
     assert (folder / "subspace" / "subspace.safetensors").is_file() and (folder / "subspace.png").is_file()
+    assert summarize(folder).startswith("[toy] subspace torus K=3 k=2")
 
 
 def test_subspace_rejects_k_not_below_K(tmp_path):
@@ -89,6 +91,7 @@ def test_fit_on_toy_measures_forgetting_for_every_method(tmp_path, toy_data):
             assert row["forget_max_grid_change"] > 0.0
     assert set(res["by_method"]) == set(METHODS)
     assert (folder / "table.csv").is_file() and (folder / "fit.png").is_file()
+    assert "full CD" in summarize(folder)
 
 
 @pytest.mark.parametrize("make", [tiny_ld, tiny_nf])

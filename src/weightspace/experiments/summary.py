@@ -1,0 +1,44 @@
+"""One-line summaries of a study's results folder (for `make demo` and the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import read_json
+
+
+def _f(v: object) -> str:
+    return "n/a" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+
+
+def summarize(folder: str | Path) -> str:
+    """The headline of a results folder written by any study (reads config.json and results.json)."""
+    folder = Path(folder)
+    if not (folder / "results.json").is_file() or not (folder / "config.json").is_file():
+        raise InputError(f"{folder}: not a finished results folder (config.json / results.json missing)")
+    study = read_json(folder / "config.json").get("study", "")
+    res = read_json(folder / "results.json")
+    head = f"[{res.get('generator', '?')}]"
+    if study == "InterpolateConfig":
+        if "summary" in res:
+            s = res["summary"]["all"]
+            return (f"{head} interpolate: {res['pairs']} pairs, {s['paths_with_transition']} with a transition "
+                    f"({_f(s['transitions_per_path'])} per path, median width {_f(s['median_width'])}), {res['decodes']} decodes")
+        trs = res["transitions"]
+        where = "; ".join(f"t in [{t['t_lo']:.4f}, {t['t_hi']:.4f}] {t['before']} -> {t['after']}" for t in trs) or "none"
+        return (f"{head} interpolate {res['a']} -> {res['b']}: {len(trs)} transition(s) ({where}), {res['decodes']} decodes "
+                f"(uniform sweep: {res['uniform_sweep_decodes']}), {_f(res['wall_seconds'])} s")
+    if study == "SubspaceConfig":
+        kept = ", ".join(f"{k} {_f(v)}" for k, v in res["topology_kept"].items())
+        g = res["gate"]["gate"]
+        return (f"{head} subspace {res['family']} K={res['K']} k={res['k']}: examples' topology "
+                f"{res['examples_topology']['robust']}; topology kept: {kept}; gate precision {_f(g['precision'])} "
+                f"recall {_f(g['recall'])}, {_f(res['wall_seconds'])} s")
+    if study == "FitConfig":
+        parts = [f"{m} CD {_f(s['chamfer_l1'])} topo {_f(s['topology_correct'])} forget {_f(s['forgetting'])}"
+                 for m, s in res["by_method"].items()]
+        return f"{head} fit {res['target']['id']}: " + "; ".join(parts) + f", {_f(res['wall_seconds'])} s"
+    if study == "CompareConfig":
+        return f"compare: {', '.join(res['checkpoints'])} -> {folder / 'compare.md'}"
+    raise InputError(f"{folder / 'config.json'}: unknown study {study!r}")
