@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from weightspace.runtime.errors import InputError
@@ -18,13 +20,22 @@ CONFIG_NAME = "config.json"
 
 
 def save_checkpoint(folder: str | os.PathLike, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
-    """Write `state` and `config` atomically into `folder` (weights first, then config)."""
+    """Write `state` and `config` atomically into `folder` (weights first, then config).
+
+    Each file is replaced atomically, and the pair is too: the weights file carries a copy of
+    the config and the weights' hash in its metadata, and config.json carries the same
+    `weights_hash`. A save killed between the two renames leaves new weights beside an old
+    config.json; `load_checkpoint` sees the hashes differ and uses the copy that travelled with
+    the weights, so a reader always gets one save's weights with that save's config.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    config = {**dict(config), "weights_hash": state_hash(tensors)}
+    text = json.dumps(config, sort_keys=True, allow_nan=False)
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp))
-    atomic_write_json(folder / CONFIG_NAME, dict(config))
+        save_file(tensors, str(tmp), metadata={"config": text, "weights_hash": config["weights_hash"]})
+    atomic_write_json(folder / CONFIG_NAME, config)
     return folder
 
 
@@ -60,15 +71,35 @@ def load_state(path: str | os.PathLike, *, finite: bool = True) -> dict[str, tor
     return state
 
 
+def _embedded_config(path: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """(weights_hash, config) stored in a weights file's metadata by `save_checkpoint`, if any."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # load_state reports a bad file with its own message
+        return None, None
+    try:
+        embedded = json.loads(meta["config"]) if "config" in meta else None
+    except json.JSONDecodeError:
+        embedded = None
+    return meta.get("weights_hash"), embedded if isinstance(embedded, dict) else None
+
+
 def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint folder: (state dict, config)."""
+    """Read a checkpoint folder: (state dict, config), always from the same save (see `save_checkpoint`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: checkpoint folder not found (expected {WEIGHTS_NAME} and {CONFIG_NAME})")
+    state = load_state(folder / WEIGHTS_NAME)
+    weights_hash, embedded = _embedded_config(folder / WEIGHTS_NAME)
+    if not (folder / CONFIG_NAME).is_file() and embedded is not None:
+        return state, embedded  # the first save was interrupted before config.json
     config = read_json(folder / CONFIG_NAME)
     if not isinstance(config, dict):
         raise InputError(f"{folder / CONFIG_NAME}: expected a JSON object")
-    return load_state(folder / WEIGHTS_NAME), config
+    if weights_hash is not None and embedded is not None and config.get("weights_hash") != weights_hash:
+        return state, embedded  # config.json is from an older save than the weights beside it
+    return state, config
 
 
 def state_hash(state: Mapping[str, torch.Tensor]) -> str:
@@ -79,5 +110,5 @@ def state_hash(state: Mapping[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # reshape: 0-dim tensors cannot be viewed as bytes
     return h.hexdigest()[:16]
