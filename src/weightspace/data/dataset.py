@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from torch.utils.data import Dataset
 
 from weightspace.data.make import SPLITS, save_npy
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import safe_child
+from weightspace.runtime.io import read_npy, read_npz, safe_child
 from weightspace.runtime.seeding import derive_seed
 
 MANIFEST = "manifest.jsonl"
@@ -42,10 +41,7 @@ def read_manifest(folder: str | Path) -> list[dict]:
 def load_grid(folder: str | Path, row: dict) -> np.ndarray:
     """The grid of one manifest row: (R, R, R) float32."""
     path = safe_child(folder, row["grid"])
-    try:
-        grid = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read grid ({e})") from None
+    grid = read_npy(path, what="grid")  # refuses pickles and headers that claim more than the file holds
     if grid.ndim != 3 or len(set(grid.shape)) != 1:
         raise InputError(f"{path}: expected a cubic grid (R, R, R), got shape {grid.shape}")
     return grid.astype(np.float32, copy=False)
@@ -54,11 +50,8 @@ def load_grid(folder: str | Path, row: dict) -> np.ndarray:
 def load_points(folder: str | Path, row: dict) -> tuple[np.ndarray, np.ndarray]:
     """Surface points and normals of one manifest row: (P, 3) float32 each."""
     path = safe_child(folder, row["points"])
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            points, normals = z["points"], z["normals"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise InputError(f"{path}: cannot read points and normals ({e})") from None
+    arrays = read_npz(path, ("points", "normals"), what="surface points")
+    points, normals = arrays["points"], arrays["normals"]
     if points.ndim != 2 or points.shape[1] != 3 or normals.shape != points.shape:
         raise InputError(f"{path}: expected points and normals of shape (P, 3), got {points.shape} and {normals.shape}")
     return points.astype(np.float32, copy=False), normals.astype(np.float32, copy=False)
@@ -125,7 +118,7 @@ class ShapeDataset(Dataset):
             for stale in path.parent.glob(f"{name}-{split}-*.npy"):  # caches of an older manifest
                 if stale != path:
                     stale.unlink(missing_ok=True)  # a reader that still maps it keeps its pages
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return read_npy(path, what="cache", mmap=True)
 
     @property
     def grids(self) -> np.ndarray:
