@@ -56,23 +56,13 @@ def interpolate_cmd(
     Example: weightspace experiment interpolate --checkpoint default --a dumbbell --b pair --attribute
     """
     from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
-    from weightspace.runtime.io import read_json
+    from weightspace.experiments.summary import summarize
 
     cfg = InterpolateConfig(checkpoint=checkpoint, out=out, endpoints=endpoints, a=a, b=b, data=data, population=population,
                             path=path, steps=steps, tolerance=tolerance, seed=seed, attribute=attribute, pairs=pairs,
                             meshes=meshes)
     folder = run_interpolate(cfg)
-    res = read_json(folder / "results.json")
-    if pairs:
-        s = res["summary"]["all"]
-        typer.echo(f"{res['pairs']} pairs: {s['paths_with_transition']} with a transition, {s['transitions_per_path']:.2f} per path, "
-                   f"median width {s['median_width']}, {res['decodes']} decodes, {res['wall_seconds']:.1f} s -> {folder}")
-        return
-    trs = res["transitions"]
-    typer.echo(f"{len(trs)} transition(s), {res['decodes']} decodes ({res['search_decodes']} search; a uniform sweep at "
-               f"this tolerance needs {res['uniform_sweep_decodes']}), {res['wall_seconds']:.1f} s -> {folder}")
-    for tr in trs:
-        typer.echo(f"  t in [{tr['t_lo']:.5f}, {tr['t_hi']:.5f}]: {tr['before']} -> {tr['after']}  Chamfer jump {tr['chamfer_jump']}")
+    typer.echo(f"{summarize(folder)} -> {folder}")
 
 
 @experiment_app.command("subspace")
@@ -94,16 +84,12 @@ def subspace_cmd(
     Example: weightspace experiment subspace --checkpoint default-field --family torus -K 8 --k 4 --samples 32
     """
     from weightspace.experiments.subspace import SubspaceConfig, run_subspace
-    from weightspace.runtime.io import read_json
+    from weightspace.experiments.summary import summarize
 
     cfg = SubspaceConfig(checkpoint=checkpoint, out=out, family=family, examples=examples, k=k, samples=samples,
                          parameterisation=parameterisation, temperature=temperature, data=data, seed=seed, meshes=meshes)
     folder = run_subspace(cfg)
-    res = read_json(folder / "results.json")
-    kept = ", ".join(f"{n} {v:.2f}" for n, v in res["topology_kept"].items())
-    g = res["gate"]["gate"]
-    typer.echo(f"examples' topology {res['examples_topology']['robust']}; topology kept: {kept}; "
-               f"gate precision {g['precision']} recall {g['recall']}; {res['wall_seconds']:.1f} s -> {folder}")
+    typer.echo(f"{summarize(folder)} -> {folder}")
 
 
 @experiment_app.command("fit")
@@ -124,16 +110,13 @@ def fit_cmd(
     Example: weightspace experiment fit --checkpoint default --views 1,2,4,8 --sigmas 0,0.01,0.03
     """
     from weightspace.experiments.fit import FitConfig, run_fit
-    from weightspace.runtime.io import read_json
+    from weightspace.experiments.summary import summarize
 
     cfg = FitConfig(checkpoint=checkpoint, out=out, family=family, views=_ints(views, "views"), sigmas=_floats(sigmas, "sigmas"),
                     methods=_names(methods), steps=steps, data=data, seed=seed, meshes=meshes)
     folder = run_fit(cfg)
-    res = read_json(folder / "results.json")
-    for m, s in res["by_method"].items():
-        typer.echo(f"  {m:9s} Chamfer-L1 {s['chamfer_l1']}  F-score {s['fscore']}  topology correct {s['topology_correct']}  "
-                   f"forgetting {s['forgetting']}")
-    typer.echo(f"{res['wall_seconds']:.1f} s -> {folder}")
+    typer.echo((folder / "table.csv").read_text())
+    typer.echo(f"{summarize(folder)} -> {folder}")
 
 
 @experiment_app.command("compare")

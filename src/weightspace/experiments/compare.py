@@ -110,6 +110,7 @@ def _figures(study: str, res: dict[str, Any]) -> dict[str, Any]:
             if kind == "examples":
                 continue
             out[f"subspace.{kind}.topology_kept"] = s["topology_kept_robust"]
+            out[f"subspace.{kind}.kept_and_valid"] = s.get("kept_and_valid")
             out[f"subspace.{kind}.validity"] = s["validity"]
             out[f"subspace.{kind}.local_variation"] = s["local_variation"]
             out[f"subspace.{kind}.diversity"] = s["diversity"]

@@ -253,6 +253,7 @@ def _kind_summary(rows: list[dict[str, Any]], shapes: list[Shape], ex_pts: list[
         "topology_kept_exact": float(np.mean([r["kept_exact"] for r in rows])),
         "topology_kept_robust": float(np.mean([r["kept_robust"] for r in rows])),
         "validity": float(np.mean([r["valid"] for r in rows])),
+        "kept_and_valid": float(np.mean([r["kept_robust"] and r["valid"] for r in rows])),
         "empty": float(np.mean([r["empty"] for r in rows])),
         "local_variation": finite_mean([r["chamfer_nearest_example"] for r in rows]),
         "diversity": finite_mean(pair),
