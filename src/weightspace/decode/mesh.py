@@ -34,6 +34,7 @@ def grid_to_mesh(grid: np.ndarray, level: float = 0.0) -> trimesh.Trimesh:
     h = voxel_size(grid.shape[0])
     verts, faces, normals, _ = marching_cubes(padded, level=level, spacing=(h, h, h))
     verts = verts - h - BOX  # undo the padding, move the origin to the box corner
-    # skimage orients triangles for increasing values outward; solid is low values, so flip.
-    mesh = trimesh.Trimesh(vertices=verts, faces=faces[:, ::-1], vertex_normals=-normals, process=True)
+    # skimage's default winding (gradient_direction="descent") already faces outward for a
+    # field that is low inside, as an SDF is: the mesh of a ball has positive volume.
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=True)
     return mesh
