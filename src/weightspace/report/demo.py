@@ -18,6 +18,8 @@ from weightspace.data.dataset import load_grid, read_manifest
 from weightspace.data.families import FAMILY_NAMES
 from weightspace.data.grid import voxel_size
 from weightspace.data.make import make_dataset
+from weightspace.generators.registry import SHIPPED, SHIPPED_DIR
+from weightspace.report.html import write_report
 from weightspace.runtime.io import atomic_write_json, atomic_write_text
 
 
@@ -29,6 +31,7 @@ class DemoConfig:
     per_family: int = 3  # shapes made per procedural family
     resolution: int = 32
     seed: int = 0
+    studies: bool = True  # run the studies on the shipped generators after the shapes
 
 
 def shape_rows(shapes_dir: Path) -> list[dict]:
@@ -108,7 +111,36 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
             robust_equals_exact=sum(r["robust"] == r["exact"] for r in rows),
         )
     )
+    links = {}
+    for name in SHIPPED if cfg.studies else ():
+        console.rule(f"2. studies on the shipped generator {name!r}")
+        if not (SHIPPED_DIR / SHIPPED[name]).is_dir():
+            console.print(f"[yellow]shipped checkpoint {name!r} is not in this installation; its studies are skipped[/]")
+            summary[name] = None
+            continue
+        summary[name] = run_studies(name, out / name, console)
+        links.update({f"{name}: {study}": f"{name}/{study}/report.html" for study in summary[name]})
+
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(out / "results.json", summary)
-    console.print(f"wrote {out / 'results.json'} in {summary['seconds']} s")
+    report = write_report(out, title="weightspace demo", links=links)
+    console.print(f"wrote {out / 'results.json'} and {report} in {summary['seconds']} s")
     return summary
+
+
+def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
+    """The demo-sized interpolation and subspace studies on one generator: study -> headline."""
+    from weightspace.experiments import InterpolateConfig, SubspaceConfig, run_interpolate, run_subspace, summarize
+
+    headlines = {}
+    for study, run, config in (
+        ("interpolate", run_interpolate, InterpolateConfig.small(checkpoint, out=str(out / "interpolate"))),
+        ("subspace", run_subspace, SubspaceConfig.small(checkpoint, out=str(out / "subspace"))),
+    ):
+        t0 = time.perf_counter()
+        folder = Path(config.out)
+        run(config)
+        write_report(folder, title=f"{study} study on {checkpoint}")
+        headlines[study] = summarize(folder)
+        console.print(f"{headlines[study]}  ({time.perf_counter() - t0:.0f} s)", highlight=False)
+    return headlines
