@@ -31,13 +31,14 @@ class FieldConfig:
     recon_restarts: int = 4  # inits per item (best training codes); the lowest final loss wins
     recon_prior: float = 1e-3  # weight of the Mahalanobis code prior in reconstruction
     recon_free_weight: float = 1.0  # weight of the free-space term (|f| ~ distance to the points); 0 for partial scans
+    recon_queries: int = 1024  # free-space query points per item
     chunk: int = 8192  # points per evaluation chunk (memory bound of a decode)
 
     def validate(self, where: str = "model") -> "FieldConfig":
         def bad(name: str, why: str) -> InputError:
             return InputError(f"{where}.{name}: {why}, got {getattr(self, name)!r}")
 
-        for name in ("n_codes", "d_z", "width", "depth", "recon_steps", "recon_restarts", "chunk"):
+        for name in ("n_codes", "d_z", "width", "depth", "recon_steps", "recon_restarts", "recon_queries", "chunk"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         if not 0 < self.skip < self.depth:

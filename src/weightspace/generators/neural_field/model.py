@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
 
 from weightspace.data.grid import grid_points
 from weightspace.generators.base import Generator, Params
@@ -91,7 +92,7 @@ class NeuralFieldGenerator(Generator):
         seeds = _check_seeds(seeds, points.shape[0], "point clouds")
         c = self.cfg
         opts = dict(steps=c.recon_steps, lr=c.recon_lr, restarts=c.recon_restarts, prior_weight=c.recon_prior,
-                    free_weight=c.recon_free_weight)
+                    free_weight=c.recon_free_weight, n_queries=c.recon_queries)
         unknown = set(overrides) - set(opts)
         if unknown:
             raise InputError(f"reconstruct: unknown option(s) {sorted(unknown)}; valid: {sorted(opts)}")
@@ -139,7 +140,12 @@ class NeuralFieldGenerator(Generator):
         resolution: int | None = None,
         chunk: int | None = None,
     ) -> torch.Tensor:
-        """f on the R^3 grid, evaluated `chunk` points at a time, truncated to +-clamp: (B, R, R, R)."""
+        """f on the R^3 grid, evaluated `chunk` points at a time, truncated to +-clamp: (B, R, R, R).
+
+        Memory is bounded by the chunk: without gradients each chunk's activations are freed at
+        once; with gradients to the condition or to `params` each chunk is recomputed in the
+        backward pass.
+        """
         condition = self._check_condition(condition)
         _check_seeds(seeds, condition.shape[0], "conditions")
         R = int(resolution or self.cfg.resolution)
@@ -148,7 +154,19 @@ class NeuralFieldGenerator(Generator):
         step = int(chunk or self.cfg.chunk)
         x = torch.from_numpy(grid_points(R)).to(self.device).reshape(1, -1, 3)  # (1, R^3, 3)
         B = condition.shape[0]
-        out = [self._field(c.expand(B, -1, -1), condition, params) for c in x.split(step, dim=1)]
+        # When a gradient is wanted for the condition or a swapped weight, each chunk is recomputed in
+        # the backward pass (activation checkpointing), so the decode keeps only the (B, R^3) outputs,
+        # not every layer's activations. (A gradient to the base weights alone takes the plain path.)
+        remat = torch.is_grad_enabled() and (
+            condition.requires_grad or any(v.requires_grad for v in (params or {}).values())
+        )
+        out = []
+        for c in x.split(step, dim=1):
+            c = c.expand(B, -1, -1)  # (B, chunk, 3)
+            if remat:
+                out.append(checkpoint(self._field, c, condition, params, use_reentrant=False))
+            else:
+                out.append(self._field(c, condition, params))  # (B, chunk)
         return torch.cat(out, dim=1).clamp(-self.cfg.clamp, self.cfg.clamp).reshape(B, R, R, R)
 
     def sdf_grid_batched(

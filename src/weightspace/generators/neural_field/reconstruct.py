@@ -10,6 +10,7 @@ Gaussian fitted to the training codes.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -144,16 +145,20 @@ def reconstruct_codes(
     z = z0.reshape(B * k, -1).clone().requires_grad_(True)  # (B k, d_z)
     rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731  (B, ...) -> (B k, ...)
     pts_k, q_k, t_k = rep(points), rep(queries), rep(target)
-    opt = torch.optim.Adam([z], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.05)
+    # Adam (Kingma & Ba, alg. 1) written out: torch.optim's first step imports torch._dynamo, which
+    # costs seconds and would dominate a one-shape reconstruction in a fresh process.
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    m, v = torch.zeros_like(z), torch.zeros_like(z)
     with torch.enable_grad():
         for step in range(steps):
             loss = loss_of(z, pts_k, q_k, t_k)  # (B k,)
-            (grad,) = torch.autograd.grad(loss.sum(), [z])
-            opt.zero_grad(set_to_none=True)
-            z.grad = grad
-            opt.step()
-            sched.step()
+            (g,) = torch.autograd.grad(loss.sum(), [z])
+            lr_t = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))  # cosine decay
+            with torch.no_grad():
+                m.mul_(beta1).add_(g, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                m_hat, v_hat = m / (1 - beta1 ** (step + 1)), v / (1 - beta2 ** (step + 1))
+                z.sub_(lr_t * m_hat / (v_hat.sqrt() + eps))
             if callback is not None:
                 callback(step, loss.detach().reshape(B, k))
     with torch.no_grad():

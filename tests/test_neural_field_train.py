@@ -1,0 +1,86 @@
+"""A tiny end-to-end train of the neural field on a tiny procedural data set: loss falls, resume, load,
+evaluation keys, CLI config errors."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from weightspace.cli import _register, app
+from weightspace.generators import load_generator
+from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
+from weightspace.generators.neural_field.evaluate import evaluate_generator
+from weightspace.generators.neural_field.samples import build_bank, read_manifest
+from weightspace.generators.neural_field.train import LOG_NAME, STATE_NAME, train_neural_field
+
+TINY = dict(d_z=8, width=16, depth=3, skip=1, recon_steps=5, recon_restarts=1, recon_queries=64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids thread hand-off costs on a busy shared CPU (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from weightspace.data.make import make_dataset
+
+    folder = tmp_path_factory.mktemp("nf_data")
+    make_dataset(folder, family="all", count=30, resolution=16, seed=0, n_points=256, progress=False)
+    return folder
+
+
+def _train(data, out, steps):
+    tc = TrainConfig(minutes=2.0, steps=steps, points_per_shape=64, bank_size=512, log_every=5, warmup_steps=5)
+    return train_neural_field(data, out, model_cfg=FieldConfig(**TINY), train_cfg=tc, log=lambda s: None)
+
+
+def test_sample_bank_is_exact_and_seeded(tiny_data):
+    rows = read_manifest(tiny_data, "train")[:3]
+    a = build_bank(tiny_data, rows, size=200, sigmas=[0.01, 0.05], uniform_fraction=0.2, seed=0, grid_fraction=0.2)
+    b = build_bank(tiny_data, rows, size=200, sigmas=[0.01, 0.05], uniform_fraction=0.2, seed=0, grid_fraction=0.2)
+    assert a.points.shape == (3, 200, 3) and a.sdf.shape == (3, 200) and a.exact == 3
+    assert torch.equal(a.points, b.points) and torch.equal(a.sdf, b.sdf)
+    assert (a.sdf.abs() < 0.05).float().mean() > 0.3  # most samples sit near the surface
+
+
+def test_tiny_train_resume_load_and_evaluate(tiny_data, tmp_path):
+    out = tmp_path / "ck"
+    gen = _train(tiny_data, out, steps=30)
+    n_train = len(read_manifest(tiny_data, "train"))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == "neural-field" and cfg["model"]["n_codes"] == n_train and cfg["model"]["resolution"] == 16
+    assert cfg["train_state"]["step"] == 30 and (out / STATE_NAME).is_file()
+    rows = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+    assert rows[-1]["l1"] < rows[0]["l1"]  # the clamped L1 fell
+    record = json.loads((out / "training_record.json").read_text())
+    assert record["steps"] == 30 and record["loss_log"]
+    # resume continues from step 30 to 35 instead of starting over
+    _train(tiny_data, out, steps=35)
+    assert json.loads((out / "config.json").read_text())["train_state"]["step"] == 35
+    back = load_generator(out)
+    assert torch.allclose(back.training_codes().mean(0), back.net.global_mean, atol=1e-5)  # priors were fitted
+    figures = evaluate_generator(back, tiny_data, max_shapes=1, samples_per_family=1)
+    assert set(figures) == {"train_iou", "points_iou", "points_betti_match", "family_betti_match", "seconds_per_shape"}
+    assert all(0.0 <= figures[k] <= 1.0 for k in figures if k != "seconds_per_shape")
+    assert figures["seconds_per_shape"] > 0
+
+
+def test_cli_rejects_bad_config(tiny_data, tmp_path):
+    _register()
+    bad = tmp_path / "c.json"
+    bad.write_text(json.dumps({"train": {"epochs": 3}}))
+    res = CliRunner().invoke(app, ["train", "neural-field", "--data", str(tiny_data), "--out", str(tmp_path / "o"),
+                                   "--config", str(bad)])
+    assert res.exit_code != 0 and "epochs" in str(res.exception) + res.output
+    bad.write_text(json.dumps({"model": {"width": "wide"}}))
+    res = CliRunner().invoke(app, ["train", "neural-field", "--data", str(tiny_data), "--out", str(tmp_path / "o"),
+                                   "--config", str(bad)])
+    assert res.exit_code != 0 and "width" in str(res.exception) + res.output
+    help_text = CliRunner().invoke(app, ["train", "neural-field", "--help"]).output
+    assert "Example" in help_text
