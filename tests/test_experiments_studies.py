@@ -91,7 +91,7 @@ def test_fit_on_toy_measures_forgetting_for_every_method(tmp_path, toy_data):
             assert row["forget_max_grid_change"] > 0.0
     assert set(res["by_method"]) == set(METHODS)
     assert (folder / "table.csv").is_file() and (folder / "fit.png").is_file()
-    assert "full CD" in summarize(folder)
+    assert "full CD" in summarize(folder) and "max|dSDF|" in summarize(folder)
 
 
 @pytest.mark.parametrize("make", [tiny_ld, tiny_nf])

@@ -100,7 +100,7 @@ def fit_cmd(
     views: str = typer.Option("1,4", "--views", help="Numbers of partial views, comma-separated (e.g. 1,2,4,8)."),
     sigmas: str = typer.Option("0,0.03", "--sigmas", help="Noise levels in world units, comma-separated (e.g. 0,0.01,0.03)."),
     methods: str = typer.Option("encode,optimise,subspace,lora,full", "--methods", help="Comma-separated methods."),
-    steps: int = typer.Option(8, "--steps", help="Optimiser steps per optimised method."),
+    steps: int = typer.Option(6, "--steps", help="Optimiser steps per optimised method."),
     data: Optional[str] = typer.Option(None, "--data", help="Data folder (default: made procedurally)."),
     seed: int = typer.Option(0, "--seed", help="Observation, fitting and sampler seed."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write each fitted mesh."),

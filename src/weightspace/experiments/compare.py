@@ -123,4 +123,6 @@ def _figures(study: str, res: dict[str, Any]) -> dict[str, Any]:
         out[f"fit.{method}.fscore"] = s["fscore"]
         out[f"fit.{method}.topology_correct"] = s["topology_correct"]
         out[f"fit.{method}.forgetting"] = s["forgetting"]
+        out[f"fit.{method}.forget_fscore_drop"] = s.get("forget_fscore_drop")
+        out[f"fit.{method}.forget_max_grid_change"] = s.get("forget_max_grid_change")
     return out

@@ -46,7 +46,7 @@ class FitConfig:
     sigmas: list[float] = field(default_factory=lambda: [0.0, 0.03])  # noise (world units; 0, 0.01, 0.03)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     points_per_view: int = 256
-    steps: int = 8  # optimiser steps of every optimised method
+    steps: int = 6  # optimiser steps of every optimised method
     lr_condition: float = 0.05  # optimise and subspace (subspace: in units of sigma)
     lr_lora: float = 1e-2
     lr_full: float = 1e-4
@@ -224,20 +224,19 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
                        "robust": list(s.robust), "valid": s.valid, "trainable": res["trainable"],
                        "loss_start": res["losses"][0], "loss_end": res["losses"][-1], "fit_seconds": fit_seconds,
                        "forget_chamfer_before": before["chamfer"], "forget_chamfer_after": after["chamfer"],
-                       "forgetting": after["chamfer"] - before["chamfer"] if forget_rows else float("nan"),
-                       "forget_max_grid_change": _max_change(before["grids"], after["grids"]),
-                       "forget_topology_before": before["kept"], "forget_topology_after": after["kept"]}
+                       **_forgetting(before, after)}
                 table.append(row)
                 if config.meshes:
                     save_mesh(grid, folder / "meshes" / f"v{V}-s{sigma:g}-{method}.ply")
     write_csv(folder / "table.csv", table)
     by_method = {m: {k: finite_mean([r[k] for r in table if r["method"] == m])
-                     for k in ("chamfer_l1", "fscore", "topology_correct", "forgetting", "fit_seconds")} for m in config.methods}
+                     for k in ("chamfer_l1", "fscore", "topology_correct", "forgetting", "forget_fscore_drop",
+                                                                    "forget_topology_changed", "forget_max_grid_change", "fit_seconds")} for m in config.methods}
     _plot(folder / "fit.png", table, config)
     write_results(folder, {
         "checkpoint": config.checkpoint, "generator": gen.kind, "target": {"id": target["id"], "family": config.family,
                                                                             "robust": list(t_clean.robust)},
-        "forget_set": [r["id"] for r in forget_rows], "forget_before": {"chamfer": before["chamfer"], "topology_kept": before["kept"]},
+        "forget_set": [r["id"] for r in forget_rows], "forget_before": {"chamfer": before["chamfer"], "fscore": before["fscore"], "valid": before["kept"]},
         "table": table, "by_method": by_method, "wall_seconds": clock(),
     })
     return folder
@@ -246,15 +245,28 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
 def _forget_figures(gen: Generator, conds: torch.Tensor | None, refs: list[np.ndarray], params, dseed: int, seed: int) -> dict[str, Any]:
     """Decode the forgetting set under `params` (None = base weights): mean Chamfer to the clean shapes."""
     if conds is None:
-        return {"chamfer": float("nan"), "kept": float("nan"), "grids": None}
+        return {"chamfer": float("nan"), "kept": float("nan"), "grids": None, "per_shape": [], "fscore": float("nan"), "robust": []}
     grids = decode_conditions(gen, conds, dseed, params=params)
     shapes = [measure(g, seed=seed) for g in grids]
-    return {"chamfer": finite_mean([geometry(s.points, r)["chamfer_l1"] for s, r in zip(shapes, refs)]),
+    geo = [geometry(s.points, r) for s, r in zip(shapes, refs)]
+    return {"chamfer": finite_mean([g["chamfer_l1"] for g in geo]), "per_shape": [g["chamfer_l1"] for g in geo],
+            "fscore": float(np.mean([g["fscore"] for g in geo])), "robust": [s.robust for s in shapes],
             "kept": float(np.mean([s.valid for s in shapes])), "grids": grids}
 
 
-def _max_change(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    return float("nan") if a is None or b is None else float(np.abs(a - b).max())
+def _forgetting(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """Forgetting figures: mean Chamfer change over shapes finite before and after, F-score drop,
+    shapes whose robust topology changed, and the largest / mean change of any decoded SDF value."""
+    if before["grids"] is None:
+        nan = float("nan")
+        return {"forgetting": nan, "forget_fscore_drop": nan, "forget_topology_changed": nan, "forget_max_grid_change": nan,
+                "forget_mean_grid_change": nan}
+    pairs = [(a, b) for a, b in zip(before["per_shape"], after["per_shape"]) if np.isfinite(a) and np.isfinite(b)]
+    diff = np.abs(before["grids"] - after["grids"])
+    return {"forgetting": float(np.mean([b - a for a, b in pairs])) if pairs else float("nan"),
+            "forget_fscore_drop": before["fscore"] - after["fscore"],
+            "forget_topology_changed": int(sum(a != b for a, b in zip(before["robust"], after["robust"]))),
+            "forget_max_grid_change": float(diff.max()), "forget_mean_grid_change": float(diff.mean())}
 
 
 def _plot(path: Path, table: list[dict[str, Any]], cfg: FitConfig) -> None:

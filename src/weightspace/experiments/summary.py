@@ -36,7 +36,8 @@ def summarize(folder: str | Path) -> str:
                 f"{res['examples_topology']['robust']}; topology kept: {kept}; gate precision {_f(g['precision'])} "
                 f"recall {_f(g['recall'])}, {_f(res['wall_seconds'])} s")
     if study == "FitConfig":
-        parts = [f"{m} CD {_f(s['chamfer_l1'])} topo {_f(s['topology_correct'])} forget {_f(s['forgetting'])}"
+        parts = [f"{m} CD {_f(s['chamfer_l1'])} F {_f(s['fscore'])} topo {_f(s['topology_correct'])} "
+                 f"forget dCD {_f(s['forgetting'])} max|dSDF| {_f(s.get('forget_max_grid_change'))}"
                  for m, s in res["by_method"].items()]
         return f"{head} fit {res['target']['id']}: " + "; ".join(parts) + f", {_f(res['wall_seconds'])} s"
     if study == "CompareConfig":
