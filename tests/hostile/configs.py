@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 
-def corpus(folder: Path, section: str = "train", valid: dict | None = None) -> dict[str, tuple[Path, str]]:
+def corpus(folder: Path, section: str = "train", number_field: str = "minutes") -> dict[str, tuple[Path, str]]:
     """name -> (path, text the error must contain besides the file name)."""
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, tuple[Path, str]] = {}
@@ -25,8 +25,8 @@ def corpus(folder: Path, section: str = "train", valid: dict | None = None) -> d
     put("wrong_type_bool.json", json.dumps({section: {"seed": True}}), "seed")
     put("wrong_type_list.json", json.dumps({section: {"seed": [1]}}), "seed")
     put("negative_size.json", json.dumps({section: {"log_every": -5}}), "log_every")
-    put("nan.json", '{"%s": {"minutes": NaN}}' % section, "minutes")
-    put("infinity.json", '{"%s": {"minutes": Infinity}}' % section, "minutes")
+    put("nan.json", '{"%s": {"%s": NaN}}' % (section, number_field), number_field)
+    put("infinity.json", '{"%s": {"%s": Infinity}}' % (section, number_field), number_field)
     put("section_not_object.json", json.dumps({section: 3}), section)
     (folder / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
     out["binary.json"] = (folder / "binary.json", "cannot be read")
