@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from weightspace.analysis import topology
 from weightspace.analysis.geometry import compare_points, sample_surface
@@ -245,14 +246,18 @@ def eikonal_residual(grid: np.ndarray, band: float | None = None) -> float:
     """Mean | |grad sdf| - 1 | over voxels near the surface (|sdf| < band), by central differences.
 
     A signed distance has unit gradient; a decoded field far from it (flat, noisy, exploded) is a
-    cheap sign of a failed decode. Returns inf when no voxel is near the surface.
+    cheap sign of a failed decode. Voxels whose stencil reads a truncated value are skipped.
+    Returns inf when no voxel is near the surface.
     """
     R = grid.shape[0]
     h = 2.0 / (R - 1)
     band = 2.5 * h if band is None else band
     g = np.gradient(grid.astype(np.float64), h)  # 3 x (R, R, R)
     norm = np.sqrt(sum(c**2 for c in g))  # (R, R, R)
-    near = np.abs(grid) < band
+    a = np.abs(grid)
+    # skip stencils that read a truncated value: the clamp flattens the field there, not the decode
+    clamped = ndimage.maximum_filter(a, footprint=ndimage.generate_binary_structure(3, 1)) >= 0.98 * a.max()
+    near = (a < band) & ~clamped
     near[[0, -1], :, :] = near[:, [0, -1], :] = near[:, :, [0, -1]] = False
     if not near.any():
         return float("inf")

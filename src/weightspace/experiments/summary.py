@@ -28,7 +28,8 @@ def summarize(folder: str | Path) -> str:
         trs = res["transitions"]
         where = "; ".join(f"t in [{t['t_lo']:.4f}, {t['t_hi']:.4f}] {t['before']} -> {t['after']}" for t in trs) or "none"
         return (f"{head} interpolate {res['a']} -> {res['b']}: {len(trs)} transition(s) ({where}), {res['decodes']} decodes "
-                f"(uniform sweep: {res['uniform_sweep_decodes']}), {_f(res['wall_seconds'])} s")
+                f"({res['search_decodes']} in the search; a uniform sweep at this tolerance: {res['uniform_sweep_decodes']}), "
+                f"{_f(res['wall_seconds'])} s")
     if study == "SubspaceConfig":
         kept = ", ".join(f"{k} {_f(v)}" for k, v in res["topology_kept"].items())
         g = res["gate"]["gate"]

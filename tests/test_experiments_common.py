@@ -1,0 +1,42 @@
+"""Shared study pieces: measurements of known solids, the eikonal residual, strict JSON and CSV tables."""
+
+import json
+
+import numpy as np
+
+from weightspace.data.grid import grid_points
+from weightspace.experiments.common import eikonal_residual, geometry, measure, write_csv, write_results
+
+
+def _ball(radius=0.5, R=24, scale=1.0, truncation=0.2, center=(0.0, 0.0, 0.0)):
+    x = grid_points(R).reshape(-1, 3)
+    d = scale * (np.linalg.norm(x - np.asarray(center), axis=1) - radius)
+    return np.clip(d, -truncation, truncation).reshape(R, R, R).astype(np.float32)
+
+
+def test_ball_is_one_valid_component_with_unit_gradient():
+    s = measure(_ball())
+    assert s.betti == (1, 0, 0) and s.robust == (1, 0, 0) and s.valid and not s.empty
+    assert abs(s.volume - 4 / 3 * np.pi * 0.5**3) < 0.05
+    assert s.eikonal < 0.05
+
+
+def test_eikonal_residual_sees_a_field_that_is_not_a_distance():
+    assert eikonal_residual(_ball(scale=0.3)) > 0.5
+    assert eikonal_residual(_ball(truncation=0.1)) < 0.05  # truncation alone is not penalised
+
+
+def test_empty_and_box_cut_grids_are_invalid():
+    empty = measure(np.full((16, 16, 16), 0.2, dtype=np.float32))
+    assert empty.empty and not empty.valid and empty.betti == (0, 0, 0)
+    cut = measure(_ball(radius=0.6, center=(0.8, 0.0, 0.0), R=16))
+    assert cut.touches_box and not cut.valid
+    g = geometry(None, measure(_ball()).points)
+    assert g["chamfer_l1"] == float("inf") and g["fscore"] == 0.0
+
+
+def test_results_are_strict_json_and_csv_has_union_of_columns(tmp_path):
+    write_results(tmp_path, {"a": float("nan"), "b": [1.0, float("inf")], "c": np.int64(3)})
+    assert json.loads((tmp_path / "results.json").read_text()) == {"a": None, "b": [1.0, None], "c": 3}
+    write_csv(tmp_path / "t.csv", [{"x": 1, "y": [1, 2]}, {"x": 2, "z": 0.5}])
+    assert (tmp_path / "t.csv").read_text().splitlines() == ["x,y,z", "1,1 2,", "2,,0.5"]
