@@ -106,10 +106,13 @@ def test_interpolate_default_family_path_on_tiny_real_generators(tmp_path, make)
     assert res["attribution"]["mode"] == ("condition_tokens" if gen.kind == "latent-diffusion" else "effective_weights")
 
 
-def test_interpolate_pairs_on_tiny_field(tmp_path):
+@pytest.mark.parametrize("make,endpoints", [(tiny_nf, "family conditions"), (tiny_ld, "encoded shapes")])
+def test_interpolate_pairs_on_tiny_generators(tmp_path, make, endpoints):
     cfg = InterpolateConfig(checkpoint="tiny", out=str(tmp_path / "p"), pairs=3, steps=2, tolerance=0.1, observations=128,
                             meshes=False)
-    res = _results(run_interpolate(cfg, generator=tiny_nf()))
+    res = _results(run_interpolate(cfg, generator=make()))
+    # the latent diffusion model's family tokens are deterministic, so its within-family pairs are encoded shapes
+    assert res["pair_endpoints"] == endpoints
     assert res["pairs"] == 3 and set(res["summary"]) == {"all", "within", "across"}
     assert res["summary"]["within"]["paths"] == 2 and res["summary"]["across"]["paths"] == 1
     assert (tmp_path / "p" / "pairs.csv").read_text().count("\n") == 4

@@ -10,6 +10,7 @@ condition induces, for condition points) and reports which parts alone reproduce
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,9 @@ class InterpolateConfig:
 
     checkpoint: str = "default"  # default | default-field | checkpoint folder
     out: str = "results/interpolate"
-    endpoints: str = "family"  # family: conditions of two family names; data: encoded shapes (ids) of --data;
-    #                            population: two members (ids) of --population; points: two point files
+    endpoints: str = "family"  # family: conditions of two family names (with pairs: shapes_per_family seeded draws
+    #                            per family, or encoded shapes when family conditions are deterministic); data: encoded
+    #                            shapes (ids) of --data; population: two members (ids) of --population; points: two files
     a: str = "dumbbell"
     b: str = "pair"
     data: str | None = None  # data folder (default: a small procedural set made in the results folder)
@@ -278,6 +280,18 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
             c = gen.condition(family=[cfg.a, cfg.b], seeds=[derive_seed(cfg.seed, "family", cfg.a) % 2**31,
                                                          derive_seed(cfg.seed, "family", cfg.b) % 2**31]).cpu()
         return Endpoints_(param, {cfg.a: c[0].reshape(-1), cfg.b: c[1].reshape(-1)}, {cfg.a: cfg.a, cfg.b: cfg.b})
+    if cfg.endpoints == "family":  # pairs of family conditions: shapes_per_family seeded draws per family
+        known = generator_families(gen)
+        if not known:
+            raise InputError("endpoints=family: this generator knows no family names; use --endpoints data with --data")
+        names = [f"{f}#{i}" for f in known for i in range(cfg.shapes_per_family)]
+        with torch.no_grad():
+            c = gen.condition(family=[n.split("#")[0] for n in names],
+                              seeds=[derive_seed(cfg.seed, "family", n) % 2**31 for n in names]).cpu()
+        if cfg.shapes_per_family > 1 and torch.equal(c[0], c[1]):
+            # deterministic family conditions (latent diffusion's family tokens): within-family pairs need shapes
+            return resolve_endpoints(gen, dataclasses.replace(cfg, endpoints="data"), folder, ids)
+        return Endpoints_(param, {n: c[i].reshape(-1) for i, n in enumerate(names)}, {n: n.split("#")[0] for n in names})
     # data: encode shapes' clean surface samples
     families = generator_families(gen) if cfg.pairs else []
     root, rows = study_data(folder / "data", data=cfg.data, families=families, count=cfg.shapes_per_family,
@@ -408,6 +422,7 @@ def _run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: C
                                  ("across", lambda r: not r["within_family"]))}
     _plot_pairs(folder / "pairs.png", pair_rows, all_transitions)
     write_results(folder, {"checkpoint": config.checkpoint, "generator": gen.kind, "pairs": len(pairs), "decodes": decodes,
+                           "pair_endpoints": "family conditions" if all("#" in i for i in ends.points) else "encoded shapes",
                            "transitions": all_transitions, "summary": summary, "wall_seconds": clock(),
                            "uniform_sweep_decodes_per_path": math.ceil(1 / config.tolerance) + 1})
     return folder
