@@ -45,12 +45,15 @@ def _register() -> None:
         module.register(app)
 
 
+INTERNAL_ERROR = 70  # sysexits EX_SOFTWARE: distinct from 2 (bad input) and from small counts some commands return
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app; every failure becomes one line on stderr, never a traceback.
 
     Exit status 2: a `WeightspaceError` (bad input; the message names the file or field).
-    Exit status 1: an unexpected exception, i.e. a bug in weightspace; the line says so, and
-    `WEIGHTSPACE_DEBUG=1` shows the traceback. Exit status 130: interrupted (Ctrl-C).
+    Exit status 70 (EX_SOFTWARE): an unexpected exception, i.e. a bug in weightspace; the line
+    says so, and `WEIGHTSPACE_DEBUG=1` shows the traceback. Exit status 130: interrupted (Ctrl-C).
     """
     _register()
     # messages hold file names and lists like ['a'], which rich would read as markup: escape them
@@ -69,4 +72,4 @@ def main(argv: list[str] | None = None) -> None:
         detail = " ".join(str(e).split())[:300]
         err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(detail)}", highlight=False)
         err.print("this is a bug in weightspace, not in your input; rerun with WEIGHTSPACE_DEBUG=1 for the traceback", highlight=False)
-        sys.exit(1)
+        sys.exit(INTERNAL_ERROR)
