@@ -148,3 +148,22 @@ def test_cli_help_and_clean_error():
         assert r.exit_code == 0 and "Example: weightspace experiment" in r.output
     r = runner.invoke(app, ["experiment", "fit", "--views", "one"])
     assert r.exit_code != 0 and "--views" in str(r.exception) + r.output
+
+
+def test_interpolate_between_lora_population_members_attributes_by_module_group(tmp_path, toy_data):
+    from weightspace.weightspace.population import PopulationConfig, build_population
+
+    gen = ToyGenerator(seed=0)
+    pop = tmp_path / "pop"
+    build_population(PopulationConfig(checkpoint="toy", parameterisation="lora", data=toy_data, out=str(pop),
+                                      options={"rank": 2, "targets": "inp|mid|film"}, members=2, steps=2),
+                     loader=lambda: gen)
+    cfg = InterpolateConfig(checkpoint="toy", out=str(tmp_path / "i"), endpoints="population", population=str(pop),
+                            a="sphere-000", b="torus-001", steps=2, tolerance=0.1, attribute=True, meshes=False)
+    res = _results(run_interpolate(cfg, generator=gen))
+    assert res["parameterisation"] == "lora" and res["attribution"]["mode"] == "module_groups"
+    # effective-weight distance of a LoRA path is the distance between merged weights, so it grows from 0
+    rows = (tmp_path / "i" / "steps.csv").read_text().splitlines()
+    col = rows[0].split(",").index("dist_effective")
+    dist = [float(r.split(",")[col]) for r in rows[1:]]
+    assert dist[0] == 0.0 and dist[-1] > 0.0

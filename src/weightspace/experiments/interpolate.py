@@ -190,7 +190,10 @@ def attribution_parts(gen: Generator, param: Parameterisation) -> tuple[str, lis
     if not isinstance(param, ConditionParameterisation):
         parts = []
         for g in gen.module_groups():
-            m = param.group_mask([g])
+            try:
+                m = param.group_mask([g])
+            except InputError:  # the group holds none of this point's tensors (e.g. a LoRA that skips it)
+                continue
             if bool(m.any()):
                 parts.append((g, m))
         return "module_groups", parts
