@@ -100,3 +100,94 @@ def test_population_build_survives_sigkill_and_resumes_exactly(tmp_path, kills, 
     assert shards == {Path(r["shard"]).name for r in pop.rows}
     for r in pop.rows:
         load_state(out / r["shard"])
+
+
+# --- trainers ---------------------------------------------------------------------------------------------
+NF_MODEL = {"d_z": 8, "width": 16, "depth": 3, "skip": 1}
+NF_TRAIN = {"steps": 80, "points_per_shape": 32, "bank_size": 512, "log_every": 5, "warmup_steps": 5, "minutes": 30.0,
+            "save_every_minutes": 0.001}  # a checkpoint about every 60 ms, so a kill finds one to resume from
+
+
+@pytest.fixture(scope="module")
+def nf_data(tmp_path_factory):
+    from weightspace.data.make import make_dataset
+
+    folder = tmp_path_factory.mktemp("nf_resume_data")
+    make_dataset(folder, family="all", count=10, resolution=16, seed=0, n_points=128, progress=False)
+    return folder
+
+
+def _saved_step(out: Path) -> int:
+    try:
+        return int(json.loads((out / "config.json").read_text())["train_state"]["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.xfail(strict=True, reason="generators/neural_field/train.py reseeds its sampling generator at resume "
+                   "(seed * 1000003 + step), so the batches after a resume differ from an uninterrupted run's; fix: "
+                   "draw each step's batch from item_generator(seed, 'nf-step', step) (or save gen_rng.get_state() "
+                   "in the trainer state)")
+def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data, tmp_path):
+    from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
+    from weightspace.generators.neural_field.train import train_neural_field
+
+    cfg = tmp_path / "nf.json"
+    cfg.write_text(json.dumps({"model": NF_MODEL, "train": NF_TRAIN}))
+    torch.set_num_threads(1)
+    train_neural_field(nf_data, tmp_path / "ref", model_cfg=FieldConfig(**NF_MODEL), train_cfg=TrainConfig(**NF_TRAIN),
+                       log=lambda s: None)
+    out = tmp_path / "ck"
+    argv = ["train", "neural-field", "--data", str(nf_data), "--out", str(out), "--config", str(cfg), "--threads", "1"]
+    proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    deadline = time.time() + 120
+    while _saved_step(out) < 20 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    killed_at = _saved_step(out)
+    assert proc.returncode == -signal.SIGKILL and 0 < killed_at < NF_TRAIN["steps"], killed_at
+    resumed = subprocess.run(command(*argv), capture_output=True, text=True, env=env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    a, b = load_state(tmp_path / "ref" / "model.safetensors"), load_state(out / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=f"{k} differs after a resume at step {killed_at}")
+
+
+LD_MODEL = {"ae_channels": [8, 16], "latent_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2, "cond_tokens": 2,
+            "cond_dim": 8, "timesteps": 50, "sample_steps": 3}
+LD_TRAIN = {"minutes": 0.08, "ae_batch": 4, "diffusion_batch": 4, "train_points": 64, "log_every": 1, "checkpoint_seconds": 0.2,
+            "threads": 1}
+
+
+@pytest.mark.xfail(strict=True, reason="generators/latent_diffusion/train.py budgets by wall time (stage lengths and the "
+                   "lr schedule follow elapsed seconds) and reseeds its generator at resume (seed + 1000 * steps), so "
+                   "neither an uninterrupted run nor a resumed one is a function of the seed; fix: a step budget "
+                   "(train.ae_steps / train.diffusion_steps, lr by step) and item_generator(seed, stage, step) per step")
+def test_latent_diffusion_training_killed_and_resumed_matches_uninterrupted(nf_data, tmp_path):
+    from weightspace.generators.latent_diffusion.config import ModelConfig, TrainConfig
+    from weightspace.generators.latent_diffusion.train import train_latent_diffusion
+
+    cfg = tmp_path / "ld.json"
+    cfg.write_text(json.dumps({"model": LD_MODEL, "train": LD_TRAIN}))
+    train_latent_diffusion(nf_data, tmp_path / "ref", model=ModelConfig(**LD_MODEL), train=TrainConfig(**LD_TRAIN),
+                           echo=lambda s: None)
+    out = tmp_path / "ck"
+    argv = ["train", "latent-diffusion", "--data", str(nf_data), "--out", str(out), "--config", str(cfg)]
+    proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    deadline = time.time() + 120
+    while not (out / "train_state.safetensors").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    resumed = subprocess.run(command(*argv), capture_output=True, text=True, env=env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    ref_cfg = json.loads((tmp_path / "ref" / "config.json").read_text())
+    got_cfg = json.loads((out / "config.json").read_text())
+    assert got_cfg["progress"]["ae_steps"] == ref_cfg["progress"]["ae_steps"]
+    assert got_cfg["progress"]["diffusion_steps"] == ref_cfg["progress"]["diffusion_steps"]
+    a, b = load_state(tmp_path / "ref" / "model.safetensors"), load_state(out / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
