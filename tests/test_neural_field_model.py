@@ -74,9 +74,9 @@ def test_family_sampling_is_seeded_per_item(gen):
 def test_determinism_chunking_and_batch_independence(gen):
     z = gen.condition(family=["torus", "mug"], seeds=[1, 2])
     with torch.no_grad():
-        a = gen.sdf_grid(z, [1, 2])
-        b = gen.sdf_grid(z, [1, 2], chunk=10**6)  # one chunk
-        solo = gen.sdf_grid(z[1:], [2], chunk=77)
+        a = gen.sdf_grid(z, [1, 2], adaptive=False)
+        b = gen.sdf_grid(z, [1, 2], chunk=10**6, adaptive=False)  # one chunk
+        solo = gen.sdf_grid(z[1:], [2], chunk=77, adaptive=False)
     assert a.shape == (2, 12, 12, 12) and a.dtype == torch.float32
     assert torch.allclose(a, b, atol=1e-6)  # chunked decoding equals unchunked
     assert torch.allclose(solo, a[1:], atol=1e-6)
@@ -224,3 +224,29 @@ def test_differentiable_decode_matches_direct_gradients(gen):
     direct = gen.net(pts, z2).clamp(-gen.cfg.clamp, gen.cfg.clamp)
     (g2,) = torch.autograd.grad(direct.pow(2).sum(), [z2])
     assert torch.allclose(g1, g2, atol=1e-5, rtol=1e-4)
+
+
+def test_adaptive_decode_equals_dense_for_a_true_sdf():
+    """Coarse to fine is exact for a 1-Lipschitz field: a torus SDF through the same decoder."""
+    from weightspace.data.grid import grid_points
+    from weightspace.generators.neural_field.decode import adaptive_grid
+
+    def torus(x, z):  # (1, P, 3) -> (1, P); z (1, 2) holds the radii
+        q = torch.stack([torch.linalg.norm(x[..., :2], dim=-1) - z[:, :1], x[..., 2]], -1)
+        return torch.linalg.norm(q, dim=-1) - z[:, 1:]
+
+    z = torch.tensor([[0.5, 0.15]])
+    for R in (17, 40):
+        dense = torus(torch.from_numpy(grid_points(R)).reshape(1, -1, 3), z).clamp(-0.1, 0.1).reshape(1, R, R, R)
+        fast = adaptive_grid(torus, z, R, clamp=0.1, chunk=500)
+        assert torch.allclose(fast, dense, atol=1e-6)
+
+
+def test_adaptive_decode_of_the_generator(gen):
+    z = gen.condition(family=["torus", "mug"], seeds=[1, 2])
+    with torch.no_grad():
+        dense = gen.sdf_grid(z, [1, 2], resolution=20, adaptive=False)
+        fast = gen.sdf_grid(z, [1, 2], resolution=20)  # the default under no_grad
+    near = dense.abs() < gen.cfg.clamp  # where the field is inside the band the fast path evaluated f exactly
+    assert torch.allclose(fast[near], dense[near], atol=1e-6)
+    assert ((fast < 0) == (dense < 0)).float().mean() > 0.99

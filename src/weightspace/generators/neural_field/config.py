@@ -26,19 +26,21 @@ class FieldConfig:
     families: list[str] = field(default_factory=list)  # family names, in label order (code priors)
     prior_shrinkage: float = 0.2  # covariance shrinkage toward its diagonal for the code Gaussians
     sample_temperature: float = 1.0  # scale of the Gaussian's spread when sampling codes
-    recon_steps: int = 150  # Adam steps of code optimisation from points
+    recon_steps: int = 100  # Adam steps of code optimisation from points
     recon_lr: float = 0.02
-    recon_restarts: int = 4  # inits per item (best training codes); the lowest final loss wins
+    recon_restarts: int = 3  # inits per item (best training codes); the lowest final loss wins
     recon_prior: float = 1e-3  # weight of the Mahalanobis code prior in reconstruction
     recon_free_weight: float = 1.0  # weight of the free-space term (|f| ~ distance to the points); 0 for partial scans
     recon_queries: int = 1024  # free-space query points per item
+    recon_batch: int = 512  # observed points and queries per item and step (seeded subset)
     chunk: int = 8192  # points per evaluation chunk (memory bound of a decode)
+    adaptive_decode: bool = True  # decodes without gradients go coarse to fine (exact near the surface)
 
     def validate(self, where: str = "model") -> "FieldConfig":
         def bad(name: str, why: str) -> InputError:
             return InputError(f"{where}.{name}: {why}, got {getattr(self, name)!r}")
 
-        for name in ("n_codes", "d_z", "width", "depth", "recon_steps", "recon_restarts", "recon_queries", "chunk"):
+        for name in ("n_codes", "d_z", "width", "depth", "recon_steps", "recon_restarts", "recon_queries", "recon_batch", "chunk"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         if not 0 < self.skip < self.depth:

@@ -126,3 +126,17 @@ def evaluate_generator(
         "family_betti_match": float(np.mean(f_match)) if f_match else 0.0,
         "seconds_per_shape": seconds / len(hidx),
     }
+
+
+def record_figures(folder: str | Path, figures: dict[str, float], command: str) -> Path:
+    """Add evaluation figures and the command that measured them to `folder/training_record.json`."""
+    from weightspace.runtime.io import atomic_write_json, read_json
+
+    path = Path(folder) / "training_record.json"
+    record = read_json(path) if path.is_file() else {}
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    record["figures"] = {k: float(v) for k, v in figures.items()}
+    record["figures_command"] = command
+    atomic_write_json(path, record)
+    return path

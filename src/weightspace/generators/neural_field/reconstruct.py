@@ -105,7 +105,8 @@ def reconstruct_codes(
     free_weight: float,
     clamp: float,
     n_queries: int = 1024,
-    n_screen: int = 256,
+    n_screen: int = 128,
+    n_batch: int = 512,
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Optimise one code per observed cloud with the field frozen.
@@ -114,6 +115,8 @@ def reconstruct_codes(
     candidates : (N, d_z) codes to start from (the training codes); each item starts from the
         `restarts` candidates with the lowest loss on a seeded subset of its points, and keeps
         the optimised code with the lowest final loss.
+    n_batch : observed points and queries per item and step (a seeded random subset; all of them
+        enter the final choice), which makes a step cost O(n_batch) instead of O(P).
     callback : called as callback(step, loss (B, restarts)) after each step.
     Returns (B, d_z) float codes.
     """
@@ -149,9 +152,16 @@ def reconstruct_codes(
     # costs seconds and would dominate a one-shape reconstruction in a fresh process.
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     m, v = torch.zeros_like(z), torch.zeros_like(z)
+    gens = [item_generator(s, "nf-recon-batch") for s in seeds]
+    nb_p, nb_q = min(n_batch, P), min(n_batch, n_queries)
     with torch.enable_grad():
         for step in range(steps):
-            loss = loss_of(z, pts_k, q_k, t_k)  # (B k,)
+            pi = torch.stack([torch.randperm(P, generator=g)[:nb_p] for g in gens]).to(points.device)  # (B, nb)
+            qi = torch.stack([torch.randperm(n_queries, generator=g)[:nb_q] for g in gens]).to(points.device)
+            pi, qi = rep(pi), rep(qi)  # (B k, nb)
+            pts_s = torch.gather(pts_k, 1, pi.unsqueeze(-1).expand(-1, -1, 3))  # (B k, nb, 3)
+            q_s = torch.gather(q_k, 1, qi.unsqueeze(-1).expand(-1, -1, 3))  # (B k, nb, 3)
+            loss = loss_of(z, pts_s, q_s, torch.gather(t_k, 1, qi))  # (B k,)
             (g,) = torch.autograd.grad(loss.sum(), [z])
             lr_t = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))  # cosine decay
             with torch.no_grad():

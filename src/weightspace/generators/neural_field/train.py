@@ -152,6 +152,12 @@ def training_record(out: Path, command: str, steps: int, elapsed: float, data_di
         import hashlib
 
         data_info["manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+    summary = data_dir / "summary.json"
+    if summary.is_file():
+        made = json.loads(summary.read_text())
+        data_info.update({k: made[k] for k in ("seed", "count", "resolution", "family") if k in made})
+        data_info["command"] = (f"weightspace data make --family {made.get('family')} --count {made.get('count')} "
+                                f"--resolution {made.get('resolution')} --seed {made.get('seed')} --out {data_dir}")
     return {
         "command": command,
         "data": data_info,
