@@ -47,8 +47,8 @@ class FitConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     points_per_view: int = 256
     steps: int = 6  # optimiser steps of every optimised method
-    lr_condition: float = 0.05  # optimise and subspace (subspace: in units of sigma)
-    lr_lora: float = 1e-2
+    lr_condition: float = 0.05  # optimise: Adam step as a fraction of the encoded condition's RMS; subspace: in units of sigma
+    lr_lora: float = 3e-3
     lr_full: float = 1e-4
     free_weight: float = 0.5  # weight of the free-space term (|f(q)| ~ distance from q to the observed points)
     prior: float = 1e-2  # Gaussian prior on subspace coordinates (as in weightspace.inversion)
@@ -125,7 +125,8 @@ def fit_one(gen: Generator, method: str, obs: np.ndarray, cfg: FitConfig, *, see
             loss = float(obj(c_enc.to(gen.device), None))
         return {"condition": c_enc, "params": None, "losses": [loss], "trainable": 0}
     if method == "optimise":
-        x, losses = _adam(c_enc.reshape(-1), lambda x: obj(cond_param.conditions(x[None]), None), steps=cfg.steps, lr=cfg.lr_condition)
+        lr = cfg.lr_condition * float(c_enc.pow(2).mean().sqrt().clamp_min(1e-6))  # scale-free across generators
+        x, losses = _adam(c_enc.reshape(-1), lambda x: obj(cond_param.conditions(x[None]), None), steps=cfg.steps, lr=lr)
         return {"condition": cond_param.conditions(x[None]).detach(), "params": None, "losses": losses, "trainable": x.numel()}
     if method == "subspace":
         sigma = cond_sub.sigma.clamp_min(1e-12)
