@@ -4,7 +4,7 @@ Run:  .venv/bin/python benchmarks/bench_weightspace.py [--parts a,b,c] [--n 256]
 (a) PCA agrees with NumPy's SVD (components up to sign, singular values), k = N - 1 reconstructs.
 (b) k-component PCA of an (N, D) float32 memory-mapped file: our Gram solver vs scikit-learn
     PCA(svd_solver="full") (which loads the data into memory), each in its own subprocess, run one
-    after the other; wall time and peak RSS (the child's own ru_maxrss) and their ratios.
+    after the other; wall time and peak RSS (the child's own VmHWM) and their ratios.
 (c) seconds per LoRA member of a population build on the default generator (toy if absent), and a
     build killed after its first member and resumed, ending with exactly N members.
 """
@@ -77,8 +77,16 @@ def child(solver: str, path: str, k: int, result: str) -> None:
         x = np.load(path, mmap_mode="r")
         s = pca(x, k, solver=solver).singular_values
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # bytes (Linux reports KiB)
-    Path(result).write_text(json.dumps({"seconds": wall, "peak_rss_bytes": peak, "singular_values": [float(v) for v in s]}))
+    Path(result).write_text(json.dumps({"seconds": wall, "peak_rss_bytes": peak_rss(), "singular_values": [float(v) for v in s]}))
+
+
+def peak_rss() -> int:
+    """This process's peak resident set (VmHWM, bytes). Not ru_maxrss: on Linux that survives exec and
+    so includes the RSS of the parent at fork time, which is not this solver's memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_child(solver: str, path: Path, k: int, tmp: Path) -> dict:
@@ -96,7 +104,8 @@ def part_b(n: int, d: int, k: int, solvers: list[str]) -> dict:
         tmp = Path(tmp)
         path = tmp / "points.npy"
         t0 = time.perf_counter()
-        make_data(path, n, d)
+        # in a child, so that this parent never holds the data (its RSS would be inherited by ru_maxrss)
+        subprocess.run([sys.executable, __file__, "--make", str(path), "--n", str(n), "--d", str(d)], check=True)
         data_bytes = n * d * 4
         out: dict = {"N": n, "D": d, "k": k, "data_bytes": data_bytes, "make_seconds": time.perf_counter() - t0}
         for solver in solvers:  # ours first: RUSAGE_CHILDREN is a running maximum
@@ -161,7 +170,11 @@ def main() -> None:
     ap.add_argument("--child")
     ap.add_argument("--file")
     ap.add_argument("--result")
+    ap.add_argument("--make")
     a = ap.parse_args()
+    if a.make:
+        make_data(Path(a.make), a.n, a.d)
+        return
     if a.child:
         child(a.child, a.file, a.k, a.result)
         return

@@ -61,8 +61,8 @@ def invert(gen: Generator, param: Parameterisation, sub: Subspace, observation: 
         total = loss + prior * (u**2).mean()
         total.backward()
         opt.step()
-        result.losses.append(float(loss))
-        result.total.append(float(total))
+        result.losses.append(float(loss.detach()))
+        result.total.append(float(total.detach()))
     with torch.no_grad():
         result.coords = (u * sigma).detach().cpu()
         result.point = sub.reconstruct(result.coords[None])[0]

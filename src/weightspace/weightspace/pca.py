@@ -3,8 +3,8 @@
 The streaming solvers read the data in column blocks (all N rows, b columns at a time), so an
 (N, D) float32 array on disk, memory-mapped, is never copied whole: a column block holds every
 row of its columns, so the column means (and standard deviations) are exact within the block and
-centring needs no separate pass. Pages of a memory map are released after each block, so the
-resident memory stays near one block plus the (k, D) basis.
+centring needs no separate pass. Blocks of a memory map are read with positioned file reads, so
+the resident memory stays near one block plus the (k, D) basis.
 
 Gram solver (N << D): G = Xc Xc^T (N x N) accumulated over blocks; G = U diag(s^2) U^T; the
 components are V_k = diag(1 / s_k) U_k^T Xc, formed in a second pass. (The "method of
@@ -18,6 +18,8 @@ seed (never stored), then the Gram solver restricted to the found range.
 from __future__ import annotations
 
 import mmap
+import os
+import sys
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
@@ -54,14 +56,44 @@ def choose_solver(n: int, d: int, k: int) -> str:
     return "exact"
 
 
-def _find_mmap(x: np.ndarray) -> mmap.mmap | None:
-    obj = x
-    while obj is not None:
-        mm = getattr(obj, "_mmap", None)
-        if isinstance(mm, mmap.mmap):
-            return mm
-        obj = getattr(obj, "base", None)
-    return None
+class _FileColumns:
+    """Reads column blocks of a C-ordered np.memmap with positioned reads (os.preadv), not page faults.
+
+    Touching a memory map maps whole page-cache folios into the process (often megabytes per
+    fault), so slicing columns out of a wide memmap makes nearly the whole file resident; reading
+    the same bytes with `preadv` into a block buffer keeps the resident set at one block.
+    """
+
+    def __init__(self, x: np.memmap) -> None:
+        self.x = x
+        self.fd = os.open(x.filename, os.O_RDONLY)
+        # file offset of x[0, 0]: the mapping starts at the granularity-aligned offset below x.offset
+        base = np.frombuffer(x._mmap, dtype=np.uint8).ctypes.data
+        map_start = x.offset - x.offset % mmap.ALLOCATIONGRANULARITY
+        self.origin = map_start + (x.ctypes.data - base)
+
+    def read(self, cols: slice) -> np.ndarray:
+        n, item = self.x.shape[0], self.x.itemsize
+        out = np.empty((n, cols.stop - cols.start), dtype=self.x.dtype)  # (N, b)
+        for i in range(n):
+            offset = self.origin + i * self.x.strides[0] + cols.start * item
+            got = os.preadv(self.fd, [memoryview(out[i]).cast("B")], offset)
+            if got != out[i].nbytes:
+                raise InputError(f"{self.x.filename}: short read at row {i} (file truncated?)")
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _file_reader(x: np.ndarray) -> _FileColumns | None:
+    """A positioned-read reader for a row-major memmap with contiguous rows, else None (slice in memory)."""
+    mm = getattr(x, "_mmap", None)
+    if not isinstance(x, np.memmap) or not isinstance(mm, mmap.mmap) or not getattr(x, "filename", None):
+        return None
+    if x.ndim != 2 or x.strides[1] != x.itemsize or x.dtype.byteorder not in ("=", "|", "<" if sys.byteorder == "little" else ">"):
+        return None
+    return _FileColumns(x)
 
 
 class _Blocks:
@@ -71,7 +103,7 @@ class _Blocks:
         self.x, self.standardize = x, standardize
         self.n, self.d = x.shape
         self.b = max(1, block_bytes // (8 * self.n))
-        self.mm = _find_mmap(x)
+        self.reader = _file_reader(x)
         self.mean = np.empty(self.d, dtype=np.float32)
         self.scale = np.empty(self.d, dtype=np.float32) if standardize else None
         self.total = 0.0
@@ -80,7 +112,8 @@ class _Blocks:
         total = 0.0
         for j0 in range(0, self.d, self.b):
             cols = slice(j0, min(self.d, j0 + self.b))
-            blk = np.array(self.x[:, cols], dtype=np.float64)  # (N, b) one copy of this block
+            raw = self.reader.read(cols) if self.reader is not None else self.x[:, cols]
+            blk = np.array(raw, dtype=np.float64)  # (N, b) one copy of this block
             mu = blk.mean(axis=0)  # (b,)
             blk -= mu
             self.mean[cols] = mu
@@ -90,8 +123,6 @@ class _Blocks:
                 blk /= sd
                 self.scale[cols] = sd
             total += float(np.einsum("ij,ij->", blk, blk))
-            if self.mm is not None:
-                self.mm.madvise(mmap.MADV_DONTNEED)  # drop this block's pages from our resident set
             yield cols, blk
         self.total = total
 
@@ -103,6 +134,8 @@ def _flip_signs(u: np.ndarray) -> np.ndarray:
 
 
 def _basis_pass(blocks: _Blocks, u_k: np.ndarray, s_k: np.ndarray) -> np.ndarray:
+    if s_k[-1] <= 1e-12 * max(s_k[0], 1e-300):
+        raise InputError(f"the points span fewer than k = {len(s_k)} dimensions; ask for fewer components")
     basis = np.empty((u_k.shape[1], blocks.d), dtype=np.float32)  # (k, D)
     for cols, blk in blocks:
         basis[:, cols] = (u_k.T @ blk) / s_k[:, None]  # (k, b)
@@ -183,11 +216,15 @@ def pca(x: np.ndarray, k: int, *, solver: str = "auto", standardize: bool = Fals
         blocks.mean[:] = mean
         if standardize:
             blocks.scale[:] = scale
-    elif chosen == "gram":
-        _, s, basis = _gram(blocks, k)
-        total = blocks.total
     else:
-        _, s, basis = _randomized(blocks, k, oversamples=oversamples, iters=iters, seed=seed)
+        try:
+            if chosen == "gram":
+                _, s, basis = _gram(blocks, k)
+            else:
+                _, s, basis = _randomized(blocks, k, oversamples=oversamples, iters=iters, seed=seed)
+        finally:
+            if blocks.reader is not None:
+                blocks.reader.close()
         total = blocks.total
     ev = s**2 / (n - 1)
     return PCAResult(blocks.mean, blocks.scale, basis, s, ev, s**2 / total if total > 0 else np.zeros_like(s),

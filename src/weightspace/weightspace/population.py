@@ -160,7 +160,7 @@ def fit_member(gen: Generator, param: Parameterisation, target: torch.Tensor, *,
             loss = member_loss(gen, param, x, target, fit=fit, seed=derive_seed(seed, "step", step))
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     with torch.no_grad():
         loss_start = float(member_loss(gen, param, start, target, fit=fit, seed=eval_seed))
         loss_fit = float(member_loss(gen, param, x, target, fit=fit, seed=eval_seed))

@@ -1,0 +1,113 @@
+"""Populations: building, resuming after an interruption, mismatch errors, process pools."""
+
+import functools
+import json
+
+import pytest
+import torch
+from toy_generator import make_toy, make_toy_data
+
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.executors import InProcessExecutor, ProcessPoolExecutorBackend
+from weightspace.weightspace import population as population_module
+from weightspace.weightspace.population import PopulationConfig, build_population, population_parameterisation
+from weightspace.weightspace.store import Population
+
+LOADER = functools.partial(make_toy, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_toy_data(tmp_path_factory.mktemp("data"), count=4, resolution=10)
+
+
+def _config(data, out, **kw):
+    base = dict(checkpoint="toy", parameterisation="lora", data=str(data), out=str(out),
+                options={"rank": 2, "alpha": 4.0, "targets": "mid|vol"}, steps=6, lr=0.02)
+    return PopulationConfig(**(base | kw))
+
+
+def test_lora_population_fits_and_stores(data, tmp_path):
+    pop = build_population(_config(data, tmp_path / "pop"), loader=LOADER)
+    assert len(pop) == 4
+    assert [r["index"] for r in pop.rows] == [0, 1, 2, 3]
+    for r in pop.rows:
+        assert r["loss"] < r["metrics"]["loss_start"]  # fine-tuning from the base reduced the loss
+        assert len(r["loss_curve"]) == 6 and r["seconds"] > 0
+    x = pop.matrix()
+    assert x.shape == (4, pop.layout.size) and torch.isfinite(x).all()
+    param = population_parameterisation(pop, LOADER())
+    assert param.rank == 2 and param.modules == ["mid", "vol"]
+    again = build_population(_config(data, tmp_path / "pop2"), loader=LOADER)
+    assert torch.equal(again.matrix(), x)  # seeded: the same build gives the same points
+
+
+def test_resume_after_interruption_ends_with_exactly_n_members(data, tmp_path, monkeypatch):
+    out = tmp_path / "pop"
+    real = population_module.run_member
+    calls = []
+
+    def flaky(task):
+        calls.append(task.id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(task)
+
+    monkeypatch.setattr(population_module, "run_member", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_population(_config(data, out), loader=LOADER)
+    assert len(Population(out)) == 2
+    # a member whose shard was written but whose manifest row was not: must be redone, not counted
+    (out / "shards" / "000003.safetensors").write_bytes(b"torn")
+    monkeypatch.setattr(population_module, "run_member", real)
+    done = []
+    pop = build_population(_config(data, out), loader=LOADER, on_member=lambda r: done.append(r["id"]))
+    assert len(pop) == 4 and len({r["id"] for r in pop.rows}) == 4
+    assert len(done) == 2  # only the two missing members ran
+    assert pop.point(3).shape == (pop.layout.size,)
+    full = build_population(_config(data, tmp_path / "full"), loader=LOADER)
+    assert torch.equal(pop.matrix(), full.matrix())
+
+
+def test_resume_with_other_settings_is_refused(data, tmp_path):
+    build_population(_config(data, tmp_path / "pop", members=1), loader=LOADER)
+    with pytest.raises(InputError, match="settings.steps"):
+        build_population(_config(data, tmp_path / "pop", members=1, steps=7), loader=LOADER)
+    with pytest.raises(InputError, match="base_hash"):
+        build_population(_config(data, tmp_path / "pop", members=1), loader=functools.partial(make_toy, seed=1))
+
+
+@pytest.mark.parametrize("name,options", [("condition", {}), ("layers", {"targets": "out"})])
+def test_condition_and_layers_populations(data, tmp_path, name, options):
+    fit = "points" if name == "condition" else "grid"
+    cfg = _config(data, tmp_path / name, parameterisation=name, options=options, members=2, fit=fit, observations=64)
+    pop = build_population(cfg, loader=LOADER)
+    assert len(pop) == 2
+    if name == "condition":
+        assert all(r["metrics"]["mode"] == "encode" for r in pop.rows)  # the toy encodes points
+        pts = json.loads((data / "manifest.jsonl").read_text().splitlines()[0])
+        assert pts["id"] == pop.rows[0]["id"]
+    else:
+        assert all(r["loss"] < r["metrics"]["loss_start"] for r in pop.rows)
+
+
+def test_optimised_conditions(data, tmp_path):
+    cfg = _config(data, tmp_path / "c", parameterisation="condition", options={}, members=2, condition_fit="optimise", lr=0.05)
+    pop = build_population(cfg, loader=LOADER)
+    assert all(r["metrics"]["mode"] == "optimise" and r["loss"] < r["metrics"]["loss_start"] for r in pop.rows)
+
+
+@pytest.mark.slow  # spawning workers that import torch takes tens of seconds on a loaded 2-core machine
+def test_process_pool_gives_the_same_points(data, tmp_path):
+    cfg = _config(data, tmp_path / "pool", members=2, steps=2)
+    with ProcessPoolExecutorBackend(workers=2) as ex:
+        pooled = build_population(cfg, loader=LOADER, executor=ex)
+    inproc = build_population(_config(data, tmp_path / "inproc", members=2, steps=2), loader=LOADER, executor=InProcessExecutor())
+    torch.testing.assert_close(pooled.matrix(), inproc.matrix(), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_config_values_are_named(data, tmp_path):
+    with pytest.raises(InputError, match="fit must be one of"):
+        build_population(_config(data, tmp_path / "x", fit="mesh"), loader=LOADER)
+    with pytest.raises(InputError, match="no manifest"):
+        build_population(_config(tmp_path, tmp_path / "x"), loader=LOADER)
