@@ -66,8 +66,8 @@ class SubspaceConfig:
 
     @classmethod
     def small(cls, checkpoint: str = "default", out: str = "results/demo/subspace") -> "SubspaceConfig":
-        """The demo-sized run: K = 4 condition examples, k = 2, 8 samples per kind."""
-        return cls(checkpoint=checkpoint, out=out, samples=8)
+        """The demo-sized run: K = 3 condition examples (512 points each), k = 2, 8 samples per kind."""
+        return cls(checkpoint=checkpoint, out=out, examples=3, k=2, samples=8, observations=512)
 
     def validate(self) -> None:
         check_choice("parameterisation", self.parameterisation, SUBSPACE_PARAMETERISATIONS)
