@@ -23,7 +23,7 @@ import torch
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, make_executor
-from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json, safe_child
+from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json, read_npy, safe_child
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS, observe
 from weightspace.runtime.seeding import derive_seed
 from weightspace.weightspace.base import Parameterisation, base_hash
@@ -112,13 +112,22 @@ def load_target(data: Path, row: dict[str, Any], *, fit: str, observations: int,
     """The member's target: its grid (R, R, R), or one seeded observation (n, 3) of its surface points
     (`weightspace.data.observe`: clean | noisy | partial | subsampled, noise sigma in world units)."""
     if fit == "grid":
-        grid = np.load(safe_child(data, row["grid"]), allow_pickle=False).astype(np.float32)  # (R, R, R)
+        path = safe_child(data, row["grid"])
+        grid = read_npy(path, what="SDF grid").astype(np.float32)  # (R, R, R)
+        if grid.ndim != 3 or len(set(grid.shape)) != 1 or not np.isfinite(grid).all():
+            raise InputError(f"{path}: an SDF grid must be a finite cube (R, R, R), got shape {grid.shape}")
         return torch.from_numpy(grid)
     if "points" not in row:
         raise InputError(f"{data / 'manifest.jsonl'}: shape {row['id']!r} has no 'points' (needed for fit=points)")
-    with np.load(safe_child(data, row["points"]), allow_pickle=False) as f:
-        pts = f["points"].astype(np.float32)  # (P, 3)
-        normals = f["normals"].astype(np.float32) if "normals" in f.files else None
+    path = safe_child(data, row["points"])
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            pts = f["points"].astype(np.float32)  # (P, 3)
+            normals = f["normals"].astype(np.float32) if "normals" in f.files else None
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{path}: not a points file with a 'points' array ({type(e).__name__})") from None
+    if pts.ndim != 2 or pts.shape[1:] != (3,) or not np.isfinite(pts).all():
+        raise InputError(f"{path}: points must be finite (P, 3), got shape {pts.shape}")
     obs = observe(pts, normals, observation, n=observations, sigma=noise, seed=derive_seed(seed, "observe", row["id"]))
     return torch.from_numpy(obs)  # (n, 3)
 

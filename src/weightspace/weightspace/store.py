@@ -97,9 +97,15 @@ def read_manifest(folder: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             raise InputError(f"{path}: line {i} is not valid JSON") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}: line {i} is not a JSON object")
+        missing = [k for k in ("index", "id", "shard") if k not in row]
+        if missing or not isinstance(row["index"], int) or not isinstance(row["shard"], str):
+            raise InputError(f"{path}: line {i} lacks fields {missing or ['index (int)', 'shard (str)']}")
+        rows.append(row)
     return rows
 
 
@@ -119,8 +125,16 @@ class Population:
         if not (self.folder / "config.json").is_file():
             raise InputError(f"{self.folder}: not a population folder (config.json missing)")
         self.config: dict[str, Any] = read_json(self.folder / "config.json")
-        self.layout = Layout.from_json((self.folder / "layout.json").read_text(), source=str(self.folder / "layout.json"))
-        self.anchor = load_state(self.folder / "anchor.safetensors")["anchor"]
+        if not isinstance(self.config, dict) or not isinstance(self.config.get("parameterisation"), dict):
+            raise InputError(f"{self.folder / 'config.json'}: expected a JSON object with a 'parameterisation' object")
+        layout = read_json(self.folder / "layout.json")
+        if not isinstance(layout, dict):
+            raise InputError(f"{self.folder / 'layout.json'}: expected a JSON object")
+        self.layout = Layout.from_dict(layout, source=str(self.folder / "layout.json"))
+        anchor = load_state(self.folder / "anchor.safetensors")
+        if "anchor" not in anchor:
+            raise InputError(f"{self.folder / 'anchor.safetensors'}: tensor 'anchor' missing")
+        self.anchor = anchor["anchor"]
         self.rows = sorted(read_manifest(self.folder), key=lambda r: r["index"])
 
     def __len__(self) -> int:

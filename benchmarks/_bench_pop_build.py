@@ -1,0 +1,35 @@
+"""Helper of bench_weightspace.py part (c): one LoRA population build (a separate process, so it can be killed).
+
+Usage: _bench_pop_build.py DATA OUT MEMBERS STEPS CHECKPOINT|toy
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+
+def main() -> None:
+    data, out, members, steps, checkpoint = sys.argv[1:6]
+    torch.set_num_threads(1)
+    from weightspace.generators import load_generator
+    from weightspace.weightspace.population import PopulationConfig, build_population
+
+    if checkpoint == "toy":
+        from toy_generator import make_toy
+
+        loader = functools.partial(make_toy, seed=0, resolution=32)
+    else:
+        loader = functools.partial(load_generator, checkpoint)
+    cfg = PopulationConfig(checkpoint=checkpoint, parameterisation="lora", data=data, out=out, members=int(members),
+                           options={"rank": 4, "alpha": 8.0, "targets": "all"}, steps=int(steps), lr=1e-3)
+    build_population(cfg, loader=loader)
+
+
+if __name__ == "__main__":
+    main()
