@@ -19,40 +19,40 @@ from weightspace.analysis.geometry import DEFAULT_TAU, compare, iou
 from weightspace.analysis.mesh_topology import mesh_topology
 from weightspace.analysis.topology import topology
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import read_npy
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 GRID_SUFFIXES = (".npy",)
 
 
 def load_grid(path: str | os.PathLike) -> np.ndarray:
-    """Read a (X, Y, Z) bool or numeric grid from a .npy file (no pickles). Errors name the file."""
+    """Read a (X, Y, Z) bool or real-valued grid from a .npy file (no pickles). Errors name the file.
+
+    `runtime.io.read_npy` refuses pickled objects and headers that claim more data than the file
+    holds; then the grid must be 3-D, non-empty, bool or real numbers (not complex or text), no NaN.
+    """
     path = Path(path)
-    try:
-        grid = np.load(path, allow_pickle=False)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-    except ValueError:
-        # Covers truncated/garbled files and object arrays, which would need pickle (refused).
-        raise InputError(f"{path}: not a .npy array of numbers or bools") from None
+    grid = read_npy(path, what="array of numbers or bools")
     if grid.ndim != 3 or min(grid.shape) < 1:
         raise InputError(f"{path}: grid must be 3D (X, Y, Z), got shape {grid.shape}")
-    if grid.dtype != bool and not np.issubdtype(grid.dtype, np.number):
-        raise InputError(f"{path}: grid must be bool (occupancy) or numeric (SDF), got dtype {grid.dtype}")
+    real = np.issubdtype(grid.dtype, np.integer) or np.issubdtype(grid.dtype, np.floating)
+    if grid.dtype != bool and not real:
+        raise InputError(f"{path}: grid must be bool (occupancy) or real numbers (SDF), got dtype {grid.dtype}")
     if grid.dtype != bool and np.isnan(grid).any():
         raise InputError(f"{path}: grid contains NaN values")
     return grid
 
 
 def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
-    """Read a triangle mesh (scenes are concatenated into one mesh). Errors name the file."""
-    path = Path(path)
-    try:
-        mesh = trimesh.load(path, force="mesh", process=True)
-    except Exception as e:  # trimesh raises many types for malformed files
-        raise InputError(f"{path}: not a readable mesh ({type(e).__name__}: {e})") from None
-    if not isinstance(mesh, trimesh.Trimesh):
-        raise InputError(f"{path}: no triangle mesh inside")
-    return mesh
+    """Read a triangle mesh (scenes are concatenated into one mesh). Errors name the file.
+
+    The data stage's validating reader: an empty or unparsable file, NaN or infinite vertices,
+    faces indexing past the vertex list, no faces or zero extent are refused with the reason
+    (they used to measure as an empty solid, b = (0, 0, 0), which hid the broken file).
+    """
+    from weightspace.data.importer import load_mesh as validated_mesh
+
+    return validated_mesh(path)
 
 
 def _kind(path: Path) -> str:

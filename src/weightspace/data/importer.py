@@ -100,11 +100,23 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
     if not np.isfinite(vertices).all():
         bad = int((~np.isfinite(vertices)).any(axis=1).sum())
         raise MeshImportError(path, "non-finite", f"{bad} of {len(vertices)} vertices")
-    if np.ptp(vertices, axis=0).max() <= 0:
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)  # (3,), (3,)
+    with np.errstate(over="ignore"):
+        extent = float((hi - lo).max())
+    if not np.isfinite(extent):
+        raise MeshImportError(path, "non-finite", f"coordinates up to {np.abs(vertices).max():.3g} overflow their extent")
+    if extent <= 0:
         raise MeshImportError(path, "zero-extent")
-    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)  # merges duplicated vertices (STL)
+    # Merge duplicated vertices (STL) in a unit frame: trimesh rounds coordinates to int64 at an
+    # absolute tolerance, which overflows beyond ~1e10 units (OverflowError, found by fuzzing) and
+    # would be the wrong tolerance for a mesh in microns or kilometres anyway.
+    center = (lo + hi) / 2  # (3,)
+    unit = trimesh.Trimesh(vertices=(vertices - center) / extent, faces=faces, process=True)
+    mesh = trimesh.Trimesh(vertices=unit.vertices * extent + center, faces=unit.faces, process=False)
     if len(mesh.faces) == 0:
         raise MeshImportError(path, "no-faces", "every face is degenerate")
+    if not np.ptp(mesh.vertices, axis=0).max() > 0:
+        raise MeshImportError(path, "zero-extent", "after merging duplicated vertices")
     return mesh
 
 
