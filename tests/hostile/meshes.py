@@ -74,5 +74,7 @@ def corpus(folder: Path, seed: int = 0) -> dict[str, tuple[Path, str]]:
     put("lying_count.ply", "ply\nformat ascii 1.0\nelement vertex 1000000000000\nproperty float x\nproperty float y\n"
         "property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n", "unreadable|no-faces")
     put("negative_index.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 -5\n", "bad-face-index|unreadable")
+    # a vertex line with two coordinates: trimesh returns (V, 2) vertices, which crashed libigl natively (fuzzing)
+    put("two_coordinates.obj", _obj(CUBE_V, CUBE_F).replace("v 1.0 0.0 1.0\n", "v 1.0 0.0\n"), "unreadable")
     put("unsupported.xyz", "0 0 0\n1 1 1\n", "unsupported-format")
     return out

@@ -93,6 +93,10 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
         raise MeshImportError(path, "no-faces", f"read a {type(loaded).__name__}, not a triangle mesh")
     vertices = np.asarray(loaded.vertices, dtype=np.float64)  # (V, 3)
     faces = np.asarray(loaded.faces, dtype=np.int64)  # (F, 3)
+    # trimesh returns (V, 2) vertices when an OBJ line holds two coordinates; libigl would then read
+    # past the array and corrupt the heap (a native abort, found by fuzzing): check the shapes first
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise MeshImportError(path, "unreadable", f"vertices {vertices.shape} and faces {faces.shape}; expected (V, 3) and (F, 3)")
     if len(faces) == 0 or len(vertices) == 0:
         raise MeshImportError(path, "no-faces", f"{len(vertices)} vertices, {len(faces)} faces")
     if faces.min() < 0 or faces.max() >= len(vertices):
@@ -147,6 +151,8 @@ def mesh_sdf_grid(mesh: trimesh.Trimesh, resolution: int, truncation: float) -> 
     sign_type = igl.SIGNED_DISTANCE_TYPE_PSEUDONORMAL if watertight else igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER
     V = np.ascontiguousarray(mesh.vertices, dtype=np.float64)  # (V, 3)
     F = np.ascontiguousarray(mesh.faces, dtype=np.int64)  # (F, 3)
+    # libigl trusts these shapes and indices (a wrong one corrupts memory): never call it without them
+    assert V.ndim == 2 and V.shape[1] == 3 and F.ndim == 2 and F.shape[1] == 3 and len(F) and 0 <= F.min() and F.max() < len(V)
     P = grid_points(resolution).reshape(-1, 3).astype(np.float64)  # (R^3, 3)
     S = igl.signed_distance(P, V, F, sign_type=sign_type, lower_bound=-truncation, upper_bound=truncation)[0]  # (R^3,)
     far = ~np.isfinite(S)
