@@ -28,6 +28,8 @@ def corpus(folder: Path, section: str = "train", number_field: str = "minutes") 
     put("nan.json", '{"%s": {"%s": NaN}}' % (section, number_field), number_field)
     put("infinity.json", '{"%s": {"%s": Infinity}}' % (section, number_field), number_field)
     put("section_not_object.json", json.dumps({section: 3}), section)
+    put("deep.json", "[" * 100_000, "nested too deeply")
+    put("huge_int.json", '{"%s": {"seed": %s}}' % (section, "9" * 5000), "not valid JSON")
     (folder / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
     out["binary.json"] = (folder / "binary.json", "cannot be read")
     return out

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from weightspace.data.make import SPLITS, save_npy
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import read_npy, read_npz, safe_child
+from weightspace.runtime.io import parse_json, read_npy, read_npz, safe_child
 from weightspace.runtime.seeding import derive_seed
 
 MANIFEST = "manifest.jsonl"
@@ -28,32 +28,39 @@ def read_manifest(folder: str | Path) -> list[dict]:
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        row = parse_json(line, f"{path}:{n}")
         if not isinstance(row, dict):
             raise InputError(f"{path}:{n}: expected a JSON object per line")
         rows.append(row)
     return rows
 
 
+def _where(folder: str | Path, row: dict) -> str:
+    return f"{Path(folder) / MANIFEST} (shape {row.get('id')!r})"
+
+
 def load_grid(folder: str | Path, row: dict) -> np.ndarray:
     """The grid of one manifest row: (R, R, R) float32."""
-    path = safe_child(folder, row["grid"])
+    path = safe_child(folder, row.get("grid"), where=_where(folder, row))
     grid = read_npy(path, what="grid")  # refuses pickles and headers that claim more than the file holds
     if grid.ndim != 3 or len(set(grid.shape)) != 1:
         raise InputError(f"{path}: expected a cubic grid (R, R, R), got shape {grid.shape}")
+    if not np.issubdtype(grid.dtype, np.floating) and not np.issubdtype(grid.dtype, np.integer):
+        raise InputError(f"{path}: expected a grid of real numbers (signed distances), got dtype {grid.dtype}")
+    if not np.isfinite(grid).all():
+        raise InputError(f"{path}: grid holds NaN or infinite values")
     return grid.astype(np.float32, copy=False)
 
 
 def load_points(folder: str | Path, row: dict) -> tuple[np.ndarray, np.ndarray]:
     """Surface points and normals of one manifest row: (P, 3) float32 each."""
-    path = safe_child(folder, row["points"])
+    path = safe_child(folder, row.get("points"), where=_where(folder, row))
     arrays = read_npz(path, ("points", "normals"), what="surface points")
     points, normals = arrays["points"], arrays["normals"]
     if points.ndim != 2 or points.shape[1] != 3 or normals.shape != points.shape:
         raise InputError(f"{path}: expected points and normals of shape (P, 3), got {points.shape} and {normals.shape}")
+    if not (np.isfinite(points).all() and np.isfinite(normals).all()):
+        raise InputError(f"{path}: points or normals hold NaN or infinite values")
     return points.astype(np.float32, copy=False), normals.astype(np.float32, copy=False)
 
 

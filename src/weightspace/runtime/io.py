@@ -114,10 +114,24 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot be read ({e})") from None
+    return parse_json(text, str(path))
+
+
+def parse_json(text: str, where: str) -> Any:
+    """`json.loads` whose every failure is an InputError naming `where` (file, or file:line).
+
+    Besides malformed text this covers what `json.loads` raises outside JSONDecodeError: a
+    RecursionError for nesting thousands deep, and a ValueError for an integer of more than
+    4300 digits (found by the hostile-config corpus).
+    """
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise InputError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:
+        raise InputError(f"{where}: not valid JSON ({str(e)[:120]})") from None
 
 
 def safe_child(root: str | os.PathLike, relative: str, *, where: str | None = None) -> Path:
