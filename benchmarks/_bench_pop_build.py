@@ -1,6 +1,6 @@
 """Helper of bench_weightspace.py part (c): one LoRA population build (a separate process, so it can be killed).
 
-Usage: _bench_pop_build.py DATA OUT MEMBERS STEPS CHECKPOINT|toy
+Usage: _bench_pop_build.py DATA OUT MEMBERS STEPS CHECKPOINT|ld-arch|toy
 """
 
 from __future__ import annotations
@@ -14,6 +14,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
+def default_architecture():
+    """The default latent-diffusion architecture (ModelConfig defaults), random weights: same cost per step."""
+    from weightspace.data.families import FAMILY_NAMES
+    from weightspace.generators.latent_diffusion.config import ModelConfig
+    from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
+
+    torch.manual_seed(0)
+    gen = LatentDiffusionGenerator(ModelConfig(families=list(FAMILY_NAMES)))
+    gen.net.eval()
+    return gen
+
+
 def main() -> None:
     data, out, members, steps, checkpoint = sys.argv[1:6]
     torch.set_num_threads(1)
@@ -24,6 +36,8 @@ def main() -> None:
         from toy_generator import make_toy
 
         loader = functools.partial(make_toy, seed=0, resolution=32)
+    elif checkpoint == "ld-arch":
+        loader = default_architecture
     else:
         loader = functools.partial(load_generator, checkpoint)
     cfg = PopulationConfig(checkpoint=checkpoint, parameterisation="lora", data=data, out=out, members=int(members),

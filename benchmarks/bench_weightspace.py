@@ -5,7 +5,8 @@ Run:  .venv/bin/python benchmarks/bench_weightspace.py [--parts a,b,c] [--n 256]
 (b) k-component PCA of an (N, D) float32 memory-mapped file: our Gram solver vs scikit-learn
     PCA(svd_solver="full") (which loads the data into memory), each in its own subprocess, run one
     after the other; wall time and peak RSS (the child's own VmHWM) and their ratios.
-(c) seconds per LoRA member of a population build on the default generator (toy if absent), and a
+(c) seconds per LoRA member of a population build on the default generator (its architecture with
+    random weights if the shipped checkpoint is absent: the cost per step is the same), and a
     build killed after its first member and resumed, ending with exactly N members.
 """
 
@@ -130,19 +131,20 @@ def part_c(members: int, steps: int) -> dict:
         try:
             load_generator("default")
             checkpoint, which = "default", "default (latent diffusion)"
-        except Exception as e:  # the shipped generator is not there yet: say so and use the toy
-            checkpoint, which = None, f"toy (default unavailable: {type(e).__name__}: {str(e)[:80]})"
+        except Exception as e:  # the shipped checkpoint is not there yet: its architecture with random weights
+            checkpoint, which = "ld-arch", f"default latent-diffusion architecture, random weights (default unavailable: {str(e)[:80]})"
         from weightspace.data.make import make_dataset
 
         make_dataset(tmp / "data", family="all", count=members, resolution=32, seed=0, progress=False)
         script = ROOT / "benchmarks" / "_bench_pop_build.py"
         env = {**os.environ, "WEIGHTSPACE_QUIET": "1", "OMP_NUM_THREADS": "1"}
-        args = [sys.executable, str(script), str(tmp / "data"), str(tmp / "pop"), str(members), str(steps), checkpoint or "toy"]
+        args = [sys.executable, str(script), str(tmp / "data"), str(tmp / "pop"), str(members), str(steps), checkpoint]
         t0 = time.perf_counter()
         subprocess.run(args, check=True, env=env)
         full = time.perf_counter() - t0
         rows = [json.loads(l) for l in (tmp / "pop" / "manifest.jsonl").read_text().splitlines() if l.strip()]
         per_member = float(np.mean([r["seconds"] for r in rows]))
+        cpu_per_member = float(np.mean([r["metrics"]["cpu_seconds"] for r in rows]))
         # interrupted build: kill it once its first member is written, then resume
         proc = subprocess.Popen(args[:3] + [str(tmp / "pop2")] + args[4:], env=env)
         manifest = tmp / "pop2" / "manifest.jsonl"
@@ -153,7 +155,7 @@ def part_c(members: int, steps: int) -> dict:
         before = len([l for l in manifest.read_text().splitlines() if l.strip()]) if manifest.exists() else 0
         subprocess.run(args[:3] + [str(tmp / "pop2")] + args[4:], check=True, env=env)
         after = [json.loads(l) for l in manifest.read_text().splitlines() if l.strip()]
-        return {"generator": which, "members": members, "steps": steps, "seconds_per_member": per_member,
+        return {"generator": which, "members": members, "steps": steps, "seconds_per_member": per_member, "cpu_seconds_per_member": cpu_per_member,
                 "build_wall_seconds": full, "killed_with_members": before, "resumed_members": len(after),
                 "resumed_unique_ids": len({r["id"] for r in after}), "exactly_n": len(after) == members == len({r["id"] for r in after})}
 
