@@ -26,7 +26,7 @@ def tiny_data(tmp_path_factory):
 
 def test_tiny_train_resume_and_load(tiny_data, tmp_path):
     out = tmp_path / "ck"
-    tc = TrainConfig(minutes=0.04, ae_batch=4, diffusion_batch=4, train_points=64, log_every=1, checkpoint_seconds=1.0)
+    tc = TrainConfig(minutes=0.04, ae_batch=4, diffusion_batch=4, train_points=64, log_every=1, checkpoint_seconds=30.0)
     gen = train_latent_diffusion(tiny_data, out, model=ModelConfig(**TINY_MODEL), train=tc, stage="all", echo=lambda s: None)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["kind"] == "latent-diffusion" and cfg["model"]["resolution"] == 16
@@ -40,7 +40,7 @@ def test_tiny_train_resume_and_load(tiny_data, tmp_path):
     assert not torch.allclose(gen.net.latent_std, torch.ones_like(gen.net.latent_std))
 
     # resume: more diffusion steps continue the step count and the log
-    tc2 = TrainConfig(minutes=0.02, diffusion_batch=4, train_points=64, log_every=1, checkpoint_seconds=1.0)
+    tc2 = TrainConfig(minutes=0.02, diffusion_batch=4, train_points=64, log_every=1, checkpoint_seconds=30.0)
     train_latent_diffusion(tiny_data, out, train=tc2, stage="diffusion", echo=lambda s: None)
     p2 = json.loads((out / "config.json").read_text())["progress"]
     assert p2["ae_steps"] == p1["ae_steps"] and p2["diffusion_steps"] > p1["diffusion_steps"]
