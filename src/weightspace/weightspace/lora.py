@@ -17,10 +17,11 @@ from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from weightspace.generators.base import Generator
+from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json, read_json
 from weightspace.runtime.seeding import item_generator
@@ -192,8 +193,12 @@ class LoraParameterisation(Parameterisation):
         cfg = read_json(folder / "adapter_config.json")
         if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
             raise InputError(f"{folder / 'adapter_config.json'}: not a PEFT LoRA adapter config")
-        param = cls(gen, rank=int(cfg["r"]), alpha=float(cfg["lora_alpha"]), targets=targets or _unwrap(str(cfg["target_modules"])))
-        state = load_file(str(folder / "adapter_model.safetensors"))
+        try:
+            rank, alpha, pattern = int(cfg["r"]), float(cfg["lora_alpha"]), str(cfg["target_modules"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{folder / 'adapter_config.json'}: field {e} missing or not a number") from None
+        param = cls(gen, rank=rank, alpha=alpha, targets=targets or _unwrap(pattern))
+        state = load_state(folder / "adapter_model.safetensors")
         parts = {}
         for m in param.modules:
             for ab in ("lora_A", "lora_B"):
