@@ -135,7 +135,8 @@ def fit_one(gen: Generator, method: str, obs: np.ndarray, cfg: FitConfig, *, see
             point = cond_sub.reconstruct((u * sigma)[None])[0]
             return obj(cond_param.conditions(point[None]), None) + cfg.prior * (u**2).mean()
 
-        u, losses = _adam(torch.zeros(cond_sub.k), loss_u, steps=cfg.steps, lr=cfg.lr_condition)
+        u0 = cond_sub.project(c_enc.reshape(1, -1))[0] / sigma  # start at the encoding's projection, like the others
+        u, losses = _adam(u0.float(), loss_u, steps=cfg.steps, lr=cfg.lr_condition)
         point = cond_sub.reconstruct((u * sigma)[None])[0].detach()
         return {"condition": cond_param.conditions(point[None]).detach(), "params": None, "losses": losses, "trainable": cond_sub.k}
     param: Parameterisation
