@@ -361,9 +361,6 @@ def test_broken_population_folders_give_clean_errors(small_population, tmp_path,
         Population(folder).matrix()
 
 
-@pytest.mark.xfail(strict=True, reason="weightspace/store.py Population: a missing layout.json raises FileNotFoundError, "
-                   "manifest rows without 'index' or not objects raise KeyError/TypeError, a config.json that is not an "
-                   "object is accepted; fix: read_json + isinstance checks naming the file and line")
 @pytest.mark.parametrize("name", ["no_layout", "row_without_index", "row_not_object", "config_not_object"])
 def test_malformed_population_folders_give_clean_errors(small_population, tmp_path, name):
     from weightspace.runtime.errors import InputError
@@ -374,9 +371,6 @@ def test_malformed_population_folders_give_clean_errors(small_population, tmp_pa
         Population(folder).matrix()
 
 
-@pytest.mark.xfail(strict=True, reason="weightspace/population.py load_target reads grids with np.load and no checks: "
-                   "a NaN in a data grid is fitted (loss nan) and stored; fix: runtime.io.read_npy plus a finite check "
-                   "naming the grid file")
 def test_population_build_refuses_a_nan_grid(small_population, tmp_path):
     import functools
 

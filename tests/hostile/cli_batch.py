@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def run_one(argv: list[str]) -> dict:
 
     out, err = io.StringIO(), io.StringIO()
     rc = 0
+    t0 = time.perf_counter()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             main(argv)
@@ -30,7 +32,7 @@ def run_one(argv: list[str]) -> dict:
         except BaseException:  # what the interpreter would print for an uncaught exception
             traceback.print_exc(file=err)
             rc = 1
-    return {"argv": argv, "rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    return {"argv": argv, "rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue(), "seconds": time.perf_counter() - t0}
 
 
 def main() -> None:

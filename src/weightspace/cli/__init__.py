@@ -37,12 +37,21 @@ def version() -> None:
     typer.echo(__version__)
 
 
+_REGISTERED = False
+
+
 def _register() -> None:
+    """Add every command group to `app`, once (a second call would add each group again, and
+    every later invocation would rebuild the duplicated command tree)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
     # Explicit list of command modules; each exposes `register(app)`.
     from weightspace.cli import analyze, data, demo, evaluate, experiment, generate, train, weights
 
     for module in (data, analyze, train, generate, evaluate, weights, experiment, demo):
         module.register(app)
+    _REGISTERED = True
 
 
 INTERNAL_ERROR = 70  # sysexits EX_SOFTWARE: distinct from 2 (bad input) and from small counts some commands return
