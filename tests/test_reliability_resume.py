@@ -161,6 +161,7 @@ LD_TRAIN = {"minutes": 0.08, "ae_batch": 4, "diffusion_batch": 4, "train_points"
             "threads": 1}
 
 
+@pytest.mark.slow  # about a minute on the shared CPUs: `make bench` (or `pytest -m slow`) runs it
 @pytest.mark.xfail(strict=True, reason="generators/latent_diffusion/train.py budgets by wall time (stage lengths and the "
                    "lr schedule follow elapsed seconds) and reseeds its generator at resume (seed + 1000 * steps), so "
                    "neither an uninterrupted run nor a resumed one is a function of the seed; fix: a step budget "
