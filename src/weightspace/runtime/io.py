@@ -191,11 +191,13 @@ def read_npy(path: str | os.PathLike, *, what: str = "array", mmap: bool = False
         raise InputError(f"{path}: cannot read the {what} ({type(e).__name__}: {str(e)[:120]})") from None
 
 
-def read_npz(path: str | os.PathLike, keys: tuple[str, ...], *, what: str = "arrays") -> dict[str, "np.ndarray"]:
+def read_npz(path: str | os.PathLike, keys: tuple[str, ...], *, what: str = "arrays",
+             max_bytes: int = 2**30) -> dict[str, "np.ndarray"]:
     """Read named arrays from a `.npz` with the checks of `read_npy` applied to each member.
 
     Raises InputError naming the file when it is not a zip of .npy members, a key is missing,
-    a member holds Python objects, or a member's header claims more data than it holds.
+    a member holds Python objects, a member's header claims more data than it holds, or a
+    member would unpack to more than `max_bytes` (a compressed member can claim gigabytes).
     """
     import zipfile
 
@@ -213,6 +215,8 @@ def read_npz(path: str | os.PathLike, keys: tuple[str, ...], *, what: str = "arr
                 if member not in names:
                     raise InputError(f"{path}: no array named {key!r} (found {sorted(n.removesuffix('.npy') for n in names)})")
                 size = z.getinfo(member).file_size
+                if size > max_bytes:
+                    raise InputError(f"{path}: array {key!r} unpacks to {size} bytes, more than the {max_bytes} allowed")
                 with z.open(member) as f:
                     major, _minor = np.lib.format.read_magic(f)
                     reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
