@@ -325,12 +325,17 @@ def make_pairs(ends: Endpoints_, n: int, seed: int) -> list[tuple[str, str, bool
     if len(ids) < 2:
         raise InputError("pairs needs at least two shapes or members")
     pairs: list[tuple[str, str, bool]] = []
+    seen: set[frozenset[str]] = set()
     for k in range(n):
-        if k % 2 == 0 and within_fams:
-            f = within_fams[rng.integers(len(within_fams))]
-            a, b = rng.choice(by_fam[f], size=2, replace=False)
-        else:
-            a, b = rng.choice(ids, size=2, replace=False)
+        for _ in range(100):  # redraw a pair already used (in either direction) while others remain
+            if k % 2 == 0 and within_fams:
+                f = within_fams[rng.integers(len(within_fams))]
+                a, b = rng.choice(by_fam[f], size=2, replace=False)
+            else:
+                a, b = rng.choice(ids, size=2, replace=False)
+            if frozenset((str(a), str(b))) not in seen:
+                break
+        seen.add(frozenset((str(a), str(b))))
         pairs.append((str(a), str(b), ends.families[str(a)] == ends.families[str(b)]))
     return pairs
 
