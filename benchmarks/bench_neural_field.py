@@ -1,7 +1,8 @@
 """Benchmark: neural-field grid decoding (64^3, seconds) and K weight sets decoded batched vs a loop (throughput ratio).
 
 Targets (issue 5): a 64^3 grid in <= 0.5 s on the project's CPU; the batched-vs-loop ratio is
-reported (grouped `baddbmm` and `vmap` of `functional_call`, each against a loop of `sdf_grid`).
+reported (grouped `baddbmm` and `vmap` of `functional_call`, each against a loop of `sdf_grid`,
+which decodes coarse to fine under no_grad, and against the same loop decoding densely).
 Every figure is the median of `--repeats` timings.
 
 Example: .venv/bin/python benchmarks/bench_neural_field.py --checkpoint default-field --threads 1
@@ -45,7 +46,7 @@ def bench(checkpoint: str, *, k: int, resolution: int, repeats: int) -> dict:
     zs = gen.condition(family=[families[i % len(families)] for i in range(k)], seeds=list(range(k)))  # (K, d_z)
     out = {}
     with torch.no_grad():
-        for method in ("loop", "grouped", "vmap"):
+        for method in ("loop", "loop_dense", "grouped", "vmap"):
             out[method], _ = _median_time(lambda m=method: batched_sdf_grid(gen, params, zs, resolution, method=m), repeats)
         ref = batched_sdf_grid(gen, params, zs, resolution, method="loop")
         max_diff = max(float((batched_sdf_grid(gen, params, zs, resolution, method=m) - ref).abs().max())
@@ -61,10 +62,13 @@ def bench(checkpoint: str, *, k: int, resolution: int, repeats: int) -> dict:
         "k": k,
         "batched_resolution": resolution,
         "k_seconds_loop": out["loop"],
+        "k_seconds_loop_dense": out["loop_dense"],
         "k_seconds_grouped": out["grouped"],
         "k_seconds_vmap": out["vmap"],
         "throughput_ratio_grouped_vs_loop": out["loop"] / out["grouped"],
         "throughput_ratio_vmap_vs_loop": out["loop"] / out["vmap"],
+        "throughput_ratio_grouped_vs_dense_loop": out["loop_dense"] / out["grouped"],
+        "throughput_ratio_vmap_vs_dense_loop": out["loop_dense"] / out["vmap"],
         "max_abs_diff_vs_loop": max_diff,
     }
 

@@ -122,7 +122,7 @@ def test_batched_decoding_equals_loop(gen):
     z = torch.randn(K, 8, generator=g)
     with torch.no_grad():
         loop = torch.cat([gen.sdf_grid(z[k : k + 1], [k], params={n: v[k] for n, v in pb.items()}) for k in range(K)])
-        for method in ("grouped", "vmap", "loop"):
+        for method in ("grouped", "vmap", "loop", "loop_dense"):
             got = batched_sdf_grid(gen, pb, z, 12, method=method)
             assert torch.allclose(got, loop, atol=1e-5), method
         assert torch.allclose(gen.sdf_grid_batched(z, [0, 1, 2], pb), loop, atol=1e-5)
