@@ -396,3 +396,22 @@ def test_population_build_refuses_a_nan_grid(small_population, tmp_path):
                            steps=2, fit="grid", options={"rank": 2, "targets": "mid"})
     with pytest.raises(InputError, match=grid_file.name):
         build_population(cfg, loader=functools.partial(make_toy, seed=0))
+
+
+@pytest.mark.xfail(strict=True, reason="experiments/common.py row_root trusts a '_root' key in manifest rows, and rows of a "
+                   "user --data folder are read as they are, so a manifest can move its own root anywhere; fix: drop '_root' "
+                   "from rows read in study_data(data=...) (or keep roots outside the row dicts)")
+def test_study_rows_cannot_move_their_root(tmp_path):
+    from toy_generator import make_toy_data
+
+    from weightspace.experiments.common import clean_surface, study_data
+    from weightspace.runtime.errors import InputError
+
+    data = make_toy_data(tmp_path / "data", count=2, resolution=8, points=32)
+    elsewhere = make_toy_data(tmp_path / "elsewhere", count=2, resolution=8, points=32)  # a folder the manifest must not reach
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    rows[0]["_root"] = str(elsewhere)
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root, got = study_data(tmp_path / "study", data=str(data), families=[], count=1, seed=0, resolution=8)
+    with pytest.raises(InputError):
+        clean_surface(root, got[0])
