@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 Method = Literal["grouped", "vmap", "loop", "loop_dense"]
 METHODS = ("grouped", "vmap", "loop", "loop_dense")
 # Measured by benchmarks/bench_neural_field.py (K = 16 at 32^3, 1 thread, shared CPU): a loop of
-# `sdf_grid` won: grouped baddbmm and vmap ran at 0.29x and 0.35x its throughput. The loop also
+# `sdf_grid` won: grouped baddbmm and vmap ran at 0.29-0.72x and 0.35-0.95x its throughput. The loop also
 # gets the coarse-to-fine decode under no_grad; `loop_dense` is the like-for-like dense loop.
 DEFAULT_METHOD: Method = "loop"
 
