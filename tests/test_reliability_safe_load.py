@@ -243,3 +243,18 @@ def test_the_guard_sees_violations():
     bad = "import pickle\nimport numpy as np, torch\nnp.load(p)\nnp.load(p, allow_pickle=True)\ntorch.load(p)\npickle.loads(b)\n"
     kinds = {k for _, k in _violations("x.py", ast.parse(bad))}
     assert kinds == {"imports a pickle module", "np.load without allow_pickle=False", "allow_pickle=True", "torch.load", "pickle.loads"}
+
+
+def test_a_safetensors_file_that_starts_like_a_pickle_still_loads(tmp_path):
+    """A header length of 0x...0280 makes a safetensors file begin with the bytes of a protocol-2 pickle."""
+    from safetensors.torch import save_file
+
+    for pad in range(2000):
+        save_file({"a": torch.ones(2)}, str(tmp_path / "w.safetensors"), metadata={"p": "x" * pad})
+        head = (tmp_path / "w.safetensors").read_bytes()[:2]
+        if head[0] == 0x80 and 2 <= head[1] <= 5:
+            break
+    else:
+        pytest.fail("no padding gave the pickle-like prefix")
+    assert safe_load.sniff(tmp_path / "w.safetensors") == "safetensors"
+    assert torch.equal(load_state(tmp_path / "w.safetensors")["a"], torch.ones(2))

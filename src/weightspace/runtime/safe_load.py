@@ -70,6 +70,10 @@ def sniff(path: str | os.PathLike) -> FileFormat:
                 return "torch-zip" if any(n.endswith("data.pkl") for n in z.namelist()) else "zip"
         except zipfile.BadZipFile:
             return "unknown"
+    # safetensors first: its 8-byte header length can begin 0x80 0x02, which looks like a pickle
+    n = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    if head[8:9] == b"{" and 0 < n <= path.stat().st_size - 8:
+        return "safetensors"
     if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
         return "pickle"
     if head.lstrip()[:1] in (b"{", b"["):
@@ -84,10 +88,6 @@ def sniff(path: str | os.PathLike) -> FileFormat:
             return "pickle"
         except Exception:
             pass
-    if len(head) >= 9:
-        n = int.from_bytes(head[:8], "little")
-        if 0 < n < 100 * 2**20 and head[8:9] == b"{":
-            return "safetensors"
     return "unknown"
 
 
