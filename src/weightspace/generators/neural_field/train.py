@@ -27,6 +27,7 @@ from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json
 from weightspace.runtime.progress import progress_enabled
+from weightspace.runtime.seeding import item_generator
 
 STATE_NAME = "trainer_state.pt"  # optimiser moments + counters, read back with torch.load(weights_only=True)
 LOG_NAME = "loss_log.jsonl"
@@ -94,7 +95,6 @@ def train_neural_field(
 
     extra = {"train": to_dict(train_cfg), "data": {"folder": data_dir.name, "n_train": len(rows)}, "command": command}
     budget = train_cfg.minutes * 60.0
-    gen_rng = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + step)
     N, S = bank.points.shape[:2]
     out.mkdir(parents=True, exist_ok=True)
     log_file = open(out / LOG_NAME, "a", encoding="utf-8")
@@ -107,7 +107,9 @@ def train_neural_field(
                 break
             factor = _lr_factor(step, progress, train_cfg.warmup_steps)
             opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = train_cfg.lr * factor, train_cfg.code_lr * factor
-            idx = torch.randint(S, (N, train_cfg.points_per_shape), generator=gen_rng)  # (N, P)
+            # each step's batch comes from its own seeded generator, so a resumed run draws what an
+            # uninterrupted one would
+            idx = torch.randint(S, (N, train_cfg.points_per_shape), generator=item_generator(train_cfg.seed, "nf-step", step))  # (N, P)
             x = torch.gather(bank.points, 1, idx.unsqueeze(-1).expand(-1, -1, 3))  # (N, P, 3)
             s = torch.gather(bank.sdf, 1, idx)  # (N, P)
             l1 = clamped_l1(net(x, net.codes), s, model_cfg.clamp)
