@@ -124,11 +124,6 @@ def _saved_step(out: Path) -> int:
         return 0
 
 
-@pytest.mark.slow  # about half a minute on the shared CPUs, for a known failure: `pytest -m slow` runs it
-@pytest.mark.xfail(strict=True, reason="generators/neural_field/train.py reseeds its sampling generator at resume "
-                   "(seed * 1000003 + step), so the batches after a resume differ from an uninterrupted run's; fix: "
-                   "draw each step's batch from item_generator(seed, 'nf-step', step) (or save gen_rng.get_state() "
-                   "in the trainer state)")
 def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data, tmp_path):
     from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
     from weightspace.generators.neural_field.train import train_neural_field
@@ -154,6 +149,7 @@ def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data,
     a, b = load_state(tmp_path / "ref" / "model.safetensors"), load_state(out / "model.safetensors")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=f"{k} differs after a resume at step {killed_at}")
+    print(f"\n[resume] neural field: SIGKILL after step {killed_at} of {NF_TRAIN['steps']}, resumed, weights match")
 
 
 LD_MODEL = {"ae_channels": [8, 16], "latent_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2, "cond_tokens": 2,
