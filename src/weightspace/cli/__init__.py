@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     except WeightspaceError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
+    except MemoryError as e:
+        err.print(f"[bold red]error:[/] out of memory ({escape(str(e)[:200])}); ask for a smaller resolution, count or batch",
+                  highlight=False)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; finished files are kept (re-running resumes where a command supports it)", highlight=False)
         sys.exit(130)

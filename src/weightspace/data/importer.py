@@ -13,7 +13,7 @@ import trimesh
 from weightspace.data.grid import grid_points
 from weightspace.data.make import assign_splits, measure_betti, save_npy, save_npz, write_manifest
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_write_json
+from weightspace.runtime.io import atomic_write_json, remove_stale_temps
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import derive_seed
 
@@ -202,6 +202,7 @@ def import_meshes(
     if not files:
         raise InputError(f"no mesh files found in {', '.join(map(str, paths))} (supported: {', '.join(FORMATS)})")
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # left by a writer killed in an earlier run; nothing else writes here now
     rows, failures, seconds = [], [], []
     for i, path in enumerate(track(files, f"importing at {resolution}^3", enabled=progress)):
         item_id = _safe_id(i, path)

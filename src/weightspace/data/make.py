@@ -16,7 +16,7 @@ import numpy as np
 from weightspace.data.families import FAMILIES, FAMILY_NAMES, Family, get_family
 from weightspace.data.grid import grid_points
 from weightspace.runtime.errors import InputError, WeightspaceError
-from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text
+from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import derive_seed, item_rng
 
@@ -248,6 +248,7 @@ def make_dataset(
 
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # left by a writer killed in an earlier run; nothing else writes here now
     rows, redraws = [], Counter()
     t0 = time.perf_counter()
     for name, i in track(jobs, f"making {family} at {resolution}^3", enabled=progress):
