@@ -24,6 +24,15 @@ from weightspace.runtime.io import is_temp_file
 from weightspace.weightspace.population import PopulationConfig, build_population
 from weightspace.weightspace.store import Population
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The in-process reference runs use one thread, as the CLI subprocesses do (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 MEMBERS = 6
 STEPS = 30
 OPTIONS = {"rank": 2, "alpha": 8.0, "targets": "mid", "form": "factors"}  # what the CLI passes for these flags
@@ -58,7 +67,6 @@ def test_population_build_survives_sigkill_and_resumes_exactly(tmp_path, kills, 
     # the reference: one uninterrupted build, in process
     cfg = PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "ref"),
                            options=OPTIONS, members=MEMBERS, steps=STEPS, fit="grid")
-    torch.set_num_threads(1)
     ref = build_population(cfg, loader=functools.partial(make_toy, seed=0))
 
     out = tmp_path / "pop"
@@ -130,7 +138,6 @@ def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data,
 
     cfg = tmp_path / "nf.json"
     cfg.write_text(json.dumps({"model": NF_MODEL, "train": NF_TRAIN}))
-    torch.set_num_threads(1)
     train_neural_field(nf_data, tmp_path / "ref", model_cfg=FieldConfig(**NF_MODEL), train_cfg=TrainConfig(**NF_TRAIN),
                        log=lambda s: None)
     out = tmp_path / "ck"
