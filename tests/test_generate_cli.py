@@ -11,6 +11,7 @@ from weightspace.cli import _register, app
 from weightspace.cli.evaluate import EVALUATORS
 
 from test_latent_diffusion_model import tiny_generator
+from test_neural_field_model import tiny_generator as tiny_field
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +84,16 @@ def test_evaluate_dispatch_table_and_keys(ckpt, tmp_path):
     for key in ("ae_iou", "ae_betti_match", "points_iou", "points_betti_match", "family_betti_match", "cov", "nna"):
         assert 0.0 <= figures[key] <= 1.0, key
     assert figures["seconds_per_shape"] > 0
+
+
+def test_generate_seed_reaches_a_neural_field_family_code(tmp_path):
+    """--seed must change a neural field's family sample: its code is drawn from the family prior."""
+    ckpt = tiny_field().save(tmp_path / "nf")
+    grids = []
+    for seed in (0, 5):
+        out = tmp_path / f"gen{seed}"
+        result = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--family", "torus", "--seed", str(seed),
+                                          "--count", "1", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        grids.append(np.load(next((out / "grids").glob("*.npy"))))
+    assert not np.array_equal(grids[0], grids[1])

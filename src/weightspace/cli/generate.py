@@ -76,14 +76,17 @@ def generate_shapes(
     if fmt not in MESH_FORMATS:
         raise InputError(f"--format must be one of {', '.join(MESH_FORMATS)}, got {fmt!r}")
     gen = load_generator(checkpoint)
+    # One seed per item, for the condition (a neural field draws its family code from it) and the decode.
+    seeds = [seed + i for i in range(count)]
     with torch.no_grad():
         if family is not None:
-            cond = gen.condition(family=[family] * count)
+            cond = gen.condition(family=[family] * count, seeds=seeds)
         elif points is not None:
-            cond = gen.condition(points=torch.from_numpy(read_points_file(points)).unsqueeze(0).expand(count, -1, -1))
+            pts = torch.from_numpy(read_points_file(points)).unsqueeze(0).expand(count, -1, -1)
+            cond = gen.condition(points=pts, seeds=seeds)
         else:
-            cond = gen.condition(voxels=torch.from_numpy(read_voxels_file(voxels)).unsqueeze(0).expand(count, -1, -1, -1))
-        seeds = [seed + i for i in range(count)]
+            vox = torch.from_numpy(read_voxels_file(voxels)).unsqueeze(0).expand(count, -1, -1, -1)
+            cond = gen.condition(voxels=vox, seeds=seeds)
         grids = gen.sdf_grid(cond, seeds, resolution=resolution).cpu().numpy()  # (count, R, R, R)
     rows = []
     for i, (s, grid) in enumerate(zip(seeds, grids)):
