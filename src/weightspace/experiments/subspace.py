@@ -232,6 +232,8 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
                               "per_example_robust": [list(s.robust) for s in examples],
                               "clean_robust": [list(s.robust) for s in clean]},
         "topology_kept": {name: summary[name]["topology_kept_robust"] for name in groups},
+        "warnings": ([] if target_robust != (0, 0, 0) else
+                     ["the examples decode empty, so 'topology kept' counts empty shapes; read kept_and_valid"]),
         "summary": summary, "gate": gate, "decodes": int(sum(len(v) for v in shapes.values())), "wall_seconds": clock(),
     })
     return folder
