@@ -142,5 +142,5 @@ def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
         run(config)
         write_report(folder, title=f"{study} study on {checkpoint}")
         headlines[study] = summarize(folder)
-        console.print(f"{headlines[study]}  ({time.perf_counter() - t0:.0f} s)", highlight=False)
+        console.print(f"{headlines[study]}  ({time.perf_counter() - t0:.0f} s)", highlight=False, markup=False)
     return headlines
