@@ -192,7 +192,7 @@ def fit_subspace(population: str | Path | Population, k: int, *, solver: str = "
         with tempfile.TemporaryDirectory(prefix="weightspace-pca-") as tmp:
             mm = pop.to_memmap(Path(tmp) / "points.npy")
             del mm
-            sub = fit_subspace_matrix(np.load(Path(tmp) / "points.npy", mmap_mode="r"), k, **kw)
+            sub = fit_subspace_matrix(np.load(Path(tmp) / "points.npy", mmap_mode="r", allow_pickle=False), k, **kw)
     if out is not None:
         sub.save(out)
     return sub

@@ -27,6 +27,7 @@ from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json
 from weightspace.runtime.progress import progress_enabled
+from weightspace.runtime.safe_load import load_torch_object
 from weightspace.runtime.seeding import item_generator
 
 STATE_NAME = "trainer_state.pt"  # optimiser moments + counters, read back with torch.load(weights_only=True)
@@ -85,7 +86,7 @@ def train_neural_field(
         _, old_config = load_checkpoint(out)
         if old_config.get("model", {}).get("n_codes") != len(rows):
             raise InputError(f"{out}: its checkpoint was trained on another data set; use a new --out or delete it")
-        state = torch.load(out / STATE_NAME, weights_only=True)
+        state = load_torch_object(out / STATE_NAME)  # checked for foreign globals, then weights_only
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
