@@ -398,9 +398,6 @@ def test_population_build_refuses_a_nan_grid(small_population, tmp_path):
         build_population(cfg, loader=functools.partial(make_toy, seed=0))
 
 
-@pytest.mark.xfail(strict=True, reason="experiments/common.py row_root trusts a '_root' key in manifest rows, and rows of a "
-                   "user --data folder are read as they are, so a manifest can move its own root anywhere; fix: drop '_root' "
-                   "from rows read in study_data(data=...) (or keep roots outside the row dicts)")
 def test_study_rows_cannot_move_their_root(tmp_path):
     from toy_generator import make_toy_data
 

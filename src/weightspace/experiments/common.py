@@ -29,7 +29,7 @@ from weightspace.data.dataset import load_points, read_manifest
 from weightspace.decode.mesh import grid_to_mesh
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text
+from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, safe_child
 from weightspace.runtime.seeding import derive_seed
 
 DEFAULT_VOLUME_THRESHOLD = 0.002  # world units^3 (about 7 voxels at R = 32): smaller parts are floaters
@@ -178,12 +178,14 @@ def study_data(folder: Path, *, data: str | None, families: Sequence[str], count
         sub = root / fam
         if not (sub / "manifest.jsonl").is_file():
             make_dataset(sub, family=fam, count=count, resolution=resolution, seed=seed, progress=False)
-        rows += [{**r, "_root": str(sub)} for r in read_manifest(sub)]
+        rows += [{**r, "_root": fam} for r in read_manifest(sub)]  # relative: resolved under root
     return root, rows
 
 
 def row_root(root: Path, row: dict[str, Any]) -> Path:
-    return Path(row["_root"]) if "_root" in row else root
+    """The folder a row's files are relative to: a subfolder of `root` named by `_root`, never outside it
+    (a user's manifest could carry a `_root` key of its own)."""
+    return safe_child(root, str(row["_root"])) if "_root" in row else root
 
 
 def clean_surface(root: Path, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
