@@ -25,5 +25,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 	$(BIN)/python benchmarks/run_all.py
 
+# Time-bounded hypothesis fuzzing of the mesh importer and the config loaders (not in CI).
+fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz_mesh.py --seconds 90
+	$(BIN)/python benchmarks/fuzz_config.py --seconds 90
+
 clean-venv:
 	rm -rf $(VENV)
