@@ -23,7 +23,7 @@ import torch
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, make_executor
-from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json, read_npy, safe_child
+from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS, observe
 from weightspace.runtime.seeding import derive_seed
 from weightspace.weightspace.base import Parameterisation, base_hash
@@ -266,6 +266,7 @@ def build_population(config: PopulationConfig, *, loader: Callable[[], Generator
     expected = {"base_hash": base_hash(gen), "data_hash": manifest_hash(data), "settings": settings}
     if (out / "config.json").is_file():
         _check_resume(out, expected)
+        remove_stale_temps(out)  # a killed member's half-written shard; no writer runs on `out` now
     else:
         anchor = _anchor(gen, config.anchor if param.name != "condition" else "zeros", data, rows, settings)
         save_tensors(out / "anchor.safetensors", {"anchor": anchor}, {"kind": "anchor"})
@@ -274,7 +275,7 @@ def build_population(config: PopulationConfig, *, loader: Callable[[], Generator
                                                 "data": str(config.data), "parameterisation": param.config()})
     pop = Population(out)
     param.set_anchor(pop.anchor)
-    done = {r["id"]: r for r in read_manifest(out) if (out / r["shard"]).is_file()}
+    done = {r["id"]: r for r in read_manifest(out) if safe_child(out, r["shard"], where="manifest.jsonl").is_file()}
     manifest = list(done.values())
     tasks = [
         MemberTask(i, str(r["id"]), r, derive_seed(config.seed, "member", str(r["id"])), str(data), settings,
