@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
 
         if stage not in STAGES:
             raise InputError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        from weightspace.runtime.config import json_section
+
         raw = read_json(config) if config is not None else {}
         if not isinstance(raw, dict):
             raise InputError(f"{config}: expected a JSON object with optional keys 'model' and 'train'")
@@ -38,7 +40,7 @@ def register(app: typer.Typer) -> None:
         if unknown:
             raise InputError(f"{config}: unknown top-level field(s) {unknown}; valid: ['model', 'train']")
         model_cfg = model_config_from(raw.get("model"), where=f"{config}: model")
-        train_raw = dict(raw.get("train") or {})
+        train_raw = json_section(raw, "train", str(config))
         if minutes is not None:
             if not minutes > 0:
                 raise InputError(f"--minutes must be > 0, got {minutes}")

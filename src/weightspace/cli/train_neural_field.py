@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         from weightspace.generators.neural_field.train import train_neural_field
         from weightspace.runtime.io import read_json
 
+        from weightspace.runtime.config import json_section
+
         raw = read_json(config) if config is not None else {}
         where = str(config) if config is not None else "config"
         if not isinstance(raw, dict):
@@ -39,12 +41,12 @@ def register(app: typer.Typer) -> None:
         unknown = sorted(set(raw) - {"model", "train"})
         if unknown:
             raise InputError(f"{where}: unknown top-level field(s) {unknown}; valid: ['model', 'train']")
-        model_raw = dict(raw.get("model") or {})
+        model_raw = json_section(raw, "model", where)
         for derived in ("n_codes", "families"):
             if derived in model_raw:
                 raise InputError(f"{where}: model.{derived} is set from the data folder; remove it")
         model_cfg = config_from_dict(FieldConfig, model_raw, f"{where}: model")
-        train_raw = dict(raw.get("train") or {})
+        train_raw = json_section(raw, "train", where)
         if minutes is not None:
             if not minutes > 0:
                 raise InputError(f"--minutes must be > 0, got {minutes}")

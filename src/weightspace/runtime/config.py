@@ -197,3 +197,13 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 __all__ = ["option", "config_from_dict", "load_config", "config_to_dict"]
+
+
+def json_section(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    """The object under `key` of a config file (empty when absent); anything but an object is an InputError."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: field {key!r} must be a JSON object, got {type(value).__name__}")
+    return dict(value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -114,8 +116,8 @@ def _check_type(value: Any, annotation: str, where: str) -> Any:
             raise InputError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if annotation == "str":
         if not isinstance(value, str):
