@@ -28,6 +28,37 @@ def _per_item_noise(x: torch.Tensor, generators: Sequence[torch.Generator]) -> t
     return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype) for g in generators]).to(x.device)  # (B, ...)
 
 
+def _sample(
+    denoise: Denoise,
+    x_T: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    eta: float,
+    generators: Sequence[torch.Generator] | None,
+    callback: Callback,
+) -> torch.Tensor:
+    """The DDIM update (Song et al. 2021, eq. 12), x0-parameterised, with sigma = eta * eq. 16.
+
+    x_T : (B, ...) start noise; returns x_0 (B, ...). eta = 0 is deterministic; eta = 1 is the
+    DDPM posterior over the strided steps and draws its noise from one generator per item.
+    """
+    x = x_T
+    ts = [int(t) for t in timesteps]
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        ab_t, ab_prev = _ab(alphas_cumprod, t, x), _ab(alphas_cumprod, t_prev, x)
+        x0_hat = denoise(x, torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device))  # (B, ...)
+        eps_hat = (x - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()  # predicted noise
+        sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()  # eq. 16
+        x = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps_hat  # x_{t_prev}
+        if eta > 0 and t_prev >= 0:
+            x = x + sigma * _per_item_noise(x, generators)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0_hat": x0_hat})
+    return x
+
+
 def sample_ddim(
     denoise: Denoise,
     x_T: torch.Tensor,
@@ -37,22 +68,8 @@ def sample_ddim(
     generators: Sequence[torch.Generator] | None = None,
     callback: Callback = None,
 ) -> torch.Tensor:
-    """Deterministic DDIM (Song et al. 2021, eq. 12 with sigma = 0), x0-parameterised.
-
-    x_T : (B, ...) start noise; returns x_0 (B, ...). `generators` is unused (eta = 0) and
-    accepted for the shared signature.
-    """
-    x = x_T
-    ts = [int(t) for t in timesteps]
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        ab_t, ab_prev = _ab(alphas_cumprod, t, x), _ab(alphas_cumprod, t_prev, x)
-        x0_hat = denoise(x, torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device))  # (B, ...)
-        eps_hat = (x - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()  # predicted noise
-        x = ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat  # x_{t_prev}
-        if callback is not None:
-            callback({"i": i, "t": t, "x": x, "x0_hat": x0_hat})
-    return x
+    """Deterministic DDIM (eta = 0). `generators` is unused and accepted for the shared signature."""
+    return _sample(denoise, x_T, timesteps, alphas_cumprod, eta=0.0, generators=generators, callback=callback)
 
 
 def sample_ddpm(
@@ -67,20 +84,7 @@ def sample_ddpm(
     """Ancestral sampling (DDIM with eta = 1, i.e. the DDPM posterior over the strided steps)."""
     if generators is None or len(generators) != x_T.shape[0]:
         raise InputError("sample_ddpm needs one torch.Generator per item (generators=...)")
-    x = x_T
-    ts = [int(t) for t in timesteps]
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        ab_t, ab_prev = _ab(alphas_cumprod, t, x), _ab(alphas_cumprod, t_prev, x)
-        x0_hat = denoise(x, torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device))  # (B, ...)
-        eps_hat = (x - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()
-        sigma = ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()  # DDIM eq. 16, eta = 1
-        x = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps_hat
-        if t_prev >= 0:
-            x = x + sigma * _per_item_noise(x, generators)
-        if callback is not None:
-            callback({"i": i, "t": t, "x": x, "x0_hat": x0_hat})
-    return x
+    return _sample(denoise, x_T, timesteps, alphas_cumprod, eta=1.0, generators=generators, callback=callback)
 
 
 SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm}
