@@ -25,6 +25,17 @@ def base_hash(gen: Generator) -> str:
     return state_hash(gen.net.state_dict())
 
 
+def in_groups(gen: Generator, targets: str, names) -> list[str]:
+    """The names (of modules or parameters) under the module groups of a `group:a,b` target."""
+    groups = gen.module_groups()
+    wanted = [g.strip() for g in targets[len("group:"):].split(",") if g.strip()]
+    unknown = [g for g in wanted if g not in groups]
+    if unknown:
+        raise InputError(f"targets: unknown module group(s) {unknown}; valid: {', '.join(groups)}")
+    prefixes = [p for g in wanted for p in groups[g]]
+    return [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+
+
 def resolve_targets(gen: Generator, targets: str, *, kinds: tuple[type[nn.Module], ...] | None = None) -> list[str]:
     """Module names of `gen.net` chosen by `targets`.
 
@@ -34,13 +45,7 @@ def resolve_targets(gen: Generator, targets: str, *, kinds: tuple[type[nn.Module
     """
     modules = dict(gen.net.named_modules())
     if targets.startswith("group:"):
-        groups = gen.module_groups()
-        wanted = [g.strip() for g in targets[len("group:"):].split(",") if g.strip()]
-        unknown = [g for g in wanted if g not in groups]
-        if unknown:
-            raise InputError(f"targets: unknown module group(s) {unknown}; valid: {', '.join(groups)}")
-        prefixes = [p for g in wanted for p in groups[g]]
-        chosen = [n for n in modules if any(n == p or n.startswith(p + ".") for p in prefixes)]
+        chosen = in_groups(gen, targets, modules)
     elif targets == "all":
         chosen = list(modules)
     else:

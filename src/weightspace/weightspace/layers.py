@@ -9,7 +9,7 @@ import torch
 
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.base import Parameterisation, base_hash, layout_extra
+from weightspace.weightspace.base import Parameterisation, base_hash, in_groups, layout_extra
 from weightspace.weightspace.layout import Layout
 
 
@@ -23,13 +23,7 @@ def resolve_parameters(gen: Generator, targets: str) -> list[str]:
     if targets == "all":
         return names
     if targets.startswith("group:"):
-        groups = gen.module_groups()
-        wanted = [g.strip() for g in targets[len("group:"):].split(",") if g.strip()]
-        unknown = [g for g in wanted if g not in groups]
-        if unknown:
-            raise InputError(f"targets: unknown module group(s) {unknown}; valid: {', '.join(groups)}")
-        prefixes = [p for g in wanted for p in groups[g]]
-        chosen = [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+        chosen = in_groups(gen, targets, names)
     else:
         try:
             rx = re.compile(targets)
