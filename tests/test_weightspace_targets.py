@@ -1,0 +1,22 @@
+"""Target selection by module group (`group:a,b`) for LoRA modules and raw layers."""
+
+import pytest
+from toy_generator import make_toy
+
+from weightspace.runtime.errors import InputError
+from weightspace.weightspace.base import resolve_targets
+from weightspace.weightspace.layers import resolve_parameters
+
+
+def test_group_targets_pick_modules_and_parameters_under_their_prefixes():
+    gen = make_toy(seed=0)
+    modules = resolve_targets(gen, "group:mlp")
+    assert modules and all(m.split(".")[0] in {"inp", "mid", "out"} for m in modules)
+    params = resolve_parameters(gen, "group:mlp,film")
+    assert {p.split(".")[0] for p in params} == {"inp", "mid", "out", "film"}
+    assert all(p.split(".")[0] not in {"enc", "feat", "vol"} for p in params)
+
+
+def test_unknown_group_names_the_valid_ones():
+    with pytest.raises(InputError, match="unknown module group.*valid: encoder"):
+        resolve_parameters(make_toy(seed=0), "group:nope")
