@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
+import pickle  # only for the exception type torch.load(weights_only=True) raises; nothing is unpickled here
 import pickletools
 import zipfile
 from pathlib import Path
