@@ -161,15 +161,14 @@ def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data,
 
 LD_MODEL = {"ae_channels": [8, 16], "latent_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2, "cond_tokens": 2,
             "cond_dim": 8, "timesteps": 50, "sample_steps": 3}
-LD_TRAIN = {"minutes": 0.08, "ae_batch": 4, "diffusion_batch": 4, "train_points": 64, "log_every": 1, "checkpoint_seconds": 0.2,
+LD_TRAIN = {"minutes": 0.08, "ae_steps": 150, "diffusion_steps": 150, "ae_batch": 4, "diffusion_batch": 4, "train_points": 64, "log_every": 1, "checkpoint_seconds": 0.2,
             "threads": 1}
 
 
 @pytest.mark.slow  # about a minute on the shared CPUs: `make bench` (or `pytest -m slow`) runs it
-@pytest.mark.xfail(strict=True, reason="generators/latent_diffusion/train.py budgets by wall time (stage lengths and the "
-                   "lr schedule follow elapsed seconds) and reseeds its generator at resume (seed + 1000 * steps), so "
-                   "neither an uninterrupted run nor a resumed one is a function of the seed; fix: a step budget "
-                   "(train.ae_steps / train.diffusion_steps, lr by step) and item_generator(seed, stage, step) per step")
+@pytest.mark.xfail(strict=True, reason="the trainer now has step budgets (train.ae_steps / diffusion_steps) and one "
+                   "item_generator(seed, stage, step) per step, and a resumed run reaches the same step counts, but every "
+                   "weight still differs from the uninterrupted run's: some optimiser or EMA state is not restored as saved")
 def test_latent_diffusion_training_killed_and_resumed_matches_uninterrupted(nf_data, tmp_path):
     from weightspace.generators.latent_diffusion.config import ModelConfig, TrainConfig
     from weightspace.generators.latent_diffusion.train import train_latent_diffusion
@@ -194,5 +193,5 @@ def test_latent_diffusion_training_killed_and_resumed_matches_uninterrupted(nf_d
     assert got_cfg["progress"]["ae_steps"] == ref_cfg["progress"]["ae_steps"]
     assert got_cfg["progress"]["diffusion_steps"] == ref_cfg["progress"]["diffusion_steps"]
     a, b = load_state(tmp_path / "ref" / "model.safetensors"), load_state(out / "model.safetensors")
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    bad = [k for k in a if not torch.allclose(b[k], a[k], rtol=1e-4, atol=1e-5)]
+    assert not bad, f"{len(bad)} of {len(a)} tensors differ: {bad[:8]}"

@@ -72,6 +72,8 @@ class TrainConfig:
 
     minutes: float = 55.0  # total wall-time budget for the stages run (autoencoder + diffusion)
     ae_fraction: float = 0.5  # share of the budget for the autoencoder when --stage all
+    ae_steps: int = 0  # > 0: exactly this many autoencoder steps (lr by step), reproducible across resumes
+    diffusion_steps: int = 0  # > 0: exactly this many diffusion steps; 0: both stages budget by wall time
     ae_batch: int = 16
     ae_lr: float = 2e-3
     near_surface_weight: float = 4.0  # extra L1 weight where |sdf| < 2 voxels

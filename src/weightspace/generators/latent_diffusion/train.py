@@ -29,6 +29,7 @@ from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.runtime.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_state, save_checkpoint
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, read_json
+from weightspace.runtime.seeding import item_generator
 
 TRAIN_STATE = "train_state.safetensors"
 LOSS_LOG = "loss_log.jsonl"
@@ -145,7 +146,7 @@ def reconstruction_iou(net: LatentDiffusionNet, grids: torch.Tensor, truncation:
 
 
 def _ae_stage(net, ema, data: TrainingData, val_grids, tc: TrainConfig, budget_s: float, progress: dict, out: Path,
-              cfg: ModelConfig, logger: Logger, extra: Callable[[], dict], gen: torch.Generator) -> None:
+              cfg: ModelConfig, logger: Logger, extra: Callable[[], dict]) -> None:
     """Autoencoder stage: surface-weighted L1 + sign BCE on normalised TSDFs, random axis flips."""
     params = list(net.ae.parameters())
     opt = torch.optim.Adam(params, lr=tc.ae_lr)
@@ -156,14 +157,15 @@ def _ae_stage(net, ema, data: TrainingData, val_grids, tc: TrainConfig, budget_s
     step, used = progress["ae_steps"], progress["ae_seconds"]
     last_save, t_prev, loss_avg = time.time(), time.time(), None
     net.train()
-    while used < budget_s:
+    while step < tc.ae_steps if tc.ae_steps else used < budget_s:
+        gen = item_generator(tc.seed, "ae", step)  # one stream per step: a resumed run draws what an uninterrupted one does
         idx = torch.randint(tsdf_all.shape[0], (tc.ae_batch,), generator=gen)  # (B,)
         x = tsdf_all[idx]  # (B, R, R, R)
         flips = [d for d in (1, 2, 3) if torch.rand((), generator=gen) < 0.5]
         if flips:
             x = x.flip(flips)
         for group in opt.param_groups:
-            group["lr"] = _lr(tc.ae_lr, used / budget_s, step)
+            group["lr"] = _lr(tc.ae_lr, step / tc.ae_steps if tc.ae_steps else used / budget_s, step)
         pred = net.ae.decode(net.ae.encode(x))  # (B, R, R, R)
         loss = autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight, sign_weight=tc.sign_weight)
         opt.zero_grad(set_to_none=True)
@@ -205,7 +207,7 @@ def _set_latent_stats(net, ema, data: TrainingData, cfg: ModelConfig) -> torch.T
 
 
 def _diffusion_stage(net, ema, data: TrainingData, latents: torch.Tensor, tc: TrainConfig, budget_s: float, progress: dict,
-                     out: Path, cfg: ModelConfig, logger: Logger, extra: Callable[[], dict], gen: torch.Generator) -> None:
+                     out: Path, cfg: ModelConfig, logger: Logger, extra: Callable[[], dict]) -> None:
     """Diffusion stage: x0-prediction loss; each item draws a condition kind (family / augmented
     points / voxels at 8^3 or 16^3), and the null condition with probability cond_drop."""
     for p in net.ae.parameters():
@@ -219,7 +221,8 @@ def _diffusion_stage(net, ema, data: TrainingData, latents: torch.Tensor, tc: Tr
     last_save, t_prev, loss_avg = time.time(), time.time(), None
     net.train()
     B, M, d = tc.diffusion_batch, cfg.cond_tokens, cfg.cond_dim
-    while used < budget_s:
+    while step < tc.diffusion_steps if tc.diffusion_steps else used < budget_s:
+        gen = item_generator(tc.seed, "diffusion", step)  # one stream per step (see the autoencoder stage)
         idx = torch.randint(latents.shape[0], (B,), generator=gen)  # (B,)
         kind = torch.multinomial(probs, B, replacement=True, generator=gen)  # (B,) 0 family, 1 points, 2 voxels
         cond = torch.zeros(B, M, d)  # (B, M, d)
@@ -240,7 +243,7 @@ def _diffusion_stage(net, ema, data: TrainingData, latents: torch.Tensor, tc: Tr
         t = torch.randint(cfg.timesteps, (B,), generator=gen)  # (B,)
         noise = torch.randn(latents[idx].shape, generator=gen)  # (B, C, r, r, r)
         for group in opt.param_groups:
-            group["lr"] = _lr(tc.diffusion_lr, used / budget_s, step)
+            group["lr"] = _lr(tc.diffusion_lr, step / tc.diffusion_steps if tc.diffusion_steps else used / budget_s, step)
         loss = diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), latents[idx], cond, t, noise, net.alphas_cumprod)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -313,7 +316,6 @@ def train_latent_diffusion(
     if (cfg.resolution, cfg.truncation) != (data.resolution, data.truncation) or cfg.families[: len(data.families)] != data.families:
         raise InputError(f"{data_dir}: data (resolution {data.resolution}, truncation {data.truncation}) does not match the checkpoint in {out}")
     progress["_resume_state"] = resume_state
-    gen = torch.Generator().manual_seed(tc.seed + 1000 * (progress["ae_steps"] + progress["diffusion_steps"]))
     logger = Logger(out, echo)
 
     def extra() -> dict:
@@ -329,7 +331,7 @@ def train_latent_diffusion(
         ae_budget = budget * (tc.ae_fraction if stage == "all" else 1.0)
         if stage == "ae":
             ae_budget += progress["ae_seconds"]  # --stage ae --minutes M adds M minutes
-        _ae_stage(net, ema, data, val_grids, tc, ae_budget, progress, out, cfg, logger, extra, gen)
+        _ae_stage(net, ema, data, val_grids, tc, ae_budget, progress, out, cfg, logger, extra)
         if val_grids is not None:
             iou = reconstruction_iou(ema.shadow, val_grids, cfg.truncation)
             logger.row(stage="ae", step=progress["ae_steps"], seconds=round(progress["ae_seconds"], 2), val_iou=round(iou, 4))
@@ -339,7 +341,7 @@ def train_latent_diffusion(
             raise InputError(f"{out}: no trained autoencoder here; run --stage ae (or all) first")
         latents = _set_latent_stats(net, ema, data, cfg)  # (N, C, r, r, r)
         diff_budget = budget * (1.0 - tc.ae_fraction) if stage == "all" else budget + progress["diffusion_seconds"]
-        opt = _diffusion_stage(net, ema, data, latents, tc, max(diff_budget, 1.0), progress, out, cfg, logger, extra, gen)
+        opt = _diffusion_stage(net, ema, data, latents, tc, max(diff_budget, 1.0), progress, out, cfg, logger, extra)
     else:
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
     progress["_resume_state"] = None
