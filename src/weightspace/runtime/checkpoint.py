@@ -71,6 +71,15 @@ def load_state(path: str | os.PathLike, *, finite: bool = True) -> dict[str, tor
     return state
 
 
+def state_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty when it has none); a bad file raises InputError naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # SafetensorError, OSError, and others on foreign bytes
+        raise InputError(f"{path}: not a valid safetensors file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
 def _embedded_config(path: Path) -> tuple[str | None, dict[str, Any] | None]:
     """(weights_hash, config) stored in a weights file's metadata by `save_checkpoint`, if any."""
     try:

@@ -20,15 +20,16 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from weightspace.data.dataset import ShapeDataset
-from weightspace.generators.latent_diffusion.config import STAGES, ModelConfig, TrainConfig
+from weightspace.generators.latent_diffusion.config import STAGES, ModelConfig, TrainConfig, model_config_from
 from weightspace.generators.latent_diffusion.losses import autoencoder_loss, augment_points, diffusion_loss, voxels_from_grids
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
-from weightspace.runtime.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_state, save_checkpoint
+from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_metadata
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, read_json
+from weightspace.runtime.io import atomic_path
 from weightspace.runtime.seeding import item_generator
 
 TRAIN_STATE = "train_state.safetensors"
@@ -92,18 +93,52 @@ def _lr(base: float, frac: float, step: int, warmup: int = 50) -> float:
 
 
 def _save_all(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, cfg: ModelConfig, extra: dict) -> None:
-    """EMA generator checkpoint plus the raw weights and Adam moments for resuming."""
-    LatentDiffusionGenerator(cfg, ema.shadow).save(out, extra_config=extra)
+    """The resume state, then the EMA generator checkpoint.
+
+    The resume state is one atomic file: raw weights (net.*), EMA weights (ema.*), Adam moments
+    (opt.*) and, in its metadata, the config with the progress counters. A run resumes from that
+    file alone, so a kill between the two writes (or between a checkpoint's weights and its
+    config.json) leaves a consistent state beside an older exported checkpoint, never a mix of two saves.
+    """
     names = {id(p): n for n, p in net.named_parameters()}
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state.update({f"ema.{k}": v for k, v in ema.shadow.state_dict().items()})
     for group in opt.param_groups:
         for p in group["params"]:
             for key, value in opt.state.get(p, {}).items():
                 state[f"opt.{names[id(p)]}.{key}"] = torch.as_tensor(value).reshape(-1) if key == "step" else value
+    config = {"kind": "latent-diffusion", "model": dataclasses.asdict(cfg), **extra}
     with atomic_path(out / TRAIN_STATE) as tmp:
-        from safetensors.torch import save_file
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata={"config": json.dumps(config)})
+    LatentDiffusionGenerator(cfg, ema.shadow).save(out, extra_config=extra)
 
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
+
+def _load_resume_state(out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(config, raw state with net.* and opt.* keys, EMA state dict) of the run in `out`.
+
+    A resume state written before it carried its own config and EMA weights takes both from the
+    checkpoint beside it.
+    """
+    path = out / TRAIN_STATE
+    state = load_state(path)
+    meta = state_metadata(path)
+    if "config" not in meta:
+        ema_state, config = load_checkpoint(out)
+        return config, state, ema_state
+    try:
+        config = json.loads(meta["config"])
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: the config in its metadata is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise InputError(f"{path}: the config in its metadata has no 'model' object")
+    return config, state, {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+
+
+def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"{where}: weights do not match the model in its config ({str(e).splitlines()[0][:200]})") from None
 
 
 def _restore_opt(opt: torch.optim.Optimizer, net, state: dict[str, torch.Tensor]) -> None:
@@ -145,31 +180,42 @@ def reconstruction_iou(net: LatentDiffusionNet, grids: torch.Tensor, truncation:
     return float(torch.cat(ious).mean())
 
 
-def _ae_stage(net, ema, data: TrainingData, val_grids, tc: TrainConfig, budget_s: float, progress: dict, out: Path,
-              cfg: ModelConfig, logger: Logger, extra: Callable[[], dict]) -> None:
-    """Autoencoder stage: surface-weighted L1 + sign BCE on normalised TSDFs, random axis flips."""
-    params = list(net.ae.parameters())
-    opt = torch.optim.Adam(params, lr=tc.ae_lr)
-    if progress.get("_resume_state") is not None and progress["ae_steps"] > 0:
+@dataclasses.dataclass
+class StageRun:
+    """What one training stage shares with the loop that runs it."""
+
+    out: Path
+    cfg: ModelConfig
+    tc: TrainConfig
+    progress: dict
+    logger: Logger
+    extra: Callable[[], dict]
+
+
+def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimizer, params: list[torch.Tensor],
+               loss_fn: Callable[[torch.Generator], torch.Tensor], *, base_lr: float, total_steps: int, budget_s: float,
+               clip: float | None = None, validate: Callable[[], float] | None = None) -> None:
+    """The loop of one stage: step budget `total_steps` (or wall-time `budget_s` when 0), lr warm-up and
+    cosine decay, EMA, loss log, progress line, periodic checkpoints; counters live in run.progress.
+
+    Each step draws from its own generator item_generator(seed, name, step), so a resumed run draws
+    what an uninterrupted one does.
+    """
+    tc, progress, logger = run.tc, run.progress, run.logger
+    if progress.get("_resume_state") is not None and progress[f"{name}_steps"] > 0:
         _restore_opt(opt, net, progress["_resume_state"])
-    band = 2.0 * (2.0 / (cfg.resolution - 1)) / cfg.truncation  # two voxels, in normalised TSDF units
-    tsdf_all = (data.grids / cfg.truncation).clamp(-1, 1)  # (N, R, R, R)
-    step, used = progress["ae_steps"], progress["ae_seconds"]
+    step, used = progress[f"{name}_steps"], progress[f"{name}_seconds"]
     last_save, t_prev, loss_avg = time.time(), time.time(), None
     net.train()
-    while step < tc.ae_steps if tc.ae_steps else used < budget_s:
-        gen = item_generator(tc.seed, "ae", step)  # one stream per step: a resumed run draws what an uninterrupted one does
-        idx = torch.randint(tsdf_all.shape[0], (tc.ae_batch,), generator=gen)  # (B,)
-        x = tsdf_all[idx]  # (B, R, R, R)
-        flips = [d for d in (1, 2, 3) if torch.rand((), generator=gen) < 0.5]
-        if flips:
-            x = x.flip(flips)
+    while step < total_steps if total_steps else used < budget_s:
+        gen = item_generator(tc.seed, name, step)
         for group in opt.param_groups:
-            group["lr"] = _lr(tc.ae_lr, step / tc.ae_steps if tc.ae_steps else used / budget_s, step)
-        pred = net.ae.decode(net.ae.encode(x))  # (B, R, R, R)
-        loss = autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight, sign_weight=tc.sign_weight)
+            group["lr"] = _lr(base_lr, step / total_steps if total_steps else used / budget_s, step)
+        loss = loss_fn(gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         ema.update(net, step)
         step += 1
@@ -178,17 +224,39 @@ def _ae_stage(net, ema, data: TrainingData, val_grids, tc: TrainConfig, budget_s
         t_prev = now
         loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
         if step % tc.log_every == 0:
-            row = dict(stage="ae", step=step, seconds=round(used, 2), loss=round(loss.item(), 6), lr=opt.param_groups[0]["lr"])
-            if step % (tc.log_every * 8) == 0 and val_grids is not None:
-                row["val_iou"] = round(reconstruction_iou(ema.shadow, val_grids, cfg.truncation), 4)
+            row = dict(stage=name, step=step, seconds=round(used, 2), loss=round(loss.item(), 6), lr=opt.param_groups[0]["lr"])
+            if validate is not None and step % (tc.log_every * 8) == 0:
+                row["val_iou"] = round(validate(), 4)
                 t_prev = time.time()  # validation time is not training time
             logger.row(**row)
-            logger.progress("ae", step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "")
+            logger.progress(name, step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "")
         if now - last_save > tc.checkpoint_seconds:
-            progress.update(ae_steps=step, ae_seconds=used)
-            _save_all(out, net, ema, opt, cfg, extra())
+            progress.update({f"{name}_steps": step, f"{name}_seconds": used})
+            _save_all(run.out, net, ema, opt, run.cfg, run.extra())
             last_save = t_prev = time.time()
-    progress.update(ae_steps=step, ae_seconds=used, ae_done=True)
+    progress.update({f"{name}_steps": step, f"{name}_seconds": used, f"{name}_done": True})
+
+
+def _ae_stage(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, budget_s: float) -> None:
+    """Autoencoder stage: surface-weighted L1 + sign BCE on normalised TSDFs, random axis flips."""
+    cfg, tc = run.cfg, run.tc
+    params = list(net.ae.parameters())
+    opt = torch.optim.Adam(params, lr=tc.ae_lr)
+    band = 2.0 * (2.0 / (cfg.resolution - 1)) / cfg.truncation  # two voxels, in normalised TSDF units
+    tsdf_all = (data.grids / cfg.truncation).clamp(-1, 1)  # (N, R, R, R)
+
+    def loss_fn(gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(tsdf_all.shape[0], (tc.ae_batch,), generator=gen)  # (B,)
+        x = tsdf_all[idx]  # (B, R, R, R)
+        flips = [d for d in (1, 2, 3) if torch.rand((), generator=gen) < 0.5]
+        if flips:
+            x = x.flip(flips)
+        pred = net.ae.decode(net.ae.encode(x))  # (B, R, R, R)
+        return autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight, sign_weight=tc.sign_weight)
+
+    validate = (lambda: reconstruction_iou(ema.shadow, val_grids, cfg.truncation)) if val_grids is not None else None
+    _run_stage("ae", run, net, ema, opt, params, loss_fn, base_lr=tc.ae_lr, total_steps=tc.ae_steps, budget_s=budget_s,
+               validate=validate)
 
 
 @torch.no_grad()
@@ -206,23 +274,18 @@ def _set_latent_stats(net, ema, data: TrainingData, cfg: ModelConfig) -> torch.T
     return ema.shadow.normalise(zs)
 
 
-def _diffusion_stage(net, ema, data: TrainingData, latents: torch.Tensor, tc: TrainConfig, budget_s: float, progress: dict,
-                     out: Path, cfg: ModelConfig, logger: Logger, extra: Callable[[], dict]) -> None:
+def _diffusion_stage(run: StageRun, net, ema: EMA, data: TrainingData, latents: torch.Tensor, budget_s: float) -> torch.optim.Optimizer:
     """Diffusion stage: x0-prediction loss; each item draws a condition kind (family / augmented
     points / voxels at 8^3 or 16^3), and the null condition with probability cond_drop."""
+    cfg, tc = run.cfg, run.tc
     for p in net.ae.parameters():
         p.requires_grad_(False)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=tc.diffusion_lr)
-    if progress.get("_resume_state") is not None and progress["diffusion_steps"] > 0:
-        _restore_opt(opt, net, progress["_resume_state"])
     probs = torch.tensor(tc.kind_probs, dtype=torch.float64)
-    step, used = progress["diffusion_steps"], progress["diffusion_seconds"]
-    last_save, t_prev, loss_avg = time.time(), time.time(), None
-    net.train()
     B, M, d = tc.diffusion_batch, cfg.cond_tokens, cfg.cond_dim
-    while step < tc.diffusion_steps if tc.diffusion_steps else used < budget_s:
-        gen = item_generator(tc.seed, "diffusion", step)  # one stream per step (see the autoencoder stage)
+
+    def loss_fn(gen: torch.Generator) -> torch.Tensor:
         idx = torch.randint(latents.shape[0], (B,), generator=gen)  # (B,)
         kind = torch.multinomial(probs, B, replacement=True, generator=gen)  # (B,) 0 family, 1 points, 2 voxels
         cond = torch.zeros(B, M, d)  # (B, M, d)
@@ -242,27 +305,10 @@ def _diffusion_stage(net, ema, data: TrainingData, latents: torch.Tensor, tc: Tr
         cond = torch.where(drop, net("null", B), cond)  # (B, M, d)
         t = torch.randint(cfg.timesteps, (B,), generator=gen)  # (B,)
         noise = torch.randn(latents[idx].shape, generator=gen)  # (B, C, r, r, r)
-        for group in opt.param_groups:
-            group["lr"] = _lr(tc.diffusion_lr, step / tc.diffusion_steps if tc.diffusion_steps else used / budget_s, step)
-        loss = diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), latents[idx], cond, t, noise, net.alphas_cumprod)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema.update(net, step)
-        step += 1
-        now = time.time()
-        used += now - t_prev
-        t_prev = now
-        loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
-        if step % tc.log_every == 0:
-            logger.row(stage="diffusion", step=step, seconds=round(used, 2), loss=round(loss.item(), 6), lr=opt.param_groups[0]["lr"])
-            logger.progress("diffusion", step, used, budget_s, loss_avg)
-        if now - last_save > tc.checkpoint_seconds:
-            progress.update(diffusion_steps=step, diffusion_seconds=used)
-            _save_all(out, net, ema, opt, cfg, extra())
-            last_save = t_prev = time.time()
-    progress.update(diffusion_steps=step, diffusion_seconds=used, diffusion_done=True)
+        return diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), latents[idx], cond, t, noise, net.alphas_cumprod)
+
+    _run_stage("diffusion", run, net, ema, opt, params, loss_fn, base_lr=tc.diffusion_lr, total_steps=tc.diffusion_steps,
+               budget_s=budget_s, clip=1.0)
     return opt
 
 
@@ -296,16 +342,14 @@ def train_latent_diffusion(
 
     progress = dict(ae_steps=0, ae_seconds=0.0, ae_done=False, diffusion_steps=0, diffusion_seconds=0.0, diffusion_done=False)
     resume_state = None
-    if (out / CONFIG_NAME).is_file() and (out / TRAIN_STATE).is_file():
-        state, config = load_checkpoint(out)
-        gen_prev = LatentDiffusionGenerator.from_checkpoint(state, config)
-        cfg = gen_prev.cfg
+    if (out / TRAIN_STATE).is_file():
+        config, resume_state, ema_state = _load_resume_state(out)
+        cfg = model_config_from(config["model"], where=f"{out / TRAIN_STATE}: model")
         progress.update({k: v for k, v in config.get("progress", {}).items() if k in progress})
-        resume_state = load_state(out / TRAIN_STATE)
         net = LatentDiffusionNet(cfg)
-        net.load_state_dict({k[4:]: v for k, v in resume_state.items() if k.startswith("net.")})
+        _load_into(net, {k[4:]: v for k, v in resume_state.items() if k.startswith("net.")}, out / TRAIN_STATE)
         ema = EMA(net, tc.ema_decay)
-        ema.shadow.load_state_dict(gen_prev.net.state_dict())
+        _load_into(ema.shadow, ema_state, out / TRAIN_STATE)
         echo(f"resuming from {out} ({progress})")
     else:
         cfg = dataclasses.replace(model or ModelConfig(), families=data.families, resolution=data.resolution, truncation=data.truncation)
@@ -326,12 +370,13 @@ def train_latent_diffusion(
             "command": command,
         }
 
+    run = StageRun(out, cfg, tc, progress, logger, extra)
     budget = tc.minutes * 60.0
     if stage in ("ae", "all") and not (stage == "all" and progress["ae_done"]):
         ae_budget = budget * (tc.ae_fraction if stage == "all" else 1.0)
         if stage == "ae":
             ae_budget += progress["ae_seconds"]  # --stage ae --minutes M adds M minutes
-        _ae_stage(net, ema, data, val_grids, tc, ae_budget, progress, out, cfg, logger, extra)
+        _ae_stage(run, net, ema, data, val_grids, ae_budget)
         if val_grids is not None:
             iou = reconstruction_iou(ema.shadow, val_grids, cfg.truncation)
             logger.row(stage="ae", step=progress["ae_steps"], seconds=round(progress["ae_seconds"], 2), val_iou=round(iou, 4))
@@ -341,7 +386,7 @@ def train_latent_diffusion(
             raise InputError(f"{out}: no trained autoencoder here; run --stage ae (or all) first")
         latents = _set_latent_stats(net, ema, data, cfg)  # (N, C, r, r, r)
         diff_budget = budget * (1.0 - tc.ae_fraction) if stage == "all" else budget + progress["diffusion_seconds"]
-        opt = _diffusion_stage(net, ema, data, latents, tc, max(diff_budget, 1.0), progress, out, cfg, logger, extra)
+        opt = _diffusion_stage(run, net, ema, data, latents, max(diff_budget, 1.0))
     else:
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
     progress["_resume_state"] = None
