@@ -25,7 +25,7 @@ FAMILIES = ["dumbbell", "pair", "torus"]
 
 def tiny_ld():
     torch.manual_seed(0)
-    cfg = ModelConfig(resolution=16, ae_channels=[8, 8], latent_channels=2, patch=2, width=16, depth=1, heads=1, cond_tokens=2,
+    cfg = ModelConfig(resolution=16, ae_channels=[8, 8], latent_channels=2, patch=2, width=16, depth=1, heads=1, 
                       cond_dim=8, families=FAMILIES, timesteps=50, sample_steps=2)
     return LatentDiffusionGenerator(cfg)
 

@@ -14,9 +14,10 @@ from weightspace.runtime.errors import InputError
 FAMS = ["torus", "mug", "shell"]
 
 
-def tiny_generator(seed: int = 0) -> LatentDiffusionGenerator:
+def tiny_generator(seed: int = 0, layout: str = "grid") -> LatentDiffusionGenerator:
     cfg = ModelConfig(resolution=16, ae_channels=[8, 16], latent_channels=2, patch=2, width=32, depth=2, heads=2,
-                      cond_tokens=3, cond_dim=8, families=FAMS, timesteps=100, sample_steps=4, guidance=2.0)
+                      cond_layout=layout, cond_tokens=3 if layout == "pooled" else 0, cond_dim=8, families=FAMS,
+                      timesteps=100, sample_steps=4, guidance=2.0)
     torch.manual_seed(seed)
     gen = LatentDiffusionGenerator(cfg)
     g = torch.Generator().manual_seed(seed)
@@ -27,16 +28,17 @@ def tiny_generator(seed: int = 0) -> LatentDiffusionGenerator:
     return gen
 
 
-@pytest.fixture(scope="module")
-def gen():
-    return tiny_generator()
+@pytest.fixture(scope="module", params=["grid", "pooled"])
+def gen(request):
+    return tiny_generator(layout=request.param)
 
 
 def test_condition_kinds_and_errors(gen):
-    assert gen.condition_shape == (3, 8)
-    assert gen.condition(family=["torus", "shell"]).shape == (2, 3, 8)  # (B, M, d)
-    assert gen.condition(points=torch.rand(2, 40, 3) * 2 - 1).shape == (2, 3, 8)
-    assert gen.condition(voxels=(torch.rand(2, 8, 8, 8) > 0.5).float()).shape == (2, 3, 8)
+    M = 3 if gen.cfg.cond_layout == "pooled" else 8  # grid: one token per latent token, (16 / 4 / 2)^3
+    assert gen.condition_shape == (M, 8)
+    assert gen.condition(family=["torus", "shell"]).shape == (2, M, 8)  # (B, M, d)
+    assert gen.condition(points=torch.rand(2, 40, 3) * 2 - 1).shape == (2, M, 8)
+    assert gen.condition(voxels=(torch.rand(2, 8, 8, 8) > 0.5).float()).shape == (2, M, 8)
     with pytest.raises(InputError, match="exactly one"):
         gen.condition(family=["torus"], points=torch.zeros(1, 4, 3))
     with pytest.raises(InputError, match="knows"):

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from weightspace.generators.latent_diffusion.autoencoder import ShapeAutoencoder
-from weightspace.generators.latent_diffusion.conditioning import AttentionPool, PointEncoder, VoxelEncoder, fourier_features
+from weightspace.generators.latent_diffusion.conditioning import (
+    AttentionPool, GridPointEncoder, PointEncoder, VoxelEncoder, fourier_features, scatter_to_grid,
+)
+from weightspace.generators.latent_diffusion.losses import voxels_from_grids
 from weightspace.generators.latent_diffusion.denoiser import Denoiser, timestep_embedding
 from weightspace.generators.latent_diffusion.haar import haar3d, ihaar3d
 from weightspace.generators.latent_diffusion.samplers import get_sampler, sample_ddim, sample_ddpm
@@ -49,6 +52,37 @@ def test_condition_encoders_shapes():
     ve = VoxelEncoder(n_tokens=4, token_dim=8, width=16)
     for V in (8, 16):
         assert ve((torch.rand(3, V, V, V) > 0.5).float()).shape == (3, 4, 8)  # (B, M, d)
+
+
+def test_grid_condition_encoders_shapes():
+    pe = GridPointEncoder(cells=2, token_dim=8, grid=8, width=16)
+    assert pe(torch.rand(2, 50, 3) * 2 - 1).shape == (2, 8, 8)  # (B, n^3, d)
+    ve = VoxelEncoder(n_tokens=8, token_dim=8, width=16, cells=2)
+    for V in (8, 16):
+        assert ve((torch.rand(3, V, V, V) > 0.5).float()).shape == (3, 8, 8)  # (B, n^3, d)
+    den = Denoiser(latent_channels=2, latent_res=4, patch=2, width=32, depth=1, heads=2, cond_dim=8, cond_add=True)
+    assert den(torch.randn(2, 2, 4, 4, 4), torch.tensor([1, 9]), pe(torch.rand(2, 50, 3))).shape == (2, 2, 4, 4, 4)
+
+
+def test_scattered_points_land_in_the_cells_of_the_voxels_they_bound():
+    """Points on a small ball fall in the coarse cells the ball's grid occupies (same axis order as the grids)."""
+    R, G = 32, 8
+    c = torch.linspace(-1, 1, R)
+    x, y, z = torch.meshgrid(c, c, c, indexing="ij")
+    centre = torch.tensor([0.55, -0.6, 0.3])
+    sdf = ((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2).sqrt() - 0.2  # (R, R, R)
+    occ = voxels_from_grids(sdf.unsqueeze(0), G)[0] > 0  # (G, G, G) lattice points inside
+    d = torch.nn.functional.normalize(torch.randn(400, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    pts = (centre + 0.2 * d).unsqueeze(0)  # (1, P, 3) on the ball's surface
+    vol = scatter_to_grid(pts, torch.ones(1, 400, 2), G)  # (1, 3, G, G, G)
+    hit = vol[0, -1] > 0  # (G, G, G)
+    expected = (centre + 1) * G / 2 - 0.5  # the ball's centre in cell-index units: (5.7, 1.1, 4.7)
+    assert hit.sum() < 30
+    assert hit.nonzero().float().mean(0).sub(expected).abs().max() < 0.4
+    # every lattice point inside the ball sits at a corner of a hit cell
+    for i, j, k in occ.nonzero().tolist():
+        assert hit[max(i - 1, 0):i + 1, max(j - 1, 0):j + 1, max(k - 1, 0):k + 1].any()
+    torch.testing.assert_close(vol[0, 0][hit], torch.ones(int(hit.sum())))  # the mean of ones is one
 
 
 def test_denoiser_shapes_and_patchify_roundtrip():

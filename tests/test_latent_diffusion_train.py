@@ -11,7 +11,7 @@ from weightspace.generators import load_generator
 from weightspace.generators.latent_diffusion.config import ModelConfig, TrainConfig
 from weightspace.generators.latent_diffusion.train import LOSS_LOG, TRAIN_STATE, train_latent_diffusion
 
-TINY_MODEL = dict(ae_channels=[8, 16], latent_channels=2, patch=2, width=32, depth=1, heads=2, cond_tokens=2,
+TINY_MODEL = dict(ae_channels=[8, 16], latent_channels=2, patch=2, width=32, depth=1, heads=2,
                   cond_dim=8, timesteps=50, sample_steps=3)
 
 
@@ -70,3 +70,30 @@ def test_diffusion_stage_needs_an_autoencoder(tiny_data, tmp_path):
     with pytest.raises(InputError, match="autoencoder"):
         train_latent_diffusion(tiny_data, tmp_path / "fresh", model=ModelConfig(**TINY_MODEL),
                                train=TrainConfig(minutes=0.01), stage="diffusion", echo=lambda s: None)
+
+
+def test_new_run_from_a_trained_autoencoder(tiny_data, tmp_path):
+    """--autoencoder-from: a new denoiser (another condition layout) on a finished autoencoder, which it keeps."""
+    from weightspace.runtime.checkpoint import load_state
+    from weightspace.runtime.errors import InputError
+
+    src = tmp_path / "src"
+    tc = TrainConfig(minutes=0.01, ae_steps=6, diffusion_steps=2, ae_batch=4, diffusion_batch=4, train_points=64, log_every=1)
+    train_latent_diffusion(tiny_data, src, model=ModelConfig(**TINY_MODEL, cond_layout="pooled", cond_tokens=2), train=tc,
+                           echo=lambda s: None)
+    out = tmp_path / "new"
+    tc2 = TrainConfig(minutes=0.01, diffusion_steps=4, diffusion_batch=4, train_points=64, log_every=1)
+    train_latent_diffusion(tiny_data, out, model=ModelConfig(**TINY_MODEL), train=tc2, stage="diffusion",
+                           autoencoder_from=src, echo=lambda s: None)
+    a, b = load_state(src / "model.safetensors"), load_state(out / "model.safetensors")
+    ae_keys = [k for k in a if k.startswith("ae.")]
+    assert ae_keys and all(torch.equal(a[k], b[k]) for k in ae_keys)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["cond_layout"] == "grid" and cfg["progress"]["ae_steps"] == 6 and cfg["progress"]["diffusion_steps"] == 4
+    assert cfg["autoencoder_from"]["ae_steps"] == 6 and cfg["autoencoder_from"]["checkpoint"] == str(src)
+
+    with pytest.raises(InputError, match="already holds a run"):
+        train_latent_diffusion(tiny_data, out, train=tc2, autoencoder_from=src, echo=lambda s: None)
+    with pytest.raises(InputError, match="ae_channels"):
+        train_latent_diffusion(tiny_data, tmp_path / "other", model=ModelConfig(**{**TINY_MODEL, "ae_channels": [8, 8]}), train=tc2,
+                               autoencoder_from=src, echo=lambda s: None)

@@ -162,7 +162,7 @@ def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data,
     print(f"\n[resume] neural field: SIGKILL after step {killed_at} of {NF_TRAIN['steps']}, resumed, weights match")
 
 
-LD_MODEL = {"ae_channels": [8, 16], "latent_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2, "cond_tokens": 2,
+LD_MODEL = {"ae_channels": [8, 16], "latent_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2, 
             "cond_dim": 8, "timesteps": 50, "sample_steps": 3}
 LD_TRAIN = {"minutes": 0.08, "ae_steps": 150, "diffusion_steps": 150, "ae_batch": 4, "diffusion_batch": 4, "train_points": 64, "log_every": 1, "checkpoint_seconds": 0.2,
             "threads": 1}

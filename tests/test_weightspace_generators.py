@@ -20,7 +20,7 @@ def tiny_latent_diffusion(seed: int = 0):
 
     torch.manual_seed(seed)
     cfg = ModelConfig(resolution=8, ae_channels=[8, 8], latent_channels=2, patch=1, width=16, depth=1, heads=2,
-                      cond_tokens=2, cond_dim=8, families=["sphere", "torus"], sample_steps=2)
+                      cond_dim=8, families=["sphere", "torus"], sample_steps=2)
     gen = LatentDiffusionGenerator(cfg)
     gen.net.eval()
     return gen

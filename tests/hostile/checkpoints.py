@@ -14,7 +14,7 @@ def tiny_latent_diffusion(folder: Path, seed: int = 0) -> Path:
     from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 
     cfg = ModelConfig(resolution=16, ae_channels=[8, 16], latent_channels=2, patch=2, width=32, depth=2, heads=2,
-                      cond_tokens=3, cond_dim=8, families=FAMILIES, timesteps=100, sample_steps=4, guidance=2.0)
+                      cond_dim=8, families=FAMILIES, timesteps=100, sample_steps=4, guidance=2.0)
     torch.manual_seed(seed)
     gen = LatentDiffusionGenerator(cfg)
     with torch.no_grad():  # move zero-initialised layers off zero so outputs depend on every weight

@@ -20,10 +20,16 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = typer.Option(None, "--config", help='JSON file: {"model": {...}, "train": {...}} overriding defaults.'),
         stage: str = typer.Option("all", "--stage", help="ae | diffusion | all (autoencoder, then diffusion)."),
         minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-time budget in minutes for the stages run now (overrides train.minutes)."),
+        autoencoder_from: Optional[str] = typer.Option(
+            None, "--autoencoder-from", help="Start a new run from this checkpoint's trained autoencoder (a folder or `default`); "
+            "its autoencoder steps and time count towards this run."),
     ) -> None:
         """Train the WaLa-style latent diffusion generator (autoencoder, then diffusion), resumable.
 
         Example: weightspace train latent-diffusion --data runs/data32 --out runs/ld32 --minutes 55
+
+        A new denoiser on an autoencoder already trained:
+        weightspace train latent-diffusion --data runs/data32 --out runs/ld32b --autoencoder-from runs/ld32 --minutes 30
         """
         from weightspace.generators.latent_diffusion.config import STAGES, model_config_from, train_config_from
         from weightspace.generators.latent_diffusion.train import train_latent_diffusion
@@ -47,4 +53,5 @@ def register(app: typer.Typer) -> None:
             train_raw["minutes"] = float(minutes)
         train_cfg = train_config_from(train_raw, where=f"{config}: train" if config else "train")
         command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command, echo=typer.echo)
+        train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command,
+                               autoencoder_from=autoencoder_from, echo=typer.echo)

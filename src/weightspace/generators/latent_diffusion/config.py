@@ -12,6 +12,7 @@ from weightspace.runtime.errors import InputError
 
 FRONTS = ("haar", "plain")
 SAMPLER_NAMES = ("ddim", "ddpm")
+COND_LAYOUTS = ("grid", "pooled")
 STAGES = ("ae", "diffusion", "all")
 
 
@@ -28,7 +29,12 @@ class ModelConfig:
     width: int = 128  # denoiser width
     depth: int = 4  # denoiser blocks
     heads: int = 4  # attention heads
-    cond_tokens: int = 8  # M: condition tokens
+    # Condition layout. grid: one condition token per latent token, on the same cells (points are
+    # scattered into a coarse grid, voxels convolved down to it, ConvONet-style), added to the
+    # denoiser's input tokens as well as attended to. pooled: M tokens by attention pooling, seen
+    # through cross-attention only (the first shipped checkpoint; configs without the field load as it).
+    cond_layout: str = "grid"
+    cond_tokens: int = 0  # M: condition tokens; 0 = the layout's own (grid: (R / 4 / patch)^3, pooled: 8)
     cond_dim: int = 64  # d: condition token width
     families: list[str] = field(default_factory=list)  # family names, in label order
     timesteps: int = 1000  # T of the DDPM
@@ -52,6 +58,13 @@ class ModelConfig:
             raise bad("patch", f"must divide the latent resolution {self.resolution // 4}")
         if self.width % self.heads or self.width < 16:
             raise bad("width", f"must be >= 16 and divisible by heads={self.heads}")
+        if self.cond_layout not in COND_LAYOUTS:
+            raise bad("cond_layout", f"must be one of {list(COND_LAYOUTS)}")
+        cells = (self.resolution // 4 // self.patch) ** 3
+        if self.cond_tokens == 0:
+            self.cond_tokens = cells if self.cond_layout == "grid" else 8
+        if self.cond_layout == "grid" and self.cond_tokens != cells:
+            raise bad("cond_tokens", f"must be 0 or {cells} (one per latent token) with cond_layout 'grid'")
         for name in ("latent_channels", "depth", "heads", "cond_tokens", "cond_dim", "sample_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
@@ -148,6 +161,13 @@ def from_mapping(cls, data: Mapping[str, Any] | None, where: str):
 
 def model_config_from(data: Mapping[str, Any] | None, where: str = "model") -> ModelConfig:
     return from_mapping(ModelConfig, data, where)
+
+
+def saved_model_config(data: Mapping[str, Any] | None, where: str = "model") -> ModelConfig:
+    """The architecture stored with a checkpoint; one saved before `cond_layout` existed is 'pooled'."""
+    if isinstance(data, Mapping) and "cond_layout" not in data:
+        data = {**data, "cond_layout": "pooled"}
+    return model_config_from(data, where)
 
 
 def train_config_from(data: Mapping[str, Any] | None, where: str = "train") -> TrainConfig:

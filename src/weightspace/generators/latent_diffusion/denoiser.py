@@ -76,9 +76,14 @@ class DenoiserBlock(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """x0 prediction: noisy latent (B, C, r, r, r), time t (B,), condition tokens (B, M, d) -> (B, C, r, r, r)."""
+    """x0 prediction: noisy latent (B, C, r, r, r), time t (B,), condition tokens (B, M, d) -> (B, C, r, r, r).
 
-    def __init__(self, *, latent_channels: int, latent_res: int, patch: int, width: int, depth: int, heads: int, cond_dim: int):
+    With cond_add (the grid layout, M = T), each condition token is also added to the input token
+    of its cell, so the condition is read in place before any attention.
+    """
+
+    def __init__(self, *, latent_channels: int, latent_res: int, patch: int, width: int, depth: int, heads: int, cond_dim: int,
+                 cond_add: bool = False):
         super().__init__()
         self.C, self.r, self.p = latent_channels, latent_res, patch
         n_tokens = (latent_res // patch) ** 3
@@ -89,6 +94,7 @@ class Denoiser(nn.Module):
         self.cond_norm = nn.LayerNorm(cond_dim)
         self.cond_proj = nn.Linear(cond_dim, width)
         self.pool_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.cond_in = nn.Linear(width, width) if cond_add else None
         self.blocks = nn.ModuleList([DenoiserBlock(width, heads) for _ in range(depth)])
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.final_adaln = nn.Linear(width, 2 * width)
@@ -119,6 +125,8 @@ class Denoiser(nn.Module):
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         cond_w, c = self.condition_context(t, cond)  # (B, M, W), (B, W)
         x = self.patch_in(self.patchify(z_t)) + self.pos  # (B, T, W)
+        if self.cond_in is not None:
+            x = x + self.cond_in(cond_w)  # (B, T, W) the condition of each cell, in place
         for block in self.blocks:
             x = block(x, c, cond_w)  # (B, T, W)
         shift, scale = self.final_adaln(F.silu(c)).chunk(2, dim=1)  # (B, W) each

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from weightspace.generators.base import Generator, Params
-from weightspace.generators.latent_diffusion.config import ModelConfig, model_config_from
+from weightspace.generators.latent_diffusion.config import ModelConfig, saved_model_config
 from weightspace.generators.latent_diffusion.losses import diffusion_loss
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.generators.latent_diffusion.samplers import get_sampler
@@ -187,7 +187,8 @@ class LatentDiffusionGenerator(Generator):
             "condition.voxels": ["cond_voxels."],
             "condition.family": ["family_tokens"],
             "condition.null": ["null_tokens"],
-            "denoiser.embed": ["denoiser.patch_in.", "denoiser.pos", "denoiser.t_embed.", "denoiser.cond_norm.", "denoiser.cond_proj.", "denoiser.pool_mlp."],
+            "denoiser.embed": ["denoiser.patch_in.", "denoiser.pos", "denoiser.t_embed.", "denoiser.cond_norm.", "denoiser.cond_proj.", "denoiser.pool_mlp.",
+                               "denoiser.cond_in."],
             "denoiser.adaln": [b + "adaln." for b in blocks] + ["denoiser.final_adaln."],
             "denoiser.self_attention": [b + "self_attn." for b in blocks],
             "denoiser.cross_attention": [b + "cross_attn." for b in blocks],
@@ -212,7 +213,7 @@ class LatentDiffusionGenerator(Generator):
             raise InputError(f"config.json: field 'kind' must be {KIND!r}, got {config.get('kind')!r}")
         if "model" not in config:
             raise InputError("config.json: missing field 'model' (the architecture)")
-        cfg = model_config_from(config["model"], where="config.json: model")
+        cfg = saved_model_config(config["model"], where="config.json: model")
         net = LatentDiffusionNet(cfg)
         expected = net.state_dict()
         missing = sorted(set(expected) - set(state))

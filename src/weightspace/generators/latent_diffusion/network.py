@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from weightspace.generators.latent_diffusion.autoencoder import ShapeAutoencoder
-from weightspace.generators.latent_diffusion.conditioning import PointEncoder, VoxelEncoder
+from weightspace.generators.latent_diffusion.conditioning import GridPointEncoder, PointEncoder, VoxelEncoder
 from weightspace.generators.latent_diffusion.config import ModelConfig
 from weightspace.generators.latent_diffusion.denoiser import Denoiser
 from weightspace.generators.latent_diffusion.schedule import cosine_alphas_cumprod
@@ -23,13 +23,18 @@ class LatentDiffusionNet(nn.Module):
         super().__init__()
         M, d = cfg.cond_tokens, cfg.cond_dim
         self.ae = ShapeAutoencoder(front=cfg.front, channels=tuple(cfg.ae_channels), latent_channels=cfg.latent_channels)
-        self.cond_points = PointEncoder(n_tokens=M, token_dim=d)
-        self.cond_voxels = VoxelEncoder(n_tokens=M, token_dim=d)
+        if cfg.cond_layout == "grid":
+            cells = cfg.resolution // 4 // cfg.patch  # token cells per axis
+            self.cond_points = GridPointEncoder(cells=cells, token_dim=d, grid=2 * cells)
+            self.cond_voxels = VoxelEncoder(n_tokens=M, token_dim=d, cells=cells)
+        else:
+            self.cond_points = PointEncoder(n_tokens=M, token_dim=d)
+            self.cond_voxels = VoxelEncoder(n_tokens=M, token_dim=d)
         self.family_tokens = nn.Parameter(torch.randn(max(len(cfg.families), 1), M, d))  # (F, M, d)
         self.null_tokens = nn.Parameter(torch.randn(M, d))  # (M, d) the unconditional input
         self.denoiser = Denoiser(
             latent_channels=cfg.latent_channels, latent_res=cfg.resolution // 4, patch=cfg.patch,
-            width=cfg.width, depth=cfg.depth, heads=cfg.heads, cond_dim=d,
+            width=cfg.width, depth=cfg.depth, heads=cfg.heads, cond_dim=d, cond_add=cfg.cond_layout == "grid",
         )
         # Per-channel latent statistics for diffusion (set after the autoencoder stage).
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_channels))  # (C,)

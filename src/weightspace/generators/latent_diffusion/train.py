@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from weightspace.data.dataset import ShapeDataset
-from weightspace.generators.latent_diffusion.config import STAGES, ModelConfig, TrainConfig, model_config_from
+from weightspace.generators.latent_diffusion.config import STAGES, ModelConfig, TrainConfig, saved_model_config
 from weightspace.generators.latent_diffusion.losses import autoencoder_loss, augment_points, diffusion_loss, voxels_from_grids
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
@@ -146,6 +146,27 @@ def _restore_opt(opt: torch.optim.Optimizer, net, state: dict[str, torch.Tensor]
         keys = {k.rsplit(".", 1)[1]: v for k, v in state.items() if k.startswith(f"opt.{name}.") and k.count(".") == name.count(".") + 2}
         if keys:
             opt.state[p] = {"step": keys["step"].reshape(()).clone(), "exp_avg": keys["exp_avg"].clone(), "exp_avg_sq": keys["exp_avg_sq"].clone()}
+
+
+def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | Path) -> dict[str, Any]:
+    """Copy the trained autoencoder of checkpoint `source` into `net`; returns the progress entries it carries."""
+    from weightspace.generators.registry import resolve_checkpoint
+
+    folder = resolve_checkpoint(source)
+    state, config = load_checkpoint(folder)
+    src = saved_model_config(config.get("model"), where=f"{folder / 'config.json'}: model")
+    fields = ("resolution", "truncation", "front", "ae_channels", "latent_channels")
+    differ = [f"{f} {getattr(src, f)!r} vs {getattr(cfg, f)!r}" for f in fields if getattr(src, f) != getattr(cfg, f)]
+    if differ:
+        raise InputError(f"{folder}: its autoencoder does not fit this model ({'; '.join(differ)})")
+    prog = config.get("progress", {})
+    if not prog.get("ae_done"):
+        raise InputError(f"{folder}: its autoencoder stage has not finished (progress {prog})")
+    keep = ("ae.", "latent_mean", "latent_std")
+    _load_into(net, {**net.state_dict(), **{k: v for k, v in state.items() if k.startswith(keep)}}, folder / WEIGHTS_NAME)
+    return {"ae_steps": int(prog["ae_steps"]), "ae_seconds": float(prog.get("ae_seconds", 0.0)), "ae_done": True,
+            "_autoencoder_from": {"checkpoint": str(source), "weights_hash": config.get("weights_hash"),
+                                  "ae_steps": int(prog["ae_steps"]), "ae_seconds": float(prog.get("ae_seconds", 0.0))}}
 
 
 class Logger:
@@ -320,6 +341,7 @@ def train_latent_diffusion(
     train: TrainConfig | None = None,
     stage: str = "all",
     command: str | None = None,
+    autoencoder_from: str | Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> LatentDiffusionGenerator:
     """Train (or resume training of) a latent diffusion generator on a data folder.
@@ -327,6 +349,8 @@ def train_latent_diffusion(
     stage : ae | diffusion | all. The budget `train.minutes` covers the stages run now; with
     `all` the autoencoder gets `ae_fraction` of it. Resumes from `out_dir` when it holds a
     checkpoint of this trainer (the architecture there wins over `model`).
+    autoencoder_from : a checkpoint (or `default`) whose trained autoencoder a new run starts from,
+    with that autoencoder's step and time counts; the rest of the architecture may differ.
     """
     if stage not in STAGES:
         raise InputError(f"stage must be one of {list(STAGES)}, got {stage!r}")
@@ -343,8 +367,10 @@ def train_latent_diffusion(
     progress = dict(ae_steps=0, ae_seconds=0.0, ae_done=False, diffusion_steps=0, diffusion_seconds=0.0, diffusion_done=False)
     resume_state = None
     if (out / TRAIN_STATE).is_file():
+        if autoencoder_from is not None:
+            raise InputError(f"{out}: already holds a run to resume; --autoencoder-from starts a new one (use a new --out)")
         config, resume_state, ema_state = _load_resume_state(out)
-        cfg = model_config_from(config["model"], where=f"{out / TRAIN_STATE}: model")
+        cfg = saved_model_config(config["model"], where=f"{out / TRAIN_STATE}: model")
         progress.update({k: v for k, v in config.get("progress", {}).items() if k in progress})
         net = LatentDiffusionNet(cfg)
         _load_into(net, {k[4:]: v for k, v in resume_state.items() if k.startswith("net.")}, out / TRAIN_STATE)
@@ -356,14 +382,19 @@ def train_latent_diffusion(
         cfg.validate()
         torch.manual_seed(tc.seed)
         net = LatentDiffusionNet(cfg)
+        if autoencoder_from is not None:
+            progress.update(_adopt_autoencoder(net, cfg, autoencoder_from))
+            echo(f"autoencoder from {autoencoder_from} ({progress['ae_steps']} steps)")
         ema = EMA(net, tc.ema_decay)
     if (cfg.resolution, cfg.truncation) != (data.resolution, data.truncation) or cfg.families[: len(data.families)] != data.families:
         raise InputError(f"{data_dir}: data (resolution {data.resolution}, truncation {data.truncation}) does not match the checkpoint in {out}")
     progress["_resume_state"] = resume_state
+    ae_source = progress.pop("_autoencoder_from", None) or (config.get("autoencoder_from") if resume_state is not None else None)
     logger = Logger(out, echo)
 
     def extra() -> dict:
         return {
+            "autoencoder_from": ae_source,
             "train": dataclasses.asdict(tc),
             "progress": {k: v for k, v in progress.items() if not k.startswith("_")},
             "data": {"folder": Path(data_dir).name, "manifest_hash": data.manifest_hash, "train_shapes": int(data.grids.shape[0])},
