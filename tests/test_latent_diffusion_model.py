@@ -165,3 +165,17 @@ def test_config_validation_names_fields():
     with pytest.raises(InputError, match="model.sampler"):
         model_config_from({"sampler": "euler"})
     assert train_config_from({"minutes": 2}).minutes == 2.0
+
+
+@pytest.mark.parametrize("field, value", [("patch", 0), ("heads", 0), ("patch", -1), ("timesteps", 0), ("width", 0),
+                                          ("cond_tokens", -3), ("cond_tokens", 5), ("cond_layout", "spatial"), ("guidance", -1.0)])
+def test_model_config_rejects_bad_sizes_naming_the_field(field, value):
+    """Zero sizes once divided by zero inside validation; every bad size now names its field."""
+    with pytest.raises(InputError, match=f"model.{field}"):
+        model_config_from({field: value})
+
+
+@pytest.mark.parametrize("field", ["ae_steps", "diffusion_steps", "near_surface_weight", "sign_weight", "point_sigma_max"])
+def test_train_config_rejects_negative_counts_and_weights(field):
+    with pytest.raises(InputError, match=f"train.{field}"):
+        train_config_from({field: -1 if "steps" in field else -1.0})

@@ -46,6 +46,11 @@ class ModelConfig:
         def bad(name: str, why: str) -> InputError:
             return InputError(f"{where}.{name}: {why}, got {getattr(self, name)!r}")
 
+        for name in ("latent_channels", "patch", "width", "depth", "heads", "cond_dim", "sample_steps", "timesteps"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be >= 1")
+        if self.cond_tokens < 0:
+            raise bad("cond_tokens", "must be >= 0 (0: the layout's own count)")
         if self.resolution < 8 or self.resolution % 4:
             raise bad("resolution", "must be a multiple of 4 and >= 8")
         if not self.truncation > 0:
@@ -72,6 +77,8 @@ class ModelConfig:
             raise bad("cond_dim", "must be a multiple of 4")
         if not 1 <= self.sample_steps <= self.timesteps:
             raise bad("sample_steps", f"must be in 1..timesteps={self.timesteps}")
+        if self.guidance < 0:
+            raise bad("guidance", "must be >= 0 (0: unconditional, 1: no guidance)")
         if self.sampler not in SAMPLER_NAMES:
             raise bad("sampler", f"must be one of {list(SAMPLER_NAMES)}")
         if len(set(self.families)) != len(self.families):
@@ -119,8 +126,9 @@ class TrainConfig:
                 raise bad(name, "must be >= 1")
         if len(self.kind_probs) != 3 or any(p < 0 for p in self.kind_probs) or sum(self.kind_probs) <= 0:
             raise bad("kind_probs", "must be three non-negative weights (family, points, voxels)")
-        if self.point_sigma_max < 0:
-            raise bad("point_sigma_max", "must be >= 0")
+        for name in ("point_sigma_max", "ae_steps", "diffusion_steps", "near_surface_weight", "sign_weight"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
         return self
 
 

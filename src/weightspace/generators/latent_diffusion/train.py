@@ -27,7 +27,7 @@ from weightspace.generators.latent_diffusion.config import STAGES, ModelConfig, 
 from weightspace.generators.latent_diffusion.losses import autoencoder_loss, augment_points, diffusion_loss, voxels_from_grids
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
-from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_metadata
+from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_hash, state_metadata
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
 from weightspace.runtime.seeding import item_generator
@@ -162,10 +162,11 @@ def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | 
     prog = config.get("progress", {})
     if not prog.get("ae_done"):
         raise InputError(f"{folder}: its autoencoder stage has not finished (progress {prog})")
-    keep = ("ae.", "latent_mean", "latent_std")
-    _load_into(net, {**net.state_dict(), **{k: v for k, v in state.items() if k.startswith(keep)}}, folder / WEIGHTS_NAME)
+    adopted = {k: v for k, v in state.items() if k.startswith(("ae.", "latent_mean", "latent_std"))}
+    _load_into(net, {**net.state_dict(), **adopted}, folder / WEIGHTS_NAME)
     return {"ae_steps": int(prog["ae_steps"]), "ae_seconds": float(prog.get("ae_seconds", 0.0)), "ae_done": True,
-            "_autoencoder_from": {"checkpoint": str(source), "weights_hash": config.get("weights_hash"),
+            "_autoencoder_from": {"checkpoint": str(source), "autoencoder_hash": state_hash(adopted),
+                                  "data": config.get("data"),
                                   "ae_steps": int(prog["ae_steps"]), "ae_seconds": float(prog.get("ae_seconds", 0.0))}}
 
 
