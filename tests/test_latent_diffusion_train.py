@@ -45,6 +45,10 @@ def test_tiny_train_resume_and_load(tiny_data, tmp_path):
     p2 = json.loads((out / "config.json").read_text())["progress"]
     assert p2["ae_steps"] == p1["ae_steps"] and p2["diffusion_steps"] > p1["diffusion_steps"]
     assert len((out / LOSS_LOG).read_text().splitlines()) > len(rows)
+    record = json.loads((out / "training_record.json").read_text())
+    assert [r["stage"] for r in record["invocations"]] == ["all", "diffusion"]
+    assert record["steps"]["diffusion"] == p2["diffusion_steps"] and len(record["loss_log"]) == len((out / LOSS_LOG).read_text().splitlines())
+    assert record["wall_minutes"] == pytest.approx(sum(r["wall_minutes"] for r in record["invocations"]))
 
     loaded = load_generator(out)
     with torch.no_grad():

@@ -5,12 +5,14 @@ Files in the output folder:
   model.safetensors + config.json   the EMA generator (a usable checkpoint at every save)
   train_state.safetensors           raw weights and Adam moments, for resuming
   loss_log.jsonl                    one row per `log_every` steps: stage, step, seconds, loss, lr (+ val_iou)
+  training_record.json              every invocation's wall time, the totals, and the loss log
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import hashlib
 import json
 import math
@@ -34,6 +36,7 @@ from weightspace.runtime.seeding import item_generator
 
 TRAIN_STATE = "train_state.safetensors"
 LOSS_LOG = "loss_log.jsonl"
+RECORD_NAME = "training_record.json"
 
 
 @dataclasses.dataclass
@@ -355,6 +358,7 @@ def train_latent_diffusion(
     """
     if stage not in STAGES:
         raise InputError(f"stage must be one of {list(STAGES)}, got {stage!r}")
+    started = datetime.datetime.now(datetime.timezone.utc)
     tc = (train or TrainConfig()).validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -423,5 +427,42 @@ def train_latent_diffusion(
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
     progress["_resume_state"] = None
     _save_all(out, net, ema, opt, cfg, extra())
+    write_training_record(out, started=started, stage=stage, threads=tc.threads)
     echo(f"saved {out / WEIGHTS_NAME} ({progress['ae_steps']} autoencoder steps, {progress['diffusion_steps']} diffusion steps)")
     return LatentDiffusionGenerator(cfg, ema.shadow, extra())
+
+
+def write_training_record(out: Path, *, started: datetime.datetime, stage: str, threads: int,
+                          finished: datetime.datetime | None = None) -> dict[str, Any]:
+    """Add this invocation to `training_record.json` in `out` and refresh its totals from the checkpoint.
+
+    The record: command, data, every invocation (stage, start and end in UTC, wall minutes),
+    total wall minutes (plus the training minutes of an autoencoder adopted with
+    `autoencoder_from`), steps and training seconds per stage, torch threads, the autoencoder's
+    source when it came from another checkpoint, and the loss log. Evaluation adds `final_figures`.
+    """
+    from weightspace.runtime.io import atomic_write_json, read_json
+
+    _, config = load_checkpoint(out)
+    path = out / RECORD_NAME
+    record = read_json(path) if path.is_file() else {}
+    finished = finished or datetime.datetime.now(datetime.timezone.utc)
+    runs = list(record.get("invocations", []))
+    runs.append({"stage": stage, "command": config.get("command"), "started_utc": started.isoformat(timespec="seconds"),
+                 "finished_utc": finished.isoformat(timespec="seconds"),
+                 "wall_minutes": round((finished - started).total_seconds() / 60, 2)})
+    prog = config.get("progress", {})
+    ae_from = config.get("autoencoder_from")
+    record.update({
+        "command": runs[0]["command"],
+        "data": config.get("data"),
+        "invocations": runs,
+        "wall_minutes": round(sum(r["wall_minutes"] for r in runs) + (ae_from or {}).get("ae_seconds", 0.0) / 60, 2),
+        "steps": {"autoencoder": prog.get("ae_steps"), "diffusion": prog.get("diffusion_steps")},
+        "train_seconds": {"autoencoder": prog.get("ae_seconds"), "diffusion": prog.get("diffusion_seconds")},
+        "threads": threads,
+        "autoencoder_from": ae_from,
+        "loss_log": [json.loads(line) for line in (out / LOSS_LOG).read_text().splitlines() if line.strip()],
+    })
+    atomic_write_json(path, record)
+    return record
