@@ -179,3 +179,17 @@ def test_model_config_rejects_bad_sizes_naming_the_field(field, value):
 def test_train_config_rejects_negative_counts_and_weights(field):
     with pytest.raises(InputError, match=f"train.{field}"):
         train_config_from({field: -1 if "steps" in field else -1.0})
+
+
+def test_checkpoints_saved_before_condition_layouts_load_as_pooled(tmp_path):
+    """A config.json without `cond_layout` (the first shipped checkpoint's) is the pooled layout, weights and all."""
+    from weightspace.runtime.checkpoint import save_checkpoint
+
+    gen = tiny_generator(layout="pooled")
+    config = json.loads(json.dumps(gen.config))
+    del config["model"]["cond_layout"]
+    save_checkpoint(tmp_path / "ck", gen.net.state_dict(), config)  # config.json and the copy in the weights lack the field
+    loaded = load_generator(tmp_path / "ck")
+    assert loaded.cfg.cond_layout == "pooled" and loaded.condition_shape == gen.condition_shape
+    c = gen.condition(family=["mug"])
+    torch.testing.assert_close(loaded.sdf_grid(loaded.condition(family=["mug"]), [3]), gen.sdf_grid(c, [3]))
