@@ -147,8 +147,13 @@ def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: P
 def _restore_opt(opt: torch.optim.Optimizer, net, state: dict[str, torch.Tensor]) -> None:
     for name, p in net.named_parameters():
         keys = {k.rsplit(".", 1)[1]: v for k, v in state.items() if k.startswith(f"opt.{name}.") and k.count(".") == name.count(".") + 2}
-        if keys:
-            opt.state[p] = {"step": keys["step"].reshape(()).clone(), "exp_avg": keys["exp_avg"].clone(), "exp_avg_sq": keys["exp_avg_sq"].clone()}
+        if not keys:
+            continue
+        missing = sorted({"step", "exp_avg", "exp_avg_sq"} - set(keys))
+        if missing or keys["exp_avg"].shape != p.shape or keys["exp_avg_sq"].shape != p.shape:
+            raise InputError(f"{TRAIN_STATE}: the optimiser state of {name!r} is incomplete or has the wrong shape "
+                             f"(missing {missing}); delete the file to restart this stage's optimiser")
+        opt.state[p] = {"step": keys["step"].reshape(()).clone(), "exp_avg": keys["exp_avg"].clone(), "exp_avg_sq": keys["exp_avg_sq"].clone()}
 
 
 def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | Path) -> dict[str, Any]:
