@@ -152,7 +152,7 @@ def _restore_opt(opt: torch.optim.Optimizer, net, state: dict[str, torch.Tensor]
         missing = sorted({"step", "exp_avg", "exp_avg_sq"} - set(keys))
         if missing or keys["exp_avg"].shape != p.shape or keys["exp_avg_sq"].shape != p.shape:
             raise InputError(f"{TRAIN_STATE}: the optimiser state of {name!r} is incomplete or has the wrong shape "
-                             f"(missing {missing}); delete the file to restart this stage's optimiser")
+                             f"(missing {missing}): the resume state is damaged; train into a new --out")
         opt.state[p] = {"step": keys["step"].reshape(()).clone(), "exp_avg": keys["exp_avg"].clone(), "exp_avg_sq": keys["exp_avg_sq"].clone()}
 
 
