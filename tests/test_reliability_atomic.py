@@ -123,10 +123,15 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_temp(tmp_path):
 
 
 def test_atomic_files_get_ordinary_permissions(tmp_path):
+    """Also for a checkpoint, whose weights safetensors writes by replacing the temporary file (it came out 0600)."""
+    from weightspace.runtime.checkpoint import save_checkpoint
+
     atomic_write_json(tmp_path / "a.json", {})
+    save_checkpoint(tmp_path / "ck", {"w": torch.zeros(2)}, {"kind": "test"})
     umask = os.umask(0)
     os.umask(umask)
-    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    for path in (tmp_path / "a.json", tmp_path / "ck" / "model.safetensors", tmp_path / "ck" / "config.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
 def test_kill_while_the_temp_file_is_half_written(tmp_path):

@@ -49,6 +49,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+            # again: a writer that replaces the file (safetensors does) leaves it 0600
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except BaseException:
