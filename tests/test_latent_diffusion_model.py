@@ -110,7 +110,7 @@ def test_training_loss_is_seeded_and_differentiable(gen):
 def test_effective_weights_and_module_groups(gen):
     c = gen.condition(family=["torus", "mug"])
     ew = gen.effective_weights(c)
-    W, S, M = gen.cfg.width, gen.cfg.sample_steps, gen.cfg.cond_tokens
+    W, S, M = gen.cfg.width, gen.cfg.sample_steps, gen.cfg.n_cond_tokens
     assert ew["denoiser.blocks.0.adaln"].shape == (2, S, 9 * W)
     assert ew["denoiser.blocks.1.cross_attn.k"].shape == (2, M, W)
     assert ew["denoiser.blocks.1.cross_attn.v"].shape == (2, M, W)
@@ -193,3 +193,14 @@ def test_checkpoints_saved_before_condition_layouts_load_as_pooled(tmp_path):
     assert loaded.cfg.cond_layout == "pooled" and loaded.condition_shape == gen.condition_shape
     c = gen.condition(family=["mug"])
     torch.testing.assert_close(loaded.sdf_grid(loaded.condition(family=["mug"]), [3]), gen.sdf_grid(c, [3]))
+
+
+def test_grid_token_count_follows_the_resolution_it_is_trained_at():
+    """The CLI validates the config before the trainer sets the data's resolution: the count must not be fixed early."""
+    import dataclasses
+
+    cfg = model_config_from({})  # as `train latent-diffusion --config` reads a file without model fields
+    assert cfg.cond_tokens == 0 and cfg.n_cond_tokens == (32 // 4 // 2) ** 3
+    small = dataclasses.replace(cfg, resolution=16).validate()
+    assert small.n_cond_tokens == (16 // 4 // 2) ** 3
+    assert model_config_from({"cond_layout": "pooled"}).n_cond_tokens == 8

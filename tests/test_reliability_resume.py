@@ -19,7 +19,7 @@ import torch
 from hostile.cli import command, env
 from toy_generator import make_toy, make_toy_data
 
-from weightspace.runtime.checkpoint import load_state
+from weightspace.runtime.checkpoint import load_state, state_metadata
 from weightspace.runtime.io import is_temp_file
 from weightspace.weightspace.population import PopulationConfig, build_population
 from weightspace.weightspace.store import Population
@@ -142,17 +142,14 @@ def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data,
                        log=lambda s: None)
     out = tmp_path / "ck"
     argv = ["train", "neural-field", "--data", str(nf_data), "--out", str(out), "--config", str(cfg), "--threads", "1"]
-    caught = []  # the progress each kill interrupted
-    for delay in (0.3, 0.8, 0.8):  # three kills: early (autoencoder stage), then wherever the run has got to
-        proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-        deadline = time.time() + 120
-        while not (out / "train_state.safetensors").is_file() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        caught.append(json.loads((out / "config.json").read_text())["progress"])
-    assert any(not (c["ae_done"] and c["diffusion_done"]) for c in caught), f"every kill came after the run had finished: {caught}"
+    proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    deadline = time.time() + 120
+    while _saved_step(out) < 20 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    killed_at = _saved_step(out)
+    assert proc.returncode == -signal.SIGKILL and 0 < killed_at < NF_TRAIN["steps"], killed_at
     resumed = subprocess.run(command(*argv), capture_output=True, text=True, env=env(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout
@@ -162,7 +159,7 @@ def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data,
     print(f"\n[resume] neural field: SIGKILL after step {killed_at} of {NF_TRAIN['steps']}, resumed, weights match")
 
 
-LD_MODEL = {"ae_channels": [8, 16], "latent_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2, 
+LD_MODEL = {"ae_channels": [8, 16], "latent_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2,
             "cond_dim": 8, "timesteps": 50, "sample_steps": 3}
 LD_TRAIN = {"minutes": 0.08, "ae_steps": 150, "diffusion_steps": 150, "ae_batch": 4, "diffusion_batch": 4, "train_points": 64, "log_every": 1, "checkpoint_seconds": 0.2,
             "threads": 1}
@@ -179,13 +176,17 @@ def test_latent_diffusion_training_killed_and_resumed_matches_uninterrupted(nf_d
                            echo=lambda s: None)
     out = tmp_path / "ck"
     argv = ["train", "latent-diffusion", "--data", str(nf_data), "--out", str(out), "--config", str(cfg)]
-    proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-    deadline = time.time() + 120
-    while not (out / "train_state.safetensors").is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    caught = []  # the progress each kill interrupted
+    for delay in (0.3, 0.8, 0.8):  # three kills: early (autoencoder stage), then wherever the run has got to
+        proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+        deadline = time.time() + 120
+        while not (out / "train_state.safetensors").is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        caught.append(json.loads(state_metadata(out / "train_state.safetensors")["config"])["progress"])
+    assert any(not (c["ae_done"] and c["diffusion_done"]) for c in caught), f"every kill came after the run had finished: {caught}"
     resumed = subprocess.run(command(*argv), capture_output=True, text=True, env=env(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     ref_cfg = json.loads((tmp_path / "ref" / "config.json").read_text())

@@ -42,6 +42,13 @@ class ModelConfig:
     guidance: float = 2.0  # classifier-free guidance scale (1 = no guidance)
     sampler: str = "ddim"  # ddim | ddpm
 
+    @property
+    def n_cond_tokens(self) -> int:
+        """M, with cond_tokens = 0 resolved: one per latent token (grid) or 8 (pooled)."""
+        if self.cond_tokens:
+            return self.cond_tokens
+        return (self.resolution // 4 // self.patch) ** 3 if self.cond_layout == "grid" else 8
+
     def validate(self, where: str = "model") -> "ModelConfig":
         def bad(name: str, why: str) -> InputError:
             return InputError(f"{where}.{name}: {why}, got {getattr(self, name)!r}")
@@ -66,11 +73,9 @@ class ModelConfig:
         if self.cond_layout not in COND_LAYOUTS:
             raise bad("cond_layout", f"must be one of {list(COND_LAYOUTS)}")
         cells = (self.resolution // 4 // self.patch) ** 3
-        if self.cond_tokens == 0:
-            self.cond_tokens = cells if self.cond_layout == "grid" else 8
-        if self.cond_layout == "grid" and self.cond_tokens != cells:
+        if self.cond_layout == "grid" and self.cond_tokens not in (0, cells):
             raise bad("cond_tokens", f"must be 0 or {cells} (one per latent token) with cond_layout 'grid'")
-        for name in ("latent_channels", "depth", "heads", "cond_tokens", "cond_dim", "sample_steps"):
+        for name in ("latent_channels", "depth", "heads", "cond_dim", "sample_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         if self.cond_dim % 4:

@@ -42,11 +42,11 @@ class LatentDiffusionGenerator(Generator):
 
     @property
     def condition_shape(self) -> tuple[int, ...]:
-        return (self.cfg.cond_tokens, self.cfg.cond_dim)
+        return (self.cfg.n_cond_tokens, self.cfg.cond_dim)
 
     def _check_condition(self, condition: torch.Tensor, seeds: Sequence[int]) -> None:
         if condition.dim() != 3 or tuple(condition.shape[1:]) != self.condition_shape:
-            raise InputError(f"condition must have shape (B, {self.cfg.cond_tokens}, {self.cfg.cond_dim}), got {tuple(condition.shape)}")
+            raise InputError(f"condition must have shape (B, {self.cfg.n_cond_tokens}, {self.cfg.cond_dim}), got {tuple(condition.shape)}")
         if len(seeds) != condition.shape[0]:
             raise InputError(f"seeds must give one seed per item: {condition.shape[0]} items, {len(seeds)} seeds")
 
@@ -160,7 +160,7 @@ class LatentDiffusionGenerator(Generator):
         """Per denoiser block: the adaLN modulation (shifts, scales, gates) at each default sampler
         step, `...adaln` (B, S, 9W), and the cross-attention keys and values, `...cross_attn.k/v` (B, M, W)."""
         if condition.dim() != 3 or tuple(condition.shape[1:]) != self.condition_shape:
-            raise InputError(f"condition must have shape (B, {self.cfg.cond_tokens}, {self.cfg.cond_dim}), got {tuple(condition.shape)}")
+            raise InputError(f"condition must have shape (B, {self.cfg.n_cond_tokens}, {self.cfg.cond_dim}), got {tuple(condition.shape)}")
         den = self.net.denoiser
         B = condition.shape[0]
         ts = ddim_timesteps(self.cfg.timesteps, self.cfg.sample_steps).to(self.device)  # (S,)

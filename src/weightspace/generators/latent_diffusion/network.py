@@ -21,7 +21,7 @@ class LatentDiffusionNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        M, d = cfg.cond_tokens, cfg.cond_dim
+        M, d = cfg.n_cond_tokens, cfg.cond_dim
         self.ae = ShapeAutoencoder(front=cfg.front, channels=tuple(cfg.ae_channels), latent_channels=cfg.latent_channels)
         if cfg.cond_layout == "grid":
             cells = cfg.resolution // 4 // cfg.patch  # token cells per axis

@@ -313,7 +313,7 @@ def _diffusion_stage(run: StageRun, net, ema: EMA, data: TrainingData, latents: 
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=tc.diffusion_lr)
     probs = torch.tensor(tc.kind_probs, dtype=torch.float64)
-    B, M, d = tc.diffusion_batch, cfg.cond_tokens, cfg.cond_dim
+    B, M, d = tc.diffusion_batch, cfg.n_cond_tokens, cfg.cond_dim
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
         idx = torch.randint(latents.shape[0], (B,), generator=gen)  # (B,)
