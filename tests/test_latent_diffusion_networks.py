@@ -64,6 +64,20 @@ def test_grid_condition_encoders_shapes():
     assert den(torch.randn(2, 2, 4, 4, 4), torch.tensor([1, 9]), pe(torch.rand(2, 50, 3))).shape == (2, 2, 4, 4, 4)
 
 
+@pytest.mark.parametrize("resolution, patch", [(16, 2), (32, 2), (48, 2), (64, 1)])
+def test_grid_layout_gives_one_token_per_latent_token_at_any_resolution(resolution, patch):
+    from weightspace.generators.latent_diffusion.config import ModelConfig
+    from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
+
+    cfg = ModelConfig(resolution=resolution, patch=patch, ae_channels=[8, 8], latent_channels=2, width=16, depth=1, heads=1,
+                      cond_dim=8, families=["a"]).validate()
+    net = LatentDiffusionNet(cfg)
+    M = (resolution // 4 // patch) ** 3
+    assert cfg.n_cond_tokens == M
+    assert net("points", torch.rand(2, 64, 3) * 2 - 1).shape == (2, M, 8)
+    assert net("voxels", (torch.rand(2, 8, 8, 8) > 0.5).float()).shape == (2, M, 8)
+
+
 def test_scattered_points_land_in_the_cells_of_the_voxels_they_bound():
     """Points on a small ball fall in the coarse cells the ball's grid occupies (same axis order as the grids)."""
     R, G = 32, 8

@@ -116,9 +116,11 @@ class VoxelEncoder(nn.Module):
     def __init__(self, *, n_tokens: int, token_dim: int, width: int = 64, cells: int | None = None):
         super().__init__()
         self.grid = cells is not None
-        self.res = max(VOXEL_RES, cells or 0)
+        self.res = VOXEL_RES
         if self.grid:
-            self.net = downsampler(1, width, (self.res // cells).bit_length() - 1)
+            levels = max(0, math.ceil(math.log2(VOXEL_RES / cells)))  # halvings from >= 16^3 down to the cells
+            self.res = cells * 2**levels
+            self.net = downsampler(1, width, levels)
             self.pos = nn.Parameter(torch.randn(cells**3, width) * 0.02)  # (n^3, w)
             self.out = nn.Linear(width, token_dim)
             return
@@ -133,7 +135,7 @@ class VoxelEncoder(nn.Module):
     def forward(self, voxels: torch.Tensor) -> torch.Tensor:
         v = voxels.to(torch.float32).unsqueeze(1)  # (B, 1, V, V, V)
         if v.shape[-1] != self.res:
-            v = F.interpolate(v, size=(self.res,) * 3, mode="trilinear", align_corners=True)  # (B, 1, 16, 16, 16)
+            v = F.interpolate(v, size=(self.res,) * 3, mode="trilinear", align_corners=True)  # (B, 1, res, res, res)
         h = self.net(v * 2.0 - 1.0)  # (B, w, c, c, c)
         h = h.flatten(2).transpose(1, 2) + self.pos  # (B, c^3, w)
         return self.out(h) if self.grid else self.pool(h)  # (B, M, d)
