@@ -41,16 +41,21 @@ def _lr_factor(step: int, progress: float, warmup: int) -> float:
 
 def _save(out: Path, gen: NeuralFieldGenerator, ema: dict | None, opt, step: int, elapsed: float,
           labels: torch.Tensor, extra: dict[str, Any]) -> None:
-    """Checkpoint the (EMA) weights with refitted code priors, then the trainer state for resume."""
-    snapshot = NeuralFieldGenerator(gen.cfg)
-    snapshot.net.load_state_dict(ema if ema is not None else gen.net.state_dict())
-    snapshot.fit_code_priors(labels.clamp(min=0) if (labels >= 0).all() else None)
-    snapshot.save(out, extra_config={**extra, "train_state": {"step": step, "elapsed_s": round(elapsed, 1)}})
+    """The trainer state for resume, then the (EMA) weights with refitted code priors as the checkpoint.
+
+    In that order, a checkpoint that reports step N always has a resume state of step N or later
+    beside it (a resume reads the state alone); the other order let a kill between the two writes
+    leave a first checkpoint with no state to resume from.
+    """
     state = {"optimizer": opt.state_dict(), "step": step, "elapsed": elapsed, "net": gen.net.state_dict()}
     if ema is not None:
         state["ema"] = ema
     with atomic_path(out / STATE_NAME) as tmp:
         torch.save(state, tmp)
+    snapshot = NeuralFieldGenerator(gen.cfg)
+    snapshot.net.load_state_dict(ema if ema is not None else gen.net.state_dict())
+    snapshot.fit_code_priors(labels.clamp(min=0) if (labels >= 0).all() else None)
+    snapshot.save(out, extra_config={**extra, "train_state": {"step": step, "elapsed_s": round(elapsed, 1)}})
 
 
 def train_neural_field(
