@@ -132,6 +132,18 @@ def _saved_step(out: Path) -> int:
         return 0
 
 
+def _kill_when(argv: list[str], ready, delay: float = 0.0) -> subprocess.Popen:
+    """Start the CLI, wait (at most 120 s) until ready() or the process ends, wait `delay` more, SIGKILL it."""
+    proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    deadline = time.time() + 120
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    return proc
+
+
 def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data, tmp_path):
     from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
     from weightspace.generators.neural_field.train import train_neural_field
@@ -142,12 +154,7 @@ def test_neural_field_training_killed_and_resumed_matches_uninterrupted(nf_data,
                        log=lambda s: None)
     out = tmp_path / "ck"
     argv = ["train", "neural-field", "--data", str(nf_data), "--out", str(out), "--config", str(cfg), "--threads", "1"]
-    proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-    deadline = time.time() + 120
-    while _saved_step(out) < 20 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    proc = _kill_when(argv, lambda: _saved_step(out) >= 20)
     killed_at = _saved_step(out)
     assert proc.returncode == -signal.SIGKILL and 0 < killed_at < NF_TRAIN["steps"], killed_at
     resumed = subprocess.run(command(*argv), capture_output=True, text=True, env=env(), timeout=300)
@@ -178,13 +185,7 @@ def test_latent_diffusion_training_killed_and_resumed_matches_uninterrupted(nf_d
     argv = ["train", "latent-diffusion", "--data", str(nf_data), "--out", str(out), "--config", str(cfg)]
     caught = []  # the progress each kill interrupted
     for delay in (0.3, 0.8, 0.8):  # three kills: early (autoencoder stage), then wherever the run has got to
-        proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-        deadline = time.time() + 120
-        while not (out / "train_state.safetensors").is_file() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        _kill_when(argv, (out / "train_state.safetensors").is_file, delay)
         caught.append(json.loads(state_metadata(out / "train_state.safetensors")["config"])["progress"])
     assert any(not (c["ae_done"] and c["diffusion_done"]) for c in caught), f"every kill came after the run had finished: {caught}"
     resumed = subprocess.run(command(*argv), capture_output=True, text=True, env=env(), timeout=300)

@@ -41,15 +41,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    # mkstemp makes the file private (0600); give the result the mode a plain open() would
-    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-            # again: a writer that replaces the file (safetensors does) leaves it 0600
+            # the mode a plain open() would give: mkstemp makes the file 0600, and so does a writer
+            # that replaces it (safetensors does), so set it once the writer is done
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)

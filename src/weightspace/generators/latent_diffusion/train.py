@@ -157,7 +157,8 @@ def _restore_opt(opt: torch.optim.Optimizer, net, state: dict[str, torch.Tensor]
 
 
 def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | Path) -> dict[str, Any]:
-    """Copy the trained autoencoder of checkpoint `source` into `net`; returns the progress entries it carries."""
+    """Copy the trained autoencoder of checkpoint `source` into `net`; returns its provenance
+    (checkpoint, hash, data, ae_steps, ae_seconds), which the run's progress takes its counts from."""
     from weightspace.generators.registry import resolve_checkpoint
 
     folder = resolve_checkpoint(source)
@@ -172,10 +173,8 @@ def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | 
         raise InputError(f"{folder}: its autoencoder stage has not finished (progress {prog})")
     adopted = {k: v for k, v in state.items() if k.startswith(("ae.", "latent_mean", "latent_std"))}
     _load_into(net, {**net.state_dict(), **adopted}, folder / WEIGHTS_NAME)
-    return {"ae_steps": int(prog["ae_steps"]), "ae_seconds": float(prog.get("ae_seconds", 0.0)), "ae_done": True,
-            "_autoencoder_from": {"checkpoint": str(source), "autoencoder_hash": state_hash(adopted),
-                                  "data": config.get("data"),
-                                  "ae_steps": int(prog["ae_steps"]), "ae_seconds": float(prog.get("ae_seconds", 0.0))}}
+    return {"checkpoint": str(source), "autoencoder_hash": state_hash(adopted), "data": config.get("data"),
+            "ae_steps": int(prog["ae_steps"]), "ae_seconds": float(prog.get("ae_seconds", 0.0))}
 
 
 class Logger:
@@ -220,6 +219,7 @@ class StageRun:
     progress: dict
     logger: Logger
     extra: Callable[[], dict]
+    resume_state: dict[str, torch.Tensor] | None = None  # raw state of the run resumed (net.*, opt.*)
 
 
 def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimizer, params: list[torch.Tensor],
@@ -232,8 +232,8 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
     what an uninterrupted one does.
     """
     tc, progress, logger = run.tc, run.progress, run.logger
-    if progress.get("_resume_state") is not None and progress[f"{name}_steps"] > 0:
-        _restore_opt(opt, net, progress["_resume_state"])
+    if run.resume_state is not None and progress[f"{name}_steps"] > 0:
+        _restore_opt(opt, net, run.resume_state)
     step, used = progress[f"{name}_steps"], progress[f"{name}_seconds"]
     last_save, t_prev, loss_avg = time.time(), time.time(), None
     net.train()
@@ -375,13 +375,14 @@ def train_latent_diffusion(
         val_grids = None
 
     progress = dict(ae_steps=0, ae_seconds=0.0, ae_done=False, diffusion_steps=0, diffusion_seconds=0.0, diffusion_done=False)
-    resume_state = None
+    resume_state, ae_source = None, None
     if (out / TRAIN_STATE).is_file():
         if autoencoder_from is not None:
             raise InputError(f"{out}: already holds a run to resume; --autoencoder-from starts a new one (use a new --out)")
         config, resume_state, ema_state = _load_resume_state(out)
         cfg = saved_model_config(config["model"], where=f"{out / TRAIN_STATE}: model")
         progress.update({k: v for k, v in config.get("progress", {}).items() if k in progress})
+        ae_source = config.get("autoencoder_from")
         net = LatentDiffusionNet(cfg)
         _load_into(net, {k[4:]: v for k, v in resume_state.items() if k.startswith("net.")}, out / TRAIN_STATE)
         ema = EMA(net, tc.ema_decay)
@@ -393,25 +394,24 @@ def train_latent_diffusion(
         torch.manual_seed(tc.seed)
         net = LatentDiffusionNet(cfg)
         if autoencoder_from is not None:
-            progress.update(_adopt_autoencoder(net, cfg, autoencoder_from))
+            ae_source = _adopt_autoencoder(net, cfg, autoencoder_from)
+            progress.update(ae_steps=ae_source["ae_steps"], ae_seconds=ae_source["ae_seconds"], ae_done=True)
             echo(f"autoencoder from {autoencoder_from} ({progress['ae_steps']} steps)")
         ema = EMA(net, tc.ema_decay)
     if (cfg.resolution, cfg.truncation) != (data.resolution, data.truncation) or cfg.families[: len(data.families)] != data.families:
         raise InputError(f"{data_dir}: data (resolution {data.resolution}, truncation {data.truncation}) does not match the checkpoint in {out}")
-    progress["_resume_state"] = resume_state
-    ae_source = progress.pop("_autoencoder_from", None) or (config.get("autoencoder_from") if resume_state is not None else None)
     logger = Logger(out, echo)
 
     def extra() -> dict:
         return {
             "autoencoder_from": ae_source,
             "train": dataclasses.asdict(tc),
-            "progress": {k: v for k, v in progress.items() if not k.startswith("_")},
+            "progress": dict(progress),
             "data": {"folder": Path(data_dir).name, "manifest_hash": data.manifest_hash, "train_shapes": int(data.grids.shape[0])},
             "command": command,
         }
 
-    run = StageRun(out, cfg, tc, progress, logger, extra)
+    run = StageRun(out, cfg, tc, progress, logger, extra, resume_state)
     budget = tc.minutes * 60.0
     if stage in ("ae", "all") and not (stage == "all" and progress["ae_done"]):
         ae_budget = budget * (tc.ae_fraction if stage == "all" else 1.0)
@@ -430,16 +430,17 @@ def train_latent_diffusion(
         opt = _diffusion_stage(run, net, ema, data, latents, max(diff_budget, 1.0))
     else:
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
-    progress["_resume_state"] = None
-    _save_all(out, net, ema, opt, cfg, extra())
-    write_training_record(out, started=started, stage=stage, threads=tc.threads)
+    config = extra()
+    _save_all(out, net, ema, opt, cfg, config)
+    write_training_record(out, config, started=started, stage=stage, threads=tc.threads)
     echo(f"saved {out / WEIGHTS_NAME} ({progress['ae_steps']} autoencoder steps, {progress['diffusion_steps']} diffusion steps)")
     return LatentDiffusionGenerator(cfg, ema.shadow, extra())
 
 
-def write_training_record(out: Path, *, started: datetime.datetime, stage: str, threads: int,
+def write_training_record(out: Path, config: dict[str, Any], *, started: datetime.datetime, stage: str, threads: int,
                           finished: datetime.datetime | None = None) -> dict[str, Any]:
-    """Add this invocation to `training_record.json` in `out` and refresh its totals from the checkpoint.
+    """Add this invocation to `training_record.json` in `out` and refresh its totals from `config`
+    (the checkpoint's config: command, data, progress, autoencoder_from).
 
     The record: command, data, every invocation (stage, start and end in UTC, wall minutes),
     total wall minutes (plus the training minutes of an autoencoder adopted with
@@ -448,7 +449,6 @@ def write_training_record(out: Path, *, started: datetime.datetime, stage: str, 
     """
     from weightspace.runtime.io import atomic_write_json, read_json
 
-    _, config = load_checkpoint(out)
     path = out / RECORD_NAME
     record = read_json(path) if path.is_file() else {}
     finished = finished or datetime.datetime.now(datetime.timezone.utc)
