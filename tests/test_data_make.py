@@ -59,6 +59,13 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     assert a["redraws"] == b["redraws"]
 
 
+def test_worker_processes_write_the_same_files(tmp_path):
+    one = make_dataset(tmp_path / "a", family="all", count=12, resolution=16, seed=3, n_points=64, progress=False)
+    two = make_dataset(tmp_path / "b", family="all", count=12, resolution=16, seed=3, n_points=64, progress=False, workers=2)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert one["redraws"] == two["redraws"] and one["split"] == two["split"]
+
+
 def test_items_do_not_depend_on_the_other_families(tmp_path):
     make_dataset(tmp_path / "all", family="all", count=10, resolution=32, seed=5, n_points=64, progress=False)
     make_dataset(tmp_path / "one", family="mug", count=1, resolution=32, seed=5, n_points=64, progress=False)
@@ -82,6 +89,7 @@ def test_split_is_stratified_and_seeded(tmp_path):
         (dict(truncation=0.0), "--truncation"),
         (dict(split=(0.5, 0.1, 0.1)), "--split"),
         (dict(resolution=8), "--resolution"),
+        (dict(workers=0), "--workers"),
     ],
 )
 def test_bad_options_name_the_option(tmp_path, kwargs, match):

@@ -101,3 +101,15 @@ def test_new_run_from_a_trained_autoencoder(tiny_data, tmp_path):
     with pytest.raises(InputError, match="ae_channels"):
         train_latent_diffusion(tiny_data, tmp_path / "other", model=ModelConfig(**{**TINY_MODEL, "ae_channels": [8, 8]}), train=tc2,
                                autoencoder_from=src, echo=lambda s: None)
+
+
+def test_run_shorter_than_one_log_row_still_writes_its_record(tiny_data, tmp_path):
+    tc = TrainConfig(ae_steps=1, diffusion_steps=1, ae_batch=2, diffusion_batch=2, train_points=32, log_every=25)
+    train_latent_diffusion(tiny_data, tmp_path / "ae", model=ModelConfig(**TINY_MODEL), train=tc, stage="ae", echo=lambda s: None)
+    out = tmp_path / "short"  # a new denoiser on that autoencoder, stopped before its first log row
+    train_latent_diffusion(tiny_data, out, model=ModelConfig(**TINY_MODEL), train=tc, stage="diffusion",
+                           autoencoder_from=tmp_path / "ae", device="cpu", echo=lambda s: None)
+    assert not (out / LOSS_LOG).exists()
+    record = json.loads((out / "training_record.json").read_text())
+    assert record["steps"] == {"autoencoder": 1, "diffusion": 1} and record["device"] == "cpu"
+    assert record["loss_log"] == []

@@ -46,6 +46,7 @@ def make(
     split: str = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test fractions, stratified by family."),
     max_redraws: int = typer.Option(200, "--max-redraws", help="Give up on a shape after this many topology mismatches."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
+    workers: int = typer.Option(1, "--workers", help="Processes making shapes in parallel (the files do not depend on it)."),
 ) -> None:
     """Make procedural shapes: truncated SDF grids, surface points, parameters and a manifest.
 
@@ -63,7 +64,7 @@ def make(
         raise InputError(f"--split must be three comma-separated numbers like 0.8,0.1,0.1, got {split!r}") from None
     s = make_dataset(
         out, family=family, count=count, resolution=resolution, seed=seed, truncation=truncation,
-        n_points=points, split=fractions, max_redraws=max_redraws, overwrite=overwrite,
+        n_points=points, split=fractions, max_redraws=max_redraws, overwrite=overwrite, workers=workers,
     )  # fmt: skip
     typer.echo(
         f"wrote {s['count']} shapes to {out} in {s['seconds']:.1f} s ({s['shapes_per_second']:.1f} shapes/s); "

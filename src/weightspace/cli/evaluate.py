@@ -30,11 +30,12 @@ EVALUATORS: dict[str, Callable[[], Callable]] = {
 }
 
 
-def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: int) -> dict:
-    """Load a generator (a folder or `default` / `default-field`) and return its figures on `data`."""
+def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: int, device: str = "cpu") -> dict:
+    """Load a generator (a folder or `default` / `default-field`) on `device` and return its figures on `data`."""
     from weightspace.generators import load_generator
+    from weightspace.runtime.device import pick_device
 
-    gen = load_generator(checkpoint)
+    gen = load_generator(checkpoint, pick_device(device))
     kind = gen.config.get("kind")
     if kind not in EVALUATORS:
         raise InputError(f"no evaluator for generator kind {kind!r}; known kinds: {sorted(EVALUATORS)}")
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
         max_shapes: int = typer.Option(64, "--max-shapes", help="Evaluate at most this many held-out shapes."),
         seed: int = typer.Option(0, "--seed", help="Seed of every observation and sample."),
         threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Evaluate a generator: autoencoder / point-cloud / family figures and MMD, COV, 1-NNA.
 
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--threads must be >= 0, got {threads}")
         if threads:
             torch.set_num_threads(threads)
-        figures = evaluate_checkpoint(checkpoint, data, max_shapes=max_shapes, seed=seed)
+        figures = evaluate_checkpoint(checkpoint, data, max_shapes=max_shapes, seed=seed, device=device)
         if as_json:
             typer.echo(json.dumps(figures, sort_keys=False))
         else:

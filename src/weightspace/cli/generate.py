@@ -58,7 +58,7 @@ def read_voxels_file(path: Path) -> np.ndarray:
 
 def generate_shapes(
     checkpoint: str, out: Path, *, family: str | None, points: Path | None, voxels: Path | None,
-    seed: int, count: int, fmt: str, resolution: int | None,
+    seed: int, count: int, fmt: str, resolution: int | None, device: str = "cpu",
 ) -> list[dict]:
     """Generate `count` shapes (seeds seed..seed+count-1) and write grids, meshes and generate.json."""
     import torch
@@ -66,6 +66,7 @@ def generate_shapes(
     from weightspace.analysis import topology
     from weightspace.decode.mesh import grid_to_mesh
     from weightspace.generators import load_generator
+    from weightspace.runtime.device import pick_device
     from weightspace.runtime.io import atomic_path, atomic_write_json
 
     given = [n for n, v in (("--family", family), ("--points", points), ("--voxels", voxels)) if v is not None]
@@ -75,7 +76,7 @@ def generate_shapes(
         raise InputError(f"--count must be >= 1, got {count}")
     if fmt not in MESH_FORMATS:
         raise InputError(f"--format must be one of {', '.join(MESH_FORMATS)}, got {fmt!r}")
-    gen = load_generator(checkpoint)
+    gen = load_generator(checkpoint, pick_device(device))
     # One seed per item, for the condition (a neural field draws its family code from it) and the decode.
     seeds = [seed + i for i in range(count)]
     with torch.no_grad():
@@ -118,13 +119,14 @@ def register(app: typer.Typer) -> None:
         count: int = typer.Option(1, "--count", help="Number of shapes."),
         fmt: str = typer.Option("ply", "--format", help="Mesh format: ply | obj | glb."),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="Output grid resolution (default: the generator's)."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Generate shapes from a checkpoint and write their SDF grids and meshes.
 
         Example: weightspace generate --checkpoint default --family torus --seed 0 --count 4 --out runs/gen
         """
         rows = generate_shapes(checkpoint, out, family=family, points=points, voxels=voxels, seed=seed,
-                               count=count, fmt=fmt, resolution=resolution)
+                               count=count, fmt=fmt, resolution=resolution, device=device)
         for r in rows:
             typer.echo(f"{r['mesh']}  betti {tuple(r['betti'])}  {r['faces']} faces")
         typer.echo(f"wrote {len(rows)} shapes to {out}")

@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         autoencoder_from: Optional[str] = typer.Option(
             None, "--autoencoder-from", help="Start a new run from this checkpoint's trained autoencoder (a folder or `default`); "
             "its autoencoder steps and time count towards this run."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Train the WaLa-style latent diffusion generator (autoencoder, then diffusion), resumable.
 
@@ -54,4 +55,4 @@ def register(app: typer.Typer) -> None:
         train_cfg = train_config_from(train_raw, where=f"{config}: train" if config else "train")
         command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command,
-                               autoencoder_from=autoencoder_from, echo=typer.echo)
+                               autoencoder_from=autoencoder_from, device=device, echo=typer.echo)

@@ -30,6 +30,7 @@ from weightspace.generators.latent_diffusion.losses import autoencoder_loss, aug
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_hash, state_metadata
+from weightspace.runtime.device import pick_device
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
 from weightspace.runtime.seeding import item_generator
@@ -112,7 +113,7 @@ def _save_all(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, cfg: ModelCo
                 state[f"opt.{names[id(p)]}.{key}"] = torch.as_tensor(value).reshape(-1) if key == "step" else value
     config = {"kind": "latent-diffusion", "model": dataclasses.asdict(cfg), **extra}
     with atomic_path(out / TRAIN_STATE) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata={"config": json.dumps(config)})
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata={"config": json.dumps(config)})
     LatentDiffusionGenerator(cfg, ema.shadow).save(out, extra_config=extra)
 
 
@@ -153,7 +154,9 @@ def _restore_opt(opt: torch.optim.Optimizer, net, state: dict[str, torch.Tensor]
         if missing or keys["exp_avg"].shape != p.shape or keys["exp_avg_sq"].shape != p.shape:
             raise InputError(f"{TRAIN_STATE}: the optimiser state of {name!r} is incomplete or has the wrong shape "
                              f"(missing {missing}): the resume state is damaged; train into a new --out")
-        opt.state[p] = {"step": keys["step"].reshape(()).clone(), "exp_avg": keys["exp_avg"].clone(), "exp_avg_sq": keys["exp_avg_sq"].clone()}
+        # Adam keeps `step` on the CPU and its moments beside the parameter
+        opt.state[p] = {"step": keys["step"].reshape(()).clone(), "exp_avg": keys["exp_avg"].to(p.device, copy=True),
+                        "exp_avg_sq": keys["exp_avg_sq"].to(p.device, copy=True)}
 
 
 def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | Path) -> dict[str, Any]:
@@ -220,6 +223,7 @@ class StageRun:
     logger: Logger
     extra: Callable[[], dict]
     resume_state: dict[str, torch.Tensor] | None = None  # raw state of the run resumed (net.*, opt.*)
+    device: torch.device = torch.device("cpu")  # where the networks and training tensors live
 
 
 def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimizer, params: list[torch.Tensor],
@@ -273,11 +277,11 @@ def _ae_stage(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, budge
     params = list(net.ae.parameters())
     opt = torch.optim.Adam(params, lr=tc.ae_lr)
     band = 2.0 * (2.0 / (cfg.resolution - 1)) / cfg.truncation  # two voxels, in normalised TSDF units
-    tsdf_all = (data.grids / cfg.truncation).clamp(-1, 1)  # (N, R, R, R)
+    tsdf_all = (data.grids.to(run.device) / cfg.truncation).clamp(-1, 1)  # (N, R, R, R), on the training device
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(tsdf_all.shape[0], (tc.ae_batch,), generator=gen)  # (B,)
-        x = tsdf_all[idx]  # (B, R, R, R)
+        idx = torch.randint(tsdf_all.shape[0], (tc.ae_batch,), generator=gen)  # (B,) drawn on the CPU
+        x = tsdf_all[idx.to(tsdf_all.device)]  # (B, R, R, R)
         flips = [d for d in (1, 2, 3) if torch.rand((), generator=gen) < 0.5]
         if flips:
             x = x.flip(flips)
@@ -294,7 +298,8 @@ def _set_latent_stats(net, ema, data: TrainingData, cfg: ModelConfig) -> torch.T
     """Per-channel mean and std of the (EMA) encoder's latents over the training grids; returns the
     normalised latents (N, C, r, r, r) for the diffusion stage."""
     enc = ema.shadow.ae
-    zs = torch.cat([enc.encode((g / cfg.truncation).clamp(-1, 1)) for g in data.grids.split(32)])  # (N, C, r, r, r)
+    dev = next(enc.parameters()).device
+    zs = torch.cat([enc.encode((g.to(dev) / cfg.truncation).clamp(-1, 1)) for g in data.grids.split(32)])  # (N, C, r, r, r)
     mean = zs.mean(dim=(0, 2, 3, 4))  # (C,)
     std = zs.std(dim=(0, 2, 3, 4)).clamp(min=1e-4)  # (C,)
     for m in (net, ema.shadow):
@@ -313,29 +318,33 @@ def _diffusion_stage(run: StageRun, net, ema: EMA, data: TrainingData, latents: 
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=tc.diffusion_lr)
     probs = torch.tensor(tc.kind_probs, dtype=torch.float64)
+    grids = data.grids.to(run.device)  # (N, R, R, R) for the voxel conditions
     B, M, d = tc.diffusion_batch, cfg.n_cond_tokens, cfg.cond_dim
+    dev = latents.device
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
+        # every random draw is made on the CPU from `gen`, so a run draws the same on any device
         idx = torch.randint(latents.shape[0], (B,), generator=gen)  # (B,)
         kind = torch.multinomial(probs, B, replacement=True, generator=gen)  # (B,) 0 family, 1 points, 2 voxels
-        cond = torch.zeros(B, M, d)  # (B, M, d)
+        cond = torch.zeros(B, M, d, device=dev)  # (B, M, d)
         sel = (kind == 0).nonzero().flatten()
         if len(sel):
-            cond = cond.index_copy(0, sel, net("family", data.labels[idx[sel]]))
+            cond = cond.index_copy(0, sel.to(dev), net("family", data.labels[idx[sel]].to(dev)))
         sel = (kind == 1).nonzero().flatten()
         if len(sel):
             pts = augment_points(data.points[idx[sel]], n=tc.train_points, sigma_max=tc.point_sigma_max,
                                  partial_prob=tc.partial_prob, generator=gen)  # (b, n, 3)
-            cond = cond.index_copy(0, sel, net("points", pts))
+            cond = cond.index_copy(0, sel.to(dev), net("points", pts.to(dev)))
         sel = (kind == 2).nonzero().flatten()
         if len(sel):
             V = 8 if torch.rand((), generator=gen) < 0.5 else 16
-            cond = cond.index_copy(0, sel, net("voxels", voxels_from_grids(data.grids[idx[sel]], V)))
-        drop = (torch.rand(B, generator=gen) < tc.cond_drop).view(B, 1, 1)
+            cond = cond.index_copy(0, sel.to(dev), net("voxels", voxels_from_grids(grids[idx[sel].to(dev)], V)))
+        drop = (torch.rand(B, generator=gen) < tc.cond_drop).view(B, 1, 1).to(dev)
         cond = torch.where(drop, net("null", B), cond)  # (B, M, d)
-        t = torch.randint(cfg.timesteps, (B,), generator=gen)  # (B,)
-        noise = torch.randn(latents[idx].shape, generator=gen)  # (B, C, r, r, r)
-        return diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), latents[idx], cond, t, noise, net.alphas_cumprod)
+        t = torch.randint(cfg.timesteps, (B,), generator=gen).to(dev)  # (B,)
+        z0 = latents[idx.to(dev)]  # (B, C, r, r, r)
+        noise = torch.randn(z0.shape, generator=gen).to(dev)  # (B, C, r, r, r)
+        return diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), z0, cond, t, noise, net.alphas_cumprod)
 
     _run_stage("diffusion", run, net, ema, opt, params, loss_fn, base_lr=tc.diffusion_lr, total_steps=tc.diffusion_steps,
                budget_s=budget_s, clip=1.0)
@@ -351,6 +360,7 @@ def train_latent_diffusion(
     stage: str = "all",
     command: str | None = None,
     autoencoder_from: str | Path | None = None,
+    device: str = "auto",
     echo: Callable[[str], None] = print,
 ) -> LatentDiffusionGenerator:
     """Train (or resume training of) a latent diffusion generator on a data folder.
@@ -360,17 +370,20 @@ def train_latent_diffusion(
     checkpoint of this trainer (the architecture there wins over `model`).
     autoencoder_from : a checkpoint (or `default`) whose trained autoencoder a new run starts from,
     with that autoencoder's step and time counts; the rest of the architecture may differ.
+    device : auto (CUDA when present) | cpu | cuda[:N]. Random draws are made on the CPU either way,
+    so a run draws the same items, noise and time steps on every device.
     """
     if stage not in STAGES:
         raise InputError(f"stage must be one of {list(STAGES)}, got {stage!r}")
     started = datetime.datetime.now(datetime.timezone.utc)
     tc = (train or TrainConfig()).validate()
+    dev = pick_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(tc.threads)
     data = load_training_data(data_dir, "train")
     try:
-        val_grids = torch.from_numpy(np.array(ShapeDataset(data_dir, split="val").grids[:48], dtype=np.float32))  # (<=48, R, R, R)
+        val_grids = torch.from_numpy(np.array(ShapeDataset(data_dir, split="val").grids[:48], dtype=np.float32)).to(dev)  # (<=48, R, R, R)
     except InputError:
         val_grids = None
 
@@ -385,7 +398,7 @@ def train_latent_diffusion(
         ae_source = config.get("autoencoder_from")
         net = LatentDiffusionNet(cfg)
         _load_into(net, {k[4:]: v for k, v in resume_state.items() if k.startswith("net.")}, out / TRAIN_STATE)
-        ema = EMA(net, tc.ema_decay)
+        ema = EMA(net.to(dev), tc.ema_decay)
         _load_into(ema.shadow, ema_state, out / TRAIN_STATE)
         echo(f"resuming from {out} ({progress})")
     else:
@@ -397,7 +410,7 @@ def train_latent_diffusion(
             ae_source = _adopt_autoencoder(net, cfg, autoencoder_from)
             progress.update(ae_steps=ae_source["ae_steps"], ae_seconds=ae_source["ae_seconds"], ae_done=True)
             echo(f"autoencoder from {autoencoder_from} ({progress['ae_steps']} steps)")
-        ema = EMA(net, tc.ema_decay)
+        ema = EMA(net.to(dev), tc.ema_decay)
     if (cfg.resolution, cfg.truncation) != (data.resolution, data.truncation) or cfg.families[: len(data.families)] != data.families:
         raise InputError(f"{data_dir}: data (resolution {data.resolution}, truncation {data.truncation}) does not match the checkpoint in {out}")
     logger = Logger(out, echo)
@@ -409,9 +422,10 @@ def train_latent_diffusion(
             "progress": dict(progress),
             "data": {"folder": Path(data_dir).name, "manifest_hash": data.manifest_hash, "train_shapes": int(data.grids.shape[0])},
             "command": command,
+            "device": str(dev),
         }
 
-    run = StageRun(out, cfg, tc, progress, logger, extra, resume_state)
+    run = StageRun(out, cfg, tc, progress, logger, extra, resume_state, dev)
     budget = tc.minutes * 60.0
     if stage in ("ae", "all") and not (stage == "all" and progress["ae_done"]):
         ae_budget = budget * (tc.ae_fraction if stage == "all" else 1.0)
@@ -451,6 +465,8 @@ def write_training_record(out: Path, config: dict[str, Any], *, started: datetim
 
     path = out / RECORD_NAME
     record = read_json(path) if path.is_file() else {}
+    log_path = out / LOSS_LOG  # absent when a run ended before its first log row
+    log_lines = [line for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
     finished = finished or datetime.datetime.now(datetime.timezone.utc)
     runs = list(record.get("invocations", []))
     runs.append({"stage": stage, "command": config.get("command"), "started_utc": started.isoformat(timespec="seconds"),
@@ -466,8 +482,9 @@ def write_training_record(out: Path, config: dict[str, Any], *, started: datetim
         "steps": {"autoencoder": prog.get("ae_steps"), "diffusion": prog.get("diffusion_steps")},
         "train_seconds": {"autoencoder": prog.get("ae_seconds"), "diffusion": prog.get("diffusion_seconds")},
         "threads": threads,
+        "device": config.get("device", "cpu"),
         "autoencoder_from": ae_from,
-        "loss_log": [json.loads(line) for line in (out / LOSS_LOG).read_text().splitlines() if line.strip()],
+        "loss_log": [json.loads(line) for line in log_lines],
     })
     atomic_write_json(path, record)
     return record

@@ -85,7 +85,7 @@ def evaluate_generator(
     train_ious = []
     with torch.no_grad():
         for part in np.array_split(np.array(idx), max(1, len(idx) // 16)):
-            grids = gen.sdf_grid(gen.net.codes[torch.as_tensor(part)], part.tolist(), resolution=R).numpy()
+            grids = gen.sdf_grid(gen.net.codes[torch.as_tensor(part)], part.tolist(), resolution=R).cpu().numpy()
             train_ious += [iou(g, load_grid(folder, train_rows[i])) for g, i in zip(grids, part)]
     say(f"train IoU {np.mean(train_ious):.3f} over {len(idx)} shapes")
 
@@ -99,7 +99,7 @@ def evaluate_generator(
         t0 = time.perf_counter()
         z = gen.condition(points=obs, seeds=seeds)
         with torch.no_grad():
-            grids = gen.sdf_grid(z, seeds, resolution=R).numpy()
+            grids = gen.sdf_grid(z, seeds, resolution=R).cpu().numpy()
         seconds += time.perf_counter() - t0
         for g, r in zip(grids, rows):
             truth = load_grid(folder, r)
@@ -115,7 +115,7 @@ def evaluate_generator(
         seeds = [derive_seed(seed, "nf-eval-family", name, k) for k in range(samples_per_family)]
         with torch.no_grad():
             z = gen.condition(family=[name] * samples_per_family, seeds=seeds)
-            grids = gen.sdf_grid(z, seeds, resolution=R).numpy()
+            grids = gen.sdf_grid(z, seeds, resolution=R).cpu().numpy()
         f_match += [topology(g).betti[:2] == tuple(FAMILIES[name].betti)[:2] for g in grids]
     say(f"family Betti match {np.mean(f_match) if f_match else float('nan'):.2f}")
 
