@@ -1,4 +1,4 @@
-"""Load a generator from a checkpoint folder or a shipped name (`default`, `default-field`)."""
+"""Load a generator from a checkpoint folder or a shipped name (`default`, `default-field`, `default-64`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from weightspace.runtime.errors import InputError
 # Shipped checkpoints live inside the package so an installed wheel has them too.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 SHIPPED = {
-    "default": "latent-diffusion-32",
+    "default": "latent-diffusion-32",  # trained on the 2-core CPU in under an hour
     "default-field": "neural-field-32",
+    "default-64": "latent-diffusion-64",  # 64^3, trained on a GPU (docs/gpu.md)
 }
 
 
@@ -25,7 +26,7 @@ def _kinds() -> dict[str, type[Generator]]:
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """Map `default` / `default-field` to the shipped folder; otherwise return the path."""
+    """Map a shipped name (`default`, `default-field`, `default-64`) to its folder; otherwise return the path."""
     key = str(name_or_path)
     if key in SHIPPED:
         folder = SHIPPED_DIR / SHIPPED[key]
