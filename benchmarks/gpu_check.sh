@@ -16,18 +16,7 @@ MINUTES=${MINUTES:-4}
 TRIAL_MINUTES=${TRIAL_MINUTES:-3.5}
 PY=${PY:-python3}
 WORK=${WORK:-/tmp/ws_gpu}
-mkdir -p "$OUT" "$WORK/logs"
-export PYTHONUNBUFFERED=1 WEIGHTSPACE_QUIET=1
-if ls .whl/*.whl >/dev/null 2>&1; then  # packages the machine lacks, carried as wheels
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src
-else
-  export PYTHONPATH=$PWD/src
-fi
-WS="$PY -m weightspace.cli"
-L="$WORK/logs"
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$L/timeline.txt"; }
+. benchmarks/gpu_env.sh
 
 { nvidia-smi; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())"; nproc; } > "$L/machine.txt" 2>&1
 stamp "start"

@@ -13,18 +13,7 @@ COUNT=${COUNT:-640}
 MINUTES=${MINUTES:-5}
 PY=${PY:-python3}
 WORK=${WORK:-/tmp/ws_trials}
-mkdir -p "$OUT" "$WORK/logs"
-export PYTHONUNBUFFERED=1 WEIGHTSPACE_QUIET=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src
-else
-  export PYTHONPATH=$PWD/src
-fi
-WS="$PY -m weightspace.cli"
-L="$WORK/logs"
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$L/timeline.txt"; }
+. benchmarks/gpu_env.sh
 
 $WS data make --count "$COUNT" --resolution 64 --seed 0 --workers 10 --out "$WORK/data64" > "$L/data64.log" 2>&1 &
 p64=$!
