@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
     @evaluate_app.command("generator")
     def generator(
-        checkpoint: str = typer.Argument(..., help="Checkpoint folder, or `default` / `default-field` / `default-64`."),
+        checkpoint: str = typer.Argument(..., help="Checkpoint folder, or a shipped name: default, default-field, default-64, default-points."),
         data: Path = typer.Option(..., "--data", help="Data folder (its test split is held out)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
         max_shapes: int = typer.Option(64, "--max-shapes", help="Evaluate at most this many held-out shapes."),

@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate(
         out: Path = typer.Option(..., "--out", help="Output folder: grids/*.npy, meshes/*, generate.json."),
-        checkpoint: str = typer.Option("default", "--checkpoint", help="Checkpoint folder, or `default` / `default-field` / `default-64`."),
+        checkpoint: str = typer.Option("default", "--checkpoint", help="Checkpoint folder, or a shipped name: default, default-field, default-64, default-points."),
         family: Optional[str] = typer.Option(None, "--family", help="Condition on a shape family name."),
         points: Optional[Path] = typer.Option(None, "--points", help="Condition on a point cloud: .npy (P,3), .npz (points), or .ply/.obj/.xyz."),
         voxels: Optional[Path] = typer.Option(None, "--voxels", help="Condition on an occupancy grid .npy (V,V,V)."),
