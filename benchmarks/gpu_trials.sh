@@ -3,7 +3,7 @@
 # 32^3 figures the CPU hour misses, and a longer 64^3 run. Three trainings share the GPU:
 #   a. the shipped 32^3 architecture, a new denoiser on the shipped autoencoder, batch 128;
 #   b. the same with patch 1: 8^3 = 512 latent (and condition) tokens instead of 4^3;
-#   c. the 64^3 checkpoint again with a longer budget (configs/latent-diffusion-64.json).
+#   c. the 64^3 model again with a longer budget and a smaller autoencoder share.
 # Results go to $OUT: each run's weights, config and training record; logs in a tarball.
 # Dry run on a CPU machine: DEVICE=cpu COUNT=40 MINUTES=0.2 PY=.venv/bin/python bash benchmarks/gpu_trials.sh
 set -u
@@ -27,7 +27,9 @@ for trial in a:2 b:1; do
     --autoencoder-from default --minutes "$MINUTES" --device "$DEVICE" > "$L/train32$name.log" 2>&1 &
 done
 wait $p64; stamp "data64 exit $?"
-$WS train latent-diffusion --data "$WORK/data64" --out "$WORK/ld64" --config configs/latent-diffusion-64.json \
+printf '{"model": {"cond_layout": "grid", "patch": 2}, "train": {"ae_fraction": 0.2, "kind_probs": [0.4, 0.4, 0.2], "diffusion_batch": 64, "threads": 4}}' \
+  > "$WORK/long64.json"
+$WS train latent-diffusion --data "$WORK/data64" --out "$WORK/ld64" --config "$WORK/long64.json" \
   --minutes "$MINUTES" --device "$DEVICE" > "$L/train64.log" 2>&1
 stamp "train64 exit $?"
 wait; stamp "trainings done"
