@@ -31,7 +31,7 @@ EVALUATORS: dict[str, Callable[[], Callable]] = {
 
 
 def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: int, device: str = "cpu") -> dict:
-    """Load a generator (a folder or `default` / `default-field`) on `device` and return its figures on `data`."""
+    """Load a generator (a folder or a shipped name) on `device` and return its figures on `data`."""
     from weightspace.generators import load_generator
     from weightspace.runtime.device import pick_device
 
