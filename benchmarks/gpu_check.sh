@@ -15,7 +15,7 @@ COUNT=${COUNT:-640}
 MINUTES=${MINUTES:-4}
 TRIAL_MINUTES=${TRIAL_MINUTES:-3.5}
 PY=${PY:-python3}
-WORK=${WORK:-/tmp/ws_gpu}
+WORK=${WORK:-runs/gpu_check_work}
 . benchmarks/gpu_env.sh
 
 { nvidia-smi; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())"; nproc; } > "$L/machine.txt" 2>&1

@@ -2,10 +2,11 @@
 # installs the wheels carried in .whl/ (packages the GPU machine lacks), puts src/ on the path,
 # and defines WS (the CLI), L (the log folder) and stamp (a line in the timeline with the seconds so far).
 mkdir -p "$OUT" "$WORK/logs"
+WORK=$(cd "$WORK" && pwd)  # absolute, for PYTHONPATH
 export PYTHONUNBUFFERED=1 WEIGHTSPACE_QUIET=1
 if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl || exit 1
+  export PYTHONPATH=$WORK/site:$PWD/src
 else
   export PYTHONPATH=$PWD/src
 fi

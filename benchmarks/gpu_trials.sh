@@ -12,7 +12,7 @@ DEVICE=${DEVICE:-cuda}
 COUNT=${COUNT:-640}
 MINUTES=${MINUTES:-5}
 PY=${PY:-python3}
-WORK=${WORK:-/tmp/ws_trials}
+WORK=${WORK:-runs/gpu_trials_work}
 . benchmarks/gpu_env.sh
 
 $WS data make --count "$COUNT" --resolution 64 --seed 0 --workers 10 --out "$WORK/data64" > "$L/data64.log" 2>&1 &

@@ -293,11 +293,10 @@ def make_dataset(
         # spawn, not fork: the parent may hold torch's thread pools, which a forked child inherits broken
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
             rows = list(track(pool.map(item, jobs, chunksize=4), label, enabled=progress, total=len(jobs)))
-    for row in rows:
-        row["split"] = splits[(row["family"], int(row["id"].rsplit("-", 1)[1]))]
     redraws = Counter()
-    for row in rows:
-        redraws[row["family"]] += row["redraws"]
+    for (name, i), row in zip(jobs, rows):  # rows come back in job order
+        row["split"] = splits[(name, i)]
+        redraws[name] += row["redraws"]
     seconds = time.perf_counter() - t0
     summary = dict(
         family=family,

@@ -318,9 +318,9 @@ def _diffusion_stage(run: StageRun, net, ema: EMA, data: TrainingData, latents: 
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=tc.diffusion_lr)
     probs = torch.tensor(tc.kind_probs, dtype=torch.float64)
-    grids = data.grids.to(run.device)  # (N, R, R, R) for the voxel conditions
+    dev = run.device
+    grids = data.grids.to(dev)  # (N, R, R, R) for the voxel conditions
     B, M, d = tc.diffusion_batch, cfg.n_cond_tokens, cfg.cond_dim
-    dev = latents.device
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
         # every random draw is made on the CPU from `gen`, so a run draws the same on any device
