@@ -3,6 +3,7 @@ chunking, weight swapping, batched decoding, weight views, code optimisation and
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +11,7 @@ from weightspace.generators import load_generator
 from weightspace.generators.neural_field.batched import batched_sdf_grid
 from weightspace.generators.neural_field.config import FieldConfig, TrainConfig, config_from_dict
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
-from weightspace.generators.neural_field.reconstruct import reconstruct_codes
+from weightspace.generators.neural_field.reconstruct import outside_queries, outside_region, reconstruct_codes
 from weightspace.runtime.errors import InputError
 
 FAMS = ["torus", "mug", "shell"]
@@ -160,6 +161,60 @@ def test_code_optimisation_reduces_the_loss():
                       clamp=gen.cfg.clamp, n_queries=128, callback=lambda step, loss: losses.append(float(loss.min())))
     assert len(losses) == 40
     assert losses[-1] < 0.8 * losses[0]
+
+
+def _sphere_cloud(n: int, radius: float, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, 3))
+    return radius * v / np.linalg.norm(v, axis=1, keepdims=True)  # (n, 3) on the sphere
+
+
+def test_outside_region_labels_only_outside_and_only_closed_clouds():
+    cloud = _sphere_cloud(2048, 0.6)
+    outside, dist, closed = outside_region(cloud)
+    R = outside.shape[0]
+    axis = np.linspace(-1, 1, R)
+    r = np.linalg.norm(np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1), axis=-1)  # (R, R, R)
+    assert closed
+    assert outside.any() and not (outside & (r < 0.6)).any()  # nothing inside the sphere is called outside
+    assert outside[r > 0.85].all()  # the far field is
+    assert (dist >= np.abs(r - 0.6) - 1e-4).all() and (dist <= np.abs(r - 0.6) + 0.1).all()  # distance to the cloud
+    # a hollow shell (two concentric spheres): its cavity is enclosed, yet never labelled inside or outside
+    shell = np.concatenate([cloud, _sphere_cloud(2048, 0.3, seed=1)])
+    outside, _, closed = outside_region(shell)
+    assert closed and not (outside & (r < 0.6)).any()
+    # an open cap (a one-sided scan): the fill runs round it, so nothing is labelled
+    cap = cloud[cloud[:, 2] > 0.2]
+    outside, _, closed = outside_region(cap)
+    assert not closed and not outside.any()
+
+
+def test_outside_queries_are_seeded_outside_and_masked():
+    closed = torch.from_numpy(_sphere_cloud(2048, 0.6)).float()
+    cap = closed[closed[:, 2] > 0.2][:600]
+    pts = torch.stack([closed[:600], cap])  # (2, 600, 3)
+    q, d, mask = outside_queries(pts, [3, 4], 64, band=0.2)
+    assert q.shape == (2, 64, 3) and d.shape == (2, 64) and mask.tolist() == [1.0, 0.0]
+    radius = q[0].norm(dim=-1)
+    assert (radius > 0.6 + 0.5 * float(d[0].min())).all() and (radius < 1.1).all()  # outside, near the sphere
+    assert torch.allclose(d[0], (radius - 0.6).abs(), atol=0.03)
+    q2, _, _ = outside_queries(pts, [3, 4], 64, band=0.2)
+    assert torch.equal(q, q2)
+
+
+def test_outside_term_turns_a_sign_flipped_code_right():
+    """On a field whose code flips the sign of a sphere, the unsigned terms alone are indifferent
+    between the two codes; with the outside term the code with the sphere's true sign wins."""
+    from weightspace.generators.neural_field.reconstruct import outside_term
+
+    def field(x, z):  # z (B, 1) = +1 a solid sphere of radius 0.6, -1 its inverse
+        return z * (x.norm(dim=-1) - 0.6)
+
+    cloud = torch.from_numpy(_sphere_cloud(2048, 0.6)).float()[None]
+    q, d, mask = outside_queries(cloud, [0], 256, band=0.2)
+    right, flipped = torch.ones(1, 1), -torch.ones(1, 1)
+    assert float(outside_term(field, q, d, right, 0.1)) < 1e-3  # only where the cloud is sparser than the sphere
+    assert float(outside_term(field, q, d, flipped, 0.1)) > 0.05
+    assert mask.item() == 1.0
 
 
 def test_effective_module_groups_match_parameters(gen):

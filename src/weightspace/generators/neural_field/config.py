@@ -33,6 +33,7 @@ class FieldConfig:
     recon_restarts: int = 3  # inits per item (best training codes); the lowest final loss wins
     recon_prior: float = 1e-3  # weight of the Mahalanobis code prior in reconstruction
     recon_free_weight: float = 1.0  # weight of the free-space term (|f| ~ distance to the points); 0 for partial scans
+    recon_outside_weight: float = 1.0  # weight of the known-outside term (closed clouds only; 0 = off)
     recon_queries: int = 1024  # free-space query points per item
     recon_batch: int = 512  # observed points and queries per item and step (seeded subset)
     chunk: int = 8192  # points per evaluation chunk (memory bound of a decode)
@@ -58,7 +59,7 @@ class FieldConfig:
         for name in ("sample_temperature", "recon_lr"):
             if not getattr(self, name) > 0:
                 raise bad(name, "must be > 0")
-        for name in ("recon_prior", "recon_free_weight"):
+        for name in ("recon_prior", "recon_free_weight", "recon_outside_weight"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if len(set(self.families)) != len(self.families) or not all(isinstance(f, str) for f in self.families):
