@@ -162,6 +162,15 @@ def test_code_optimisation_reduces_the_loss():
     assert len(losses) == 40
     assert losses[-1] < 0.8 * losses[0]
 
+    # explore: 2 + 3 starts per item, pruned to the 2 with the lowest loss after a fifth of the steps
+    shapes = []
+    z = reconstruct_codes(lambda a, b: net(a, b), pts.expand(2, -1, -1), seeds=[0, 1], candidates=net.codes.detach(),
+                          prior_mean=net.global_mean, prior_chol=net.global_chol, steps=40, lr=0.02, restarts=2,
+                          explore=3, prior_weight=1e-3, free_weight=1.0, clamp=gen.cfg.clamp, n_queries=128,
+                          callback=lambda step, loss: shapes.append((step, tuple(loss.shape))))
+    assert z.shape == (2, gen.cfg.d_z)
+    assert [sh for st, sh in shapes if st <= 8] == [(2, 5)] * 9 and [sh for st, sh in shapes if st > 8] == [(2, 2)] * 31
+
 
 def _sphere_cloud(n: int, radius: float, seed: int = 0) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=(n, 3))
@@ -265,6 +274,10 @@ def test_config_validation_names_fields():
     with pytest.raises(InputError, match="unknown field"):
         config_from_dict(TrainConfig, {"epochs": 3}, "train")
     assert config_from_dict(TrainConfig, {"lr": 1}, "train").lr == 1.0
+    with pytest.raises(InputError, match="model.recon_explore: must be >= 0"):
+        config_from_dict(FieldConfig, {"recon_explore": -1}, "model")
+    with pytest.raises(InputError, match="model.recon_outside_weight: must be >= 0"):
+        config_from_dict(FieldConfig, {"recon_outside_weight": -0.5}, "model")
 
 
 def test_differentiable_decode_matches_direct_gradients(gen):

@@ -93,7 +93,7 @@ class NeuralFieldGenerator(Generator):
         seeds = _check_seeds(seeds, points.shape[0], "point clouds")
         c = self.cfg
         opts = dict(steps=c.recon_steps, lr=c.recon_lr, restarts=c.recon_restarts, prior_weight=c.recon_prior,
-                    free_weight=c.recon_free_weight, outside_weight=c.recon_outside_weight,
+                    free_weight=c.recon_free_weight, outside_weight=c.recon_outside_weight, explore=c.recon_explore,
                     n_queries=c.recon_queries, n_batch=c.recon_batch)
         unknown = set(overrides) - set(opts)
         if unknown:

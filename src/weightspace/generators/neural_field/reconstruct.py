@@ -104,7 +104,8 @@ def outside_region(cloud: np.ndarray, resolution: int = OUTSIDE_RESOLUTION, gap:
     cloud, closed: bool); `outside` is all False when the cloud is not closed.
     """
     tree = cKDTree(cloud)
-    spacing = float(np.median(tree.query(cloud, k=2)[0][:, 1])) if len(cloud) > 1 else 2.0
+    distinct = np.unique(cloud, axis=0)  # a cloud drawn with repeats would otherwise have spacing 0
+    spacing = float(np.median(cKDTree(distinct).query(distinct, k=2)[0][:, 1])) if len(distinct) > 1 else 2.0
     voxel = 2.0 / (resolution - 1)
     tau = max(gap * spacing, 1.5 * voxel)
     axis = np.linspace(-1.0, 1.0, resolution)
@@ -120,31 +121,30 @@ def outside_region(cloud: np.ndarray, resolution: int = OUTSIDE_RESOLUTION, gap:
 
 
 def outside_queries(points: torch.Tensor, seeds: Sequence[int], n: int, band: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded query points in each cloud's known-outside region, nearest the cloud first.
+    """Seeded query points in each closed cloud's known-outside region, in a band around the cloud.
 
-    Draws n voxel centres (jittered within their voxel) among the outside voxels closer than
-    tau + band to the cloud: the free space around the shape, including a torus's hole, where
-    a sign-flipped field goes wrong. points (B, P, 3).
+    Draws n voxel centres (jittered within their voxel) among the outside voxels less than `band`
+    farther from the cloud than the nearest outside voxel: the free space hugging the shape,
+    including a torus's hole, where a sign-flipped field goes wrong. points (B, P, 3).
     Returns queries (B, n, 3), their distance to the cloud (B, n) and a mask (B,) float
-    that is 0 for clouds without labels (their queries are placeholders).
+    that is 0 for clouds without labels (their queries are placeholders at the origin).
     """
     qs, ds, mask = [], [], []
     for b, s in enumerate(seeds):
         cloud = points[b].detach().cpu().double().numpy()
         outside, dist, closed = outside_region(cloud)
-        R = outside.shape[0]
-        near = outside & (dist < dist[outside].min() + band) if closed else outside
-        idx = np.flatnonzero(near)
-        rng = item_rng(s, "nf-outside")
-        if len(idx) == 0:
-            qs.append(np.zeros((n, 3))), ds.append(np.zeros(n)), mask.append(0.0)
+        if not closed:
+            qs.append(np.zeros((n, 3)))
+            ds.append(np.zeros(n))
+            mask.append(0.0)
             continue
-        pick = idx[rng.integers(0, len(idx), size=n)]
-        ijk = np.stack(np.unravel_index(pick, outside.shape), -1)  # (n, 3)
-        voxel = 2.0 / (R - 1)
-        q = -1.0 + ijk * voxel + rng.uniform(-0.5, 0.5, size=(n, 3)) * voxel
-        qs.append(np.clip(q, -1.0, 1.0))
-        ds.append(cKDTree(cloud).query(qs[-1])[0])
+        idx = np.flatnonzero(outside & (dist < dist[outside].min() + band))
+        rng = item_rng(s, "nf-outside")
+        ijk = np.stack(np.unravel_index(idx[rng.integers(0, len(idx), size=n)], outside.shape), -1)  # (n, 3)
+        voxel = 2.0 / (outside.shape[0] - 1)
+        q = np.clip(-1.0 + (ijk + rng.uniform(-0.5, 0.5, size=(n, 3))) * voxel, -1.0, 1.0)  # (n, 3)
+        qs.append(q)
+        ds.append(cKDTree(cloud).query(q)[0])
         mask.append(1.0)
     dev = points.device
     as_t = lambda a: torch.as_tensor(np.stack(a), dtype=torch.float32, device=dev)  # noqa: E731
@@ -187,6 +187,7 @@ def reconstruct_codes(
     free_weight: float,
     clamp: float,
     outside_weight: float = 0.0,
+    explore: int = 0,
     n_queries: int = 1024,
     n_screen: int = 128,
     n_batch: int = 512,
@@ -196,18 +197,22 @@ def reconstruct_codes(
 
     points : (B, P, 3) float world units (surface samples, possibly noisy)
     candidates : (N, d_z) codes to start from (the training codes); each item starts from the
-        `restarts` candidates with the lowest loss on a seeded subset of its points, and keeps
-        the optimised code with the lowest final loss.
+        `restarts + explore` candidates with the lowest loss on a seeded subset of its points,
+        keeps the `restarts` best of them after a fifth of the steps (successive halving: a
+        start in the wrong basin shows itself early, and exploring costs a fifth of a full
+        restart), and returns the optimised code with the lowest final loss.
     n_batch : observed points and queries per item and step (a seeded random subset; all of them
         enter the final choice), which makes a step cost O(n_batch) instead of O(P).
     outside_weight : weight of `outside_term` on `n_queries` known-outside queries per closed cloud
         (0 skips the flood fill; open clouds get no outside term whatever the weight).
-    callback : called as callback(step, loss (B, restarts)) after each step.
+    callback : called as callback(step, loss (B, starts)) after each step (starts: the codes still
+        optimised, `restarts + explore` before the pruning step and `restarts` after it).
     Returns (B, d_z) float codes.
     """
     B, P, _ = points.shape
     n_cand = candidates.shape[0]
-    k = min(restarts, n_cand)
+    k, kept = min(restarts + explore, n_cand), min(restarts, n_cand)
+    prune_at = steps // 5 if k > kept else -1
     queries = free_space_queries(points, seeds, n_queries)  # (B, Q, 3)
     target = unsigned_distance(queries, points, clamp)  # (B, Q)
     if outside_weight > 0:
@@ -267,6 +272,14 @@ def reconstruct_codes(
                 z.sub_(lr_t * m_hat / (v_hat.sqrt() + eps))
             if callback is not None:
                 callback(step, loss.detach().reshape(B, k))
+            if step == prune_at:  # keep the `kept` starts per item with the lowest loss on all points and queries
+                with torch.no_grad():
+                    full = loss_of(z, pts_k, q_k, t_k, o_k, od_k, om_k).reshape(B, k)  # (B, k)
+                    keep = (full.topk(kept, largest=False).indices + k * torch.arange(B, device=full.device)[:, None]).reshape(-1)
+                z = z.detach()[keep].requires_grad_(True)  # (B kept, d_z)
+                m, v = m[keep], v[keep]
+                pts_k, q_k, t_k, o_k, od_k, om_k = (t[keep] for t in (pts_k, q_k, t_k, o_k, od_k, om_k))
+                k = kept
     with torch.no_grad():
         final = loss_of(z, pts_k, q_k, t_k, o_k, od_k, om_k).reshape(B, k)  # (B, k)
         best = final.argmin(-1)  # (B,)
