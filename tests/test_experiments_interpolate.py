@@ -131,3 +131,21 @@ def test_bad_config_is_an_input_error(tmp_path):
         run_interpolate(InterpolateConfig(out=str(tmp_path / "x"), path="cubic"), generator=PlantedGenerator())
     with pytest.raises(InputError, match="tolerance"):
         run_interpolate(InterpolateConfig(out=str(tmp_path / "x"), tolerance=0.0), generator=PlantedGenerator())
+
+
+def test_data_endpoints_without_a_data_folder_use_procedural_shapes(tmp_path):
+    """`--endpoints data --a torus-00000 --b mug-00000` on a generator with families makes the shapes itself."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_neural_field_model import tiny_generator
+
+    gen = tiny_generator()
+    gen.cfg.resolution = 16  # the smallest that `data make` draws
+    gen.save(tmp_path / "ckpt")
+    folder = run_interpolate(InterpolateConfig(checkpoint=str(tmp_path / "ckpt"), out=str(tmp_path / "out"), endpoints="data",
+                                               a="torus-00000", b="mug-00000", steps=2, meshes=False))
+    res = json.loads((folder / "results.json").read_text())
+    assert res["endpoints"] == "data" and res["a"] == "torus-00000" and res["b"] == "mug-00000"
+    assert res["search_decodes"] >= 3

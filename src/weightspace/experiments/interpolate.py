@@ -295,8 +295,8 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
             # deterministic family conditions (latent diffusion's family tokens): within-family pairs need shapes
             return resolve_endpoints(gen, dataclasses.replace(cfg, endpoints="data"), folder, ids)
         return Endpoints_(param, {n: c[i].reshape(-1) for i, n in enumerate(names)}, {n: n.split("#")[0] for n in names})
-    # data: encode shapes' clean surface samples
-    families = generator_families(gen) if cfg.pairs else []
+    # data: encode shapes' clean surface samples; without --data, procedural shapes of the generator's families
+    families = generator_families(gen) if cfg.pairs or cfg.data is None else []
     root, rows = study_data(folder / "data", data=cfg.data, families=families, count=cfg.shapes_per_family,
                             seed=cfg.data_seed, resolution=native_resolution(gen))
     by_id = {str(r["id"]): r for r in rows}
