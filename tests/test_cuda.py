@@ -31,6 +31,15 @@ def test_cuda_asked_for_without_cuda_is_a_clear_error(tmp_path):
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_neural_field_training_on_cuda_without_cuda_is_a_clear_error(tmp_path):
+    _register()
+    res = CliRunner().invoke(app, ["train", "neural-field", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "ck"),
+                                   "--device", "cuda"])
+    assert res.exit_code != 0 and "CUDA is not available" in str(res.exception)
+    assert not (tmp_path / "ck").exists()
+
+
 @needs_cuda
 @pytest.mark.parametrize("name", ["default", "default-field"])
 def test_shipped_generators_decode_on_cuda_like_on_cpu(name):
@@ -73,6 +82,31 @@ def test_latent_diffusion_trains_and_resumes_on_cuda(tmp_path):
     with torch.no_grad():
         grid = loaded.sdf_grid(loaded.condition(family=["torus"]), [0])
     assert grid.shape == (1, 16, 16, 16) and torch.isfinite(grid).all()
+
+
+@needs_cuda
+def test_neural_field_trains_and_resumes_on_cuda(tmp_path):
+    from weightspace.data.make import make_dataset
+    from weightspace.generators.neural_field.config import FieldConfig, TrainConfig as FieldTrainConfig
+    from weightspace.generators.neural_field.train import train_neural_field
+
+    data = tmp_path / "data"
+    make_dataset(data, family="all", count=20, resolution=16, seed=0, n_points=256, progress=False)
+    out = tmp_path / "ck"
+    tiny = dict(d_z=8, width=16, depth=3, skip=1, recon_steps=5, recon_restarts=1, recon_queries=64)
+
+    def train(steps: int, device: str):
+        tc = FieldTrainConfig(minutes=2.0, steps=steps, points_per_shape=64, bank_size=512, log_every=5, warmup_steps=5,
+                              ema_decay=0.9)
+        return train_neural_field(data, out, model_cfg=FieldConfig(**tiny), train_cfg=tc, device=device, log=lambda s: None)
+
+    gen = train(10, "cuda")
+    assert json.loads((out / "training_record.json").read_text())["device"].startswith("cuda")
+    assert gen.net.codes.device.type == "cpu"  # the checkpoint holds CPU tensors
+    train(15, "cuda")  # resume on the GPU
+    assert json.loads((out / "config.json").read_text())["train_state"]["step"] == 15
+    train(20, "cpu")  # and go on on the CPU from the GPU's state
+    assert json.loads((out / "config.json").read_text())["train_state"]["step"] == 20
 
 
 @needs_cuda

@@ -71,6 +71,25 @@ def test_tiny_train_resume_load_and_evaluate(tiny_data, tmp_path):
     assert figures["seconds_per_shape"] > 0
 
 
+def test_ema_run_resumes_with_its_average(tiny_data, tmp_path):
+    """With an EMA the checkpoint holds the average; a resume carries it on without touching the live weights."""
+    out = tmp_path / "ema"
+
+    def train(steps):
+        tc = TrainConfig(minutes=2.0, steps=steps, points_per_shape=64, bank_size=512, log_every=5, warmup_steps=5,
+                         ema_decay=0.9)
+        return train_neural_field(tiny_data, out, model_cfg=FieldConfig(**TINY), train_cfg=tc, device="cpu", log=lambda s: None)
+
+    train(10)
+    state = torch.load(out / STATE_NAME, weights_only=True)
+    assert not torch.equal(state["ema"]["layers.0.weight"], state["net"]["layers.0.weight"])
+    train(15)
+    state2 = torch.load(out / STATE_NAME, weights_only=True)
+    assert state2["step"] == 15 and not torch.equal(state2["ema"]["layers.0.weight"], state2["net"]["layers.0.weight"])
+    ckpt = load_generator(out)
+    assert torch.equal(ckpt.net.layers[0].weight.detach(), state2["ema"]["layers.0.weight"])  # the checkpoint is the EMA
+
+
 def test_cli_rejects_bad_config(tiny_data, tmp_path):
     _register()
     bad = tmp_path / "c.json"

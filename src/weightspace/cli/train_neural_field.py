@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-time budget in minutes (overrides train.minutes)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
         fresh: bool = typer.Option(False, "--fresh", help="Start over even if --out holds a checkpoint."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Train the DeepSDF-style neural-field auto-decoder (network and one code per shape), resumable.
 
@@ -58,4 +59,4 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         train_neural_field(data, out, model_cfg=model_cfg, train_cfg=train_cfg, command=command, resume=not fresh,
-                           log=typer.echo)
+                           device=device, log=typer.echo)

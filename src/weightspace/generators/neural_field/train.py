@@ -4,7 +4,9 @@ Every step sees every training shape (`points_per_shape` samples each, drawn fro
 bank), so every code gets a gradient at every step and dense Adam is exact for the codes
 (DeepSDF batches shapes; with a few hundred shapes one step over all of them is cheap).
 The schedule is a warmup then a cosine decay over progress = max(step / steps, elapsed / budget),
-so a run ends cleanly at whichever limit comes first.
+so a run ends cleanly at whichever limit comes first. Each step's batch indices are drawn on the
+CPU from that step's own generator and then moved, so a run draws the same points on any device,
+and the saved states hold CPU tensors, so a run started on a GPU resumes on a CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, read_manifest
 from weightspace.data.families import FAMILY_NAMES
 from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
+from weightspace.runtime.device import pick_device
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json
 from weightspace.runtime.progress import progress_enabled
@@ -39,6 +42,17 @@ def _lr_factor(step: int, progress: float, warmup: int) -> float:
     return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def _cpu(tree: Any) -> Any:
+    """The same nested dicts / lists with every tensor copied to the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: _cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_cpu(v) for v in tree)
+    return tree
+
+
 def _save(out: Path, gen: NeuralFieldGenerator, ema: dict | None, opt, step: int, elapsed: float,
           labels: torch.Tensor, extra: dict[str, Any]) -> None:
     """The trainer state for resume, then the (EMA) weights with refitted code priors as the checkpoint.
@@ -51,9 +65,9 @@ def _save(out: Path, gen: NeuralFieldGenerator, ema: dict | None, opt, step: int
     if ema is not None:
         state["ema"] = ema
     with atomic_path(out / STATE_NAME) as tmp:
-        torch.save(state, tmp)
-    snapshot = NeuralFieldGenerator(gen.cfg)
-    snapshot.net.load_state_dict(ema if ema is not None else gen.net.state_dict())
+        torch.save(_cpu(state), tmp)
+    snapshot = NeuralFieldGenerator(gen.cfg)  # on the CPU: the checkpoint holds CPU tensors
+    snapshot.net.load_state_dict(_cpu(ema if ema is not None else gen.net.state_dict()))
     snapshot.fit_code_priors(labels.clamp(min=0) if (labels >= 0).all() else None)
     snapshot.save(out, extra_config={**extra, "train_state": {"step": step, "elapsed_s": round(elapsed, 1)}})
 
@@ -66,9 +80,14 @@ def train_neural_field(
     train_cfg: TrainConfig,
     command: str = "",
     resume: bool = True,
+    device: str = "cpu",
     log: Callable[[str], None] = print,
 ) -> NeuralFieldGenerator:
-    """Train on the `train` split of `data_dir`; write checkpoint, trainer state and loss log to `out_dir`."""
+    """Train on the `train` split of `data_dir`; write checkpoint, trainer state and loss log to `out_dir`.
+
+    device : auto (CUDA when present) | cpu | cuda[:N]; the returned generator is on the CPU.
+    """
+    dev = pick_device(device)
     data_dir, out = Path(data_dir), Path(out_dir)
     rows = read_manifest(data_dir, "train")
     t0 = time.perf_counter()
@@ -81,7 +100,8 @@ def train_neural_field(
     model_cfg.n_codes, model_cfg.families, model_cfg.resolution = len(rows), list(FAMILY_NAMES), resolution
     torch.manual_seed(train_cfg.seed)
     gen = NeuralFieldGenerator(model_cfg.validate())
-    net = gen.net
+    net = gen.net.to(dev)
+    bank_points, bank_sdf = bank.points.to(dev), bank.sdf.to(dev)  # (N, S, 3), (N, S)
     others = [p for n, p in net.named_parameters() if n != "codes"]
     opt = torch.optim.Adam([{"params": others, "lr": train_cfg.lr}, {"params": [net.codes], "lr": train_cfg.code_lr}])
     ema = copy.deepcopy(net.state_dict()) if train_cfg.ema_decay > 0 else None
@@ -96,10 +116,11 @@ def train_neural_field(
         opt.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         if ema is not None:
-            ema = state.get("ema", copy.deepcopy(net.state_dict()))
+            ema = {k: v.to(dev, copy=True) for k, v in state.get("ema", net.state_dict()).items()}  # never aliases the weights
         log(f"resumed from {out} at step {step} ({elapsed / 60:.1f} min)")
 
-    extra = {"train": to_dict(train_cfg), "data": {"folder": data_dir.name, "n_train": len(rows)}, "command": command}
+    extra = {"train": to_dict(train_cfg), "data": {"folder": data_dir.name, "n_train": len(rows)}, "command": command,
+             "device": str(dev)}
     budget = train_cfg.minutes * 60.0
     N, S = bank.points.shape[:2]
     out.mkdir(parents=True, exist_ok=True)
@@ -116,8 +137,9 @@ def train_neural_field(
             # each step's batch comes from its own seeded generator, so a resumed run draws what an
             # uninterrupted one would
             idx = torch.randint(S, (N, train_cfg.points_per_shape), generator=item_generator(train_cfg.seed, "nf-step", step))  # (N, P)
-            x = torch.gather(bank.points, 1, idx.unsqueeze(-1).expand(-1, -1, 3))  # (N, P, 3)
-            s = torch.gather(bank.sdf, 1, idx)  # (N, P)
+            idx = idx.to(dev)
+            x = torch.gather(bank_points, 1, idx.unsqueeze(-1).expand(-1, -1, 3))  # (N, P, 3)
+            s = torch.gather(bank_sdf, 1, idx)  # (N, P)
             l1 = clamped_l1(net(x, net.codes), s, model_cfg.clamp)
             loss = l1 + train_cfg.code_reg * code_prior(net.codes)
             opt.zero_grad(set_to_none=True)
@@ -146,7 +168,7 @@ def train_neural_field(
     elapsed = time.perf_counter() - start
     _save(out, gen, ema, opt, step, elapsed, bank.labels, extra)
     log(f"done: {step} steps in {elapsed / 60:.1f} min; checkpoint in {out}")
-    atomic_write_json(out / "training_record.json", training_record(out, command, step, elapsed, data_dir))
+    atomic_write_json(out / "training_record.json", {**training_record(out, command, step, elapsed, data_dir), "device": str(dev)})
     final = NeuralFieldGenerator.from_checkpoint(*load_checkpoint(out))
     return final
 
