@@ -219,12 +219,13 @@ def reconstruct_codes(
         outs, out_d, out_mask = outside_queries(points, seeds, n_queries, band=2 * clamp)  # (B, Q, 3), (B, Q), (B,)
     else:
         outs, out_d, out_mask = queries, target, torch.zeros(B, device=points.device)
+    use_outside = outside_weight > 0 and bool(out_mask.any())  # open clouds only: skip the term's field evaluations
 
     def loss_of(z: torch.Tensor, pts: torch.Tensor, qs: torch.Tensor, tg: torch.Tensor,
                 os_: torch.Tensor, od: torch.Tensor, om: torch.Tensor) -> torch.Tensor:
         surf, free = observation_terms(field, pts, qs, tg, z, clamp)
         loss = surf + free_weight * free + prior_weight * mahalanobis(z, prior_mean, prior_chol)  # (n,)
-        if outside_weight > 0:
+        if use_outside:
             loss = loss + outside_weight * om * outside_term(field, os_, od, z, clamp)
         return loss
 

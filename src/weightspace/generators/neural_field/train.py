@@ -80,7 +80,7 @@ def train_neural_field(
     train_cfg: TrainConfig,
     command: str = "",
     resume: bool = True,
-    device: str = "cpu",
+    device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> NeuralFieldGenerator:
     """Train on the `train` split of `data_dir`; write checkpoint, trainer state and loss log to `out_dir`.
