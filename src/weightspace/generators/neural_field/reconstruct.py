@@ -25,6 +25,7 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from weightspace.data.grid import grid_points, voxel_size
 from weightspace.generators.neural_field.losses import mahalanobis, unsigned_distance
 from weightspace.runtime.seeding import item_generator, item_rng
 
@@ -103,14 +104,12 @@ def outside_region(cloud: np.ndarray, resolution: int = OUTSIDE_RESOLUTION, gap:
     Returns (outside (R, R, R) bool, distance (R, R, R) float32 from each voxel centre to the
     cloud, closed: bool); `outside` is all False when the cloud is not closed.
     """
-    tree = cKDTree(cloud)
-    distinct = np.unique(cloud, axis=0)  # a cloud drawn with repeats would otherwise have spacing 0
-    spacing = float(np.median(cKDTree(distinct).query(distinct, k=2)[0][:, 1])) if len(distinct) > 1 else 2.0
-    voxel = 2.0 / (resolution - 1)
-    tau = max(gap * spacing, 1.5 * voxel)
-    axis = np.linspace(-1.0, 1.0, resolution)
-    centres = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)  # (R^3, 3)
-    dist = tree.query(centres)[0].reshape((resolution,) * 3).astype(np.float32)  # (R, R, R)
+    # one tree of the distinct points: the same distances, and a cloud drawn with repeats keeps a nonzero spacing
+    distinct = np.unique(cloud, axis=0)
+    tree = cKDTree(distinct)
+    spacing = float(np.median(tree.query(distinct, k=2)[0][:, 1])) if len(distinct) > 1 else 2.0
+    tau = max(gap * spacing, 1.5 * voxel_size(resolution))
+    dist = tree.query(grid_points(resolution).reshape(-1, 3))[0].reshape((resolution,) * 3).astype(np.float32)  # (R, R, R)
     free = dist >= tau
     parts, _ = ndimage.label(free)
     faces = [parts[0], parts[-1], parts[:, 0], parts[:, -1], parts[:, :, 0], parts[:, :, -1]]
@@ -141,7 +140,7 @@ def outside_queries(points: torch.Tensor, seeds: Sequence[int], n: int, band: fl
         idx = np.flatnonzero(outside & (dist < dist[outside].min() + band))
         rng = item_rng(s, "nf-outside")
         ijk = np.stack(np.unravel_index(idx[rng.integers(0, len(idx), size=n)], outside.shape), -1)  # (n, 3)
-        voxel = 2.0 / (outside.shape[0] - 1)
+        voxel = voxel_size(outside.shape[0])
         q = np.clip(-1.0 + (ijk + rng.uniform(-0.5, 0.5, size=(n, 3))) * voxel, -1.0, 1.0)  # (n, 3)
         qs.append(q)
         ds.append(cKDTree(cloud).query(q)[0])

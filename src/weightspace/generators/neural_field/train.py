@@ -66,8 +66,8 @@ def _save(out: Path, gen: NeuralFieldGenerator, ema: dict | None, opt, step: int
         state["ema"] = ema
     with atomic_path(out / STATE_NAME) as tmp:
         torch.save(_cpu(state), tmp)
-    snapshot = NeuralFieldGenerator(gen.cfg)  # on the CPU: the checkpoint holds CPU tensors
-    snapshot.net.load_state_dict(_cpu(ema if ema is not None else gen.net.state_dict()))
+    snapshot = NeuralFieldGenerator(gen.cfg)  # on the CPU (load_state_dict copies across devices): the checkpoint holds CPU tensors
+    snapshot.net.load_state_dict(ema if ema is not None else gen.net.state_dict())
     snapshot.fit_code_priors(labels.clamp(min=0) if (labels >= 0).all() else None)
     snapshot.save(out, extra_config={**extra, "train_state": {"step": step, "elapsed_s": round(elapsed, 1)}})
 
