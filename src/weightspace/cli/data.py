@@ -37,7 +37,7 @@ def families(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
 @data_app.command("make")
 def make(
     out: Path = typer.Option(..., "--out", help="Output folder (manifest.jsonl, grids/, points/, summary.json)."),
-    family: str = typer.Option("all", "--family", help="A family name (see `data families`) or `all` for a balanced mix."),
+    family: str = typer.Option("all", "--family", help="A family name (see `data families`), a comma-separated list of names, or `all` for a balanced mix."),
     count: int = typer.Option(640, "--count", help="Number of shapes in total (spread evenly over families for `all`)."),
     resolution: int = typer.Option(32, "--resolution", help="Grid resolution R (R^3 samples of [-1, 1]^3)."),
     seed: int = typer.Option(0, "--seed", help="Base seed; the same seed gives byte-identical files."),
@@ -47,6 +47,7 @@ def make(
     max_redraws: int = typer.Option(200, "--max-redraws", help="Give up on a shape after this many topology mismatches."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
     workers: int = typer.Option(1, "--workers", help="Processes making shapes in parallel (the files do not depend on it)."),
+    pose: str = typer.Option("random", "--pose", help="random: each family's own rotations | aligned: canonical frame with +-15 degree jitter."),
 ) -> None:
     """Make procedural shapes: truncated SDF grids, surface points, parameters and a manifest.
 
@@ -64,7 +65,7 @@ def make(
         raise InputError(f"--split must be three comma-separated numbers like 0.8,0.1,0.1, got {split!r}") from None
     s = make_dataset(
         out, family=family, count=count, resolution=resolution, seed=seed, truncation=truncation,
-        n_points=points, split=fractions, max_redraws=max_redraws, overwrite=overwrite, workers=workers,
+        n_points=points, split=fractions, max_redraws=max_redraws, overwrite=overwrite, workers=workers, pose=pose,
     )  # fmt: skip
     typer.echo(
         f"wrote {s['count']} shapes to {out} in {s['seconds']:.1f} s ({s['shapes_per_second']:.1f} shapes/s); "

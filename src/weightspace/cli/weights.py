@@ -36,17 +36,18 @@ def population_build(
     observation: str = typer.Option("clean", "--observation", help="clean | noisy | partial | subsampled (fit=points)."),
     observations: int = typer.Option(512, "--observations", help="Observed surface points per member (fit=points)."),
     noise: float = typer.Option(0.0, "--noise", help="Noise sigma on observed points (world units)."),
-    steps: int = typer.Option(50, "--steps", help="Optimiser steps per member."),
-    lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps per member (default: the generator's)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default: the generator's)."),
     seed: int = typer.Option(0, "--seed", help="Base seed (one derived seed per member)."),
-    anchor: str = typer.Option("zeros", "--anchor", help="Condition for lora/layers members: zeros | mean (of encodings)."),
+    draws: Optional[int] = typer.Option(None, "--draws", help="Loss draws averaged per step: time steps and noise, or point samples (default: the generator's)."),
+    anchor: str = typer.Option("auto", "--anchor", help="Condition for lora/layers members: auto (the generator's) | zeros | mean (of encodings)."),
     condition_fit: str = typer.Option("auto", "--condition-fit", help="condition members: auto | encode | optimise."),
 ) -> None:
     """Fit one weight-space point per shape and store them (manifest.jsonl + safetensors shards + layout.json).
 
     Example: weightspace population build --checkpoint default --parameterisation lora --data runs/data32 --out runs/pop --members 16 --workers 2
     """
-    from weightspace.weightspace.population import PopulationConfig, build_population
+    from weightspace.weightspace.population import PopulationConfig, build_population, fidelity_summary
     from weightspace.weightspace.parameterisations import OPTIONS
 
     if parameterisation not in OPTIONS:
@@ -58,14 +59,70 @@ def population_build(
     config = PopulationConfig(
         checkpoint=checkpoint, parameterisation=parameterisation, data=str(data), out=str(out), options=options,
         members=members, split=split, fit=fit, observation=observation, observations=observations, noise=noise,
-        steps=steps, lr=lr, seed=seed, anchor=anchor, condition_fit=condition_fit,
+        steps=steps, lr=lr, draws=draws, seed=seed, anchor=anchor, condition_fit=condition_fit,
         executor="process" if workers > 1 else "inprocess", workers=workers,
     )
     import functools
 
-    pop = build_population(config, loader=functools.partial(_load, checkpoint),
-                           on_member=lambda r: typer.echo(f"{r['id']}: loss {r['loss']:.5f} ({r['seconds']:.1f} s)"))
+    def echo(r: dict) -> None:
+        m = r["metrics"]
+        typer.echo(f"{r['id']}: loss {r['loss']:.5f}, decode IoU {m['fidelity_iou']:.3f}, robust Betti "
+                   f"{tuple(m['fidelity_robust_betti'])} (target {tuple(m['target_robust_betti'])}) ({r['seconds']:.1f} s)")
+
+    pop = build_population(config, loader=functools.partial(_load, checkpoint), on_member=echo)
     typer.echo(f"{out}: {len(pop)} members, D = {pop.layout.size}")
+    _print_fidelity(fidelity_summary(pop))
+
+
+def _print_fidelity(summary: dict) -> None:
+    """The fidelity table (per family and all) and the flagged members."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from weightspace.analysis.rates import format_rate
+
+    table = Table("family", "n", "IoU", "Betti ok [95%]", "empty", "base IoU", "s/member",
+                  title=f"fidelity of {summary['population']}")
+    rows = [*summary["per_family"].items(), ("all", summary["all"])]
+    for name, t in rows:
+        if not t["n"]:
+            continue
+        base = "" if t["base_iou"] is None else f"{t['base_iou']:.3f}"
+        table.add_row(name, str(t["n"]), f"{t['iou']:.3f}", format_rate(t["betti"]), str(t["empty"]), base,
+                      f"{t['seconds_per_member']:.1f}")
+    Console().print(table)
+    for f in summary["flagged"]:
+        typer.echo(f"flagged {f['id']}: IoU {f['iou']:.3f} < {summary['min_iou']} or robust Betti "
+                   f"{tuple(f['robust_betti'])} != target {tuple(f['target_robust_betti'])}")
+    if summary["unchecked"]:
+        typer.echo(f"{len(summary['unchecked'])} members were built before fidelity was recorded (no figures): "
+                   f"{', '.join(summary['unchecked'][:5])}{'...' if len(summary['unchecked']) > 5 else ''}")
+
+
+@population_app.command("check")
+def population_check(
+    population: Path = typer.Argument(..., help="Population folder."),
+    min_iou: float = typer.Option(0.5, "--min-iou", help="Flag members whose decode IoU to their target is below this."),
+    as_json: bool = typer.Option(False, "--json", help="Print the fidelity summary as one JSON object."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any member is flagged."),
+) -> None:
+    """Print a population's fidelity: how well its members decode to their target shapes.
+
+    Every member's decode IoU and robust Betti numbers against its target are recorded when it
+    is built; a population whose members do not reproduce their shapes is not data.
+
+    Example: weightspace population check runs/pop --min-iou 0.5
+    """
+    from weightspace.weightspace.population import fidelity_summary
+    from weightspace.weightspace.store import Population
+
+    summary = fidelity_summary(Population(population), min_iou=min_iou)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        _print_fidelity(summary)
+    if strict and summary["flagged"]:
+        raise typer.Exit(code=1)
 
 
 @subspace_app.command("fit")

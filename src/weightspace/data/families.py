@@ -9,7 +9,7 @@ redraws the rare one whose grid topology differs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from weightspace.data import sdf_primitives as sp
 
 Params = dict
 TAU = 2.0 * np.pi
+Pose = Literal["random", "aligned"]
+POSES = ("random", "aligned")
+ALIGNED_JITTER = np.deg2rad(15.0)  # aligned pose: each Euler angle uniform in +-15 degrees of the canonical frame
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,16 @@ class Family:
     description: str
     sample_params: Callable[[np.random.Generator], Params]
     sdf_local: Callable[[np.ndarray, Params], np.ndarray]
+
+    def draw(self, rng: np.random.Generator, pose: str = "random") -> Params:
+        """Parameters of one shape. `random` is the family's own pose distribution (uniform rotations
+        for rings, dumbbells, shells and parts; a uniform yaw for furniture, mugs and ladders);
+        `aligned` keeps every other parameter of the same draw and puts the shape in its canonical
+        frame with a small jitter, as aligned shape collections (ShapeNet-style) have."""
+        if pose not in POSES:
+            raise ValueError(f"pose must be one of {POSES}, got {pose!r}")
+        params = self.sample_params(rng)
+        return params if pose == "random" else align(params, rng)
 
     def sdf(self, points: np.ndarray, params: Params) -> np.ndarray:
         """Signed distance at `points` (N, 3) float: (N,) float64, negative inside."""
@@ -70,6 +83,51 @@ def _yaw_tilt(rng: np.random.Generator, tilt: float = 0.0) -> list[float]:
     y = (m[0, 2] - m[2, 0]) / (4 * w)
     z = (m[1, 0] - m[0, 1]) / (4 * w)
     return [float(w), float(x), float(y), float(z)]
+
+
+def _jitter(rng: np.random.Generator) -> list[float]:
+    """A quaternion (w, x, y, z) near the identity: Euler angles each uniform in +-ALIGNED_JITTER."""
+    m = sp.rotation_matrix(*rng.uniform(-ALIGNED_JITTER, ALIGNED_JITTER, size=3))
+    return _matrix_quaternion(m)
+
+
+def _matrix_quaternion(m: np.ndarray) -> list[float]:
+    """Rotation matrix (3, 3) to a unit quaternion (w, x, y, z), for rotations with trace > -1."""
+    w = np.sqrt(max(1.0 + np.trace(m), 1e-12)) / 2.0
+    x = (m[2, 1] - m[1, 2]) / (4 * w)
+    y = (m[0, 2] - m[2, 0]) / (4 * w)
+    z = (m[1, 0] - m[0, 1]) / (4 * w)
+    return [float(w), float(x), float(y), float(z)]
+
+
+def align(params: Params, rng: np.random.Generator) -> Params:
+    """The same shape in its canonical frame with a small jittered rotation (the `aligned` pose).
+
+    Single bodies get a jittered identity rotation. Parts (pair, scatter) keep their layout
+    relative to each other: a pair is turned so the line through its parts runs along x, and
+    every part's own rotation becomes a jittered identity.
+    """
+    out = dict(params)
+    if "parts" not in out:
+        out["rotation"] = _jitter(rng)
+        return out
+    parts = [dict(p) for p in out["parts"]]
+    for p in parts:
+        p["rotation"] = _jitter(rng)
+    if len(parts) == 2:  # the pair's axis to +x: world = J R_axis local, with R_axis a -> x
+        a = np.asarray(parts[1]["center"], dtype=np.float64) - np.asarray(parts[0]["center"], dtype=np.float64)
+        a /= np.linalg.norm(a)
+        v, c = np.cross(a, [1.0, 0.0, 0.0]), float(a[0])
+        if c < -1 + 1e-9:  # a = -x: a half turn about z
+            r_axis = np.diag([-1.0, -1.0, 1.0])
+        else:
+            vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+            r_axis = np.eye(3) + vx + vx @ vx / (1 + c)  # Rodrigues: the rotation taking a to x
+        for p in parts:  # bake the turn into the centres so the parts' own frames stay near canonical
+            p["center"] = [float(x) for x in r_axis @ np.asarray(p["center"], dtype=np.float64)]
+        out["rotation"] = _jitter(rng)
+    out["parts"] = parts
+    return out
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from weightspace.data.families import FAMILIES, FAMILY_NAMES, Family, get_family
+from weightspace.data.families import FAMILIES, FAMILY_NAMES, POSES, Family, get_family
 from weightspace.data.grid import grid_points
 from weightspace.runtime.errors import InputError, WeightspaceError
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
@@ -41,6 +41,7 @@ class MakeConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     max_redraws: int = 200
     overwrite: bool = False
+    pose: str = "random"  # random (each family's own rotations) | aligned (canonical frame, +-15 degree jitter)
 
 
 # ---------------------------------------------------------------- topology of a sampled grid
@@ -164,14 +165,14 @@ def inside_bound(sdf: np.ndarray, resolution: int) -> bool:
     return bool((sdf[outer] > 0).all())
 
 
-def draw_sample(family: Family, rng: np.random.Generator, resolution: int, max_redraws: int):
+def draw_sample(family: Family, rng: np.random.Generator, resolution: int, max_redraws: int, pose: str = "random"):
     """Draw parameters until the grid's topology equals the family's declaration.
 
     Returns (params, sdf grid (R, R, R) float64, measured betti, number of redraws).
     """
     xyz = grid_points(resolution).reshape(-1, 3).astype(np.float64)  # (R^3, 3)
     for attempt in range(max_redraws + 1):
-        params = family.sample_params(rng)
+        params = family.draw(rng, pose)
         sdf = family.sdf(xyz, params).reshape(resolution, resolution, resolution)  # (R, R, R) world units
         betti = measure_betti(sdf)
         if betti == family.betti and inside_bound(sdf, resolution):
@@ -211,7 +212,7 @@ def _make_item(cfg: MakeConfig, job: tuple[str, int]) -> dict:
     fam = FAMILIES[name]
     item_seed = derive_seed(cfg.seed, name, i)
     rng = np.random.default_rng(item_seed)
-    params, sdf, betti, n_redrawn = draw_sample(fam, rng, cfg.resolution, cfg.max_redraws)
+    params, sdf, betti, n_redrawn = draw_sample(fam, rng, cfg.resolution, cfg.max_redraws, cfg.pose)
     grid = np.clip(sdf, -cfg.truncation, cfg.truncation).astype(np.float32)  # (R, R, R) truncated SDF
     points, normals = surface_samples(lambda p: fam.sdf(p, params), cfg.n_points, rng, grid=sdf)
     item_id = f"{name}-{i:05d}"
@@ -230,18 +231,25 @@ def _make_item(cfg: MakeConfig, job: tuple[str, int]) -> dict:
         resolution=cfg.resolution,
         truncation=cfg.truncation,
         seed=item_seed,
+        pose=cfg.pose,
     )
 
 
 def _check(cfg: MakeConfig) -> None:
     if cfg.family != "all":
-        get_family(cfg.family)
+        names = cfg.family.split(",")
+        for name in names:
+            get_family(name.strip())
+        if len(set(names)) != len(names):
+            raise InputError(f"--family names a family twice: {cfg.family!r}")
     if cfg.count < 1:
         raise InputError(f"--count must be at least 1, got {cfg.count}")
     if cfg.resolution < 16:
         raise InputError(f"--resolution must be at least 16 (thin parts are two voxels thick at 32), got {cfg.resolution}")
     if not cfg.truncation > 0:
         raise InputError(f"--truncation must be positive (world units), got {cfg.truncation}")
+    if cfg.pose not in POSES:
+        raise InputError(f"--pose must be one of {', '.join(POSES)}, got {cfg.pose!r}")
     if cfg.n_points < 1:
         raise InputError(f"--points must be at least 1, got {cfg.n_points}")
     if len(cfg.split) != 3 or min(cfg.split) < 0 or abs(sum(cfg.split) - 1.0) > 1e-6:
@@ -263,20 +271,24 @@ def make_dataset(
     overwrite: bool = False,
     progress: bool | None = None,
     workers: int = 1,
+    pose: str = "random",
 ) -> dict:
     """Make a procedural dataset in `out`; returns the summary (also written to `out/summary.json`).
 
     `family="all"` makes `count` shapes spread evenly over every family (the first families get
-    one more when `count` does not divide); a family name makes `count` shapes of that family.
+    one more when `count` does not divide); a family name makes `count` shapes of that family, and
+    a comma-separated list of names spreads them over those families.
     Item i of family F is drawn from its own generator `derive_seed(seed, F, i)`, so the files
     do not depend on which other families or how many items were asked for.
     `workers` > 1 makes items in that many processes; the files are the same byte for byte.
+    `pose` is `random` (each family's own rotations) or `aligned` (the same shapes in their
+    canonical frame with a +-15 degree jitter; see `Family.draw`).
     """
-    cfg = MakeConfig(Path(out), family, count, resolution, seed, truncation, n_points, tuple(split), max_redraws, overwrite)
+    cfg = MakeConfig(Path(out), family, count, resolution, seed, truncation, n_points, tuple(split), max_redraws, overwrite, pose)
     _check(cfg)
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
-    names = FAMILY_NAMES if family == "all" else [family]
+    names = FAMILY_NAMES if family == "all" else [name.strip() for name in family.split(",")]
     per = {name: count // len(names) + (1 if i < count % len(names) else 0) for i, name in enumerate(names)}
     jobs = [(name, i) for name in names for i in range(per[name])]
     splits = assign_splits(per, seed, cfg.split)
@@ -305,6 +317,7 @@ def make_dataset(
         resolution=resolution,
         truncation=truncation,
         seed=seed,
+        pose=pose,
         n_points=n_points,
         split={s: sum(r["split"] == s for r in rows) for s in SPLITS},
         redraws={name: redraws[name] for name in names},

@@ -19,7 +19,7 @@ from weightspace.decode.mesh import grid_to_mesh
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_text
-from weightspace.runtime.seeding import derive_seed
+from weightspace.runtime.seeding import point_seeds
 from weightspace.weightspace.base import Parameterisation
 
 
@@ -48,11 +48,6 @@ def decode_points(gen: Generator, param: Parameterisation, points: torch.Tensor,
                 for j in range(chunk.shape[0]):
                     out.append(gen.sdf_grid(conds[j : j + 1], s[j : j + 1], params={k: v[j] for k, v in pb.items()}, resolution=resolution))
     return torch.cat(out).float().cpu()
-
-
-def point_seeds(seed: int, n: int) -> list[int]:
-    """One decode seed per item, derived from a base seed (31-bit so every generator accepts it)."""
-    return [derive_seed(seed, "decode", i) % 2**31 for i in range(n)]
 
 
 def write_decoded(out: str | Path, grids: torch.Tensor | np.ndarray, ids: Sequence[str], seeds: Sequence[int], *,

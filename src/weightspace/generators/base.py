@@ -38,6 +38,11 @@ class Generator(abc.ABC):
     kind: ClassVar[str]
     net: nn.Module
     config: dict[str, Any]
+    # The condition weight-space members are fitted under when a population asks for `auto`:
+    # zeros (the prior mean of a code) or mean (of the population's encoded shapes).
+    fit_anchor: ClassVar[str] = "zeros"
+    # A population's optimiser steps, Adam learning rate and loss draws per step when it names none.
+    fit_defaults: ClassVar[Mapping[str, Any]] = {"steps": 50, "lr": 1e-2, "draws": 1}
 
     # --- conditions -------------------------------------------------------------------
     @property
@@ -109,6 +114,12 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     def module_groups(self) -> dict[str, list[str]]:
         """Named groups of parameter-name prefixes of `self.net`, for masked paths and LoRA targets."""
+
+    def fit_excluded(self) -> tuple[str, ...]:
+        """Parameter-name prefixes that `targets="all"` of the `lora` and `layers` parameterisations
+        leaves out: weights a fit under a given condition never runs (condition encoders, training
+        codes) or must not move (an autoencoder that defines the fit's target). Default: none."""
+        return ()
 
     # --- persistence --------------------------------------------------------------------
     @abc.abstractmethod

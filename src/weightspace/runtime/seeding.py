@@ -22,6 +22,17 @@ def item_generator(seed: int, *keys: object, device: str | torch.device = "cpu")
     return g
 
 
+def decode_seed(seed: int, index: int) -> int:
+    """The decode seed of item `index` of a population or sample set (31-bit so every generator
+    accepts it); `weightspace decode --seed S` decodes item i with decode_seed(S, i)."""
+    return derive_seed(seed, "decode", index) % 2**31
+
+
+def point_seeds(seed: int, n: int) -> list[int]:
+    """decode_seed(seed, i) for i < n."""
+    return [decode_seed(seed, i) for i in range(n)]
+
+
 def item_rng(seed: int, *keys: object) -> np.random.Generator:
     """A NumPy generator seeded for one item."""
     return np.random.default_rng(derive_seed(seed, *keys))

@@ -36,18 +36,25 @@ def in_groups(gen: Generator, targets: str, names) -> list[str]:
     return [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
 
 
+def excluded(gen: Generator, name: str) -> bool:
+    """True when a module or parameter name falls under `gen.fit_excluded()` (left out of `all`)."""
+    roots = [p.rstrip(".") for p in gen.fit_excluded()]  # "ae." and "ae" both name the module ae
+    return any(name == r or name.startswith(r + ".") for r in roots)
+
+
 def resolve_targets(gen: Generator, targets: str, *, kinds: tuple[type[nn.Module], ...] | None = None) -> list[str]:
     """Module names of `gen.net` chosen by `targets`.
 
     targets : a regular expression matched in full against module names (`mid`, `blocks\\.[0-3]\\..*`),
-        or `group:a,b` naming entries of `gen.module_groups()` (prefixes), or `all`.
+        or `group:a,b` naming entries of `gen.module_groups()` (prefixes), or `all` (every module
+        but those under `gen.fit_excluded()`).
     kinds : keep only modules of these types (LoRA needs Linear / Conv layers).
     """
     modules = dict(gen.net.named_modules())
     if targets.startswith("group:"):
         chosen = in_groups(gen, targets, modules)
     elif targets == "all":
-        chosen = list(modules)
+        chosen = [n for n in modules if not excluded(gen, n)]
     else:
         try:
             rx = re.compile(targets)

@@ -9,19 +9,19 @@ import torch
 
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.base import Parameterisation, base_hash, in_groups, layout_extra
+from weightspace.weightspace.base import Parameterisation, base_hash, excluded, in_groups, layout_extra
 from weightspace.weightspace.layout import Layout
 
 
 def resolve_parameters(gen: Generator, targets: str) -> list[str]:
     """Parameter names of `gen.net` chosen by `targets`.
 
-    targets : `all`; `group:a,b` (entries of `gen.module_groups()`); or a regular expression
+    targets : `all` (every parameter but those under `gen.fit_excluded()`); `group:a,b` (entries of `gen.module_groups()`); or a regular expression
         matched in full against a parameter name (`out.weight`) or its module name (`mid`).
     """
     names = [n for n, _ in gen.net.named_parameters()]
     if targets == "all":
-        return names
+        return [n for n in names if not excluded(gen, n)]
     if targets.startswith("group:"):
         chosen = in_groups(gen, targets, names)
     else:

@@ -9,6 +9,7 @@ each member's shard and then its manifest row, so an interrupted build resumes w
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -25,15 +26,16 @@ from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, make_executor
 from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS, observe
-from weightspace.runtime.seeding import derive_seed
+from weightspace.runtime.seeding import decode_seed, derive_seed
 from weightspace.weightspace.base import Parameterisation, base_hash
 from weightspace.weightspace.parameterisations import PARAMETERISATIONS, make_parameterisation, parameterisation_from_config
 from weightspace.weightspace.store import Population, read_manifest, save_tensors, shard_name, write_manifest
 
 FitTarget = Literal["grid", "points"]
 FIT_TARGETS = ("grid", "points")
-AnchorKind = Literal["zeros", "mean"]
-ANCHORS = ("zeros", "mean")
+AnchorKind = Literal["auto", "zeros", "mean"]
+ANCHORS = ("auto", "zeros", "mean")
+MIN_FIDELITY_IOU = 0.5  # `population check` flags a member whose decode IoU to its target is below this
 ConditionFit = Literal["auto", "encode", "optimise"]
 CONDITION_FITS = ("auto", "encode", "optimise")
 
@@ -53,10 +55,16 @@ class PopulationConfig:
     observations: int = 512  # surface points per member when fit == points
     observation: str = "clean"  # clean | noisy | partial | subsampled (weightspace.data.observe)
     noise: float = 0.0  # Gaussian noise (world units) on observed points
-    steps: int = 50  # optimiser steps per member (lora, layers, optimised condition)
-    lr: float = 1e-2
+    # Optimiser steps per member (lora, layers, optimised condition), Adam's learning rate, and loss
+    # draws averaged per step (time steps and noise, or point samples), each with its own seed.
+    # None: the generator's `fit_defaults`, chosen by measuring member fidelity (see Generator).
+    steps: int | None = None
+    lr: float | None = None
+    draws: int | None = None
     seed: int = 0
-    anchor: str = "zeros"  # condition lora/layers members are fitted and decoded under: zeros | mean (of encodings)
+    # The condition lora/layers members are fitted and decoded under: zeros | mean (of the shapes'
+    # encodings) | auto (the generator's `fit_anchor`: mean for latent diffusion, zeros for the field)
+    anchor: str = "auto"
     condition_fit: str = "auto"  # condition members: encode | optimise | auto (encode if the generator can)
     executor: str = "inprocess"
     workers: int = 1
@@ -68,15 +76,29 @@ class PopulationConfig:
         for name, (value, valid) in checks.items():
             if value not in valid:
                 raise InputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
-        if self.steps < 0 or self.lr <= 0 or self.observations < 1 or self.noise < 0:
-            raise InputError("steps must be >= 0, lr > 0, observations >= 1 and noise >= 0")
+        if (self.steps is not None and self.steps < 0) or (self.lr is not None and not self.lr > 0) \
+                or (self.draws is not None and self.draws < 1) or self.observations < 1 or self.noise < 0:
+            raise InputError(f"steps must be >= 0, lr > 0, draws >= 1, observations >= 1 and noise >= 0; got steps "
+                             f"{self.steps}, lr {self.lr}, draws {self.draws}, observations {self.observations}, noise {self.noise}")
         if self.members is not None and self.members < 1:
             raise InputError(f"members must be >= 1, got {self.members}")
+
+    def resolved(self, gen: Generator) -> "PopulationConfig":
+        """This config with `auto` and None settings replaced by the generator's own."""
+        defaults = gen.fit_defaults
+        return dataclasses.replace(
+            self, anchor=gen.fit_anchor if self.anchor == "auto" else self.anchor,
+            steps=defaults["steps"] if self.steps is None else self.steps,
+            lr=defaults["lr"] if self.lr is None else self.lr,
+            draws=defaults["draws"] if self.draws is None else self.draws)
 
     def fit_settings(self) -> dict[str, Any]:
         """Everything that changes a member's result (a resumed build must match it)."""
         keys = ("parameterisation", "options", "fit", "observations", "observation", "noise", "steps", "lr", "seed", "anchor", "condition_fit")
-        return {k: getattr(self, k) for k in keys}
+        settings = {k: getattr(self, k) for k in keys}
+        if self.draws != 1:  # absent at 1, so populations built before the field resume unchanged
+            settings["draws"] = self.draws
+        return settings
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -134,17 +156,48 @@ def load_target(data: Path, row: dict[str, Any], *, fit: str, observations: int,
 
 # --- fitting one member --------------------------------------------------------------------------
 def member_loss(gen: Generator, param: Parameterisation, point: torch.Tensor, target: torch.Tensor, *,
-                fit: str, seed: int) -> torch.Tensor:
-    """The generator's own loss of one point against one target, for one seed."""
-    cond = param.conditions(point[None])
+                fit: str, seed: int, draws: int = 1) -> torch.Tensor:
+    """The generator's own loss of one point against one target, averaged over `draws` seeded draws
+    (one draw uses `seed` itself; more use derive_seed(seed, "draw", j))."""
+    seeds = [seed] if draws == 1 else [derive_seed(seed, "draw", j) for j in range(draws)]
+    cond = param.conditions(point[None]).expand(draws, *gen.condition_shape)  # (draws, *condition_shape)
     params = param.params(point)
+    targets = target[None].expand(draws, *target.shape).to(gen.device)  # (draws, ...)
     if fit == "grid":
-        return gen.training_loss(target[None].to(gen.device), cond, [seed], params=params)
-    return gen.observation_loss(target[None].to(gen.device), cond, [seed], params=params)
+        return gen.training_loss(targets, cond, seeds, params=params)
+    return gen.observation_loss(targets, cond, seeds, params=params)
+
+
+@torch.no_grad()
+def member_fidelity(gen: Generator, param: Parameterisation, point: torch.Tensor, grid: torch.Tensor, *, seed: int,
+                    with_base: bool = True) -> dict[str, Any]:
+    """How well a member reproduces its target grid (R, R, R): decoded (under the population's anchor,
+    with the decode seed `weightspace decode` uses for it) against the target.
+
+    Returns fidelity_iou (solid voxels), the robust (b0, b1, b2) of decode and target and whether they
+    are equal (fidelity_betti), and with_base: the IoU of the base point decoded the same way
+    (a fit that is no closer than the base has not learnt its shape).
+    """
+    from weightspace.analysis.geometry import iou
+    from weightspace.analysis.persistence import robust_betti
+
+    R = int(grid.shape[-1])
+
+    def decode(x: torch.Tensor) -> np.ndarray:
+        return gen.sdf_grid(param.conditions(x[None]), [seed], params=param.params(x), resolution=R)[0].float().cpu().numpy()
+
+    target = grid.float().cpu().numpy()  # (R, R, R)
+    out = decode(point.to(gen.device))
+    rb_out, rb_target = (tuple(int(v) for v in robust_betti(g)) for g in (out, target))
+    res = {"fidelity_iou": float(iou(out, target)), "fidelity_robust_betti": list(rb_out), "target_robust_betti": list(rb_target),
+           "fidelity_betti": rb_out == rb_target, "fidelity_empty": not bool((out < 0).any()), "decode_seed": int(seed)}
+    if with_base:
+        res["base_iou"] = float(iou(decode(param.base_point()), target))
+    return res
 
 
 def fit_member(gen: Generator, param: Parameterisation, target: torch.Tensor, *, fit: str, steps: int, lr: float,
-               seed: int, condition_fit: str = "auto", surface: torch.Tensor | None = None) -> dict[str, Any]:
+               seed: int, condition_fit: str = "auto", surface: torch.Tensor | None = None, draws: int = 1) -> dict[str, Any]:
     """Fit one point to one target. Returns dict(point (D,), losses list, seconds (wall), metrics)."""
     t0, c0 = time.perf_counter(), time.process_time()
     start = param.initial_point(seed)
@@ -166,7 +219,7 @@ def fit_member(gen: Generator, param: Parameterisation, target: torch.Tensor, *,
         opt = torch.optim.Adam([x], lr=lr)
         for step in range(steps):
             opt.zero_grad(set_to_none=True)
-            loss = member_loss(gen, param, x, target, fit=fit, seed=derive_seed(seed, "step", step))
+            loss = member_loss(gen, param, x, target, fit=fit, seed=derive_seed(seed, "step", step), draws=draws)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
@@ -219,7 +272,11 @@ def run_member(task: MemberTask) -> dict[str, Any]:
     if param.name == "condition" and s["fit"] == "grid" and "points" in task.row:
         surface = load_target(data, task.row, fit="points", observations=s["observations"], noise=0.0, seed=task.seed)
     out = fit_member(gen, param, target, fit=s["fit"], steps=s["steps"], lr=s["lr"], seed=task.seed,
-                     condition_fit=s["condition_fit"], surface=surface)
+                     condition_fit=s["condition_fit"], surface=surface, draws=s.get("draws", 1))
+    grid = target if s["fit"] == "grid" else load_target(data, task.row, fit="grid", observations=0, noise=0.0, seed=task.seed)
+    t0 = time.perf_counter()
+    out["metrics"].update(member_fidelity(gen, param, out["point"], grid, seed=decode_seed(0, task.index)))
+    out["metrics"]["fidelity_seconds"] = time.perf_counter() - t0
     out.update(index=task.index, id=task.id)
     return out
 
@@ -259,6 +316,7 @@ def build_population(config: PopulationConfig, *, loader: Callable[[], Generator
 
     loader = loader or functools.partial(load_generator, config.checkpoint)
     gen = loader()
+    config = config.resolved(gen)
     param = make_parameterisation(gen, config.parameterisation, **config.options)
     data, out = Path(config.data), Path(config.out)
     rows = read_shapes(data, split=config.split, members=config.members)
@@ -307,6 +365,34 @@ def build_population(config: PopulationConfig, *, loader: Callable[[], Generator
     return Population(out)
 
 
+def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> dict[str, Any]:
+    """The fidelity table of a population: per source family and overall, the members' mean decode
+    IoU, the rate of robust Betti numbers equal to the target's (with its Wilson 95% interval),
+    the empty decodes and the seconds per member; and the members flagged (IoU < min_iou, Betti
+    differs, or empty). Rows built before fidelity was recorded are listed as `unchecked`."""
+    from weightspace.analysis.rates import rate
+
+    checked = [r for r in pop.rows if "fidelity_iou" in r.get("metrics", {})]
+    unchecked = [str(r["id"]) for r in pop.rows if "fidelity_iou" not in r.get("metrics", {})]
+
+    def table(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        m = [r["metrics"] for r in rows]
+        return {"n": len(rows), "iou": float(np.mean([x["fidelity_iou"] for x in m])) if m else None,
+                "betti": rate(x["fidelity_betti"] for x in m), "empty": sum(bool(x.get("fidelity_empty")) for x in m),
+                "base_iou": float(np.mean([x["base_iou"] for x in m])) if m and all("base_iou" in x for x in m) else None,
+                "seconds_per_member": float(np.mean([r["seconds"] for r in rows])) if rows else None}
+
+    families = sorted({str(r.get("source", {}).get("family", "")) for r in checked})
+    flagged = [{"id": r["id"], "family": r.get("source", {}).get("family"), "iou": r["metrics"]["fidelity_iou"],
+                "robust_betti": r["metrics"]["fidelity_robust_betti"], "target_robust_betti": r["metrics"]["target_robust_betti"]}
+               for r in checked if r["metrics"]["fidelity_iou"] < min_iou or not r["metrics"]["fidelity_betti"]
+               or r["metrics"].get("fidelity_empty")]
+    return {"population": str(pop.folder), "parameterisation": pop.parameterisation, "checkpoint": pop.checkpoint,
+            "min_iou": min_iou, "all": table(checked),
+            "per_family": {f: table([r for r in checked if str(r.get("source", {}).get("family", "")) == f]) for f in families},
+            "flagged": flagged, "unchecked": unchecked}
+
+
 def population_parameterisation(pop: Population, gen: Generator) -> Parameterisation:
     """Rebuild a population's parameterisation on `gen`, checking the base checkpoint matches."""
     param = parameterisation_from_config(gen, pop.parameterisation)
@@ -315,4 +401,5 @@ def population_parameterisation(pop: Population, gen: Generator) -> Parameterisa
     return param
 
 
-__all__ = ["PopulationConfig", "build_population", "fit_member", "read_shapes", "population_parameterisation"]
+__all__ = ["PopulationConfig", "build_population", "fidelity_summary", "fit_member", "member_fidelity", "read_shapes",
+           "population_parameterisation"]

@@ -107,6 +107,9 @@ class TrainConfig:
     diffusion_lr: float = 5e-4
     ema_decay: float = 0.999
     cond_drop: float = 0.1  # probability of the null condition (classifier-free guidance)
+    # Probability that a family-conditioned or null item draws its time step from the noisier half
+    # [T/2, T) instead of [0, T): where a sample's global structure (its parts and holes) is decided.
+    high_t_prob: float = 0.0
     kind_probs: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.3])  # family, points, voxels
     train_points: int = 1024  # points per training point cloud
     point_sigma_max: float = 0.02  # point noise sigma drawn from [0, this]
@@ -123,7 +126,7 @@ class TrainConfig:
         for name in ("minutes", "ae_lr", "diffusion_lr", "checkpoint_seconds"):
             if not getattr(self, name) > 0:
                 raise bad(name, "must be > 0")
-        for name in ("ae_fraction", "ema_decay", "cond_drop", "partial_prob"):
+        for name in ("ae_fraction", "ema_decay", "cond_drop", "partial_prob", "high_t_prob"):
             if not 0 <= getattr(self, name) < 1:
                 raise bad(name, "must be in [0, 1)")
         for name in ("ae_batch", "diffusion_batch", "train_points", "threads", "log_every"):

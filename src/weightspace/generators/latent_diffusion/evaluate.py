@@ -144,3 +144,47 @@ def evaluate_generator(gen, data_dir: str | Path, *, max_shapes: int = 64, seed:
     `seed` fixes every observation and every sample.
     """
     return evaluate_details(gen, data_dir, max_shapes=max_shapes, seed=seed)["figures"]
+
+
+@torch.no_grad()
+def family_samples(gen, *, families=None, per_family: int = 8, seed: int = 0, guidance: float | None = None,
+                   steps: int | None = None) -> dict:
+    """Sample `per_family` shapes of each family and check each against its family's declared topology.
+
+    A sample matches when its robust (b0, b1) (`analysis.persistence.robust_betti`: parts and holes
+    that survive a quarter-voxel change of the iso level) equals the family's. Returns
+    {"rate": {rate, n, successes, low, high} (Wilson 95%), "per_family": {family: rate dict},
+    "samples": [{family, seed, betti, robust, match}], "grids": {family: [(R, R, R)]}, "seconds_per_shape"}.
+    Item k of family F uses seed derive_seed(seed, "family-sample", F, k), so a family's samples do
+    not depend on which other families are asked for.
+    """
+    from weightspace.analysis import topology
+    from weightspace.analysis.persistence import robust_betti
+    from weightspace.analysis.rates import rate
+    from weightspace.data.families import FAMILIES
+
+    known = list(gen.cfg.families)
+    families = [f for f in known if f in FAMILIES] if families is None else list(families)
+    unknown = [f for f in families if f not in known]
+    if unknown:
+        raise InputError(f"families {unknown} are unknown to this checkpoint; it knows {known}")
+    undeclared = [f for f in families if f not in FAMILIES]
+    if undeclared:
+        raise InputError(f"families {undeclared} have no declared topology to check samples against")
+    if per_family < 1:
+        raise InputError(f"per_family must be >= 1, got {per_family}")
+    samples, grids, t_sample = [], {}, 0.0
+    for fam in families:
+        seeds = [derive_seed(seed, "family-sample", fam, k) % (2**31) for k in range(per_family)]
+        t0 = time.perf_counter()
+        out = gen.sdf_grid(gen.condition(family=[fam] * per_family), seeds, guidance=guidance, steps=steps).cpu().numpy()
+        t_sample += time.perf_counter() - t0
+        grids[fam] = list(out)
+        declared = tuple(FAMILIES[fam].betti[:2])
+        for s, g in zip(seeds, out):
+            robust = tuple(int(v) for v in robust_betti(g))
+            samples.append(dict(family=fam, seed=s, betti=list(topology(g).betti), robust=list(robust),
+                                match=robust[:2] == declared))
+    per_family_rates = {f: rate(r["match"] for r in samples if r["family"] == f) for f in families}
+    return {"rate": rate(r["match"] for r in samples), "per_family": per_family_rates, "samples": samples,
+            "grids": grids, "seconds_per_shape": t_sample / max(len(samples), 1)}

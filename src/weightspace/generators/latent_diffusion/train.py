@@ -341,7 +341,12 @@ def _diffusion_stage(run: StageRun, net, ema: EMA, data: TrainingData, latents: 
             cond = cond.index_copy(0, sel.to(dev), net("voxels", voxels_from_grids(grids[idx[sel].to(dev)], V)))
         drop = (torch.rand(B, generator=gen) < tc.cond_drop).view(B, 1, 1).to(dev)
         cond = torch.where(drop, net("null", B), cond)  # (B, M, d)
-        t = torch.randint(cfg.timesteps, (B,), generator=gen).to(dev)  # (B,)
+        t = torch.randint(cfg.timesteps, (B,), generator=gen)  # (B,)
+        if tc.high_t_prob > 0:  # drawn only when set, so runs without it draw exactly as before
+            high = torch.randint(cfg.timesteps // 2, cfg.timesteps, (B,), generator=gen)  # (B,)
+            pick = (torch.rand(B, generator=gen) < tc.high_t_prob) & ((kind == 0) | drop.view(B).cpu())  # (B,)
+            t = torch.where(pick, high, t)
+        t = t.to(dev)
         z0 = latents[idx.to(dev)]  # (B, C, r, r, r)
         noise = torch.randn(z0.shape, generator=gen).to(dev)  # (B, C, r, r, r)
         return diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), z0, cond, t, noise, net.alphas_cumprod)

@@ -224,6 +224,10 @@ class NeuralFieldGenerator(Generator):
         """Biases a code induces in the layers that read it: b + W_z z for layers.0 and layers.skip, each (B, width)."""
         return self.net.code_shift(self._check_condition(condition))
 
+    def fit_excluded(self) -> tuple[str, ...]:
+        """The training shapes' codes are not on the path of a decode from a given code."""
+        return ("codes",)
+
     def module_groups(self) -> dict[str, list[str]]:
         groups = {f"layer{i}": [f"layers.{i}", f"norms.{i}"] for i in range(self.cfg.depth)}
         groups["linear"] = [f"layers.{i}" for i in range(self.cfg.depth)] + ["out"]

@@ -1,0 +1,30 @@
+"""Rates with their sample size and a Wilson 95% interval (SciPy's binomial test does the math)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (low, high) of a binomial rate; (0, 1) when n is 0."""
+    from scipy.stats import binomtest
+
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return 0.0, 1.0
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def rate(flags: Iterable[bool], confidence: float = 0.95) -> dict[str, float | int]:
+    """{rate, n, successes, low, high} of a sequence of booleans (rate is None-free: 0 for n = 0)."""
+    values = [bool(f) for f in flags]
+    k, n = sum(values), len(values)
+    low, high = wilson_interval(k, n, confidence)
+    return {"rate": k / n if n else 0.0, "n": n, "successes": k, "low": low, "high": high}
+
+
+def format_rate(r: dict) -> str:
+    """'0.81 [0.71, 0.88] (n=80)'."""
+    return f"{r['rate']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (n={r['n']})"

@@ -1,0 +1,65 @@
+"""Gallery PNGs: a grid of rendered shapes (marching-cubes meshes), one labelled cell per SDF grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from weightspace.decode.mesh import grid_to_mesh
+from weightspace.runtime.io import atomic_path
+
+VIEW = (25.0, -60.0)  # matplotlib 3D view (elevation, azimuth), degrees
+
+
+def _draw(ax, grid: np.ndarray, title: str, colour: str) -> None:
+    mesh = grid_to_mesh(grid)
+    if len(mesh.faces):
+        v, f = mesh.vertices, mesh.faces  # (V, 3), (F, 3)
+        # light the faces by their normal against a fixed direction, so the shape reads as 3D
+        light = np.clip(mesh.face_normals @ np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8]), 0, 1)  # (F,)
+        base = np.array({"ok": (0.35, 0.55, 0.85), "bad": (0.85, 0.4, 0.35)}.get(colour, (0.6, 0.6, 0.6)))
+        colours = np.clip(base[None] * (0.35 + 0.65 * light[:, None]), 0, 1)  # (F, 3)
+        coll = ax.plot_trisurf(v[:, 0], v[:, 1], v[:, 2], triangles=f, linewidth=0, antialiased=False, shade=False)
+        coll.set_facecolor(colours)
+    else:
+        ax.text(0, 0, 0, "empty", ha="center", va="center", fontsize=8)
+    ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
+    ax.set_box_aspect((1, 1, 1))
+    ax.view_init(*VIEW)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=7, pad=0)
+
+
+def render_gallery(rows: Sequence[Sequence[np.ndarray]], path: str | Path, *, row_labels: Sequence[str],
+                   titles: Sequence[Sequence[str]] | None = None, ok: Sequence[Sequence[bool]] | None = None,
+                   title: str = "", cell: float = 1.5) -> Path:
+    """Render `rows` of SDF grids (each (R, R, R), world units) into one PNG at `path`.
+
+    row_labels : one label per row (e.g. the family); titles : one caption per cell (e.g. the
+    seed and Betti numbers); ok : per cell, blue when True, red when False (grey when omitted).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max((len(r) for r in rows), default=0)
+    fig = plt.figure(figsize=(cell * n_cols + 0.8, cell * n_rows + (0.4 if title else 0)))
+    for i, row in enumerate(rows):
+        for j, grid in enumerate(row):
+            ax = fig.add_subplot(n_rows, n_cols, i * n_cols + j + 1, projection="3d")
+            colour = "grey" if ok is None else ("ok" if ok[i][j] else "bad")
+            _draw(ax, np.asarray(grid), titles[i][j] if titles else "", colour)
+            if j == 0:
+                ax.text2D(-0.15, 0.5, row_labels[i], transform=ax.transAxes, rotation=90, va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.01, top=0.93 if title else 0.99, wspace=0.0, hspace=0.15)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return path
