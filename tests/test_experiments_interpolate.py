@@ -149,3 +149,40 @@ def test_data_endpoints_without_a_data_folder_use_procedural_shapes(tmp_path):
     res = json.loads((folder / "results.json").read_text())
     assert res["endpoints"] == "data" and res["a"] == "torus-00000" and res["b"] == "mug-00000"
     assert res["search_decodes"] >= 3
+
+
+def test_a_broken_endpoint_is_recorded_and_refused(tmp_path):
+    """A path from a member that does not reproduce its target measures nothing: the study writes the
+    endpoint check and refuses; with pairs, broken endpoints are dropped and listed."""
+    import functools
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy_generator import make_toy, make_toy_data
+
+    from weightspace.weightspace.population import PopulationConfig, build_population
+
+    data = make_toy_data(tmp_path / "data", count=4, resolution=16)
+    gen = make_toy(seed=0)
+    pop = build_population(PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"),
+                                            options={"rank": 2, "alpha": 4.0, "targets": "mid|vol"}, steps=2, lr=0.01),
+                           loader=functools.partial(make_toy, seed=0))
+    rows = {r["id"]: r["metrics"] for r in pop.rows}
+    broken = [i for i, m in rows.items() if not m["fidelity_betti"]]
+    good = [i for i, m in rows.items() if m["fidelity_betti"]]
+    assert broken and good, rows  # two steps from a sphere-like base: the tori are not reproduced, the spheres are
+    out = tmp_path / "single"
+    with pytest.raises(InputError, match=f"endpoint '{broken[0]}' decodes to robust Betti"):
+        run_interpolate(InterpolateConfig(checkpoint="toy", out=str(out), endpoints="population", population=str(tmp_path / "pop"),
+                                          a=broken[0], b=good[0], steps=2, meshes=False), generator=gen)
+    res = json.loads((out / "results.json").read_text())
+    assert "refused" in res and [c["ok"] for c in res["endpoint_check"]] == [False, True], res
+    assert res["endpoint_check"][0]["intended"] == rows[broken[0]]["target_robust_betti"]
+    folder = run_interpolate(InterpolateConfig(checkpoint="toy", out=str(tmp_path / "pairs"), endpoints="population",
+                                               population=str(tmp_path / "pop"), pairs=2, steps=2, meshes=False), generator=gen)
+    res = json.loads((folder / "results.json").read_text())
+    assert sorted(res["endpoints_dropped"]) == sorted(broken)
+    assert all(t["a"] in good and t["b"] in good for t in res["transitions"])
+    if len(good) < 2:
+        pytest.skip("one good endpoint only")

@@ -36,6 +36,22 @@ def tiny_nf():
     return NeuralFieldGenerator(cfg)
 
 
+@pytest.fixture
+def unchecked_endpoints(monkeypatch):
+    """Random tiny generators decode broken shapes by construction, and the study refuses paths between
+    broken shapes. These tests are about the study's mechanics on each architecture, so they accept
+    every endpoint; the check itself is tested in test_experiments_interpolate and below."""
+    from weightspace.experiments import interpolate
+
+    real = interpolate.check_endpoints
+
+    def accept(*args, **kwargs):
+        rows, grids = real(*args, **kwargs)
+        return [{**r, "ok": True} for r in rows], grids
+
+    monkeypatch.setattr(interpolate, "check_endpoints", accept)
+
+
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory):
     return str(make_toy_data(tmp_path_factory.mktemp("toy") / "data", count=8))
@@ -95,7 +111,16 @@ def test_fit_on_toy_measures_forgetting_for_every_method(tmp_path, toy_data):
 
 
 @pytest.mark.parametrize("make", [tiny_ld, tiny_nf])
-def test_interpolate_default_family_path_on_tiny_real_generators(tmp_path, make):
+def test_a_random_generator_family_path_is_refused(tmp_path, make):
+    cfg = InterpolateConfig(checkpoint="tiny", out=str(tmp_path / "i"), a="dumbbell", b="pair", steps=4, meshes=False)
+    with pytest.raises(InputError, match="decodes to robust Betti .* not the"):
+        run_interpolate(cfg, generator=make())
+    res = _results(tmp_path / "i")
+    assert [c["intended"] for c in res["endpoint_check"]] == [[1, 0, 0], [2, 0, 0]] and "transitions" not in res
+
+
+@pytest.mark.parametrize("make", [tiny_ld, tiny_nf])
+def test_interpolate_default_family_path_on_tiny_real_generators(tmp_path, make, unchecked_endpoints):
     gen = make()
     cfg = InterpolateConfig(checkpoint="tiny", out=str(tmp_path / "i"), a="dumbbell", b="pair", steps=4, tolerance=0.05,
                             attribute=True, meshes=False)
@@ -107,7 +132,7 @@ def test_interpolate_default_family_path_on_tiny_real_generators(tmp_path, make)
 
 
 @pytest.mark.parametrize("make,endpoints", [(tiny_nf, "family conditions"), (tiny_ld, "encoded shapes")])
-def test_interpolate_pairs_on_tiny_generators(tmp_path, make, endpoints):
+def test_interpolate_pairs_on_tiny_generators(tmp_path, make, endpoints, unchecked_endpoints):
     cfg = InterpolateConfig(checkpoint="tiny", out=str(tmp_path / "p"), pairs=3, steps=2, tolerance=0.1, observations=128,
                             meshes=False)
     res = _results(run_interpolate(cfg, generator=make()))
@@ -119,7 +144,7 @@ def test_interpolate_pairs_on_tiny_generators(tmp_path, make, endpoints):
 
 
 @pytest.mark.slow
-def test_compare_writes_side_by_side_table(tmp_path):
+def test_compare_writes_side_by_side_table(tmp_path, unchecked_endpoints):
     def shrink(study, cfg):
         cfg.meshes = False
         if study == "interpolate":
@@ -156,10 +181,12 @@ def test_interpolate_between_lora_population_members_attributes_by_module_group(
     gen = ToyGenerator(seed=0)
     pop = tmp_path / "pop"
     build_population(PopulationConfig(checkpoint="toy", parameterisation="lora", data=toy_data, out=str(pop),
-                                      options={"rank": 2, "targets": "inp|mid|film"}, members=2, steps=2),
+                                      options={"rank": 2, "targets": "inp|mid|film"}, members=3, steps=2),
                      loader=lambda: gen)
+    # two members that reproduce their spheres (two steps from the toy's sphere-like base do not make a torus,
+    # and the endpoint check refuses a path from a member that does not reproduce its target)
     cfg = InterpolateConfig(checkpoint="toy", out=str(tmp_path / "i"), endpoints="population", population=str(pop),
-                            a="sphere-000", b="torus-001", steps=2, tolerance=0.1, attribute=True, meshes=False)
+                            a="sphere-000", b="sphere-002", steps=2, tolerance=0.1, attribute=True, meshes=False)
     res = _results(run_interpolate(cfg, generator=gen))
     assert res["parameterisation"] == "lora" and res["attribution"]["mode"] == "module_groups"
     # effective-weight distance of a LoRA path is the distance between merged weights, so it grows from 0

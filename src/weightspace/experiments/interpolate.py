@@ -19,12 +19,14 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from weightspace.analysis.persistence import robust_betti
 from weightspace.analysis.transitions import TransitionSearch, find_transitions
+from weightspace.data.dataset import load_grid
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
     DEFAULT_VOLUME_THRESHOLD, Clock, Shape, check_choice, chamfer, clean_surface, encode_points, finite_mean,
-    generator_families, load_study_generator, measure, native_resolution, pyplot, save_figure, save_mesh, start_results,
-    study_data, write_csv, write_results,
+    generator_families, load_study_generator, measure, native_resolution, pyplot, row_root, save_figure, save_mesh,
+    start_results, study_data, write_csv, write_results,
 )
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
@@ -119,6 +121,7 @@ class PathStudy:
         self.ew_a = flat_effective(gen, param, a)
         self.run = PathRun()
         self.decodes = 0
+        self.known: dict[float, np.ndarray] = {}  # grids of path points decoded before the search (the endpoints)
 
     def point(self, t: float) -> torch.Tensor:
         return (lerp if self.kind == "lerp" else slerp)(self.a, self.b, [t])[0]  # (D,)
@@ -137,7 +140,7 @@ class PathStudy:
 
     def evaluate(self, t: float) -> tuple[int, int, int]:
         p = self.point(t)
-        grid = self.decode(p)
+        grid = self.known.pop(t) if t in self.known else self.decode(p)
         s = self.shape(grid)
         self.run.shapes[t], self.run.grids[t] = s, grid
         self.run.dist_param[t] = float((p - self.a).double().norm())
@@ -252,6 +255,37 @@ class Endpoints_:
     param: Parameterisation
     points: dict[str, torch.Tensor]  # id -> point (D,)
     families: dict[str, str]  # id -> family ("" when unknown)
+    intended: dict[str, tuple[int, int, int] | None] = field(default_factory=dict)  # id -> the topology it stands for
+
+
+def _declared(family: str) -> tuple[int, int, int] | None:
+    """A procedural family's declared (b0, b1, b2); None for a family name this project does not define."""
+    from weightspace.data.families import FAMILIES
+
+    return tuple(FAMILIES[family].betti) if family in FAMILIES else None
+
+
+def check_endpoints(gen: Generator, ends: Endpoints_, *, seed: int,
+                    volume_threshold: float) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Decode every endpoint once (under the paths' seed) and compare its robust Betti numbers with the
+    topology it stands for (a family's declaration, an encoded shape's own grid, a member's target).
+
+    Returns one row per endpoint (id, family, decoded, intended (None: nothing to check against), ok)
+    and the decoded grids by id, which the paths reuse as their t = 0 and t = 1 decodes."""
+    ids = list(ends.points)
+    grids = decode_points(gen, ends.param, torch.stack([ends.points[i] for i in ids]), [seed] * len(ids)).numpy()
+    rows = []
+    for i, g in zip(ids, grids):
+        got, want = measure(g, seed=seed, volume_threshold=volume_threshold).robust, ends.intended.get(i)
+        rows.append({"id": i, "family": ends.families.get(i, ""), "decoded": list(got),
+                     "intended": None if want is None else list(want), "ok": want is None or tuple(got) == tuple(want)})
+    return rows, dict(zip(ids, grids))
+
+
+def _refuse_broken(folder: Path, config: "InterpolateConfig", check: list[dict[str, Any]], why: str) -> None:
+    """Record the endpoint check in results.json, then refuse: a path between broken shapes measures nothing."""
+    write_results(folder, {"checkpoint": config.checkpoint, "refused": why, "endpoint_check": check})
+    raise InputError(why)
 
 
 def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None = None) -> Endpoints_:
@@ -260,12 +294,17 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
         pop = Population(cfg.population)
         param = population_parameterisation(pop, gen)
         index = {str(r["id"]): i for i, r in enumerate(pop.rows)}
-        want = ids if ids is not None else list(index)
+        want = ids if ids is not None else (list(index) if cfg.pairs else [cfg.a, cfg.b])
         missing = [i for i in want if i not in index]
         if missing:
             raise InputError(f"population {pop.folder}: no member with id {missing[0]!r}; ids: {', '.join(list(index)[:20])}")
+        def target(row: dict[str, Any]) -> tuple[int, int, int] | None:  # recorded by the build's fidelity check
+            t = row.get("metrics", {}).get("target_robust_betti")
+            return tuple(t) if t is not None else None
+
         return Endpoints_(param, {i: pop.point(index[i]) for i in want},
-                          {i: str(pop.rows[index[i]].get("source", {}).get("family", "")) for i in want})
+                          {i: str(pop.rows[index[i]].get("source", {}).get("family", "")) for i in want},
+                          {i: target(pop.rows[index[i]]) for i in want})
     if cfg.endpoints == "points":
         files = [load_point(p) for p in (cfg.a, cfg.b)]
         param = parameterisation_from_config(gen, files[0].parameterisation)
@@ -282,7 +321,8 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
         with torch.no_grad():
             c = gen.condition(family=[cfg.a, cfg.b], seeds=[derive_seed(cfg.seed, "family", cfg.a) % 2**31,
                                                          derive_seed(cfg.seed, "family", cfg.b) % 2**31]).cpu()
-        return Endpoints_(param, {cfg.a: c[0].reshape(-1), cfg.b: c[1].reshape(-1)}, {cfg.a: cfg.a, cfg.b: cfg.b})
+        return Endpoints_(param, {cfg.a: c[0].reshape(-1), cfg.b: c[1].reshape(-1)}, {cfg.a: cfg.a, cfg.b: cfg.b},
+                          {cfg.a: _declared(cfg.a), cfg.b: _declared(cfg.b)})
     if cfg.endpoints == "family":  # pairs of family conditions: shapes_per_family seeded draws per family
         known = generator_families(gen)
         if not known:
@@ -294,7 +334,8 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
         if cfg.shapes_per_family > 1 and torch.equal(c[0], c[1]):
             # deterministic family conditions (latent diffusion's family tokens): within-family pairs need shapes
             return resolve_endpoints(gen, dataclasses.replace(cfg, endpoints="data"), folder, ids)
-        return Endpoints_(param, {n: c[i].reshape(-1) for i, n in enumerate(names)}, {n: n.split("#")[0] for n in names})
+        return Endpoints_(param, {n: c[i].reshape(-1) for i, n in enumerate(names)}, {n: n.split("#")[0] for n in names},
+                          {n: _declared(n.split("#")[0]) for n in names})
     # data: encode shapes' clean surface samples; without --data, procedural shapes of the generator's families
     families = generator_families(gen) if cfg.pairs or cfg.data is None else []
     root, rows = study_data(folder / "data", data=cfg.data, families=families, count=cfg.shapes_per_family,
@@ -310,8 +351,9 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
         take = item_rng(cfg.seed, "observe", i).choice(len(pts), size=min(cfg.observations, len(pts)), replace=False)
         clouds.append(pts[take])
     conds = encode_points(gen, clouds, seed=cfg.seed)
+    intended = {i: tuple(int(v) for v in robust_betti(load_grid(row_root(root, by_id[i]), by_id[i]))) for i in want}
     return Endpoints_(param, {i: conds[j].reshape(-1) for j, i in enumerate(want)},
-                      {i: str(by_id[i].get("family", "")) for i in want})
+                      {i: str(by_id[i].get("family", "")) for i in want}, intended)
 
 
 def make_pairs(ends: Endpoints_, n: int, seed: int) -> list[tuple[str, str, bool]]:
@@ -356,7 +398,18 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
         return _run_pairs(config, gen, folder, clock)
     ends = resolve_endpoints(gen, config, folder)
     (id_a, a), (id_b, b) = list(ends.points.items())[:2]
+    check, end_grids = check_endpoints(gen, Endpoints_(ends.param, {id_a: a, id_b: b}, ends.families, ends.intended),
+                                       seed=config.seed, volume_threshold=config.volume_threshold)
+    broken = [c for c in check if not c["ok"]]
+    if broken:
+        c = broken[0]
+        _refuse_broken(folder, config, check, (
+            f"endpoint {c['id']!r} decodes to robust Betti {tuple(c['decoded'])}, not the {tuple(c['intended'])} it stands "
+            f"for: a path from a broken shape measures nothing. Choose another endpoint (a shape this generator "
+            f"reproduces, another --seed, or a population member whose fidelity check passed)"))
     study = PathStudy(gen, ends.param, a, b, kind=config.path, seed=config.seed, volume_threshold=config.volume_threshold)
+    study.known = {0.0: end_grids[id_a], 1.0: end_grids[id_b]}
+    study.decodes = 2  # the endpoint check's
     run = study.search(config.steps, config.tolerance)
     search_decodes = study.decodes
     steps = step_rows(run, config.steps)
@@ -373,6 +426,7 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
         "start": list(run.shapes[0.0].robust), "end": list(run.shapes[1.0].robust),
         "chamfer_start_end": chamfer(run.shapes[0.0].points, run.shapes[1.0].points),
         "dist_param_total": run.dist_param[1.0], "dist_effective_total": run.dist_effective[1.0],
+        "endpoint_check": check,
     }
     if config.attribute and transitions:
         mode, rows = attribute(study, transitions, margin=config.attribute_margin / config.steps)
@@ -404,11 +458,22 @@ def _attribution_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Callable[[], float]) -> Path:
     ends = resolve_endpoints(gen, config, folder, ids=None)
+    check, end_grids = check_endpoints(gen, ends, seed=config.seed, volume_threshold=config.volume_threshold)
+    keep = [c["id"] for c in check if c["ok"]]
+    if len(keep) < 2:
+        bad = ", ".join(f"{c['id']}: {tuple(c['decoded'])} vs {tuple(c['intended'])}" for c in check if not c["ok"])
+        _refuse_broken(folder, config, check, (
+            f"only {len(keep)} of {len(check)} endpoints decode to the topology they stand for ({bad[:300]}); pairs "
+            f"need two. Use --endpoints data with shapes this generator reproduces, or a population whose members "
+            f"passed their fidelity check"))
+    ends = Endpoints_(ends.param, {i: ends.points[i] for i in keep}, {i: ends.families[i] for i in keep},
+                      {i: ends.intended.get(i) for i in keep})
     pairs = make_pairs(ends, config.pairs, config.seed)
-    pair_rows, all_transitions, decodes = [], [], 0
+    pair_rows, all_transitions, decodes = [], [], len(check)
     for k, (ia, ib, within) in enumerate(pairs):
         study = PathStudy(gen, ends.param, ends.points[ia], ends.points[ib], kind=config.path,
                           seed=config.seed, volume_threshold=config.volume_threshold)
+        study.known = {0.0: end_grids[ia], 1.0: end_grids[ib]}  # decoded (and counted) by the endpoint check
         run = study.search(config.steps, config.tolerance)
         decodes += study.decodes
         trs = transition_rows(run)
@@ -432,6 +497,7 @@ def _run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: C
     write_results(folder, {"checkpoint": config.checkpoint, "generator": gen.kind, "pairs": len(pairs), "decodes": decodes,
                            "pair_endpoints": "family conditions" if all("#" in i for i in ends.points) else "encoded shapes",
                            "transitions": all_transitions, "summary": summary, "wall_seconds": clock(),
+                           "endpoint_check": check, "endpoints_dropped": [c["id"] for c in check if not c["ok"]],
                            "uniform_sweep_decodes_per_path": math.ceil(1 / config.tolerance) + 1})
     return folder
 
