@@ -63,10 +63,12 @@ def _results(folder):
 
 @pytest.mark.parametrize("parameterisation", ["condition", "lora"])
 def test_subspace_on_toy_has_documented_keys_and_counts(tmp_path, toy_data, parameterisation):
-    cfg = SubspaceConfig(checkpoint="toy", out=str(tmp_path / "s"), family="torus", examples=3, k=2, samples=3, data=toy_data,
+    # spheres: the toy generator reproduces them (its tori decode as balls, and the study refuses those examples)
+    cfg = SubspaceConfig(checkpoint="toy", out=str(tmp_path / "s"), family="sphere", examples=3, k=2, samples=3, data=toy_data,
                          parameterisation=parameterisation, fit_steps=2, meshes=False)
     folder = run_subspace(cfg, generator=ToyGenerator(seed=0))
     res = _results(folder)
+    assert [c["ok"] for c in res["examples_check"]] == [True] * 3 and res["K_used"] == 3
     assert set(res["topology_kept"]) == {"examples", "subspace", "random", "condition_noise"}
     assert res["decodes"] == 3 + 3 * 3
     for kind in ("subspace", "random", "condition_noise"):
@@ -83,7 +85,17 @@ def test_subspace_on_toy_has_documented_keys_and_counts(tmp_path, toy_data, para
     radius = {k: [float(r.split(",")[head.index("radius")]) for r in rows[1:] if r.startswith(k + ",")] for k in ("subspace", "random")}
     np.testing.assert_allclose(radius["subspace"], radius["random"], rtol=1e-4)
     assert (folder / "subspace" / "subspace.safetensors").is_file() and (folder / "subspace.png").is_file()
-    assert summarize(folder).startswith("[toy] subspace torus K=3 k=2")
+    assert summarize(folder).startswith("[toy] subspace sphere K=3 k=2")
+
+
+def test_subspace_refuses_examples_that_do_not_reproduce_their_shapes(tmp_path, toy_data):
+    cfg = SubspaceConfig(checkpoint="toy", out=str(tmp_path / "s"), family="torus", examples=3, k=2, samples=3, data=toy_data,
+                         parameterisation="condition", meshes=False)
+    with pytest.raises(InputError, match="examples decode to their own shape's robust Betti"):
+        run_subspace(cfg, generator=ToyGenerator(seed=0))
+    res = _results(tmp_path / "s")
+    assert "refused" in res and sum(c["ok"] for c in res["examples_check"]) < cfg.k + 1
+    assert all((c["intended"] == c["decoded"]) == c["ok"] for c in res["examples_check"])
 
 
 def test_subspace_rejects_k_not_below_K(tmp_path):

@@ -138,6 +138,25 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
             pts_.append(fit_member(gen, param, grid, fit="grid", steps=config.fit_steps, lr=config.lr,
                                    seed=derive_seed(seed, "member", i))["point"])
         x = torch.stack(pts_)  # (K, D)
+
+    # --- every example must decode to its own shape's topology before it defines anything ------------------
+    dseed = derive_seed(seed, "decode") % 2**31
+    ex_all = decode_points(gen, param, x, [dseed] * x.shape[0]).numpy()  # (K, R, R, R)
+    clean_all = [measure(load_grid(row_root(root, r), r), seed=seed) for r in rows]
+    check = []
+    for r, g, c in zip(rows, ex_all, clean_all):
+        got = measure(g, seed=seed, volume_threshold=config.volume_threshold).robust
+        check.append({"id": r["id"], "decoded": list(got), "intended": list(c.robust), "ok": got == c.robust})
+    keep = [i for i, c in enumerate(check) if c["ok"]]
+    if len(keep) < config.k + 1:
+        bad = ", ".join(f"{c['id']}: {tuple(c['decoded'])} vs {tuple(c['intended'])}" for c in check if not c["ok"])
+        why = (f"only {len(keep)} of {len(rows)} examples decode to their own shape's robust Betti numbers ({bad[:300]}); "
+               f"a {config.k}-dimensional subspace needs {config.k + 1}. Use a generator (or --parameterisation / "
+               f"--fit-steps) whose examples reproduce their shapes, or a smaller k")
+        write_results(folder, {"checkpoint": config.checkpoint, "refused": why, "examples_check": check})
+        raise InputError(why)
+    rows, x, cond_x = [rows[i] for i in keep], x[keep], cond_x[keep]
+    ex_grids, clean = ex_all[keep], [clean_all[i] for i in keep]
     sub = fit_subspace_matrix(x, config.k, layout=param.layout, parameterisation=param.config(), anchor=param.anchor,
                               checkpoint=config.checkpoint)
     sub.save(folder / "subspace")
@@ -156,7 +175,6 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     noisy = torch.stack([cond_x[pick[i]] + float(radius[i] / max(spread, 1e-12) * c_spread)
                          * _unit(cond_x.shape[1], seed, "condition-noise", i) for i in range(S)])
 
-    dseed = derive_seed(seed, "decode") % 2**31
     groups = {
         "examples": (param, x),
         "subspace": (param, samples),
@@ -166,10 +184,9 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     shapes: dict[str, list[Shape]] = {}
     grids: dict[str, np.ndarray] = {}
     for name, (p, pts) in groups.items():
-        g = decode_points(gen, p, pts, [dseed] * pts.shape[0]).numpy()  # (n, R, R, R)
+        g = ex_grids if name == "examples" else decode_points(gen, p, pts, [dseed] * pts.shape[0]).numpy()  # (n, R, R, R)
         grids[name] = g
         shapes[name] = [measure(gi, seed=seed, volume_threshold=config.volume_threshold) for gi in g]
-    clean = [measure(load_grid(row_root(root, r), r), seed=seed) for r in rows]
 
     examples = shapes["examples"]
     target_robust = Counter(s.robust for s in examples).most_common(1)[0][0]
@@ -234,7 +251,8 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
         "topology_kept": {name: summary[name]["topology_kept_robust"] for name in groups},
         "warnings": ([] if target_robust != (0, 0, 0) else
                      ["the examples decode empty, so 'topology kept' counts empty shapes; read kept_and_valid"]),
-        "summary": summary, "gate": gate, "decodes": int(sum(len(v) for v in shapes.values())), "wall_seconds": clock(),
+        "examples_check": check, "examples_dropped": [c["id"] for c in check if not c["ok"]], "K_used": len(rows),
+        "summary": summary, "gate": gate, "decodes": len(check) + 3 * S, "wall_seconds": clock(),
     })
     return folder
 
