@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import typer
 
@@ -73,5 +73,57 @@ def register(app: typer.Typer) -> None:
         else:
             for key, value in figures.items():
                 typer.echo(f"{key:22s} {value:.4f}" if isinstance(value, float) else f"{key:22s} {value}")
+
+    @evaluate_app.command("families")
+    def families(
+        checkpoint: str = typer.Argument(..., help="A latent diffusion checkpoint folder or shipped name (default, default-64, ...)."),
+        per_family: int = typer.Option(8, "--per-family", help="Samples per family (one seed each)."),
+        seed: int = typer.Option(0, "--seed", help="Base seed of the samples."),
+        gallery: Optional[Path] = typer.Option(None, "--gallery", help="Write a PNG of every sample, a row per family."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write the figures and every sample's Betti numbers as JSON."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+        threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
+    ) -> None:
+        """Sample every family and check each sample's robust (b0, b1) against the family's declaration.
+
+        Example: weightspace evaluate families default --per-family 8 --gallery runs/default-families.png
+        """
+        import torch
+
+        from weightspace.analysis.rates import format_rate
+        from weightspace.generators import load_generator
+        from weightspace.generators.latent_diffusion.evaluate import family_samples
+        from weightspace.runtime.device import pick_device
+        from weightspace.runtime.io import atomic_write_json
+
+        if threads < 0:
+            raise InputError(f"--threads must be >= 0, got {threads}")
+        if threads:
+            torch.set_num_threads(threads)
+        gen = load_generator(checkpoint, pick_device(device))
+        if gen.config.get("kind") != "latent-diffusion":
+            raise InputError(f"{checkpoint}: family samples are measured for latent diffusion checkpoints; this is {gen.config.get('kind')!r}")
+        res = family_samples(gen, per_family=per_family, seed=seed)
+        figures = {"checkpoint": checkpoint, "rate": res["rate"], "per_family": res["per_family"],
+                   "seconds_per_shape": res["seconds_per_shape"], "per_family_samples": per_family, "seed": seed}
+        if gallery is not None:
+            from weightspace.report.gallery import render_gallery
+
+            fams = list(res["grids"])
+            by = {f: [r for r in res["samples"] if r["family"] == f] for f in fams}
+            render_gallery([res["grids"][f] for f in fams], gallery, row_labels=fams,
+                           titles=[[f"rb {tuple(r['robust'][:2])}" for r in by[f]] for f in fams],
+                           ok=[[r["match"] for r in by[f]] for f in fams], cell=1.1,
+                           title=f"{checkpoint}: family samples, blue = robust (b0, b1) of the family "
+                                 f"({format_rate(res['rate'])})")
+        if out is not None:
+            atomic_write_json(out, {**figures, "samples": res["samples"]})
+        if as_json:
+            typer.echo(json.dumps(figures))
+        else:
+            for fam, r in res["per_family"].items():
+                typer.echo(f"{fam:10s} {format_rate(r)}")
+            typer.echo(f"{'all':10s} {format_rate(res['rate'])}   {res['seconds_per_shape']:.3f} s per shape")
 
     app.add_typer(evaluate_app, name="evaluate")

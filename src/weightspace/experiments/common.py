@@ -155,11 +155,19 @@ def generator_families(gen: Generator) -> list[str]:
     return list(getattr(cfg, "families", []) or [])
 
 
+def generator_pose(gen: Generator) -> str:
+    """The pose distribution of the procedural shapes the generator was trained on (`data make --pose`);
+    `random` for checkpoints that predate the option."""
+    data = gen.config.get("data") if isinstance(gen.config.get("data"), dict) else {}
+    pose = str(data.get("pose", "random"))
+    return pose if pose in ("random", "aligned") else "random"
+
+
 def study_data(folder: Path, *, data: str | None, families: Sequence[str], count: int, seed: int,
-               resolution: int) -> tuple[Path, list[dict[str, Any]]]:
+               resolution: int, pose: str = "random") -> tuple[Path, list[dict[str, Any]]]:
     """Shapes for a study: rows of `data` (when given) of the named families (all when empty), else a
     procedural set made into `folder` (`count` shapes per family, `seed` unseen by training when it
-    differs from the training data's seed)."""
+    differs from the training data's seed, in the generator's training `pose`)."""
     if data is not None:
         root = Path(data)
         rows = read_manifest(root)
@@ -177,7 +185,7 @@ def study_data(folder: Path, *, data: str | None, families: Sequence[str], count
     for fam in families:
         sub = root / fam
         if not (sub / "manifest.jsonl").is_file():
-            make_dataset(sub, family=fam, count=count, resolution=resolution, seed=seed, progress=False)
+            make_dataset(sub, family=fam, count=count, resolution=resolution, seed=seed, progress=False, pose=pose)
         rows += [{**r, "_root": fam} for r in read_manifest(sub)]  # relative: resolved under root
     return root, rows
 

@@ -22,7 +22,7 @@ from weightspace.data.dataset import load_grid
 from weightspace.data.observe import observe
 from weightspace.experiments.common import (
     Clock, check_choice, clean_surface, decode_conditions, encode_points, finite_mean, generator_families, geometry,
-    load_study_generator, measure, native_resolution, pyplot, row_root, save_figure, save_mesh, start_results,
+    generator_pose, load_study_generator, measure, native_resolution, pyplot, row_root, save_figure, save_mesh, start_results,
     study_data, write_csv, write_results,
 )
 from weightspace.generators.base import Generator
@@ -168,14 +168,16 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
 
     # --- shapes: the target, K other examples of its family, one shape per other family ------------------------
     known = generator_families(gen)
+    pose = generator_pose(gen)
     root, fam_rows = study_data(folder / "data", data=config.data, families=[config.family],
-                                count=1 + config.subspace_examples, seed=config.data_seed, resolution=R)
+                                count=1 + config.subspace_examples, seed=config.data_seed, resolution=R, pose=pose)
     if config.data is not None:
-        all_rows = [r for r in study_data(folder / "data", data=config.data, families=[], count=1, seed=0, resolution=R)[1]]
+        all_rows = [r for r in study_data(folder / "data", data=config.data, families=[], count=1, seed=0, resolution=R, pose=pose)[1]]
         others = [r for r in all_rows if r.get("family") != config.family]
     else:
         others_f = [f for f in known if f != config.family]
-        others = study_data(folder / "data", data=None, families=others_f, count=1, seed=config.data_seed, resolution=R)[1] if others_f else []
+        others = study_data(folder / "data", data=None, families=others_f, count=1, seed=config.data_seed, resolution=R,
+                            pose=pose)[1] if others_f else []
     by_fam: dict[str, dict[str, Any]] = {}
     for r in others:
         by_fam.setdefault(str(r.get("family")), r)

@@ -25,7 +25,7 @@ from weightspace.data.dataset import load_grid
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
     DEFAULT_VOLUME_THRESHOLD, Clock, Shape, check_choice, chamfer, clean_surface, encode_points, finite_mean,
-    generator_families, load_study_generator, measure, native_resolution, pyplot, row_root, save_figure, save_mesh,
+    generator_families, generator_pose, load_study_generator, measure, native_resolution, pyplot, row_root, save_figure, save_mesh,
     start_results, study_data, write_csv, write_results,
 )
 from weightspace.generators.base import Generator
@@ -339,7 +339,7 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
     # data: encode shapes' clean surface samples; without --data, procedural shapes of the generator's families
     families = generator_families(gen) if cfg.pairs or cfg.data is None else []
     root, rows = study_data(folder / "data", data=cfg.data, families=families, count=cfg.shapes_per_family,
-                            seed=cfg.data_seed, resolution=native_resolution(gen))
+                            seed=cfg.data_seed, resolution=native_resolution(gen), pose=generator_pose(gen))
     by_id = {str(r["id"]): r for r in rows}
     want = ids if ids is not None else (list(by_id) if cfg.pairs else [cfg.a, cfg.b])
     missing = [i for i in want if i not in by_id]

@@ -24,7 +24,7 @@ from weightspace.analysis.sets import novelty
 from weightspace.data.dataset import load_grid
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
-    DEFAULT_VOLUME_THRESHOLD, Clock, Shape, check_choice, chamfer, clean_surface, finite_mean, load_study_generator,
+    DEFAULT_VOLUME_THRESHOLD, Clock, Shape, check_choice, chamfer, clean_surface, finite_mean, generator_pose, load_study_generator,
     measure, native_resolution, pyplot, row_root, save_figure, save_mesh, start_results, study_data, write_csv,
     write_results,
 )
@@ -109,7 +109,7 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     gen = load_study_generator(config.checkpoint, generator)
     R = native_resolution(gen)
     root, rows = study_data(folder / "data", data=config.data, families=[config.family], count=config.examples,
-                            seed=config.data_seed, resolution=R)
+                            seed=config.data_seed, resolution=R, pose=generator_pose(gen))
     if len(rows) < config.examples:
         raise InputError(f"family {config.family!r}: {len(rows)} shapes in the data, K = {config.examples} asked")
     rows = rows[: config.examples]

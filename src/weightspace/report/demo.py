@@ -20,7 +20,8 @@ from weightspace.data.grid import voxel_size
 from weightspace.data.make import make_dataset
 from weightspace.generators.registry import SHIPPED, SHIPPED_DIR
 from weightspace.report.html import write_report
-from weightspace.runtime.io import atomic_write_json, atomic_write_text
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json
 
 
 @dataclass
@@ -139,7 +140,14 @@ def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
     ):
         t0 = time.perf_counter()
         folder = Path(config.out)
-        run(config)
+        try:
+            run(config)
+        except InputError as e:  # a study refuses broken endpoints or examples; it recorded why in results.json
+            if not (folder / "results.json").is_file() or "refused" not in read_json(folder / "results.json"):
+                raise
+            headlines[study] = f"[{checkpoint}] {study} refused: {e}"
+            console.print(headlines[study], highlight=False, markup=False)
+            continue
         write_report(folder, title=f"{study} study on {checkpoint}")
         headlines[study] = summarize(folder)
         console.print(f"{headlines[study]}  ({time.perf_counter() - t0:.0f} s)", highlight=False, markup=False)

@@ -51,6 +51,7 @@ class TrainingData:
     resolution: int
     truncation: float
     manifest_hash: str
+    pose: str = "random"  # the procedural pose distribution of the shapes (`data make --pose`)
 
 
 def load_training_data(data_dir: str | Path, split: str | None = "train") -> TrainingData:
@@ -68,7 +69,8 @@ def load_training_data(data_dir: str | Path, split: str | None = "train") -> Tra
     grids = torch.from_numpy(np.array(ds.grids, dtype=np.float32))  # (N, R, R, R)
     points = torch.stack([ds[i]["points"] for i in range(len(ds))])  # (N, P, 3)
     digest = hashlib.sha256(json.dumps(ds.rows, sort_keys=True).encode()).hexdigest()[:16]
-    return TrainingData(grids, labels, points, families, int(grids.shape[-1]), truncs.pop(), digest)
+    poses = sorted({str(r.get("pose", "random")) for r in ds.rows})
+    return TrainingData(grids, labels, points, families, int(grids.shape[-1]), truncs.pop(), digest, "+".join(poses))
 
 
 class EMA:
@@ -425,7 +427,8 @@ def train_latent_diffusion(
             "autoencoder_from": ae_source,
             "train": dataclasses.asdict(tc),
             "progress": dict(progress),
-            "data": {"folder": Path(data_dir).name, "manifest_hash": data.manifest_hash, "train_shapes": int(data.grids.shape[0])},
+            "data": {"folder": Path(data_dir).name, "manifest_hash": data.manifest_hash, "train_shapes": int(data.grids.shape[0]),
+                     "pose": data.pose},
             "command": command,
             "device": str(dev),
         }
