@@ -58,8 +58,11 @@ class SubspaceConfig:
     lora_rank: int = 2
     lora_targets: str = "all"
     lora_form: str = "factors"  # factors | delta
-    fit_steps: int = 30  # LoRA fit steps per example (generator training loss on its grid)
-    lr: float = 1e-2
+    # LoRA fit per example (generator training loss on its grid): steps, Adam lr and loss draws per
+    # step; None takes the generator's population defaults, chosen so members reproduce their shapes
+    fit_steps: int | None = None
+    lr: float | None = None
+    fit_draws: int | None = None
     gate_factor: float = 1.5  # a gate score above factor x the examples' largest flags a failure
     volume_threshold: float = DEFAULT_VOLUME_THRESHOLD
     meshes: bool = True
@@ -75,8 +78,9 @@ class SubspaceConfig:
             raise InputError(f"examples (K) must be >= 2, got {self.examples}")
         if not 1 <= self.k < self.examples:
             raise InputError(f"k must satisfy 1 <= k < K = {self.examples}, got {self.k}")
-        if self.samples < 1 or self.temperature < 0 or self.fit_steps < 0 or self.gate_factor <= 0:
-            raise InputError("samples must be >= 1, temperature and fit_steps >= 0, gate_factor > 0")
+        if self.samples < 1 or self.temperature < 0 or (self.fit_steps or 0) < 0 or self.gate_factor <= 0 \
+                or (self.lr is not None and not self.lr > 0) or (self.fit_draws is not None and self.fit_draws < 1):
+            raise InputError("samples must be >= 1, temperature and fit_steps >= 0, lr and gate_factor > 0, fit_draws >= 1")
 
 
 def _support_score(sub: Subspace, points: torch.Tensor) -> np.ndarray:
@@ -123,7 +127,7 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
         take = item_rng(seed, "observe", row["id"]).choice(len(pts), size=min(config.observations, len(pts)), replace=False)
         surfaces.append(torch.from_numpy(pts[take]))
         grid = torch.from_numpy(load_grid(row_root(root, row), row))
-        fit = fit_member(gen, cond_param, grid, fit="grid", steps=0, lr=config.lr, seed=derive_seed(seed, "member", i),
+        fit = fit_member(gen, cond_param, grid, fit="grid", steps=0, lr=1.0, seed=derive_seed(seed, "member", i),
                          condition_fit="encode", surface=surfaces[-1])
         conds.append(fit["point"])
     cond_x = torch.stack(conds)  # (K, D_c)
@@ -132,10 +136,14 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     else:
         param = make_parameterisation(gen, "lora", rank=config.lora_rank, targets=config.lora_targets, form=config.lora_form)
         param.set_anchor(cond_x.mean(0).reshape(1, *gen.condition_shape))
+        defaults = gen.fit_defaults.get("lora", {"steps": 50, "lr": 1e-2, "draws": 1})
+        steps = defaults["steps"] if config.fit_steps is None else config.fit_steps
+        lr = defaults["lr"] if config.lr is None else config.lr
+        draws = defaults["draws"] if config.fit_draws is None else config.fit_draws
         pts_ = []
         for i, row in enumerate(rows):
             grid = torch.from_numpy(load_grid(row_root(root, row), row))
-            pts_.append(fit_member(gen, param, grid, fit="grid", steps=config.fit_steps, lr=config.lr,
+            pts_.append(fit_member(gen, param, grid, fit="grid", steps=steps, lr=lr, draws=draws,
                                    seed=derive_seed(seed, "member", i))["point"])
         x = torch.stack(pts_)  # (K, D)
 

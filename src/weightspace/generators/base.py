@@ -41,8 +41,13 @@ class Generator(abc.ABC):
     # The condition weight-space members are fitted under when a population asks for `auto`:
     # zeros (the prior mean of a code) or mean (of the population's encoded shapes).
     fit_anchor: ClassVar[str] = "zeros"
-    # A population's optimiser steps, Adam learning rate and loss draws per step when it names none.
-    fit_defaults: ClassVar[Mapping[str, Any]] = {"steps": 50, "lr": 1e-2, "draws": 1}
+    # A population's optimiser steps, Adam learning rate and loss draws per step when it names none,
+    # per parameterisation (raw weights take a smaller step than LoRA factors or a condition).
+    fit_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "condition": {"steps": 50, "lr": 1e-2, "draws": 1},
+        "lora": {"steps": 50, "lr": 1e-2, "draws": 1},
+        "layers": {"steps": 50, "lr": 1e-3, "draws": 1},
+    }
 
     # --- conditions -------------------------------------------------------------------
     @property

@@ -30,9 +30,14 @@ class LatentDiffusionGenerator(Generator):
 
     kind = KIND
     fit_anchor = "mean"  # measured: zero condition tokens decode nothing, so members fitted there start far off
-    # Measured on 16 shapes of 4 families (benchmarks/member_fidelity.py): 50 steps at lr 1e-2 with one
-    # draw left members at IoU 0.08; one time step per step is too noisy a gradient for the denoiser.
-    fit_defaults = {"steps": 100, "lr": 3e-3, "draws": 4}
+    # Chosen by member fidelity (benchmarks/member_fidelity.py, training record): LoRA members fitted
+    # with 50 steps at lr 1e-2 and one draw decoded at IoU 0.08; one time step per step is too noisy a
+    # gradient for the denoiser, so each step averages 4 (time step, noise) draws.
+    fit_defaults = {
+        "condition": {"steps": 50, "lr": 1e-2, "draws": 4},
+        "lora": {"steps": 100, "lr": 3e-3, "draws": 4},
+        "layers": {"steps": 100, "lr": 3e-4, "draws": 4},
+    }
 
     def __init__(self, cfg: ModelConfig, net: LatentDiffusionNet | None = None, extra_config: Mapping[str, Any] | None = None):
         self.cfg = cfg.validate()

@@ -224,6 +224,14 @@ class NeuralFieldGenerator(Generator):
         """Biases a code induces in the layers that read it: b + W_z z for layers.0 and layers.skip, each (B, width)."""
         return self.net.code_shift(self._check_condition(condition))
 
+    # Chosen by member fidelity (benchmarks/member_fidelity.py): 50 steps left ladders' rungs too shallow
+    # to keep their holes (robust Betti), 300 steps with two point draws per step keep them.
+    fit_defaults = {
+        "condition": {"steps": 50, "lr": 1e-2, "draws": 1},
+        "lora": {"steps": 300, "lr": 3e-3, "draws": 2},
+        "layers": {"steps": 300, "lr": 3e-4, "draws": 2},
+    }
+
     def fit_excluded(self) -> tuple[str, ...]:
         """The training shapes' codes are not on the path of a decode from a given code."""
         return ("codes",)
