@@ -113,3 +113,28 @@ def test_run_shorter_than_one_log_row_still_writes_its_record(tiny_data, tmp_pat
     record = json.loads((out / "training_record.json").read_text())
     assert record["steps"] == {"autoencoder": 1, "diffusion": 1} and record["device"] == "cpu"
     assert record["loss_log"] == []
+
+
+def test_a_finished_run_continues_as_a_new_piece(tiny_data, tmp_path):
+    """--continue-from: a later piece starts from the checkpoint's weights and counters, and its record
+    lists the earlier pieces too (a shipped checkpoint trained across sessions)."""
+    src = tmp_path / "src"
+    tc = TrainConfig(ae_steps=3, diffusion_steps=4, ae_batch=4, diffusion_batch=4, train_points=64, log_every=1)
+    train_latent_diffusion(tiny_data, src, model=ModelConfig(**TINY_MODEL), train=tc, stage="all", echo=lambda s: None,
+                           command="weightspace train latent-diffusion (first piece)")
+    before = json.loads((src / "config.json").read_text())["progress"]
+    out = tmp_path / "next"
+    tc2 = TrainConfig(diffusion_steps=7, diffusion_batch=4, train_points=64, log_every=1)
+    gen = train_latent_diffusion(tiny_data, out, train=tc2, stage="diffusion", continue_from=src, echo=lambda s: None,
+                                 command="weightspace train latent-diffusion (second piece)")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["progress"]["ae_steps"] == before["ae_steps"] == 3
+    assert cfg["progress"]["diffusion_steps"] == 7 and cfg["continued_from"]["diffusion_steps"] == 4
+    record = json.loads((out / "training_record.json").read_text())
+    assert [r["command"] for r in record["invocations"]][-2:] == ["weightspace train latent-diffusion (first piece)",
+                                                                  "weightspace train latent-diffusion (second piece)"]
+    assert record["command"] == "weightspace train latent-diffusion (first piece)"
+    src_state = load_generator(src).net.state_dict()
+    assert torch.equal(gen.net.state_dict()["ae.decoder.stem.weight"], src_state["ae.decoder.stem.weight"])  # the AE is kept
+    with pytest.raises(Exception, match="--stage diffusion"):
+        train_latent_diffusion(tiny_data, tmp_path / "bad", train=tc2, stage="all", continue_from=src, echo=lambda s: None)

@@ -23,6 +23,9 @@ def register(app: typer.Typer) -> None:
         autoencoder_from: Optional[str] = typer.Option(
             None, "--autoencoder-from", help="Start a new run from this checkpoint's trained autoencoder (a folder or `default`); "
             "its autoencoder steps and time count towards this run."),
+        continue_from: Optional[str] = typer.Option(
+            None, "--continue-from", help="Continue a finished checkpoint's diffusion stage in a new --out (a later piece: "
+            "its weights, counters, loss log and record come along; the optimiser starts afresh). Needs --stage diffusion."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Train the WaLa-style latent diffusion generator (autoencoder, then diffusion), resumable.
@@ -31,6 +34,9 @@ def register(app: typer.Typer) -> None:
 
         A new denoiser on an autoencoder already trained:
         weightspace train latent-diffusion --data runs/data32 --out runs/ld32b --autoencoder-from runs/ld32 --minutes 30
+
+        Another piece of a finished run (e.g. the shipped default, in a later session):
+        weightspace train latent-diffusion --data runs/data32a --out runs/ld32c --continue-from default --stage diffusion --minutes 30
         """
         from weightspace.generators.latent_diffusion.config import STAGES, model_config_from, train_config_from
         from weightspace.generators.latent_diffusion.train import train_latent_diffusion
@@ -55,4 +61,4 @@ def register(app: typer.Typer) -> None:
         train_cfg = train_config_from(train_raw, where=f"{config}: train" if config else "train")
         command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command,
-                               autoencoder_from=autoencoder_from, device=device, echo=typer.echo)
+                               autoencoder_from=autoencoder_from, continue_from=continue_from, device=device, echo=typer.echo)

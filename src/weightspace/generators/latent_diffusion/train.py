@@ -367,6 +367,7 @@ def train_latent_diffusion(
     stage: str = "all",
     command: str | None = None,
     autoencoder_from: str | Path | None = None,
+    continue_from: str | Path | None = None,
     device: str = "auto",
     echo: Callable[[str], None] = print,
 ) -> LatentDiffusionGenerator:
@@ -377,6 +378,10 @@ def train_latent_diffusion(
     checkpoint of this trainer (the architecture there wins over `model`).
     autoencoder_from : a checkpoint (or `default`) whose trained autoencoder a new run starts from,
     with that autoencoder's step and time counts; the rest of the architecture may differ.
+    continue_from : a finished checkpoint (or `default`) whose diffusion stage a new run in `out_dir`
+    continues, in a later piece (another session, another machine): every weight, the progress
+    counters, the loss log and the training record come along; the optimiser starts afresh (a
+    checkpoint holds the EMA weights only), and the record names the piece.
     device : auto (CUDA when present) | cpu | cuda[:N]. Random draws are made on the CPU either way,
     so a run draws the same items, noise and time steps on every device.
     """
@@ -396,9 +401,11 @@ def train_latent_diffusion(
 
     progress = dict(ae_steps=0, ae_seconds=0.0, ae_done=False, diffusion_steps=0, diffusion_seconds=0.0, diffusion_done=False)
     resume_state, ae_source = None, None
+    continued = None
     if (out / TRAIN_STATE).is_file():
-        if autoencoder_from is not None:
-            raise InputError(f"{out}: already holds a run to resume; --autoencoder-from starts a new one (use a new --out)")
+        if autoencoder_from is not None or continue_from is not None:
+            raise InputError(f"{out}: already holds a run to resume; --autoencoder-from and --continue-from start a new one "
+                             "(use a new --out)")
         config, resume_state, ema_state = _load_resume_state(out)
         cfg = saved_model_config(config["model"], where=f"{out / TRAIN_STATE}: model")
         progress.update({k: v for k, v in config.get("progress", {}).items() if k in progress})
@@ -408,6 +415,13 @@ def train_latent_diffusion(
         ema = EMA(net.to(dev), tc.ema_decay)
         _load_into(ema.shadow, ema_state, out / TRAIN_STATE)
         echo(f"resuming from {out} ({progress})")
+    elif continue_from is not None:
+        if stage != "diffusion" or autoencoder_from is not None:
+            raise InputError("--continue-from continues a finished run's diffusion stage: pass --stage diffusion "
+                             "(and no --autoencoder-from)")
+        cfg, net, continued, ae_source = _continue(continue_from, out, progress)
+        ema = EMA(net.to(dev), tc.ema_decay)  # the checkpoint holds the EMA weights: both start from them
+        echo(f"continuing {continue_from} ({progress})")
     else:
         cfg = dataclasses.replace(model or ModelConfig(), families=data.families, resolution=data.resolution, truncation=data.truncation)
         cfg.validate()
@@ -425,6 +439,7 @@ def train_latent_diffusion(
     def extra() -> dict:
         return {
             "autoencoder_from": ae_source,
+            "continued_from": continued,
             "train": dataclasses.asdict(tc),
             "progress": dict(progress),
             "data": {"folder": Path(data_dir).name, "manifest_hash": data.manifest_hash, "train_shapes": int(data.grids.shape[0]),
@@ -457,6 +472,33 @@ def train_latent_diffusion(
     write_training_record(out, config, started=started, stage=stage, threads=tc.threads)
     echo(f"saved {out / WEIGHTS_NAME} ({progress['ae_steps']} autoencoder steps, {progress['diffusion_steps']} diffusion steps)")
     return LatentDiffusionGenerator(cfg, ema.shadow, extra())
+
+
+def _continue(source: str | Path, out: Path, progress: dict) -> tuple[ModelConfig, LatentDiffusionNet, dict, Any]:
+    """Load checkpoint `source` for a continued run in `out`: (architecture, net with its weights,
+    the piece's provenance, its autoencoder's source). Progress counters are taken into `progress`;
+    its loss log and training record are copied into `out`, so the record lists every piece."""
+    import shutil
+
+    from weightspace.generators.registry import resolve_checkpoint
+
+    folder = resolve_checkpoint(source)
+    state, config = load_checkpoint(folder)
+    cfg = saved_model_config(config.get("model"), where=f"{folder / 'config.json'}: model")
+    prog = config.get("progress", {})
+    if not prog.get("ae_done") or not prog.get("diffusion_steps"):
+        raise InputError(f"{folder}: has no trained diffusion stage to continue (progress {prog})")
+    net = LatentDiffusionNet(cfg)
+    _load_into(net, state, folder / WEIGHTS_NAME)
+    progress.update({k: v for k, v in prog.items() if k in progress})
+    progress["diffusion_done"] = False
+    for name in (LOSS_LOG, RECORD_NAME):
+        if (folder / name).is_file() and not (out / name).is_file():
+            shutil.copyfile(folder / name, out / name)
+    continued = {"checkpoint": str(source), "weights_hash": state_hash(state), "diffusion_steps": int(prog["diffusion_steps"]),
+                 "diffusion_seconds": float(prog.get("diffusion_seconds", 0.0)),
+                 "note": "a new piece from the checkpoint's EMA weights; the optimiser state starts afresh"}
+    return cfg, net, continued, config.get("autoencoder_from")
 
 
 def write_training_record(out: Path, config: dict[str, Any], *, started: datetime.datetime, stage: str, threads: int,
