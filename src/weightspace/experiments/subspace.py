@@ -69,8 +69,9 @@ class SubspaceConfig:
 
     @classmethod
     def small(cls, checkpoint: str = "default", out: str = "results/demo/subspace") -> "SubspaceConfig":
-        """The demo-sized run: K = 3 condition examples (512 points each), k = 2, 8 samples per kind."""
-        return cls(checkpoint=checkpoint, out=out, examples=3, k=2, samples=8, observations=512)
+        """The demo-sized run: K = 4 condition examples (1,024 points each), k = 2, 8 samples per kind;
+        one example may fail its check (k + 1 = 3 must decode to their own shapes)."""
+        return cls(checkpoint=checkpoint, out=out, examples=4, k=2, samples=8, observations=1024)
 
     def validate(self) -> None:
         check_choice("parameterisation", self.parameterisation, SUBSPACE_PARAMETERISATIONS)
