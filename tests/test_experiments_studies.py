@@ -206,3 +206,30 @@ def test_interpolate_between_lora_population_members_attributes_by_module_group(
     col = rows[0].split(",").index("dist_effective")
     dist = [float(r.split(",")[col]) for r in rows[1:]]
     assert dist[0] == 0.0 and dist[-1] > 0.0
+
+
+def test_subspace_drops_an_example_that_does_not_reproduce_its_shape(tmp_path, toy_data):
+    """Three spheres and a fourth `sphere` whose grid is two balls: the toy decodes every example as one
+    ball, so the study drops the fourth, lists it, and fits the subspace on the three that pass."""
+    import shutil
+    from pathlib import Path
+
+    from weightspace.data.grid import grid_points
+
+    rows = [json.loads(line) for line in (Path(toy_data) / "manifest.jsonl").read_text().splitlines()]
+    spheres = [r for r in rows if r["family"] == "sphere"][:4]
+    data = tmp_path / "mixed"
+    for sub in ("grids", "points"):
+        shutil.copytree(Path(toy_data) / sub, data / sub)
+    R = spheres[3]["resolution"]
+    x = grid_points(R).reshape(-1, 3)
+    two = np.minimum(np.linalg.norm(x - [0.5, 0, 0], axis=1), np.linalg.norm(x + [0.5, 0, 0], axis=1)) - 0.3
+    np.save(data / spheres[3]["grid"], np.clip(two, -0.2, 0.2).reshape(R, R, R).astype(np.float32))
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in spheres))
+    cfg = SubspaceConfig(checkpoint="toy", out=str(tmp_path / "s"), family="sphere", examples=4, k=2, samples=3, data=str(data),
+                         parameterisation="condition", meshes=False)
+    res = _results(run_subspace(cfg, generator=ToyGenerator(seed=0)))
+    assert res["examples_dropped"] == [spheres[3]["id"]], res["examples_check"]
+    assert res["examples_check"][3]["intended"] == [2, 0, 0]
+    assert res["K_used"] == 3 and res["summary"]["examples"]["n"] == 3
+    assert res["decodes"] == 4 + 3 * 3

@@ -180,7 +180,7 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     c_mean = cond_x.mean(0)
     c_spread = float((cond_x - c_mean).double().norm(dim=1).mean())
     rand = torch.stack([sub.mean + radius[i].float() * _unit(x.shape[1], seed, "random-direction", i) for i in range(S)])
-    pick = item_rng(seed, "noise-example").integers(0, len(conds), size=S)
+    pick = item_rng(seed, "noise-example").integers(0, cond_x.shape[0], size=S)
     noisy = torch.stack([cond_x[pick[i]] + float(radius[i] / max(spread, 1e-12) * c_spread)
                          * _unit(cond_x.shape[1], seed, "condition-noise", i) for i in range(S)])
 
