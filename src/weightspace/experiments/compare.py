@@ -65,8 +65,15 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
             if configure is not None:
                 cfg = configure(study, cfg)
             c = Clock()
-            out = run(cfg, generator=gen)
-            col.update(_figures(study, read_json(out / "results.json")))
+            try:
+                out = run(cfg, generator=gen)
+            except InputError:  # a study refuses broken endpoints or examples, and records why
+                res = Path(cfg.out) / "results.json"
+                if not res.is_file() or "refused" not in read_json(res):
+                    raise
+                col[f"{study}.refused"] = read_json(res)["refused"]
+            else:
+                col.update(_figures(study, read_json(out / "results.json")))
             col[f"{study}.seconds"] = round(c(), 1)
         columns[label] = col
     labels = list(columns)

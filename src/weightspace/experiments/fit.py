@@ -190,11 +190,25 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     t_clean = measure(load_grid(row_root(root, target), target), seed=seed)
     t_ref = t_pts[item_rng(seed, "reference").choice(len(t_pts), size=min(2048, len(t_pts)), replace=False)]
 
-    cond_sub = None
+    cond_sub, examples_check = None, []
     if "subspace" in config.methods:
         ex = [clean_surface(root, r)[0] for r in examples]
         ex = [p[item_rng(seed, "example", i).choice(len(p), size=min(1024, len(p)), replace=False)] for i, p in enumerate(ex)]
         xs = encode_points(gen, ex, seed=seed).reshape(len(ex), -1)  # (K, D)
+        # every example must decode to its own shape's topology before it spans the subspace
+        grids = decode_conditions(gen, xs.reshape(len(ex), *gen.condition_shape), dseed)  # (K, R, R, R)
+        for r, g in zip(examples, grids):
+            got, want = measure(g, seed=seed).robust, measure(load_grid(row_root(root, r), r), seed=seed).robust
+            examples_check.append({"id": r["id"], "decoded": list(got), "intended": list(want), "ok": got == want})
+        keep = [i for i, c in enumerate(examples_check) if c["ok"]]
+        if len(keep) < config.subspace_k + 1:
+            bad = ", ".join(f"{c['id']}: {tuple(c['decoded'])} vs {tuple(c['intended'])}" for c in examples_check if not c["ok"])
+            why = (f"subspace method: only {len(keep)} of {len(examples_check)} examples decode to their own shape's robust Betti "
+                   f"numbers ({bad[:300]}); a {config.subspace_k}-dimensional subspace needs {config.subspace_k + 1}. "
+                   f"Use more --subspace-examples, a smaller k, or leave out the subspace method")
+            write_results(folder, {"checkpoint": config.checkpoint, "refused": why, "examples_check": examples_check})
+            raise InputError(why)
+        xs = xs[keep]
         cp = make_parameterisation(gen, "condition")
         cond_sub = fit_subspace_matrix(xs, config.subspace_k, layout=cp.layout, parameterisation=cp.config(), anchor=cp.anchor)
 
@@ -246,7 +260,8 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
         "checkpoint": config.checkpoint, "generator": gen.kind, "target": {"id": target["id"], "family": config.family,
                                                                             "robust": list(t_clean.robust)},
         "forget_set": [r["id"] for r in forget_rows], "forget_before": {"chamfer": before["chamfer"], "fscore": before["fscore"], "valid": before["kept"]},
-        "table": table, "by_method": by_method, "wall_seconds": clock(),
+        "table": table, "by_method": by_method, "wall_seconds": clock(), "examples_check": examples_check,
+        "examples_dropped": [c["id"] for c in examples_check if not c["ok"]],
     })
     return folder
 
