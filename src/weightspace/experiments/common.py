@@ -315,3 +315,32 @@ def finite_mean(values: Sequence[float]) -> float:
 def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
     if value not in valid:
         raise InputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
+
+
+# --- checking what a study stands on ---------------------------------------------------------------
+def topology_check(ids: Sequence[str], decoded: Sequence[tuple[int, int, int]],
+                   intended: Sequence[tuple[int, int, int] | None]) -> list[dict[str, Any]]:
+    """One row per endpoint or example: id, its decoded robust Betti numbers, the ones it stands for
+    (None: nothing to check against) and whether they agree."""
+    return [{"id": i, "decoded": list(got), "intended": None if want is None else list(want),
+             "ok": want is None or tuple(got) == tuple(want)} for i, got, want in zip(ids, decoded, intended)]
+
+
+def mismatches(check: Sequence[dict[str, Any]], limit: int = 300) -> str:
+    """'id: (decoded) vs (intended), ...' for the rows of a topology check that failed, cut at `limit` characters."""
+    return ", ".join(f"{c['id']}: {tuple(c['decoded'])} vs {tuple(c['intended'])}" for c in check if not c["ok"])[:limit]
+
+
+def refuse(folder: Path, checkpoint: str, why: str, **records: Any) -> None:
+    """Record a refusal (and the checks behind it) as the study's results.json, then raise it:
+    a study never reports figures measured on broken endpoints or examples."""
+    write_results(folder, {"checkpoint": checkpoint, "refused": why, **records})
+    raise InputError(why)
+
+
+def refusal(folder: Path) -> str | None:
+    """The reason a study in `folder` refused, or None when it did not (or wrote no results)."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("refused")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from weightspace.experiments.common import Clock, start_results, write_csv, write_results
+from weightspace.experiments.common import Clock, refusal, start_results, write_csv, write_results
 from weightspace.experiments.fit import FitConfig, run_fit
 from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
 from weightspace.experiments.subspace import SubspaceConfig, run_subspace
@@ -68,10 +68,10 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
             try:
                 out = run(cfg, generator=gen)
             except InputError:  # a study refuses broken endpoints or examples, and records why
-                res = Path(cfg.out) / "results.json"
-                if not res.is_file() or "refused" not in read_json(res):
+                why = refusal(Path(cfg.out))
+                if why is None:
                     raise
-                col[f"{study}.refused"] = read_json(res)["refused"]
+                col[f"{study}.refused"] = why
             else:
                 col.update(_figures(study, read_json(out / "results.json")))
             col[f"{study}.seconds"] = round(c(), 1)

@@ -22,8 +22,8 @@ from weightspace.data.dataset import load_grid
 from weightspace.data.observe import observe
 from weightspace.experiments.common import (
     Clock, check_choice, clean_surface, decode_conditions, encode_points, finite_mean, generator_families, geometry,
-    generator_pose, load_study_generator, measure, native_resolution, pyplot, row_root, save_figure, save_mesh, start_results,
-    study_data, write_csv, write_results,
+    generator_pose, load_study_generator, measure, mismatches, native_resolution, pyplot, refuse, row_root, save_figure,
+    save_mesh, start_results, study_data, topology_check, write_csv, write_results,
 )
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
@@ -197,17 +197,15 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
         xs = encode_points(gen, ex, seed=seed).reshape(len(ex), -1)  # (K, D)
         # every example must decode to its own shape's topology before it spans the subspace
         grids = decode_conditions(gen, xs.reshape(len(ex), *gen.condition_shape), dseed)  # (K, R, R, R)
-        for r, g in zip(examples, grids):
-            got, want = measure(g, seed=seed).robust, measure(load_grid(row_root(root, r), r), seed=seed).robust
-            examples_check.append({"id": r["id"], "decoded": list(got), "intended": list(want), "ok": got == want})
+        examples_check = topology_check([r["id"] for r in examples], [measure(g, seed=seed).robust for g in grids],
+                                        [measure(load_grid(row_root(root, r), r), seed=seed).robust for r in examples])
         keep = [i for i, c in enumerate(examples_check) if c["ok"]]
         if len(keep) < config.subspace_k + 1:
-            bad = ", ".join(f"{c['id']}: {tuple(c['decoded'])} vs {tuple(c['intended'])}" for c in examples_check if not c["ok"])
-            why = (f"subspace method: only {len(keep)} of {len(examples_check)} examples decode to their own shape's robust Betti "
-                   f"numbers ({bad[:300]}); a {config.subspace_k}-dimensional subspace needs {config.subspace_k + 1}. "
-                   f"Use more --subspace-examples, a smaller k, or leave out the subspace method")
-            write_results(folder, {"checkpoint": config.checkpoint, "refused": why, "examples_check": examples_check})
-            raise InputError(why)
+            refuse(folder, config.checkpoint, (
+                f"subspace method: only {len(keep)} of {len(examples_check)} examples decode to their own shape's robust Betti "
+                f"numbers ({mismatches(examples_check)}); a {config.subspace_k}-dimensional subspace needs "
+                f"{config.subspace_k + 1}. Use more --subspace-examples, a smaller k, or leave out the subspace method"),
+                examples_check=examples_check)
         xs = xs[keep]
         cp = make_parameterisation(gen, "condition")
         cond_sub = fit_subspace_matrix(xs, config.subspace_k, layout=cp.layout, parameterisation=cp.config(), anchor=cp.anchor)

@@ -25,8 +25,8 @@ from weightspace.data.dataset import load_grid
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
     DEFAULT_VOLUME_THRESHOLD, Clock, Shape, check_choice, chamfer, clean_surface, encode_points, finite_mean,
-    generator_families, generator_pose, load_study_generator, measure, native_resolution, pyplot, row_root, save_figure, save_mesh,
-    start_results, study_data, write_csv, write_results,
+    generator_families, generator_pose, load_study_generator, measure, mismatches, native_resolution, pyplot, refuse, row_root,
+    save_figure, save_mesh, start_results, study_data, topology_check, write_csv, write_results,
 )
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
@@ -274,18 +274,9 @@ def check_endpoints(gen: Generator, ends: Endpoints_, *, seed: int,
     and the decoded grids by id, which the paths reuse as their t = 0 and t = 1 decodes."""
     ids = list(ends.points)
     grids = decode_points(gen, ends.param, torch.stack([ends.points[i] for i in ids]), [seed] * len(ids)).numpy()
-    rows = []
-    for i, g in zip(ids, grids):
-        got, want = measure(g, seed=seed, volume_threshold=volume_threshold).robust, ends.intended.get(i)
-        rows.append({"id": i, "family": ends.families.get(i, ""), "decoded": list(got),
-                     "intended": None if want is None else list(want), "ok": want is None or tuple(got) == tuple(want)})
-    return rows, dict(zip(ids, grids))
-
-
-def _refuse_broken(folder: Path, config: "InterpolateConfig", check: list[dict[str, Any]], why: str) -> None:
-    """Record the endpoint check in results.json, then refuse: a path between broken shapes measures nothing."""
-    write_results(folder, {"checkpoint": config.checkpoint, "refused": why, "endpoint_check": check})
-    raise InputError(why)
+    rows = topology_check(ids, [measure(g, seed=seed, volume_threshold=volume_threshold).robust for g in grids],
+                          [ends.intended.get(i) for i in ids])
+    return [{**r, "family": ends.families.get(r["id"], "")} for r in rows], dict(zip(ids, grids))
 
 
 def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None = None) -> Endpoints_:
@@ -403,10 +394,10 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
     broken = [c for c in check if not c["ok"]]
     if broken:
         c = broken[0]
-        _refuse_broken(folder, config, check, (
+        refuse(folder, config.checkpoint, (
             f"endpoint {c['id']!r} decodes to robust Betti {tuple(c['decoded'])}, not the {tuple(c['intended'])} it stands "
             f"for: a path from a broken shape measures nothing. Choose another endpoint (a shape this generator "
-            f"reproduces, another --seed, or a population member whose fidelity check passed)"))
+            f"reproduces, another --seed, or a population member whose fidelity check passed)"), endpoint_check=check)
     study = PathStudy(gen, ends.param, a, b, kind=config.path, seed=config.seed, volume_threshold=config.volume_threshold)
     study.known = {0.0: end_grids[id_a], 1.0: end_grids[id_b]}
     study.decodes = 2  # the endpoint check's
@@ -461,11 +452,10 @@ def _run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: C
     check, end_grids = check_endpoints(gen, ends, seed=config.seed, volume_threshold=config.volume_threshold)
     keep = [c["id"] for c in check if c["ok"]]
     if len(keep) < 2:
-        bad = ", ".join(f"{c['id']}: {tuple(c['decoded'])} vs {tuple(c['intended'])}" for c in check if not c["ok"])
-        _refuse_broken(folder, config, check, (
-            f"only {len(keep)} of {len(check)} endpoints decode to the topology they stand for ({bad[:300]}); pairs "
+        refuse(folder, config.checkpoint, (
+            f"only {len(keep)} of {len(check)} endpoints decode to the topology they stand for ({mismatches(check)}); pairs "
             f"need two. Use --endpoints data with shapes this generator reproduces, or a population whose members "
-            f"passed their fidelity check"))
+            f"passed their fidelity check"), endpoint_check=check)
     ends = Endpoints_(ends.param, {i: ends.points[i] for i in keep}, {i: ends.families[i] for i in keep},
                       {i: ends.intended.get(i) for i in keep})
     pairs = make_pairs(ends, config.pairs, config.seed)

@@ -25,8 +25,8 @@ from weightspace.data.dataset import load_grid
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
     DEFAULT_VOLUME_THRESHOLD, Clock, Shape, check_choice, chamfer, clean_surface, finite_mean, generator_pose, load_study_generator,
-    measure, native_resolution, pyplot, row_root, save_figure, save_mesh, start_results, study_data, write_csv,
-    write_results,
+    measure, mismatches, native_resolution, pyplot, refuse, row_root, save_figure, save_mesh, start_results, study_data,
+    topology_check, write_csv, write_results,
 )
 from weightspace.generators.base import Generator
 from weightspace.runtime.errors import InputError
@@ -137,7 +137,7 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     else:
         param = make_parameterisation(gen, "lora", rank=config.lora_rank, targets=config.lora_targets, form=config.lora_form)
         param.set_anchor(cond_x.mean(0).reshape(1, *gen.condition_shape))
-        defaults = gen.fit_defaults.get("lora", {"steps": 50, "lr": 1e-2, "draws": 1})
+        defaults = gen.fit_defaults["lora"]
         steps = defaults["steps"] if config.fit_steps is None else config.fit_steps
         lr = defaults["lr"] if config.lr is None else config.lr
         draws = defaults["draws"] if config.fit_draws is None else config.fit_draws
@@ -152,18 +152,15 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     dseed = derive_seed(seed, "decode") % 2**31
     ex_all = decode_points(gen, param, x, [dseed] * x.shape[0]).numpy()  # (K, R, R, R)
     clean_all = [measure(load_grid(row_root(root, r), r), seed=seed) for r in rows]
-    check = []
-    for r, g, c in zip(rows, ex_all, clean_all):
-        got = measure(g, seed=seed, volume_threshold=config.volume_threshold).robust
-        check.append({"id": r["id"], "decoded": list(got), "intended": list(c.robust), "ok": got == c.robust})
+    check = topology_check([r["id"] for r in rows],
+                           [measure(g, seed=seed, volume_threshold=config.volume_threshold).robust for g in ex_all],
+                           [c.robust for c in clean_all])
     keep = [i for i, c in enumerate(check) if c["ok"]]
     if len(keep) < config.k + 1:
-        bad = ", ".join(f"{c['id']}: {tuple(c['decoded'])} vs {tuple(c['intended'])}" for c in check if not c["ok"])
-        why = (f"only {len(keep)} of {len(rows)} examples decode to their own shape's robust Betti numbers ({bad[:300]}); "
-               f"a {config.k}-dimensional subspace needs {config.k + 1}. Use a generator (or --parameterisation / "
-               f"--fit-steps) whose examples reproduce their shapes, or a smaller k")
-        write_results(folder, {"checkpoint": config.checkpoint, "refused": why, "examples_check": check})
-        raise InputError(why)
+        refuse(folder, config.checkpoint, (
+            f"only {len(keep)} of {len(rows)} examples decode to their own shape's robust Betti numbers ({mismatches(check)}); "
+            f"a {config.k}-dimensional subspace needs {config.k + 1}. Use a generator (or --parameterisation / "
+            f"--fit-steps) whose examples reproduce their shapes, or a smaller k"), examples_check=check)
     rows, x, cond_x = [rows[i] for i in keep], x[keep], cond_x[keep]
     ex_grids, clean = ex_all[keep], [clean_all[i] for i in keep]
     sub = fit_subspace_matrix(x, config.k, layout=param.layout, parameterisation=param.config(), anchor=param.anchor,

@@ -22,7 +22,7 @@ from weightspace.data.make import make_dataset
 from weightspace.generators.registry import SHIPPED, SHIPPED_DIR
 from weightspace.report.html import write_report
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json
+from weightspace.runtime.io import atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -130,39 +130,35 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     return summary
 
 
-def _refused(folder: Path) -> bool:
-    """True when a study in `folder` refused its endpoints or examples (and recorded why)."""
-    return (folder / "results.json").is_file() and "refused" in read_json(folder / "results.json")
-
-
 def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
     """The demo-sized interpolation and subspace studies on one generator: study -> headline."""
     from weightspace.experiments import InterpolateConfig, SubspaceConfig, run_interpolate, run_subspace, summarize
+    from weightspace.experiments.common import refusal
 
+    interpolate = InterpolateConfig.small(checkpoint, out=str(out / "interpolate"))
+    studies = (
+        # when the family conditions do not decode to their families, the same families' shapes, encoded
+        ("interpolate", run_interpolate, [interpolate, dataclasses.replace(
+            interpolate, endpoints="data", a=f"{interpolate.a}-00000", b=f"{interpolate.b}-00000")]),
+        ("subspace", run_subspace, [SubspaceConfig.small(checkpoint, out=str(out / "subspace"))]),
+    )
     headlines = {}
-    for study, run, config in (
-        ("interpolate", run_interpolate, InterpolateConfig.small(checkpoint, out=str(out / "interpolate"))),
-        ("subspace", run_subspace, SubspaceConfig.small(checkpoint, out=str(out / "subspace"))),
-    ):
+    for study, run, configs in studies:
         t0 = time.perf_counter()
-        folder = Path(config.out)
-        note = ""
-        try:
+        folder, refusals = Path(configs[0].out), []
+        for config in configs:
             try:
                 run(config)
-            except InputError as e:
-                if study != "interpolate" or not _refused(folder):
+                break
+            except InputError as e:  # a study refuses broken endpoints or examples; it recorded why in results.json
+                if refusal(folder) is None:
                     raise
-                # the family conditions do not decode to their families: the same families' shapes, encoded
-                note = f" (family endpoints refused: {e}; ran between encoded shapes instead)"
-                config = dataclasses.replace(config, endpoints="data", a=f"{config.a}-00000", b=f"{config.b}-00000")
-                run(config)
-        except InputError as e:  # a study refuses broken endpoints or examples; it recorded why in results.json
-            if not _refused(folder):
-                raise
-            headlines[study] = f"[{checkpoint}] {study} refused: {e}"
+                refusals.append(str(e))
+        if len(refusals) == len(configs):
+            headlines[study] = f"[{checkpoint}] {study} refused: {refusals[-1]}"
             console.print(headlines[study], highlight=False, markup=False)
             continue
+        note = f" (family endpoints refused: {refusals[0]}; ran between encoded shapes instead)" if refusals else ""
         write_report(folder, title=f"{study} study on {checkpoint}")
         headlines[study] = summarize(folder) + note
         console.print(f"{headlines[study]}  ({time.perf_counter() - t0:.0f} s)", highlight=False, markup=False)

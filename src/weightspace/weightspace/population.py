@@ -85,7 +85,7 @@ class PopulationConfig:
 
     def resolved(self, gen: Generator) -> "PopulationConfig":
         """This config with `auto` and None settings replaced by the generator's own."""
-        defaults = gen.fit_defaults.get(self.parameterisation, {"steps": 50, "lr": 1e-2, "draws": 1})
+        defaults = gen.fit_defaults[self.parameterisation]
         return dataclasses.replace(
             self, anchor=gen.fit_anchor if self.anchor == "auto" else self.anchor,
             steps=defaults["steps"] if self.steps is None else self.steps,
