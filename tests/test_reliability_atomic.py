@@ -76,6 +76,19 @@ def _check(folder, kind: str) -> bool:
     return True
 
 
+def _wait_for_temp(folder, timeout: float) -> None:
+    """Poll until the writer has a temporary file open (or the timeout passes).
+
+    A random delay alone misses the write window where writes are fast (CI's disk: 0 of 24
+    random kills landed in the manifest's window), so every other kill waits for the window.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(is_temp_file(p) for p in folder.rglob("*")):
+            return
+        time.sleep(0.0002)
+
+
 @pytest.mark.parametrize("kind", ["npy", "checkpoint", "json", "manifest", "bytes"])
 def test_sigkill_mid_write_leaves_old_or_new(tmp_path, kind):
     rng = np.random.default_rng(0)
@@ -93,7 +106,10 @@ def test_sigkill_mid_write_leaves_old_or_new(tmp_path, kind):
                 _write_forever(folder, kind, tensors)
             finally:
                 os._exit(1)
-        time.sleep(float(rng.uniform(0.01, 0.35)))
+        if trial % 2:
+            time.sleep(float(rng.uniform(0.01, 0.35)))  # a random point of the write loop
+        else:
+            _wait_for_temp(folder, timeout=2.0)  # inside a write: a fast disk leaves a window of a few ms
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
