@@ -30,7 +30,7 @@ def main() -> None:
     data, out, members, steps, checkpoint = sys.argv[1:6]
     torch.set_num_threads(1)
     from weightspace.generators import load_generator
-    from weightspace.weightspace.population import PopulationConfig, build_population
+    from weightspace.space.population import PopulationConfig, build_population
 
     if checkpoint == "toy":
         from toy_generator import make_toy

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def part_a() -> dict:
-    from weightspace.weightspace.pca import pca
+    from weightspace.space.pca import pca
 
     rng = np.random.default_rng(0)
     out = {}
@@ -73,7 +73,7 @@ def child(solver: str, path: str, k: int, result: str) -> None:
         model = PCA(n_components=k, svd_solver="full").fit(x)
         s = model.singular_values_
     else:
-        from weightspace.weightspace.pca import pca
+        from weightspace.space.pca import pca
 
         x = np.load(path, mmap_mode="r")
         s = pca(x, k, solver=solver).singular_values

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from weightspace.analysis.rates import format_rate
 from weightspace.runtime.io import atomic_write_json
-from weightspace.weightspace.population import PopulationConfig, build_population, fidelity_summary
+from weightspace.space.population import PopulationConfig, build_population, fidelity_summary
 
 
 def main() -> None:

@@ -10,10 +10,10 @@ from toy_generator import ToyGenerator, make_toy, make_toy_data
 
 from weightspace.decode.points import decode_points, point_seeds, write_decoded
 from weightspace.decode.sources import DecodeConfig, decode_source
-from weightspace.weightspace.parameterisations import make_parameterisation
-from weightspace.weightspace.population import PopulationConfig, build_population
-from weightspace.weightspace.store import load_point, save_point
-from weightspace.weightspace.subspace import fit_subspace
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.population import PopulationConfig, build_population
+from weightspace.space.store import load_point, save_point
+from weightspace.space.subspace import fit_subspace
 
 CASES = [("condition", {}), ("lora", {"rank": 2, "targets": "mid|vol"}), ("layers", {"targets": "all"})]
 

@@ -11,10 +11,10 @@ from torch import nn
 
 from weightspace.data.grid import grid_points
 from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.parameterisations import make_parameterisation
-from weightspace.weightspace.store import save_point
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.store import save_point
 
 C_STAR = 0.3718  # condition value at which a second ball appears
 
@@ -161,7 +161,7 @@ def test_a_broken_endpoint_is_recorded_and_refused(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from toy_generator import make_toy, make_toy_data
 
-    from weightspace.weightspace.population import PopulationConfig, build_population
+    from weightspace.space.population import PopulationConfig, build_population
 
     data = make_toy_data(tmp_path / "data", count=4, resolution=16)
     gen = make_toy(seed=0)

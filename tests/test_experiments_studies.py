@@ -201,7 +201,7 @@ def test_cli_help_and_clean_error():
 
 
 def test_interpolate_between_lora_population_members_attributes_by_module_group(tmp_path, toy_data):
-    from weightspace.weightspace.population import PopulationConfig, build_population
+    from weightspace.space.population import PopulationConfig, build_population
 
     gen = ToyGenerator(seed=0)
     pop = tmp_path / "pop"

@@ -15,11 +15,11 @@ from weightspace.cli import _register, app
 from weightspace.data.make import make_dataset
 from weightspace.experiments.common import generator_pose
 from weightspace.generators import load_generator
-from weightspace.weightspace.parameterisations import make_parameterisation
-from weightspace.weightspace.population import (PopulationConfig, build_population, fidelity_summary, fit_member,
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.population import (PopulationConfig, build_population, fidelity_summary, fit_member,
                                                  load_target, member_fidelity, read_shapes, _anchor)
 from weightspace.runtime.seeding import decode_seed, derive_seed
-from weightspace.weightspace.store import Population
+from weightspace.space.store import Population
 
 
 def test_latent_diffusion_fit_target_does_not_move_with_the_encoder():

@@ -127,8 +127,8 @@ def test_hostile_grids(tmp_path):
 def _point_files(tmp_path: Path, ck: Path) -> dict[str, Path]:
     """A valid condition point for the tiny neural field, and broken variants of it."""
     from weightspace.generators.registry import load_generator
-    from weightspace.weightspace.parameterisations import make_parameterisation
-    from weightspace.weightspace.store import save_point
+    from weightspace.space.parameterisations import make_parameterisation
+    from weightspace.space.store import save_point
 
     gen = load_generator(ck)
     param = make_parameterisation(gen, "condition")
@@ -139,7 +139,7 @@ def _point_files(tmp_path: Path, ck: Path) -> dict[str, Path]:
     nan[0] = float("nan")
     out["nan"] = save_point(tmp_path / "nan.safetensors", nan, **kw)
     # wrong length: write the tensors directly with the honest layout metadata
-    from weightspace.weightspace.store import save_tensors
+    from weightspace.space.store import save_tensors
 
     out["short"] = save_tensors(tmp_path / "short.safetensors", {"point": param.base_point()[:-1], "anchor": anchor},
                                 {"kind": "point", "layout": param.layout.to_dict(), "parameterisation": param.config(),
@@ -282,8 +282,8 @@ def test_population_manifest_shard_paths_cannot_escape(tmp_path):
     from toy_generator import make_toy, make_toy_data
 
     from weightspace.runtime.errors import InputError
-    from weightspace.weightspace.population import PopulationConfig, build_population
-    from weightspace.weightspace.store import Population
+    from weightspace.space.population import PopulationConfig, build_population
+    from weightspace.space.store import Population
 
     data = make_toy_data(tmp_path / "data", count=2, resolution=8, points=32)
     cfg = PopulationConfig(checkpoint="toy", parameterisation="condition", data=str(data), out=str(tmp_path / "pop"),
@@ -325,7 +325,7 @@ def small_population(tmp_path_factory):
 
     from toy_generator import make_toy, make_toy_data
 
-    from weightspace.weightspace.population import PopulationConfig, build_population
+    from weightspace.space.population import PopulationConfig, build_population
 
     root = tmp_path_factory.mktemp("hostile_pop")
     data = make_toy_data(root / "data", count=2, resolution=8, points=32)
@@ -356,7 +356,7 @@ def _broken_population(root: Path, name: str, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name", ["torn_manifest", "no_anchor"])
 def test_broken_population_folders_give_clean_errors(small_population, tmp_path, name):
     from weightspace.runtime.errors import InputError
-    from weightspace.weightspace.store import Population
+    from weightspace.space.store import Population
 
     folder = _broken_population(small_population, name, tmp_path)
     with pytest.raises(InputError, match=name):
@@ -366,7 +366,7 @@ def test_broken_population_folders_give_clean_errors(small_population, tmp_path,
 @pytest.mark.parametrize("name", ["no_layout", "row_without_index", "row_not_object", "config_not_object"])
 def test_malformed_population_folders_give_clean_errors(small_population, tmp_path, name):
     from weightspace.runtime.errors import InputError
-    from weightspace.weightspace.store import Population
+    from weightspace.space.store import Population
 
     folder = _broken_population(small_population, name, tmp_path)
     with pytest.raises(InputError, match=name):
@@ -379,7 +379,7 @@ def test_population_build_refuses_a_nan_grid(small_population, tmp_path):
     from toy_generator import make_toy
 
     from weightspace.runtime.errors import InputError
-    from weightspace.weightspace.population import PopulationConfig, build_population
+    from weightspace.space.population import PopulationConfig, build_population
 
     data = shutil.copytree(small_population / "data", tmp_path / "data")
     grid_file = sorted((data / "grids").glob("*.npy"))[0]

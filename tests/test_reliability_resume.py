@@ -21,8 +21,8 @@ from toy_generator import make_toy, make_toy_data
 
 from weightspace.runtime.checkpoint import load_state, state_metadata
 from weightspace.runtime.io import is_temp_file
-from weightspace.weightspace.population import PopulationConfig, build_population
-from weightspace.weightspace.store import Population
+from weightspace.space.population import PopulationConfig, build_population
+from weightspace.space.store import Population
 
 @pytest.fixture(autouse=True)
 def _one_thread():

@@ -134,9 +134,9 @@ def test_population_subspace_and_point_files_refuse_pickles(tmp_path, marker):
 
     from toy_generator import make_toy, make_toy_data
 
-    from weightspace.weightspace.population import PopulationConfig, build_population
-    from weightspace.weightspace.store import Population, load_point
-    from weightspace.weightspace.subspace import Subspace, fit_subspace
+    from weightspace.space.population import PopulationConfig, build_population
+    from weightspace.space.store import Population, load_point
+    from weightspace.space.subspace import Subspace, fit_subspace
 
     data = make_toy_data(tmp_path / "data", count=3, resolution=8, points=64)
     cfg = PopulationConfig(checkpoint="toy", parameterisation="condition", data=str(data), out=str(tmp_path / "pop"),
@@ -158,7 +158,7 @@ def test_population_subspace_and_point_files_refuse_pickles(tmp_path, marker):
 def test_lora_adapter_folder_with_a_pickle_gives_a_clean_error(tmp_path, marker):
     from toy_generator import make_toy
 
-    from weightspace.weightspace.lora import LoraParameterisation
+    from weightspace.space.lora import LoraParameterisation
 
     gen = make_toy(seed=0)
     param = LoraParameterisation(gen, rank=2, targets="mid")

@@ -8,10 +8,10 @@ from torch import nn
 from toy_generator import make_toy_data
 
 from weightspace.decode.points import decode_points
-from weightspace.weightspace.inversion import invert
-from weightspace.weightspace.parameterisations import make_parameterisation
-from weightspace.weightspace.population import PopulationConfig, build_population, population_parameterisation
-from weightspace.weightspace.subspace import fit_subspace
+from weightspace.space.inversion import invert
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.population import PopulationConfig, build_population, population_parameterisation
+from weightspace.space.subspace import fit_subspace
 
 
 def tiny_latent_diffusion(seed: int = 0):

@@ -5,9 +5,9 @@ import torch
 from toy_generator import make_toy
 
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.inversion import invert
-from weightspace.weightspace.parameterisations import make_parameterisation
-from weightspace.weightspace.subspace import fit_subspace_matrix
+from weightspace.space.inversion import invert
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.subspace import fit_subspace_matrix
 
 
 @pytest.fixture(scope="module")

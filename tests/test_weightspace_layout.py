@@ -5,8 +5,8 @@ import torch
 from toy_generator import make_toy
 
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.layout import Layout, LayoutMismatchError, check_all_same
-from weightspace.weightspace.parameterisations import make_parameterisation
+from weightspace.space.layout import Layout, LayoutMismatchError, check_all_same
+from weightspace.space.parameterisations import make_parameterisation
 
 
 def _layout(**kw):

@@ -8,7 +8,7 @@ from peft import PeftModel, inject_adapter_in_model, set_peft_model_state_dict
 from toy_generator import make_toy
 
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.parameterisations import make_parameterisation
+from weightspace.space.parameterisations import make_parameterisation
 
 TARGETS = "inp|mid|vol"  # two Linear layers and the Conv3d
 

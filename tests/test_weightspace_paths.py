@@ -5,8 +5,8 @@ import torch
 from toy_generator import make_toy
 
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace import paths
-from weightspace.weightspace.parameterisations import make_parameterisation
+from weightspace.space import paths
+from weightspace.space.parameterisations import make_parameterisation
 
 
 def _ab(d=50):

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.layout import Layout
-from weightspace.weightspace.pca import choose_solver, pca
-from weightspace.weightspace.subspace import Subspace, fit_direction, fit_subspace_matrix
+from weightspace.space.layout import Layout
+from weightspace.space.pca import choose_solver, pca
+from weightspace.space.subspace import Subspace, fit_direction, fit_subspace_matrix
 
 
 def _data(n=30, d=400, rank=12, seed=0):

@@ -9,9 +9,9 @@ from toy_generator import make_toy, make_toy_data
 
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import InProcessExecutor, ProcessPoolExecutorBackend
-from weightspace.weightspace import population as population_module
-from weightspace.weightspace.population import PopulationConfig, build_population, population_parameterisation
-from weightspace.weightspace.store import Population
+from weightspace.space import population as population_module
+from weightspace.space.population import PopulationConfig, build_population, population_parameterisation
+from weightspace.space.store import Population
 
 LOADER = functools.partial(make_toy, seed=0)
 

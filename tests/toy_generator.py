@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap  # noqa: F401
 
 from weightspace.data.grid import grid_points
-from weightspace.generators.base import Generator, Params
+from weightspace.generators.protocol import Generator, Params
 from weightspace.runtime.checkpoint import save_checkpoint
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import item_generator

@@ -47,8 +47,8 @@ def population_build(
 
     Example: weightspace population build --checkpoint default --parameterisation lora --data runs/data32 --out runs/pop --members 16 --workers 2
     """
-    from weightspace.weightspace.population import PopulationConfig, build_population, fidelity_summary
-    from weightspace.weightspace.parameterisations import OPTIONS
+    from weightspace.space.population import PopulationConfig, build_population, fidelity_summary
+    from weightspace.space.parameterisations import OPTIONS
 
     if parameterisation not in OPTIONS:
         from weightspace.runtime.errors import InputError
@@ -113,8 +113,8 @@ def population_check(
 
     Example: weightspace population check runs/pop --min-iou 0.5
     """
-    from weightspace.weightspace.population import fidelity_summary
-    from weightspace.weightspace.store import Population
+    from weightspace.space.population import fidelity_summary
+    from weightspace.space.store import Population
 
     summary = fidelity_summary(Population(population), min_iou=min_iou)
     if as_json:
@@ -138,7 +138,7 @@ def subspace_fit(
 
     Example: weightspace subspace fit runs/pop --components 8 --solver auto --out runs/sub
     """
-    from weightspace.weightspace.subspace import fit_subspace
+    from weightspace.space.subspace import fit_subspace
 
     sub = fit_subspace(population, components, solver=solver, standardize=standardize, seed=seed, out=out)
     ratio = [round(float(v), 4) for v in sub.explained_variance_ratio]

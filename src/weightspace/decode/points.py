@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from weightspace.decode.mesh import grid_to_mesh
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_text
 from weightspace.runtime.seeding import point_seeds  # noqa: F401 (moved to runtime.seeding; still importable here)
-from weightspace.weightspace.base import Parameterisation
+from weightspace.space.parameterisation import Parameterisation
 
 
 def decode_points(gen: Generator, param: Parameterisation, points: torch.Tensor, seeds: Sequence[int], *,

@@ -9,12 +9,12 @@ from typing import Any, Callable
 import torch
 
 from weightspace.decode.points import decode_points, point_seeds, write_decoded
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json
-from weightspace.weightspace.parameterisations import parameterisation_from_config
-from weightspace.weightspace.store import Population, load_point, read_metadata
-from weightspace.weightspace.subspace import SUBSPACE_FILE, Subspace
+from weightspace.space.parameterisations import parameterisation_from_config
+from weightspace.space.store import Population, load_point, read_metadata
+from weightspace.space.subspace import SUBSPACE_FILE, Subspace
 
 
 @dataclass

@@ -27,7 +27,7 @@ from weightspace.analysis.geometry import compare_points, sample_surface
 from weightspace.analysis.persistence import robust_betti
 from weightspace.data.dataset import load_points, read_manifest
 from weightspace.decode.mesh import grid_to_mesh
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, safe_child
 from weightspace.runtime.seeding import derive_seed

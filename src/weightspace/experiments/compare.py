@@ -10,7 +10,7 @@ from weightspace.experiments.common import Clock, refusal, start_results, write_
 from weightspace.experiments.fit import FitConfig, run_fit
 from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
 from weightspace.experiments.subspace import SubspaceConfig, run_subspace
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_text, read_json
 

@@ -25,12 +25,12 @@ from weightspace.experiments.common import (
     generator_pose, load_study_generator, measure, mismatches, native_resolution, pyplot, refuse, row_root, save_figure,
     save_mesh, start_results, study_data, topology_check, write_csv, write_results,
 )
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_rng
-from weightspace.weightspace.base import Parameterisation
-from weightspace.weightspace.parameterisations import make_parameterisation
-from weightspace.weightspace.subspace import fit_subspace_matrix
+from weightspace.space.parameterisation import Parameterisation
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.subspace import fit_subspace_matrix
 
 METHODS = ("encode", "optimise", "subspace", "lora", "full")
 

@@ -28,15 +28,15 @@ from weightspace.experiments.common import (
     generator_families, generator_pose, load_study_generator, measure, mismatches, native_resolution, pyplot, refuse, row_root,
     save_figure, save_mesh, start_results, study_data, topology_check, write_csv, write_results,
 )
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_rng
-from weightspace.weightspace.base import Parameterisation
-from weightspace.weightspace.condition import ConditionParameterisation
-from weightspace.weightspace.parameterisations import make_parameterisation, parameterisation_from_config
-from weightspace.weightspace.paths import lerp, masked, slerp
-from weightspace.weightspace.population import population_parameterisation
-from weightspace.weightspace.store import Population, load_point
+from weightspace.space.parameterisation import Parameterisation
+from weightspace.space.condition import ConditionParameterisation
+from weightspace.space.parameterisations import make_parameterisation, parameterisation_from_config
+from weightspace.space.paths import lerp, masked, slerp
+from weightspace.space.population import population_parameterisation
+from weightspace.space.store import Population, load_point
 
 Endpoints = Literal["family", "data", "population", "points"]
 ENDPOINTS = ("family", "data", "population", "points")

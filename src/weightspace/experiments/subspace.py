@@ -28,12 +28,12 @@ from weightspace.experiments.common import (
     measure, mismatches, native_resolution, pyplot, refuse, row_root, save_figure, save_mesh, start_results, study_data,
     topology_check, write_csv, write_results,
 )
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_generator, item_rng
-from weightspace.weightspace.parameterisations import make_parameterisation
-from weightspace.weightspace.population import fit_member
-from weightspace.weightspace.subspace import Subspace, fit_subspace_matrix
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.population import fit_member
+from weightspace.space.subspace import Subspace, fit_subspace_matrix
 
 SUBSPACE_PARAMETERISATIONS = ("condition", "lora")
 KINDS = ("subspace", "random", "condition_noise")

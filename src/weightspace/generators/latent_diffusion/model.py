@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from weightspace.generators.base import Generator, Params
+from weightspace.generators.protocol import Generator, Params
 from weightspace.generators.latent_diffusion.config import ModelConfig, saved_model_config
 from weightspace.generators.latent_diffusion.losses import autoencoder_loss, diffusion_loss
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet

@@ -10,7 +10,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from weightspace.data.grid import grid_points
-from weightspace.generators.base import Generator, Params
+from weightspace.generators.protocol import Generator, Params
 from weightspace.generators.neural_field.config import FieldConfig, config_from_dict, to_dict
 from weightspace.generators.neural_field.decode import adaptive_grid
 from weightspace.generators.neural_field.losses import clamped_l1, sample_grid

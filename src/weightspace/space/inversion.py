@@ -13,11 +13,11 @@ from typing import Literal
 
 import torch
 
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed
-from weightspace.weightspace.base import Parameterisation
-from weightspace.weightspace.subspace import Subspace
+from weightspace.space.parameterisation import Parameterisation
+from weightspace.space.subspace import Subspace
 
 Target = Literal["points", "grid"]
 

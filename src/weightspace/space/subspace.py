@@ -19,9 +19,9 @@ from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json
 from weightspace.runtime.seeding import item_generator
-from weightspace.weightspace.layout import Layout
-from weightspace.weightspace.pca import pca
-from weightspace.weightspace.store import Population, _meta_json, read_metadata, save_tensors
+from weightspace.space.layout import Layout
+from weightspace.space.pca import pca
+from weightspace.space.store import Population, _meta_json, read_metadata, save_tensors
 
 SUBSPACE_FILE = "subspace.safetensors"
 IN_MEMORY_BYTES = 512 * 2**20  # larger populations are streamed through a memory-mapped file

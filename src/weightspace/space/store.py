@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_text, read_json, safe_child
-from weightspace.weightspace.layout import Layout
+from weightspace.space.layout import Layout
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:

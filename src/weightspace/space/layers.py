@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.base import Parameterisation, base_hash, excluded, in_groups, layout_extra
-from weightspace.weightspace.layout import Layout
+from weightspace.space.parameterisation import Parameterisation, base_hash, excluded, in_groups, layout_extra
+from weightspace.space.layout import Layout
 
 
 def resolve_parameters(gen: Generator, targets: str) -> list[str]:

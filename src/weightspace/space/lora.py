@@ -20,13 +20,13 @@ from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import save_file
 from torch import nn
 
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json, read_json
 from weightspace.runtime.seeding import item_generator
-from weightspace.weightspace.base import Parameterisation, base_hash, layout_extra, resolve_targets
-from weightspace.weightspace.layout import Layout
+from weightspace.space.parameterisation import Parameterisation, base_hash, layout_extra, resolve_targets
+from weightspace.space.layout import Layout
 
 LoraForm = Literal["factors", "delta"]
 LORA_FORMS = ("factors", "delta")

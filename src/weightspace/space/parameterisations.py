@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping
 
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.base import Parameterisation
-from weightspace.weightspace.condition import ConditionParameterisation
-from weightspace.weightspace.layers import LayersParameterisation
-from weightspace.weightspace.lora import LoraParameterisation
+from weightspace.space.parameterisation import Parameterisation
+from weightspace.space.condition import ConditionParameterisation
+from weightspace.space.layers import LayersParameterisation
+from weightspace.space.lora import LoraParameterisation
 
 ParameterisationName = Literal["condition", "lora", "layers"]
 PARAMETERISATIONS: dict[str, type[Parameterisation]] = {

@@ -12,10 +12,10 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.base import Parameterisation, base_hash, layout_extra
-from weightspace.weightspace.layout import Layout
+from weightspace.space.parameterisation import Parameterisation, base_hash, layout_extra
+from weightspace.space.layout import Layout
 
 
 class ConditionParameterisation(Parameterisation):

@@ -15,10 +15,10 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import nn
 
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.checkpoint import state_hash
 from weightspace.runtime.errors import InputError
-from weightspace.weightspace.layout import Layout
+from weightspace.space.layout import Layout
 
 def base_hash(gen: Generator) -> str:
     """`state_hash` of the generator's net: the base checkpoint every layout names."""

@@ -21,15 +21,15 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from weightspace.generators.base import Generator
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, make_executor
 from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS, observe
 from weightspace.runtime.seeding import decode_seed, derive_seed
-from weightspace.weightspace.base import Parameterisation, base_hash
-from weightspace.weightspace.parameterisations import PARAMETERISATIONS, make_parameterisation, parameterisation_from_config
-from weightspace.weightspace.store import Population, read_manifest, save_tensors, shard_name, write_manifest
+from weightspace.space.parameterisation import Parameterisation, base_hash
+from weightspace.space.parameterisations import PARAMETERISATIONS, make_parameterisation, parameterisation_from_config
+from weightspace.space.store import Population, read_manifest, save_tensors, shard_name, write_manifest
 
 FitTarget = Literal["grid", "points"]
 FIT_TARGETS = ("grid", "points")
