@@ -6,8 +6,8 @@ an InputError naming the file. Any other exception, or an accepted config that b
 declared rules (a non-finite number, a negative size), is a finding.
 
 Targets: `runtime.config.load_config` on a dataclass using every supported field kind, and the
-config builders of the two generators (`latent_diffusion.config.model_config_from` /
-`train_config_from`, `neural_field.config.config_from_dict`) as the training CLIs call them.
+generators' config dataclasses (`latent_diffusion.config.ModelConfig` / `TrainConfig`,
+`neural_field.config.FieldConfig` / `TrainConfig`) through `config_from_dict`, as the training CLIs build them.
 
 Example: .venv/bin/python benchmarks/fuzz_config.py --seconds 90
 """
@@ -28,7 +28,7 @@ from typing import Literal, Optional
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from weightspace.runtime.config import load_config, option
+from weightspace.runtime.config import config_from_dict, load_config, option
 from weightspace.runtime.errors import InputError
 
 
@@ -123,10 +123,10 @@ def targets():
 
     return {
         "runtime.config": (lambda raw, path: load_config(Probe, path), _check_probe),
-        "latent_diffusion.model": (lambda raw, path: ld.model_config_from(raw.get("model") if isinstance(raw, dict) else raw, where=str(path)), _finite_and_bounded),
-        "latent_diffusion.train": (lambda raw, path: ld.train_config_from(raw.get("train") if isinstance(raw, dict) else raw, where=str(path)), _finite_and_bounded),
-        "neural_field.model": (lambda raw, path: nf.config_from_dict(nf.FieldConfig, raw.get("model") if isinstance(raw, dict) else raw, str(path)), _finite_and_bounded),
-        "neural_field.train": (lambda raw, path: nf.config_from_dict(nf.TrainConfig, raw.get("train") if isinstance(raw, dict) else raw, str(path)), _finite_and_bounded),
+        "latent_diffusion.model": (lambda raw, path: config_from_dict(ld.ModelConfig, raw.get("model") if isinstance(raw, dict) else raw, where=str(path)), _finite_and_bounded),
+        "latent_diffusion.train": (lambda raw, path: config_from_dict(ld.TrainConfig, raw.get("train") if isinstance(raw, dict) else raw, where=str(path)), _finite_and_bounded),
+        "neural_field.model": (lambda raw, path: config_from_dict(nf.FieldConfig, raw.get("model") if isinstance(raw, dict) else raw, where=str(path)), _finite_and_bounded),
+        "neural_field.train": (lambda raw, path: config_from_dict(nf.TrainConfig, raw.get("train") if isinstance(raw, dict) else raw, where=str(path)), _finite_and_bounded),
     }
 
 

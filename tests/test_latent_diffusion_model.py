@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from weightspace.generators import load_generator
-from weightspace.generators.latent_diffusion.config import ModelConfig, model_config_from, train_config_from
+from weightspace.generators.latent_diffusion.config import ModelConfig, TrainConfig
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
+from weightspace.runtime.config import config_from_dict
 from weightspace.runtime.errors import InputError
 
 FAMS = ["torus", "mug", "shell"]
@@ -157,14 +158,14 @@ def test_wrong_config_and_truncated_weights(gen, tmp_path):
 
 def test_config_validation_names_fields():
     with pytest.raises(InputError, match="train.minutes"):
-        train_config_from({"minutes": -1})
+        config_from_dict(TrainConfig, {"minutes": -1}, where="train")
     with pytest.raises(InputError, match="unknown field"):
-        train_config_from({"epochs": 3})
+        config_from_dict(TrainConfig, {"epochs": 3}, where="train")
     with pytest.raises(InputError, match="model.resolution"):
-        model_config_from({"resolution": 30})
+        config_from_dict(ModelConfig, {"resolution": 30}, where="model")
     with pytest.raises(InputError, match="model.sampler"):
-        model_config_from({"sampler": "euler"})
-    assert train_config_from({"minutes": 2}).minutes == 2.0
+        config_from_dict(ModelConfig, {"sampler": "euler"}, where="model")
+    assert config_from_dict(TrainConfig, {"minutes": 2}, where="train").minutes == 2.0
 
 
 @pytest.mark.parametrize("field, value", [("patch", 0), ("heads", 0), ("patch", -1), ("timesteps", 0), ("width", 0),
@@ -172,13 +173,13 @@ def test_config_validation_names_fields():
 def test_model_config_rejects_bad_sizes_naming_the_field(field, value):
     """Zero sizes once divided by zero inside validation; every bad size now names its field."""
     with pytest.raises(InputError, match=f"model.{field}"):
-        model_config_from({field: value})
+        config_from_dict(ModelConfig, {field: value}, where="model")
 
 
 @pytest.mark.parametrize("field", ["ae_steps", "diffusion_steps", "near_surface_weight", "sign_weight", "point_sigma_max"])
 def test_train_config_rejects_negative_counts_and_weights(field):
     with pytest.raises(InputError, match=f"train.{field}"):
-        train_config_from({field: -1 if "steps" in field else -1.0})
+        config_from_dict(TrainConfig, {field: -1 if "steps" in field else -1.0}, where="train")
 
 
 def test_checkpoints_saved_before_condition_layouts_load_as_pooled(tmp_path):
@@ -199,8 +200,8 @@ def test_grid_token_count_follows_the_resolution_it_is_trained_at():
     """The CLI validates the config before the trainer sets the data's resolution: the count must not be fixed early."""
     import dataclasses
 
-    cfg = model_config_from({})  # as `train latent-diffusion --config` reads a file without model fields
+    cfg = config_from_dict(ModelConfig, {}, where="model")  # as `train latent-diffusion --config` reads a file without model fields
     assert cfg.cond_tokens == 0 and cfg.n_cond_tokens == (32 // 4 // 2) ** 3
     small = dataclasses.replace(cfg, resolution=16).validate()
     assert small.n_cond_tokens == (16 // 4 // 2) ** 3
-    assert model_config_from({"cond_layout": "pooled"}).n_cond_tokens == 8
+    assert config_from_dict(ModelConfig, {"cond_layout": "pooled"}, where="model").n_cond_tokens == 8

@@ -9,9 +9,10 @@ import torch
 
 from weightspace.generators import load_generator
 from weightspace.generators.neural_field.batched import batched_sdf_grid
-from weightspace.generators.neural_field.config import FieldConfig, TrainConfig, config_from_dict
+from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.reconstruct import outside_queries, outside_region, reconstruct_codes
+from weightspace.runtime.config import config_from_dict
 from weightspace.runtime.errors import InputError
 
 FAMS = ["torus", "mug", "shell"]
@@ -268,16 +269,16 @@ def test_wrong_config_and_truncated_weights(gen, tmp_path):
 
 def test_config_validation_names_fields():
     with pytest.raises(InputError, match="skip"):
-        config_from_dict(FieldConfig, {"depth": 3, "skip": 3}, "model")
+        config_from_dict(FieldConfig, {"depth": 3, "skip": 3}, where="model")
     with pytest.raises(InputError, match="train.lr"):
-        config_from_dict(TrainConfig, {"lr": "fast"}, "train")
+        config_from_dict(TrainConfig, {"lr": "fast"}, where="train")
     with pytest.raises(InputError, match="unknown field"):
-        config_from_dict(TrainConfig, {"epochs": 3}, "train")
-    assert config_from_dict(TrainConfig, {"lr": 1}, "train").lr == 1.0
+        config_from_dict(TrainConfig, {"epochs": 3}, where="train")
+    assert config_from_dict(TrainConfig, {"lr": 1}, where="train").lr == 1.0
     with pytest.raises(InputError, match="model.recon_explore: must be >= 0"):
-        config_from_dict(FieldConfig, {"recon_explore": -1}, "model")
+        config_from_dict(FieldConfig, {"recon_explore": -1}, where="model")
     with pytest.raises(InputError, match="model.recon_outside_weight: must be >= 0"):
-        config_from_dict(FieldConfig, {"recon_outside_weight": -0.5}, "model")
+        config_from_dict(FieldConfig, {"recon_outside_weight": -0.5}, where="model")
 
 
 def test_differentiable_decode_matches_direct_gradients(gen):

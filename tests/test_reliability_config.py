@@ -116,8 +116,45 @@ def test_the_generators_configs_load_strictly():
     from weightspace.generators.neural_field.config import FieldConfig
 
     assert config_from_dict(ModelConfig, {"width": 64, "heads": 4}, where="m.json").width == 64
-    with pytest.raises(InputError, match="m.json: depth: must be >= 0"):
+    with pytest.raises(InputError, match="m.json: depth: must be >= 1"):
         config_from_dict(ModelConfig, {"depth": -1}, where="m.json")
     with pytest.raises(InputError, match="ae_lr: must be a finite number"):
         config_from_dict(TrainConfig, {"ae_lr": float("inf")}, where="t.json")
     assert config_from_dict(FieldConfig, {"d_z": 8}, where="f.json").d_z == 8
+
+
+@dataclass
+class Shares:
+    drop: float = option(0.1, min=0, max=1, exclusive_max=True, help="a probability below 1")
+    steps: int = option(4, min=1)
+    warm: int = 2
+
+    def validate(self) -> None:  # names the field only; the loader adds the file
+        if self.warm > self.steps:
+            raise InputError(f"warm must be <= steps = {self.steps}, got {self.warm}")
+
+
+def test_exclusive_max_and_validate_messages_name_the_file(tmp_path):
+    assert config_from_dict(Shares, {"drop": 0.99}, where="s.json").drop == 0.99
+    with pytest.raises(InputError, match=r"s.json: drop: must be < 1, got 1"):
+        config_from_dict(Shares, {"drop": 1}, where="s.json")
+    with pytest.raises(InputError, match=r"^s.json: warm must be <= steps = 4, got 5$"):
+        config_from_dict(Shares, {"warm": 5}, where="s.json")
+
+
+def test_overrides_replace_the_files_values_and_are_checked_with_them(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"steps": 2, "warm": 6}))
+    assert load_config(Shares, path, overrides={"steps": 8}) == Shares(steps=8, warm=6)  # valid only together
+    with pytest.raises(InputError, match="warm must be <= steps = 2"):
+        load_config(Shares, path)
+
+
+def test_a_config_built_in_code_is_checked_by_the_same_rules():
+    from weightspace.runtime.config import check_config
+
+    assert check_config(Cfg(lr=1, sigmas=[0.5]), where="cfg") == Cfg(lr=1.0, sigmas=(0.5,))
+    with pytest.raises(InputError, match=r"^model.steps: must be >= 1, got 0"):
+        check_config(Cfg(steps=0), where="model")
+    with pytest.raises(InputError, match=r"model.split: must sum to 1"):
+        check_config(Cfg(split=(0.5, 0.5, 0.5)), where="model")

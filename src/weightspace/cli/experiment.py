@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
-experiment_app = typer.Typer(help="The studies: measured versions of the paper's claims, on any generator.",
-                             no_args_is_help=True)
+experiment_app = typer.Typer(help="The studies: measured versions of the paper's claims, on any generator. Each reads "
+                             "--config FILE, a JSON object of its config's fields; options typed on the command line "
+                             "override the file.", no_args_is_help=True)
 
 CHECKPOINT_HELP = "Generator: default (latent diffusion), default-field (neural field) or a checkpoint folder."
+CONFIG_HELP = ("JSON object of the study's config fields (every field, also those without an option); "
+               "options given on the command line override it.")
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -34,8 +38,25 @@ def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def study_config(ctx: typer.Context, cls: type, config: Path | None, options: dict[str, Any]) -> Any:
+    """The study's config `cls`: from the options alone, or with --config from the file's fields over
+    the config's defaults and the options typed on the command line over the file's (an option left
+    at its default does not hide the file's value). `options` is keyed by config field and parameter name.
+    """
+    if config is None:
+        return cls(**options)
+    from weightspace.runtime.config import load_config
+
+    # the source's class is typer's own copy of click's ParameterSource: compare by name
+    given = {name: value for name, value in options.items()
+             if ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
+    return load_config(cls, config, overrides=given)
+
+
 @experiment_app.command("interpolate")
 def interpolate_cmd(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     checkpoint: str = typer.Option("default", "--checkpoint", help=CHECKPOINT_HELP),
     out: str = typer.Option("results/interpolate", "--out", help="Results folder."),
     endpoints: str = typer.Option("family", "--endpoints", help="family | data | population | points: what --a / --b name."),
@@ -58,15 +79,17 @@ def interpolate_cmd(
     from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
     from weightspace.experiments.summary import summarize
 
-    cfg = InterpolateConfig(checkpoint=checkpoint, out=out, endpoints=endpoints, a=a, b=b, data=data, population=population,
-                            path=path, steps=steps, tolerance=tolerance, seed=seed, attribute=attribute, pairs=pairs,
-                            meshes=meshes)
+    cfg = study_config(ctx, InterpolateConfig, config, dict(
+        checkpoint=checkpoint, out=out, endpoints=endpoints, a=a, b=b, data=data, population=population, path=path,
+        steps=steps, tolerance=tolerance, seed=seed, attribute=attribute, pairs=pairs, meshes=meshes))
     folder = run_interpolate(cfg)
     typer.echo(f"{summarize(folder)} -> {folder}")
 
 
 @experiment_app.command("subspace")
 def subspace_cmd(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     checkpoint: str = typer.Option("default", "--checkpoint", help=CHECKPOINT_HELP),
     out: str = typer.Option("results/subspace", "--out", help="Results folder."),
     family: str = typer.Option("torus", "--family", help="Family of the K examples."),
@@ -86,14 +109,17 @@ def subspace_cmd(
     from weightspace.experiments.subspace import SubspaceConfig, run_subspace
     from weightspace.experiments.summary import summarize
 
-    cfg = SubspaceConfig(checkpoint=checkpoint, out=out, family=family, examples=examples, k=k, samples=samples,
-                         parameterisation=parameterisation, temperature=temperature, data=data, seed=seed, meshes=meshes)
+    cfg = study_config(ctx, SubspaceConfig, config, dict(
+        checkpoint=checkpoint, out=out, family=family, examples=examples, k=k, samples=samples,
+        parameterisation=parameterisation, temperature=temperature, data=data, seed=seed, meshes=meshes))
     folder = run_subspace(cfg)
     typer.echo(f"{summarize(folder)} -> {folder}")
 
 
 @experiment_app.command("fit")
 def fit_cmd(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     checkpoint: str = typer.Option("default", "--checkpoint", help=CHECKPOINT_HELP),
     out: str = typer.Option("results/fit", "--out", help="Results folder."),
     family: str = typer.Option("torus", "--family", help="Family of the held-out shape."),
@@ -112,8 +138,9 @@ def fit_cmd(
     from weightspace.experiments.fit import FitConfig, run_fit
     from weightspace.experiments.summary import summarize
 
-    cfg = FitConfig(checkpoint=checkpoint, out=out, family=family, views=_ints(views, "views"), sigmas=_floats(sigmas, "sigmas"),
-                    methods=_names(methods), steps=steps, data=data, seed=seed, meshes=meshes)
+    cfg = study_config(ctx, FitConfig, config, dict(
+        checkpoint=checkpoint, out=out, family=family, views=_ints(views, "views"), sigmas=_floats(sigmas, "sigmas"),
+        methods=_names(methods), steps=steps, data=data, seed=seed, meshes=meshes))
     folder = run_fit(cfg)
     typer.echo((folder / "table.csv").read_text())
     typer.echo(f"{summarize(folder)} -> {folder}")
@@ -121,6 +148,8 @@ def fit_cmd(
 
 @experiment_app.command("compare")
 def compare_cmd(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     checkpoints: str = typer.Option("default,default-field", "--checkpoints", help="Comma-separated generators."),
     out: str = typer.Option("results/compare", "--out", help="Results folder."),
     studies: str = typer.Option("interpolate,subspace,fit", "--studies", help="Comma-separated studies."),
@@ -131,7 +160,8 @@ def compare_cmd(
     """
     from weightspace.experiments.compare import CompareConfig, run_compare
 
-    folder = run_compare(CompareConfig(checkpoints=_names(checkpoints), out=out, studies=_names(studies)))
+    cfg = study_config(ctx, CompareConfig, config, dict(checkpoints=_names(checkpoints), out=out, studies=_names(studies)))
+    folder = run_compare(cfg)
     typer.echo((folder / "compare.md").read_text())
     typer.echo(f"-> {folder}")
 

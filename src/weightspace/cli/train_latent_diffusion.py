@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import typer
 
@@ -38,13 +38,13 @@ def register(app: typer.Typer) -> None:
         Another piece of a finished run (e.g. the shipped default, in a later session):
         weightspace train latent-diffusion --data runs/data32a --out runs/ld32c --continue-from default --stage diffusion --minutes 30
         """
-        from weightspace.generators.latent_diffusion.config import STAGES, model_config_from, train_config_from
+        from weightspace.generators.latent_diffusion.config import ModelConfig, Stage, TrainConfig
         from weightspace.generators.latent_diffusion.train import train_latent_diffusion
+        from weightspace.runtime.config import config_from_dict, json_section
         from weightspace.runtime.io import read_json
 
-        if stage not in STAGES:
-            raise InputError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
-        from weightspace.runtime.config import json_section
+        if stage not in get_args(Stage):
+            raise InputError(f"--stage must be one of {', '.join(get_args(Stage))}, got {stage!r}")
 
         raw = read_json(config) if config is not None else {}
         if not isinstance(raw, dict):
@@ -52,13 +52,13 @@ def register(app: typer.Typer) -> None:
         unknown = sorted(set(raw) - {"model", "train"})
         if unknown:
             raise InputError(f"{config}: unknown top-level field(s) {unknown}; valid: ['model', 'train']")
-        model_cfg = model_config_from(raw.get("model"), where=f"{config}: model")
+        model_cfg = config_from_dict(ModelConfig, raw.get("model"), where=f"{config}: model" if config else "model")
         train_raw = json_section(raw, "train", str(config))
         if minutes is not None:
             if not minutes > 0:
                 raise InputError(f"--minutes must be > 0, got {minutes}")
             train_raw["minutes"] = float(minutes)
-        train_cfg = train_config_from(train_raw, where=f"{config}: train" if config else "train")
+        train_cfg = config_from_dict(TrainConfig, train_raw, where=f"{config}: train" if config else "train")
         command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command,
                                autoencoder_from=autoencoder_from, continue_from=continue_from, device=device, echo=typer.echo)

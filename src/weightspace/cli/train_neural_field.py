@@ -29,11 +29,10 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
-        from weightspace.generators.neural_field.config import FieldConfig, TrainConfig, config_from_dict
+        from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
         from weightspace.generators.neural_field.train import train_neural_field
+        from weightspace.runtime.config import config_from_dict, json_section
         from weightspace.runtime.io import read_json
-
-        from weightspace.runtime.config import json_section
 
         raw = read_json(config) if config is not None else {}
         where = str(config) if config is not None else "config"
@@ -46,13 +45,13 @@ def register(app: typer.Typer) -> None:
         for derived in ("n_codes", "families"):
             if derived in model_raw:
                 raise InputError(f"{where}: model.{derived} is set from the data folder; remove it")
-        model_cfg = config_from_dict(FieldConfig, model_raw, f"{where}: model")
+        model_cfg = config_from_dict(FieldConfig, model_raw, where=f"{where}: model")
         train_raw = json_section(raw, "train", where)
         if minutes is not None:
             if not minutes > 0:
                 raise InputError(f"--minutes must be > 0, got {minutes}")
             train_raw["minutes"] = float(minutes)
-        train_cfg = config_from_dict(TrainConfig, train_raw, f"{where}: train")
+        train_cfg = config_from_dict(TrainConfig, train_raw, where=f"{where}: train")
         if threads is not None:
             if threads < 1:
                 raise InputError(f"--threads must be >= 1, got {threads}")

@@ -19,8 +19,10 @@ Rules, so that every config in the project behaves alike:
 - numbers must be finite (JSON's NaN / Infinity are refused);
 - integers must be >= 0 unless the field says otherwise (`option(..., min=None)` or another
   `min`): sizes, counts, steps and seeds are never negative;
-- after the fields, the dataclass's own `validate(where)` (or `validate()`) runs when it has one.
+- after the fields, the dataclass's own `validate(where)` (or `validate()`) runs when it has one: it
+  holds only what bounds cannot say (one field against another, a multiple of 4, distinct names).
 Every error is an `InputError` whose message starts with the file and the dotted field path.
+A config built in code goes through the same rules with `check_config(cfg, where=...)`.
 """
 
 from __future__ import annotations
@@ -42,15 +44,17 @@ _UNSET = object()
 
 
 def option(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, min: float | None | object = _UNSET,
-           max: float | None = None, exclusive_min: bool = False, help: str = "") -> Any:  # noqa: A002 (min/max read best)
-    """A dataclass field with bounds and help text for `config_from_dict` (bounds are inclusive by default)."""
-    meta = {"help": help, "max": max, "exclusive_min": exclusive_min}
+           max: float | None = None, exclusive_min: bool = False, exclusive_max: bool = False,
+           help: str = "") -> Any:  # noqa: A002 (min/max read best)
+    """A dataclass field with bounds and help text for `config_from_dict` (bounds are inclusive by default;
+    on a list or tuple field they bound every element)."""
+    meta = {"help": help, "max": max, "exclusive_min": exclusive_min, "exclusive_max": exclusive_max}
     if min is not _UNSET:
         meta["min"] = min
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 
-def _join(where: str, key: str) -> str:
+def field_path(where: str, key: str) -> str:
     """`file.json: a.b` style paths: the first key after a bare file name follows ': '."""
     return f"{where}.{key}" if ": " in where or not where.endswith(".json") else f"{where}: {key}"
 
@@ -73,8 +77,8 @@ def _number_bounds(value: float, meta: Mapping[str, Any], is_int: bool, where: s
     hi = meta.get("max")
     if lo is not None and (value <= lo if meta.get("exclusive_min") else value < lo):
         raise InputError(f"{where}: must be {'>' if meta.get('exclusive_min') else '>='} {lo}, got {value!r}")
-    if hi is not None and value > hi:
-        raise InputError(f"{where}: must be <= {hi}, got {value!r}")
+    if hi is not None and (value >= hi if meta.get("exclusive_max") else value > hi):
+        raise InputError(f"{where}: must be {'<' if meta.get('exclusive_max') else '<='} {hi}, got {value!r}")
 
 
 def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
@@ -137,7 +141,7 @@ def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
         if not isinstance(value, dict):
             raise InputError(f"{where}: expected an object, got {value!r}")
         kt, vt = args if args else (str, Any)
-        return {_convert(k, kt, f"{where} key", {}): _convert(v, vt, _join(where, str(k)), meta) for k, v in value.items()}
+        return {_convert(k, kt, f"{where} key", {}): _convert(v, vt, field_path(where, str(k)), meta) for k, v in value.items()}
     raise TypeError(f"config field type {tp!r} at {where} is not supported by weightspace.runtime.config")
 
 
@@ -160,18 +164,36 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str
                and f.default_factory is dataclasses.MISSING]
     if missing:
         raise InputError(f"{where}: missing required field(s) {missing}")
-    values = {k: _convert(v, hints[k], _join(where, k), fields[k].metadata) for k, v in data.items()}
+    values = {k: _convert(v, hints[k], field_path(where, k), fields[k].metadata) for k, v in data.items()}
     cfg = cls(**values)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
-        takes_where = len(inspect.signature(validate).parameters) > 0
-        out = validate(where) if takes_where else validate()
+        if inspect.signature(validate).parameters:
+            out = validate(where)
+        else:
+            try:
+                out = validate()
+            except InputError as e:  # its messages name the field, not the file: add it
+                raise InputError(f"{where}: {e}") from None
         cfg = out if isinstance(out, cls) else cfg
     return cfg
 
 
-def load_config(cls: type[T], path: str | os.PathLike, *, section: str | None = None) -> T:
-    """Read a JSON file into `cls` (or its `section` key); errors name the file and the field."""
+def check_config(cfg: T, *, where: str) -> T:
+    """A config built in code, checked by the rules a file would be: types, bounds, then `validate`.
+
+    Returns a checked copy (integers given for floats become floats, tuples given for lists become lists).
+    """
+    return config_from_dict(type(cfg), config_to_dict(cfg), where=where)
+
+
+def load_config(cls: type[T], path: str | os.PathLike, *, section: str | None = None,
+                overrides: Mapping[str, Any] | None = None) -> T:
+    """Read a JSON file into `cls` (or its `section` key); errors name the file and the field.
+
+    overrides : values given elsewhere (command-line options) that replace the file's; they are
+    checked with it, so the config's own cross-field checks see the values it will run with.
+    """
     path = Path(path)
     raw = read_json(path)
     where = str(path)
@@ -179,6 +201,8 @@ def load_config(cls: type[T], path: str | os.PathLike, *, section: str | None = 
         if not isinstance(raw, dict):
             raise InputError(f"{path}: expected a JSON object with a {section!r} key")
         raw, where = raw.get(section), f"{path}: {section}"
+    if overrides and (raw is None or isinstance(raw, Mapping)):
+        raw = {**(raw or {}), **overrides}
     return config_from_dict(cls, raw, where=where)
 
 
@@ -196,9 +220,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
-__all__ = ["option", "config_from_dict", "load_config", "config_to_dict"]
-
-
 def json_section(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     """The object under `key` of a config file (empty when absent); anything but an object is an InputError."""
     value = raw.get(key)
@@ -207,3 +228,6 @@ def json_section(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]
     if not isinstance(value, dict):
         raise InputError(f"{where}: field {key!r} must be a JSON object, got {type(value).__name__}")
     return dict(value)
+
+
+__all__ = ["option", "config_from_dict", "check_config", "load_config", "config_to_dict", "field_path", "json_section"]

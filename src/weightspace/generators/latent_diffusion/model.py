@@ -17,6 +17,7 @@ from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.generators.latent_diffusion.samplers import get_sampler
 from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
 from weightspace.runtime.checkpoint import save_checkpoint
+from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import item_generator
 
@@ -40,7 +41,7 @@ class LatentDiffusionGenerator(Generator):
     }
 
     def __init__(self, cfg: ModelConfig, net: LatentDiffusionNet | None = None, extra_config: Mapping[str, Any] | None = None):
-        self.cfg = cfg.validate()
+        self.cfg = cfg = check_config(cfg, where="model")
         self.net = net if net is not None else LatentDiffusionNet(cfg)
         self.config = {"kind": KIND, "model": dataclasses.asdict(cfg), **dict(extra_config or {})}
 

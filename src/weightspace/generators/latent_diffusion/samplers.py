@@ -9,15 +9,15 @@ never depends on the batch it is in); `callback(dict(i, t, x, x0_hat))` sees eve
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import torch
 
+from weightspace.generators.latent_diffusion.config import SamplerName
 from weightspace.runtime.errors import InputError
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None] | None
-SamplerName = Literal["ddim", "ddpm"]
 
 
 def _ab(alphas_cumprod: torch.Tensor, t: int, like: torch.Tensor) -> torch.Tensor:
@@ -87,10 +87,10 @@ def sample_ddpm(
     return _sample(denoise, x_T, timesteps, alphas_cumprod, eta=1.0, generators=generators, callback=callback)
 
 
-SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm}
+SAMPLERS: dict[SamplerName, Callable] = {"ddim": sample_ddim, "ddpm": sample_ddpm}
 
 
-def get_sampler(name: str):
+def get_sampler(name: SamplerName):
     if name not in SAMPLERS:
         raise InputError(f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}")
     return SAMPLERS[name]

@@ -18,18 +18,19 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 
 from weightspace.data.dataset import ShapeDataset
-from weightspace.generators.latent_diffusion.config import STAGES, ModelConfig, TrainConfig, saved_model_config
+from weightspace.generators.latent_diffusion.config import ModelConfig, Stage, TrainConfig, saved_model_config
 from weightspace.generators.latent_diffusion.losses import autoencoder_loss, augment_points, diffusion_loss, voxels_from_grids
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_hash, state_metadata
+from weightspace.runtime.config import check_config
 from weightspace.runtime.device import pick_device
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
@@ -364,7 +365,7 @@ def train_latent_diffusion(
     *,
     model: ModelConfig | None = None,
     train: TrainConfig | None = None,
-    stage: str = "all",
+    stage: Stage = "all",
     command: str | None = None,
     autoencoder_from: str | Path | None = None,
     continue_from: str | Path | None = None,
@@ -385,10 +386,10 @@ def train_latent_diffusion(
     device : auto (CUDA when present) | cpu | cuda[:N]. Random draws are made on the CPU either way,
     so a run draws the same items, noise and time steps on every device.
     """
-    if stage not in STAGES:
-        raise InputError(f"stage must be one of {list(STAGES)}, got {stage!r}")
+    if stage not in get_args(Stage):
+        raise InputError(f"stage must be one of {list(get_args(Stage))}, got {stage!r}")
     started = datetime.datetime.now(datetime.timezone.utc)
-    tc = (train or TrainConfig()).validate()
+    tc = check_config(train or TrainConfig(), where="train")
     dev = pick_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,7 +425,7 @@ def train_latent_diffusion(
         echo(f"continuing {continue_from} ({progress})")
     else:
         cfg = dataclasses.replace(model or ModelConfig(), families=data.families, resolution=data.resolution, truncation=data.truncation)
-        cfg.validate()
+        cfg = check_config(cfg, where="model")
         torch.manual_seed(tc.seed)
         net = LatentDiffusionNet(cfg)
         if autoencoder_from is not None:

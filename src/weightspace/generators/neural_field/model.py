@@ -11,12 +11,13 @@ from torch.utils.checkpoint import checkpoint
 
 from weightspace.data.grid import grid_points
 from weightspace.generators.protocol import Generator, Params
-from weightspace.generators.neural_field.config import FieldConfig, config_from_dict, to_dict
+from weightspace.generators.neural_field.config import FieldConfig
 from weightspace.generators.neural_field.decode import adaptive_grid
 from weightspace.generators.neural_field.losses import clamped_l1, sample_grid
 from weightspace.generators.neural_field.network import FieldNet
 from weightspace.generators.neural_field.reconstruct import fit_priors, reconstruct_codes, sample_codes
 from weightspace.runtime.checkpoint import save_checkpoint
+from weightspace.runtime.config import check_config, config_from_dict, config_to_dict
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import item_generator
 
@@ -38,12 +39,12 @@ class NeuralFieldGenerator(Generator):
     kind: ClassVar[str] = KIND
 
     def __init__(self, cfg: FieldConfig, net: FieldNet | None = None) -> None:
-        self.cfg = cfg.validate()
+        self.cfg = cfg = check_config(cfg, where="model")
         self.net = net if net is not None else FieldNet(
             n_codes=cfg.n_codes, d_z=cfg.d_z, width=cfg.width, depth=cfg.depth, skip=cfg.skip,
             pe_freqs=cfg.pe_freqs, n_families=len(cfg.families),
         )
-        self.config: dict[str, Any] = {"kind": KIND, "model": to_dict(cfg)}
+        self.config: dict[str, Any] = {"kind": KIND, "model": config_to_dict(cfg)}
 
     # --- conditions -------------------------------------------------------------------
     @property
@@ -250,7 +251,7 @@ class NeuralFieldGenerator(Generator):
         config = dict(self.config)
         config.update(dict(extra_config or {}))
         config["kind"] = KIND
-        config["model"] = to_dict(self.cfg)
+        config["model"] = config_to_dict(self.cfg)
         return save_checkpoint(folder, self.net.state_dict(), config)
 
     @classmethod
@@ -259,7 +260,7 @@ class NeuralFieldGenerator(Generator):
             raise InputError(f"config.json: field 'kind' must be {KIND!r}, got {config.get('kind')!r}")
         if "model" not in config:
             raise InputError("config.json: missing field 'model' (the architecture)")
-        cfg = config_from_dict(FieldConfig, config["model"], "config.json: model")
+        cfg = config_from_dict(FieldConfig, config["model"], where="config.json: model")
         gen = cls(cfg)
         expected = gen.net.state_dict()
         missing = sorted(set(expected) - set(state))

@@ -20,12 +20,13 @@ from typing import Any, Callable
 
 import torch
 
-from weightspace.generators.neural_field.config import FieldConfig, TrainConfig, to_dict
+from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.losses import clamped_l1, code_prior
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, read_manifest
 from weightspace.data.families import FAMILY_NAMES
 from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
+from weightspace.runtime.config import check_config, config_to_dict
 from weightspace.runtime.device import pick_device
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json
@@ -87,6 +88,7 @@ def train_neural_field(
 
     device : auto (CUDA when present) | cpu | cuda[:N]; the returned generator is on the CPU.
     """
+    train_cfg = check_config(train_cfg, where="train")
     dev = pick_device(device)
     data_dir, out = Path(data_dir), Path(out_dir)
     rows = read_manifest(data_dir, "train")
@@ -99,7 +101,7 @@ def train_neural_field(
     resolution = int(rows[0].get("resolution", model_cfg.resolution))
     model_cfg.n_codes, model_cfg.families, model_cfg.resolution = len(rows), list(FAMILY_NAMES), resolution
     torch.manual_seed(train_cfg.seed)
-    gen = NeuralFieldGenerator(model_cfg.validate())
+    gen = NeuralFieldGenerator(model_cfg)  # checks the config
     net = gen.net.to(dev)
     bank_points, bank_sdf = bank.points.to(dev), bank.sdf.to(dev)  # (N, S, 3), (N, S)
     others = [p for n, p in net.named_parameters() if n != "codes"]
@@ -119,7 +121,7 @@ def train_neural_field(
             ema = {k: v.to(dev, copy=True) for k, v in state.get("ema", net.state_dict()).items()}  # never aliases the weights
         log(f"resumed from {out} at step {step} ({elapsed / 60:.1f} min)")
 
-    extra = {"train": to_dict(train_cfg), "data": {"folder": data_dir.name, "n_train": len(rows)}, "command": command,
+    extra = {"train": config_to_dict(train_cfg), "data": {"folder": data_dir.name, "n_train": len(rows)}, "command": command,
              "device": str(dev)}
     budget = train_cfg.minutes * 60.0
     N, S = bank.points.shape[:2]

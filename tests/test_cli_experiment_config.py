@@ -1,0 +1,117 @@
+"""`weightspace experiment <study> --config FILE`: the file's fields reach the study's config through the typed
+loader, options typed on the command line override them, and a bad file is refused naming the file and field.
+
+The studies themselves are replaced by a stub that records the config it was given, so nothing is decoded.
+"""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from weightspace.cli import _register, app
+from weightspace.experiments import compare, fit, interpolate, subspace
+from weightspace.runtime.errors import InputError
+
+STUDIES = {  # command -> (module, name of its run function)
+    "interpolate": (interpolate, "run_interpolate"),
+    "subspace": (subspace, "run_subspace"),
+    "fit": (fit, "run_fit"),
+    "compare": (compare, "run_compare"),
+}
+
+
+class Ran(Exception):
+    """Raised by the stub study once it has the config."""
+
+
+@pytest.fixture
+def ran(monkeypatch):
+    """Each study replaced by a stub; returns the list of configs the stubs were called with."""
+    _register()
+    configs = []
+
+    def stub(cfg, *args, **kwargs):
+        configs.append(cfg)
+        raise Ran
+
+    for module, name in STUDIES.values():
+        monkeypatch.setattr(module, name, stub)
+    return configs
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["experiment", *args])
+
+
+def write(path, raw) -> str:
+    path.write_text(json.dumps(raw))
+    return str(path)
+
+
+@pytest.mark.parametrize("study, raw, expected", [
+    ("interpolate", {"steps": 4, "data_seed": 3, "path": "slerp", "attribute_margin": 1.5},
+     {"steps": 4, "data_seed": 3, "path": "slerp", "attribute_margin": 1.5}),
+    ("subspace", {"examples": 8, "k": 5, "lora_form": "factors", "lr": 0.01},
+     {"examples": 8, "k": 5, "lora_form": "factors", "lr": 0.01}),
+    ("fit", {"views": [2, 8], "sigmas": [0, 0.01], "methods": ["encode"], "subspace_k": 2},
+     {"views": [2, 8], "sigmas": [0.0, 0.01], "methods": ["encode"], "subspace_k": 2}),
+    ("compare", {"checkpoints": ["default"], "studies": ["fit"]}, {"checkpoints": ["default"], "studies": ["fit"]}),
+])
+def test_a_files_values_reach_the_study_config(ran, tmp_path, study, raw, expected):
+    """Every field of the file arrives, also fields without an option (data_seed, lora_form, subspace_k)."""
+    result = invoke(study, "--config", write(tmp_path / "c.json", raw))
+    assert isinstance(result.exception, Ran), result.output
+    (cfg,) = ran
+    assert {name: getattr(cfg, name) for name in expected} == expected
+
+
+def test_options_typed_on_the_command_line_override_the_file(ran, tmp_path):
+    path = write(tmp_path / "fit.json", {"steps": 3, "seed": 5, "views": [2], "family": "mug"})
+    result = invoke("fit", "--config", path, "--seed", "9", "--views", "1,8")
+    assert isinstance(result.exception, Ran), result.output
+    cfg = ran[0]
+    assert (cfg.seed, cfg.views) == (9, [1, 8])  # typed: override
+    assert (cfg.steps, cfg.family) == (3, "mug")  # left at their defaults: the file's values stand
+    assert cfg.sigmas == fit.FitConfig().sigmas  # in neither: the config's default
+
+
+def test_overrides_are_checked_together_with_the_file(ran, tmp_path):
+    """k = 5 in the file is only valid with the K = 8 given on the command line: checked after the merge."""
+    result = invoke("subspace", "--config", write(tmp_path / "s.json", {"k": 5}), "-K", "8")
+    assert isinstance(result.exception, Ran), result.output
+    assert (ran[0].k, ran[0].examples) == (5, 8)
+
+
+def test_without_a_file_the_options_alone_build_the_config(ran):
+    result = invoke("interpolate", "--a", "torus", "--steps", "5")
+    assert isinstance(result.exception, Ran), result.output
+    assert ran[0] == interpolate.InterpolateConfig(a="torus", steps=5)
+
+
+@pytest.mark.parametrize("study, raw, field", [
+    ("interpolate", {"stepz": 4}, "unknown field(s) ['stepz']"),
+    ("interpolate", {"steps": "many"}, "steps: expected an integer"),
+    ("interpolate", {"path": "spline"}, "path must be one of lerp, slerp"),
+    ("subspace", {"temperature": float("nan")}, "temperature: must be a finite number"),
+    ("subspace", {"k": 4}, "k must satisfy 1 <= k < K = 4"),
+    ("fit", {"views": [1, "two"]}, "views[1]: expected an integer"),
+    ("fit", {"methods": ["encode", "guess"]}, "methods must be one of"),
+    ("compare", {"checkpoints": "default"}, "checkpoints: expected a list"),
+])
+def test_a_bad_file_is_refused_naming_the_file_and_field(ran, tmp_path, study, raw, field):
+    path = write(tmp_path / f"{study}.json", raw)
+    result = invoke(study, "--config", path)
+    assert isinstance(result.exception, InputError), result.output
+    message = str(result.exception)
+    assert message.startswith(f"{path}: ") and field in message, message
+    assert not ran
+
+
+@pytest.mark.parametrize("text, why", [("[1, 2]", "expected a json object"), ("{oops", "json")])
+def test_a_file_that_is_not_an_object_is_refused(ran, tmp_path, text, why):
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    result = invoke("fit", "--config", str(path))
+    assert isinstance(result.exception, InputError) and str(path) in str(result.exception), result.output
+    assert why in str(result.exception).lower()
