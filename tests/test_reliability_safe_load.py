@@ -119,7 +119,7 @@ def test_object_arrays_are_refused_as_grids_and_points(tmp_path, marker):
 
 
 def test_generate_inputs_refuse_object_arrays(tmp_path, marker):
-    from weightspace.cli.generate import read_points_file, read_voxels_file
+    from weightspace.data.condition_files import read_points_file, read_voxels_file
 
     with pytest.raises(InputError, match=r"evil\.npy"):
         read_voxels_file(pickles.write_object_npy(tmp_path / "evil.npy", marker))

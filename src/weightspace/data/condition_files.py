@@ -1,0 +1,59 @@
+"""Condition inputs from a user's files: point clouds (.npy, .npz, mesh or cloud files) and occupancy grids (.npy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from weightspace.runtime.errors import InputError
+
+
+def read_points_file(path: Path) -> np.ndarray:
+    """A point cloud from .npy (P, 3), .npz (key `points`), or a mesh / cloud file trimesh reads (its vertices).
+
+    Returns points : (P, 3) float32, finite, P >= 1. A missing or bad file is an InputError naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: points file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            pts = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if "points" not in z:
+                    raise InputError(f"{path}: .npz has no array named 'points' (found {sorted(z.files)})")
+                pts = z["points"]
+        else:
+            import trimesh
+
+            pts = np.asarray(trimesh.load(path, process=False).vertices)
+    except InputError:
+        raise
+    except Exception as e:  # numpy / trimesh raise many types for a bad file; report it by name
+        raise InputError(f"{path}: cannot read a point cloud ({type(e).__name__}: {e})") from None
+    pts = np.asarray(pts, dtype=np.float32)
+    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
+        raise InputError(f"{path}: expected points of shape (P, 3) with P >= 1, got {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise InputError(f"{path}: points contain NaN or infinite values")
+    return pts  # (P, 3)
+
+
+def read_voxels_file(path: Path) -> np.ndarray:
+    """An occupancy grid from .npy (V, V, V), nonzero = solid (bool or numbers).
+
+    Returns voxels : (V, V, V) float32 of 0 and 1. A missing or bad file is an InputError naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: voxels file not found")
+    try:
+        vox = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read a .npy occupancy grid ({e})") from None
+    if vox.ndim != 3 or len(set(vox.shape)) != 1:
+        raise InputError(f"{path}: expected a cubic occupancy grid (V, V, V), got shape {vox.shape}")
+    return (np.asarray(vox) != 0).astype(np.float32)  # (V, V, V)

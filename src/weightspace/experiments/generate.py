@@ -1,0 +1,71 @@
+"""Shapes from any generator into a folder: SDF grids, meshes and their Betti numbers, conditioned on a
+family, a point cloud or voxels (what `weightspace generate` runs).
+
+It lives with the studies because it needs every stage before them: a generator, decoding to meshes
+and topology from analysis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+
+from weightspace.analysis import topology
+from weightspace.data.condition_files import read_points_file, read_voxels_file
+from weightspace.decode.mesh import grid_to_mesh
+from weightspace.generators import load_generator
+from weightspace.runtime.device import pick_device
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_path, atomic_write_json
+
+MeshFormat = Literal["ply", "obj", "glb"]
+
+
+def generate_shapes(
+    checkpoint: str, out: Path, *, family: str | None, points: Path | None, voxels: Path | None,
+    seed: int, count: int, fmt: MeshFormat, resolution: int | None, device: str = "cpu",
+) -> list[dict]:
+    """Generate `count` shapes (seeds seed..seed+count-1) and write grids, meshes and generate.json.
+
+    Exactly one of family (a name), points (a points file) or voxels (an occupancy grid file)
+    conditions every shape. Returns one row per shape: name, seed, grid and mesh paths, betti, sizes.
+    """
+    given = [n for n, v in (("--family", family), ("--points", points), ("--voxels", voxels)) if v is not None]
+    if len(given) != 1:
+        raise InputError(f"give exactly one of --family, --points, --voxels (got {', '.join(given) or 'none'})")
+    if count < 1:
+        raise InputError(f"--count must be >= 1, got {count}")
+    if fmt not in get_args(MeshFormat):
+        raise InputError(f"--format must be one of {', '.join(get_args(MeshFormat))}, got {fmt!r}")
+    gen = load_generator(checkpoint, pick_device(device))
+    # One seed per item, for the condition (a neural field draws its family code from it) and the decode.
+    seeds = [seed + i for i in range(count)]
+    with torch.no_grad():
+        if family is not None:
+            cond = gen.condition(family=[family] * count, seeds=seeds)
+        elif points is not None:
+            pts = torch.from_numpy(read_points_file(points)).unsqueeze(0).expand(count, -1, -1)  # (count, P, 3)
+            cond = gen.condition(points=pts, seeds=seeds)
+        else:
+            vox = torch.from_numpy(read_voxels_file(voxels)).unsqueeze(0).expand(count, -1, -1, -1)  # (count, V, V, V)
+            cond = gen.condition(voxels=vox, seeds=seeds)
+        grids = gen.sdf_grid(cond, seeds, resolution=resolution).cpu().numpy()  # (count, R, R, R)
+    rows = []
+    for i, (s, grid) in enumerate(zip(seeds, grids)):
+        name = f"{i:03d}-seed{s}"
+        with atomic_path(out / "grids" / f"{name}.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, grid.astype(np.float32), allow_pickle=False)
+        mesh = grid_to_mesh(grid)
+        with atomic_path(out / "meshes" / f"{name}.{fmt}") as tmp:
+            mesh.export(str(tmp), file_type=fmt)
+        t = topology(grid)
+        rows.append(dict(name=name, seed=s, grid=f"grids/{name}.npy", mesh=f"meshes/{name}.{fmt}",
+                         betti=list(t.betti), vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces))))
+    condition = {"family": family} if family else {"points": str(points)} if points else {"voxels": str(voxels)}
+    atomic_write_json(out / "generate.json", {"checkpoint": str(checkpoint), "kind": gen.config.get("kind"),
+                                              "condition": condition, "shapes": rows})
+    return rows
