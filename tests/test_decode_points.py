@@ -66,18 +66,18 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
     data = make_toy_data(tmp_path / "data", count=4, resolution=10)
     cfg = PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"),
                            options={"rank": 2, "targets": "mid"}, steps=3)
-    pop = build_population(cfg, loader=loader)
+    pop = build_population(cfg, generator=loader)
     fit_subspace(pop, 2, out=tmp_path / "sub")
     gen = loader()
-    rows = decode_source(DecodeConfig(source=str(tmp_path / "pop"), out=str(tmp_path / "d1")), loader=lambda c: gen)
+    rows = decode_source(DecodeConfig(source=str(tmp_path / "pop"), out=str(tmp_path / "d1")), generator=gen)
     assert [r["id"] for r in rows] == [r["id"] for r in pop.rows]
-    rows = decode_source(DecodeConfig(source=str(tmp_path / "sub"), out=str(tmp_path / "d2"), samples=3, seed=5), loader=lambda c: gen)
+    rows = decode_source(DecodeConfig(source=str(tmp_path / "sub"), out=str(tmp_path / "d2"), samples=3, seed=5), generator=gen)
     assert len(rows) == 3 and rows[0]["seed"] == point_seeds(5, 3)[0]
     param = make_parameterisation(gen, "lora", rank=2, targets="mid")
     save_point(tmp_path / "p.safetensors", pop.point(0), layout=pop.layout, parameterisation=param.config(),
                anchor=pop.anchor, checkpoint="toy")
     assert load_point(tmp_path / "p.safetensors").layout == pop.layout
-    rows = decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False), loader=lambda c: gen)
+    rows = decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False), generator=gen)
     g_pop = np.load(tmp_path / "d1" / "grids" / f"{pop.rows[0]['id']}.npy")
     g_pt = np.load(tmp_path / "d3" / "grids" / "p.npy")
     assert rows[0]["seed"] == point_seeds(0, 1)[0]
@@ -85,4 +85,4 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
     from weightspace.runtime.errors import InputError
 
     with pytest.raises(InputError, match="base checkpoints differ"):
-        decode_source(DecodeConfig(source=str(tmp_path / "pop"), out=str(tmp_path / "d4")), loader=lambda c: make_toy(seed=5))
+        decode_source(DecodeConfig(source=str(tmp_path / "pop"), out=str(tmp_path / "d4")), generator=make_toy(seed=5))

@@ -43,8 +43,9 @@ class PlantedGenerator(Generator):
     def condition_shape(self):
         return (2,)
 
-    def condition(self, *, family=None, points=None, voxels=None, seeds=None):
-        raise InputError("planted generator takes no inputs; use saved points")
+    @property
+    def resolution(self):
+        return self.config["resolution"]
 
     def sdf_points(self, points, condition, seeds, *, params=None):
         r = (params or {}).get("radius", self.net.radius)
@@ -68,13 +69,6 @@ class PlantedGenerator(Generator):
 
     def module_groups(self):
         return {"all": ["radius"]}
-
-    def save(self, folder, *, extra_config=None):
-        raise NotImplementedError
-
-    @classmethod
-    def from_checkpoint(cls, state, config):
-        raise NotImplementedError
 
 
 def _points(tmp_path, gen):
@@ -167,7 +161,7 @@ def test_a_broken_endpoint_is_recorded_and_refused(tmp_path):
     gen = make_toy(seed=0)
     pop = build_population(PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"),
                                             options={"rank": 2, "alpha": 4.0, "targets": "mid|vol"}, steps=2, lr=0.01),
-                           loader=functools.partial(make_toy, seed=0))
+                           generator=functools.partial(make_toy, seed=0))
     rows = {r["id"]: r["metrics"] for r in pop.rows}
     broken = [i for i, m in rows.items() if not m["fidelity_betti"]]
     good = [i for i, m in rows.items() if m["fidelity_betti"]]

@@ -86,6 +86,8 @@ def test_subspace_on_toy_has_documented_keys_and_counts(tmp_path, toy_data, para
     np.testing.assert_allclose(radius["subspace"], radius["random"], rtol=1e-4)
     assert (folder / "subspace" / "subspace.safetensors").is_file() and (folder / "subspace.png").is_file()
     assert summarize(folder).startswith("[toy] subspace sphere K=3 k=2")
+    if parameterisation == "lora":  # learned on Delta W = B A (exact from the fitted factors), not on (A, B)
+        assert json.loads((folder / "subspace" / "summary.json").read_text())["parameterisation"]["form"] == "delta"
 
 
 def test_subspace_refuses_examples_that_do_not_reproduce_their_shapes(tmp_path, toy_data):
@@ -207,7 +209,7 @@ def test_interpolate_between_lora_population_members_attributes_by_module_group(
     pop = tmp_path / "pop"
     build_population(PopulationConfig(checkpoint="toy", parameterisation="lora", data=toy_data, out=str(pop),
                                       options={"rank": 2, "targets": "inp|mid|film"}, members=3, steps=2),
-                     loader=lambda: gen)
+                     generator=gen)
     # two members that reproduce their spheres (two steps from the toy's sphere-like base do not make a torus,
     # and the endpoint check refuses a path from a member that does not reproduce its target)
     cfg = InterpolateConfig(checkpoint="toy", out=str(tmp_path / "i"), endpoints="population", population=str(pop),

@@ -83,7 +83,7 @@ def test_population_rows_carry_fidelity_and_check_reports_it(tmp_path):
     data = make_toy_data(tmp_path / "data", count=4, resolution=10)
     cfg = PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"),
                            options={"rank": 2, "alpha": 4.0, "targets": "mid|vol"}, steps=6, lr=0.02)
-    pop = build_population(cfg, loader=functools.partial(make_toy, seed=0))
+    pop = build_population(cfg, generator=functools.partial(make_toy, seed=0))
     for r in pop.rows:
         m = r["metrics"]
         assert 0.0 <= m["fidelity_iou"] <= 1.0 and 0.0 <= m["base_iou"] <= 1.0

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from weightspace.generators import MissingCapability
+
 from weightspace.generators import load_generator
 from weightspace.generators.neural_field.batched import batched_sdf_grid
 from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
@@ -52,7 +54,7 @@ def test_condition_kinds_and_errors(gen):
     assert gen.condition(points=pts, seeds=[0, 1]).shape == (2, 8)
     with pytest.raises(InputError, match="exactly one"):
         gen.condition(family=["torus"], points=pts[:1])
-    with pytest.raises(InputError, match="family or points"):
+    with pytest.raises(MissingCapability, match="lacks EncodesVoxels"):  # the field has no voxel encoder
         gen.condition(voxels=torch.zeros(1, 4, 4, 4))
     with pytest.raises(InputError, match="teapot"):
         gen.condition(family=["teapot"])

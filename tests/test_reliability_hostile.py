@@ -288,7 +288,7 @@ def test_population_manifest_shard_paths_cannot_escape(tmp_path):
     data = make_toy_data(tmp_path / "data", count=2, resolution=8, points=32)
     cfg = PopulationConfig(checkpoint="toy", parameterisation="condition", data=str(data), out=str(tmp_path / "pop"),
                            members=2, steps=0, fit="points", observations=16)
-    pop = build_population(cfg, loader=functools.partial(make_toy, seed=0))
+    pop = build_population(cfg, generator=functools.partial(make_toy, seed=0))
     shutil.copy(pop.folder / pop.rows[0]["shard"], tmp_path / "stolen.safetensors")
     lines = (pop.folder / "manifest.jsonl").read_text().splitlines()
     row = json.loads(lines[0])
@@ -331,7 +331,7 @@ def small_population(tmp_path_factory):
     data = make_toy_data(root / "data", count=2, resolution=8, points=32)
     cfg = PopulationConfig(checkpoint="toy", parameterisation="condition", data=str(data), out=str(root / "pop"),
                            members=2, steps=0, fit="points", observations=16)
-    build_population(cfg, loader=functools.partial(make_toy, seed=0))
+    build_population(cfg, generator=functools.partial(make_toy, seed=0))
     return root
 
 
@@ -389,7 +389,7 @@ def test_population_build_refuses_a_nan_grid(small_population, tmp_path):
     cfg = PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"), members=1,
                            steps=2, fit="grid", options={"rank": 2, "targets": "mid"})
     with pytest.raises(InputError, match=grid_file.name):
-        build_population(cfg, loader=functools.partial(make_toy, seed=0))
+        build_population(cfg, generator=functools.partial(make_toy, seed=0))
 
 
 def test_study_rows_cannot_move_their_root(tmp_path):

@@ -67,7 +67,7 @@ def test_population_build_survives_sigkill_and_resumes_exactly(tmp_path, kills, 
     # the reference: one uninterrupted build, in process
     cfg = PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "ref"),
                            options=OPTIONS, members=MEMBERS, steps=STEPS, fit="grid")
-    ref = build_population(cfg, loader=functools.partial(make_toy, seed=0))
+    ref = build_population(cfg, generator=functools.partial(make_toy, seed=0))
 
     out = tmp_path / "pop"
     rng = np.random.default_rng(seed)

@@ -141,7 +141,7 @@ def test_population_subspace_and_point_files_refuse_pickles(tmp_path, marker):
     data = make_toy_data(tmp_path / "data", count=3, resolution=8, points=64)
     cfg = PopulationConfig(checkpoint="toy", parameterisation="condition", data=str(data), out=str(tmp_path / "pop"),
                            members=3, steps=0, fit="points", observations=32)
-    pop = build_population(cfg, loader=functools.partial(make_toy, seed=0))
+    pop = build_population(cfg, generator=functools.partial(make_toy, seed=0))
     fit_subspace(pop.folder, 2, out=tmp_path / "sub")
     sub_file = next((tmp_path / "sub").glob("*.safetensors"))
     pickles.write_torch_pickle(pop.folder / pop.rows[0]["shard"], marker)

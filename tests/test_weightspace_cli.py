@@ -3,25 +3,28 @@
 import json
 
 import pytest
-from toy_generator import make_toy, make_toy_data
+from toy_generator import ToyGenerator, make_toy, make_toy_data
 from typer.testing import CliRunner
 
 from weightspace.cli import _register, app
-from weightspace.cli import weights as weights_cli
+from weightspace.generators import register, unregister
 from weightspace.runtime.errors import InputError
 
 
 @pytest.fixture()
-def runner(monkeypatch):
+def runner(tmp_path):
+    """The CLI loads the toy generator the way it loads a user's: a registered kind in config.json."""
     _register()
-    monkeypatch.setattr(weights_cli, "_load", lambda checkpoint: make_toy(seed=0))
-    return CliRunner()
+    register("toy", ToyGenerator, replace=True)
+    make_toy(seed=0).save(tmp_path / "toy")
+    yield CliRunner()
+    unregister("toy")
 
 
 def test_build_fit_decode(runner, tmp_path):
     data = make_toy_data(tmp_path / "data", count=4, resolution=10)
     pop, sub, out = tmp_path / "pop", tmp_path / "sub", tmp_path / "samples"
-    r = runner.invoke(app, ["population", "build", "--checkpoint", "toy", "--parameterisation", "lora", "--data", str(data),
+    r = runner.invoke(app, ["population", "build", "--checkpoint", str(tmp_path / "toy"), "--parameterisation", "lora", "--data", str(data),
                             "--out", str(pop), "--members", "3", "--rank", "2", "--targets", "mid|vol", "--steps", "3"])
     assert r.exit_code == 0, r.output
     assert "3 members" in r.output

@@ -10,8 +10,8 @@ from toy_generator import make_toy_data
 from weightspace.decode.points import decode_points
 from weightspace.space.inversion import invert
 from weightspace.space.parameterisations import make_parameterisation
-from weightspace.space.population import PopulationConfig, build_population, population_parameterisation
-from weightspace.space.subspace import fit_subspace
+from weightspace.space.population import PopulationConfig, build_population
+from weightspace.space.subspace import fit_subspace, subspace_parameterisation
 
 
 def tiny_latent_diffusion(seed: int = 0):
@@ -76,11 +76,11 @@ def test_population_subspace_and_inversion(factory, tmp_path):
     data = make_toy_data(tmp_path / "data", count=3, resolution=8, points=128)
     cfg = PopulationConfig(checkpoint="tiny", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"),
                            options={"rank": 1, "targets": "all"}, steps=2, lr=1e-3)
-    pop = build_population(cfg, loader=functools.partial(factory, 0))
+    pop = build_population(cfg, generator=functools.partial(factory, 0))
     assert len(pop) == 3 and all(torch.isfinite(torch.tensor(r["loss"])) for r in pop.rows)
     sub = fit_subspace(pop, 2)
     gen = factory(0)
-    param = population_parameterisation(pop, gen)
+    param = subspace_parameterisation(sub, gen)  # delta form: the subspace's own points
     obs = torch.from_numpy(__import__("numpy").load(data / "points" / f"{pop.rows[0]['id']}.npz")["points"][:64])
     res = invert(gen, param, sub, obs, steps=3, lr=0.1, seed=0)
     assert len(res.losses) == 3 and all(torch.isfinite(torch.tensor(res.losses)))

@@ -28,7 +28,7 @@ def _config(data, out, **kw):
 
 
 def test_lora_population_fits_and_stores(data, tmp_path):
-    pop = build_population(_config(data, tmp_path / "pop"), loader=LOADER)
+    pop = build_population(_config(data, tmp_path / "pop"), generator=LOADER)
     assert len(pop) == 4
     assert [r["index"] for r in pop.rows] == [0, 1, 2, 3]
     for r in pop.rows:
@@ -38,7 +38,7 @@ def test_lora_population_fits_and_stores(data, tmp_path):
     assert x.shape == (4, pop.layout.size) and torch.isfinite(x).all()
     param = population_parameterisation(pop, LOADER())
     assert param.rank == 2 and param.modules == ["mid", "vol"]
-    again = build_population(_config(data, tmp_path / "pop2"), loader=LOADER)
+    again = build_population(_config(data, tmp_path / "pop2"), generator=LOADER)
     assert torch.equal(again.matrix(), x)  # seeded: the same build gives the same points
 
 
@@ -55,33 +55,33 @@ def test_resume_after_interruption_ends_with_exactly_n_members(data, tmp_path, m
 
     monkeypatch.setattr(population_module, "run_member", flaky)
     with pytest.raises(KeyboardInterrupt):
-        build_population(_config(data, out), loader=LOADER)
+        build_population(_config(data, out), generator=LOADER)
     assert len(Population(out)) == 2
     # a member whose shard was written but whose manifest row was not: must be redone, not counted
     (out / "shards" / "000003.safetensors").write_bytes(b"torn")
     monkeypatch.setattr(population_module, "run_member", real)
     done = []
-    pop = build_population(_config(data, out), loader=LOADER, on_member=lambda r: done.append(r["id"]))
+    pop = build_population(_config(data, out), generator=LOADER, on_member=lambda r: done.append(r["id"]))
     assert len(pop) == 4 and len({r["id"] for r in pop.rows}) == 4
     assert len(done) == 2  # only the two missing members ran
     assert pop.point(3).shape == (pop.layout.size,)
-    full = build_population(_config(data, tmp_path / "full"), loader=LOADER)
+    full = build_population(_config(data, tmp_path / "full"), generator=LOADER)
     assert torch.equal(pop.matrix(), full.matrix())
 
 
 def test_resume_with_other_settings_is_refused(data, tmp_path):
-    build_population(_config(data, tmp_path / "pop", members=1), loader=LOADER)
+    build_population(_config(data, tmp_path / "pop", members=1), generator=LOADER)
     with pytest.raises(InputError, match="settings.steps"):
-        build_population(_config(data, tmp_path / "pop", members=1, steps=7), loader=LOADER)
+        build_population(_config(data, tmp_path / "pop", members=1, steps=7), generator=LOADER)
     with pytest.raises(InputError, match="base_hash"):
-        build_population(_config(data, tmp_path / "pop", members=1), loader=functools.partial(make_toy, seed=1))
+        build_population(_config(data, tmp_path / "pop", members=1), generator=functools.partial(make_toy, seed=1))
 
 
 @pytest.mark.parametrize("name,options", [("condition", {}), ("layers", {"targets": "out"})])
 def test_condition_and_layers_populations(data, tmp_path, name, options):
     fit = "points" if name == "condition" else "grid"
     cfg = _config(data, tmp_path / name, parameterisation=name, options=options, members=2, fit=fit, observations=64)
-    pop = build_population(cfg, loader=LOADER)
+    pop = build_population(cfg, generator=LOADER)
     assert len(pop) == 2
     if name == "condition":
         assert all(r["metrics"]["mode"] == "encode" for r in pop.rows)  # the toy encodes points
@@ -93,7 +93,7 @@ def test_condition_and_layers_populations(data, tmp_path, name, options):
 
 def test_optimised_conditions(data, tmp_path):
     cfg = _config(data, tmp_path / "c", parameterisation="condition", options={}, members=2, condition_fit="optimise", lr=0.05)
-    pop = build_population(cfg, loader=LOADER)
+    pop = build_population(cfg, generator=LOADER)
     assert all(r["metrics"]["mode"] == "optimise" and r["loss"] < r["metrics"]["loss_start"] for r in pop.rows)
 
 
@@ -101,13 +101,13 @@ def test_optimised_conditions(data, tmp_path):
 def test_process_pool_gives_the_same_points(data, tmp_path):
     cfg = _config(data, tmp_path / "pool", members=2, steps=2)
     with ProcessPoolExecutorBackend(workers=2) as ex:
-        pooled = build_population(cfg, loader=LOADER, executor=ex)
-    inproc = build_population(_config(data, tmp_path / "inproc", members=2, steps=2), loader=LOADER, executor=InProcessExecutor())
+        pooled = build_population(cfg, generator=LOADER, executor=ex)
+    inproc = build_population(_config(data, tmp_path / "inproc", members=2, steps=2), generator=LOADER, executor=InProcessExecutor())
     torch.testing.assert_close(pooled.matrix(), inproc.matrix(), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_config_values_are_named(data, tmp_path):
     with pytest.raises(InputError, match="fit must be one of"):
-        build_population(_config(data, tmp_path / "x", fit="mesh"), loader=LOADER)
+        build_population(_config(data, tmp_path / "x", fit="mesh"), generator=LOADER)
     with pytest.raises(InputError, match="no manifest"):
-        build_population(_config(tmp_path, tmp_path / "x"), loader=LOADER)
+        build_population(_config(tmp_path, tmp_path / "x"), generator=LOADER)

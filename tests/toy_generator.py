@@ -1,6 +1,6 @@
 """A tiny but complete `Generator` for tests: an MLP SDF f(x, c) with FiLM, a Conv3d feature volume and seeded noise.
 
-It implements every abstract method of the protocol honestly, so the weight-space stages can
+It implements the protocol's core and every optional capability but families and voxels honestly, so the weight-space stages can
 be tested without the real generators: conditions are (M, d) tokens, `sdf_grid` depends on the
 seed (a per-item noise vector added to the pooled condition), `params=` swaps weights through
 `torch.func.functional_call`, and `net` has Linear and Conv3d layers for LoRA to target.
@@ -75,9 +75,12 @@ class ToyGenerator(Generator):
     def condition_shape(self) -> tuple[int, ...]:
         return (self.net.tokens, self.net.dim)
 
-    def condition(self, *, family=None, points=None, voxels=None, seeds=None) -> torch.Tensor:
-        if family is not None or voxels is not None or points is None:
-            raise InputError("toy generator: condition takes points only (B, P, 3)")
+    @property
+    def resolution(self) -> int:
+        return int(self.config["resolution"])
+
+    def encode_points(self, points, seeds=None) -> torch.Tensor:
+        """Capability EncodesPoints (the toy takes no family or voxel condition)."""
         return self.net.encode(points.to(self.device, torch.float32))
 
     # --- decoding -------------------------------------------------------------------------------

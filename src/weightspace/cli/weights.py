@@ -13,8 +13,7 @@ subspace_app = typer.Typer(help="PCA subspaces of populations.", no_args_is_help
 
 
 def _load(checkpoint: str):
-    # indirection so tests can swap in a generator that the registry does not know
-    from weightspace.generators.registry import load_generator
+    from weightspace.generators.registry import load_generator  # torch: imported when a command runs
 
     return load_generator(checkpoint)
 
@@ -69,7 +68,7 @@ def population_build(
         typer.echo(f"{r['id']}: loss {r['loss']:.5f}, decode IoU {m['fidelity_iou']:.3f}, robust Betti "
                    f"{tuple(m['fidelity_robust_betti'])} (target {tuple(m['target_robust_betti'])}) ({r['seconds']:.1f} s)")
 
-    pop = build_population(config, loader=functools.partial(_load, checkpoint), on_member=echo)
+    pop = build_population(config, generator=functools.partial(_load, checkpoint), on_member=echo)
     typer.echo(f"{out}: {len(pop)} members, D = {pop.layout.size}")
     _print_fidelity(fidelity_summary(pop))
 
@@ -132,17 +131,23 @@ def subspace_fit(
     solver: str = typer.Option("auto", "--solver", help="auto | exact | gram | randomized."),
     standardize: bool = typer.Option(False, "--standardize", help="Scale every coordinate to unit variance first."),
     seed: int = typer.Option(0, "--seed", help="Seed of the randomized solver."),
+    form: Optional[str] = typer.Option(None, "--form", help="LoRA populations: delta (default; Delta W = B A per layer, "
+                                       "converted exactly from stored factors) or factors (the stored A, B, for comparison)."),
     out: Path = typer.Option(..., "--out", help="Subspace folder (subspace.safetensors + summary.json)."),
 ) -> None:
     """Fit a PCA subspace to a population: mean, basis, singular values, explained variance.
+
+    LoRA factors are not identifiable (BA = (BR)(R^-1 A), and each member starts from its own random A),
+    so a LoRA population's subspace is learned on Delta W unless --form factors is given.
 
     Example: weightspace subspace fit runs/pop --components 8 --solver auto --out runs/sub
     """
     from weightspace.space.subspace import fit_subspace
 
-    sub = fit_subspace(population, components, solver=solver, standardize=standardize, seed=seed, out=out)
+    sub = fit_subspace(population, components, form=form, solver=solver, standardize=standardize, seed=seed, out=out)
     ratio = [round(float(v), 4) for v in sub.explained_variance_ratio]
-    typer.echo(f"{out}: k = {sub.k} of N = {sub.n}, D = {sub.layout.size}, solver {sub.solver}, explained {json.dumps(ratio)}")
+    shown = f", form {sub.parameterisation['form']}" if "form" in sub.parameterisation else ""
+    typer.echo(f"{out}: k = {sub.k} of N = {sub.n}, D = {sub.layout.size}{shown}, solver {sub.solver}, explained {json.dumps(ratio)}")
 
 
 def decode(
@@ -160,11 +165,16 @@ def decode(
 
     Example: weightspace decode runs/sub --samples 16 --out runs/samples
     """
-    from weightspace.decode.sources import DecodeConfig, decode_source
+    from weightspace.decode.sources import DecodeConfig, decode_source, recorded_checkpoint
 
     cfg = DecodeConfig(source=str(source), out=str(out), checkpoint=checkpoint, samples=samples, temperature=temperature,
                        seed=seed, resolution=resolution, batch_size=batch_size, meshes=meshes)
-    rows = decode_source(cfg, loader=_load)
+    name = checkpoint or recorded_checkpoint(source)
+    if not name:
+        from weightspace.runtime.errors import InputError
+
+        raise InputError(f"{source}: records no checkpoint; pass --checkpoint")
+    rows = decode_source(cfg, generator=_load(name))
     typer.echo(f"{out}: decoded {len(rows)} item(s)")
 
 

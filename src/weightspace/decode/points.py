@@ -1,8 +1,8 @@
 """Decoding weight-space points: point -> SDF grid (weights swapped in, never copied) -> mesh files.
 
-A batch of points decodes in one call when the generator offers `sdf_grid_batched(conditions,
-seeds, params_batch, resolution=None)` (per-item weights, e.g. through `torch.vmap` over
-`functional_call`), and item by item through `sdf_grid(..., params=...)` otherwise. Condition
+A batch of points decodes in one call when the generator has the `BatchedDecode` capability
+(`sdf_grid_batched(conditions, seeds, params_batch, *, resolution)`: per-item weights, e.g. through
+`torch.vmap` over `functional_call`), and item by item through `sdf_grid(..., params=...)` otherwise. Condition
 points need no per-item weights, so they always decode as one batch.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from weightspace.decode.mesh import grid_to_mesh
-from weightspace.generators.protocol import Generator
+from weightspace.generators.protocol import BatchedDecode, Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_text
 from weightspace.runtime.seeding import point_seeds  # noqa: F401 (moved to runtime.seeding; still importable here)
@@ -32,7 +32,7 @@ def decode_points(gen: Generator, param: Parameterisation, points: torch.Tensor,
         raise InputError(f"need one seed per point: {points.shape[0]} points, {len(seeds)} seeds")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    batched = getattr(gen, "sdf_grid_batched", None)
+    batched = gen.sdf_grid_batched if isinstance(gen, BatchedDecode) else None
     out = []
     with torch.no_grad():
         for i in range(0, points.shape[0], batch_size):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from weightspace.decode.points import decode_points, point_seeds, write_decoded
-from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_write_json
+from weightspace.runtime.io import atomic_write_json, read_json
 from weightspace.space.parameterisations import parameterisation_from_config
 from weightspace.space.store import Population, load_point, read_metadata
 from weightspace.space.subspace import SUBSPACE_FILE, Subspace
@@ -45,11 +44,25 @@ def source_kind(path: Path) -> str:
     raise InputError(f"{path}: not a point file, population folder or subspace folder")
 
 
-def decode_source(config: DecodeConfig, *, loader: Callable[[str], Generator] | None = None) -> list[dict[str, Any]]:
-    """Decode `config.source` into `config.out`; returns the manifest rows written."""
-    from weightspace.generators.registry import load_generator
+def recorded_checkpoint(source: str | Path) -> str:
+    """The checkpoint a point file, population or subspace was made with ('' when it records none);
+    reads metadata only."""
+    src = Path(source)
+    kind = source_kind(src)
+    if kind == "population":
+        return str(read_json(src / "config.json").get("checkpoint", ""))
+    meta = read_metadata(src / SUBSPACE_FILE if kind == "subspace" else src)
+    return str(meta.get("checkpoint", ""))
 
-    loader = loader or load_generator
+
+def decode_source(config: DecodeConfig, *, generator: Any = None) -> list[dict[str, Any]]:
+    """Decode `config.source` into `config.out`; returns the manifest rows written.
+
+    generator : a Generator or checkpoint to decode with; default: `config.checkpoint`, else the one
+        the source records.
+    """
+    from weightspace.generators.registry import generator_loader
+
     src = Path(config.source)
     kind = source_kind(src)
     if kind == "point":
@@ -66,9 +79,9 @@ def decode_source(config: DecodeConfig, *, loader: Callable[[str], Generator] | 
         points = sub.sample(config.samples, seed=config.seed, temperature=config.temperature)
         ids = [f"sample-{i:04d}" for i in range(config.samples)]
     checkpoint = config.checkpoint or ckpt
-    if not checkpoint:
+    if not checkpoint and generator is None:
         raise InputError(f"{src}: records no checkpoint; pass --checkpoint")
-    gen = loader(checkpoint)
+    gen = generator_loader(generator, checkpoint)()
     param = parameterisation_from_config(gen, pconf)
     layout.check_same(param.layout, what=f"{src.name} vs checkpoint {checkpoint}")
     param.set_anchor(anchor)

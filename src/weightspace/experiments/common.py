@@ -27,7 +27,7 @@ from weightspace.analysis.geometry import compare_points, sample_surface
 from weightspace.analysis.persistence import robust_betti
 from weightspace.data.dataset import load_points, read_manifest
 from weightspace.decode.mesh import grid_to_mesh
-from weightspace.generators.protocol import Generator
+from weightspace.generators.protocol import Generator, families_of
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, safe_child
 from weightspace.runtime.seeding import derive_seed
@@ -141,18 +141,12 @@ def load_study_generator(checkpoint: str, generator: Generator | None = None) ->
 
 def native_resolution(gen: Generator) -> int:
     """The grid resolution a generator decodes (and trains) at."""
-    cfg = getattr(gen, "cfg", None)
-    if cfg is not None and hasattr(cfg, "resolution"):
-        return int(cfg.resolution)
-    if "resolution" in gen.config:
-        return int(gen.config["resolution"])
-    return int(gen.config["model"]["resolution"])
+    return int(gen.resolution)
 
 
 def generator_families(gen: Generator) -> list[str]:
     """Family names the generator was trained with (empty when it takes no family condition)."""
-    cfg = getattr(gen, "cfg", None)
-    return list(getattr(cfg, "families", []) or [])
+    return families_of(gen)
 
 
 def generator_pose(gen: Generator) -> str:

@@ -28,7 +28,7 @@ from weightspace.experiments.common import (
     generator_families, generator_pose, load_study_generator, measure, mismatches, native_resolution, pyplot, refuse, row_root,
     save_figure, save_mesh, start_results, study_data, topology_check, write_csv, write_results,
 )
-from weightspace.generators.protocol import Generator
+from weightspace.generators.protocol import EffectiveWeights, Generator, HasFamilies, require
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_rng
 from weightspace.space.parameterisation import Parameterisation
@@ -97,16 +97,19 @@ class PathRun:
     shapes: dict[float, Shape] = field(default_factory=dict)
     grids: dict[float, np.ndarray] = field(default_factory=dict)
     dist_param: dict[float, float] = field(default_factory=dict)
-    dist_effective: dict[float, float] = field(default_factory=dict)
+    dist_effective: dict[float, float | None] = field(default_factory=dict)
     search: TransitionSearch | None = None
     seconds: float = 0.0
 
 
-def flat_effective(gen: Generator, param: Parameterisation, point: torch.Tensor) -> torch.Tensor:
+def flat_effective(gen: Generator, param: Parameterisation, point: torch.Tensor) -> torch.Tensor | None:
     """The effective weights of a point as one vector: the weights a condition induces
-    (`gen.effective_weights`) for condition points, the replaced weights themselves otherwise."""
+    (`gen.effective_weights`) for condition points, the replaced weights themselves otherwise.
+    None for a condition point of a generator without the EffectiveWeights capability."""
     with torch.no_grad():
         params = param.params(param.check_point(point))
+        if params is None and not isinstance(gen, EffectiveWeights):
+            return None
         tensors = params if params is not None else gen.effective_weights(param.conditions(point[None]))
         return torch.cat([v.reshape(-1).double() for _, v in sorted(tensors.items())])
 
@@ -144,7 +147,8 @@ class PathStudy:
         s = self.shape(grid)
         self.run.shapes[t], self.run.grids[t] = s, grid
         self.run.dist_param[t] = float((p - self.a).double().norm())
-        self.run.dist_effective[t] = float((flat_effective(self.gen, self.param, p) - self.ew_a).norm())
+        ew = flat_effective(self.gen, self.param, p)
+        self.run.dist_effective[t] = None if ew is None else float((ew - self.ew_a).norm())  # None: not measurable
         return s.robust
 
     def search(self, steps: int, tolerance: float) -> PathRun:
@@ -178,7 +182,8 @@ def transition_rows(run: PathRun) -> list[dict[str, Any]]:
                     "exact_before": list(lo.betti), "exact_after": list(hi.betti),
                     "components_before": lo.components_above, "components_after": hi.components_above,
                     "width_param": run.dist_param[tr.t_hi] - run.dist_param[tr.t_lo],
-                    "width_effective": abs(run.dist_effective[tr.t_hi] - run.dist_effective[tr.t_lo])})
+                    "width_effective": None if run.dist_effective[tr.t_lo] is None
+                    else abs(run.dist_effective[tr.t_hi] - run.dist_effective[tr.t_lo])})
     return out
 
 
@@ -205,7 +210,7 @@ def attribution_parts(gen: Generator, param: Parameterisation) -> tuple[str, lis
         return "condition_tokens", [(f"token{i}", param.token_mask([i])) for i in range(shape[0])]
     names = dict(gen.net.named_parameters())
     with torch.no_grad():
-        keys = [k for k in gen.effective_weights(param.anchor) if k in names]
+        keys = [k for k in gen.effective_weights(param.anchor) if k in names] if isinstance(gen, EffectiveWeights) else []
     if keys:
         return "effective_weights", [(k, k) for k in keys]
     d = param.layout.size
@@ -304,6 +309,8 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
         param.set_anchor(files[0].anchor)
         return Endpoints_(param, {"a": files[0].point, "b": files[1].point}, {"a": "", "b": ""})
     param = make_parameterisation(gen, "condition")
+    if cfg.endpoints == "family":
+        require(gen, HasFamilies, "endpoints=family (use --endpoints data with --data otherwise)")
     if cfg.endpoints == "family" and not cfg.pairs:
         known = generator_families(gen)
         bad = [f for f in (cfg.a, cfg.b) if f not in known]

@@ -1,43 +1,62 @@
-"""The generator protocol: what every shape generator offers to the weight-space stages.
+"""The generator protocol: a small required core every shape generator has, and optional capabilities.
 
-A generator owns one `torch.nn.Module` (`self.net`) that holds every weight a weight-space
-point may replace; layouts name parameters by their names in `self.net.named_parameters()`.
-Everything downstream (weightspace/, decode/, experiments/) talks to generators only
-through this class, so it never knows which architecture it has.
+Required core (`Generator`, an abstract base class): the network `net` holding every weight a
+weight-space point may replace, `condition_shape`, the native `resolution`, and three functions:
+`sdf_grid(condition, seeds, *, params, resolution)`, `sdf_points(points, condition, seeds, *, params)`
+and `training_loss(grids, condition, seeds, *, params)`. That is all a study needs to walk, fit and
+decode weight space (EDM's sampler, likewise, needs only `net(x, sigma, labels)` and three attributes).
+
+Optional capabilities are `typing.Protocol`s checked with `isinstance`, never by probing attributes:
+
+    EncodesPoints      encode_points(points, seeds) -> conditions        (B, P, 3) surface points
+    EncodesVoxels      encode_voxels(voxels, seeds) -> conditions        (B, V, V, V) occupancy
+    HasFamilies        families: list[str]; encode_families(names, seeds) -> conditions
+    BatchedDecode      sdf_grid_batched(conditions, seeds, params_batch, *, resolution) -> grids
+    EffectiveWeights   effective_weights(condition) -> name -> (B, ...) weights a condition induces
+    Saveable           save(folder, *, extra_config) and the class's from_checkpoint(state, config)
+
+A study asks with `require(gen, Capability, "what needs it")`, which returns the generator or raises
+`MissingCapability` (an InputError) naming the generator, the capability and the method to write.
+`module_groups()` (named parameter-name prefixes for masked paths and LoRA targets) is part of the
+base class and defaults to the network's top-level children.
 
 Conventions shared by all generators
 ------------------------------------
 * Grids follow `weightspace.data.grid`: a grid of resolution R samples the box [-1, 1]^3 at
   `grid_coords(R)` (vertices, including both ends), indexed [x, y, z]; values are signed
-  distances in world units, negative inside, truncated to +-truncation.
+  distances in world units, negative inside.
 * A *condition* is a tensor of shape (B, *condition_shape): condition tokens (B, M, d) for
   latent diffusion, the latent code (B, d_z) for the neural field. It is the
   "conditioning vector" the studies interpolate.
 * Every decode takes one integer seed per item; the same (weights, condition, seed) gives the
   same grid, whatever the batch size.
-* `params` is an optional mapping from parameter names of `self.net` to tensors that replace
-  them for this call only (through `torch.func.functional_call`); the base weights are
-  never copied or modified.
+* `params` is an optional mapping from parameter names of `net` to tensors that replace them for
+  this call only (through `torch.func.functional_call`); the base weights are never copied or
+  modified.
 """
 
 from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
+
+from weightspace.runtime.errors import InputError
 
 Params = Mapping[str, torch.Tensor]
 
 
 class Generator(abc.ABC):
-    """A trained shape generator: conditions in, signed distance grids out."""
+    """A shape generator: conditions in, signed distance grids out (the required core)."""
 
-    kind: ClassVar[str]
+    kind: ClassVar[str] = "custom"
     net: nn.Module
-    config: dict[str, Any]
+    # The checkpoint's config.json as loaded (kind, architecture, data provenance); {} for a generator
+    # built in code. Studies read only `config["data"]["pose"]` from it, when present.
+    config: dict[str, Any] = {}
     # The condition weight-space members are fitted under when a population asks for `auto`:
     # zeros (the prior mean of a code) or mean (of the population's encoded shapes).
     fit_anchor: ClassVar[str] = "zeros"
@@ -49,13 +68,52 @@ class Generator(abc.ABC):
         "layers": {"steps": 50, "lr": 1e-3, "draws": 1},
     }
 
-    # --- conditions -------------------------------------------------------------------
     @property
     @abc.abstractmethod
     def condition_shape(self) -> tuple[int, ...]:
         """Shape of one item's condition (without the batch dimension)."""
 
+    @property
     @abc.abstractmethod
+    def resolution(self) -> int:
+        """The native grid resolution R the generator decodes (and was trained) at."""
+
+    @abc.abstractmethod
+    def sdf_grid(
+        self, condition: torch.Tensor, seeds: Sequence[int], *, params: Params | None = None, resolution: int | None = None
+    ) -> torch.Tensor:
+        """Decode conditions (B, *condition_shape) to SDF grids (B, R, R, R) float32, differentiable in condition and params."""
+
+    @abc.abstractmethod
+    def sdf_points(
+        self, points: torch.Tensor, condition: torch.Tensor, seeds: Sequence[int], *, params: Params | None = None
+    ) -> torch.Tensor:
+        """Signed distance at query points (B, P, 3) -> (B, P), differentiable."""
+
+    @abc.abstractmethod
+    def training_loss(
+        self, grids: torch.Tensor, condition: torch.Tensor, seeds: Sequence[int], *, params: Params | None = None
+    ) -> torch.Tensor:
+        """The generator's own training loss for target grids (B, R, R, R) under `condition` (scalar)."""
+
+    # --- defaults every generator may override ------------------------------------------
+    def observation_loss(
+        self, points: torch.Tensor, condition: torch.Tensor, seeds: Sequence[int], *, params: Params | None = None
+    ) -> torch.Tensor:
+        """Loss of observed surface points (B, P, 3): mean |sdf| there (they lie on the surface)."""
+        return self.sdf_points(points, condition, seeds, params=params).abs().mean()
+
+    def module_groups(self) -> dict[str, list[str]]:
+        """Named groups of parameter-name prefixes of `net`, for masked paths and LoRA targets.
+        Default: one group per top-level child module."""
+        return {name: [name + "."] for name, _ in self.net.named_children()}
+
+    def fit_excluded(self) -> tuple[str, ...]:
+        """Parameter-name prefixes that `targets="all"` of the `lora` and `layers` parameterisations
+        leaves out: weights a fit under a given condition never runs (condition encoders, training
+        codes) or must not move (an autoencoder that defines the fit's target). Default: none."""
+        return ()
+
     def condition(
         self,
         *,
@@ -64,77 +122,25 @@ class Generator(abc.ABC):
         voxels: torch.Tensor | None = None,
         seeds: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """Encode exactly one kind of input into conditions (B, *condition_shape).
+        """Encode exactly one kind of input into conditions (B, *condition_shape), through the capability
+        that takes it; a generator without it raises MissingCapability.
 
-        family : B family names; points : (B, P, 3) float world units; voxels : (B, V, V, V)
-        occupancy. A generator that cannot use an input raises InputError saying which it takes.
+        family : B family names; points : (B, P, 3) float world units; voxels : (B, V, V, V) occupancy.
         """
+        given = [name for name, v in (("family", family), ("points", points), ("voxels", voxels)) if v is not None]
+        if len(given) != 1:
+            raise InputError(f"condition takes exactly one of family=, points=, voxels=; got {given or 'none'}")
+        if family is not None:
+            names = [family] if isinstance(family, str) else list(family)
+            return require(self, HasFamilies, "a family condition").encode_families(names, seeds)
+        if points is not None:
+            return require(self, EncodesPoints, "a point-cloud condition").encode_points(points, seeds)
+        return require(self, EncodesVoxels, "a voxel condition").encode_voxels(voxels, seeds)
 
-    # --- decoding -----------------------------------------------------------------------
-    @abc.abstractmethod
-    def sdf_grid(
-        self,
-        condition: torch.Tensor,
-        seeds: Sequence[int],
-        *,
-        params: Params | None = None,
-        resolution: int | None = None,
-    ) -> torch.Tensor:
-        """Decode conditions to SDF grids (B, R, R, R) float32, differentiable in condition and params."""
-
-    @abc.abstractmethod
-    def sdf_points(
-        self,
-        points: torch.Tensor,
-        condition: torch.Tensor,
-        seeds: Sequence[int],
-        *,
-        params: Params | None = None,
-    ) -> torch.Tensor:
-        """Signed distance at query points (B, P, 3) -> (B, P), differentiable."""
-
-    # --- losses used for fitting ------------------------------------------------------
-    @abc.abstractmethod
-    def training_loss(
-        self, grids: torch.Tensor, condition: torch.Tensor, seeds: Sequence[int], *, params: Params | None = None
-    ) -> torch.Tensor:
-        """The generator's own training loss for target grids (B, R, R, R) under `condition` (scalar)."""
-
-    def observation_loss(
-        self,
-        points: torch.Tensor,
-        condition: torch.Tensor,
-        seeds: Sequence[int],
-        *,
-        params: Params | None = None,
-    ) -> torch.Tensor:
-        """Loss of observed surface points (B, P, 3): mean |sdf| there (they lie on the surface)."""
-        return self.sdf_points(points, condition, seeds, params=params).abs().mean()
-
-    # --- weight-space views --------------------------------------------------------------
-    @abc.abstractmethod
-    def effective_weights(self, condition: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The weights a condition induces, per layer: name -> (B, ...) tensor."""
-
-    @abc.abstractmethod
-    def module_groups(self) -> dict[str, list[str]]:
-        """Named groups of parameter-name prefixes of `self.net`, for masked paths and LoRA targets."""
-
-    def fit_excluded(self) -> tuple[str, ...]:
-        """Parameter-name prefixes that `targets="all"` of the `lora` and `layers` parameterisations
-        leaves out: weights a fit under a given condition never runs (condition encoders, training
-        codes) or must not move (an autoencoder that defines the fit's target). Default: none."""
-        return ()
-
-    # --- persistence --------------------------------------------------------------------
-    @abc.abstractmethod
-    def save(self, folder: str | Path, *, extra_config: Mapping[str, Any] | None = None) -> Path:
-        """Write `model.safetensors` + `config.json` (with `kind`) to `folder`."""
-
-    @classmethod
-    @abc.abstractmethod
-    def from_checkpoint(cls, state: dict[str, torch.Tensor], config: dict[str, Any]) -> "Generator":
-        """Rebuild from a loaded state dict and config; mismatches raise InputError naming the field."""
+    @property
+    def name(self) -> str:
+        """How messages name this generator: its kind and class."""
+        return f"{self.kind!r} ({type(self).__name__})"
 
     def to(self, device: torch.device | str) -> "Generator":
         self.net.to(device)
@@ -142,4 +148,92 @@ class Generator(abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(self.net.parameters()).device
+        p = next(self.net.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+
+# --- optional capabilities ------------------------------------------------------------------
+@runtime_checkable
+class EncodesPoints(Protocol):
+    """Encodes surface point clouds into conditions."""
+
+    def encode_points(self, points: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """points (B, P, 3) float world units -> conditions (B, *condition_shape)."""
+
+
+@runtime_checkable
+class EncodesVoxels(Protocol):
+    """Encodes coarse occupancy grids into conditions."""
+
+    def encode_voxels(self, voxels: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """voxels (B, V, V, V) {0, 1} -> conditions (B, *condition_shape)."""
+
+
+@runtime_checkable
+class HasFamilies(Protocol):
+    """Knows named shape families and draws (or embeds) a condition per family name."""
+
+    families: list[str]
+
+    def encode_families(self, names: Sequence[str], seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """B family names -> conditions (B, *condition_shape)."""
+
+
+@runtime_checkable
+class BatchedDecode(Protocol):
+    """Decodes K different weight sets in one call."""
+
+    def sdf_grid_batched(
+        self, conditions: torch.Tensor, seeds: Sequence[int], params_batch: Params, *, resolution: int | None = None
+    ) -> torch.Tensor:
+        """params_batch name -> (K, ...), conditions (K, *condition_shape) -> grids (K, R, R, R)."""
+
+
+@runtime_checkable
+class EffectiveWeights(Protocol):
+    """Says which weights a condition induces (the condition seen as a point of weight space)."""
+
+    def effective_weights(self, condition: torch.Tensor) -> dict[str, torch.Tensor]:
+        """conditions (B, *condition_shape) -> layer name -> (B, ...) tensor."""
+
+
+@runtime_checkable
+class Saveable(Protocol):
+    """Writes itself as a checkpoint folder that `load_generator` reads back."""
+
+    def save(self, folder: str | Path, *, extra_config: Mapping[str, Any] | None = None) -> Path:
+        """Write `model.safetensors` + `config.json` (with `kind`) to `folder`."""
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, torch.Tensor], config: dict[str, Any]) -> Any:
+        """Rebuild from a loaded state dict and config; mismatches raise InputError naming the field."""
+
+
+CAPABILITIES: dict[type, str] = {
+    EncodesPoints: "encode point clouds: encode_points(points (B, P, 3), seeds) -> conditions",
+    EncodesVoxels: "encode voxel grids: encode_voxels(voxels (B, V, V, V), seeds) -> conditions",
+    HasFamilies: "name shape families: a `families` list and encode_families(names, seeds) -> conditions",
+    BatchedDecode: "decode a batch of weight sets: sdf_grid_batched(conditions, seeds, params_batch, *, resolution)",
+    EffectiveWeights: "report the weights a condition induces: effective_weights(condition) -> {name: (B, ...)}",
+    Saveable: "save itself: save(folder, *, extra_config) and a from_checkpoint(state, config) class method",
+}
+
+
+class MissingCapability(InputError):
+    """A study or command needs an optional capability the generator does not offer."""
+
+
+def require(gen: Generator, capability: type, purpose: str) -> Any:
+    """`gen` when it offers `capability` (one of CAPABILITIES); else MissingCapability naming both and the fix."""
+    if isinstance(gen, capability):
+        return gen
+    what = CAPABILITIES.get(capability, capability.__name__)
+    raise MissingCapability(
+        f"{purpose} needs a generator that can {what}; the generator {gen.name} lacks {capability.__name__} "
+        f"(see docs/generators.md for adding it)"
+    )
+
+
+def families_of(gen: Generator) -> list[str]:
+    """Family names the generator knows (empty when it takes no family condition)."""
+    return list(gen.families) if isinstance(gen, HasFamilies) else []

@@ -1,11 +1,25 @@
-"""Load a generator from a checkpoint folder or a shipped name (`default`, `default-field`, `default-64`, `default-points`)."""
+"""Load a generator from a checkpoint folder or a shipped name, by the `kind` in its config.json.
+
+Three ways a kind becomes loadable, looked up in this order:
+
+1. the built-in kinds (`latent-diffusion`, `neural-field`);
+2. `register(kind, factory)`, called by the user's code before loading;
+3. the entry-point group `weightspace.generators` of an installed package, whose entry point is
+   named by the kind and points at its factory, e.g. in the package's pyproject.toml:
+
+       [project.entry-points."weightspace.generators"]
+       my-sdf = "my_package.weightspace_plugin:load"
+
+A factory takes (state, config) — the checkpoint's tensors and its config.json — and returns a
+`Generator`; a mismatch raises InputError naming the field.
+"""
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
+from typing import Any, Callable
 
-from weightspace.generators.protocol import Generator
-from weightspace.runtime.checkpoint import load_checkpoint
 from weightspace.runtime.errors import InputError
 
 # Shipped checkpoints live inside the package so an installed wheel has them too.
@@ -16,14 +30,69 @@ SHIPPED = {
     "default-64": "latent-diffusion-64",  # 64^3, trained on a GPU (docs/gpu.md)
     "default-points": "latent-diffusion-32-points",  # 8^3 tokens: better from points, worse family samples
 }
+ENTRY_POINT_GROUP = "weightspace.generators"
+
+Factory = Callable[[dict[str, Any], dict[str, Any]], Any]  # (state, config) -> Generator
+_REGISTERED: dict[str, Factory] = {}
 
 
-def _kinds() -> dict[str, type[Generator]]:
+def _builtin() -> dict[str, Factory]:
     # An explicit name-to-class table (no dynamic imports by string).
     from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
     from weightspace.generators.neural_field.model import NeuralFieldGenerator
 
-    return {"latent-diffusion": LatentDiffusionGenerator, "neural-field": NeuralFieldGenerator}
+    return {"latent-diffusion": LatentDiffusionGenerator.from_checkpoint, "neural-field": NeuralFieldGenerator.from_checkpoint}
+
+
+def register(kind: str, factory: Factory, *, replace: bool = False) -> None:
+    """Make checkpoints whose config.json says `"kind": kind` loadable through `factory(state, config)`.
+
+    A class with a `from_checkpoint` class method may be passed as the factory itself.
+    Registering a built-in kind, or a kind twice without `replace=True`, raises InputError.
+    """
+    if not isinstance(kind, str) or not kind.strip():
+        raise InputError(f"register: kind must be a non-empty string, got {kind!r}")
+    factory = getattr(factory, "from_checkpoint", factory) if isinstance(factory, type) else factory
+    if not callable(factory):
+        raise InputError(f"register: the factory for {kind!r} must be callable (state, config) -> Generator")
+    if kind in ("latent-diffusion", "neural-field"):
+        raise InputError(f"register: {kind!r} is a built-in kind; choose another name")
+    if kind in _REGISTERED and not replace:
+        raise InputError(f"register: kind {kind!r} is already registered (pass replace=True to replace it)")
+    _REGISTERED[kind] = factory
+
+
+def unregister(kind: str) -> None:
+    """Forget a kind registered with `register` (tests, notebooks)."""
+    _REGISTERED.pop(kind, None)
+
+
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_kinds() -> list[str]:
+    """Every kind loadable now: built-in, registered and installed through entry points."""
+    return sorted({"latent-diffusion", "neural-field", *_REGISTERED, *_entry_points()})
+
+
+def factory_for(kind: Any, where: str = "config.json") -> Factory:
+    """The factory that rebuilds generators of `kind`; unknown kinds raise InputError listing the known ones."""
+    if kind in ("latent-diffusion", "neural-field"):
+        return _builtin()[kind]
+    if kind in _REGISTERED:
+        return _REGISTERED[kind]
+    eps = _entry_points()
+    if isinstance(kind, str) and kind in eps:
+        try:
+            loaded = eps[kind].load()
+        except Exception as e:  # a broken plug-in names itself, not a traceback from deep inside importlib
+            raise InputError(f"{where}: kind {kind!r}: entry point {eps[kind].value!r} of group {ENTRY_POINT_GROUP!r} "
+                             f"failed to load ({type(e).__name__}: {e})") from e
+        return getattr(loaded, "from_checkpoint", loaded) if isinstance(loaded, type) else loaded
+    raise InputError(f"{where}: field 'kind' must be one of {known_kinds()}, got {kind!r} "
+                     f"(a plug-in kind is registered with weightspace.generators.register or the "
+                     f"{ENTRY_POINT_GROUP!r} entry-point group)")
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -37,14 +106,65 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     return Path(name_or_path)
 
 
-def load_generator(name_or_path: str | Path, device: str = "cpu") -> Generator:
-    """Load any generator checkpoint; the class is chosen by `config.json`'s `kind`."""
+def load_generator(name_or_path: str | Path, device: str = "cpu"):
+    """Load any generator checkpoint; the factory is chosen by `config.json`'s `kind`."""
+    from weightspace.generators.protocol import Generator
+    from weightspace.runtime.checkpoint import load_checkpoint
+
     folder = resolve_checkpoint(name_or_path)
     state, config = load_checkpoint(folder)
-    kinds = _kinds()
-    kind = config.get("kind")
-    if kind not in kinds:
-        raise InputError(f"{folder / 'config.json'}: field 'kind' must be one of {sorted(kinds)}, got {kind!r}")
-    gen = kinds[kind].from_checkpoint(state, config)
+    gen = factory_for(config.get("kind"), str(folder / "config.json"))(state, config)
+    if not isinstance(gen, Generator):
+        raise InputError(f"{folder / 'config.json'}: the factory of kind {config.get('kind')!r} returned "
+                         f"{type(gen).__name__}, not a weightspace Generator")
     gen.net.eval()
     return gen.to(device)
+
+
+def as_generator(generator: Any, device: str = "cpu"):
+    """A Generator as given, or loaded from a checkpoint folder or shipped name: the one way every
+    library function takes its generator (`generator=` keyword)."""
+    from weightspace.generators.protocol import Generator
+
+    if isinstance(generator, Generator):
+        return generator
+    if isinstance(generator, (str, Path)):
+        return load_generator(generator, device)
+    raise InputError(f"generator must be a Generator, a checkpoint folder or a shipped name, got {type(generator).__name__}")
+
+
+class _Given:
+    """A zero-argument loader returning a generator built in code (picklable for process workers)."""
+
+    def __init__(self, gen: Any) -> None:
+        self.gen = gen
+
+    def __call__(self) -> Any:
+        return self.gen
+
+    def __repr__(self) -> str:  # worker caches key on the loader's repr: one entry per generator object
+        return f"_Given({id(self.gen)})"
+
+
+def generator_loader(generator: Any, default: str | Path | None = None) -> Callable[[], Any]:
+    """A zero-argument, picklable loader for the `generator=` keyword of library functions.
+
+    generator : a Generator; a checkpoint folder or shipped name; a zero-argument callable returning a
+        Generator (so process workers build their own); or None, for `default`'s checkpoint.
+    """
+    import functools
+
+    from weightspace.generators.protocol import Generator
+
+    if generator is None:
+        if default is None:
+            raise InputError("no generator given and no checkpoint to load one from")
+        generator = default
+    if isinstance(generator, Generator):
+        return _Given(generator)
+    if isinstance(generator, (str, Path)):
+        return functools.partial(load_generator, str(generator))
+    if callable(generator):
+        return generator
+    raise InputError(f"generator must be a Generator, a checkpoint folder or shipped name, or a zero-argument "
+                     f"callable returning one; got {type(generator).__name__}")

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from weightspace.generators.protocol import Generator
+from weightspace.generators.protocol import EffectiveWeights, Generator, require
 from weightspace.runtime.errors import InputError
 from weightspace.space.parameterisation import Parameterisation, base_hash, layout_extra
 from weightspace.space.layout import Layout
@@ -76,7 +76,8 @@ class ConditionParameterisation(Parameterisation):
         {`length`, `displacement`, `step` (T-1,) per-step norms}.
         """
         with torch.no_grad():
-            ew = self.gen.effective_weights(self.conditions(points))  # name -> (T, ...)
+            gen = require(self.gen, EffectiveWeights, "measuring a condition path in the weights it induces")
+            ew = gen.effective_weights(self.conditions(points))  # name -> (T, ...)
         layers: dict[str, Any] = {}
         total_sq_disp, total_len = 0.0, 0.0
         for name, w in ew.items():

@@ -303,18 +303,19 @@ def _check_resume(out: Path, expected: dict[str, Any]) -> None:
                          "use a new --out folder or the original settings to resume")
 
 
-def build_population(config: PopulationConfig, *, loader: Callable[[], Generator] | None = None,
+def build_population(config: PopulationConfig, *, generator: Any = None,
                      executor: Executor | None = None, on_member: Callable[[dict[str, Any]], None] | None = None) -> Population:
     """Fit every missing member of the population in `config.out`; finished members are skipped.
 
-    loader : zero-argument picklable callable returning the generator (default: load `config.checkpoint`).
+    generator : a Generator, a checkpoint, or a zero-argument picklable callable returning the generator
+        (`generators.registry.generator_loader`); default: load `config.checkpoint`.
     executor : where members run (default: from `config.executor` / `config.workers`).
     on_member : called with each manifest row after it is written (progress, tests).
     """
     config.validate()
-    from weightspace.generators.registry import load_generator
+    from weightspace.generators.registry import generator_loader
 
-    loader = loader or functools.partial(load_generator, config.checkpoint)
+    loader = generator_loader(generator, config.checkpoint)
     gen = loader()
     config = config.resolved(gen)
     param = make_parameterisation(gen, config.parameterisation, **config.options)

@@ -55,6 +55,10 @@ class LatentDiffusionGenerator(Generator):
     def condition_shape(self) -> tuple[int, ...]:
         return (self.cfg.n_cond_tokens, self.cfg.cond_dim)
 
+    @property
+    def resolution(self) -> int:
+        return int(self.cfg.resolution)
+
     def _check_condition(self, condition: torch.Tensor, seeds: Sequence[int]) -> None:
         if condition.dim() != 3 or tuple(condition.shape[1:]) != self.condition_shape:
             raise InputError(f"condition must have shape (B, {self.cfg.n_cond_tokens}, {self.cfg.cond_dim}), got {tuple(condition.shape)}")
@@ -68,25 +72,31 @@ class LatentDiffusionGenerator(Generator):
         x_T = torch.stack([torch.randn(self.cfg.latent_channels, r, r, r, generator=g) for g in gens])  # (B, C, r, r, r)
         return x_T.to(self.device), gens
 
-    # --- conditions ----------------------------------------------------------------------
-    def condition(self, *, family=None, points=None, voxels=None, seeds=None) -> torch.Tensor:
-        given = [name for name, v in (("family", family), ("points", points), ("voxels", voxels)) if v is not None]
-        if len(given) != 1:
-            raise InputError(f"condition takes exactly one of family=, points=, voxels=; got {given or 'none'}")
-        if family is not None:
-            names = [family] if isinstance(family, str) else list(family)
-            unknown = [f for f in names if f not in self.cfg.families]
-            if unknown:
-                raise InputError(f"unknown family {unknown[0]!r}; this checkpoint knows {self.cfg.families}")
-            labels = torch.tensor([self.cfg.families.index(f) for f in names], dtype=torch.int64, device=self.device)
-            return self.net("family", labels)  # (B, M, d)
-        if points is not None:
-            points = torch.as_tensor(points, dtype=torch.float32, device=self.device)
-            if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] < 1:
-                raise InputError(f"points must have shape (B, P, 3) with P >= 1, got {tuple(points.shape)}")
-            if not torch.isfinite(points).all():
-                raise InputError("points contain NaN or infinite values")
-            return self.net("points", points)  # (B, M, d)
+    # --- conditions (capabilities EncodesPoints, EncodesVoxels, HasFamilies) --------------
+    @property
+    def families(self) -> list[str]:
+        return list(self.cfg.families)
+
+    def encode_families(self, names, seeds=None) -> torch.Tensor:
+        """Family names (B,) -> their learnt condition tokens (B, M, d); seeds unused (no randomness)."""
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [f for f in names if f not in self.cfg.families]
+        if unknown:
+            raise InputError(f"unknown family {unknown[0]!r}; this checkpoint knows {self.cfg.families}")
+        labels = torch.tensor([self.cfg.families.index(f) for f in names], dtype=torch.int64, device=self.device)
+        return self.net("family", labels)  # (B, M, d)
+
+    def encode_points(self, points, seeds=None) -> torch.Tensor:
+        """Surface points (B, P, 3) -> condition tokens (B, M, d) through the point encoder; seeds unused."""
+        points = torch.as_tensor(points, dtype=torch.float32, device=self.device)
+        if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] < 1:
+            raise InputError(f"points must have shape (B, P, 3) with P >= 1, got {tuple(points.shape)}")
+        if not torch.isfinite(points).all():
+            raise InputError("points contain NaN or infinite values")
+        return self.net("points", points)  # (B, M, d)
+
+    def encode_voxels(self, voxels, seeds=None) -> torch.Tensor:
+        """Occupancy (B, V, V, V) -> condition tokens (B, M, d) through the voxel encoder; seeds unused."""
         voxels = torch.as_tensor(voxels, dtype=torch.float32, device=self.device)
         if voxels.dim() != 4 or len(set(voxels.shape[1:])) != 1 or voxels.shape[1] < 2:
             raise InputError(f"voxels must have shape (B, V, V, V) with V >= 2, got {tuple(voxels.shape)}")

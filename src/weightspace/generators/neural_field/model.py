@@ -55,21 +55,21 @@ class NeuralFieldGenerator(Generator):
         """The learnt code of every training shape, in manifest order: (N, d_z)."""
         return self.net.codes.detach()
 
-    def condition(
-        self,
-        *,
-        family: Sequence[str] | None = None,
-        points: torch.Tensor | None = None,
-        voxels: torch.Tensor | None = None,
-        seeds: Sequence[int] | None = None,
-    ) -> torch.Tensor:
-        given = [n for n, v in (("family", family), ("points", points), ("voxels", voxels)) if v is not None]
-        if len(given) != 1:
-            raise InputError(f"condition: pass exactly one of family or points, got {given or 'none'}")
-        if voxels is not None:
-            raise InputError("condition: the neural-field generator takes family or points, not voxels")
-        if family is not None:
-            return self.sample_family_codes(list(family), seeds)
+    @property
+    def resolution(self) -> int:
+        return int(self.cfg.resolution)
+
+    # --- conditions (capabilities EncodesPoints, HasFamilies) ------------------------------
+    @property
+    def families(self) -> list[str]:
+        return list(self.cfg.families)
+
+    def encode_families(self, names: Sequence[str], seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """A code drawn from each named family's Gaussian: (B, d_z)."""
+        return self.sample_family_codes([names] if isinstance(names, str) else list(names), seeds)
+
+    def encode_points(self, points: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """The code of each surface cloud (B, P, 3) by code optimisation: (B, d_z)."""
         return self.reconstruct(points, seeds)
 
     def sample_family_codes(self, family: Sequence[str], seeds: Sequence[int] | None = None) -> torch.Tensor:

@@ -1,0 +1,117 @@
+"""`FieldGenerator`: the adapter that makes any torch module computing f(x, cond) -> sdf a generator.
+
+    net = MySDF()                                   # forward(x (B, P, 3), cond (B, d)) -> (B, P)
+    gen = FieldGenerator(net, condition_shape=(d,), kind="my-sdf", resolution=32)
+    register("my-sdf", lambda state, config: FieldGenerator.from_state(MySDF(), state, config))
+
+Like k-diffusion's wrappers of external models, the adapter adds only what the protocol needs around
+the user's network: a grid decode over `weightspace.data.grid`'s lattice, a seeded training loss
+(clamped L1 at points drawn uniformly and near the surface of the target grids, DeepSDF's loss), and
+save/load of `model.safetensors` + `config.json`. The condition is the network's second input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from weightspace.data.grid import grid_points
+from weightspace.generators.neural_field.losses import clamped_l1, sample_grid
+from weightspace.generators.protocol import Generator, Params
+from weightspace.runtime.checkpoint import save_checkpoint
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.seeding import item_generator
+
+
+class FieldGenerator(Generator):
+    """Wraps `net(x (B, P, 3), cond (B, *condition_shape)) -> sdf (B, P)` (or (B, P, 1)) in world units."""
+
+    def __init__(self, net: nn.Module, *, condition_shape: Sequence[int], kind: str = "field", resolution: int = 32,
+                 clamp: float = 0.1, chunk: int = 32768, config: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(net, nn.Module):
+            raise InputError(f"FieldGenerator: net must be a torch.nn.Module, got {type(net).__name__}")
+        if resolution < 2 or clamp <= 0 or chunk < 1:
+            raise InputError(f"FieldGenerator: need resolution >= 2, clamp > 0, chunk >= 1; got {resolution}, {clamp}, {chunk}")
+        self.net = net
+        self.kind = kind
+        self._condition_shape = tuple(int(d) for d in condition_shape)
+        self._resolution, self.clamp, self.chunk = int(resolution), float(clamp), int(chunk)
+        field = {"condition_shape": list(self._condition_shape), "resolution": self._resolution, "clamp": self.clamp}
+        self.config = {**dict(config or {}), "kind": kind, "field": field}
+
+    @property
+    def condition_shape(self) -> tuple[int, ...]:
+        return self._condition_shape
+
+    @property
+    def resolution(self) -> int:
+        return self._resolution
+
+    def _f(self, x: torch.Tensor, cond: torch.Tensor, params: Params | None) -> torch.Tensor:
+        out = self.net(x, cond) if params is None else functional_call(self.net, dict(params), (x, cond), strict=False)
+        if out.dim() == 3 and out.shape[-1] == 1:
+            out = out.squeeze(-1)
+        if tuple(out.shape) != tuple(x.shape[:2]):
+            raise InputError(f"FieldGenerator {self.kind!r}: net(x, cond) must return (B, P) = {tuple(x.shape[:2])}, got {tuple(out.shape)}")
+        return out  # (B, P)
+
+    def _check(self, condition: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        if tuple(condition.shape[1:]) != self._condition_shape or len(seeds) != condition.shape[0]:
+            raise InputError(f"condition must be (B, {', '.join(map(str, self._condition_shape))}) with one seed per item; "
+                             f"got {tuple(condition.shape)} and {len(seeds)} seeds")
+        return condition.to(self.device, torch.float32)
+
+    def sdf_points(self, points, condition, seeds, *, params=None):
+        condition = self._check(condition, seeds)
+        points = points.to(self.device, torch.float32)  # (B, P, 3)
+        return torch.cat([self._f(c, condition, params) for c in points.split(self.chunk, dim=1)], dim=1)  # (B, P)
+
+    def sdf_grid(self, condition, seeds, *, params=None, resolution=None):
+        R = int(resolution or self._resolution)
+        x = torch.from_numpy(grid_points(R).reshape(1, -1, 3)).to(self.device)  # (1, R^3, 3)
+        sdf = self.sdf_points(x.expand(condition.shape[0], -1, -1), condition, seeds, params=params)  # (B, R^3)
+        return sdf.reshape(-1, R, R, R)  # (B, R, R, R)
+
+    def training_loss(self, grids, condition, seeds, *, params=None, n_points: int = 4096):
+        """Clamped L1 at seeded points, half uniform in the box and half near the target surface."""
+        condition = self._check(condition, seeds)
+        grids = grids.to(self.device, torch.float32)  # (B, R, R, R)
+        R = grids.shape[-1]
+        pts = []
+        for b, s in enumerate(seeds):
+            g = item_generator(int(s), "field-loss")
+            uniform = torch.rand(n_points // 2, 3, generator=g) * 2 - 1  # (P/2, 3)
+            band = torch.nonzero(grids[b].abs().cpu() < self.clamp).float()  # (n, 3) voxel indices near the surface
+            band = band if band.shape[0] else torch.zeros(1, 3)
+            pick = band[torch.randint(band.shape[0], (n_points - n_points // 2,), generator=g)]
+            near = pick / (R - 1) * 2 - 1 + (torch.rand(pick.shape, generator=g) - 0.5) * (2 / (R - 1))  # (P/2, 3)
+            pts.append(torch.cat([uniform, near.clamp(-1, 1)]))
+        x = torch.stack(pts).to(self.device)  # (B, P, 3)
+        return clamped_l1(self._f(x, condition, params), sample_grid(grids, x), self.clamp)
+
+    # --- Saveable --------------------------------------------------------------------------
+    def save(self, folder: str | Path, *, extra_config: Mapping[str, Any] | None = None) -> Path:
+        return save_checkpoint(folder, self.net.state_dict(), {**self.config, **dict(extra_config or {}),
+                                                                "kind": self.kind, "field": self.config["field"]})
+
+    @classmethod
+    def from_state(cls, net: nn.Module, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> "FieldGenerator":
+        """Wrap `net` with the weights of a checkpoint written by `save` (a factory's one line)."""
+        field = config.get("field")
+        if not isinstance(field, Mapping) or "condition_shape" not in field:
+            raise InputError("config.json: missing field 'field.condition_shape' (written by FieldGenerator.save)")
+        expected = net.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise InputError(f"model.safetensors does not match the network: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        for name, t in expected.items():
+            if tuple(state[name].shape) != tuple(t.shape):
+                raise InputError(f"model.safetensors: tensor {name!r} has shape {tuple(state[name].shape)}, the network has {tuple(t.shape)}")
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+        rest = {k: v for k, v in config.items() if k not in ("kind", "field")}
+        return cls(net, condition_shape=field["condition_shape"], kind=str(config.get("kind", "field")),
+                   resolution=int(field.get("resolution", 32)), clamp=float(field.get("clamp", 0.1)), config=rest)
