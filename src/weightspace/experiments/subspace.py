@@ -31,6 +31,7 @@ from weightspace.experiments.common import (
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_generator, item_rng
+from weightspace.space.lora import LORA_FORMS
 from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.population import fit_member
 from weightspace.space.subspace import Subspace, fit_subspace_matrix
@@ -57,7 +58,9 @@ class SubspaceConfig:
     observations: int = 1024  # surface points per encoded example
     lora_rank: int = 2
     lora_targets: str = "all"
-    lora_form: str = "factors"  # factors | delta
+    # the form the LoRA subspace is learned in (examples are fitted as rank-r factors either way):
+    # delta (Delta W = B A, the same for every factorisation) | factors (A, B)
+    lora_form: str = "delta"
     # LoRA fit per example (generator training loss on its grid): steps, Adam lr and loss draws per
     # step; None takes the generator's population defaults, chosen so members reproduce their shapes
     fit_steps: int | None = None
@@ -75,6 +78,7 @@ class SubspaceConfig:
 
     def validate(self) -> None:
         check_choice("parameterisation", self.parameterisation, SUBSPACE_PARAMETERISATIONS)
+        check_choice("lora_form", self.lora_form, LORA_FORMS)
         if self.examples < 2:
             raise InputError(f"examples (K) must be >= 2, got {self.examples}")
         if not 1 <= self.k < self.examples:
@@ -135,7 +139,7 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     if config.parameterisation == "condition":
         param, x = cond_param, cond_x
     else:
-        param = make_parameterisation(gen, "lora", rank=config.lora_rank, targets=config.lora_targets, form=config.lora_form)
+        param = make_parameterisation(gen, "lora", rank=config.lora_rank, targets=config.lora_targets)
         param.set_anchor(cond_x.mean(0).reshape(1, *gen.condition_shape))
         defaults = gen.fit_defaults["lora"]
         steps = defaults["steps"] if config.fit_steps is None else config.fit_steps
@@ -146,7 +150,9 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
             grid = torch.from_numpy(load_grid(row_root(root, row), row))
             pts_.append(fit_member(gen, param, grid, fit="grid", steps=steps, lr=lr, draws=draws,
                                    seed=derive_seed(seed, "member", i))["point"])
-        x = torch.stack(pts_)  # (K, D)
+        x = torch.stack(pts_)  # (K, D) factors: each example is a rank-r adapter
+        if config.lora_form == "delta":
+            param, x = param.delta_parameterisation(), param.to_delta(x).cpu()  # (K, D_delta), exact
 
     # --- every example must decode to its own shape's topology before it defines anything ------------------
     dseed = derive_seed(seed, "decode") % 2**31

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -42,6 +42,59 @@ def _meta_skeleton(net: nn.Module) -> nn.Module:
     for b in net.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
     return copy.deepcopy(net, memo)
+
+
+def _delta_w(A: torch.Tensor, B: torch.Tensor, scaling: float, weight_shape: Sequence[int]) -> torch.Tensor:
+    """Delta W = scaling * B A for a batch: A (n, r, in, *kernel), B (n, out, r, *ones) -> (n, *weight_shape)."""
+    return scaling * torch.bmm(B.flatten(2), A.flatten(2)).reshape(-1, *weight_shape)  # (n, out, in, *kernel)
+
+
+def stored_form(config: Mapping[str, Any]) -> str:
+    """The form of a LoRA parameterisation config (`factors` when it predates the option)."""
+    return str(config.get("form", "factors"))
+
+
+def _factor_modules(layout: Layout) -> list[str]:
+    """Target modules of a factor-form LoRA layout, in layout order (entries `m.lora_A`, `m.lora_B`)."""
+    if layout.parameterisation != "lora" or stored_form(layout.extra) != "factors":
+        raise InputError(f"need a factor-form lora layout, got parameterisation {layout.parameterisation!r} "
+                         f"form {layout.extra.get('form')!r}")
+    names = layout.names
+    modules = [n[: -len(".lora_A")] for n in names[::2]]
+    if len(names) % 2 or names != [f"{m}.{ab}" for m in modules for ab in ("lora_A", "lora_B")]:
+        raise InputError("lora layout: entries are not (m.lora_A, m.lora_B) pairs")
+    return modules
+
+
+def delta_layout(layout: Layout) -> Layout:
+    """The delta-form layout of a factor-form LoRA layout, read off the layout alone (no generator).
+
+    One entry `m.weight` per module with the weight's shape (out, in, *kernel) = (B.shape[0], *A.shape[1:]);
+    equal (`check_same`) to `delta_parameterisation().layout` of the parameterisation that made `layout`.
+    """
+    shapes = {e.name: e.shape for e in layout.entries}
+    tensors = [(f"{m}.weight", (shapes[f"{m}.lora_B"][0], *shapes[f"{m}.lora_A"][1:])) for m in _factor_modules(layout)]
+    return Layout.from_tensors(tensors, base_hash=layout.base_hash, parameterisation=layout.parameterisation,
+                               extra={**layout.extra, "form": "delta"})
+
+
+def factors_to_delta(points: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """Factor points (B, D) or (D,) of `layout` -> delta points in `delta_layout(layout)`, exactly as they decode.
+
+    The same product as `LoraParameterisation.to_delta` (Delta W = (alpha / rank) B A per module), computed
+    from the layout, so a stored population converts without loading its generator.
+    """
+    single = points.ndim == 1
+    x = points[None] if single else points
+    modules = _factor_modules(layout)
+    scaling = float(layout.extra["alpha"]) / int(layout.extra["rank"])
+    t = layout.from_vector(x.to(torch.float32))
+    parts = []
+    for m in modules:
+        A, B = t[f"{m}.lora_A"], t[f"{m}.lora_B"]
+        parts.append(_delta_w(A, B, scaling, (B.shape[1], *A.shape[2:])).reshape(x.shape[0], -1))
+    flat = torch.cat(parts, dim=1)  # (B, D_delta)
+    return flat[0] if single else flat
 
 
 def _unwrap(pattern: str) -> str:
@@ -115,12 +168,7 @@ class LoraParameterisation(Parameterisation):
         t = self.layout.from_vector(self.check_point(points))
         if self.form == "delta":
             return {m: t[f"{m}.weight"] for m in self.modules}
-        out = {}
-        for m in self.modules:
-            A = t[f"{m}.lora_A"].flatten(2)  # (B, r, in * prod(kernel))
-            Bm = t[f"{m}.lora_B"].flatten(2)  # (B, out, r)
-            out[m] = self.scaling * torch.bmm(Bm, A).reshape(-1, *self.weight_shapes[m])  # (B, out, in, *kernel)
-        return out
+        return {m: _delta_w(t[f"{m}.lora_A"], t[f"{m}.lora_B"], self.scaling, self.weight_shapes[m]) for m in self.modules}
 
     def params_batch(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
         modules = dict(self.gen.net.named_modules())

@@ -3,6 +3,8 @@
 A subspace stores mean (D,), basis (k, D) (orthonormal rows), singular values, explained
 variance, an optional per-coordinate scale (standardised fits), the layout, the parameterisation
 and the anchor condition, all in one `subspace.safetensors`, so any sample decodes on its own.
+LoRA populations are learned in delta form by default (Delta W = s B A per layer): the factors
+(A, B) are not identifiable, BA = (BR)(R^-1 A), and each member starts from its own random A.
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json
 from weightspace.runtime.seeding import item_generator
 from weightspace.space.layout import Layout
+from weightspace.space.lora import LORA_FORMS, delta_layout, factors_to_delta, stored_form
+from weightspace.space.parameterisation import Parameterisation
+from weightspace.space.parameterisations import parameterisation_from_config
 from weightspace.space.pca import pca
 from weightspace.space.store import Population, _meta_json, read_metadata, save_tensors
 
@@ -177,22 +183,75 @@ def fit_subspace_matrix(x: np.ndarray | torch.Tensor, k: int, *, layout: Layout,
                     parameterisation, anchor, checkpoint, r.solver)
 
 
-def fit_subspace(population: str | Path | Population, k: int, *, solver: str = "auto", standardize: bool = False,
-                 seed: int = 0, out: str | Path | None = None) -> Subspace:
-    """Fit a k-component subspace to a population (streamed through a memory map when large)."""
+def converts_to_delta(parameterisation: Mapping[str, Any], form: str | None) -> bool:
+    """Whether a population of `parameterisation` is converted to delta form for a subspace in `form`.
+
+    form : None (the default: `delta` for LoRA populations, nothing for the others), `delta` or `factors`.
+    """
+    if form is not None and form not in LORA_FORMS:
+        raise InputError(f"form must be one of {', '.join(LORA_FORMS)}, got {form!r}")
+    name = parameterisation.get("name")
+    if name != "lora":
+        if form is not None:
+            raise InputError(f"form {form!r} applies to lora populations; this one's parameterisation is {name!r}")
+        return False
+    stored = stored_form(parameterisation)
+    if form == "factors" and stored == "delta":
+        raise InputError("the population stores delta points (B A), which have no unique factors; "
+                         "a factors subspace needs a factor-form population (or use form delta)")
+    return stored == "factors" and form != "factors"
+
+
+def _delta_memmap(pop: Population, path: Path, layout: Layout) -> None:
+    """Write every member converted to delta form into a float32 (N, D_delta) .npy file, one row at a time."""
+    mm = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.float32, shape=(len(pop), layout.size))
+    for i, p in enumerate(pop.iter_points()):
+        mm[i] = factors_to_delta(p, pop.layout).numpy()
+    mm.flush()
+    del mm
+
+
+def fit_subspace(population: str | Path | Population, k: int, *, form: str | None = None, solver: str = "auto",
+                 standardize: bool = False, seed: int = 0, out: str | Path | None = None) -> Subspace:
+    """Fit a k-component subspace to a population (streamed through a memory map when large).
+
+    form : the LoRA point form the subspace is learned in. `delta` (the default for LoRA): every factor
+        member (A, B) becomes Delta W = s B A per layer (`lora.factors_to_delta`, exactly what decodes), the
+        same for every factorisation of it, and the subspace records the delta layout and parameterisation
+        (form `delta`) so its points decode on their own. `factors`: the stored (A, B) coordinates, whose
+        variance mostly follows each member's random start of A (for comparison). Leave it None for
+        condition and layers populations (one form).
+    """
     pop = population if isinstance(population, Population) else Population(population)
-    n, d = len(pop), pop.layout.size
+    n = len(pop)
     if n < 2:
         raise InputError(f"{pop.folder}: a subspace needs at least 2 finished members, found {n}")
-    kw = dict(layout=pop.layout, parameterisation=pop.parameterisation, anchor=pop.anchor, checkpoint=pop.checkpoint,
+    convert = converts_to_delta(pop.parameterisation, form)
+    layout = delta_layout(pop.layout) if convert else pop.layout
+    pconf = {**pop.parameterisation, "form": "delta"} if convert else pop.parameterisation
+    kw = dict(layout=layout, parameterisation=pconf, anchor=pop.anchor, checkpoint=pop.checkpoint,
               solver=solver, standardize=standardize, seed=seed)
-    if n * d * 4 <= IN_MEMORY_BYTES:
-        sub = fit_subspace_matrix(pop.matrix().numpy(), k, **kw)
+    if n * layout.size * 4 <= IN_MEMORY_BYTES:
+        x = pop.matrix()  # (N, D)
+        sub = fit_subspace_matrix((factors_to_delta(x, pop.layout) if convert else x).numpy(), k, **kw)
     else:
         with tempfile.TemporaryDirectory(prefix="weightspace-pca-") as tmp:
-            mm = pop.to_memmap(Path(tmp) / "points.npy")
-            del mm
-            sub = fit_subspace_matrix(np.load(Path(tmp) / "points.npy", mmap_mode="r", allow_pickle=False), k, **kw)
+            path = Path(tmp) / "points.npy"
+            if convert:
+                _delta_memmap(pop, path, layout)
+            else:
+                mm = pop.to_memmap(path)
+                del mm
+            sub = fit_subspace_matrix(np.load(path, mmap_mode="r", allow_pickle=False), k, **kw)
     if out is not None:
         sub.save(out)
     return sub
+
+
+def subspace_parameterisation(sub: Subspace, gen: Generator) -> Parameterisation:
+    """The parameterisation a subspace's points are in (a LoRA subspace's is usually delta form), on `gen`,
+    with the subspace's anchor; a different base checkpoint raises LayoutMismatchError."""
+    param = parameterisation_from_config(gen, sub.parameterisation)
+    sub.layout.check_same(param.layout, what="subspace vs generator")
+    param.set_anchor(sub.anchor)
+    return param
