@@ -13,7 +13,7 @@ Optional capabilities are `typing.Protocol`s checked with `isinstance`, never by
     HasFamilies        families: list[str]; encode_families(names, seeds) -> conditions
     BatchedDecode      sdf_grid_batched(conditions, seeds, params_batch, *, resolution) -> grids
     EffectiveWeights   effective_weights(condition) -> name -> (B, ...) weights a condition induces
-    Saveable           save(folder, *, extra_config) and the class's from_checkpoint(state, config)
+    Saveable           save(folder, *, extra_config); loaded back by the factory registered for its kind
 
 A study asks with `require(gen, Capability, "what needs it")`, which returns the generator or raises
 `MissingCapability` (an InputError) naming the generator, the capability and the method to write.
@@ -199,14 +199,11 @@ class EffectiveWeights(Protocol):
 
 @runtime_checkable
 class Saveable(Protocol):
-    """Writes itself as a checkpoint folder that `load_generator` reads back."""
+    """Writes itself as a checkpoint folder; `load_generator` reads it back through the factory registered
+    for its `kind` (`registry.register` or the entry-point group)."""
 
     def save(self, folder: str | Path, *, extra_config: Mapping[str, Any] | None = None) -> Path:
         """Write `model.safetensors` + `config.json` (with `kind`) to `folder`."""
-
-    @classmethod
-    def from_checkpoint(cls, state: dict[str, torch.Tensor], config: dict[str, Any]) -> Any:
-        """Rebuild from a loaded state dict and config; mismatches raise InputError naming the field."""
 
 
 CAPABILITIES: dict[type, str] = {
@@ -215,7 +212,7 @@ CAPABILITIES: dict[type, str] = {
     HasFamilies: "name shape families: a `families` list and encode_families(names, seeds) -> conditions",
     BatchedDecode: "decode a batch of weight sets: sdf_grid_batched(conditions, seeds, params_batch, *, resolution)",
     EffectiveWeights: "report the weights a condition induces: effective_weights(condition) -> {name: (B, ...)}",
-    Saveable: "save itself: save(folder, *, extra_config) and a from_checkpoint(state, config) class method",
+    Saveable: "save itself: save(folder, *, extra_config) writing model.safetensors + config.json with its kind",
 }
 
 

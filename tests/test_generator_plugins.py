@@ -1,0 +1,183 @@
+"""Plugging in a user's generator: FieldGenerator, register, the entry-point group, and the named refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from toy_generator import make_toy, make_toy_data
+
+from weightspace.generators import (
+    BatchedDecode, EffectiveWeights, EncodesPoints, EncodesVoxels, FieldGenerator, HasFamilies, MissingCapability, Saveable,
+    known_kinds, load_generator, register, require, unregister,
+)
+from weightspace.runtime.errors import InputError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+class Ball(nn.Module):
+    """f(x, c) = |x| - r(c): a ball whose radius a one-number condition moves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(1, 1)
+        with torch.no_grad():
+            self.lin.weight.fill_(0.2)
+            self.lin.bias.fill_(0.4)
+
+    def forward(self, x, c):
+        return x.norm(dim=-1) - self.lin(c)  # (B, P) - (B, 1)
+
+
+def _ball(kind: str = "test-ball") -> FieldGenerator:
+    return FieldGenerator(Ball(), condition_shape=(1,), kind=kind, resolution=12)
+
+
+def test_field_generator_decodes_fits_and_round_trips(tmp_path):
+    gen = _ball()
+    grids = gen.sdf_grid(torch.tensor([[0.0], [1.0]]), [0, 1]).detach()
+    assert grids.shape == (2, 12, 12, 12)
+    assert float(grids[1].min()) < float(grids[0].min())  # a bigger condition, a bigger ball
+    target = gen.sdf_grid(torch.tensor([[1.0]]), [0]).detach()
+    c = torch.zeros(1, 1, requires_grad=True)
+    loss = gen.training_loss(target, c, [3])
+    loss.backward()
+    assert c.grad is not None and float(c.grad) < 0  # growing the condition lowers the loss
+    assert gen.module_groups() == {"lin": ["lin."]}  # the default: top-level children
+
+    register("test-ball", lambda state, config: FieldGenerator.from_state(Ball(), state, config), replace=True)
+    try:
+        gen.save(tmp_path / "ck")
+        assert json.loads((tmp_path / "ck" / "config.json").read_text())["kind"] == "test-ball"
+        back = load_generator(tmp_path / "ck")
+        assert back.condition_shape == (1,) and back.resolution == 12 and "test-ball" in known_kinds()
+        torch.testing.assert_close(back.sdf_grid(torch.tensor([[0.5]]), [0]), gen.sdf_grid(torch.tensor([[0.5]]), [0]))
+        with pytest.raises(InputError, match="already registered"):
+            register("test-ball", lambda s, c: None)
+    finally:
+        unregister("test-ball")
+    with pytest.raises(InputError, match="'kind' must be one of .*got 'test-ball'"):
+        load_generator(tmp_path / "ck")
+    with pytest.raises(InputError, match="built-in"):
+        register("neural-field", lambda s, c: None)
+
+
+def test_a_factory_that_returns_no_generator_is_refused(tmp_path):
+    _ball("test-bad").save(tmp_path / "ck")
+    register("test-bad", lambda state, config: object(), replace=True)
+    try:
+        with pytest.raises(InputError, match="not a weightspace Generator"):
+            load_generator(tmp_path / "ck")
+    finally:
+        unregister("test-bad")
+
+
+def test_each_missing_capability_is_refused_by_name(tmp_path):
+    gen = _ball()
+    for capability in (EncodesPoints, EncodesVoxels, HasFamilies, BatchedDecode, EffectiveWeights):
+        assert not isinstance(gen, capability)
+        with pytest.raises(MissingCapability, match=f"lacks {capability.__name__}"):
+            require(gen, capability, "this test")
+    assert isinstance(gen, Saveable) and require(gen, Saveable, "this test") is gen
+    with pytest.raises(MissingCapability, match="lacks EncodesPoints"):
+        gen.condition(points=torch.zeros(1, 5, 3))
+    with pytest.raises(MissingCapability, match="lacks EncodesVoxels"):
+        gen.condition(voxels=torch.zeros(1, 4, 4, 4))
+    with pytest.raises(MissingCapability, match="lacks HasFamilies"):
+        gen.condition(family=["torus"])
+    # a weight-space path of conditions measured in induced weights needs EffectiveWeights
+    from weightspace.space.parameterisations import make_parameterisation
+
+    param = make_parameterisation(gen, "condition")
+    with pytest.raises(MissingCapability, match="lacks EffectiveWeights"):
+        param.effective_path(torch.zeros(3, 1))
+    # a study asks for the capability it needs before it starts
+    from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
+
+    with pytest.raises(MissingCapability, match="endpoints=family .*lacks HasFamilies"):
+        run_interpolate(InterpolateConfig(out=str(tmp_path / "i"), endpoints="family"), generator=gen)
+    from weightspace.experiments.subspace import SubspaceConfig, run_subspace
+
+    data = make_toy_data(tmp_path / "data", count=4, resolution=8, points=64)
+    with pytest.raises(MissingCapability, match="lacks EncodesPoints"):
+        run_subspace(SubspaceConfig(out=str(tmp_path / "s"), family="torus", examples=2, k=1, samples=2, data=str(data)),
+                     generator=gen)
+    # the toy generator has them
+    toy = make_toy(seed=0)
+    assert isinstance(toy, EncodesPoints) and isinstance(toy, BatchedDecode) and isinstance(toy, EffectiveWeights)
+
+
+PLUGIN = '''
+import torch
+from torch import nn
+from weightspace.generators import FieldGenerator
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 16)
+        self.b = nn.Linear(16 + 2, 1)
+
+    def forward(self, x, c):
+        h = torch.tanh(self.a(x))
+        return self.b(torch.cat([h, c[:, None, :].expand(-1, x.shape[1], -1)], -1))[..., 0] + x.norm(dim=-1) - 0.5
+
+
+def load(state, config):
+    return FieldGenerator.from_state(Net(), state, config)
+'''
+
+
+def test_an_installed_entry_point_generator_loads_from_the_cli(tmp_path):
+    """A distribution with an entry point in group weightspace.generators (a dist-info on the path, as pip
+    would install it) makes its kind loadable by the CLI in a fresh process, with no code of ours touched."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "ws_plugin_demo.py").write_text(PLUGIN)
+    info = site / "ws_plugin_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ws-plugin-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[weightspace.generators]\nplugin-mlp = ws_plugin_demo:load\n")
+    sys.path.insert(0, str(site))
+    try:
+        import ws_plugin_demo
+
+        torch.manual_seed(0)
+        FieldGenerator(ws_plugin_demo.Net(), condition_shape=(2,), kind="plugin-mlp", resolution=10).save(tmp_path / "ck")
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("ws_plugin_demo", None)
+    data = make_toy_data(tmp_path / "data", count=2, resolution=10, points=64)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "WEIGHTSPACE_QUIET": "1",
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "weightspace.cli", "population", "build", "--checkpoint", str(tmp_path / "ck"),
+           "--parameterisation", "lora", "--rank", "2", "--targets", "a|b", "--data", str(data), "--out", str(tmp_path / "pop"),
+           "--steps", "2", "--fit", "grid"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 members" in r.stdout
+    # without the plug-in on the path the same checkpoint is refused with the kinds that are known
+    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
+    r = subprocess.run(cmd[:-6] + ["--out", str(tmp_path / "pop2"), "--steps", "2", "--fit", "grid"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode != 0 and "plugin-mlp" in r.stderr and "latent-diffusion" in r.stderr
+
+
+def test_the_custom_generator_example_runs(tmp_path):
+    """examples/custom_generator.py OUT: a plain MLP defined, registered and put through two studies."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WEIGHTSPACE_QUIET": "1"}
+    r = subprocess.run([sys.executable, str(EXAMPLES / "custom_generator.py"), str(tmp_path / "out")], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    interp = json.loads((tmp_path / "out" / "interpolate" / "results.json").read_text())
+    sub = json.loads((tmp_path / "out" / "subspace" / "results.json").read_text())
+    assert interp["generator"] == "mlp-sdf" and all(c["ok"] for c in interp["endpoint_check"])
+    assert sub["generator"] == "mlp-sdf" and sub["K_used"] >= sub["k"] + 1 and "subspace" in sub["topology_kept"]
