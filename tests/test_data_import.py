@@ -56,15 +56,15 @@ def test_distance_matches_the_analytic_torus(tmp_path, torus):
 
 
 def test_open_mesh_uses_the_winding_number_and_scene_is_concatenated(tmp_path):
-    box = trimesh.creation.box(extents=(1, 1, 1))
-    open_box = trimesh.Trimesh(box.vertices, box.faces[:-2], process=False)  # one side missing
-    open_box.export(tmp_path / "open.ply")
+    ball = trimesh.creation.icosphere(subdivisions=3)
+    open_ball = trimesh.Trimesh(ball.vertices, ball.faces[:-3], process=False)  # a small hole
+    open_ball.export(tmp_path / "open.ply")
     scene = trimesh.Scene([trimesh.creation.icosphere(radius=0.5), trimesh.creation.box().apply_translation([3, 0, 0])])
     scene.export(tmp_path / "two.glb")
     import_meshes([tmp_path], tmp_path / "o", resolution=32, n_points=16, progress=False)
     rows = {r["id"].split("-", 1)[1]: r for r in _rows(tmp_path / "o")}
     assert rows["open"]["sign_method"] == "fast_winding_number" and not rows["open"]["watertight"]
-    assert rows["open"]["betti_measured"] == [1, 0, 0]  # the robust sign still fills the box
+    assert rows["open"]["betti_measured"] == [1, 0, 0] and rows["open"]["solid"]  # the robust sign still fills the ball
     assert rows["two"]["betti_measured"] == [2, 0, 0]
 
 

@@ -83,13 +83,18 @@ def import_(
     margin: float = typer.Option(0.1, "--margin", help="The longest side is scaled to 2 (1 - margin)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the surface samples and the split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
+    keep_non_solid: bool = typer.Option(False, "--keep-non-solid", help="Import meshes that bound no volume (sheets, triangle soups) too, marked solid: false."),
 ) -> None:
-    """Import meshes: normalise into [-1, 1]^3, signed distance grid, surface points.
+    """Import meshes: normalise into [-1, 1]^3, orient each body, check solidity, signed distance grid, surface points.
 
-    Watertight meshes get the exact (pseudonormal) sign, others the fast winding number sign;
-    the method is recorded per shape. A bad file is reported by name and reason (console and
-    manifest) and the import goes on. Exit status: the number of files that failed (capped at
-    255), so 0 means every file was imported.
+    Each body is rewound consistently and oriented outward, or inward where it lies inside an
+    odd number of closed bodies (a shell's inner wall), so cavities stay cavities. A mesh that
+    bounds no volume (an open sheet, a triangle soup: its generalised winding number leaves a
+    wide ambiguous band) is skipped by name unless --keep-non-solid. Watertight meshes get the
+    exact (pseudonormal) sign, others the fast winding number sign; the repair, the solidity
+    figure and the sign method are recorded per shape. A bad file is reported by name and
+    reason (console and manifest) and the import goes on. Exit status: the number of files that
+    failed (capped at 255), so 0 means every file was imported or skipped as not solid.
 
     Example: weightspace data import meshes/ chair.obj --resolution 64 --out runs/imported
     """
@@ -98,12 +103,19 @@ def import_(
     def report(path, message):
         typer.echo(f"failed: {message}", err=True)
 
+    def skip(path, message):
+        typer.echo(f"skipped: {message}", err=True)
+
     s = import_meshes(
         paths, out, resolution=resolution, truncation=truncation, n_points=points, margin=margin,
-        seed=seed, overwrite=overwrite, on_failure=report,
+        seed=seed, overwrite=overwrite, on_failure=report, keep_non_solid=keep_non_solid, on_skip=skip,
     )  # fmt: skip
     per = f" ({s['seconds_per_mesh']:.2f} s per mesh)" if s["seconds_per_mesh"] is not None else ""
-    typer.echo(f"imported {s['imported']} of {s['count']} files into {out}{per}; sign: {s['sign_methods']}; failed: {s['failed']}")
+    kept = f" (of them {s['non_solid_kept']} not solid, kept by --keep-non-solid)" if s["non_solid_kept"] else ""
+    typer.echo(
+        f"imported {s['imported']} of {s['count']} files into {out}{kept}{per}; sign: {s['sign_methods']}; "
+        f"skipped as not solid: {s['skipped']}; failed: {s['failed']}"
+    )
     if s["failed"]:
         raise typer.Exit(code=min(s["failed"], 255))
 

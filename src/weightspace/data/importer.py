@@ -12,6 +12,7 @@ import trimesh
 
 from weightspace.data.grid import grid_points
 from weightspace.data.make import assign_splits, measure_betti, save_npy, save_npz, write_manifest
+from weightspace.data.repair import SOLIDITY_RESOLUTION, repair_orientation, solidity, winding_number
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json, remove_stale_temps
 from weightspace.runtime.progress import track
@@ -133,20 +134,20 @@ def normalise(mesh: trimesh.Trimesh, margin: float = 0.1) -> tuple[trimesh.Trime
     return out, Normalisation(tuple(float(c) for c in center), float(scale))
 
 
-def mesh_sdf_grid(mesh: trimesh.Trimesh, resolution: int, truncation: float) -> tuple[np.ndarray, str]:
+def mesh_sdf_grid(mesh: trimesh.Trimesh, resolution: int, truncation: float, *, exact_sign: bool = True) -> tuple[np.ndarray, str]:
     """Truncated signed distance of a normalised mesh on the R^3 grid: ((R, R, R) float32, sign method).
 
-    Watertight, consistently wound meshes get the exact sign from libigl's pseudonormal test;
-    others get the fast generalised winding number (Barill et al. 2018), robust to holes and
-    flipped faces. Distances are computed only within +-truncation (libigl's bounds, ~3x faster);
-    points beyond get +-truncation with the sign of the winding number, which is exact for a
-    closed mesh and the robust sign otherwise.
+    Watertight, consistently wound meshes get the exact sign from libigl's pseudonormal test
+    (unless `exact_sign` is False: bodies that overlap, whose union only the winding number
+    gives); others get the fast generalised winding number (Barill et al. 2018), robust to holes
+    and flipped faces. Bodies are taken as oriented (see `repair.repair_orientation`).
+    Distances are computed only within +-truncation (libigl's bounds, ~3x faster); points beyond
+    get +-truncation with the sign of the winding number, which is exact for a closed mesh and
+    the robust sign otherwise.
     """
     import igl
 
-    watertight = bool(mesh.is_watertight and mesh.is_winding_consistent)
-    if watertight and mesh.volume < 0:
-        mesh = trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces[:, ::-1], process=False)  # inside-out: flip
+    watertight = bool(mesh.is_watertight and mesh.is_winding_consistent) and exact_sign
     method = "pseudonormal" if watertight else "fast_winding_number"
     sign_type = igl.SIGNED_DISTANCE_TYPE_PSEUDONORMAL if watertight else igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER
     V = np.ascontiguousarray(mesh.vertices, dtype=np.float64)  # (V, 3)
@@ -157,7 +158,7 @@ def mesh_sdf_grid(mesh: trimesh.Trimesh, resolution: int, truncation: float) -> 
     S = igl.signed_distance(P, V, F, sign_type=sign_type, lower_bound=-truncation, upper_bound=truncation)[0]  # (R^3,)
     far = ~np.isfinite(S)
     if far.any():
-        w = igl.fast_winding_number(V, F, P[far])
+        w = winding_number(V, F, P[far])
         S[far] = np.where(w > 0.5, -truncation, truncation)
     grid = np.clip(S, -truncation, truncation).reshape(resolution, resolution, resolution).astype(np.float32)
     return grid, method
@@ -180,12 +181,19 @@ def import_meshes(
     overwrite: bool = False,
     progress: bool | None = None,
     on_failure=None,
+    keep_non_solid: bool = False,
+    on_skip=None,
 ) -> dict:
     """Import mesh files into a data folder like `make_dataset` writes (family "imported", label -1).
 
+    Each mesh is normalised, its bodies rewound and oriented by containment depth
+    (`repair.repair_orientation`, recorded as `repair`), and checked for solidity
+    (`repair.solidity`, recorded as `solid`, `solid_reason`, `ambiguous`). A mesh that bounds no
+    volume gets status "skipped" (error "not-solid"), no files, and `on_skip(path, message)`,
+    unless `keep_non_solid`: then it is imported with `solid: false`.
     A bad file never stops the import: it gets a manifest row with status "failed", its reason
     code and message, and `on_failure(path, message)` is called. Returns the summary (also in
-    `out/summary.json`) with the failures and timing.
+    `out/summary.json`) with the failures, the skipped non-solids and timing.
     """
     out = Path(out)
     if resolution < 8:
@@ -203,7 +211,7 @@ def import_meshes(
         raise InputError(f"no mesh files found in {', '.join(map(str, paths))} (supported: {', '.join(FORMATS)})")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # left by a writer killed in an earlier run; nothing else writes here now
-    rows, failures, seconds = [], [], []
+    rows, failures, skipped, seconds = [], [], [], []
     for i, path in enumerate(track(files, f"importing at {resolution}^3", enabled=progress)):
         item_id = _safe_id(i, path)
         t0 = time.perf_counter()
@@ -216,7 +224,18 @@ def import_meshes(
                 on_failure(path, str(e))
             continue
         mesh, norm = normalise(raw, margin)
-        grid, method = mesh_sdf_grid(mesh, resolution, truncation)
+        mesh, repair = repair_orientation(mesh)
+        P = grid_points(min(resolution, SOLIDITY_RESOLUTION)).reshape(-1, 3)  # (r^3, 3) world units
+        solid = solidity(winding_number(mesh.vertices, mesh.faces, P), closed=repair["closed_bodies"] == repair["bodies"])
+        checked = dict(solid=solid["solid"], solid_reason=solid["reason"], ambiguous=solid["ambiguous"], repair=repair)
+        if not solid["solid"] and not keep_non_solid:
+            reason = f"{path}: not solid, skipped ({solid['reason']}; --keep-non-solid imports it)"
+            skipped.append(dict(source=str(path), reason=reason, ambiguous=solid["ambiguous"]))
+            rows.append(dict(id=item_id, source=str(path), status="skipped", error="not-solid", reason=reason, **checked))
+            if on_skip is not None:
+                on_skip(path, reason)
+            continue
+        grid, method = mesh_sdf_grid(mesh, resolution, truncation, exact_sign=repair["overlapping"] == 0)
         points, face_idx = trimesh.sample.sample_surface(mesh, n_points, seed=derive_seed(seed, "import", item_id) % 2**32)
         normals = mesh.face_normals[face_idx]  # (P, 3) unit
         save_npy(out / "grids" / f"{item_id}.npy", grid)
@@ -232,8 +251,9 @@ def import_meshes(
                 format=path.suffix.lower().lstrip("."),
                 n_vertices=int(len(raw.vertices)),
                 n_faces=int(len(raw.faces)),
-                watertight=method == "pseudonormal",
+                watertight=repair["closed_bodies"] == repair["bodies"],
                 sign_method=method,
+                **checked,
                 center=list(norm.center),
                 scale=norm.scale,
                 betti_declared=None,
@@ -254,6 +274,9 @@ def import_meshes(
         imported=len(ok),
         failed=len(failures),
         failures=failures,
+        skipped=len(skipped),
+        skipped_non_solid=skipped,
+        non_solid_kept=sum(not r["solid"] for r in ok),
         resolution=resolution,
         truncation=truncation,
         margin=margin,
