@@ -3,6 +3,7 @@ evaluation keys, CLI config errors."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -66,9 +67,39 @@ def test_tiny_train_resume_load_and_evaluate(tiny_data, tmp_path):
     back = load_generator(out)
     assert torch.allclose(back.training_codes().mean(0), back.net.global_mean, atol=1e-5)  # priors were fitted
     figures = evaluate_generator(back, tiny_data, max_shapes=1, samples_per_family=1)
-    assert set(figures) == {"train_iou", "points_iou", "points_betti_match", "family_betti_match", "seconds_per_shape"}
-    assert all(0.0 <= figures[k] <= 1.0 for k in figures if k != "seconds_per_shape")
-    assert figures["seconds_per_shape"] > 0
+    assert set(figures) == {"train_iou", "points_iou", "points_betti_match", "family_betti_match", "seconds_per_shape",
+                            "held_out_shapes"}  # the training folder, recognised by its manifest hash
+    assert all(0.0 <= figures[k] <= 1.0 for k in figures if k not in ("seconds_per_shape", "held_out_shapes"))
+    assert figures["seconds_per_shape"] > 0 and figures["held_out_shapes"] == 1
+
+
+def test_evaluate_on_a_folder_it_was_not_trained_on(tiny_data, tmp_path):
+    """Reconstruction from points needs no training codes: any folder is held out, the training fit is skipped."""
+    import trimesh
+
+    from weightspace.data.importer import import_meshes
+    from weightspace.data.make import make_dataset
+
+    ck = tmp_path / "ck"
+    _train(tiny_data, ck, steps=10)
+    other = tmp_path / "other"
+    make_dataset(other, family="all", count=4, resolution=16, seed=3, n_points=256, progress=False)
+    _register()
+    r = CliRunner().invoke(app, ["evaluate", "generator", str(ck), "--data", str(other), "--json", "--max-shapes", "4",
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    figures = json.loads(r.output)
+    assert "train_iou" not in figures and "not the checkpoint's training data" in figures["train_iou_skipped"]
+    assert figures["held_out_shapes"] == 4  # every shape of a foreign folder, whatever its split
+    assert 0.0 <= figures["points_iou"] <= 1.0 and 0.0 <= figures["points_betti_match"] <= 1.0
+    # an imported folder whose manifest also holds a skipped non-solid row
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.torus(0.6, 0.25, 32, 16).export(meshes / "ring.obj")
+    trimesh.Trimesh(np.random.default_rng(0).uniform(-1, 1, (30, 3)), np.arange(30).reshape(10, 3)).export(meshes / "soup.obj")
+    import_meshes([meshes], tmp_path / "imported", resolution=16, n_points=256, progress=False)
+    figures = evaluate_generator(load_generator(ck), tmp_path / "imported", max_shapes=2, samples_per_family=1)
+    assert figures["held_out_shapes"] == 1 and "train_iou_skipped" in figures
 
 
 def test_ema_run_resumes_with_its_average(tiny_data, tmp_path):

@@ -30,16 +30,45 @@ EVALUATORS: dict[str, Callable[[], Callable]] = {
 }
 
 
+def training_data_hash(folder: Path, config: dict) -> str | None:
+    """The manifest hash of a checkpoint's training data: from its config.json, else its training_record.json."""
+    for record in (config, _read_record(folder / "training_record.json")):
+        data = record.get("data") if isinstance(record, dict) else None
+        if isinstance(data, dict) and (data.get("manifest_hash") or data.get("manifest_sha256")):
+            return str(data.get("manifest_hash") or data.get("manifest_sha256"))
+    return None
+
+
+def _read_record(path: Path) -> dict:
+    from weightspace.runtime.io import read_json
+
+    if not path.is_file():
+        return {}
+    try:
+        record = read_json(path)
+    except (InputError, ValueError):
+        return {}  # a damaged record only costs the training-fit figure
+    return record if isinstance(record, dict) else {}
+
+
 def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: int, device: str = "cpu") -> dict:
-    """Load a generator (a folder or a shipped name) on `device` and return its figures on `data`."""
+    """Load a generator (a folder or a shipped name) on `device` and return its figures on `data`.
+
+    A neural field reports its training fit only on its own training folder, recognised by the
+    manifest hash the checkpoint records; on any other folder every shape counts as held out.
+    """
     from weightspace.generators import load_generator
+    from weightspace.generators.registry import resolve_checkpoint
     from weightspace.runtime.device import pick_device
 
     gen = load_generator(checkpoint, pick_device(device))
     kind = gen.config.get("kind")
     if kind not in EVALUATORS:
         raise InputError(f"no evaluator for generator kind {kind!r}; known kinds: {sorted(EVALUATORS)}")
-    return EVALUATORS[kind]()(gen, data, max_shapes=max_shapes, seed=seed)
+    extra = {}
+    if kind == "neural-field":
+        extra["training_hash"] = training_data_hash(resolve_checkpoint(checkpoint), gen.config)
+    return EVALUATORS[kind]()(gen, data, max_shapes=max_shapes, seed=seed, **extra)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +77,7 @@ def register(app: typer.Typer) -> None:
     @evaluate_app.command("generator")
     def generator(
         checkpoint: str = typer.Argument(..., help="Checkpoint folder, or a shipped name: default, default-field, default-64, default-points."),
-        data: Path = typer.Option(..., "--data", help="Data folder (its test split is held out)."),
+        data: Path = typer.Option(..., "--data", help="Data folder: the training folder's test split is held out; every shape of any other folder is."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
         max_shapes: int = typer.Option(64, "--max-shapes", help="Evaluate at most this many held-out shapes."),
         seed: int = typer.Option(0, "--seed", help="Seed of every observation and sample."),

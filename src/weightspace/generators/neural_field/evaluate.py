@@ -1,9 +1,12 @@
-"""Evaluation of a neural-field checkpoint: training fit, reconstruction from noisy points, family sampling.
+"""Evaluation of a neural-field checkpoint on any data folder: training fit, reconstruction from noisy points, family sampling.
 
 Figures (all fractions in [0, 1]):
-    train_iou           mean IoU of the decoded training codes against their training grids
-    points_iou          mean IoU of held-out shapes (test split, else val) reconstructed by code
-                        optimisation from 2,048 noisy surface points (sigma = 0.01)
+    train_iou           mean IoU of the decoded training codes against their training grids; only
+                        on the checkpoint's own training folder, recognised by its manifest hash
+                        (otherwise `train_iou_skipped` says why)
+    points_iou          mean IoU of held-out shapes reconstructed by code optimisation from 2,048
+                        noisy surface points (sigma = 0.01); held out are the test split (else val)
+                        of the training folder, and every shape of any other folder
     points_betti_match  share of those reconstructions whose (b0, b1, b2) equal the ground truth grid's
     family_betti_match  share of codes sampled from each family's Gaussian whose decoded grid has
                         the family's declared (b0, b1), as for the latent diffusion model
@@ -24,7 +27,7 @@ from weightspace.analysis.geometry import iou
 from weightspace.data.families import FAMILIES
 from weightspace.data.observe import observe
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
-from weightspace.generators.neural_field.samples import load_grid, read_manifest
+from weightspace.generators.neural_field.samples import load_grid, manifest_hash, read_manifest
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import safe_child
 from weightspace.runtime.seeding import derive_seed, item_rng
@@ -52,6 +55,12 @@ def _truth_betti(folder: Path, row: dict[str, Any], grid: np.ndarray) -> tuple[i
     return tuple(measured) if measured is not None else topology(grid).betti
 
 
+def trained_hash(gen: NeuralFieldGenerator) -> str | None:
+    """The manifest hash of the data the checkpoint was trained on, where its config records one."""
+    data = gen.config.get("data") if isinstance(getattr(gen, "config", None), dict) else None
+    return (data.get("manifest_sha256") or data.get("manifest_hash")) if isinstance(data, dict) else None
+
+
 def evaluate_generator(
     gen: NeuralFieldGenerator,
     data_dir: str | Path,
@@ -60,34 +69,50 @@ def evaluate_generator(
     seed: int = 0,
     samples_per_family: int = 8,
     batch: int = 4,
+    training_hash: str | None = None,
     log: Callable[[str], None] | None = None,
-) -> dict[str, float]:
-    """The five figures of the module docstring on `data_dir` (the folder the checkpoint was trained on)."""
+) -> dict[str, float | str]:
+    """The figures of the module docstring on any data folder.
+
+    `training_hash`: the manifest hash of the checkpoint's training data (default: the one its
+    config records, see `trained_hash`). Only when `data_dir`'s manifest has this hash are the
+    training codes decoded against it (`train_iou`); otherwise `train_iou_skipped` gives the reason.
+    """
     folder = Path(data_dir)
     if max_shapes < 1:
         raise InputError(f"max_shapes must be >= 1, got {max_shapes}")
-    train_rows = read_manifest(folder, "train")
-    if len(train_rows) != gen.cfg.n_codes:
-        raise InputError(
-            f"{folder}: has {len(train_rows)} training shapes but the checkpoint has {gen.cfg.n_codes} codes; "
-            "evaluate on the data folder it was trained on"
-        )
     all_rows = read_manifest(folder, None)
-    held = [r for r in all_rows if r["split"] == "test"] or [r for r in all_rows if r["split"] == "val"]
-    if not held:
-        raise InputError(f"{folder}: no held-out shapes (split test or val)")
-    R = int(train_rows[0].get("resolution", gen.cfg.resolution))
+    training_hash = training_hash or trained_hash(gen)
+    own = training_hash is not None and manifest_hash(folder) == training_hash
+    train_rows = [r for r in all_rows if r["split"] == "train"]
+    if own and len(train_rows) != gen.cfg.n_codes:
+        raise InputError(f"{folder}: has the checkpoint's manifest hash but {len(train_rows)} training shapes for {gen.cfg.n_codes} codes")
+    if own:
+        held = [r for r in all_rows if r["split"] == "test"] or [r for r in all_rows if r["split"] == "val"]
+        if not held:
+            raise InputError(f"{folder}: the checkpoint's training folder holds no held-out shapes (split test or val)")
+    else:
+        held = all_rows  # the checkpoint has seen none of them
+    R = int(all_rows[0].get("resolution", gen.cfg.resolution))
     say = log or (lambda s: None)
     gen.net.eval()
+    figures: dict[str, float | str] = {}
 
     # training shapes: decode their codes
-    idx = _pick(len(train_rows), max_shapes, seed, "nf-eval-train")
-    train_ious = []
-    with torch.no_grad():
-        for part in np.array_split(np.array(idx), max(1, len(idx) // 16)):
-            grids = gen.sdf_grid(gen.net.codes[torch.as_tensor(part)], part.tolist(), resolution=R).cpu().numpy()
-            train_ious += [iou(g, load_grid(folder, train_rows[i])) for g, i in zip(grids, part)]
-    say(f"train IoU {np.mean(train_ious):.3f} over {len(idx)} shapes")
+    if own:
+        idx = _pick(len(train_rows), max_shapes, seed, "nf-eval-train")
+        train_ious = []
+        with torch.no_grad():
+            for part in np.array_split(np.array(idx), max(1, len(idx) // 16)):
+                grids = gen.sdf_grid(gen.net.codes[torch.as_tensor(part)], part.tolist(), resolution=R).cpu().numpy()
+                train_ious += [iou(g, load_grid(folder, train_rows[i])) for g, i in zip(grids, part)]
+        figures["train_iou"] = float(np.mean(train_ious))
+        say(f"train IoU {figures['train_iou']:.3f} over {len(idx)} shapes")
+    else:
+        why = "the checkpoint records no training-data hash" if training_hash is None else \
+            f"{folder} is not the checkpoint's training data (manifest hash {manifest_hash(folder)}, trained on {training_hash})"
+        figures["train_iou_skipped"] = why
+        say(f"train IoU skipped: {why}")
 
     # held-out shapes from noisy points: code optimisation, then decode
     hidx = _pick(len(held), max_shapes, seed, "nf-eval-held")
@@ -120,23 +145,24 @@ def evaluate_generator(
     say(f"family Betti match {np.mean(f_match) if f_match else float('nan'):.2f}")
 
     return {
-        "train_iou": float(np.mean(train_ious)),
+        **figures,
         "points_iou": float(np.mean(p_ious)),
         "points_betti_match": float(np.mean(p_match)),
         "family_betti_match": float(np.mean(f_match)) if f_match else 0.0,
         "seconds_per_shape": seconds / len(hidx),
+        "held_out_shapes": len(hidx),
     }
 
 
-def record_figures(folder: str | Path, figures: dict[str, float], command: str) -> Path:
-    """Add evaluation figures and the command that measured them to `folder/training_record.json`."""
+def record_figures(folder: str | Path, figures: dict[str, float | str], command: str) -> Path:
+    """Add evaluation figures (the numbers) and the command that measured them to `folder/training_record.json`."""
     from weightspace.runtime.io import atomic_write_json, read_json
 
     path = Path(folder) / "training_record.json"
     record = read_json(path) if path.is_file() else {}
     if not isinstance(record, dict):
         raise InputError(f"{path}: expected a JSON object")
-    record["figures"] = {k: float(v) for k, v in figures.items()}
+    record["figures"] = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}
     record["figures_command"] = command
     atomic_write_json(path, record)
     return path

@@ -24,8 +24,16 @@ from weightspace.runtime.seeding import item_rng
 REQUIRED = ("id", "split", "grid", "points")
 
 
+def manifest_hash(folder: str | Path) -> str:
+    """The first 16 hex digits of the SHA-256 of `folder/manifest.jsonl`: what a checkpoint records of its data."""
+    import hashlib
+
+    return hashlib.sha256((Path(folder) / "manifest.jsonl").read_bytes()).hexdigest()[:16]
+
+
 def read_manifest(folder: str | Path, split: str | None = "train") -> list[dict[str, Any]]:
-    """Rows of `folder/manifest.jsonl` (all rows, or those whose `split` equals `split`)."""
+    """Rows of `folder/manifest.jsonl` (all rows, or those whose `split` equals `split`); the rows of
+    files an import failed on or skipped (status other than "ok") are left out."""
     path = Path(folder) / "manifest.jsonl"
     if not path.is_file():
         raise InputError(f"{path}: data manifest not found (make one with `weightspace data make`)")
@@ -37,6 +45,8 @@ def read_manifest(folder: str | Path, split: str | None = "train") -> list[dict[
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise InputError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+        if row.get("status", "ok") != "ok":
+            continue
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise InputError(f"{path}: line {n} lacks field(s) {missing}")

@@ -23,7 +23,7 @@ import torch
 from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.losses import clamped_l1, code_prior
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
-from weightspace.generators.neural_field.samples import build_bank, read_manifest
+from weightspace.generators.neural_field.samples import build_bank, manifest_hash, read_manifest
 from weightspace.data.families import FAMILY_NAMES
 from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
 from weightspace.runtime.config import check_config, config_to_dict
@@ -121,8 +121,8 @@ def train_neural_field(
             ema = {k: v.to(dev, copy=True) for k, v in state.get("ema", net.state_dict()).items()}  # never aliases the weights
         log(f"resumed from {out} at step {step} ({elapsed / 60:.1f} min)")
 
-    extra = {"train": config_to_dict(train_cfg), "data": {"folder": data_dir.name, "n_train": len(rows)}, "command": command,
-             "device": str(dev)}
+    data_info = {"folder": data_dir.name, "n_train": len(rows), "manifest_sha256": manifest_hash(data_dir)}
+    extra = {"train": config_to_dict(train_cfg), "data": data_info, "command": command, "device": str(dev)}
     budget = train_cfg.minutes * 60.0
     N, S = bank.points.shape[:2]
     out.mkdir(parents=True, exist_ok=True)
