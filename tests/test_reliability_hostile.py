@@ -18,6 +18,7 @@ import torch
 from hostile import checkpoints, configs, grids, meshes
 from hostile.cli import run_batch
 
+from weightspace.cli import SOME_FAILED
 from weightspace.runtime.checkpoint import load_state
 
 TALLY: dict[str, list[int]] = {}
@@ -59,7 +60,8 @@ def test_hostile_meshes_import_and_analyze(tmp_path):
                 codes = outcome.split("|")
                 row = json.loads((tmp_path / "imp" / name / "manifest.jsonl").read_text().splitlines()[0]) \
                     if (tmp_path / "imp" / name / "manifest.jsonl").is_file() else {}
-                ok = res["rc"] == 1 and _no_traceback(res) and str(path) in res["stderr"] and row.get("error") in codes
+                # nothing could be read: the bad-input status, the file named, the reason in the manifest
+                ok = res["rc"] == 2 and _no_traceback(res) and str(path) in res["stderr"] and row.get("error") in codes
         elif what == "analyze":
             if outcome == "ok":
                 ok = res["rc"] == 0 and _no_traceback(res)
@@ -70,7 +72,7 @@ def test_hostile_meshes_import_and_analyze(tmp_path):
             summary = json.loads((tmp_path / "imp-all" / "summary.json").read_text())
             # the zero-volume mesh and the triangle soup bound no volume: skipped by name, not failed
             ok = _no_traceback(res) and summary["failed"] == n_bad and summary["imported"] == 1 and summary["skipped"] == 2 \
-                and res["rc"] == n_bad
+                and res["rc"] == SOME_FAILED
         clean.append(ok)
         if not ok:
             problems.append(f"{what} {name}: rc={res['rc']} {res['stderr'][-300:]!r}")

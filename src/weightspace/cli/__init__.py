@@ -55,12 +55,14 @@ def _register() -> None:
 
 
 INTERNAL_ERROR = 70  # sysexits EX_SOFTWARE: distinct from 2 (bad input) and from small counts some commands return
+SOME_FAILED = 3  # `data import`: some files failed (named in the summary), the others were imported
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app; every failure becomes one line on stderr, never a traceback.
 
     Exit status 2: a `WeightspaceError` (bad input; the message names the file or field).
+    Exit status 3: `data import` read some files but not all (each failure named, with its reason).
     Exit status 70 (EX_SOFTWARE): an unexpected exception, i.e. a bug in weightspace; the line
     says so, and `WEIGHTSPACE_DEBUG=1` shows the traceback. Exit status 130: interrupted (Ctrl-C).
     """

@@ -93,12 +93,14 @@ def import_(
     wide ambiguous band) is skipped by name unless --keep-non-solid. Watertight meshes get the
     exact (pseudonormal) sign, others the fast winding number sign; the repair, the solidity
     figure and the sign method are recorded per shape. A bad file is reported by name and
-    reason (console and manifest) and the import goes on. Exit status: the number of files that
-    failed (capped at 255), so 0 means every file was imported or skipped as not solid.
+    reason (console and manifest) and the import goes on. Exit status: 0 when no file failed
+    (each imported, or skipped as not solid), 3 when some failed, 2 (bad input) when none could
+    be imported at all.
 
     Example: weightspace data import meshes/ chair.obj --resolution 64 --out runs/imported
     """
     from weightspace.data.importer import import_meshes
+    from weightspace.runtime.errors import InputError
 
     def report(path, message):
         typer.echo(f"failed: {message}", err=True)
@@ -116,8 +118,12 @@ def import_(
         f"imported {s['imported']} of {s['count']} files into {out}{kept}{per}; sign: {s['sign_methods']}; "
         f"skipped as not solid: {s['skipped']}; failed: {s['failed']}"
     )
+    if s["failed"] and s["failed"] == s["count"]:
+        raise InputError(f"none of the {s['count']} files could be imported (reasons above and in {out / 'manifest.jsonl'})")
     if s["failed"]:
-        raise typer.Exit(code=min(s["failed"], 255))
+        from weightspace.cli import SOME_FAILED
+
+        raise typer.Exit(code=SOME_FAILED)
 
 
 @data_app.command("observe")
