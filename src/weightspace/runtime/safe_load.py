@@ -12,12 +12,21 @@ independent layers:
    unpickler, whose refusals also become `InputError`.
 
 The result must be a flat mapping of names to tensors (optionally under one `state_dict` or
-`model` key). Everything else in the project (checkpoints, adapters, populations, subspaces)
+`model` key).
+
+A PyTorch Lightning checkpoint (`load_lightning_checkpoint`) may also hold objects of the training
+run (hyper-parameters, callback states, numpy scalars). The same scan classifies every global: a
+tensor-rebuilding one is allowed; one that can run code (`os`, `subprocess`, `builtins.exec`,
+`eval`, `getattr`, ...) refuses the file; any other becomes an inert placeholder, a class of ours
+named like the original that only stores the arguments and state the pickle gives it. The original
+is never imported or called; the placeholders are reported and only `state_dict` (and an EMA state
+dict) is taken from the file. Everything else in the project (checkpoints, adapters, populations, subspaces)
 goes through `weightspace.runtime.checkpoint.load_state`, which refuses pickles outright.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pickle  # only for the exception type torch.load(weights_only=True) raises; nothing is unpickled here
@@ -233,4 +242,139 @@ def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike) -> Pa
     return dst
 
 
-__all__ = ["sniff", "pickle_globals", "check_pickle", "load_torch_object", "load_torch_weights", "convert_to_safetensors"]
+# Modules and builtins whose import or call can run code or touch the system: a checkpoint naming one is refused.
+_CODE_MODULES = {
+    "os", "posix", "nt", "sys", "subprocess", "socket", "shutil", "importlib", "pickle", "_pickle", "marshal", "types",
+    "runpy", "code", "codeop", "ctypes", "pty", "webbrowser", "multiprocessing", "asyncio", "signal", "threading",
+    "_thread", "io", "_io", "tempfile", "glob", "operator", "functools", "inspect", "pydoc", "timeit", "cProfile",
+    "profile", "pdb", "bdb", "trace", "linecache", "zipimport", "pkgutil", "site", "sysconfig", "distutils", "setuptools",
+    "pip", "commands", "popen2", "platform", "uuid", "http", "urllib", "ftplib", "smtplib", "telnetlib", "xmlrpc",
+}
+_SAFE_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray", "bytes", "int", "float", "str", "bool",
+                  "tuple", "list", "dict", "object", "NoneType"}
+
+
+def _classify(module: str, name: str) -> Literal["allowed", "code", "unknown"]:
+    """How the Lightning reader treats a global: a tensor rebuild (allowed), code (refused), or anything else (placeholder)."""
+    if _allowed(module, name):
+        return "allowed"
+    top = module.split(".")[0]
+    if top in ("builtins", "__builtin__"):
+        return "allowed" if name in _SAFE_BUILTINS else "code"
+    if top in _CODE_MODULES or module == "?":
+        return "code"
+    return "unknown"
+
+
+class Placeholder:
+    """An object a checkpoint names but weightspace does not know (a callback, a namespace, a numpy scalar).
+
+    It records the arguments and the state the pickle gives it and does nothing else: the original
+    class or function is never imported or called.
+    """
+
+    origin = "?"
+
+    def __new__(cls, *args, **kwargs):
+        inst = object.__new__(cls)
+        inst.args, inst.state = args, None
+        return inst
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<placeholder for {self.origin}>"
+
+
+def _placeholders(names: list[tuple[str, str]]) -> list[tuple[type, str]]:
+    out = []
+    for module, name in dict.fromkeys(names):
+        cls = type(name.split(".")[-1], (Placeholder,), {"origin": f"{module}.{name}", "__module__": "weightspace.placeholder"})
+        out.append((cls, f"{module}.{name}"))
+    return out
+
+
+@dataclasses.dataclass
+class LightningCheckpoint:
+    """What weightspace takes from a Lightning checkpoint: the weights, an EMA copy if present, and what it left inert."""
+
+    state_dict: dict[str, torch.Tensor]
+    ema_state_dict: dict[str, torch.Tensor] | None
+    placeholders: list[str]          # "module.name" of every unknown object, made inert
+    top_level_keys: list[str]
+
+
+def _tensor_dict(obj: object, path: Path, key: str) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, dict) or not obj:
+        raise InputError(f"{path}: {key!r} must be a non-empty mapping of names to tensors, got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise InputError(f"{path}: {key}[{bad[0]!r}] is not a tensor ({type(obj[bad[0]]).__name__})")
+    return {k: v.detach().contiguous() for k, v in obj.items()}
+
+
+def strip_compile_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the `_orig_mod` path component that torch.compile leaves in key names (`autoencoder._orig_mod.x` -> `autoencoder.x`)."""
+    return {".".join(p for p in k.split(".") if p != "_orig_mod"): v for k, v in state.items()}
+
+
+def load_lightning_checkpoint(path: str | os.PathLike, *, strip_compile: bool = True) -> LightningCheckpoint:
+    """Read `state_dict` (and `state_dict_ema`, keys without their `module.` prefix) from a Lightning `.ckpt`, running no code.
+
+    Globals that can run code refuse the file (InputError naming the first); unknown objects become
+    `Placeholder`s, listed in the result. A missing, empty or truncated file raises InputError naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    kind = sniff(path)
+    if kind == "empty":
+        raise InputError(f"{path}: empty file")
+    if kind not in ("torch-zip", "pickle"):
+        with open(path, "rb") as f:
+            zipped = f.read(2) == b"PK"
+        raise InputError(f"{path}: truncated or corrupt checkpoint (an incomplete zip archive)" if zipped
+                         else f"{path}: not a PyTorch/Lightning checkpoint (it looks like {kind})")
+    streams = _pickle_streams(path, kind)
+    if not streams:
+        raise InputError(f"{path}: no readable pickle stream inside (truncated?)")
+    refs: list[tuple[str, str]] = []
+    for stream in streams:
+        try:
+            refs += pickle_globals(stream)
+        except Exception as e:  # genops raises on a corrupt or cut stream
+            raise InputError(f"{path}: truncated or corrupt pickle stream ({type(e).__name__}: {e})") from None
+    code = [f"{m}.{n}" for m, n in refs if _classify(m, n) == "code"]
+    if code:
+        raise InputError(f"{path}: refused: this checkpoint would import {code[0]}"
+                         + (f" (and {len(code) - 1} more)" if len(code) > 1 else "")
+                         + " when unpickled, which can run code; nothing was loaded")
+    unknown = [(m, n) for m, n in refs if _classify(m, n) == "unknown"]
+    holders = _placeholders(unknown)
+    try:
+        with torch.serialization.safe_globals(holders):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: refused by PyTorch's safe loader ({first[:200]})") from None
+    except Exception as e:  # torn storage records: RuntimeError, EOFError, ...
+        raise InputError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise InputError(f"{path}: not a Lightning checkpoint: no 'state_dict' (top level: {keys})")
+    state = _tensor_dict(obj["state_dict"], path, "state_dict")
+    ema = None
+    if obj.get("state_dict_ema") is not None:
+        ema = {k.removeprefix("module."): v for k, v in _tensor_dict(obj["state_dict_ema"], path, "state_dict_ema").items()}
+    if strip_compile:
+        state = strip_compile_prefix(state)
+        ema = strip_compile_prefix(ema) if ema is not None else None
+    return LightningCheckpoint(state, ema, [name for _, name in holders], [str(k) for k in obj])
+
+
+__all__ = ["sniff", "pickle_globals", "check_pickle", "load_torch_object", "load_torch_weights", "convert_to_safetensors", "load_lightning_checkpoint",
+           "LightningCheckpoint", "Placeholder", "strip_compile_prefix"]
