@@ -39,10 +39,9 @@ from weightspace.generators.registry import load_generator
 from weightspace.report.gallery import render_gallery
 from weightspace.runtime.io import atomic_write_json
 from weightspace.runtime.seeding import point_seeds
-from weightspace.space.lora import LORA_FORMS, delta_layout, factors_to_delta
-from weightspace.space.population import population_parameterisation
+from weightspace.space.lora import LORA_FORMS, factors_to_delta
 from weightspace.space.store import Population
-from weightspace.space.subspace import fit_subspace_matrix, subspace_parameterisation
+from weightspace.space.subspace import delta_frame, fit_subspace_matrix
 
 VARIANCE_K = 4
 
@@ -50,7 +49,8 @@ VARIANCE_K = 4
 def variance_part(pop: Population, points: dict[str, torch.Tensor], families: dict[str, list[int]]) -> dict[str, Any]:
     """Explained-variance ratios (first VARIANCE_K components) per form, whole and per family; A vs B share."""
     var = points["factors"].double().var(dim=0)  # (D_factors,) per-coordinate variance
-    a_mask = pop.layout.mask([e.name for e in pop.layout.entries if e.name.endswith(".lora_A")])
+    layout = pop.frame.layout
+    a_mask = layout.mask([e.name for e in layout.entries if e.name.endswith(".lora_A")])
     out: dict[str, Any] = {"factor_variance_share_A": float(var[a_mask].sum() / var.sum()),
                            "factor_variance_share_B": float(var[~a_mask].sum() / var.sum()), "explained": {}}
     groups = {"all": list(range(len(pop))), **families}
@@ -64,15 +64,13 @@ def variance_part(pop: Population, points: dict[str, torch.Tensor], families: di
 
 
 def _fit(pop: Population, x: torch.Tensor, k: int, form: str):
-    layout = delta_layout(pop.layout) if form == "delta" else pop.layout
-    return fit_subspace_matrix(x, k, layout=layout, parameterisation={**pop.parameterisation, "form": form},
-                               anchor=pop.anchor, checkpoint=pop.checkpoint, solver="exact")
+    return fit_subspace_matrix(x, k, frame=delta_frame(pop.frame) if form == "delta" else pop.frame, solver="exact")
 
 
 def fidelity_part(pop: Population, gen, points: dict[str, torch.Tensor], families: dict[str, list[int]], *, k: int,
                   samples: int, seeds: list[int], out: Path) -> dict[str, Any]:
     """Per family and form: decode subspace samples and measure them against the family's decoded examples."""
-    factor_param = population_parameterisation(pop, gen)
+    factor_param = pop.frame.build(gen, what="population")
     base = measure(decode_points(gen, factor_param, factor_param.base_point()[None], point_seeds(0, 1))[0].numpy(), seed=0)
     result: dict[str, Any] = {"base_robust": list(base.robust)}
     for family, idx in families.items():
@@ -86,7 +84,7 @@ def fidelity_part(pop: Population, gen, points: dict[str, torch.Tensor], familie
         gallery = {"examples": (list(ex_grids), [str(s.robust) for s in examples], [s.robust == target for s in examples])}
         for form in LORA_FORMS:
             sub = _fit(pop, points[form][idx], k, form)
-            param = subspace_parameterisation(sub, gen)
+            param = sub.frame.build(gen, what="subspace")
             mean_grid = decode_points(gen, param, sub.mean[None], point_seeds(0, 1))[0].numpy()  # (R, R, R)
             mean_shape = measure(mean_grid, seed=0)
             gallery[form] = ([mean_grid], [f"mean {mean_shape.robust}"], [mean_shape.robust == target and mean_shape.valid])
@@ -106,7 +104,7 @@ def fidelity_part(pop: Population, gen, points: dict[str, torch.Tensor], familie
                         gallery[form][1].append(str(m.robust))
                         gallery[form][2].append(m.robust == target and m.valid)
             result[family]["forms"][form] = {
-                "dimension": sub.layout.size,
+                "dimension": sub.frame.layout.size,
                 "explained_variance_ratio": [float(v) for v in sub.explained_variance_ratio],
                 "kept": rate(r["kept"] for r in rows), "valid": rate(r["valid"] for r in rows),
                 "kept_and_valid": rate(r["kept"] and r["valid"] for r in rows),
@@ -165,14 +163,14 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pop = Population(args.population)
-    gen = load_generator(pop.checkpoint)
+    gen = load_generator(pop.frame.checkpoint)
     factors = pop.matrix()  # (N, D_factors)
-    points = {"factors": factors, "delta": factors_to_delta(factors, pop.layout)}  # delta: (N, D_delta), exact
+    points = {"factors": factors, "delta": factors_to_delta(factors, pop.frame.layout)}  # delta: (N, D_delta), exact
     families: dict[str, list[int]] = {}
     for i, row in enumerate(pop.rows):
         families.setdefault(row["source"]["family"], []).append(i)
-    res: dict[str, Any] = {"population": str(args.population), "checkpoint": pop.checkpoint, "n": len(pop),
-                           "parameterisation": pop.parameterisation, "k": args.k, "samples_per_seed": args.samples,
+    res: dict[str, Any] = {"population": str(args.population), "checkpoint": pop.frame.checkpoint, "n": len(pop),
+                           "parameterisation": pop.frame.parameterisation, "k": args.k, "samples_per_seed": args.samples,
                            "seeds": [int(s) for s in args.seeds.split(",")], "threads": args.threads}
     res["variance"] = variance_part(pop, points, families)
     res["fidelity"] = fidelity_part(pop, gen, points, families, k=args.k, samples=args.samples, seeds=res["seeds"], out=out)

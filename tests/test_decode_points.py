@@ -73,10 +73,8 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
     assert [r["id"] for r in rows] == [r["id"] for r in pop.rows]
     rows = decode_source(DecodeConfig(source=str(tmp_path / "sub"), out=str(tmp_path / "d2"), samples=3, seed=5), generator=gen)
     assert len(rows) == 3 and rows[0]["seed"] == point_seeds(5, 3)[0]
-    param = make_parameterisation(gen, "lora", rank=2, targets="mid")
-    save_point(tmp_path / "p.safetensors", pop.point(0), layout=pop.layout, parameterisation=param.config(),
-               anchor=pop.anchor, checkpoint="toy")
-    assert load_point(tmp_path / "p.safetensors").layout == pop.layout
+    save_point(tmp_path / "p.safetensors", pop.point(0), pop.frame)
+    assert load_point(tmp_path / "p.safetensors").frame == pop.frame
     rows = decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False), generator=gen)
     g_pop = np.load(tmp_path / "d1" / "grids" / f"{pop.rows[0]['id']}.npy")
     g_pt = np.load(tmp_path / "d3" / "grids" / "p.npy")

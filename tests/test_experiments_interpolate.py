@@ -14,6 +14,7 @@ from weightspace.experiments.interpolate import InterpolateConfig, run_interpola
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.frame import Frame
 from weightspace.space.store import save_point
 
 C_STAR = 0.3718  # condition value at which a second ball appears
@@ -75,8 +76,7 @@ def _points(tmp_path, gen):
     param = make_parameterisation(gen, "condition")
     paths = []
     for name, value in (("a", [0.0, 0.0]), ("b", [1.0, 1.0])):
-        paths.append(str(save_point(tmp_path / f"{name}.safetensors", torch.tensor(value), layout=param.layout,
-                                    parameterisation=param.config(), anchor=param.anchor, checkpoint="planted")))
+        paths.append(str(save_point(tmp_path / f"{name}.safetensors", torch.tensor(value), Frame.of(param, "planted"))))
     return paths
 
 

@@ -134,17 +134,18 @@ def test_hostile_grids(tmp_path):
 def _point_files(tmp_path: Path, ck: Path) -> dict[str, Path]:
     """A valid condition point for the tiny neural field, and broken variants of it."""
     from weightspace.generators.registry import load_generator
+    from weightspace.space.frame import Frame
     from weightspace.space.parameterisations import make_parameterisation
     from weightspace.space.store import save_point
 
     gen = load_generator(ck)
     param = make_parameterisation(gen, "condition")
     anchor = torch.zeros((1, *gen.condition_shape))
-    kw = dict(layout=param.layout, parameterisation=param.config(), anchor=anchor, checkpoint=str(ck))
-    out = {"good": save_point(tmp_path / "good.safetensors", param.base_point(), **kw)}
+    frame = Frame(param.layout, param.config(), anchor, str(ck))
+    out = {"good": save_point(tmp_path / "good.safetensors", param.base_point(), frame)}
     nan = param.base_point().clone()
     nan[0] = float("nan")
-    out["nan"] = save_point(tmp_path / "nan.safetensors", nan, **kw)
+    out["nan"] = save_point(tmp_path / "nan.safetensors", nan, frame)
     # wrong length: write the tensors directly with the honest layout metadata
     from weightspace.space.store import save_tensors
 
@@ -155,8 +156,8 @@ def _point_files(tmp_path: Path, ck: Path) -> dict[str, Path]:
     other = checkpoints.tiny_neural_field(tmp_path / "other-ck", seed=5)
     gen2 = load_generator(other)
     p2 = make_parameterisation(gen2, "condition")
-    out["other_layout"] = save_point(tmp_path / "other.safetensors", p2.base_point(), layout=p2.layout,
-                                     parameterisation=p2.config(), anchor=anchor, checkpoint=str(ck))
+    out["other_layout"] = save_point(tmp_path / "other.safetensors", p2.base_point(),
+                                     Frame(p2.layout, p2.config(), anchor, str(ck)))
     data = out["good"].read_bytes()
     (tmp_path / "torn.safetensors").write_bytes(data[: len(data) // 2])
     out["torn"] = tmp_path / "torn.safetensors"

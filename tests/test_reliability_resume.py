@@ -55,7 +55,7 @@ def _check_valid(out: Path, expected_ids: list[str]) -> list[str]:
     assert len(ids) == len(set(ids)), f"duplicate members {ids}"
     assert set(ids) <= set(expected_ids)
     for i in range(len(pop)):
-        assert pop.point(i).shape == (pop.layout.size,)
+        assert pop.point(i).shape == (pop.frame.layout.size,)
         assert torch.isfinite(pop.point(i)).all()
     return ids
 

@@ -11,7 +11,7 @@ from weightspace.decode.points import decode_points
 from weightspace.space.inversion import invert
 from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.population import PopulationConfig, build_population
-from weightspace.space.subspace import fit_subspace, subspace_parameterisation
+from weightspace.space.subspace import fit_subspace
 
 
 def tiny_latent_diffusion(seed: int = 0):
@@ -80,7 +80,7 @@ def test_population_subspace_and_inversion(factory, tmp_path):
     assert len(pop) == 3 and all(torch.isfinite(torch.tensor(r["loss"])) for r in pop.rows)
     sub = fit_subspace(pop, 2)
     gen = factory(0)
-    param = subspace_parameterisation(sub, gen)  # delta form: the subspace's own points
+    param = sub.frame.build(gen)  # delta form: the subspace's own points
     obs = torch.from_numpy(__import__("numpy").load(data / "points" / f"{pop.rows[0]['id']}.npz")["points"][:64])
     res = invert(gen, param, sub, obs, steps=3, lr=0.1, seed=0)
     assert len(res.losses) == 3 and all(torch.isfinite(torch.tensor(res.losses)))

@@ -7,6 +7,7 @@ from toy_generator import make_toy
 from weightspace.runtime.errors import InputError
 from weightspace.space.inversion import invert
 from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.frame import Frame
 from weightspace.space.subspace import fit_subspace_matrix
 
 
@@ -21,7 +22,7 @@ def setup():
         if e.name.endswith("lora_B"):
             b_mask[e.offset : e.offset + e.numel] = True
     pts[:, b_mask] = 0.5 * torch.randn(12, int(b_mask.sum()), generator=g)
-    sub = fit_subspace_matrix(pts, 6, layout=param.layout, parameterisation=param.config(), anchor=param.anchor)
+    sub = fit_subspace_matrix(pts, 6, frame=Frame.of(param))
     return gen, param, sub
 
 

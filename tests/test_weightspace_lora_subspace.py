@@ -16,8 +16,8 @@ from weightspace.runtime.errors import InputError
 from weightspace.space import subspace as subspace_mod
 from weightspace.space.lora import delta_layout, factors_to_delta
 from weightspace.space.parameterisations import make_parameterisation
-from weightspace.space.population import PopulationConfig, build_population, population_parameterisation
-from weightspace.space.subspace import Subspace, fit_subspace, subspace_parameterisation
+from weightspace.space.population import PopulationConfig, build_population
+from weightspace.space.subspace import Subspace, fit_subspace
 
 TARGETS = "mid|vol"  # a Linear layer and the Conv3d
 SEEDS = [3, 3, 3, 3]
@@ -47,15 +47,15 @@ def test_conversion_from_the_layout_equals_the_parameterisations():
 def test_factor_population_subspace_defaults_to_delta_and_decodes_like_the_factors(pop, tmp_path):
     gen = make_toy(seed=0)
     sub = fit_subspace(pop, len(pop) - 1, out=tmp_path / "sub")  # k = N - 1: every member is reconstructed exactly
-    assert sub.parameterisation["form"] == "delta" and sub.layout.extra["form"] == "delta"
+    assert sub.frame.parameterisation["form"] == "delta" and sub.frame.layout.extra["form"] == "delta"
     back = Subspace.load(tmp_path / "sub")
-    param_d, param_f = subspace_parameterisation(back, gen), population_parameterisation(pop, gen)
+    param_d, param_f = back.frame.build(gen), pop.frame.build(gen)
     assert param_d.form == "delta"
     factors = pop.matrix()  # (N, D_factors)
-    deltas = factors_to_delta(factors, pop.layout)  # (N, D_delta)
+    deltas = factors_to_delta(factors, pop.frame.layout)  # (N, D_delta)
     torch.testing.assert_close(back.mean, deltas.mean(0), rtol=1e-5, atol=1e-7)  # the mean of the deltas
     # ... which is not the delta of the mean of the factors: B A is not linear in (A, B)
-    assert not torch.allclose(factors_to_delta(factors.mean(0), pop.layout), back.mean, rtol=1e-2, atol=1e-6)
+    assert not torch.allclose(factors_to_delta(factors.mean(0), pop.frame.layout), back.mean, rtol=1e-2, atol=1e-6)
 
     base = decode_points(gen, param_f, param_f.base_point()[None], SEEDS[:1])
     from_factors = decode_points(gen, param_f, factors, SEEDS)
@@ -65,7 +65,7 @@ def test_factor_population_subspace_defaults_to_delta_and_decodes_like_the_facto
     torch.testing.assert_close(decode_points(gen, param_d, through, SEEDS), from_factors, rtol=0, atol=1e-5)
     # the subspace's mean decodes like the one factor adapter that is the members' exact mean (rank N r)
     big, mean_factors = param_f.combine_factors(factors, [1 / len(pop)] * len(pop))
-    big.set_anchor(pop.anchor)
+    big.set_anchor(pop.frame.anchor)
     torch.testing.assert_close(decode_points(gen, param_d, back.mean[None], SEEDS[:1]),
                                decode_points(gen, big, mean_factors[None], SEEDS[:1]), rtol=0, atol=1e-5)
     rows = decode_source(DecodeConfig(source=str(tmp_path / "sub"), out=str(tmp_path / "d"), samples=2, meshes=False),
@@ -78,15 +78,14 @@ def test_streamed_conversion_gives_the_in_memory_subspace(pop, monkeypatch):
     ref = fit_subspace(pop, 2, solver="exact")
     monkeypatch.setattr(subspace_mod, "IN_MEMORY_BYTES", 0)
     got = fit_subspace(pop, 2, solver="exact")
-    got.layout.check_same(ref.layout)
+    got.frame.layout.check_same(ref.frame.layout)
     torch.testing.assert_close(got.mean, ref.mean)
     torch.testing.assert_close(got.singular_values, ref.singular_values)
 
 
 def test_form_factors_keeps_the_stored_coordinates(pop):
     sub = fit_subspace(pop, 2, form="factors")
-    sub.layout.check_same(pop.layout)
-    assert sub.parameterisation == pop.parameterisation
+    assert sub.frame == pop.frame
     torch.testing.assert_close(sub.mean, pop.matrix().mean(0))
 
 
@@ -97,7 +96,7 @@ def test_bad_forms_are_refused(pop, tmp_path):
     cond = build_population(PopulationConfig(checkpoint="toy", parameterisation="condition", data=str(data),
                                              out=str(tmp_path / "cond"), steps=0, fit="points", observations=32),
                             generator=functools.partial(make_toy, seed=0))
-    assert fit_subspace(cond, 2).parameterisation == cond.parameterisation  # other parameterisations: one form
+    assert fit_subspace(cond, 2).frame == cond.frame  # other parameterisations: one form
     with pytest.raises(InputError, match="applies to lora populations"):
         fit_subspace(cond, 2, form="delta")
 
@@ -114,7 +113,7 @@ def toy_checkpoint(tmp_path):
 def test_cli_form_option(pop, tmp_path, toy_checkpoint):
     _register()
     runner = CliRunner()
-    for form, size in ((None, delta_layout(pop.layout).size), ("factors", pop.layout.size)):
+    for form, size in ((None, delta_layout(pop.frame.layout).size), ("factors", pop.frame.layout.size)):
         out = tmp_path / f"sub-{form}"
         r = runner.invoke(app, ["subspace", "fit", str(pop.folder), "-k", "2", "--out", str(out),
                                 *([] if form is None else ["--form", form])])

@@ -7,6 +7,7 @@ import torch
 from weightspace.runtime.errors import InputError
 from weightspace.space.layout import Layout
 from weightspace.space.pca import choose_solver, pca
+from weightspace.space.frame import Frame
 from weightspace.space.subspace import Subspace, fit_direction, fit_subspace_matrix
 
 
@@ -86,8 +87,8 @@ def test_auto_and_bad_inputs():
 
 def _subspace(x, k, **kw):
     layout = Layout.from_tensors([("w", (x.shape[1],))], base_hash="h", parameterisation="layers")
-    return fit_subspace_matrix(x, k, layout=layout, parameterisation={"name": "layers", "targets": "all"},
-                               anchor=torch.zeros(1, 2), checkpoint="toy", **kw)
+    frame = Frame(layout, {"name": "layers", "targets": "all"}, torch.zeros(1, 2), "toy")
+    return fit_subspace_matrix(x, k, frame=frame, **kw)
 
 
 def test_subspace_project_reconstruct_sample_and_save(tmp_path):
@@ -101,7 +102,7 @@ def test_subspace_project_reconstruct_sample_and_save(tmp_path):
     assert torch.allclose(sub.sample_coords(2, seed=1, temperature=0.5), 0.5 * z[:2])
     sub.save(tmp_path / "sub")
     back = Subspace.load(tmp_path / "sub")
-    assert torch.equal(back.basis, sub.basis) and back.layout == sub.layout and back.n == 25
+    assert torch.equal(back.basis, sub.basis) and back.frame == sub.frame and back.n == 25
     assert torch.equal(back.sample(2, seed=3), sub.sample(2, seed=3))
 
 

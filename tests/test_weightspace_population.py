@@ -10,7 +10,7 @@ from toy_generator import make_toy, make_toy_data
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import InProcessExecutor, ProcessPoolExecutorBackend
 from weightspace.space import population as population_module
-from weightspace.space.population import PopulationConfig, build_population, population_parameterisation
+from weightspace.space.population import PopulationConfig, build_population
 from weightspace.space.store import Population
 
 LOADER = functools.partial(make_toy, seed=0)
@@ -35,8 +35,8 @@ def test_lora_population_fits_and_stores(data, tmp_path):
         assert r["loss"] < r["metrics"]["loss_start"]  # fine-tuning from the base reduced the loss
         assert len(r["loss_curve"]) == 6 and r["seconds"] > 0
     x = pop.matrix()
-    assert x.shape == (4, pop.layout.size) and torch.isfinite(x).all()
-    param = population_parameterisation(pop, LOADER())
+    assert x.shape == (4, pop.frame.layout.size) and torch.isfinite(x).all()
+    param = pop.frame.build(LOADER())
     assert param.rank == 2 and param.modules == ["mid", "vol"]
     again = build_population(_config(data, tmp_path / "pop2"), generator=LOADER)
     assert torch.equal(again.matrix(), x)  # seeded: the same build gives the same points
@@ -64,7 +64,7 @@ def test_resume_after_interruption_ends_with_exactly_n_members(data, tmp_path, m
     pop = build_population(_config(data, out), generator=LOADER, on_member=lambda r: done.append(r["id"]))
     assert len(pop) == 4 and len({r["id"] for r in pop.rows}) == 4
     assert len(done) == 2  # only the two missing members ran
-    assert pop.point(3).shape == (pop.layout.size,)
+    assert pop.point(3).shape == (pop.frame.layout.size,)
     full = build_population(_config(data, tmp_path / "full"), generator=LOADER)
     assert torch.equal(pop.matrix(), full.matrix())
 

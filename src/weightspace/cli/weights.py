@@ -69,7 +69,7 @@ def population_build(
                    f"{tuple(m['fidelity_robust_betti'])} (target {tuple(m['target_robust_betti'])}) ({r['seconds']:.1f} s)")
 
     pop = build_population(config, generator=functools.partial(_load, checkpoint), on_member=echo)
-    typer.echo(f"{out}: {len(pop)} members, D = {pop.layout.size}")
+    typer.echo(f"{out}: {len(pop)} members, D = {pop.frame.layout.size}")
     _print_fidelity(fidelity_summary(pop))
 
 
@@ -146,8 +146,9 @@ def subspace_fit(
 
     sub = fit_subspace(population, components, form=form, solver=solver, standardize=standardize, seed=seed, out=out)
     ratio = [round(float(v), 4) for v in sub.explained_variance_ratio]
-    shown = f", form {sub.parameterisation['form']}" if "form" in sub.parameterisation else ""
-    typer.echo(f"{out}: k = {sub.k} of N = {sub.n}, D = {sub.layout.size}{shown}, solver {sub.solver}, explained {json.dumps(ratio)}")
+    pconf = sub.frame.parameterisation
+    shown = f", form {pconf['form']}" if "form" in pconf else ""
+    typer.echo(f"{out}: k = {sub.k} of N = {sub.n}, D = {sub.frame.layout.size}{shown}, solver {sub.solver}, explained {json.dumps(ratio)}")
 
 
 def decode(

@@ -11,7 +11,7 @@ import torch
 from weightspace.decode.points import decode_points, point_seeds, write_decoded
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json, read_json
-from weightspace.space.parameterisations import parameterisation_from_config
+from weightspace.space.frame import Frame
 from weightspace.space.store import Population, load_point, read_metadata
 from weightspace.space.subspace import SUBSPACE_FILE, Subspace
 
@@ -55,6 +55,19 @@ def recorded_checkpoint(source: str | Path) -> str:
     return str(meta.get("checkpoint", ""))
 
 
+def read_source(src: Path, kind: str, config: DecodeConfig) -> tuple[Frame, torch.Tensor, list[str]]:
+    """The frame, points (B, D) and ids of a point file, a population, or `config.samples` subspace samples."""
+    if kind == "point":
+        pf = load_point(src)
+        return pf.frame, pf.point[None], [src.stem]
+    if kind == "population":
+        pop = Population(src)
+        return pop.frame, pop.matrix(), [str(r["id"]) for r in pop.rows]
+    sub = Subspace.load(src)
+    points = sub.sample(config.samples, seed=config.seed, temperature=config.temperature)
+    return sub.frame, points, [f"sample-{i:04d}" for i in range(config.samples)]
+
+
 def decode_source(config: DecodeConfig, *, generator: Any = None) -> list[dict[str, Any]]:
     """Decode `config.source` into `config.out`; returns the manifest rows written.
 
@@ -65,32 +78,18 @@ def decode_source(config: DecodeConfig, *, generator: Any = None) -> list[dict[s
 
     src = Path(config.source)
     kind = source_kind(src)
-    if kind == "point":
-        pf = load_point(src)
-        layout, pconf, anchor, ckpt = pf.layout, pf.parameterisation, pf.anchor, pf.checkpoint
-        points, ids = pf.point[None], [src.stem]
-    elif kind == "population":
-        pop = Population(src)
-        layout, pconf, anchor, ckpt = pop.layout, pop.parameterisation, pop.anchor, pop.checkpoint
-        points, ids = pop.matrix(), [str(r["id"]) for r in pop.rows]
-    else:
-        sub = Subspace.load(src)
-        layout, pconf, anchor, ckpt = sub.layout, sub.parameterisation, sub.anchor, sub.checkpoint
-        points = sub.sample(config.samples, seed=config.seed, temperature=config.temperature)
-        ids = [f"sample-{i:04d}" for i in range(config.samples)]
-    checkpoint = config.checkpoint or ckpt
+    frame, points, ids = read_source(src, kind, config)
+    checkpoint = config.checkpoint or frame.checkpoint
     if not checkpoint and generator is None:
         raise InputError(f"{src}: records no checkpoint; pass --checkpoint")
     gen = generator_loader(generator, checkpoint)()
-    param = parameterisation_from_config(gen, pconf)
-    layout.check_same(param.layout, what=f"{src.name} vs checkpoint {checkpoint}")
-    param.set_anchor(anchor)
+    param = frame.build(gen, what=f"{src.name} (checkpoint {checkpoint})")
     seeds = point_seeds(config.seed, points.shape[0])
     grids = decode_points(gen, param, points.to(torch.float32), seeds, resolution=config.resolution, batch_size=config.batch_size)
     rows = write_decoded(config.out, grids, ids, seeds, meshes=config.meshes)
     atomic_write_json(Path(config.out) / "decode.json", {"source": str(config.source), "kind": kind, "checkpoint": checkpoint,
                                                          "count": len(rows), "seed": config.seed, "temperature": config.temperature,
-                                                         "layout_size": layout.size, "parameterisation": pconf})
+                                                         "layout_size": frame.layout.size, "parameterisation": frame.parameterisation})
     return rows
 
 

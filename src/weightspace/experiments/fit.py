@@ -28,6 +28,7 @@ from weightspace.experiments.common import (
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_rng
+from weightspace.space.frame import Frame
 from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.subspace import fit_subspace_matrix
@@ -207,8 +208,7 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
                 f"{config.subspace_k + 1}. Use more --subspace-examples, a smaller k, or leave out the subspace method"),
                 examples_check=examples_check)
         xs = xs[keep]
-        cp = make_parameterisation(gen, "condition")
-        cond_sub = fit_subspace_matrix(xs, config.subspace_k, layout=cp.layout, parameterisation=cp.config(), anchor=cp.anchor)
+        cond_sub = fit_subspace_matrix(xs, config.subspace_k, frame=Frame.of(make_parameterisation(gen, "condition")))
 
     # --- forgetting set: conditions encoded once with the base generator, decoded before --------------------------
     f_refs, f_conds = [], None

@@ -33,9 +33,8 @@ from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_rng
 from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.condition import ConditionParameterisation
-from weightspace.space.parameterisations import make_parameterisation, parameterisation_from_config
+from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.paths import lerp, masked, slerp
-from weightspace.space.population import population_parameterisation
 from weightspace.space.store import Population, load_point
 
 Endpoints = Literal["family", "data", "population", "points"]
@@ -288,7 +287,7 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
     """The points named by the config (`ids` overrides a/b; for pairs, None with data means all shapes)."""
     if cfg.endpoints == "population":
         pop = Population(cfg.population)
-        param = population_parameterisation(pop, gen)
+        param = pop.frame.build(gen, what=f"population {pop.folder.name}")
         index = {str(r["id"]): i for i, r in enumerate(pop.rows)}
         want = ids if ids is not None else (list(index) if cfg.pairs else [cfg.a, cfg.b])
         missing = [i for i in want if i not in index]
@@ -303,10 +302,12 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
                           {i: target(pop.rows[index[i]]) for i in want})
     if cfg.endpoints == "points":
         files = [load_point(p) for p in (cfg.a, cfg.b)]
-        param = parameterisation_from_config(gen, files[0].parameterisation)
-        for f, name in zip(files, (cfg.a, cfg.b)):
-            f.layout.check_same(param.layout, what=f"point file {name} vs checkpoint {cfg.checkpoint}")
-        param.set_anchor(files[0].anchor)
+        a, b = files[0].frame, files[1].frame
+        param = a.build(gen, what=f"point file {cfg.a} (checkpoint {cfg.checkpoint})")
+        b.layout.check_same(a.layout, what=f"point file {cfg.b} vs {cfg.a}")
+        if not torch.equal(a.anchor, b.anchor):
+            raise InputError(f"point files {cfg.a} and {cfg.b} decode under different anchor conditions; "
+                             "a path between them needs points of one frame (e.g. members of one population)")
         return Endpoints_(param, {"a": files[0].point, "b": files[1].point}, {"a": "", "b": ""})
     param = make_parameterisation(gen, "condition")
     if cfg.endpoints == "family":

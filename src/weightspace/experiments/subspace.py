@@ -31,6 +31,7 @@ from weightspace.experiments.common import (
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_generator, item_rng
+from weightspace.space.frame import Frame
 from weightspace.space.lora import LORA_FORMS
 from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.population import fit_member
@@ -169,11 +170,9 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
             f"--fit-steps) whose examples reproduce their shapes, or a smaller k"), examples_check=check)
     rows, x, cond_x = [rows[i] for i in keep], x[keep], cond_x[keep]
     ex_grids, clean = ex_all[keep], [clean_all[i] for i in keep]
-    sub = fit_subspace_matrix(x, config.k, layout=param.layout, parameterisation=param.config(), anchor=param.anchor,
-                              checkpoint=config.checkpoint)
+    sub = fit_subspace_matrix(x, config.k, frame=Frame.of(param, config.checkpoint))
     sub.save(folder / "subspace")
-    cond_sub = sub if param is cond_param else fit_subspace_matrix(
-        cond_x, config.k, layout=cond_param.layout, parameterisation=cond_param.config(), anchor=cond_param.anchor)
+    cond_sub = sub if param is cond_param else fit_subspace_matrix(cond_x, config.k, frame=Frame.of(cond_param))
 
     # --- points to decode --------------------------------------------------------------------------------
     S = config.samples

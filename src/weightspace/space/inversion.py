@@ -42,7 +42,7 @@ def invert(gen: Generator, param: Parameterisation, sub: Subspace, observation: 
     """
     if target not in ("points", "grid"):
         raise InputError(f"target must be one of points, grid, got {target!r}")
-    sub.layout.check_same(param.layout, what="subspace vs parameterisation")
+    sub.frame.layout.check_same(param.layout, what="subspace vs parameterisation")
     obs = observation.to(gen.device, torch.float32)[None]
     if target == "points" and (obs.ndim != 3 or obs.shape[-1] != 3):
         raise InputError(f"a point observation must be (P, 3), got {tuple(observation.shape)}")

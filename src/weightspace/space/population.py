@@ -10,7 +10,6 @@ each member's shard and then its manifest row, so an interrupted build resumes w
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import time
@@ -24,12 +23,13 @@ import torch
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, make_executor
-from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
+from weightspace.runtime.io import read_json, read_npy, remove_stale_temps, safe_child
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS, observe
 from weightspace.runtime.seeding import decode_seed, derive_seed
+from weightspace.space.frame import Frame
 from weightspace.space.parameterisation import Parameterisation, base_hash
-from weightspace.space.parameterisations import PARAMETERISATIONS, make_parameterisation, parameterisation_from_config
-from weightspace.space.store import Population, read_manifest, save_tensors, shard_name, write_manifest
+from weightspace.space.parameterisations import PARAMETERISATIONS, make_parameterisation
+from weightspace.space.store import Population, read_manifest, save_population_frame, save_tensors, shard_name, write_manifest
 
 FitTarget = Literal["grid", "points"]
 FIT_TARGETS = ("grid", "points")
@@ -242,23 +242,24 @@ class MemberTask:
     data: str
     settings: dict[str, Any]
     loader: Callable[[], Generator]
-    param_config: dict[str, Any]
-    anchor: torch.Tensor
+    frame: Frame
 
 
 _WORKER_CACHE: dict[str, tuple[Generator, Parameterisation]] = {}
 
 
+def _worker_key(loader: Callable[[], Generator], frame: Frame) -> str:
+    return repr((loader, sorted(frame.parameterisation.items())))
+
+
 def _worker_state(task: MemberTask) -> tuple[Generator, Parameterisation]:
-    key = repr((task.loader, sorted(task.param_config.items())))
+    key = _worker_key(task.loader, task.frame)
     if key not in _WORKER_CACHE:
         torch.set_num_threads(1)
         gen = task.loader()
         _WORKER_CACHE.clear()
-        _WORKER_CACHE[key] = (gen, parameterisation_from_config(gen, task.param_config))
-    gen, param = _WORKER_CACHE[key]
-    param.set_anchor(task.anchor)
-    return gen, param
+        _WORKER_CACHE[key] = (gen, task.frame.build(gen, what="population"))
+    return _WORKER_CACHE[key]
 
 
 def run_member(task: MemberTask) -> dict[str, Any]:
@@ -328,23 +329,21 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
         remove_stale_temps(out)  # a killed member's half-written shard; no writer runs on `out` now
     else:
         anchor = _anchor(gen, config.anchor if param.name != "condition" else "zeros", data, rows, settings)
-        save_tensors(out / "anchor.safetensors", {"anchor": anchor}, {"kind": "anchor"})
-        atomic_write_text(out / "layout.json", param.layout.to_json())
-        atomic_write_json(out / "config.json", {**expected, "kind": "population", "checkpoint": config.checkpoint,
-                                                "data": str(config.data), "parameterisation": param.config()})
+        frame = Frame(param.layout, param.config(), anchor, config.checkpoint)
+        save_population_frame(out, frame, {**expected, "kind": "population", "data": str(config.data)})
     pop = Population(out)
-    param.set_anchor(pop.anchor)
+    param = pop.frame.build(gen, what=f"population {out.name}")
     done = {r["id"]: r for r in read_manifest(out) if safe_child(out, r["shard"], where="manifest.jsonl").is_file()}
     manifest = list(done.values())
     tasks = [
         MemberTask(i, str(r["id"]), r, derive_seed(config.seed, "member", str(r["id"])), str(data), settings,
-                   loader, param.config(), pop.anchor)
+                   loader, pop.frame)
         for i, r in enumerate(rows) if str(r["id"]) not in done
     ]
     if tasks:
         # in-process work reuses the generator loaded here instead of loading it again
         _WORKER_CACHE.clear()
-        _WORKER_CACHE[repr((loader, sorted(param.config().items())))] = (gen, param)
+        _WORKER_CACHE[_worker_key(loader, pop.frame)] = (gen, param)
         own = executor is None
         executor = executor or make_executor(config.executor, workers=config.workers)
         try:
@@ -388,19 +387,10 @@ def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> d
                 "robust_betti": r["metrics"]["fidelity_robust_betti"], "target_robust_betti": r["metrics"]["target_robust_betti"]}
                for r in checked if r["metrics"]["fidelity_iou"] < min_iou or not r["metrics"]["fidelity_betti"]
                or r["metrics"].get("fidelity_empty")]
-    return {"population": str(pop.folder), "parameterisation": pop.parameterisation, "checkpoint": pop.checkpoint,
+    return {"population": str(pop.folder), "parameterisation": pop.frame.parameterisation, "checkpoint": pop.frame.checkpoint,
             "min_iou": min_iou, "all": table(checked),
             "per_family": {f: table([r for r in checked if str(r.get("source", {}).get("family", "")) == f]) for f in families},
             "flagged": flagged, "unchecked": unchecked}
 
 
-def population_parameterisation(pop: Population, gen: Generator) -> Parameterisation:
-    """Rebuild a population's parameterisation on `gen`, checking the base checkpoint matches."""
-    param = parameterisation_from_config(gen, pop.parameterisation)
-    pop.layout.check_same(param.layout, what=f"population {pop.folder.name} vs generator")
-    param.set_anchor(pop.anchor)
-    return param
-
-
-__all__ = ["PopulationConfig", "build_population", "fidelity_summary", "fit_member", "member_fidelity", "read_shapes",
-           "population_parameterisation"]
+__all__ = ["PopulationConfig", "build_population", "fidelity_summary", "fit_member", "member_fidelity", "read_shapes"]

@@ -1,9 +1,10 @@
-"""On-disk formats of points and populations: safetensors tensors with the layout alongside.
+"""On-disk formats of points and populations: safetensors tensors with their frame alongside.
 
 A point file is one safetensors file: tensors `point` (D,) and `anchor` (1, *condition_shape),
 metadata `layout`, `parameterisation` (JSON) and `checkpoint` (the name or folder it was made
-from). A population folder holds `config.json`, `layout.json`, `anchor.safetensors`,
-`manifest.jsonl` (one row per finished member) and `shards/<index>.safetensors` (`point` (D,)).
+from): its `Frame`. A population folder holds its frame in `config.json`, `layout.json` and
+`anchor.safetensors`, `manifest.jsonl` (one row per finished member) and
+`shards/<index>.safetensors` (`point` (D,)).
 A member counts only once its manifest row exists, and rows are written after their shard.
 """
 
@@ -21,7 +22,8 @@ from safetensors.torch import save_file
 
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, atomic_write_text, read_json, safe_child
+from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, read_json, safe_child
+from weightspace.space.frame import Frame
 from weightspace.space.layout import Layout
 
 
@@ -54,33 +56,40 @@ def _meta_json(meta: dict[str, str], key: str, path: Path) -> Any:
         raise InputError(f"{path}: metadata field {key!r} is not valid JSON") from None
 
 
+def read_frame(meta: dict[str, str], anchor: torch.Tensor | None, path: Path) -> Frame:
+    """The frame recorded in a point or subspace file: metadata `layout`, `parameterisation`,
+    `checkpoint` and the tensor `anchor`."""
+    if anchor is None:
+        raise InputError(f"{path}: tensor 'anchor' missing")
+    layout = Layout.from_dict(_meta_json(meta, "layout", path), source=str(path))
+    try:
+        return Frame(layout, _meta_json(meta, "parameterisation", path), anchor, meta.get("checkpoint", ""))
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+
+
 @dataclass
 class PointFile:
-    """A stored point (D,) with what explains it."""
+    """A stored point (D,) in its frame."""
 
     point: torch.Tensor
-    layout: Layout
-    parameterisation: dict[str, Any]
-    anchor: torch.Tensor
-    checkpoint: str
+    frame: Frame
 
 
-def save_point(path: str | Path, point: torch.Tensor, *, layout: Layout, parameterisation: dict[str, Any],
-               anchor: torch.Tensor, checkpoint: str) -> Path:
-    if point.shape != (layout.size,):
-        raise InputError(f"point has shape {tuple(point.shape)}, layout expects ({layout.size},)")
-    return save_tensors(path, {"point": point, "anchor": anchor},
-                        {"kind": "point", "layout": layout.to_dict(), "parameterisation": parameterisation, "checkpoint": checkpoint})
+def save_point(path: str | Path, point: torch.Tensor, frame: Frame) -> Path:
+    if point.shape != (frame.layout.size,):
+        raise InputError(f"point has shape {tuple(point.shape)}, layout expects ({frame.layout.size},)")
+    return save_tensors(path, {"point": point, "anchor": frame.anchor}, {"kind": "point", **frame.metadata()})
 
 
 def load_point(path: str | Path) -> PointFile:
     path = Path(path)
     meta = read_metadata(path)
-    layout = Layout.from_dict(_meta_json(meta, "layout", path), source=str(path))
     state = load_state(path)
-    if "point" not in state or state["point"].shape != (layout.size,):
-        raise InputError(f"{path}: tensor 'point' missing or not of length {layout.size}")
-    return PointFile(state["point"], layout, _meta_json(meta, "parameterisation", path), state["anchor"], meta.get("checkpoint", ""))
+    frame = read_frame(meta, state.get("anchor"), path)
+    if "point" not in state or state["point"].shape != (frame.layout.size,):
+        raise InputError(f"{path}: tensor 'point' missing or not of length {frame.layout.size}")
+    return PointFile(state["point"], frame)
 
 
 # --- populations -------------------------------------------------------------------------------
@@ -117,6 +126,14 @@ def shard_name(index: int) -> str:
     return f"shards/{index:06d}.safetensors"
 
 
+def save_population_frame(folder: Path, frame: Frame, config: dict[str, Any]) -> None:
+    """Start a population folder: its frame as `anchor.safetensors`, `layout.json` and the
+    `parameterisation` and `checkpoint` fields of `config.json` (written last, with `config`)."""
+    save_tensors(folder / "anchor.safetensors", {"anchor": frame.anchor}, {"kind": "anchor"})
+    atomic_write_text(folder / "layout.json", frame.layout.to_json())
+    atomic_write_json(folder / "config.json", {**config, "checkpoint": frame.checkpoint, "parameterisation": frame.parameterisation})
+
+
 class Population:
     """A finished (or partial) population folder, read-only."""
 
@@ -130,29 +147,24 @@ class Population:
         layout = read_json(self.folder / "layout.json")
         if not isinstance(layout, dict):
             raise InputError(f"{self.folder / 'layout.json'}: expected a JSON object")
-        self.layout = Layout.from_dict(layout, source=str(self.folder / "layout.json"))
         anchor = load_state(self.folder / "anchor.safetensors")
         if "anchor" not in anchor:
             raise InputError(f"{self.folder / 'anchor.safetensors'}: tensor 'anchor' missing")
-        self.anchor = anchor["anchor"]
+        layout = Layout.from_dict(layout, source=str(self.folder / "layout.json"))
+        try:
+            self.frame = Frame(layout, self.config["parameterisation"], anchor["anchor"], str(self.config.get("checkpoint", "")))
+        except InputError as e:
+            raise InputError(f"{self.folder}: {e}") from None
         self.rows = sorted(read_manifest(self.folder), key=lambda r: r["index"])
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    @property
-    def parameterisation(self) -> dict[str, Any]:
-        return self.config["parameterisation"]
-
-    @property
-    def checkpoint(self) -> str:
-        return str(self.config.get("checkpoint", ""))
-
     def point(self, i: int) -> torch.Tensor:
         path = safe_child(self.folder, self.rows[i]["shard"])
         p = load_state(path)["point"]
-        if p.shape != (self.layout.size,):
-            raise InputError(f"{path}: point has shape {tuple(p.shape)}, layout expects ({self.layout.size},)")
+        if p.shape != (self.frame.layout.size,):
+            raise InputError(f"{path}: point has shape {tuple(p.shape)}, layout expects ({self.frame.layout.size},)")
         return p
 
     def iter_points(self) -> Iterator[torch.Tensor]:
@@ -167,7 +179,7 @@ class Population:
 
     def to_memmap(self, path: str | Path) -> np.memmap:
         """Write all points row by row into a float32 (N, D) memory-mapped file (never all in memory)."""
-        mm = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.float32, shape=(len(self), self.layout.size))
+        mm = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.float32, shape=(len(self), self.frame.layout.size))
         for i, p in enumerate(self.iter_points()):
             mm[i] = p.numpy()
         mm.flush()

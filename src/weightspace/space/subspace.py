@@ -1,14 +1,16 @@
 """PCA subspaces of populations: fit, save/load, sample, project, reconstruct and edit points.
 
 A subspace stores mean (D,), basis (k, D) (orthonormal rows), singular values, explained
-variance, an optional per-coordinate scale (standardised fits), the layout, the parameterisation
-and the anchor condition, all in one `subspace.safetensors`, so any sample decodes on its own.
+variance, an optional per-coordinate scale (standardised fits) and the frame of its points (layout,
+parameterisation, anchor, checkpoint), all in one `subspace.safetensors`, so any sample decodes on
+its own (`sub.frame.build(gen)`).
 LoRA populations are learned in delta form by default (Delta W = s B A per layer): the factors
 (A, B) are not identifiable, BA = (BR)(R^-1 A), and each member starts from its own random A.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +19,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from weightspace.generators.protocol import Generator
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json
 from weightspace.runtime.seeding import item_generator
+from weightspace.space.frame import Frame
 from weightspace.space.layout import Layout
 from weightspace.space.lora import LORA_FORMS, delta_layout, factors_to_delta, stored_form
-from weightspace.space.parameterisation import Parameterisation
-from weightspace.space.parameterisations import parameterisation_from_config
 from weightspace.space.pca import pca
-from weightspace.space.store import Population, _meta_json, read_metadata, save_tensors
+from weightspace.space.store import Population, _meta_json, read_frame, read_metadata, save_tensors
 
 SUBSPACE_FILE = "subspace.safetensors"
 IN_MEMORY_BYTES = 512 * 2**20  # larger populations are streamed through a memory-mapped file
@@ -44,10 +44,7 @@ class Subspace:
     explained_variance_ratio: torch.Tensor
     scale: torch.Tensor | None
     n: int
-    layout: Layout
-    parameterisation: dict[str, Any]
-    anchor: torch.Tensor
-    checkpoint: str
+    frame: Frame
     solver: str
 
     @property
@@ -61,8 +58,8 @@ class Subspace:
 
     # --- coordinates <-> points -----------------------------------------------------------------
     def _check(self, points: torch.Tensor) -> torch.Tensor:
-        if points.shape[-1] != self.layout.size:
-            raise InputError(f"points have length {points.shape[-1]}, this subspace expects {self.layout.size}")
+        if points.shape[-1] != self.frame.layout.size:
+            raise InputError(f"points have length {points.shape[-1]}, this subspace expects {self.frame.layout.size}")
         return points.to(self.mean.dtype)
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
@@ -117,15 +114,14 @@ class Subspace:
         folder = Path(folder)
         tensors = {"mean": self.mean, "basis": self.basis, "singular_values": self.singular_values,
                    "explained_variance": self.explained_variance, "explained_variance_ratio": self.explained_variance_ratio,
-                   "anchor": self.anchor}
+                   "anchor": self.frame.anchor}
         if self.scale is not None:
             tensors["scale"] = self.scale
-        meta = {"kind": "subspace", "layout": self.layout.to_dict(), "parameterisation": self.parameterisation,
-                "checkpoint": self.checkpoint, "n": self.n, "solver": self.solver}
+        meta = {"kind": "subspace", **self.frame.metadata(), "n": self.n, "solver": self.solver}
         save_tensors(folder / SUBSPACE_FILE, tensors, meta)
         atomic_write_json(folder / "summary.json", {
-            "k": self.k, "n": self.n, "d": self.layout.size, "solver": self.solver, "standardized": self.scale is not None,
-            "parameterisation": self.parameterisation, "checkpoint": self.checkpoint,
+            "k": self.k, "n": self.n, "d": self.frame.layout.size, "solver": self.solver, "standardized": self.scale is not None,
+            "parameterisation": self.frame.parameterisation, "checkpoint": self.frame.checkpoint,
             "explained_variance_ratio": [float(v) for v in self.explained_variance_ratio],
             "singular_values": [float(v) for v in self.singular_values]})
         return folder
@@ -138,16 +134,16 @@ class Subspace:
         if meta.get("kind") != "subspace":
             raise InputError(f"{path}: not a subspace file (metadata kind is {meta.get('kind')!r})")
         t = load_state(path)
-        layout = Layout.from_dict(_meta_json(meta, "layout", path), source=str(path))
         need = ("mean", "basis", "singular_values", "explained_variance", "explained_variance_ratio", "anchor")
         missing = [k for k in need if k not in t]
         if missing:
             raise InputError(f"{path}: tensors missing: {missing}")
-        if t["basis"].shape[1] != layout.size or t["mean"].shape != (layout.size,):
-            raise InputError(f"{path}: basis/mean do not match the layout length {layout.size}")
+        frame = read_frame(meta, t["anchor"], path)
+        size = frame.layout.size
+        if t["basis"].shape[1] != size or t["mean"].shape != (size,):
+            raise InputError(f"{path}: basis/mean do not match the layout length {size}")
         return cls(t["mean"], t["basis"], t["singular_values"], t["explained_variance"], t["explained_variance_ratio"],
-                   t.get("scale"), int(_meta_json(meta, "n", path)), layout, _meta_json(meta, "parameterisation", path),
-                   t["anchor"], meta.get("checkpoint", ""), meta.get("solver", ""))
+                   t.get("scale"), int(_meta_json(meta, "n", path)), frame, meta.get("solver", ""))
 
 
 def fit_direction(coords: torch.Tensor, labels: Sequence[float] | torch.Tensor) -> torch.Tensor:
@@ -168,19 +164,17 @@ def fit_direction(coords: torch.Tensor, labels: Sequence[float] | torch.Tensor) 
     return (w / norm).to(torch.float32)
 
 
-def fit_subspace_matrix(x: np.ndarray | torch.Tensor, k: int, *, layout: Layout, parameterisation: dict[str, Any],
-                        anchor: torch.Tensor, checkpoint: str = "", solver: str = "auto", standardize: bool = False,
-                        seed: int = 0) -> Subspace:
-    """Fit a subspace to points x (N, D) (array or memory map) that share `layout`."""
+def fit_subspace_matrix(x: np.ndarray | torch.Tensor, k: int, *, frame: Frame, solver: str = "auto",
+                        standardize: bool = False, seed: int = 0) -> Subspace:
+    """Fit a subspace to points x (N, D) (array or memory map) in one `frame`."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    if x.shape[1] != layout.size:
-        raise InputError(f"points have length {x.shape[1]}, layout expects {layout.size}")
+    if x.shape[1] != frame.layout.size:
+        raise InputError(f"points have length {x.shape[1]}, layout expects {frame.layout.size}")
     r = pca(x, k, solver=solver, standardize=standardize, seed=seed)
     f = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     return Subspace(f(r.mean), f(r.basis), f(r.singular_values.astype(np.float32)), f(r.explained_variance.astype(np.float32)),
-                    f(r.explained_variance_ratio.astype(np.float32)), None if r.scale is None else f(r.scale), r.n, layout,
-                    parameterisation, anchor, checkpoint, r.solver)
+                    f(r.explained_variance_ratio.astype(np.float32)), None if r.scale is None else f(r.scale), r.n, frame, r.solver)
 
 
 def converts_to_delta(parameterisation: Mapping[str, Any], form: str | None) -> bool:
@@ -206,7 +200,7 @@ def _delta_memmap(pop: Population, path: Path, layout: Layout) -> None:
     """Write every member converted to delta form into a float32 (N, D_delta) .npy file, one row at a time."""
     mm = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.float32, shape=(len(pop), layout.size))
     for i, p in enumerate(pop.iter_points()):
-        mm[i] = factors_to_delta(p, pop.layout).numpy()
+        mm[i] = factors_to_delta(p, pop.frame.layout).numpy()
     mm.flush()
     del mm
 
@@ -226,14 +220,13 @@ def fit_subspace(population: str | Path | Population, k: int, *, form: str | Non
     n = len(pop)
     if n < 2:
         raise InputError(f"{pop.folder}: a subspace needs at least 2 finished members, found {n}")
-    convert = converts_to_delta(pop.parameterisation, form)
-    layout = delta_layout(pop.layout) if convert else pop.layout
-    pconf = {**pop.parameterisation, "form": "delta"} if convert else pop.parameterisation
-    kw = dict(layout=layout, parameterisation=pconf, anchor=pop.anchor, checkpoint=pop.checkpoint,
-              solver=solver, standardize=standardize, seed=seed)
+    convert = converts_to_delta(pop.frame.parameterisation, form)
+    frame = delta_frame(pop.frame) if convert else pop.frame
+    layout = frame.layout
+    kw = dict(frame=frame, solver=solver, standardize=standardize, seed=seed)
     if n * layout.size * 4 <= IN_MEMORY_BYTES:
         x = pop.matrix()  # (N, D)
-        sub = fit_subspace_matrix((factors_to_delta(x, pop.layout) if convert else x).numpy(), k, **kw)
+        sub = fit_subspace_matrix((factors_to_delta(x, pop.frame.layout) if convert else x).numpy(), k, **kw)
     else:
         with tempfile.TemporaryDirectory(prefix="weightspace-pca-") as tmp:
             path = Path(tmp) / "points.npy"
@@ -248,10 +241,7 @@ def fit_subspace(population: str | Path | Population, k: int, *, form: str | Non
     return sub
 
 
-def subspace_parameterisation(sub: Subspace, gen: Generator) -> Parameterisation:
-    """The parameterisation a subspace's points are in (a LoRA subspace's is usually delta form), on `gen`,
-    with the subspace's anchor; a different base checkpoint raises LayoutMismatchError."""
-    param = parameterisation_from_config(gen, sub.parameterisation)
-    sub.layout.check_same(param.layout, what="subspace vs generator")
-    param.set_anchor(sub.anchor)
-    return param
+def delta_frame(frame: Frame) -> Frame:
+    """The frame of a LoRA factor frame's points in delta form (Delta W = s B A per layer)."""
+    return dataclasses.replace(frame, layout=delta_layout(frame.layout),
+                               parameterisation={**frame.parameterisation, "form": "delta"})
