@@ -12,7 +12,7 @@ import trimesh
 
 from weightspace.data.grid import grid_points
 from weightspace.data.make import assign_splits, measure_betti, save_npy, save_npz, write_manifest
-from weightspace.data.repair import SOLIDITY_RESOLUTION, repair_orientation, solidity, winding_number
+from weightspace.data.repair import SOLIDITY_RESOLUTION, repair_orientation, solidity, solidity_points, winding_number
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json, remove_stale_temps
 from weightspace.runtime.progress import track
@@ -225,7 +225,7 @@ def import_meshes(
             continue
         mesh, norm = normalise(raw, margin)
         mesh, repair = repair_orientation(mesh)
-        P = grid_points(min(resolution, SOLIDITY_RESOLUTION)).reshape(-1, 3)  # (r^3, 3) world units
+        P = solidity_points(min(resolution, SOLIDITY_RESOLUTION))  # (r^3, 3) world units
         solid = solidity(winding_number(mesh.vertices, mesh.faces, P), closed=repair["closed_bodies"] == repair["bodies"])
         checked = dict(solid=solid["solid"], solid_reason=solid["reason"], ambiguous=solid["ambiguous"], repair=repair)
         if not solid["solid"] and not keep_non_solid:

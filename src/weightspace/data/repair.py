@@ -21,10 +21,14 @@ W_OUT, W_IN = 0.25, 0.75
 # trimesh (tests/test_data_repair.py), whose shares hardly move between 32^3 and 96^3: closed
 # bodies 0.00; a sphere with 30 of 5120 faces missing 0.002; a sphere with its cap above z = 0.8
 # cut off (~10% of the area) 0.11 | a box missing one side 0.25; an open-ended tube 0.29; a
-# sphere cut at z = 0.5 0.34; a box missing two sides 0.68-0.82; a hemisphere 0.72; triangle
+# sphere cut at z = 0.5 0.35; a box missing two sides 0.68-0.82; a hemisphere 0.72; triangle
 # soups and open sheets 1.00. 0.2 sits in the widest gap: small holes pass, missing sides do not.
 MAX_AMBIGUOUS = 0.2
 SOLIDITY_RESOLUTION = 32  # the share is measured on at most 32^3 points (it moves < 0.01 up to 96^3)
+# A point on the surface has w = 1/2 whether the mesh is closed or not, and axis-aligned faces of
+# CAD parts often fall on grid planes: the solidity grid is shifted off them by these fractions
+# of a cell.
+SOLIDITY_SHIFT = (0.29, 0.37, 0.43)
 CONTAIN_SAMPLES = 64  # vertices of a body tested against a possible container
 
 
@@ -32,6 +36,13 @@ def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     """Signed volume of a closed triangle set, sum of det(a, b, c) / 6 (positive when wound outward)."""
     tri = vertices[faces]  # (F, 3, 3)
     return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
+
+
+def solidity_points(resolution: int) -> np.ndarray:
+    """The points the solidity figure is measured on: the R^3 grid shifted off its planes, (R^3, 3) float64."""
+    from weightspace.data.grid import grid_points, voxel_size
+
+    return grid_points(resolution).reshape(-1, 3).astype(np.float64) + voxel_size(resolution) * np.asarray(SOLIDITY_SHIFT)
 
 
 def winding_number(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
