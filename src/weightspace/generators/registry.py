@@ -2,7 +2,7 @@
 
 Three ways a kind becomes loadable, looked up in this order:
 
-1. the built-in kinds (`latent-diffusion`, `neural-field`);
+1. the built-in kinds (`latent-diffusion`, `neural-field`, `wala`);
 2. `register(kind, factory)`, called by the user's code before loading;
 3. the entry-point group `weightspace.generators` of an installed package, whose entry point is
    named by the kind and points at its factory, e.g. in the package's pyproject.toml:
@@ -31,6 +31,7 @@ SHIPPED = {
     "default-points": "latent-diffusion-32-points",  # 8^3 tokens: better from points, worse family samples
 }
 ENTRY_POINT_GROUP = "weightspace.generators"
+BUILTIN_KINDS = ("latent-diffusion", "neural-field", "wala")
 
 Factory = Callable[[dict[str, Any], dict[str, Any]], Any]  # (state, config) -> Generator
 _REGISTERED: dict[str, Factory] = {}
@@ -40,8 +41,10 @@ def _builtin() -> dict[str, Factory]:
     # An explicit name-to-class table (no dynamic imports by string).
     from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
     from weightspace.generators.neural_field.model import NeuralFieldGenerator
+    from weightspace.generators.wala.generator import WaLaGenerator
 
-    return {"latent-diffusion": LatentDiffusionGenerator.from_checkpoint, "neural-field": NeuralFieldGenerator.from_checkpoint}
+    return {"latent-diffusion": LatentDiffusionGenerator.from_checkpoint, "neural-field": NeuralFieldGenerator.from_checkpoint,
+            "wala": WaLaGenerator.from_checkpoint}
 
 
 def register(kind: str, factory: Factory, *, replace: bool = False) -> None:
@@ -55,7 +58,7 @@ def register(kind: str, factory: Factory, *, replace: bool = False) -> None:
     factory = getattr(factory, "from_checkpoint", factory) if isinstance(factory, type) else factory
     if not callable(factory):
         raise InputError(f"register: the factory for {kind!r} must be callable (state, config) -> Generator")
-    if kind in ("latent-diffusion", "neural-field"):
+    if kind in BUILTIN_KINDS:
         raise InputError(f"register: {kind!r} is a built-in kind; choose another name")
     if kind in _REGISTERED and not replace:
         raise InputError(f"register: kind {kind!r} is already registered (pass replace=True to replace it)")
@@ -73,12 +76,12 @@ def _entry_points() -> dict[str, metadata.EntryPoint]:
 
 def known_kinds() -> list[str]:
     """Every kind loadable now: built-in, registered and installed through entry points."""
-    return sorted({"latent-diffusion", "neural-field", *_REGISTERED, *_entry_points()})
+    return sorted({*BUILTIN_KINDS, *_REGISTERED, *_entry_points()})
 
 
 def factory_for(kind: Any, where: str = "config.json") -> Factory:
     """The factory that rebuilds generators of `kind`; unknown kinds raise InputError listing the known ones."""
-    if kind in ("latent-diffusion", "neural-field"):
+    if kind in BUILTIN_KINDS:
         return _builtin()[kind]
     if kind in _REGISTERED:
         return _REGISTERED[kind]

@@ -132,7 +132,7 @@ class WaLa:
         seed: int | Sequence[int] | None = None,
         steps: int | None = None,
         guidance: float | None = WALA_GUIDANCE,
-        denoise: Callable | None = None,
+        call: Callable | None = None,
         callback: Callable[[dict], None] | None = None,
     ) -> torch.Tensor:
         """Latents (B, e, g, g, g) by WaLa's spaced DDPM.
@@ -141,7 +141,7 @@ class WaLa:
         seed : one int (B = 1: the same draws as `torch.manual_seed(seed)` in WaLa) or one per item.
         guidance : classifier-free guidance scale for a conditioned model whose args set dp_cond
             (WaLa always uses 3.0); None samples the conditional branch alone.
-        denoise : replaces the network's `unet(x, t, ctx)` (weights swapped in by the generator).
+        call : runs a stage of the network, call(mode, *args), in place of `self.net` (the generator swaps weights in through it).
         """
         cfg = self.cfg
         if (cond is None) != (cfg.kind == "un"):
@@ -150,9 +150,10 @@ class WaLa:
         K = len(schedule.timestep_map)
         B = cond.shape[0] if cond is not None else 1
         draws = self._draws(noises, seed, B, K)
-        unet = denoise or (lambda x, t, ctx: self.net("denoise", x, t, ctx))
+        call = call or self.net
+        unet = lambda x, t, ctx: call("denoise", x, t, ctx)  # noqa: E731
         if cond is not None:
-            ctx_uncond, ctx_cond = self.process_condition(cond.to(self.device, self.dtype))
+            ctx_uncond, ctx_cond = call("process", cond.to(self.device, self.dtype))
         else:
             ctx_uncond = ctx_cond = None
         scale = guidance if cfg.guided else None
