@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from weightspace.analysis.measure import chamfer, finite_mean, measure
 from weightspace.analysis.rates import format_rate, rate
 from weightspace.decode.points import decode_points
-from weightspace.experiments.common import chamfer, finite_mean, measure
 from weightspace.generators.registry import load_generator
 from weightspace.report.gallery import render_gallery
 from weightspace.runtime.io import atomic_write_json

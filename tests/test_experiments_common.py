@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 
+from weightspace.analysis.measure import eikonal_residual, geometry, measure
 from weightspace.data.grid import grid_points
-from weightspace.experiments.common import eikonal_residual, geometry, measure, write_csv, write_results
+from weightspace.runtime.results import write_csv, write_results
 
 
 def _ball(radius=0.5, R=24, scale=1.0, truncation=0.2, center=(0.0, 0.0, 0.0)):

@@ -5,9 +5,10 @@ import torch
 from toy_generator import make_toy
 
 from weightspace.runtime.errors import InputError
-from weightspace.space.inversion import invert
-from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.frame import Frame
+from weightspace.space.inversion import invert, minimise_in_subspace
+from weightspace.space.layout import Layout
+from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.subspace import fit_subspace_matrix
 
 
@@ -59,3 +60,22 @@ def test_inversion_checks_its_inputs(setup):
     other = make_parameterisation(gen, "lora", rank=2, alpha=4.0, targets="mid")
     with pytest.raises(InputError, match="subspace vs parameterisation"):
         invert(gen, other, sub, torch.zeros(5, 3))
+
+
+def test_minimise_in_subspace_takes_any_objective_and_a_start():
+    x = torch.randn(12, 8, generator=torch.Generator().manual_seed(0))  # (N, D)
+    layout = Layout.from_tensors([("w", (8,))], base_hash="h", parameterisation="layers")
+    sub = fit_subspace_matrix(x, 3, frame=Frame(layout, {"name": "layers", "targets": "all"}, torch.zeros(1, 2)))
+    goal = sub.reconstruct((0.5 * sub.sigma)[None])[0]  # (D,) a point inside the subspace
+    seen = []
+
+    def objective(point, step):
+        seen.append(step)
+        return ((point - goal) ** 2).sum()
+
+    start = sub.project(x[:1])[0]  # (k,)
+    none = minimise_in_subspace(sub, objective, start=start, steps=0)
+    torch.testing.assert_close(none.coords, start)
+    res = minimise_in_subspace(sub, objective, start=start, steps=300, lr=0.05, prior=0.0)
+    assert seen[:3] == [0, 1, 2] and len(res.total) == 300 and res.total[-1] < 1e-3 * res.total[0]
+    torch.testing.assert_close(res.point, goal, atol=1e-2, rtol=0)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import trimesh
 from skimage.measure import marching_cubes
 
 from weightspace.data.grid import BOX, voxel_size
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_path
 
 
 def grid_to_mesh(grid: np.ndarray, level: float = 0.0) -> trimesh.Trimesh:
@@ -38,3 +41,11 @@ def grid_to_mesh(grid: np.ndarray, level: float = 0.0) -> trimesh.Trimesh:
     # field that is low inside, as an SDF is: the mesh of a ball has positive volume.
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=True)
     return mesh
+
+
+def save_mesh(grid: np.ndarray, path: str | Path) -> None:
+    """Marching-cubes mesh of a grid as PLY (an empty grid writes nothing)."""
+    mesh = grid_to_mesh(grid)
+    if len(mesh.faces):
+        with atomic_path(path) as tmp:
+            mesh.export(str(tmp), file_type="ply")

@@ -3,7 +3,8 @@
 A batch of points decodes in one call when the generator has the `BatchedDecode` capability
 (`sdf_grid_batched(conditions, seeds, params_batch, *, resolution)`: per-item weights, e.g. through
 `torch.vmap` over `functional_call`), and item by item through `sdf_grid(..., params=...)` otherwise. Condition
-points need no per-item weights, so they always decode as one batch.
+points need no per-item weights, so they always decode as one batch; `decode_conditions` decodes
+conditions directly (one sampler seed for all, optionally under one set of swapped-in weights).
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ def decode_points(gen: Generator, param: Parameterisation, points: torch.Tensor,
                 for j in range(chunk.shape[0]):
                     out.append(gen.sdf_grid(conds[j : j + 1], s[j : j + 1], params={k: v[j] for k, v in pb.items()}, resolution=resolution))
     return torch.cat(out).float().cpu()
+
+
+def decode_conditions(gen: Generator, conditions: torch.Tensor, seed: int, *, params: dict[str, torch.Tensor] | None = None,
+                      batch: int = 8) -> np.ndarray:
+    """Grids (B, R, R, R) float32 of conditions, every item under the same sampler seed (noise fixed)."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, conditions.shape[0], batch):
+            c = conditions[i : i + batch].to(gen.device, torch.float32)
+            out.append(gen.sdf_grid(c, [seed] * c.shape[0], params=params).float().cpu().numpy())
+    return np.concatenate(out)
 
 
 def write_decoded(out: str | Path, grids: torch.Tensor | np.ndarray, ids: Sequence[str], seeds: Sequence[int], *,

@@ -1,39 +1,27 @@
-"""What every study shares: results folders, generator and data set-up, decoding, and per-shape measurements.
+"""What every study shares: results folders, generator and data set-up, and the checks a study stands on.
 
 A results folder holds `config.json` (the study's config), `results.json` (summary figures),
-per-item CSV tables, meshes and PNG plots; every file is written atomically. A *measurement* of
-one decoded grid is everything the studies compare: exact and robust Betti numbers, volume,
-components above a volume threshold, validity flags, an SDF eikonal residual and seeded
-surface samples (for Chamfer and F-score).
+per-item CSV tables, meshes and PNG plots; every file is written atomically (`runtime.results`).
+Decoded grids are measured by `analysis.measure`.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from weightspace.analysis import topology
-from weightspace.analysis.geometry import compare_points, sample_surface
-from weightspace.analysis.persistence import robust_betti
 from weightspace.data.dataset import load_points, read_manifest
-from weightspace.decode.mesh import grid_to_mesh
 from weightspace.generators.protocol import Generator, families_of
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, safe_child
+from weightspace.runtime.io import atomic_write_json, safe_child
+from weightspace.runtime.results import write_results
 from weightspace.runtime.seeding import derive_seed
-
-DEFAULT_VOLUME_THRESHOLD = 0.002  # world units^3 (about 7 voxels at R = 32): smaller parts are floaters
-SURFACE_POINTS = 2048  # surface samples per decoded shape for Chamfer / F-score
 
 
 # --- results folders ---------------------------------------------------------------------------------
@@ -46,76 +34,6 @@ def start_results(out: str | Path, config: Any) -> Path:
     body = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     atomic_write_json(folder / "config.json", {"study": type(config).__name__, **body})
     return folder
-
-
-def write_results(folder: Path, results: dict[str, Any]) -> Path:
-    """`results.json` (summary figures); NaN / inf become null so the file is strict JSON."""
-    atomic_write_text(folder / "results.json", json.dumps(_clean(results), indent=2, sort_keys=False) + "\n")
-    return folder / "results.json"
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    return x
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """One row per item; the columns are the union of the rows' keys in first-seen order."""
-    columns: list[str] = []
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _cell(v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
-    return path
-
-
-def _cell(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return " ".join(str(_cell(x)) for x in v)
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.6g}"
-    return v
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """Write a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_mesh(grid: np.ndarray, path: Path) -> None:
-    """Marching-cubes mesh of a grid as PLY (an empty grid writes nothing)."""
-    mesh = grid_to_mesh(grid)
-    if len(mesh.faces):
-        with atomic_path(path) as tmp:
-            mesh.export(str(tmp), file_type="ply")
 
 
 class Clock:
@@ -203,107 +121,6 @@ def encode_points(gen: Generator, points: Sequence[np.ndarray], *, seed: int) ->
         with torch.no_grad():
             out.append(gen.condition(points=x, seeds=[derive_seed(seed, "encode", i) % 2**31]).detach().cpu())
     return torch.cat(out)
-
-
-def decode_conditions(gen: Generator, conditions: torch.Tensor, seed: int, *, params: dict[str, torch.Tensor] | None = None,
-                      batch: int = 8) -> np.ndarray:
-    """Grids (B, R, R, R) float32 of conditions, every item under the same sampler seed (noise fixed)."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, conditions.shape[0], batch):
-            c = conditions[i : i + batch].to(gen.device, torch.float32)
-            out.append(gen.sdf_grid(c, [seed] * c.shape[0], params=params).float().cpu().numpy())
-    return np.concatenate(out)
-
-
-# --- measurements ----------------------------------------------------------------------------------
-@dataclass
-class Shape:
-    """One decoded grid, measured (see the module docstring)."""
-
-    betti: tuple[int, int, int]
-    robust: tuple[int, int, int]
-    volume: float
-    components_above: int
-    inside_fraction: float
-    touches_box: bool
-    eikonal: float
-    points: np.ndarray | None  # (n, 3) surface samples, None for an empty or full grid
-
-    @property
-    def empty(self) -> bool:
-        return self.points is None
-
-    @property
-    def valid(self) -> bool:
-        """Non-empty, not filling the box, and not cut by the box (no solid on its faces)."""
-        return not self.empty and not self.touches_box
-
-    def row(self, prefix: str = "") -> dict[str, Any]:
-        b, r = self.betti, self.robust
-        return {f"{prefix}b0": b[0], f"{prefix}b1": b[1], f"{prefix}b2": b[2], f"{prefix}rb0": r[0], f"{prefix}rb1": r[1],
-                f"{prefix}rb2": r[2], f"{prefix}components_above": self.components_above, f"{prefix}volume": self.volume,
-                f"{prefix}valid": int(self.valid), f"{prefix}eikonal": self.eikonal}
-
-
-def eikonal_residual(grid: np.ndarray, band: float | None = None) -> float:
-    """Mean | |grad sdf| - 1 | over voxels near the surface (|sdf| < band), by central differences.
-
-    A signed distance has unit gradient; a decoded field far from it (flat, noisy, exploded) is a
-    cheap sign of a failed decode. Voxels whose stencil reads a truncated value are skipped.
-    Returns inf when no voxel is near the surface.
-    """
-    R = grid.shape[0]
-    h = 2.0 / (R - 1)
-    band = 2.5 * h if band is None else band
-    g = np.gradient(grid.astype(np.float64), h)  # 3 x (R, R, R)
-    norm = np.sqrt(sum(c**2 for c in g))  # (R, R, R)
-    a = np.abs(grid)
-    # skip stencils that read a truncated value: the clamp flattens the field there, not the decode
-    clamped = ndimage.maximum_filter(a, footprint=ndimage.generate_binary_structure(3, 1)) >= 0.98 * a.max()
-    near = (a < band) & ~clamped
-    near[[0, -1], :, :] = near[:, [0, -1], :] = near[:, :, [0, -1]] = False
-    if not near.any():
-        return float("inf")
-    return float(np.abs(norm[near] - 1.0).mean())
-
-
-def measure(grid: np.ndarray, *, seed: int = 0, volume_threshold: float = DEFAULT_VOLUME_THRESHOLD,
-            n_points: int = SURFACE_POINTS) -> Shape:
-    """Measure one SDF grid (R, R, R) (solid where < 0)."""
-    grid = np.asarray(grid, dtype=np.float32)
-    t = topology(grid)
-    solid = grid < 0
-    touches = bool(solid[[0, -1]].any() or solid[:, [0, -1]].any() or solid[:, :, [0, -1]].any())
-    frac = float(solid.mean())
-    pts = None
-    if 0.0 < frac < 1.0:
-        mesh = grid_to_mesh(grid)
-        if len(mesh.faces) and mesh.area > 0:
-            pts, _ = sample_surface(mesh, n_points, seed=seed)
-    return Shape(betti=t.betti, robust=tuple(int(v) for v in robust_betti(grid)), volume=float(t.component_volumes.sum()),
-                 components_above=t.components_above(volume_threshold), inside_fraction=frac, touches_box=touches,
-                 eikonal=eikonal_residual(grid), points=pts)
-
-
-def geometry(a: np.ndarray | None, b: np.ndarray | None) -> dict[str, float]:
-    """Chamfer-L1 / L2 and F-score between two point sets; inf / 0 when exactly one is missing."""
-    if a is None or b is None:
-        same = a is None and b is None
-        return {"chamfer_l1": 0.0 if same else float("inf"), "chamfer_l2": 0.0 if same else float("inf"),
-                "fscore": 1.0 if same else 0.0}
-    m = compare_points(a, b)
-    return {"chamfer_l1": m["chamfer_l1"], "chamfer_l2": m["chamfer_l2"], "fscore": m["fscore"]}
-
-
-def chamfer(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    return geometry(a, b)["chamfer_l1"]
-
-
-def finite_mean(values: Sequence[float]) -> float:
-    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if v.size else float("nan")
 
 
 def check_choice(name: str, value: str, valid: Sequence[str]) -> None:

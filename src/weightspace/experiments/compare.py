@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from weightspace.experiments.common import Clock, refusal, start_results, write_csv, write_results
+from weightspace.experiments.common import Clock, refusal, start_results
 from weightspace.experiments.fit import FitConfig, run_fit
 from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
 from weightspace.experiments.subspace import SubspaceConfig, run_subspace
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_text, read_json
+from weightspace.runtime.results import write_csv, write_results
 
 STUDIES = ("interpolate", "subspace", "fit")
 

@@ -18,17 +18,21 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from weightspace.analysis.measure import finite_mean, geometry, measure
 from weightspace.data.dataset import load_grid
 from weightspace.data.observe import observe
+from weightspace.decode.mesh import save_mesh
+from weightspace.decode.points import decode_conditions
 from weightspace.experiments.common import (
-    Clock, check_choice, clean_surface, decode_conditions, encode_points, finite_mean, generator_families, geometry,
-    generator_pose, load_study_generator, measure, mismatches, native_resolution, pyplot, refuse, row_root, save_figure,
-    save_mesh, start_results, study_data, topology_check, write_csv, write_results,
+    Clock, check_choice, clean_surface, encode_points, generator_families, generator_pose, load_study_generator,
+    mismatches, native_resolution, refuse, row_root, start_results, study_data, topology_check,
 )
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.results import pyplot, save_figure, write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
 from weightspace.space.frame import Frame
+from weightspace.space.inversion import minimise_in_subspace
 from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.subspace import fit_subspace_matrix
@@ -129,17 +133,12 @@ def fit_one(gen: Generator, method: str, obs: np.ndarray, cfg: FitConfig, *, see
         lr = cfg.lr_condition * float(c_enc.pow(2).mean().sqrt().clamp_min(1e-6))  # scale-free across generators
         x, losses = _adam(c_enc.reshape(-1), lambda x: obj(cond_param.conditions(x[None]), None), steps=cfg.steps, lr=lr)
         return {"condition": cond_param.conditions(x[None]).detach(), "params": None, "losses": losses, "trainable": x.numel()}
-    if method == "subspace":
-        sigma = cond_sub.sigma.clamp_min(1e-12)
-
-        def loss_u(u: torch.Tensor) -> torch.Tensor:  # u = z / sigma, as in weightspace.inversion
-            point = cond_sub.reconstruct((u * sigma)[None])[0]
-            return obj(cond_param.conditions(point[None]), None) + cfg.prior * (u**2).mean()
-
-        u0 = cond_sub.project(c_enc.reshape(1, -1))[0] / sigma  # start at the encoding's projection, like the others
-        u, losses = _adam(u0.float(), loss_u, steps=cfg.steps, lr=cfg.lr_condition)
-        point = cond_sub.reconstruct((u * sigma)[None])[0].detach()
-        return {"condition": cond_param.conditions(point[None]).detach(), "params": None, "losses": losses, "trainable": cond_sub.k}
+    if method == "subspace":  # the encoding's projection is the start, like the other methods'
+        res = minimise_in_subspace(cond_sub, lambda point, step: obj(cond_param.conditions(point[None]), None),
+                                   start=cond_sub.project(c_enc.reshape(1, -1))[0], steps=cfg.steps, lr=cfg.lr_condition,
+                                   prior=cfg.prior)
+        return {"condition": cond_param.conditions(res.point[None]).detach(), "params": None, "losses": res.total,
+                "trainable": cond_sub.k}
     param: Parameterisation
     if method == "lora":
         param = make_parameterisation(gen, "lora", rank=cfg.lora_rank, targets=cfg.lora_targets)

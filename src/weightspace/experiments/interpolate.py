@@ -10,7 +10,6 @@ condition induces, for condition points) and reports which parts alone reproduce
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +18,22 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD, Shape, chamfer, finite_mean, measure
 from weightspace.analysis.persistence import robust_betti
 from weightspace.analysis.transitions import TransitionSearch, find_transitions
 from weightspace.data.dataset import load_grid
+from weightspace.decode.mesh import save_mesh
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
-    DEFAULT_VOLUME_THRESHOLD, Clock, Shape, check_choice, chamfer, clean_surface, encode_points, finite_mean,
-    generator_families, generator_pose, load_study_generator, measure, mismatches, native_resolution, pyplot, refuse, row_root,
-    save_figure, save_mesh, start_results, study_data, topology_check, write_csv, write_results,
+    Clock, check_choice, clean_surface, encode_points, generator_families, generator_pose, load_study_generator,
+    mismatches, native_resolution, refuse, row_root, start_results, study_data, topology_check,
 )
 from weightspace.generators.protocol import EffectiveWeights, Generator, HasFamilies, require
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.results import pyplot, save_figure, write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
-from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.condition import ConditionParameterisation
+from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.paths import lerp, masked, slerp
 from weightspace.space.store import Population, load_point
@@ -283,59 +284,62 @@ def check_endpoints(gen: Generator, ends: Endpoints_, *, seed: int,
     return [{**r, "family": ends.families.get(r["id"], "")} for r in rows], dict(zip(ids, grids))
 
 
-def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None = None) -> Endpoints_:
-    """The points named by the config (`ids` overrides a/b; for pairs, None with data means all shapes)."""
-    if cfg.endpoints == "population":
-        pop = Population(cfg.population)
-        param = pop.frame.build(gen, what=f"population {pop.folder.name}")
-        index = {str(r["id"]): i for i, r in enumerate(pop.rows)}
-        want = ids if ids is not None else (list(index) if cfg.pairs else [cfg.a, cfg.b])
-        missing = [i for i in want if i not in index]
-        if missing:
-            raise InputError(f"population {pop.folder}: no member with id {missing[0]!r}; ids: {', '.join(list(index)[:20])}")
-        def target(row: dict[str, Any]) -> tuple[int, int, int] | None:  # recorded by the build's fidelity check
-            t = row.get("metrics", {}).get("target_robust_betti")
-            return tuple(t) if t is not None else None
+def _population_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None) -> Endpoints_:
+    """Members of `cfg.population`, each standing for the target its build's fidelity check recorded."""
+    pop = Population(cfg.population)
+    param = pop.frame.build(gen, what=f"population {pop.folder.name}")
+    index = {str(r["id"]): i for i, r in enumerate(pop.rows)}
+    want = ids if ids is not None else (list(index) if cfg.pairs else [cfg.a, cfg.b])
+    missing = [i for i in want if i not in index]
+    if missing:
+        raise InputError(f"population {pop.folder}: no member with id {missing[0]!r}; ids: {', '.join(list(index)[:20])}")
+    rows = {i: pop.rows[index[i]] for i in want}
+    targets = {i: r.get("metrics", {}).get("target_robust_betti") for i, r in rows.items()}
+    return Endpoints_(param, {i: pop.point(index[i]) for i in want},
+                      {i: str(r.get("source", {}).get("family", "")) for i, r in rows.items()},
+                      {i: tuple(t) if t is not None else None for i, t in targets.items()})
 
-        return Endpoints_(param, {i: pop.point(index[i]) for i in want},
-                          {i: str(pop.rows[index[i]].get("source", {}).get("family", "")) for i in want},
-                          {i: target(pop.rows[index[i]]) for i in want})
-    if cfg.endpoints == "points":
-        files = [load_point(p) for p in (cfg.a, cfg.b)]
-        a, b = files[0].frame, files[1].frame
-        param = a.build(gen, what=f"point file {cfg.a} (checkpoint {cfg.checkpoint})")
-        b.layout.check_same(a.layout, what=f"point file {cfg.b} vs {cfg.a}")
-        if not torch.equal(a.anchor, b.anchor):
-            raise InputError(f"point files {cfg.a} and {cfg.b} decode under different anchor conditions; "
-                             "a path between them needs points of one frame (e.g. members of one population)")
-        return Endpoints_(param, {"a": files[0].point, "b": files[1].point}, {"a": "", "b": ""})
-    param = make_parameterisation(gen, "condition")
-    if cfg.endpoints == "family":
-        require(gen, HasFamilies, "endpoints=family (use --endpoints data with --data otherwise)")
-    if cfg.endpoints == "family" and not cfg.pairs:
-        known = generator_families(gen)
-        bad = [f for f in (cfg.a, cfg.b) if f not in known]
-        if bad:
-            raise InputError(f"a/b: unknown family {bad[0]!r}; this generator knows {known}")
-        with torch.no_grad():
-            c = gen.condition(family=[cfg.a, cfg.b], seeds=[derive_seed(cfg.seed, "family", cfg.a) % 2**31,
-                                                         derive_seed(cfg.seed, "family", cfg.b) % 2**31]).cpu()
-        return Endpoints_(param, {cfg.a: c[0].reshape(-1), cfg.b: c[1].reshape(-1)}, {cfg.a: cfg.a, cfg.b: cfg.b},
-                          {cfg.a: _declared(cfg.a), cfg.b: _declared(cfg.b)})
-    if cfg.endpoints == "family":  # pairs of family conditions: shapes_per_family seeded draws per family
-        known = generator_families(gen)
+
+def _point_file_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None) -> Endpoints_:
+    """Two point files `cfg.a`, `cfg.b` of one frame (nothing recorded to check them against)."""
+    files = [load_point(p) for p in (cfg.a, cfg.b)]
+    a, b = files[0].frame, files[1].frame
+    param = a.build(gen, what=f"point file {cfg.a} (checkpoint {cfg.checkpoint})")
+    b.layout.check_same(a.layout, what=f"point file {cfg.b} vs {cfg.a}")
+    if not torch.equal(a.anchor, b.anchor):
+        raise InputError(f"point files {cfg.a} and {cfg.b} decode under different anchor conditions; "
+                         "a path between them needs points of one frame (e.g. members of one population)")
+    return Endpoints_(param, {"a": files[0].point, "b": files[1].point}, {"a": "", "b": ""})
+
+
+def _family_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None) -> Endpoints_:
+    """Seeded family conditions: `cfg.a` and `cfg.b`, or for pairs `shapes_per_family` draws per family,
+    each standing for its family's declared topology."""
+    require(gen, HasFamilies, "endpoints=family (use --endpoints data with --data otherwise)")
+    known = generator_families(gen)
+    if cfg.pairs:
         if not known:
             raise InputError("endpoints=family: this generator knows no family names; use --endpoints data with --data")
         names = [f"{f}#{i}" for f in known for i in range(cfg.shapes_per_family)]
-        with torch.no_grad():
-            c = gen.condition(family=[n.split("#")[0] for n in names],
-                              seeds=[derive_seed(cfg.seed, "family", n) % 2**31 for n in names]).cpu()
-        if cfg.shapes_per_family > 1 and torch.equal(c[0], c[1]):
-            # deterministic family conditions (latent diffusion's family tokens): within-family pairs need shapes
-            return resolve_endpoints(gen, dataclasses.replace(cfg, endpoints="data"), folder, ids)
-        return Endpoints_(param, {n: c[i].reshape(-1) for i, n in enumerate(names)}, {n: n.split("#")[0] for n in names},
-                          {n: _declared(n.split("#")[0]) for n in names})
-    # data: encode shapes' clean surface samples; without --data, procedural shapes of the generator's families
+    else:
+        bad = [f for f in (cfg.a, cfg.b) if f not in known]
+        if bad:
+            raise InputError(f"a/b: unknown family {bad[0]!r}; this generator knows {known}")
+        names = [cfg.a, cfg.b]
+    family = {n: n.split("#")[0] for n in names}
+    seeds = [derive_seed(cfg.seed, "family", n) % 2**31 for n in names]
+    with torch.no_grad():
+        c = gen.condition(family=[family[n] for n in names], seeds=seeds).cpu()  # (N, *condition_shape)
+    if cfg.pairs and cfg.shapes_per_family > 1 and torch.equal(c[0], c[1]):
+        # deterministic family conditions (latent diffusion's family tokens): within-family pairs need shapes
+        return _data_ends(gen, cfg, folder, ids)
+    return Endpoints_(make_parameterisation(gen, "condition"), {n: c[i].reshape(-1) for i, n in enumerate(names)}, family,
+                      {n: _declared(family[n]) for n in names})
+
+
+def _data_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None) -> Endpoints_:
+    """Encoded clean surface samples of shapes in `cfg.data` (without it, procedural shapes of the
+    generator's families), each standing for its own grid's robust topology."""
     families = generator_families(gen) if cfg.pairs or cfg.data is None else []
     root, rows = study_data(folder / "data", data=cfg.data, families=families, count=cfg.shapes_per_family,
                             seed=cfg.data_seed, resolution=native_resolution(gen), pose=generator_pose(gen))
@@ -351,8 +355,18 @@ def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids:
         clouds.append(pts[take])
     conds = encode_points(gen, clouds, seed=cfg.seed)
     intended = {i: tuple(int(v) for v in robust_betti(load_grid(row_root(root, by_id[i]), by_id[i]))) for i in want}
-    return Endpoints_(param, {i: conds[j].reshape(-1) for j, i in enumerate(want)},
+    return Endpoints_(make_parameterisation(gen, "condition"), {i: conds[j].reshape(-1) for j, i in enumerate(want)},
                       {i: str(by_id[i].get("family", "")) for i in want}, intended)
+
+
+Resolver = Callable[[Generator, InterpolateConfig, Path, "list[str] | None"], Endpoints_]
+RESOLVERS: dict[str, Resolver] = {"family": _family_ends, "data": _data_ends, "population": _population_ends,
+                                  "points": _point_file_ends}
+
+
+def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None = None) -> Endpoints_:
+    """The points named by the config (`ids` overrides a/b; for pairs, None with data means all shapes)."""
+    return RESOLVERS[cfg.endpoints](gen, cfg, folder, ids)
 
 
 def make_pairs(ends: Endpoints_, n: int, seed: int) -> list[tuple[str, str, bool]]:

@@ -20,16 +20,18 @@ import numpy as np
 import torch
 from scipy.stats import chi2
 
+from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD, Shape, chamfer, finite_mean, measure
 from weightspace.analysis.sets import novelty
 from weightspace.data.dataset import load_grid
+from weightspace.decode.mesh import save_mesh
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
-    DEFAULT_VOLUME_THRESHOLD, Clock, Shape, check_choice, chamfer, clean_surface, finite_mean, generator_pose, load_study_generator,
-    measure, mismatches, native_resolution, pyplot, refuse, row_root, save_figure, save_mesh, start_results, study_data,
-    topology_check, write_csv, write_results,
+    Clock, check_choice, clean_surface, generator_pose, load_study_generator, mismatches, native_resolution, refuse,
+    row_root, start_results, study_data, topology_check,
 )
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.results import pyplot, save_figure, write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_generator, item_rng
 from weightspace.space.frame import Frame
 from weightspace.space.lora import LORA_FORMS

@@ -9,7 +9,7 @@ own distribution of training points (sigma = s / sqrt(N - 1)); the fit is Adam f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -48,16 +48,32 @@ def invert(gen: Generator, param: Parameterisation, sub: Subspace, observation: 
         raise InputError(f"a point observation must be (P, 3), got {tuple(observation.shape)}")
     if target == "grid" and (obs.ndim != 4 or len(set(obs.shape[1:])) != 1):
         raise InputError(f"a grid observation must be (R, R, R), got {tuple(observation.shape)}")
-    sigma = sub.sigma.clamp_min(1e-12).to(gen.device)
-    u = torch.zeros(sub.k, device=gen.device, requires_grad=True)  # z / sigma
-    opt = torch.optim.Adam([u], lr=lr)
     loss_fn = gen.observation_loss if target == "points" else gen.training_loss
+
+    def objective(point: torch.Tensor, step: int) -> torch.Tensor:
+        s = derive_seed(seed, "invert", 0 if fixed_noise else step)
+        return loss_fn(obs, param.conditions(point[None]), [s], params=param.params(point))
+
+    return minimise_in_subspace(sub, objective, steps=steps, lr=lr, prior=prior, device=gen.device)
+
+
+def minimise_in_subspace(sub: Subspace, objective: Callable[[torch.Tensor, int], torch.Tensor], *,
+                         start: torch.Tensor | None = None, steps: int = 100, lr: float = 0.05, prior: float = 1e-2,
+                         device: torch.device | str = "cpu") -> Inversion:
+    """Adam on u = z / sigma of `objective(point(z), step) + prior * mean(u^2)`, point(z) = mean + z B (D,).
+
+    start : coordinates z (k,) to start from (default 0, the subspace mean); lr in units of sigma.
+    `invert` is this with the generator's own loss; other objectives (e.g. a study's) plug in here.
+    """
+    sigma = sub.sigma.clamp_min(1e-12).to(device)
+    u0 = torch.zeros(sub.k, device=device) if start is None else (start.to(device) / sigma).float()
+    u = u0.detach().clone().requires_grad_(True)  # z / sigma
+    opt = torch.optim.Adam([u], lr=lr)
     result = Inversion(torch.zeros(sub.k), sub.mean.clone())
     for step in range(steps):
         opt.zero_grad(set_to_none=True)
         point = sub.reconstruct((u * sigma)[None])[0]  # (D,)
-        s = derive_seed(seed, "invert", 0 if fixed_noise else step)
-        loss = loss_fn(obs, param.conditions(point[None]), [s], params=param.params(point))
+        loss = objective(point, step)
         total = loss + prior * (u**2).mean()
         total.backward()
         opt.step()
