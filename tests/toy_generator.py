@@ -127,6 +127,19 @@ class ToyGenerator(Generator):
         t = self.config["truncation"]
         return (pred - grids.clamp(-t, t)).abs().mean()
 
+    def training_loss_batched(self, grids, conditions, seeds, params_batch: Params) -> torch.Tensor:
+        """Capability BatchedTrainingLoss: member b's `training_loss` over its D draws, all members in one vmap: (B,)."""
+        x, R = self._grid_points(grids.shape[-1])
+        D = len(seeds[0])
+        noise = torch.stack([self._noise(member, self.net.dim) for member in seeds])  # (B, D, d)
+        t = self.config["truncation"]
+
+        def one(p, grid, c, n):
+            pred = functional_call(self.net, p, (x.expand(D, -1, -1), c.expand(D, -1, -1), n)).clamp(-t, t)  # (D, R^3)
+            return (pred - grid.reshape(1, -1).clamp(-t, t)).abs().mean()
+
+        return vmap(one)(dict(params_batch), grids, conditions, noise)  # (B,)
+
     # --- weight-space views ------------------------------------------------------------------------
     def effective_weights(self, condition: torch.Tensor) -> dict[str, torch.Tensor]:
         scale, shift = self.net.modulation(condition)

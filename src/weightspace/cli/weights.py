@@ -27,6 +27,7 @@ def population_build(
     members: Optional[int] = typer.Option(None, "--members", help="Fit the first N shapes (default: all)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only shapes of this split (train, val, test)."),
     workers: int = typer.Option(1, "--workers", help="Parallel worker processes (1: in this process)."),
+    batch_members: int = typer.Option(1, "--batch-members", help="Fit B lora/layers members to grids in one forward/backward pass (same members to float rounding; see benchmarks/batched_members.py)."),
     rank: int = typer.Option(4, "--rank", help="LoRA rank."),
     alpha: float = typer.Option(8.0, "--alpha", help="LoRA alpha (scaling = alpha / rank)."),
     targets: str = typer.Option("all", "--targets", help="Modules: regex on names, `group:a,b` or `all`."),
@@ -59,7 +60,7 @@ def population_build(
         checkpoint=checkpoint, parameterisation=parameterisation, data=str(data), out=str(out), options=options,
         members=members, split=split, fit=fit, observation=observation, observations=observations, noise=noise,
         steps=steps, lr=lr, draws=draws, seed=seed, anchor=anchor, condition_fit=condition_fit,
-        executor="process" if workers > 1 else "inprocess", workers=workers,
+        executor="process" if workers > 1 else "inprocess", workers=workers, batch_members=batch_members,
     )
     import functools
 

@@ -2,6 +2,7 @@
 
 from weightspace.generators.protocol import (
     BatchedDecode,
+    BatchedTrainingLoss,
     EffectiveWeights,
     EncodesPoints,
     EncodesVoxels,
@@ -25,7 +26,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "BatchedDecode", "EffectiveWeights", "EncodesPoints", "EncodesVoxels", "FieldGenerator", "Generator", "HasFamilies",
+    "BatchedDecode", "BatchedTrainingLoss", "EffectiveWeights", "EncodesPoints", "EncodesVoxels", "FieldGenerator", "Generator", "HasFamilies",
     "MissingCapability", "Params", "Saveable", "as_generator", "known_kinds", "load_generator", "register",
     "require", "resolve_checkpoint", "unregister",
 ]

@@ -12,6 +12,7 @@ Optional capabilities are `typing.Protocol`s checked with `isinstance`, never by
     EncodesVoxels      encode_voxels(voxels, seeds) -> conditions        (B, V, V, V) occupancy
     HasFamilies        families: list[str]; encode_families(names, seeds) -> conditions
     BatchedDecode      sdf_grid_batched(conditions, seeds, params_batch, *, resolution) -> grids
+    BatchedTrainingLoss  training_loss_batched(grids, conditions, seeds, params_batch) -> losses (B,)
     EffectiveWeights   effective_weights(condition) -> name -> (B, ...) weights a condition induces
     Saveable           save(folder, *, extra_config); loaded back by the factory registered for its kind
 
@@ -190,6 +191,19 @@ class BatchedDecode(Protocol):
 
 
 @runtime_checkable
+class BatchedTrainingLoss(Protocol):
+    """The training loss of B weight sets (population members) in one forward and backward pass."""
+
+    def training_loss_batched(
+        self, grids: torch.Tensor, conditions: torch.Tensor, seeds: Sequence[Sequence[int]], params_batch: Params
+    ) -> torch.Tensor:
+        """grids (B, R, R, R), conditions (B, *condition_shape), seeds: per member its D draw seeds,
+        params_batch name -> (B, ...) -> per-member losses (B,). Member b's loss equals (to float
+        rounding) `training_loss(grids[b] repeated D times, conditions[b] repeated D times, seeds[b],
+        params={name: v[b]})`, and its gradient reaches only member b's weights."""
+
+
+@runtime_checkable
 class EffectiveWeights(Protocol):
     """Says which weights a condition induces (the condition seen as a point of weight space)."""
 
@@ -211,6 +225,7 @@ CAPABILITIES: dict[type, str] = {
     EncodesVoxels: "encode voxel grids: encode_voxels(voxels (B, V, V, V), seeds) -> conditions",
     HasFamilies: "name shape families: a `families` list and encode_families(names, seeds) -> conditions",
     BatchedDecode: "decode a batch of weight sets: sdf_grid_batched(conditions, seeds, params_batch, *, resolution)",
+    BatchedTrainingLoss: "fit a batch of weight sets at once: training_loss_batched(grids, conditions, seeds, params_batch) -> (B,)",
     EffectiveWeights: "report the weights a condition induces: effective_weights(condition) -> {name: (B, ...)}",
     Saveable: "save itself: save(folder, *, extra_config) writing model.safetensors + config.json with its kind",
 }

@@ -8,6 +8,7 @@ layouts never mix silently: `Layout.check_same` raises an error naming what diff
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -112,6 +113,11 @@ class Layout:
         if point.shape[-1] != self.size:
             raise InputError(f"point has length {point.shape[-1]}, layout {self.parameterisation!r} expects {self.size}")
         lead = tuple(point.shape[:-1])
+        if [e.offset for e in self.entries] == list(itertools.accumulate((e.numel for e in self.entries[:-1]), initial=0)):
+            # packed: one split, whose backward is one concatenation; a slice per entry would fill a
+            # zero (*, D) gradient per entry, which dominated a batched fit's backward pass
+            parts = point.split([e.numel for e in self.entries], dim=-1)
+            return {e.name: t.reshape(lead + e.shape) for e, t in zip(self.entries, parts)}
         return {e.name: point[..., e.offset : e.offset + e.numel].reshape(lead + e.shape) for e in self.entries}
 
     def mask(self, prefixes: Sequence[str]) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from weightspace.generators.protocol import Generator
+from weightspace.generators.protocol import BatchedTrainingLoss, Generator, require
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, make_executor
 from weightspace.runtime.io import read_json, read_npy, remove_stale_temps, safe_child
@@ -38,6 +38,7 @@ ANCHORS = ("auto", "zeros", "mean")
 MIN_FIDELITY_IOU = 0.5  # `population check` flags a member whose decode IoU to its target is below this
 ConditionFit = Literal["auto", "encode", "optimise"]
 CONDITION_FITS = ("auto", "encode", "optimise")
+BATCHED_PURPOSE = "fitting members in batches (batch_members > 1)"
 
 
 @dataclass
@@ -68,6 +69,10 @@ class PopulationConfig:
     condition_fit: str = "auto"  # condition members: encode | optimise | auto (encode if the generator can)
     executor: str = "inprocess"
     workers: int = 1
+    # Members fitted together in one forward/backward pass (`fit_members`; lora/layers members fitted
+    # to grids by a generator with BatchedTrainingLoss). The same members as 1 to float rounding, so not
+    # a fit setting: a build may resume with another value.
+    batch_members: int = 1
 
     def validate(self) -> None:
         checks = {"parameterisation": (self.parameterisation, tuple(PARAMETERISATIONS)), "fit": (self.fit, FIT_TARGETS),
@@ -82,6 +87,11 @@ class PopulationConfig:
                              f"{self.steps}, lr {self.lr}, draws {self.draws}, observations {self.observations}, noise {self.noise}")
         if self.members is not None and self.members < 1:
             raise InputError(f"members must be >= 1, got {self.members}")
+        if self.batch_members < 1:
+            raise InputError(f"batch_members must be >= 1, got {self.batch_members}")
+        if self.batch_members > 1 and (self.parameterisation == "condition" or self.fit != "grid"):
+            raise InputError(f"batch_members > 1 fits lora or layers members to grids; got parameterisation "
+                             f"{self.parameterisation!r} with fit {self.fit!r} (use batch_members 1)")
 
     def resolved(self, gen: Generator) -> "PopulationConfig":
         """This config with `auto` and None settings replaced by the generator's own."""
@@ -155,11 +165,16 @@ def load_target(data: Path, row: dict[str, Any], *, fit: str, observations: int,
 
 
 # --- fitting one member --------------------------------------------------------------------------
+def draw_seeds(seed: int, draws: int) -> list[int]:
+    """The loss draws of one step: `seed` itself for one draw, else derive_seed(seed, "draw", j) for j < draws."""
+    return [seed] if draws == 1 else [derive_seed(seed, "draw", j) for j in range(draws)]
+
+
 def member_loss(gen: Generator, param: Parameterisation, point: torch.Tensor, target: torch.Tensor, *,
                 fit: str, seed: int, draws: int = 1) -> torch.Tensor:
     """The generator's own loss of one point against one target, averaged over `draws` seeded draws
     (one draw uses `seed` itself; more use derive_seed(seed, "draw", j))."""
-    seeds = [seed] if draws == 1 else [derive_seed(seed, "draw", j) for j in range(draws)]
+    seeds = draw_seeds(seed, draws)
     cond = param.conditions(point[None]).expand(draws, *gen.condition_shape)  # (draws, *condition_shape)
     params = param.params(point)
     targets = target[None].expand(draws, *target.shape).to(gen.device)  # (draws, ...)
@@ -231,6 +246,45 @@ def fit_member(gen: Generator, param: Parameterisation, target: torch.Tensor, *,
     return {"point": x.detach().cpu(), "losses": losses, "seconds": time.perf_counter() - t0, "metrics": metrics}
 
 
+def fit_members(gen: Generator, param: Parameterisation, grids: torch.Tensor, *, steps: int, lr: float,
+                seeds: list[int], draws: int = 1) -> list[dict[str, Any]]:
+    """Fit B lora/layers members to grids (B, R, R, R) at once: what `fit_member(fit="grid")` gives each
+    (to float rounding), through the generator's `training_loss_batched`.
+
+    One Adam over the stacked points (B, D) is B independent Adams (Adam is elementwise and every
+    member's loss reaches only its own row); member b draws from its own seed exactly as alone.
+    Returns one dict per member as `fit_member` (seconds and cpu_seconds: the batch's, divided by B).
+    """
+    batched = require(gen, BatchedTrainingLoss, BATCHED_PURPOSE)
+    t0, c0 = time.perf_counter(), time.process_time()
+    B = len(seeds)
+    start = torch.stack([param.initial_point(s) for s in seeds])  # (B, D)
+    grids = grids.to(gen.device)  # (B, R, R, R)
+    cond = param.conditions(start)  # (B, *condition_shape)
+    x = start.clone().requires_grad_(True)
+    losses: list[list[float]] = [[] for _ in range(B)]
+    if steps > 0:
+        opt = torch.optim.Adam([x], lr=lr)
+        for step in range(steps):
+            opt.zero_grad(set_to_none=True)
+            step_draws = [draw_seeds(derive_seed(s, "step", step), draws) for s in seeds]
+            loss = batched.training_loss_batched(grids, cond, step_draws, param.params_batch(x))  # (B,)
+            loss.sum().backward()
+            opt.step()
+            for b, value in enumerate(loss.detach().tolist()):
+                losses[b].append(value)
+    with torch.no_grad():
+        eval_draws = [[derive_seed(s, "eval")] for s in seeds]
+        loss_start = batched.training_loss_batched(grids, cond, eval_draws, param.params_batch(start)).tolist()
+        loss_fit = batched.training_loss_batched(grids, cond, eval_draws, param.params_batch(x)).tolist()
+    seconds, cpu = (time.perf_counter() - t0) / B, (time.process_time() - c0) / B
+    moved = (x.detach() - start).norm(dim=1).tolist()
+    return [{"point": x[b].detach().cpu(), "losses": losses[b], "seconds": seconds,
+             "metrics": {"loss_start": loss_start[b], "loss_fit": loss_fit[b], "moved": moved[b], "mode": "optimise",
+                         "cpu_seconds": cpu, "batch_members": B}}
+            for b in range(B)]
+
+
 @dataclass
 class MemberTask:
     """Everything a worker needs for one member (picklable)."""
@@ -282,6 +336,23 @@ def run_member(task: MemberTask) -> dict[str, Any]:
     return out
 
 
+def run_members(tasks: list[MemberTask]) -> list[dict[str, Any]]:
+    """Fit a batch of lora/layers members to their grids together (runs inside an executor worker);
+    each result as `run_member`'s."""
+    gen, param = _worker_state(tasks[0])
+    s = tasks[0].settings
+    grids = torch.stack([load_target(Path(t.data), t.row, fit="grid", observations=s["observations"], noise=s["noise"],
+                                     seed=t.seed, observation=s["observation"]) for t in tasks])  # (B, R, R, R)
+    outs = fit_members(gen, param, grids, steps=s["steps"], lr=s["lr"], seeds=[t.seed for t in tasks],
+                       draws=s.get("draws", 1))
+    for task, grid, out in zip(tasks, grids, outs):
+        t0 = time.perf_counter()
+        out["metrics"].update(member_fidelity(gen, param, out["point"], grid, seed=decode_seed(0, task.index)))
+        out["metrics"]["fidelity_seconds"] = time.perf_counter() - t0
+        out.update(index=task.index, id=task.id)
+    return outs
+
+
 # --- building --------------------------------------------------------------------------------------
 def _anchor(gen: Generator, kind: str, data: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> torch.Tensor:
     if kind == "zeros":
@@ -310,7 +381,8 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
 
     generator : a Generator, a checkpoint, or a zero-argument picklable callable returning the generator
         (`generators.registry.generator_loader`); default: load `config.checkpoint`.
-    executor : where members run (default: from `config.executor` / `config.workers`).
+    executor : where members run (default: from `config.executor` / `config.workers`); with
+        `config.batch_members` B > 1 each of its items is a batch of B members (`run_members`).
     on_member : called with each manifest row after it is written (progress, tests).
     """
     config.validate()
@@ -319,6 +391,8 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
     loader = generator_loader(generator, config.checkpoint)
     gen = loader()
     config = config.resolved(gen)
+    if config.batch_members > 1:
+        require(gen, BatchedTrainingLoss, BATCHED_PURPOSE)
     param = make_parameterisation(gen, config.parameterisation, **config.options)
     data, out = Path(config.data), Path(config.out)
     rows = read_shapes(data, split=config.split, members=config.members)
@@ -347,7 +421,13 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
         own = executor is None
         executor = executor or make_executor(config.executor, workers=config.workers)
         try:
-            for res in executor.map(run_member, tasks):
+            if config.batch_members > 1:
+                B = config.batch_members
+                results = (res for batch in executor.map(run_members, [tasks[i : i + B] for i in range(0, len(tasks), B)])
+                           for res in batch)
+            else:
+                results = executor.map(run_member, tasks)
+            for res in results:
                 shard = shard_name(res["index"])
                 save_tensors(out / shard, {"point": res["point"]}, {"id": res["id"], "base_hash": expected["base_hash"]})
                 row = {"index": res["index"], "id": res["id"], "shard": shard, "seed": next(t.seed for t in tasks if t.index == res["index"]),
@@ -393,4 +473,5 @@ def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> d
             "flagged": flagged, "unchecked": unchecked}
 
 
-__all__ = ["PopulationConfig", "build_population", "fidelity_summary", "fit_member", "member_fidelity", "read_shapes"]
+__all__ = ["PopulationConfig", "build_population", "fidelity_summary", "fit_member", "fit_members", "member_fidelity",
+           "read_shapes"]

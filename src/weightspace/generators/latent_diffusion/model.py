@@ -8,7 +8,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
+from torch.func import functional_call, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from weightspace.generators.protocol import Generator, Params
 from weightspace.generators.latent_diffusion.config import ModelConfig, saved_model_config
@@ -194,6 +195,55 @@ class LatentDiffusionGenerator(Generator):
             band = 2.0 * (2.0 / (self.cfg.resolution - 1)) / self.cfg.truncation  # two voxels, normalised units
             loss = loss + autoencoder_loss(self._call(params, "decode", z0), tsdf, band=band, near_surface_weight=4.0, sign_weight=0.5)
         return loss
+
+    def training_loss_batched(self, grids, conditions, seeds, params_batch):
+        """`training_loss` of B members at once (capability BatchedTrainingLoss): grids (B, R, R, R),
+        conditions (B, M, d), seeds[b] the D draw seeds of member b, params_batch name -> (B, ...) -> (B,).
+
+        Member b's draws take the same (t, noise, null drop) as `training_loss` of its grid repeated
+        D times with params_batch[.][b]; `torch.func.vmap` runs the B members' weights through one
+        batched forward (each Linear becomes a batched matmul). The frozen-encoder target and the
+        reconstruction term do not depend on the draw, so they are computed once per member.
+        """
+        B = conditions.shape[0]
+        draws = [[int(s) for s in member] for member in seeds]
+        if len(draws) != B or not draws[0] or any(len(d) != len(draws[0]) for d in draws):
+            raise InputError(f"seeds: need one list of draw seeds per member, the same number (>= 1) for each of the "
+                             f"{B} members; got lengths {[len(d) for d in draws]}")
+        self._check_condition(conditions, draws)
+        own = dict(self.net.named_parameters())
+        for name, value in params_batch.items():
+            if name not in own or tuple(value.shape) != (B, *own[name].shape):
+                raise InputError(f"params_batch[{name!r}]: need a parameter of the network with shape (B, ...) = "
+                                 f"{(B, *own[name].shape) if name in own else '(not a parameter)'}, got {tuple(value.shape)}")
+        with torch.no_grad():
+            z0 = self.encode_grids(grids)  # (B, C, r, r, r), frozen base encoder, once per member
+        D = len(draws[0])
+        gens = [[item_generator(s, "latent-diffusion/train") for s in member] for member in draws]  # B x D
+        t = torch.stack([torch.stack([torch.randint(self.cfg.timesteps, (), generator=g) for g in gs]) for gs in gens])  # (B, D)
+        noise = torch.stack([torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gs]) for gs in gens])  # (B, D, C, r, r, r)
+        drop = torch.tensor([[bool(torch.rand((), generator=g) < FIT_NULL_PROB) for g in gs] for gs in gens])  # (B, D)
+        decoder = any(k.startswith("ae.decoder.") for k in params_batch)
+        tsdf = (grids.to(self.device, torch.float32) / self.cfg.truncation).clamp(-1.0, 1.0)  # (B, R, R, R)
+        band = 2.0 * (2.0 / (self.cfg.resolution - 1)) / self.cfg.truncation  # as in training_loss
+        net, alphas = self.net, self.net.alphas_cumprod
+
+        def member(p, z0_b, cond_b, t_b, noise_b, drop_b, tsdf_b):
+            def call(mode, *args):
+                return functional_call(net, p, (mode, *args), strict=False)
+
+            cond = torch.where(drop_b.view(-1, 1, 1), call("null", D), cond_b.expand(D, -1, -1))  # (D, M, d)
+            z0_d = z0_b.expand(D, *z0_b.shape)  # (D, C, r, r, r)
+            loss = diffusion_loss(lambda z_t, tt, c: call("denoise", z_t, tt, c), z0_d, cond, t_b, noise_b, alphas)
+            if decoder:
+                loss = loss + autoencoder_loss(call("decode", z0_b[None]), tsdf_b[None], band=band, near_surface_weight=4.0,
+                                               sign_weight=0.5)
+            return loss
+
+        dev = self.device
+        # the math attention kernel has a vmap batching rule; the fused CPU kernel would run member by member
+        with sdpa_kernel(SDPBackend.MATH):
+            return vmap(member)(dict(params_batch), z0, conditions.to(dev), t.to(dev), noise.to(dev), drop.to(dev), tsdf)  # (B,)
 
     def fit_excluded(self) -> tuple[str, ...]:
         """A fit under a given condition never runs the condition encoders or the family tokens,

@@ -27,6 +27,8 @@ METHODS = ("grouped", "vmap", "loop", "loop_dense")
 # `sdf_grid` won: grouped baddbmm and vmap ran at 0.29-0.72x and 0.35-0.95x its throughput. The loop also
 # gets the coarse-to-fine decode under no_grad; `loop_dense` is the like-for-like dense loop.
 DEFAULT_METHOD: Method = "loop"
+# The method of `training_loss_batched` (population fits), measured by benchmarks/batched_members.py.
+DEFAULT_FIT_METHOD: Method = "grouped"
 
 
 def check_params_batch(gen: "NeuralFieldGenerator", params_batch: Mapping[str, torch.Tensor], K: int) -> None:
@@ -68,21 +70,27 @@ def batched_sdf_grid(
             for k in range(K)
         ]
         return torch.cat(grids)
-    net = gen.net
     step = int(chunk or gen.cfg.chunk)
     x = torch.from_numpy(grid_points(R)).to(dev).reshape(1, -1, 3)  # (1, R^3, 3)
-    outs = []
+    outs = [batched_field(gen, params_batch, c.expand(K, -1, -1), conditions, method=method) for c in x.split(step, dim=1)]
+    return torch.cat(outs, dim=1).clamp(-clamp, clamp).reshape(K, R, R, R)
+
+
+def batched_field(
+    gen: "NeuralFieldGenerator", params_batch: Mapping[str, torch.Tensor], x: torch.Tensor, z: torch.Tensor, *,
+    method: Method = "grouped",
+) -> torch.Tensor:
+    """f(x, z) of K weight sets, each at its own points: params_batch name -> (K, ...) (others: the base
+    weights), x (K, P, 3), z (K, d_z) -> (K, P). `loop` and `loop_dense` both run one `functional_call` per set."""
+    net, K = gen.net, z.shape[0]
     if method == "grouped":
         base = net.param_map()
         p = {n: params_batch[n] if n in params_batch else w.expand(K, *w.shape) for n, w in base.items()}  # (K, ...)
-        for c in x.split(step, dim=1):
-            outs.append(field_forward(p, c.expand(K, -1, -1), conditions, depth=net.depth, skip=net.skip,
-                                      pe_freqs=net.pe_freqs))  # (K, c)
-    else:
-        def one(p: dict[str, torch.Tensor], z: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-            return functional_call(net, p, (pts, z[None]))[0]  # (c,)
+        return field_forward(p, x, z, depth=net.depth, skip=net.skip, pe_freqs=net.pe_freqs)  # (K, P)
+    if method == "vmap":
+        def one(p: dict[str, torch.Tensor], zk: torch.Tensor, xk: torch.Tensor) -> torch.Tensor:
+            return functional_call(net, p, (xk[None], zk[None]))[0]  # (P,)
 
-        batched = vmap(one, in_dims=(0, 0, None))
-        for c in x.split(step, dim=1):
-            outs.append(batched(dict(params_batch), conditions, c))  # (K, c)
-    return torch.cat(outs, dim=1).clamp(-clamp, clamp).reshape(K, R, R, R)
+        return vmap(one)(dict(params_batch), z, x)  # (K, P)
+    return torch.cat([functional_call(net, {n: v[k] for n, v in params_batch.items()}, (x[k : k + 1], z[k : k + 1]))
+                      for k in range(K)])  # (K, P)

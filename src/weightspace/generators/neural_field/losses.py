@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def clamped_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.Tensor:
-    """DeepSDF's clamped L1 (eq. 4) with a one-sided clamp on the prediction (scalar).
+def clamped_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float, dim: int | None = None) -> torch.Tensor:
+    """DeepSDF's clamped L1 (eq. 4) with a one-sided clamp on the prediction: the mean (scalar), or the
+    mean over `dim` (per item).
 
     DeepSDF uses |clamp(f) - clamp(s)|, whose gradient is zero wherever |f| > delta, so a
     network whose outputs overshoot delta (as a LayerNorm MLP's do at initialisation) can stall
@@ -18,7 +19,7 @@ def clamped_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.
     """
     t = target.clamp(-clamp, clamp)
     p = torch.where(target >= clamp, pred.clamp(max=clamp), torch.where(target <= -clamp, pred.clamp(min=-clamp), pred))
-    return (p - t).abs().mean()
+    return (p - t).abs().mean() if dim is None else (p - t).abs().mean(dim)
 
 
 def code_prior(z: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,15 @@ def _check_seeds(seeds: Sequence[int] | None, batch: int, what: str) -> list[int
     return seeds
 
 
+def _check_draw_seeds(seeds: Sequence[Sequence[int]], batch: int) -> list[list[int]]:
+    """Per member its draw seeds, the same number D >= 1 for every member: B lists of D ints."""
+    draws = [[int(s) for s in member] for member in seeds]
+    if len(draws) != batch or not draws[0] or any(len(d) != len(draws[0]) for d in draws):
+        raise InputError(f"seeds: need one list of draw seeds per member, the same number (>= 1) for each of the "
+                         f"{batch} members; got lengths {[len(d) for d in draws]}")
+    return draws
+
+
 class NeuralFieldGenerator(Generator):
     """DeepSDF auto-decoder: f(x, z) with one code per training shape; the condition is z (B, d_z)."""
 
@@ -204,21 +213,58 @@ class NeuralFieldGenerator(Generator):
         grids = grids.to(self.device, torch.float32)
         if grids.dim() != 4 or grids.shape[0] != condition.shape[0]:
             raise InputError(f"grids must have shape ({condition.shape[0]}, R, R, R), got {tuple(grids.shape)}")
-        pts = []
-        for b, s in enumerate(seeds):
-            g = item_generator(s, "nf-grid-loss")
-            R = grids.shape[-1]
-            uniform = torch.rand(n_points // 2, 3, generator=g) * 2 - 1  # (P/2, 3)
-            # near-surface points: grid vertices in the band |sdf| < clamp, jittered by half a voxel
-            band = torch.nonzero(grids[b].abs().cpu() < self.cfg.clamp)  # (n_band, 3) indices
-            if band.shape[0] == 0:
-                band = torch.nonzero(torch.ones(R, R, R, dtype=torch.bool))
-            pick = band[torch.randint(band.shape[0], (n_points - n_points // 2,), generator=g)].float()
-            near = pick / (R - 1) * 2 - 1 + (torch.rand(pick.shape, generator=g) - 0.5) * (2 / (R - 1))
-            pts.append(torch.cat([uniform, near.clamp(-1, 1)]))
-        x = torch.stack(pts).to(self.device)  # (B, P, 3)
+        R = grids.shape[-1]
+        x = torch.stack([self._loss_points(self._loss_band(grids[b]), R, s, n_points) for b, s in enumerate(seeds)])
+        x = x.to(self.device)  # (B, P, 3)
         target = sample_grid(grids, x)  # (B, P)
         return clamped_l1(self._field(x, condition, params), target, self.cfg.clamp)
+
+    def training_loss_batched(
+        self, grids: torch.Tensor, conditions: torch.Tensor, seeds: Sequence[Sequence[int]],
+        params_batch: Mapping[str, torch.Tensor], *, n_points: int = 4096, method: str | None = None,
+    ) -> torch.Tensor:
+        """`training_loss` of B members at once (capability BatchedTrainingLoss): grids (B, R, R, R),
+        conditions (B, d_z), seeds[b] the D draw seeds of member b, params_batch name -> (B, ...) -> (B,).
+
+        Member b's D draws read the same seeded points as `training_loss` of its grid repeated D
+        times; its D P points go through its own weights, all members in one grouped pass
+        (`batched.batched_field`, `method` default `batched.DEFAULT_FIT_METHOD`).
+        """
+        from weightspace.generators.neural_field.batched import DEFAULT_FIT_METHOD, batched_field, check_params_batch
+
+        conditions = self._check_condition(conditions)
+        B = conditions.shape[0]
+        draws = _check_draw_seeds(seeds, B)
+        grids = grids.to(self.device, torch.float32)
+        if grids.dim() != 4 or grids.shape[0] != B:
+            raise InputError(f"grids must have shape ({B}, R, R, R), got {tuple(grids.shape)}")
+        check_params_batch(self, params_batch, B)
+        R, x = grids.shape[-1], []
+        for b in range(B):
+            band = self._loss_band(grids[b])  # once per member, not per draw
+            x.append(torch.cat([self._loss_points(band, R, s, n_points) for s in draws[b]]))  # (D P, 3)
+        x = torch.stack(x).to(self.device)  # (B, D P, 3)
+        target = sample_grid(grids, x)  # (B, D P)
+        pred = batched_field(self, params_batch, x, conditions, method=method or DEFAULT_FIT_METHOD)  # (B, D P)
+        return clamped_l1(pred, target, self.cfg.clamp, dim=-1)  # (B,)
+
+    def _loss_band(self, grid: torch.Tensor) -> torch.Tensor:
+        """Grid vertices in the band |sdf| < clamp of one grid (R, R, R): (n_band, 3) indices (all vertices when none)."""
+        band = torch.nonzero(grid.abs().cpu() < self.cfg.clamp)  # (n_band, 3) indices
+        if band.shape[0] == 0:
+            R = grid.shape[-1]
+            band = torch.nonzero(torch.ones(R, R, R, dtype=torch.bool))
+        return band
+
+    @staticmethod
+    def _loss_points(band: torch.Tensor, R: int, seed: int, n_points: int) -> torch.Tensor:
+        """The seeded loss points of one draw on a grid of resolution R: half uniform in [-1, 1]^3, half
+        near the surface, at `band` vertices (`_loss_band`) jittered by half a voxel: (P, 3) world units."""
+        g = item_generator(seed, "nf-grid-loss")
+        uniform = torch.rand(n_points // 2, 3, generator=g) * 2 - 1  # (P/2, 3)
+        pick = band[torch.randint(band.shape[0], (n_points - n_points // 2,), generator=g)].float()  # (P/2, 3) indices
+        near = pick / (R - 1) * 2 - 1 + (torch.rand(pick.shape, generator=g) - 0.5) * (2 / (R - 1))
+        return torch.cat([uniform, near.clamp(-1, 1)])  # (P, 3)
 
     # --- weight-space views --------------------------------------------------------------
     def effective_weights(self, condition: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,0 +1,137 @@
+"""Batched member fitting: B members in one forward/backward pass give the members one-at-a-time fitting gives."""
+
+import functools
+
+import pytest
+import torch
+from test_latent_diffusion_model import tiny_generator as tiny_diffusion
+from test_neural_field_model import tiny_generator as tiny_field
+from toy_generator import make_toy, make_toy_data
+
+from weightspace.generators import MissingCapability
+from weightspace.generators.neural_field.batched import METHODS
+from weightspace.runtime.errors import InputError
+from weightspace.space import population as population_module
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.population import PopulationConfig, build_population, fit_member, fit_members
+from weightspace.space.store import Population
+
+LOADER = functools.partial(make_toy, seed=0)
+RTOL = 1e-4  # float rounding of batched matmuls, carried through a few Adam steps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_toy_data(tmp_path_factory.mktemp("data"), count=4, resolution=10)
+
+
+def _targets(gen, B: int, seed: int = 0) -> torch.Tensor:
+    """B target grids (B, R, R, R) with a surface inside the generators' bands: spheres of several radii."""
+    from weightspace.data.grid import grid_points
+
+    R = gen.resolution
+    r = torch.from_numpy(grid_points(R)).norm(dim=-1)  # (R, R, R)
+    return torch.stack([(r - 0.3 - 0.1 * b).clamp(-0.2, 0.2) for b in range(B)]).float()
+
+
+def _assert_same_members(gen, param, grids, *, steps, lr, draws, seeds):
+    batched = fit_members(gen, param, grids, steps=steps, lr=lr, seeds=seeds, draws=draws)
+    for b, seed in enumerate(seeds):
+        alone = fit_member(gen, param, grids[b], fit="grid", steps=steps, lr=lr, seed=seed, draws=draws)
+        moved = (alone["point"] - param.initial_point(seed).cpu()).norm()
+        assert moved > 0  # the fit moved, so equal points are a real check
+        assert (batched[b]["point"] - alone["point"]).norm() <= RTOL * moved
+        torch.testing.assert_close(torch.tensor(batched[b]["losses"]), torch.tensor(alone["losses"]), rtol=RTOL, atol=1e-7)
+        for key in ("loss_start", "loss_fit"):
+            assert batched[b]["metrics"][key] == pytest.approx(alone["metrics"][key], rel=RTOL, abs=1e-7)
+        assert batched[b]["metrics"]["batch_members"] == len(seeds)
+
+
+@pytest.mark.parametrize("name,options", [("lora", {"rank": 2, "targets": "mid|vol"}), ("layers", {"targets": "mid|out"})])
+def test_toy_batched_fit_equals_one_at_a_time(name, options):
+    gen = make_toy(seed=0)
+    param = make_parameterisation(gen, name, **options)
+    _assert_same_members(gen, param, _targets(gen, 3), steps=4, lr=0.02, draws=2, seeds=[11, 12, 13])
+
+
+def test_neural_field_batched_fit_equals_one_at_a_time():
+    gen = tiny_field()
+    param = make_parameterisation(gen, "lora", rank=2)
+    _assert_same_members(gen, param, _targets(gen, 3), steps=3, lr=3e-3, draws=2, seeds=[1, 2, 3])
+
+
+def test_latent_diffusion_batched_fit_equals_one_at_a_time():
+    gen = tiny_diffusion()
+    param = make_parameterisation(gen, "lora", rank=2)
+    param.set_anchor(torch.randn(1, *gen.condition_shape, generator=torch.Generator().manual_seed(0)))
+    _assert_same_members(gen, param, _targets(gen, 3), steps=3, lr=3e-3, draws=2, seeds=[1, 2, 3])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_neural_field_batched_loss_and_gradient_per_member(method):
+    gen = tiny_field()
+    param = make_parameterisation(gen, "layers", targets="all")
+    x = torch.stack([param.base_point() + 0.01 * torch.randn(param.layout.size) for _ in range(2)]).requires_grad_(True)
+    grids, cond = _targets(gen, 2), torch.randn(2, *gen.condition_shape)
+    seeds = [[5, 6, 7], [8, 9, 10]]
+    losses = gen.training_loss_batched(grids, cond, seeds, param.params_batch(x), method=method)  # (2,)
+    (grad,) = torch.autograd.grad(losses.sum(), x)
+    for b in range(2):
+        xb = x[b].detach().requires_grad_(True)
+        alone = gen.training_loss(grids[b].expand(3, -1, -1, -1), cond[b].expand(3, -1), seeds[b], params=param.params(xb))
+        (g,) = torch.autograd.grad(alone, xb)
+        torch.testing.assert_close(losses[b], alone, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(grad[b], g, rtol=1e-4, atol=1e-6)
+
+
+def test_batched_build_equals_unbatched_and_resumes(data, tmp_path, monkeypatch):
+    def config(out, **kw):
+        return PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(out),
+                                options={"rank": 2, "alpha": 4.0, "targets": "mid|vol"}, steps=4, lr=0.02, draws=2, **kw)
+
+    one = build_population(config(tmp_path / "one"), generator=LOADER)
+    out = tmp_path / "batched"
+    real, calls = population_module.run_members, []
+
+    def flaky(tasks):
+        calls.append([t.id for t in tasks])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(tasks)
+
+    monkeypatch.setattr(population_module, "run_members", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_population(config(out, batch_members=3), generator=LOADER)
+    assert calls == [[r["id"] for r in one.rows[:3]], [one.rows[3]["id"]]]
+    assert len(Population(out)) == 3  # the finished batch was written member by member
+    monkeypatch.setattr(population_module, "run_members", real)
+    done = []
+    pop = build_population(config(out, batch_members=2), generator=LOADER, on_member=lambda r: done.append(r["id"]))
+    assert done == [one.rows[3]["id"]] and len(pop) == 4
+    assert [r["id"] for r in pop.rows] == [r["id"] for r in one.rows]
+    torch.testing.assert_close(pop.matrix(), one.matrix(), rtol=RTOL, atol=1e-6)
+    assert all("fidelity_iou" in r["metrics"] for r in pop.rows)
+
+
+def test_batch_members_is_refused_where_it_cannot_apply(data, tmp_path):
+    base = dict(checkpoint="toy", data=str(data), out=str(tmp_path / "p"), steps=1, batch_members=2)
+    with pytest.raises(InputError, match="batch_members > 1 fits lora or layers"):
+        build_population(PopulationConfig(parameterisation="condition", **base), generator=LOADER)
+    with pytest.raises(InputError, match="batch_members > 1 fits lora or layers"):
+        build_population(PopulationConfig(parameterisation="lora", fit="points", **base), generator=LOADER)
+    with pytest.raises(InputError, match="batch_members must be >= 1"):
+        build_population(PopulationConfig(parameterisation="lora", **{**base, "batch_members": 0}), generator=LOADER)
+
+    class Unbatched(type(make_toy())):
+        training_loss_batched = None
+
+    with pytest.raises(MissingCapability, match="BatchedTrainingLoss"):
+        build_population(PopulationConfig(parameterisation="lora", options={"targets": "mid"}, **base), generator=Unbatched())
