@@ -27,8 +27,11 @@ METHODS = ("grouped", "vmap", "loop", "loop_dense")
 # `sdf_grid` won: grouped baddbmm and vmap ran at 0.29-0.72x and 0.35-0.95x its throughput. The loop also
 # gets the coarse-to-fine decode under no_grad; `loop_dense` is the like-for-like dense loop.
 DEFAULT_METHOD: Method = "loop"
-# The method of `training_loss_batched` (population fits), measured by benchmarks/batched_members.py.
-DEFAULT_FIT_METHOD: Method = "grouped"
+# The method of `training_loss_batched` (population fits). Measured by benchmarks/batched_members.py (one fit
+# step of 8 LoRA members of default-field, 2 draws of 4096 points, 1 thread, shared 2-core CPU): a loop of
+# functional_calls 1.01x one-at-a-time steps, vmap 0.80-0.83x, grouped 0.62-0.78x: each member's step is
+# already large matmuls and memory-bound LayerNorm/ReLU passes, and stacking members only grows the working set.
+DEFAULT_FIT_METHOD: Method = "loop"
 
 
 def check_params_batch(gen: "NeuralFieldGenerator", params_batch: Mapping[str, torch.Tensor], K: int) -> None:
@@ -84,8 +87,9 @@ def batched_field(
     weights), x (K, P, 3), z (K, d_z) -> (K, P). `loop` and `loop_dense` both run one `functional_call` per set."""
     net, K = gen.net, z.shape[0]
     if method == "grouped":
-        base = net.param_map()
-        p = {n: params_batch[n] if n in params_batch else w.expand(K, *w.shape) for n, w in base.items()}  # (K, ...)
+        # swapped weights (K, ...) run as grouped matmuls; the base ones stay unbatched (one matmul over
+        # all K P rows, LayerNorm with its fused affine), which `field_forward` takes as they are
+        p = {**net.param_map(), **params_batch}
         return field_forward(p, x, z, depth=net.depth, skip=net.skip, pe_freqs=net.pe_freqs)  # (K, P)
     if method == "vmap":
         def one(p: dict[str, torch.Tensor], zk: torch.Tensor, xk: torch.Tensor) -> torch.Tensor:

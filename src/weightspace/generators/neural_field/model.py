@@ -227,8 +227,8 @@ class NeuralFieldGenerator(Generator):
         conditions (B, d_z), seeds[b] the D draw seeds of member b, params_batch name -> (B, ...) -> (B,).
 
         Member b's D draws read the same seeded points as `training_loss` of its grid repeated D
-        times; its D P points go through its own weights, all members in one grouped pass
-        (`batched.batched_field`, `method` default `batched.DEFAULT_FIT_METHOD`).
+        times; its D P points go through its own weights (`batched.batched_field`: stacked in a grouped
+        matmul, vmap, or a loop; `method` default `batched.DEFAULT_FIT_METHOD`, the measured fastest).
         """
         from weightspace.generators.neural_field.batched import DEFAULT_FIT_METHOD, batched_field, check_params_batch
 

@@ -49,9 +49,10 @@ def _mT(w: torch.Tensor) -> torch.Tensor:
 
 
 def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """h (B, P, in) @ w^T (+ b): one weight set (w (out, in)) uses fused addmm, K stacked sets (w (K, out, in)) baddbmm."""
+    """h (B, P, in) @ w^T (+ b): one weight set (w (out, in)) uses fused addmm, K stacked sets (w (K, out, in)) baddbmm;
+    b is (out,) or, stacked, (K, out)."""
     if w.dim() == 2:
-        return F.linear(h, w, b)
+        return F.linear(h, w) + b.unsqueeze(-2) if b is not None and b.dim() == 2 else F.linear(h, w, b)
     if b is None:
         return torch.bmm(h, _mT(w))
     return torch.baddbmm(b.unsqueeze(-2), h, _mT(w))
