@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/weightspace demo --out results/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

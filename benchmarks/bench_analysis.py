@@ -69,9 +69,9 @@ def bench_betti(resolutions: list[int], repeats: int, gudhi_repeats: int, consol
     for r in resolutions:
         grid = S.sdf_grid(f, r)
         solid = grid < 0
-        t_ours, ours = median_ms(lambda: topology(solid).betti, repeats)
-        t_gudhi, theirs = median_ms(lambda: gudhi_betti(solid), gudhi_repeats)
-        t_sdf, _ = median_ms(lambda: persistence.diagrams(grid), 1)
+        t_ours, ours = median_ms(lambda solid=solid: topology(solid).betti, repeats)
+        t_gudhi, theirs = median_ms(lambda solid=solid: gudhi_betti(solid), gudhi_repeats)
+        t_sdf, _ = median_ms(lambda grid=grid: persistence.diagrams(grid), 1)
         table.add_row(
             f"{r}^3", f"{t_ours:.1f}", f"{t_gudhi:.0f}", f"{t_gudhi / t_ours:.0f}x", f"{t_sdf:.0f}", str(ours), str(theirs)
         )
@@ -99,9 +99,9 @@ def bench_chamfer(repeats: int, console: Console) -> None:
         table.add_column(col)
     for n, brute in ((2_000, True), (10_000, False)):
         a, b = rng.uniform(-1, 1, (n, 3)), rng.uniform(-1, 1, (n, 3))
-        t_ours, ours = median_ms(lambda: chamfer(a, b), repeats)
+        t_ours, ours = median_ms(lambda a=a, b=b: chamfer(a, b), repeats)
         if brute:
-            t_brute, ref = median_ms(lambda: brute_chamfer(a, b), max(1, repeats // 2))
+            t_brute, ref = median_ms(lambda a=a, b=b: brute_chamfer(a, b), max(1, repeats // 2))
             diff = abs(ours["chamfer_l1"] - ref["chamfer_l1"])
             table.add_row(f"{n} vs {n}", f"{t_ours:.1f}", f"{t_brute:.0f}", f"{t_brute / t_ours:.1f}x", f"{diff:.1e}")
         else:

@@ -15,17 +15,18 @@ Example: .venv/bin/python benchmarks/fuzz_mesh.py --seconds 90
 from __future__ import annotations
 
 import argparse
-import warnings
 import io
 import tempfile
 import time
 import traceback
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import trimesh
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from weightspace.data.importer import MeshImportError, load_mesh, mesh_sdf_grid, normalise
 from weightspace.runtime.errors import InputError

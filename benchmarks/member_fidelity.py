@@ -14,7 +14,6 @@ Example (the figures in the latent-diffusion training record):
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from weightspace.analysis.rates import format_rate

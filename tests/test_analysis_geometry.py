@@ -7,9 +7,8 @@ import pytest
 import trimesh
 
 from weightspace.analysis import geometry as G
-from weightspace.analysis import sets
+from weightspace.analysis import sets, topology
 from weightspace.analysis import shapes as S
-from weightspace.analysis import topology
 from weightspace.analysis.mesh_topology import mesh_topology
 from weightspace.decode.mesh import grid_to_mesh
 from weightspace.runtime.errors import InputError

@@ -6,8 +6,8 @@ import gudhi
 import numpy as np
 import pytest
 
-from weightspace.analysis import topology
 from weightspace.analysis import shapes as S
+from weightspace.analysis import topology
 from weightspace.analysis.topology import euler_characteristic
 from weightspace.runtime.errors import InputError
 

@@ -87,7 +87,8 @@ def test_latent_diffusion_trains_and_resumes_on_cuda(tmp_path):
 @needs_cuda
 def test_neural_field_trains_and_resumes_on_cuda(tmp_path):
     from weightspace.data.make import make_dataset
-    from weightspace.generators.neural_field.config import FieldConfig, TrainConfig as FieldTrainConfig
+    from weightspace.generators.neural_field.config import FieldConfig
+    from weightspace.generators.neural_field.config import TrainConfig as FieldTrainConfig
     from weightspace.generators.neural_field.train import train_neural_field
 
     data = tmp_path / "data"

@@ -36,7 +36,7 @@ def test_items_and_stacked_arrays(folder):
 
 
 def test_cache_is_built_once_and_reused(folder, monkeypatch):
-    ShapeDataset(folder).grids  # builds (or finds) the cache
+    _ = ShapeDataset(folder).grids  # builds (or finds) the cache
     def no_reads(*a, **k):
         raise AssertionError("grid files read again although the cache exists")
     monkeypatch.setattr(dataset_mod, "load_grid", no_reads)

@@ -13,8 +13,8 @@ from weightspace.data.grid import grid_points
 from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.frame import Frame
+from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.store import save_point
 
 C_STAR = 0.3718  # condition value at which a second ball appears

@@ -5,13 +5,12 @@ import json
 import numpy as np
 import pytest
 import trimesh
+from test_latent_diffusion_model import tiny_generator
+from test_neural_field_model import tiny_generator as tiny_field
 from typer.testing import CliRunner
 
 from weightspace.cli import _register, app
 from weightspace.cli.evaluate import EVALUATORS
-
-from test_latent_diffusion_model import tiny_generator
-from test_neural_field_model import tiny_generator as tiny_field
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,19 @@ from torch import nn
 from toy_generator import make_toy, make_toy_data
 
 from weightspace.generators import (
-    BatchedDecode, EffectiveWeights, EncodesPoints, EncodesVoxels, FieldGenerator, HasFamilies, MissingCapability, Saveable,
-    known_kinds, load_generator, register, require, unregister,
+    BatchedDecode,
+    EffectiveWeights,
+    EncodesPoints,
+    EncodesVoxels,
+    FieldGenerator,
+    HasFamilies,
+    MissingCapability,
+    Saveable,
+    known_kinds,
+    load_generator,
+    register,
+    require,
+    unregister,
 )
 from weightspace.runtime.errors import InputError
 

@@ -7,11 +7,16 @@ import torch
 
 from weightspace.generators.latent_diffusion.autoencoder import ShapeAutoencoder
 from weightspace.generators.latent_diffusion.conditioning import (
-    AttentionPool, GridPointEncoder, PointEncoder, VoxelEncoder, fourier_features, scatter_to_grid,
+    AttentionPool,
+    GridPointEncoder,
+    PointEncoder,
+    VoxelEncoder,
+    fourier_features,
+    scatter_to_grid,
 )
-from weightspace.generators.latent_diffusion.losses import voxels_from_grids
 from weightspace.generators.latent_diffusion.denoiser import Denoiser, timestep_embedding
 from weightspace.generators.latent_diffusion.haar import haar3d, ihaar3d
+from weightspace.generators.latent_diffusion.losses import voxels_from_grids
 from weightspace.generators.latent_diffusion.samplers import get_sampler, sample_ddim, sample_ddpm
 from weightspace.generators.latent_diffusion.schedule import cosine_alphas_cumprod, ddim_timesteps, q_sample
 from weightspace.runtime.errors import InputError

@@ -15,10 +15,9 @@ from weightspace.cli import _register, app
 from weightspace.data.make import make_dataset
 from weightspace.experiments.common import generator_pose
 from weightspace.generators import load_generator
-from weightspace.space.parameterisations import make_parameterisation
-from weightspace.space.population import (PopulationConfig, build_population, fidelity_summary, fit_member,
-                                                 load_target, member_fidelity, read_shapes, _anchor)
 from weightspace.runtime.seeding import decode_seed, derive_seed
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.population import PopulationConfig, _anchor, build_population, fidelity_summary, fit_member, load_target, member_fidelity, read_shapes
 from weightspace.space.store import Population
 
 

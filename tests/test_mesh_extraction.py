@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from weightspace.analysis.shapes import ball, shell, sdf_grid
+from weightspace.analysis.shapes import ball, sdf_grid, shell
 from weightspace.decode.mesh import grid_to_mesh
 
 

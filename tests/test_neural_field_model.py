@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from weightspace.generators import MissingCapability
-
-from weightspace.generators import load_generator
+from weightspace.generators import MissingCapability, load_generator
 from weightspace.generators.neural_field.batched import batched_sdf_grid
 from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.model import NeuralFieldGenerator

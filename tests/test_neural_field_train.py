@@ -52,7 +52,7 @@ def test_sample_bank_is_exact_and_seeded(tiny_data):
 
 def test_tiny_train_resume_load_and_evaluate(tiny_data, tmp_path):
     out = tmp_path / "ck"
-    gen = _train(tiny_data, out, steps=30)
+    _train(tiny_data, out, steps=30)
     n_train = len(read_manifest(tiny_data, "train"))
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["kind"] == "neural-field" and cfg["model"]["n_codes"] == n_train and cfg["model"]["resolution"] == 16

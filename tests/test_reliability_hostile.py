@@ -257,7 +257,7 @@ def test_manifest_paths_cannot_escape_their_folder(tmp_path):
             load_grid(root, {"grid": rel})
     (root / "manifest.jsonl").write_text(json.dumps({"id": "a", "grid": "../outside.npy", "points": "../outside.npy"}) + "\n")
     with pytest.raises(InputError, match="escapes"):
-        ShapeDataset(root).grids
+        _ = ShapeDataset(root).grids
 
 
 def test_manifest_escapes_through_the_cli(tmp_path):

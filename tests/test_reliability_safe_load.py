@@ -7,7 +7,6 @@ import pickle
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hostile import checkpoints, pickles
@@ -103,7 +102,8 @@ def test_torn_or_foreign_torch_files_give_clean_errors(tmp_path):
 
 def test_object_arrays_are_refused_as_grids_and_points(tmp_path, marker):
     from weightspace.analysis.files import load_grid as analysis_grid
-    from weightspace.data.dataset import load_grid as data_grid, load_points
+    from weightspace.data.dataset import load_grid as data_grid
+    from weightspace.data.dataset import load_points
 
     evil = pickles.write_object_npy(tmp_path / "grids" / "evil.npy", marker)
     evil_npz = pickles.write_object_npz(tmp_path / "points" / "evil.npz", marker)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from weightspace.runtime.errors import InputError
+from weightspace.space.frame import Frame
 from weightspace.space.layout import Layout
 from weightspace.space.pca import choose_solver, pca
-from weightspace.space.frame import Frame
 from weightspace.space.subspace import Subspace, fit_direction, fit_subspace_matrix
 
 

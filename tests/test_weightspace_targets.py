@@ -4,8 +4,8 @@ import pytest
 from toy_generator import make_toy
 
 from weightspace.runtime.errors import InputError
-from weightspace.space.parameterisation import resolve_targets
 from weightspace.space.layers import resolve_parameters
+from weightspace.space.parameterisation import resolve_targets
 
 
 def test_group_targets_pick_modules_and_parameters_under_their_prefixes():

@@ -40,6 +40,7 @@ def main() -> None:
     if "--toy" in sys.argv:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         import toy_generator
+
         import weightspace.cli.weights as w
 
         w._load = lambda checkpoint: toy_generator.make_toy(seed=0)

@@ -47,8 +47,8 @@ def population_build(
 
     Example: weightspace population build --checkpoint default --parameterisation lora --data runs/data32 --out runs/pop --members 16 --workers 2
     """
-    from weightspace.space.population import PopulationConfig, build_population, fidelity_summary
     from weightspace.space.parameterisations import OPTIONS
+    from weightspace.space.population import PopulationConfig, build_population, fidelity_summary
 
     if parameterisation not in OPTIONS:
         from weightspace.runtime.errors import InputError

@@ -115,7 +115,7 @@ def observe_folder(
     `out/manifest.jsonl` lists, row by row, the shape id, its family and label, and the seed of
     its observation, derive_seed(seed, "observe", id) (the seed `ShapeDataset` uses too).
     """
-    from weightspace.data.dataset import read_manifest, load_points
+    from weightspace.data.dataset import load_points, read_manifest
     from weightspace.data.make import save_npy, write_manifest
     from weightspace.runtime.io import atomic_write_json
     from weightspace.runtime.seeding import derive_seed

@@ -24,8 +24,20 @@ from weightspace.data.observe import observe
 from weightspace.decode.mesh import save_mesh
 from weightspace.decode.points import decode_conditions
 from weightspace.experiments.common import (
-    Clock, check_choice, clean_surface, encode_points, generator_families, generator_pose, load_study_generator,
-    mismatches, native_resolution, refuse, row_root, start_results, study_data, topology_check,
+    Clock,
+    check_choice,
+    clean_surface,
+    encode_points,
+    generator_families,
+    generator_pose,
+    load_study_generator,
+    mismatches,
+    native_resolution,
+    refuse,
+    row_root,
+    start_results,
+    study_data,
+    topology_check,
 )
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError

@@ -25,8 +25,20 @@ from weightspace.data.dataset import load_grid
 from weightspace.decode.mesh import save_mesh
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
-    Clock, check_choice, clean_surface, encode_points, generator_families, generator_pose, load_study_generator,
-    mismatches, native_resolution, refuse, row_root, start_results, study_data, topology_check,
+    Clock,
+    check_choice,
+    clean_surface,
+    encode_points,
+    generator_families,
+    generator_pose,
+    load_study_generator,
+    mismatches,
+    native_resolution,
+    refuse,
+    row_root,
+    start_results,
+    study_data,
+    topology_check,
 )
 from weightspace.generators.protocol import EffectiveWeights, Generator, HasFamilies, require
 from weightspace.runtime.errors import InputError
@@ -216,7 +228,7 @@ def attribution_parts(gen: Generator, param: Parameterisation) -> tuple[str, lis
     d = param.layout.size
     blocks = np.array_split(np.arange(d), min(4, d))
     parts = []
-    for i, idx in enumerate(blocks):
+    for idx in blocks:
         m = torch.zeros(d, dtype=torch.bool)
         m[torch.as_tensor(idx)] = True
         parts.append((f"coords{idx[0]}-{idx[-1]}", m))

@@ -26,8 +26,18 @@ from weightspace.data.dataset import load_grid
 from weightspace.decode.mesh import save_mesh
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
-    Clock, check_choice, clean_surface, generator_pose, load_study_generator, mismatches, native_resolution, refuse,
-    row_root, start_results, study_data, topology_check,
+    Clock,
+    check_choice,
+    clean_surface,
+    generator_pose,
+    load_study_generator,
+    mismatches,
+    native_resolution,
+    refuse,
+    row_root,
+    start_results,
+    study_data,
+    topology_check,
 )
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError

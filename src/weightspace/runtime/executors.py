@@ -30,7 +30,7 @@ class Executor(abc.ABC):
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """Yield `fn(item)` for each item, in the order of `items`."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: executors without workers have nothing to release)
         """Release workers (no-op for executors without any)."""
 
     def __enter__(self) -> "Executor":

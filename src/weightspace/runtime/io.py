@@ -14,10 +14,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from weightspace.runtime.errors import InputError
 
+if TYPE_CHECKING:  # numpy is imported where arrays are read, not when the CLI starts
+    import numpy as np
 
 TEMP_SUFFIX = ".tmp"
 

@@ -14,8 +14,8 @@ import torch
 
 from weightspace.generators.protocol import EffectiveWeights, Generator, require
 from weightspace.runtime.errors import InputError
-from weightspace.space.parameterisation import Parameterisation, base_hash, layout_extra
 from weightspace.space.layout import Layout
+from weightspace.space.parameterisation import Parameterisation, base_hash, layout_extra
 
 
 class ConditionParameterisation(Parameterisation):

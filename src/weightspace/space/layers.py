@@ -9,8 +9,8 @@ import torch
 
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.space.parameterisation import Parameterisation, base_hash, excluded, in_groups, layout_extra
 from weightspace.space.layout import Layout
+from weightspace.space.parameterisation import Parameterisation, base_hash, excluded, in_groups, layout_extra
 
 
 def resolve_parameters(gen: Generator, targets: str) -> list[str]:

@@ -25,8 +25,8 @@ from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json, read_json
 from weightspace.runtime.seeding import item_generator
-from weightspace.space.parameterisation import Parameterisation, base_hash, layout_extra, resolve_targets
 from weightspace.space.layout import Layout
+from weightspace.space.parameterisation import Parameterisation, base_hash, layout_extra, resolve_targets
 
 LoraForm = Literal["factors", "delta"]
 LORA_FORMS = ("factors", "delta")

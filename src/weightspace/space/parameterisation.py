@@ -20,6 +20,7 @@ from weightspace.runtime.checkpoint import state_hash
 from weightspace.runtime.errors import InputError
 from weightspace.space.layout import Layout
 
+
 def base_hash(gen: Generator) -> str:
     """`state_hash` of the generator's net: the base checkpoint every layout names."""
     return state_hash(gen.net.state_dict())

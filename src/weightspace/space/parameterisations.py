@@ -6,10 +6,10 @@ from typing import Any, Literal, Mapping
 
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.condition import ConditionParameterisation
 from weightspace.space.layers import LayersParameterisation
 from weightspace.space.lora import LoraParameterisation
+from weightspace.space.parameterisation import Parameterisation
 
 ParameterisationName = Literal["condition", "lora", "layers"]
 PARAMETERISATIONS: dict[str, type[Parameterisation]] = {

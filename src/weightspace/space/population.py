@@ -20,11 +20,12 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from weightspace.data.observe import KINDS as OBSERVATION_KINDS
+from weightspace.data.observe import observe
 from weightspace.generators.protocol import BatchedTrainingLoss, Generator, require
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, make_executor
 from weightspace.runtime.io import read_json, read_npy, remove_stale_temps, safe_child
-from weightspace.data.observe import KINDS as OBSERVATION_KINDS, observe
 from weightspace.runtime.seeding import decode_seed, derive_seed
 from weightspace.space.frame import Frame
 from weightspace.space.parameterisation import Parameterisation, base_hash

@@ -89,7 +89,7 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
     pt_grids = _run_batched(from_points, items)
 
     # 3. family-conditioned samples, one per held-out shape with its family (timed).
-    known = [f for f in fams if f in getattr(gen, "cfg").families]
+    known = [f for f in fams if f in gen.cfg.families]
     if len(known) != len(fams):
         raise InputError(f"{data_dir}: held-out families {sorted(set(fams) - set(known))} are unknown to this checkpoint")
     order = list(range(len(items)))

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from weightspace.generators.protocol import Generator, Params
 from weightspace.generators.latent_diffusion.config import ModelConfig, saved_model_config
 from weightspace.generators.latent_diffusion.losses import autoencoder_loss, diffusion_loss
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.generators.latent_diffusion.samplers import get_sampler
 from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
+from weightspace.generators.protocol import Generator, Params
 from weightspace.runtime.checkpoint import save_checkpoint
 from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from weightspace.data.dataset import ShapeDataset
 from weightspace.generators.latent_diffusion.config import ModelConfig, Stage, TrainConfig, saved_model_config
-from weightspace.generators.latent_diffusion.losses import autoencoder_loss, augment_points, diffusion_loss, voxels_from_grids
+from weightspace.generators.latent_diffusion.losses import augment_points, autoencoder_loss, diffusion_loss, voxels_from_grids
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_hash, state_metadata

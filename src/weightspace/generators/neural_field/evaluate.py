@@ -134,7 +134,7 @@ def evaluate_generator(
 
     # sampling from each family's code Gaussian
     f_match = []
-    for f, name in enumerate(gen.cfg.families):
+    for name in gen.cfg.families:
         if name not in FAMILIES:
             continue
         seeds = [derive_seed(seed, "nf-eval-family", name, k) for k in range(samples_per_family)]

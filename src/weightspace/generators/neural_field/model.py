@@ -10,12 +10,12 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from weightspace.data.grid import grid_points
-from weightspace.generators.protocol import Generator, Params
 from weightspace.generators.neural_field.config import FieldConfig
 from weightspace.generators.neural_field.decode import adaptive_grid
 from weightspace.generators.neural_field.losses import clamped_l1, sample_grid
 from weightspace.generators.neural_field.network import FieldNet
 from weightspace.generators.neural_field.reconstruct import fit_priors, reconstruct_codes, sample_codes
+from weightspace.generators.protocol import Generator, Params
 from weightspace.runtime.checkpoint import save_checkpoint
 from weightspace.runtime.config import check_config, config_from_dict, config_to_dict
 from weightspace.runtime.errors import InputError

@@ -20,11 +20,11 @@ from typing import Any, Callable
 
 import torch
 
+from weightspace.data.families import FAMILY_NAMES
 from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.losses import clamped_l1, code_prior
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, manifest_hash, read_manifest
-from weightspace.data.families import FAMILY_NAMES
 from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
 from weightspace.runtime.config import check_config, config_to_dict
 from weightspace.runtime.device import pick_device

@@ -16,7 +16,16 @@ from torch import nn
 
 from weightspace.generators.wala.config import WaLaConfig
 from weightspace.generators.wala.layers import (
-    Attention, CrossAttention, GroupNorm32, Mlp, conv3, layer_norm, modulate, patchify, timestep_embedding, unpatchify,
+    Attention,
+    CrossAttention,
+    GroupNorm32,
+    Mlp,
+    conv3,
+    layer_norm,
+    modulate,
+    patchify,
+    timestep_embedding,
+    unpatchify,
 )
 
 FREQ_DIM = 256  # width of the sinusoidal time features
