@@ -70,8 +70,11 @@ def test_generate_bad_input(ckpt, tmp_path, args, message):
 
 
 def test_evaluate_dispatch_table_and_keys(ckpt, tmp_path):
+    from weightspace.data.dataset import ShapeDataset
     from weightspace.data.make import make_dataset
-    from weightspace.generators.latent_diffusion.evaluate import FIGURE_KEYS
+    from weightspace.generators import load_generator
+    from weightspace.generators.latent_diffusion.evaluate import FIGURE_KEYS, evaluate_generator
+    from weightspace.generators.latent_diffusion.train import rows_hash
 
     assert set(EVALUATORS) == {"latent-diffusion", "neural-field"}
     data = tmp_path / "data"
@@ -79,10 +82,39 @@ def test_evaluate_dispatch_table_and_keys(ckpt, tmp_path):
     result = CliRunner().invoke(app, ["evaluate", "generator", str(ckpt), "--data", str(data), "--json", "--max-shapes", "2"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
-    assert tuple(figures) == FIGURE_KEYS
+    assert tuple(figures)[: len(FIGURE_KEYS)] == FIGURE_KEYS and "family_unknown_shapes" not in figures
     for key in ("ae_iou", "ae_betti_match", "points_iou", "points_betti_match", "family_betti_match", "cov", "nna"):
         assert 0.0 <= figures[key] <= 1.0, key
     assert figures["seconds_per_shape"] > 0
+    assert figures["held_out_shapes"] == 2 and figures["held_out_from"].startswith("every shape")  # not its training folder
+    # the training folder, recognised by the hash of its training rows: only its test split is held out
+    own = evaluate_generator(load_generator(ckpt), data, max_shapes=64, training_hash=rows_hash(ShapeDataset(data, "train").rows))
+    assert own["held_out_shapes"] == len(ShapeDataset(data, "test")) and own["held_out_from"].startswith("the training folder")
+
+
+def test_evaluate_latent_diffusion_on_an_imported_folder(ckpt, tmp_path):
+    """Failed and skipped rows are left out; shapes of a family the checkpoint does not know are
+    measured for ae/points and counted out of the family figures."""
+    from weightspace.data.importer import import_meshes
+    from weightspace.generators.latent_diffusion.evaluate import FAMILY_KEYS
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.torus(0.6, 0.25, 32, 16).export(meshes / "ring.obj")
+    trimesh.creation.box((1.2, 0.8, 0.6)).export(meshes / "brick.stl")
+    trimesh.Trimesh(np.random.default_rng(0).uniform(-1, 1, (30, 3)), np.arange(30).reshape(10, 3)).export(meshes / "soup.obj")
+    summary = import_meshes([meshes, tmp_path / "missing.obj"], tmp_path / "imported", resolution=16, n_points=512, progress=False)
+    assert (summary["imported"], summary["skipped"], summary["failed"]) == (2, 1, 1)
+    result = CliRunner().invoke(app, ["evaluate", "generator", str(ckpt), "--data", str(tmp_path / "imported"), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert figures["held_out_shapes"] == 2 and figures["family_unknown_shapes"] == 2  # family "imported"
+    assert "imported" in figures["family_figures_note"] and not set(FAMILY_KEYS) & set(figures)
+    assert all(0.0 <= figures[k] <= 1.0 for k in ("ae_iou", "ae_betti_match", "points_iou", "points_betti_match"))
+    # a folder at another resolution is refused with the one to import at
+    import_meshes([meshes / "ring.obj"], tmp_path / "at24", resolution=24, n_points=64, progress=False)
+    result = CliRunner().invoke(app, ["evaluate", "generator", str(ckpt), "--data", str(tmp_path / "at24"), "--json"])
+    assert result.exit_code != 0 and "--resolution 16" in str(result.exception) + result.output
 
 
 def test_generate_seed_reaches_a_neural_field_family_code(tmp_path):

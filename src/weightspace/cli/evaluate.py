@@ -54,8 +54,8 @@ def _read_record(path: Path) -> dict:
 def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: int, device: str = "cpu") -> dict:
     """Load a generator (a folder or a shipped name) on `device` and return its figures on `data`.
 
-    A neural field reports its training fit only on its own training folder, recognised by the
-    manifest hash the checkpoint records; on any other folder every shape counts as held out.
+    The training folder is recognised by the data hash the checkpoint records: a neural field
+    reports its training fit only there, and on any other folder every shape counts as held out.
     """
     from weightspace.generators import load_generator
     from weightspace.generators.registry import resolve_checkpoint
@@ -65,10 +65,8 @@ def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: i
     kind = gen.config.get("kind")
     if kind not in EVALUATORS:
         raise InputError(f"no evaluator for generator kind {kind!r}; known kinds: {sorted(EVALUATORS)}")
-    extra = {}
-    if kind == "neural-field":
-        extra["training_hash"] = training_data_hash(resolve_checkpoint(checkpoint), gen.config)
-    return EVALUATORS[kind]()(gen, data, max_shapes=max_shapes, seed=seed, **extra)
+    training_hash = training_data_hash(resolve_checkpoint(checkpoint), gen.config)
+    return EVALUATORS[kind]()(gen, data, max_shapes=max_shapes, seed=seed, training_hash=training_hash)
 
 
 def register(app: typer.Typer) -> None:

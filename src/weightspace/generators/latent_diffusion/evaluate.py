@@ -1,5 +1,13 @@
-"""Evaluation of a latent diffusion generator on held-out shapes: autoencoder fidelity, point-cloud
-conditioned reconstruction, family-conditioned topology, and set metrics against the held-out set."""
+"""Evaluation of a latent diffusion generator on any data folder: autoencoder fidelity, point-cloud
+conditioned reconstruction, family-conditioned topology, and set metrics against the held-out set.
+
+Held out are the test split (else val) of the checkpoint's own training folder, recognised by the
+hash of its training rows that the checkpoint records (`data.manifest_hash`), and every shape of
+any other folder (an imported one included: rows an import failed on or skipped are left out).
+Shapes of a family the checkpoint does not know are measured for the autoencoder and from points,
+and left out of the family figures (family_betti_match, MMD, COV, 1-NNA, seconds_per_shape);
+`family_unknown_shapes` counts them and `family_figures_note` says so.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +21,43 @@ from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed
 
 FIGURE_KEYS = ("ae_iou", "ae_betti_match", "points_iou", "points_betti_match", "family_betti_match", "mmd", "cov", "nna", "seconds_per_shape")
+FAMILY_KEYS = FIGURE_KEYS[4:]  # measured on the shapes of families the checkpoint knows
 SET_POINTS = 1024  # surface points per shape for MMD / COV / 1-NNA
 BATCH = 16
 
 
-def held_out_rows(data_dir: str | Path, max_shapes: int):
-    """The held-out shapes (the `test` split, else `val`), at most `max_shapes`, spread evenly over the split."""
+def trained_hash(gen) -> str | None:
+    """The hash of the training rows the checkpoint records (`train.rows_hash`), if any."""
+    data = gen.config.get("data") if isinstance(getattr(gen, "config", None), dict) else None
+    return str(data["manifest_hash"]) if isinstance(data, dict) and data.get("manifest_hash") else None
+
+
+def is_training_folder(data_dir: str | Path, training_hash: str | None) -> bool:
+    """Whether `data_dir`'s training rows hash to `training_hash` (the checkpoint's own data)."""
+    from weightspace.data.dataset import ShapeDataset
+    from weightspace.generators.latent_diffusion.train import rows_hash
+
+    if training_hash is None:
+        return False
+    try:
+        return rows_hash(ShapeDataset(data_dir, split="train").rows) == training_hash
+    except InputError:  # no training rows: not a folder anything was trained on
+        return False
+
+
+def held_out_rows(data_dir: str | Path, max_shapes: int, *, own: bool = True):
+    """The held-out shapes, at most `max_shapes`, spread evenly: the `test` split (else `val`) of the
+    checkpoint's own training folder (`own`), every shape of any other folder. Returns (dataset, indices)."""
     from weightspace.data.dataset import ShapeDataset
 
-    for split in ("test", "val"):
+    for split in ("test", "val") if own else (None,):
         try:
             ds = ShapeDataset(data_dir, split=split)
             break
         except InputError:
             continue
     else:
-        raise InputError(f"{data_dir}: no test or val shapes to evaluate on")
+        raise InputError(f"{data_dir}: the checkpoint's training folder holds no test or val shapes to evaluate on")
     n = len(ds)
     keep = np.unique(np.linspace(0, n - 1, min(n, max_shapes)).round().astype(int)) if max_shapes < n else np.arange(n)
     return ds, [int(i) for i in keep]
@@ -53,8 +82,12 @@ def _run_batched(fn, items: list, batch: int = BATCH) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0) -> dict:
-    """All figures plus per-shape details: {"figures": {...}, "per_shape": [...], "per_family": {...}}."""
+def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0, training_hash: str | None = None) -> dict:
+    """All figures plus per-shape details: {"figures": {...}, "per_shape": [...], "per_family": {...}}.
+
+    `training_hash`: the hash of the checkpoint's training rows (default: the one its config
+    records, see `trained_hash`); it decides which shapes are held out (module docstring).
+    """
     from weightspace.analysis import topology
     from weightspace.analysis.geometry import iou
     from weightspace.analysis.sets import set_metrics
@@ -63,7 +96,13 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
 
     if max_shapes < 1:
         raise InputError(f"max_shapes must be >= 1, got {max_shapes}")
-    ds, idx = held_out_rows(data_dir, max_shapes)
+    own = is_training_folder(data_dir, training_hash or trained_hash(gen))
+    ds, idx = held_out_rows(data_dir, max_shapes, own=own)
+    R = gen.cfg.resolution
+    sizes = sorted({int(r["resolution"]) for r in ds.rows if "resolution" in r})
+    if sizes and sizes != [R]:
+        raise InputError(f"{data_dir}: grids are {'/'.join(map(str, sizes))}^3 but the checkpoint decodes {R}^3; "
+                         f"make or import the folder with --resolution {R}")
     items = [ds[i] for i in idx]
     targets = [it["grid"].numpy() for it in items]  # each (R, R, R)
     target_betti = [topology(g).betti for g in targets]
@@ -88,43 +127,48 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
 
     pt_grids = _run_batched(from_points, items)
 
-    # 3. family-conditioned samples, one per held-out shape with its family (timed).
-    known = [f for f in fams if f in gen.cfg.families]
-    if len(known) != len(fams):
-        raise InputError(f"{data_dir}: held-out families {sorted(set(fams) - set(known))} are unknown to this checkpoint")
-    order = list(range(len(items)))
+    # 3. family-conditioned samples, one per held-out shape of a family the checkpoint knows (timed).
+    order = [k for k, f in enumerate(fams) if f in gen.cfg.families]
 
     def from_family(batch):
         return list(gen.sdf_grid(gen.condition(family=[fams[i] for i in batch]), [seeds[i] for i in batch]).cpu().numpy())
 
     t0 = time.perf_counter()
-    fam_grids = _run_batched(from_family, order)
-    seconds_per_shape = (time.perf_counter() - t0) / len(order)
+    fam_grids = dict(zip(order, _run_batched(from_family, order)))
+    seconds_per_shape = (time.perf_counter() - t0) / max(len(order), 1)
 
-    per_shape, fam_match = [], []
+    per_shape = []
     for k, (target, tb) in enumerate(zip(targets, target_betti)):
-        ae_b, pt_b, fam_b = topology(ae_grids[k]).betti, topology(pt_grids[k]).betti, topology(fam_grids[k]).betti
-        declared = tuple(FAMILIES[fams[k]].betti) if fams[k] in FAMILIES else tuple(tb)
-        fam_match.append(tuple(fam_b[:2]) == tuple(declared[:2]))
-        per_shape.append(dict(
-            id=ids[k], family=fams[k], target_betti=list(tb),
-            ae_iou=iou(ae_grids[k], target), ae_betti=list(ae_b),
-            points_iou=iou(pt_grids[k], target), points_betti=list(pt_b),
-            family_betti=list(fam_b), family_declared=list(declared), family_match=fam_match[-1],
-        ))
+        ae_b, pt_b = topology(ae_grids[k]).betti, topology(pt_grids[k]).betti
+        row = dict(id=ids[k], family=fams[k], target_betti=list(tb), ae_iou=iou(ae_grids[k], target), ae_betti=list(ae_b),
+                   points_iou=iou(pt_grids[k], target), points_betti=list(pt_b))
+        if k in fam_grids:
+            declared = tuple(FAMILIES[fams[k]].betti) if fams[k] in FAMILIES else tuple(tb)
+            fam_b = topology(fam_grids[k]).betti
+            row.update(family_betti=list(fam_b), family_declared=list(declared), family_match=tuple(fam_b[:2]) == tuple(declared[:2]))
+        per_shape.append(row)
 
-    gen_clouds = [_surface(g, derive_seed(seed, "set-gen", k)) for k, g in enumerate(fam_grids)]
-    ref_clouds = [_surface(g, derive_seed(seed, "set-ref", k)) for k, g in enumerate(targets)]
-    sets = set_metrics(gen_clouds, ref_clouds)
     figures = dict(
         ae_iou=float(np.mean([r["ae_iou"] for r in per_shape])),
         ae_betti_match=float(np.mean([r["ae_betti"] == r["target_betti"] for r in per_shape])),
         points_iou=float(np.mean([r["points_iou"] for r in per_shape])),
         points_betti_match=float(np.mean([r["points_betti"] == r["target_betti"] for r in per_shape])),
-        family_betti_match=float(np.mean(fam_match)),
-        mmd=float(sets["mmd"]), cov=float(sets["cov"]), nna=float(sets["nna"]),
-        seconds_per_shape=float(seconds_per_shape),
     )
+    if order:
+        gen_clouds = [_surface(fam_grids[k], derive_seed(seed, "set-gen", k)) for k in order]
+        ref_clouds = [_surface(targets[k], derive_seed(seed, "set-ref", k)) for k in order]
+        sets = set_metrics(gen_clouds, ref_clouds)
+        figures.update(family_betti_match=float(np.mean([per_shape[k]["family_match"] for k in order])),
+                       mmd=float(sets["mmd"]), cov=float(sets["cov"]), nna=float(sets["nna"]),
+                       seconds_per_shape=float(seconds_per_shape))
+    unknown = len(items) - len(order)
+    figures["held_out_shapes"] = len(items)
+    figures["held_out_from"] = "the training folder's test/val split" if own else "every shape (not the checkpoint's training folder)"
+    if unknown:
+        figures["family_unknown_shapes"] = unknown
+        names = sorted({fams[k] for k in range(len(items)) if k not in fam_grids})
+        figures["family_figures_note"] = (f"{unknown} of {len(items)} shapes are of families the checkpoint does not know "
+                                          f"({', '.join(names)}): measured for ae/points, left out of {', '.join(FAMILY_KEYS)}")
     per_family = {}
     for f in sorted(set(fams)):
         rows = [r for r in per_shape if r["family"] == f]
@@ -132,18 +176,22 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
             n=len(rows), ae_iou=float(np.mean([r["ae_iou"] for r in rows])),
             points_iou=float(np.mean([r["points_iou"] for r in rows])),
             points_betti_match=float(np.mean([r["points_betti"] == r["target_betti"] for r in rows])),
-            family_betti_match=float(np.mean([r["family_match"] for r in rows])),
         )
+        if "family_match" in rows[0]:
+            per_family[f]["family_betti_match"] = float(np.mean([r["family_match"] for r in rows]))
     return {"figures": figures, "per_family": per_family, "per_shape": per_shape, "n_shapes": len(items)}
 
 
-def evaluate_generator(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0) -> dict:
-    """The figures of issue 4 as one dict with exactly the keys FIGURE_KEYS (fractions in [0, 1]).
+def evaluate_generator(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0, training_hash: str | None = None) -> dict:
+    """The figures of issue 4 (fractions in [0, 1]): the keys FIGURE_KEYS, those of FAMILY_KEYS only
+    where some held-out shape is of a family the checkpoint knows, then `held_out_shapes`,
+    `held_out_from` and, where shapes of unknown families were left out of the family figures,
+    `family_unknown_shapes` and `family_figures_note`.
 
-    Held-out shapes are the data folder's test split (at most `max_shapes`, spread evenly);
-    `seed` fixes every observation and every sample.
+    Held-out shapes: see the module docstring (at most `max_shapes`, spread evenly); `seed` fixes
+    every observation and every sample.
     """
-    return evaluate_details(gen, data_dir, max_shapes=max_shapes, seed=seed)["figures"]
+    return evaluate_details(gen, data_dir, max_shapes=max_shapes, seed=seed, training_hash=training_hash)["figures"]
 
 
 @torch.no_grad()

@@ -55,6 +55,12 @@ class TrainingData:
     pose: str = "random"  # the procedural pose distribution of the shapes (`data make --pose`)
 
 
+def rows_hash(rows: list[dict]) -> str:
+    """The first 16 hex digits of the SHA-256 of the training rows as sorted JSON: what a checkpoint
+    records of its data (`data.manifest_hash`) and how its training folder is recognised."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def load_training_data(data_dir: str | Path, split: str | None = "train") -> TrainingData:
     """Read a data folder (`weightspace data make`) into memory for training."""
     from weightspace.data.families import FAMILY_NAMES
@@ -69,7 +75,7 @@ def load_training_data(data_dir: str | Path, split: str | None = "train") -> Tra
         raise InputError(f"{data_dir}: expected one TSDF truncation across the manifest, got {sorted(truncs) or 'none'}")
     grids = torch.from_numpy(np.array(ds.grids, dtype=np.float32))  # (N, R, R, R)
     points = torch.stack([ds[i]["points"] for i in range(len(ds))])  # (N, P, 3)
-    digest = hashlib.sha256(json.dumps(ds.rows, sort_keys=True).encode()).hexdigest()[:16]
+    digest = rows_hash(ds.rows)
     poses = sorted({str(r.get("pose", "random")) for r in ds.rows})
     return TrainingData(grids, labels, points, families, int(grids.shape[-1]), truncs.pop(), digest, "+".join(poses))
 
