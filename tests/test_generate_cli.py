@@ -54,6 +54,47 @@ def test_generate_from_points_and_voxels(ckpt, tmp_path):
         assert json.loads((out / "generate.json").read_text())["shapes"][0]["mesh"].endswith(fmt)
 
 
+def test_generate_from_a_scan_in_its_own_frame(ckpt, tmp_path):
+    """A scan at any scale and place is normalised as `data import` normalises meshes; --original-frame
+    maps the meshes back: the round trip of the written transform gives the normalised meshes again."""
+    from weightspace.data.importer import normalise
+    from weightspace.decode.mesh import grid_to_mesh
+
+    scan = trimesh.creation.torus(0.6, 0.25, 32, 16)
+    scan.apply_transform(trimesh.transformations.rotation_matrix(0.7, (1, 2, 0)))
+    scan.apply_scale(40.0)
+    scan.apply_translation((250.0, -30.0, 12.0))  # millimetres, far from the origin
+    scan.export(str(tmp_path / "scan.ply"))
+    runs = {}
+    for flag in ([], ["--original-frame"]):
+        out = tmp_path / ("orig" if flag else "norm")
+        result = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--points", str(tmp_path / "scan.ply"), "--seed", "2",
+                                          "--count", "2", "--format", "obj", "--out", str(out), *flag])
+        assert result.exit_code == 0, result.output
+        runs["orig" if flag else "norm"] = out
+    out = runs["orig"]
+    transform = json.loads((out / "transform.json").read_text())
+    summary = json.loads((out / "generate.json").read_text())
+    assert summary["mesh_frame"] == "original" and summary["condition"]["transform"] == "transform.json"
+    # the transform is the import's normalisation of the scan mesh, and the points seen lie in its box
+    norm = normalise(trimesh.load(str(tmp_path / "scan.ply"), process=False))[1]
+    assert np.allclose(transform["center"], norm.center) and np.isclose(transform["scale"], norm.scale)
+    pts = np.load(out / "condition_points.npy")
+    assert pts.shape == (2048, 3) and np.abs(pts).max() <= 0.9 + 1e-5
+    assert np.array_equal(pts, np.load(runs["norm"] / "condition_points.npy"))  # one scan, one seed, the same points
+    center, scale = np.array(transform["center"]), transform["scale"]
+    for shape in summary["shapes"]:
+        back = trimesh.load(str(out / shape["mesh"]), process=False)
+        normalised = trimesh.load(str(runs["norm"] / shape["mesh"]), process=False)
+        made = grid_to_mesh(np.load(out / shape["grid"]))
+        assert np.allclose((back.vertices - center) * scale, made.vertices, atol=1e-4)  # the round trip
+        assert np.allclose(normalised.vertices, made.vertices, atol=1e-5)  # without the flag: the normalised frame
+        assert np.allclose(back.bounds.mean(0), center, atol=1.2 / scale)  # in the scan's frame
+    assert json.loads((runs["norm"] / "generate.json").read_text())["mesh_frame"] == "normalised"
+    result = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--family", "torus", "--original-frame", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "--points" in str(result.exception)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -127,11 +127,16 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
 
 def normalise(mesh: trimesh.Trimesh, margin: float = 0.1) -> tuple[trimesh.Trimesh, Normalisation]:
     """Centre the bounding box on the origin and scale its longest side to 2 (1 - margin)."""
-    lo, hi = mesh.bounds  # (3,), (3,)
-    center = (lo + hi) / 2
-    scale = (1.0 - margin) / (0.5 * float((hi - lo).max()))
-    out = trimesh.Trimesh(vertices=(mesh.vertices - center) * scale, faces=mesh.faces, process=False)
-    return out, Normalisation(tuple(float(c) for c in center), float(scale))
+    norm = box_normalisation(*mesh.bounds, margin)
+    out = trimesh.Trimesh(vertices=(mesh.vertices - np.asarray(norm.center)) * norm.scale, faces=mesh.faces, process=False)
+    return out, norm
+
+
+def box_normalisation(lo: np.ndarray, hi: np.ndarray, margin: float = 0.1) -> Normalisation:
+    """The Normalisation of a bounding box lo, hi : (3,): its centre to the origin, its longest side to 2 (1 - margin)."""
+    center = (np.asarray(lo, dtype=np.float64) + hi) / 2  # (3,)
+    scale = (1.0 - margin) / (0.5 * float((np.asarray(hi) - lo).max()))
+    return Normalisation(tuple(float(c) for c in center), float(scale))
 
 
 def mesh_sdf_grid(mesh: trimesh.Trimesh, resolution: int, truncation: float, *, exact_sign: bool = True) -> tuple[np.ndarray, str]:
