@@ -14,6 +14,7 @@ from weightspace.analysis.topology import topology
 from weightspace.cli import SOME_FAILED, _register, app
 from weightspace.data.grid import grid_points
 from weightspace.data.importer import FORMATS, MeshImportError, import_meshes, load_mesh
+from weightspace.runtime.errors import InputError
 
 
 def _rows(root: Path) -> list[dict]:
@@ -132,3 +133,29 @@ def test_exit_status_when_nothing_could_be_read(tmp_path):
         main(["data", "import", *(str(tmp_path / n) for n, _ in list(BAD.values())[:3]), "--out", str(tmp_path / "o")])
     assert e.value.code == 2
     assert all(r["status"] == "failed" for r in _rows(tmp_path / "o"))  # the manifest still names each failure
+
+
+def test_worker_processes_write_the_same_bytes(tmp_path, torus):
+    """--workers 2 writes every file (grids, points, manifest, summary) byte for byte as one worker,
+    and reports the failed and skipped files in the same order."""
+    src = tmp_path / "in"
+    src.mkdir()
+    torus.export(src / "a_ring.stl")
+    trimesh.creation.box((2.0, 1.0, 1.0)).export(src / "b_brick.obj")
+    (src / "c_broken.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nf 1 2 9\n")
+    trimesh.Trimesh(np.random.default_rng(0).uniform(-1, 1, (30, 3)), np.arange(30).reshape(10, 3)).export(src / "d_soup.obj")
+    trimesh.creation.icosphere(2, 1.0).export(src / "e_ball.ply")
+    _register()
+    outputs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        r = CliRunner().invoke(app, ["data", "import", str(src), "--resolution", "16", "--points", "64",
+                                     "--workers", workers, "--out", str(out)])
+        assert r.exit_code == SOME_FAILED, r.output
+        files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        outputs[workers] = (files, r.stderr)
+    files, stderr = outputs["1"]
+    assert len(files) == 2 * 3 + 2 and outputs["2"] == (files, stderr)
+    assert stderr.index("c_broken") < stderr.index("d_soup")  # failures and skips come in file order
+    with pytest.raises(InputError, match="--workers"):
+        import_meshes([src], tmp_path / "w0", workers=0)

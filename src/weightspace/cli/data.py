@@ -84,6 +84,7 @@ def import_(
     seed: int = typer.Option(0, "--seed", help="Seed of the surface samples and the split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
     keep_non_solid: bool = typer.Option(False, "--keep-non-solid", help="Import meshes that bound no volume (sheets, triangle soups) too, marked solid: false."),
+    workers: int = typer.Option(1, "--workers", help="Processes importing files in parallel (the files do not depend on it)."),
 ) -> None:
     """Import meshes: normalise into [-1, 1]^3, orient each body, check solidity, signed distance grid, surface points.
 
@@ -110,7 +111,7 @@ def import_(
 
     s = import_meshes(
         paths, out, resolution=resolution, truncation=truncation, n_points=points, margin=margin,
-        seed=seed, overwrite=overwrite, on_failure=report, keep_non_solid=keep_non_solid, on_skip=skip,
+        seed=seed, overwrite=overwrite, on_failure=report, keep_non_solid=keep_non_solid, on_skip=skip, workers=workers,
     )  # fmt: skip
     per = f" ({s['seconds_per_mesh']:.2f} s per mesh)" if s["seconds_per_mesh"] is not None else ""
     kept = f" (of them {s['non_solid_kept']} not solid, kept by --keep-non-solid)" if s["non_solid_kept"] else ""

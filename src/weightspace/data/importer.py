@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import multiprocessing
 import re
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +178,70 @@ def _safe_id(i: int, path: Path) -> str:
     return f"{i:04d}-{stem}"
 
 
+@dataclass(frozen=True)
+class ImportConfig:
+    """What every file of one import is made with (picklable: sent to worker processes)."""
+
+    out: Path
+    resolution: int
+    truncation: float
+    n_points: int
+    margin: float
+    seed: int
+    keep_non_solid: bool
+
+
+def _import_one(cfg: ImportConfig, job: tuple[int, Path]) -> tuple[str, dict, dict | None, float | None]:
+    """Import file `job` = (index, path): writes its grid and points and returns (status, manifest
+    row, failure or skip record, seconds). Depends on nothing but `cfg` and `job`, so any worker
+    may run it and the files are the same."""
+    i, path = job
+    item_id = _safe_id(i, path)
+    t0 = time.perf_counter()
+    try:
+        raw = load_mesh(path)
+    except MeshImportError as e:
+        failure = dict(source=str(path), error=e.code, reason=str(e))
+        return "failed", dict(id=item_id, source=str(path), status="failed", error=e.code, reason=str(e)), failure, None
+    mesh, norm = normalise(raw, cfg.margin)
+    mesh, repair = repair_orientation(mesh)
+    P = solidity_points(min(cfg.resolution, SOLIDITY_RESOLUTION))  # (r^3, 3) world units
+    solid = solidity(winding_number(mesh.vertices, mesh.faces, P), closed=repair["closed_bodies"] == repair["bodies"])
+    checked = dict(solid=solid["solid"], solid_reason=solid["reason"], ambiguous=solid["ambiguous"], repair=repair)
+    if not solid["solid"] and not cfg.keep_non_solid:
+        reason = f"{path}: not solid, skipped ({solid['reason']}; --keep-non-solid imports it)"
+        skip = dict(source=str(path), reason=reason, ambiguous=solid["ambiguous"])
+        return "skipped", dict(id=item_id, source=str(path), status="skipped", error="not-solid", reason=reason, **checked), skip, None
+    grid, method = mesh_sdf_grid(mesh, cfg.resolution, cfg.truncation, exact_sign=repair["overlapping"] == 0)
+    points, face_idx = trimesh.sample.sample_surface(mesh, cfg.n_points, seed=derive_seed(cfg.seed, "import", item_id) % 2**32)
+    normals = mesh.face_normals[face_idx]  # (P, 3) unit
+    save_npy(cfg.out / "grids" / f"{item_id}.npy", grid)
+    save_npz(cfg.out / "points" / f"{item_id}.npz", points=points.astype(np.float32), normals=normals.astype(np.float32))
+    took = time.perf_counter() - t0
+    row = dict(
+        id=item_id,
+        source=str(path),
+        status="ok",
+        family="imported",
+        label=-1,
+        format=path.suffix.lower().lstrip("."),
+        n_vertices=int(len(raw.vertices)),
+        n_faces=int(len(raw.faces)),
+        watertight=repair["closed_bodies"] == repair["bodies"],
+        sign_method=method,
+        **checked,
+        center=list(norm.center),
+        scale=norm.scale,
+        betti_declared=None,
+        betti_measured=list(measure_betti(grid)),
+        grid=f"grids/{item_id}.npy",
+        points=f"points/{item_id}.npz",
+        resolution=cfg.resolution,
+        truncation=cfg.truncation,
+    )
+    return "ok", row, None, took
+
+
 def import_meshes(
     paths: list[str | Path],
     out: str | Path,
@@ -188,6 +256,7 @@ def import_meshes(
     on_failure=None,
     keep_non_solid: bool = False,
     on_skip=None,
+    workers: int = 1,
 ) -> dict:
     """Import mesh files into a data folder like `make_dataset` writes (family "imported", label -1).
 
@@ -199,6 +268,8 @@ def import_meshes(
     A bad file never stops the import: it gets a manifest row with status "failed", its reason
     code and message, and `on_failure(path, message)` is called. Returns the summary (also in
     `out/summary.json`) with the failures, the skipped non-solids and timing.
+    `workers` > 1 imports files in that many processes; the files are the same byte for byte, and
+    the callbacks still come in file order.
     """
     out = Path(out)
     if resolution < 8:
@@ -209,6 +280,8 @@ def import_meshes(
         raise InputError(f"--margin must be in [0, 1), got {margin}")
     if n_points < 1:
         raise InputError(f"--points must be at least 1, got {n_points}")
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
     if (out / "manifest.jsonl").exists() and not overwrite:
         raise InputError(f"{out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
     files = expand_paths(paths)
@@ -216,59 +289,30 @@ def import_meshes(
         raise InputError(f"no mesh files found in {', '.join(map(str, paths))} (supported: {', '.join(FORMATS)})")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # left by a writer killed in an earlier run; nothing else writes here now
+    cfg = ImportConfig(out, resolution, truncation, n_points, margin, seed, keep_non_solid)
+    item = functools.partial(_import_one, cfg)
+    jobs = list(enumerate(files))
+    label = f"importing at {resolution}^3"
     rows, failures, skipped, seconds = [], [], [], []
-    for i, path in enumerate(track(files, f"importing at {resolution}^3", enabled=progress)):
-        item_id = _safe_id(i, path)
-        t0 = time.perf_counter()
-        try:
-            raw = load_mesh(path)
-        except MeshImportError as e:
-            failures.append(dict(source=str(path), error=e.code, reason=str(e)))
-            rows.append(dict(id=item_id, source=str(path), status="failed", error=e.code, reason=str(e)))
-            if on_failure is not None:
-                on_failure(path, str(e))
-            continue
-        mesh, norm = normalise(raw, margin)
-        mesh, repair = repair_orientation(mesh)
-        P = solidity_points(min(resolution, SOLIDITY_RESOLUTION))  # (r^3, 3) world units
-        solid = solidity(winding_number(mesh.vertices, mesh.faces, P), closed=repair["closed_bodies"] == repair["bodies"])
-        checked = dict(solid=solid["solid"], solid_reason=solid["reason"], ambiguous=solid["ambiguous"], repair=repair)
-        if not solid["solid"] and not keep_non_solid:
-            reason = f"{path}: not solid, skipped ({solid['reason']}; --keep-non-solid imports it)"
-            skipped.append(dict(source=str(path), reason=reason, ambiguous=solid["ambiguous"]))
-            rows.append(dict(id=item_id, source=str(path), status="skipped", error="not-solid", reason=reason, **checked))
-            if on_skip is not None:
-                on_skip(path, reason)
-            continue
-        grid, method = mesh_sdf_grid(mesh, resolution, truncation, exact_sign=repair["overlapping"] == 0)
-        points, face_idx = trimesh.sample.sample_surface(mesh, n_points, seed=derive_seed(seed, "import", item_id) % 2**32)
-        normals = mesh.face_normals[face_idx]  # (P, 3) unit
-        save_npy(out / "grids" / f"{item_id}.npy", grid)
-        save_npz(out / "points" / f"{item_id}.npz", points=points.astype(np.float32), normals=normals.astype(np.float32))
-        seconds.append(time.perf_counter() - t0)
-        rows.append(
-            dict(
-                id=item_id,
-                source=str(path),
-                status="ok",
-                family="imported",
-                label=-1,
-                format=path.suffix.lower().lstrip("."),
-                n_vertices=int(len(raw.vertices)),
-                n_faces=int(len(raw.faces)),
-                watertight=repair["closed_bodies"] == repair["bodies"],
-                sign_method=method,
-                **checked,
-                center=list(norm.center),
-                scale=norm.scale,
-                betti_declared=None,
-                betti_measured=list(measure_betti(grid)),
-                grid=f"grids/{item_id}.npy",
-                points=f"points/{item_id}.npz",
-                resolution=resolution,
-                truncation=truncation,
-            )
-        )
+    with contextlib.ExitStack() as stack:
+        if workers == 1 or len(jobs) == 1:
+            results = map(item, jobs)
+        else:
+            # spawn, not fork: the parent may hold torch's thread pools, which a forked child inherits broken
+            pool = stack.enter_context(ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")))
+            results = pool.map(item, jobs)  # in job order
+        for (_, path), (status, row, record, took) in zip(jobs, track(results, label, enabled=progress, total=len(jobs))):
+            rows.append(row)
+            if status == "failed":
+                failures.append(record)
+                if on_failure is not None:
+                    on_failure(path, record["reason"])
+            elif status == "skipped":
+                skipped.append(record)
+                if on_skip is not None:
+                    on_skip(path, record["reason"])
+            else:
+                seconds.append(took)
     ok = [r for r in rows if r["status"] == "ok"]
     splits = assign_splits({"imported": len(ok)}, seed, split)
     for i, r in enumerate(ok):
