@@ -39,14 +39,17 @@ from weightspace.experiments.common import (
     study_data,
     topology_check,
 )
+from weightspace.experiments.forgetting import forget_figures, forget_set, forget_shapes, forgetting
+from weightspace.experiments.plots import plot_fit
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.results import pyplot, save_figure, write_csv, write_results
+from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
 from weightspace.space.frame import Frame
 from weightspace.space.inversion import minimise_in_subspace
 from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.population import minimise_point
 from weightspace.space.subspace import fit_subspace_matrix
 
 METHODS = ("encode", "optimise", "subspace", "lora", "full")
@@ -118,23 +121,13 @@ class Objective:
         return surface + self.free_weight * free
 
 
-def _adam(x0: torch.Tensor, loss_fn, *, steps: int, lr: float) -> tuple[torch.Tensor, list[float]]:
-    x = x0.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(x)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return x.detach(), losses
-
-
 def fit_one(gen: Generator, method: str, obs: np.ndarray, cfg: FitConfig, *, seed: int, c_enc: torch.Tensor,
             cond_sub=None) -> dict[str, Any]:
     """Fit one observation (N, 3) by `method`, given its encoded condition c_enc (1, *cs) (encoded once per
-    observation and shared by the methods); returns condition (1, *cs), params (or None), losses."""
+    observation and shared by the methods); returns condition (1, *cs), params (or None), losses.
+
+    optimise, lora and full run `minimise_point` (the Adam loop of every population member) on the
+    study's `Objective`; subspace runs `minimise_in_subspace` (that of `invert`) on it."""
     obj = Objective(gen, obs, free_weight=cfg.free_weight, seed=seed)
     cond_param = make_parameterisation(gen, "condition")
     if method == "encode":
@@ -143,8 +136,9 @@ def fit_one(gen: Generator, method: str, obs: np.ndarray, cfg: FitConfig, *, see
         return {"condition": c_enc, "params": None, "losses": [loss], "trainable": 0}
     if method == "optimise":
         lr = cfg.lr_condition * float(c_enc.pow(2).mean().sqrt().clamp_min(1e-6))  # scale-free across generators
-        x, losses = _adam(c_enc.reshape(-1), lambda x: obj(cond_param.conditions(x[None]), None), steps=cfg.steps, lr=lr)
-        return {"condition": cond_param.conditions(x[None]).detach(), "params": None, "losses": losses, "trainable": x.numel()}
+        x, losses = minimise_point(c_enc.reshape(-1), lambda x, step: obj(cond_param.conditions(x[None]), None), steps=cfg.steps, lr=lr)
+        return {"condition": cond_param.conditions(x[None]).detach(), "params": None, "losses": [float(v) for v in losses],
+                "trainable": x.numel()}
     if method == "subspace":  # the encoding's projection is the start, like the other methods'
         res = minimise_in_subspace(cond_sub, lambda point, step: obj(cond_param.conditions(point[None]), None),
                                    start=cond_sub.project(c_enc.reshape(1, -1))[0], steps=cfg.steps, lr=cfg.lr_condition,
@@ -159,9 +153,10 @@ def fit_one(gen: Generator, method: str, obs: np.ndarray, cfg: FitConfig, *, see
         param = make_parameterisation(gen, "layers", targets="all")
         lr = cfg.lr_full
     param.set_anchor(c_enc)
-    x, losses = _adam(param.initial_point(seed), lambda x: obj(param.conditions(x[None]), param.params(x)), steps=cfg.steps, lr=lr)
+    x, losses = minimise_point(param.initial_point(seed), lambda x, step: obj(param.conditions(x[None]), param.params(x)),
+                               steps=cfg.steps, lr=lr)
     params = {k: v.detach() for k, v in param.params(x).items()}
-    return {"condition": c_enc, "params": params, "losses": losses, "trainable": x.numel()}
+    return {"condition": c_enc, "params": params, "losses": [float(v) for v in losses], "trainable": x.numel()}
 
 
 def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
@@ -179,21 +174,11 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     dseed = derive_seed(seed, "decode") % 2**31
 
     # --- shapes: the target, K other examples of its family, one shape per other family ------------------------
-    known = generator_families(gen)
     pose = generator_pose(gen)
     root, fam_rows = study_data(folder / "data", data=config.data, families=[config.family],
                                 count=1 + config.subspace_examples, seed=config.data_seed, resolution=R, pose=pose)
-    if config.data is not None:
-        all_rows = [r for r in study_data(folder / "data", data=config.data, families=[], count=1, seed=0, resolution=R, pose=pose)[1]]
-        others = [r for r in all_rows if r.get("family") != config.family]
-    else:
-        others_f = [f for f in known if f != config.family]
-        others = study_data(folder / "data", data=None, families=others_f, count=1, seed=config.data_seed, resolution=R,
-                            pose=pose)[1] if others_f else []
-    by_fam: dict[str, dict[str, Any]] = {}
-    for r in others:
-        by_fam.setdefault(str(r.get("family")), r)
-    forget_rows = list(by_fam.values())[: config.forget_shapes]
+    forget_rows = forget_shapes(folder / "data", data=config.data, family=config.family, known=generator_families(gen),
+                                count=config.forget_shapes, seed=config.data_seed, resolution=R, pose=pose)
     target, examples = fam_rows[0], fam_rows[1 : 1 + config.subspace_examples]
     if "subspace" in config.methods and len(examples) < config.subspace_examples:
         raise InputError(f"family {config.family!r}: need {1 + config.subspace_examples} shapes for the target and the subspace, found {len(fam_rows)}")
@@ -222,15 +207,8 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
         cond_sub = fit_subspace_matrix(xs, config.subspace_k, frame=Frame.of(make_parameterisation(gen, "condition")))
 
     # --- forgetting set: conditions encoded once with the base generator, decoded before --------------------------
-    f_refs, f_conds = [], None
-    if forget_rows:
-        clouds = []
-        for i, r in enumerate(forget_rows):
-            p, _ = clean_surface(root, r)
-            clouds.append(p[item_rng(seed, "forget", i).choice(len(p), size=min(1024, len(p)), replace=False)])
-            f_refs.append(p[item_rng(seed, "forget-ref", i).choice(len(p), size=min(2048, len(p)), replace=False)])
-        f_conds = encode_points(gen, clouds, seed=seed)
-    before = _forget_figures(gen, f_conds, f_refs, None, dseed, seed)
+    f_conds, f_refs = forget_set(gen, root, forget_rows, seed=seed)
+    before = forget_figures(gen, f_conds, f_refs, None, dseed, seed)
 
     table: list[dict[str, Any]] = []
     for V in config.views:
@@ -249,14 +227,14 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
                 grid = decode_conditions(gen, res["condition"], dseed, params=res["params"])[0]
                 s = measure(grid, seed=seed)
                 geo = geometry(s.points, t_ref)
-                after = _forget_figures(gen, f_conds, f_refs, res["params"], dseed, seed)
+                after = forget_figures(gen, f_conds, f_refs, res["params"], dseed, seed)
                 row = {"views": V, "sigma": sigma, "method": method, "observed_points": len(obs),
                        "chamfer_l1": geo["chamfer_l1"], "fscore": geo["fscore"],
                        "topology_correct": s.robust == t_clean.robust, "exact_topology_correct": s.betti == t_clean.betti,
                        "robust": list(s.robust), "valid": s.valid, "trainable": res["trainable"],
                        "loss_start": res["losses"][0], "loss_end": res["losses"][-1], "fit_seconds": fit_seconds,
                        "forget_chamfer_before": before["chamfer"], "forget_chamfer_after": after["chamfer"],
-                       **_forgetting(before, after)}
+                       **forgetting(before, after)}
                 table.append(row)
                 if config.meshes:
                     save_mesh(grid, folder / "meshes" / f"v{V}-s{sigma:g}-{method}.ply")
@@ -264,7 +242,7 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     by_method = {m: {k: finite_mean([r[k] for r in table if r["method"] == m])
                      for k in ("chamfer_l1", "fscore", "topology_correct", "forgetting", "forget_fscore_drop",
                                                                     "forget_topology_changed", "forget_max_grid_change", "fit_seconds")} for m in config.methods}
-    _plot(folder / "fit.png", table, config)
+    plot_fit(folder / "fit.png", table, views=config.views, sigmas=config.sigmas, methods=config.methods)
     write_results(folder, {
         "checkpoint": config.checkpoint, "generator": gen.kind, "target": {"id": target["id"], "family": config.family,
                                                                             "robust": list(t_clean.robust)},
@@ -273,47 +251,3 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
         "examples_dropped": [c["id"] for c in examples_check if not c["ok"]],
     })
     return folder
-
-
-def _forget_figures(gen: Generator, conds: torch.Tensor | None, refs: list[np.ndarray], params, dseed: int, seed: int) -> dict[str, Any]:
-    """Decode the forgetting set under `params` (None = base weights): mean Chamfer to the clean shapes."""
-    if conds is None:
-        return {"chamfer": float("nan"), "kept": float("nan"), "grids": None, "per_shape": [], "fscore": float("nan"), "robust": []}
-    grids = decode_conditions(gen, conds, dseed, params=params)
-    shapes = [measure(g, seed=seed) for g in grids]
-    geo = [geometry(s.points, r) for s, r in zip(shapes, refs)]
-    return {"chamfer": finite_mean([g["chamfer_l1"] for g in geo]), "per_shape": [g["chamfer_l1"] for g in geo],
-            "fscore": float(np.mean([g["fscore"] for g in geo])), "robust": [s.robust for s in shapes],
-            "kept": float(np.mean([s.valid for s in shapes])), "grids": grids}
-
-
-def _forgetting(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-    """Forgetting figures: mean Chamfer change over shapes finite before and after, F-score drop,
-    shapes whose robust topology changed, and the largest / mean change of any decoded SDF value."""
-    if before["grids"] is None:
-        nan = float("nan")
-        return {"forgetting": nan, "forget_fscore_drop": nan, "forget_topology_changed": nan, "forget_max_grid_change": nan,
-                "forget_mean_grid_change": nan}
-    pairs = [(a, b) for a, b in zip(before["per_shape"], after["per_shape"]) if np.isfinite(a) and np.isfinite(b)]
-    diff = np.abs(before["grids"] - after["grids"])
-    return {"forgetting": float(np.mean([b - a for a, b in pairs])) if pairs else float("nan"),
-            "forget_fscore_drop": before["fscore"] - after["fscore"],
-            "forget_topology_changed": int(sum(a != b for a, b in zip(before["robust"], after["robust"]))),
-            "forget_max_grid_change": float(diff.max()), "forget_mean_grid_change": float(diff.mean())}
-
-
-def _plot(path: Path, table: list[dict[str, Any]], cfg: FitConfig) -> None:
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    labels = [f"V{v} s{s:g}" for v in cfg.views for s in cfg.sigmas]
-    w = 0.8 / len(cfg.methods)
-    for j, m in enumerate(cfg.methods):
-        rows = [next(r for r in table if r["views"] == v and r["sigma"] == s and r["method"] == m) for v in cfg.views for s in cfg.sigmas]
-        x = np.arange(len(labels)) + j * w
-        ax1.bar(x, [r["chamfer_l1"] if np.isfinite(r["chamfer_l1"]) else 0 for r in rows], width=w, label=m)
-        ax2.bar(x, [r["forgetting"] if np.isfinite(r["forgetting"]) else 0 for r in rows], width=w, label=m)
-    for ax, name in ((ax1, "Chamfer-L1 to the clean shape"), (ax2, "forgetting (Chamfer after - before)")):
-        ax.set_xticks(np.arange(len(labels)) + 0.4 - w / 2, labels, fontsize=7)
-        ax.set_title(name, fontsize=9)
-    ax1.legend(fontsize=7)
-    save_figure(fig, path)

@@ -18,10 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import chi2
 
-from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD, Shape, chamfer, finite_mean, measure
-from weightspace.analysis.sets import novelty
+from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD, Shape, chamfer, measure
 from weightspace.data.dataset import load_grid
 from weightspace.decode.mesh import save_mesh
 from weightspace.decode.points import decode_points
@@ -39,15 +37,17 @@ from weightspace.experiments.common import (
     study_data,
     topology_check,
 )
+from weightspace.experiments.plots import plot_subspace
+from weightspace.experiments.subspace_figures import gate_thresholds, kind_summary, precision_recall, support_score
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.results import pyplot, save_figure, write_csv, write_results
+from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_generator, item_rng
 from weightspace.space.frame import Frame
 from weightspace.space.lora import LORA_FORMS
 from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.population import fit_member
-from weightspace.space.subspace import Subspace, fit_subspace_matrix
+from weightspace.space.subspace import fit_subspace_matrix
 
 SUBSPACE_PARAMETERISATIONS = ("condition", "lora")
 KINDS = ("subspace", "random", "condition_noise")
@@ -99,18 +99,6 @@ class SubspaceConfig:
         if self.samples < 1 or self.temperature < 0 or (self.fit_steps or 0) < 0 or self.gate_factor <= 0 \
                 or (self.lr is not None and not self.lr > 0) or (self.fit_draws is not None and self.fit_draws < 1):
             raise InputError("samples must be >= 1, temperature and fit_steps >= 0, lr and gate_factor > 0, fit_draws >= 1")
-
-
-def _support_score(sub: Subspace, points: torch.Tensor) -> np.ndarray:
-    """Distance from a subspace's support in units of its spread: sqrt(mean_i (z_i / sigma_i)^2 + (|residual| / sigma_k)^2).
-
-    z = projection coordinates, residual = the part of the point off the subspace. (B,) float64.
-    """
-    z = sub.project(points.to(sub.mean.dtype))  # (B, k)
-    resid = (points.to(sub.mean.dtype) - sub.reconstruct(z)).double().norm(dim=1)  # (B,)
-    sigma = sub.sigma.double().clamp_min(1e-12)
-    inside = ((z.double() / sigma) ** 2).mean(dim=1)
-    return torch.sqrt(inside + (resid / sigma.min()) ** 2).numpy()
 
 
 def _unit(d: int, seed: int, *keys: Any) -> torch.Tensor:
@@ -220,16 +208,10 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     w_scale = float(ex_nn.median())
 
     # --- gate calibration on the examples, per space ----------------------------------------------------------
-    support = {"examples": _support_score(sub, x), "subspace": _support_score(sub, samples),
-               "random": _support_score(sub, rand), "condition_noise": _support_score(cond_sub, noisy)}
-    ex_cond_support = _support_score(cond_sub, cond_x)
-    # a subspace sample at temperature 1 has score^2 ~ chi2_k / k: its 99th percentile is a floor, so
-    # ordinary samples pass even when K examples happen to sit close to the mean
-    floor = float(np.sqrt(chi2.ppf(0.99, config.k) / config.k)) * max(config.temperature, 1.0)
-    thr_support = {"own": max(config.gate_factor * float(support["examples"].max()), floor),
-                   "condition": max(config.gate_factor * float(ex_cond_support.max()), floor)}
-    thr_eik = config.gate_factor * max(s.eikonal for s in examples if np.isfinite(s.eikonal)) if any(
-        np.isfinite(s.eikonal) for s in examples) else float("inf")
+    support = {"examples": support_score(sub, x), "subspace": support_score(sub, samples),
+               "random": support_score(sub, rand), "condition_noise": support_score(cond_sub, noisy)}
+    thr_support, thr_eik = gate_thresholds(support["examples"], support_score(cond_sub, cond_x), examples, k=config.k,
+                                           temperature=config.temperature, factor=config.gate_factor)
 
     item_rows: list[dict[str, Any]] = []
     for name in groups:
@@ -251,9 +233,9 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
             })
     write_csv(folder / "samples.csv", item_rows)
 
-    summary = {name: _kind_summary([r for r in item_rows if r["kind"] == name], shapes[name], ex_pts) for name in groups}
+    summary = {name: kind_summary([r for r in item_rows if r["kind"] == name], shapes[name], ex_pts) for name in groups}
     evaluated = [r for r in item_rows if r["kind"] != "examples"]
-    gate = {key: _precision_recall([r[key] for r in evaluated], [r["failed"] for r in evaluated])
+    gate = {key: precision_recall([r[key] for r in evaluated], [r["failed"] for r in evaluated])
             for key in ("gate_support", "gate_eikonal", "gate")}
     gate["thresholds"] = {"support": thr_support, "eikonal": thr_eik, "factor": config.gate_factor}
     gate["failure"] = "invalid (empty, full or cut by the box) or robust topology != the examples'"
@@ -262,7 +244,7 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
         for name in groups:
             for i, gi in enumerate(grids[name]):
                 save_mesh(gi, folder / "meshes" / f"{name}-{i:03d}.ply")
-    _plot(folder / "subspace.png", summary, title=f"{gen.kind}: {config.family}, K={config.examples}, k={config.k}, "
+    plot_subspace(folder / "subspace.png", summary, title=f"{gen.kind}: {config.family}, K={config.examples}, k={config.k}, "
                                                    f"{config.parameterisation}")
     write_results(folder, {
         "checkpoint": config.checkpoint, "generator": gen.kind, "family": config.family, "K": config.examples, "k": config.k,
@@ -278,53 +260,3 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
         "summary": summary, "gate": gate, "decodes": len(check) + 3 * S, "wall_seconds": clock(),
     })
     return folder
-
-
-def _kind_summary(rows: list[dict[str, Any]], shapes: list[Shape], ex_pts: list[np.ndarray | None]) -> dict[str, Any]:
-    n = len(rows)
-    pts = [s.points for s in shapes]
-    pair = [chamfer(pts[i], pts[j]) for i in range(n) for j in range(i + 1, n)]
-    valid_pts = [p for p in pts if p is not None]
-    ref = [p for p in ex_pts if p is not None]
-    shape_novelty = float("nan")
-    if valid_pts and len(ref) >= 2:
-        nov = novelty(valid_pts, ref, metric="chamfer_l1")
-        ratio = np.asarray(nov["ratio"], dtype=np.float64)
-        shape_novelty = float(np.nanmean(ratio)) if np.isfinite(ratio).any() else float("nan")
-    return {
-        "n": n,
-        "topology_kept_exact": float(np.mean([r["kept_exact"] for r in rows])),
-        "topology_kept_robust": float(np.mean([r["kept_robust"] for r in rows])),
-        "validity": float(np.mean([r["valid"] for r in rows])),
-        "kept_and_valid": float(np.mean([r["kept_robust"] and r["valid"] for r in rows])),
-        "empty": float(np.mean([r["empty"] for r in rows])),
-        "local_variation": finite_mean([r["chamfer_nearest_example"] for r in rows]),
-        "diversity": finite_mean(pair),
-        "novelty_shape_ratio": shape_novelty,
-        "novelty_weight_ratio": finite_mean([r["weight_novelty_ratio"] for r in rows]),
-        "mean_radius": finite_mean([r["radius"] for r in rows]),
-        "failed": float(np.mean([r["failed"] for r in rows])),
-    }
-
-
-def _precision_recall(pred: list[bool], truth: list[bool]) -> dict[str, float]:
-    tp = sum(p and t for p, t in zip(pred, truth))
-    fp = sum(p and not t for p, t in zip(pred, truth))
-    fn = sum(t and not p for p, t in zip(pred, truth))
-    return {"precision": tp / (tp + fp) if tp + fp else float("nan"), "recall": tp / (tp + fn) if tp + fn else float("nan"),
-            "flagged": int(tp + fp), "failures": int(tp + fn), "n": len(pred)}
-
-
-def _plot(path: Path, summary: dict[str, dict[str, Any]], *, title: str) -> None:
-    plt = pyplot()
-    names = list(summary)
-    keys = ("topology_kept_exact", "topology_kept_robust", "validity")
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    w = 0.8 / len(keys)
-    for j, key in enumerate(keys):
-        ax.bar(np.arange(len(names)) + j * w, [summary[n][key] for n in names], width=w, label=key)
-    ax.set_xticks(np.arange(len(names)) + w, names)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=9)
-    save_figure(fig, path)

@@ -212,6 +212,28 @@ def member_fidelity(gen: Generator, param: Parameterisation, point: torch.Tensor
     return res
 
 
+def minimise_point(start: torch.Tensor, objective: Callable[[torch.Tensor, int], torch.Tensor], *, steps: int,
+                   lr: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Adam from `start`, a point (D,) or a stack of points (B, D), on `objective(x, step)`: a loss () or
+    per-point losses (B,), whose sum is minimised. Per-point losses that each reach only their own row
+    make one Adam over the stack B independent Adams (Adam is elementwise).
+
+    Every member fit goes through this (`fit_member`, `fit_members`, the fit study's own objective).
+    Returns the point(s) (detached, start's shape) and the detached loss of every step.
+    """
+    x = start.detach().clone().requires_grad_(True)
+    losses: list[torch.Tensor] = []
+    if steps > 0:
+        opt = torch.optim.Adam([x], lr=lr)
+        for step in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = objective(x, step)  # () or (B,)
+            loss.sum().backward()
+            opt.step()
+            losses.append(loss.detach())
+    return x.detach(), losses
+
+
 def fit_member(gen: Generator, param: Parameterisation, target: torch.Tensor, *, fit: str, steps: int, lr: float,
                seed: int, condition_fit: str = "auto", surface: torch.Tensor | None = None, draws: int = 1) -> dict[str, Any]:
     """Fit one point to one target. Returns dict(point (D,), losses list, seconds (wall), metrics)."""
@@ -229,22 +251,16 @@ def fit_member(gen: Generator, param: Parameterisation, target: torch.Tensor, *,
             if condition_fit == "encode":
                 raise
     eval_seed = derive_seed(seed, "eval")
-    x = start.clone().requires_grad_(True)
-    losses = []
-    if mode == "optimise" and steps > 0:
-        opt = torch.optim.Adam([x], lr=lr)
-        for step in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss = member_loss(gen, param, x, target, fit=fit, seed=derive_seed(seed, "step", step), draws=draws)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+    x, step_losses = minimise_point(
+        start, lambda x, step: member_loss(gen, param, x, target, fit=fit, seed=derive_seed(seed, "step", step), draws=draws),
+        steps=steps if mode == "optimise" else 0, lr=lr)
+    losses = [float(v) for v in step_losses]
     with torch.no_grad():
         loss_start = float(member_loss(gen, param, start, target, fit=fit, seed=eval_seed))
         loss_fit = float(member_loss(gen, param, x, target, fit=fit, seed=eval_seed))
-    metrics = {"loss_start": loss_start, "loss_fit": loss_fit, "moved": float((x.detach() - start).norm()), "mode": mode}
+    metrics = {"loss_start": loss_start, "loss_fit": loss_fit, "moved": float((x - start).norm()), "mode": mode}
     metrics["cpu_seconds"] = time.process_time() - c0  # wall time inflates on a shared machine; CPU time does not
-    return {"point": x.detach().cpu(), "losses": losses, "seconds": time.perf_counter() - t0, "metrics": metrics}
+    return {"point": x.cpu(), "losses": losses, "seconds": time.perf_counter() - t0, "metrics": metrics}
 
 
 def fit_members(gen: Generator, param: Parameterisation, grids: torch.Tensor, *, steps: int, lr: float,
@@ -262,25 +278,20 @@ def fit_members(gen: Generator, param: Parameterisation, grids: torch.Tensor, *,
     start = torch.stack([param.initial_point(s) for s in seeds])  # (B, D)
     grids = grids.to(gen.device)  # (B, R, R, R)
     cond = param.conditions(start)  # (B, *condition_shape)
-    x = start.clone().requires_grad_(True)
-    losses: list[list[float]] = [[] for _ in range(B)]
-    if steps > 0:
-        opt = torch.optim.Adam([x], lr=lr)
-        for step in range(steps):
-            opt.zero_grad(set_to_none=True)
-            step_draws = [draw_seeds(derive_seed(s, "step", step), draws) for s in seeds]
-            loss = batched.training_loss_batched(grids, cond, step_draws, param.params_batch(x))  # (B,)
-            loss.sum().backward()
-            opt.step()
-            for b, value in enumerate(loss.detach().tolist()):
-                losses[b].append(value)
+
+    def objective(x: torch.Tensor, step: int) -> torch.Tensor:
+        step_draws = [draw_seeds(derive_seed(s, "step", step), draws) for s in seeds]
+        return batched.training_loss_batched(grids, cond, step_draws, param.params_batch(x))  # (B,)
+
+    x, step_losses = minimise_point(start, objective, steps=steps, lr=lr)  # x (B, D)
+    losses = [[float(v[b]) for v in step_losses] for b in range(B)]
     with torch.no_grad():
         eval_draws = [[derive_seed(s, "eval")] for s in seeds]
         loss_start = batched.training_loss_batched(grids, cond, eval_draws, param.params_batch(start)).tolist()
         loss_fit = batched.training_loss_batched(grids, cond, eval_draws, param.params_batch(x)).tolist()
     seconds, cpu = (time.perf_counter() - t0) / B, (time.process_time() - c0) / B
-    moved = (x.detach() - start).norm(dim=1).tolist()
-    return [{"point": x[b].detach().cpu(), "losses": losses[b], "seconds": seconds,
+    moved = (x - start).norm(dim=1).tolist()
+    return [{"point": x[b].cpu(), "losses": losses[b], "seconds": seconds,
              "metrics": {"loss_start": loss_start[b], "loss_fit": loss_fit[b], "moved": moved[b], "mode": "optimise",
                          "cpu_seconds": cpu, "batch_members": B}}
             for b in range(B)]
@@ -475,4 +486,4 @@ def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> d
 
 
 __all__ = ["PopulationConfig", "build_population", "fidelity_summary", "fit_member", "fit_members", "member_fidelity",
-           "read_shapes"]
+           "minimise_point", "read_shapes"]

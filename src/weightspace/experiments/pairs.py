@@ -1,0 +1,108 @@
+"""The interpolation study's pairs mode: many paths within and across families, and how often and how sharply they change topology."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from weightspace.analysis.measure import chamfer, finite_mean
+from weightspace.experiments.common import mismatches, refuse
+from weightspace.experiments.endpoints import Endpoints_
+from weightspace.experiments.path_study import PathStudy, transition_rows
+from weightspace.experiments.plots import plot_pairs
+from weightspace.generators.protocol import Generator
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.results import write_csv, write_results
+from weightspace.runtime.seeding import item_rng
+
+if TYPE_CHECKING:
+    from weightspace.experiments.interpolate import InterpolateConfig
+
+
+def make_pairs(ends: Endpoints_, n: int, seed: int) -> list[tuple[str, str, bool]]:
+    """n pairs (a, b, within_family), alternating within and across families where both exist."""
+    rng = item_rng(seed, "pairs")
+    by_fam: dict[str, list[str]] = {}
+    for i, f in ends.families.items():
+        by_fam.setdefault(f, []).append(i)
+    within_fams = [f for f, ids in by_fam.items() if len(ids) >= 2]
+    ids = list(ends.points)
+    if len(ids) < 2:
+        raise InputError("pairs needs at least two shapes or members")
+    pairs: list[tuple[str, str, bool]] = []
+    seen: set[frozenset[str]] = set()
+    for k in range(n):
+        for _ in range(100):  # redraw a pair already used (in either direction) while others remain
+            if k % 2 == 0 and within_fams:
+                f = within_fams[rng.integers(len(within_fams))]
+                a, b = rng.choice(by_fam[f], size=2, replace=False)
+            else:
+                a, b = rng.choice(ids, size=2, replace=False)
+            if frozenset((str(a), str(b))) not in seen:
+                break
+        seen.add(frozenset((str(a), str(b))))
+        pairs.append((str(a), str(b), ends.families[str(a)] == ends.families[str(b)]))
+    return pairs
+
+
+def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Callable[[], float], ends: Endpoints_,
+              check: list[dict[str, Any]], end_grids: dict[str, np.ndarray]) -> Path:
+    """`config.pairs` paths between the endpoints that passed their check (`check`, with their decoded
+    grids `end_grids` as each path's t = 0 and t = 1), into `folder`: pairs.csv, transitions.csv, pairs.png
+    and results.json with the transition rate and sharpness within and across families."""
+    keep = [c["id"] for c in check if c["ok"]]
+    if len(keep) < 2:
+        refuse(folder, config.checkpoint, (
+            f"only {len(keep)} of {len(check)} endpoints decode to the topology they stand for ({mismatches(check)}); pairs "
+            f"need two. Use --endpoints data with shapes this generator reproduces, or a population whose members "
+            f"passed their fidelity check"), endpoint_check=check)
+    ends = Endpoints_(ends.param, {i: ends.points[i] for i in keep}, {i: ends.families[i] for i in keep},
+                      {i: ends.intended.get(i) for i in keep})
+    pairs = make_pairs(ends, config.pairs, config.seed)
+    pair_rows, all_transitions, decodes = [], [], len(check)
+    for k, (ia, ib, within) in enumerate(pairs):
+        study = PathStudy(gen, ends.param, ends.points[ia], ends.points[ib], kind=config.path,
+                          seed=config.seed, volume_threshold=config.volume_threshold)
+        study.known = {0.0: end_grids[ia], 1.0: end_grids[ib]}  # decoded (and counted) by the endpoint check
+        run = study.search(config.steps, config.tolerance)
+        decodes += study.decodes
+        trs = transition_rows(run)
+        span = chamfer(run.shapes[0.0].points, run.shapes[1.0].points)
+        for tr in trs:
+            # sharpness: Chamfer change per unit t across the transition over the path's average change per unit t
+            tr["sharpness"] = tr["chamfer_jump"] / tr["width"] / span if span and np.isfinite(span) and span > 0 else float("nan")
+            all_transitions.append({"pair": k, "a": ia, "b": ib, "within_family": within, **tr})
+        pair_rows.append({"pair": k, "a": ia, "b": ib, "family_a": ends.families[ia], "family_b": ends.families[ib],
+                          "within_family": within, "start": list(run.shapes[0.0].robust), "end": list(run.shapes[1.0].robust),
+                          "transitions": len(trs), "decodes": study.decodes, "seconds": run.seconds,
+                          "min_width": min((t["width"] for t in trs), default=float("nan")),
+                          "max_chamfer_jump": max((t["chamfer_jump"] for t in trs), default=float("nan")),
+                          "chamfer_start_end": span})
+    write_csv(folder / "pairs.csv", pair_rows)
+    write_csv(folder / "transitions.csv", all_transitions)
+    summary = {name: _pair_summary([r for r in pair_rows if sel(r)], [t for t in all_transitions if sel(t)])
+               for name, sel in (("all", lambda r: True), ("within", lambda r: r["within_family"]),
+                                 ("across", lambda r: not r["within_family"]))}
+    plot_pairs(folder / "pairs.png", pair_rows, all_transitions)
+    write_results(folder, {"checkpoint": config.checkpoint, "generator": gen.kind, "pairs": len(pairs), "decodes": decodes,
+                           "pair_endpoints": "family conditions" if all("#" in i for i in ends.points) else "encoded shapes",
+                           "transitions": all_transitions, "summary": summary, "wall_seconds": clock(),
+                           "endpoint_check": check, "endpoints_dropped": [c["id"] for c in check if not c["ok"]],
+                           "uniform_sweep_decodes_per_path": math.ceil(1 / config.tolerance) + 1})
+    return folder
+
+
+def _pair_summary(pairs: list[dict[str, Any]], transitions: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(pairs)
+    return {"paths": n, "paths_with_transition": sum(r["transitions"] > 0 for r in pairs),
+            "rate": float(np.mean([r["transitions"] > 0 for r in pairs])) if n else float("nan"),
+            "transitions_per_path": float(np.mean([r["transitions"] for r in pairs])) if n else float("nan"),
+            "mean_decodes_per_path": float(np.mean([r["decodes"] for r in pairs])) if n else float("nan"),
+            "median_width": float(np.median([t["width"] for t in transitions])) if transitions else float("nan"),
+            "mean_chamfer_jump": finite_mean([t["chamfer_jump"] for t in transitions]),
+            "median_sharpness": float(np.nanmedian([t["sharpness"] for t in transitions])) if transitions else float("nan")}
+
+

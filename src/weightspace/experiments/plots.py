@@ -1,0 +1,79 @@
+"""Drawings of the studies' results (PNG through runtime.results; experiments come before report/ in the stage order)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightspace.runtime.results import pyplot, save_figure
+
+
+def plot_path(path: Path, steps: list[dict[str, Any]], transitions: list[dict[str, Any]], *, title: str) -> None:
+    """One path: robust Betti numbers and Chamfer to either end against t, transitions shaded."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    t = [r["t"] for r in steps]
+    for key, lab in (("rb0", "b0"), ("rb1", "b1"), ("rb2", "b2")):
+        ax1.step(t, [r[key] for r in steps], where="post", label=f"robust {lab}")
+    ax1.plot(t, [r["components_above"] for r in steps], "k.", ms=3, label="components > threshold")
+    for tr in transitions:
+        ax1.axvspan(tr["t_lo"], tr["t_hi"], color="red", alpha=0.4)
+        ax1.axvline(0.5 * (tr["t_lo"] + tr["t_hi"]), color="red", lw=0.6)
+    ax1.set_ylabel("Betti number")
+    ax1.legend(fontsize=7)
+    ax1.set_title(title, fontsize=9)
+    ax2.plot(t, [r["chamfer_start"] for r in steps], ".-", label="Chamfer to start")
+    ax2.plot(t, [r["chamfer_end"] for r in steps], ".-", label="Chamfer to end")
+    ax2.set_xlabel("t")
+    ax2.set_ylabel("Chamfer-L1")
+    ax2.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_pairs(path: Path, pairs: list[dict[str, Any]], transitions: list[dict[str, Any]]) -> None:
+    """Pairs: histograms of transitions per path and of transition widths, within and across families."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for within, lab in ((True, "within family"), (False, "across families")):
+        ax1.hist([r["transitions"] for r in pairs if r["within_family"] == within], bins=range(0, 8), alpha=0.6, label=lab)
+        ax2.hist([t["width"] for t in transitions if t["within_family"] == within] or [0], bins=10, alpha=0.6, label=lab)
+    ax1.set_xlabel("transitions per path")
+    ax2.set_xlabel("transition width in t")
+    ax1.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_subspace(path: Path, summary: dict[str, dict[str, Any]], *, title: str) -> None:
+    """The subspace study: topology kept (exact, robust) and validity per kind of point."""
+    plt = pyplot()
+    names = list(summary)
+    keys = ("topology_kept_exact", "topology_kept_robust", "validity")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    w = 0.8 / len(keys)
+    for j, key in enumerate(keys):
+        ax.bar(np.arange(len(names)) + j * w, [summary[n][key] for n in names], width=w, label=key)
+    ax.set_xticks(np.arange(len(names)) + w, names)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def plot_fit(path: Path, table: list[dict[str, Any]], *, views: list[int], sigmas: list[float], methods: list[str]) -> None:
+    """The fit study: Chamfer to the clean shape and forgetting, per views x sigma and method."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    labels = [f"V{v} s{s:g}" for v in views for s in sigmas]
+    w = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        rows = [next(r for r in table if r["views"] == v and r["sigma"] == s and r["method"] == m) for v in views for s in sigmas]
+        x = np.arange(len(labels)) + j * w
+        ax1.bar(x, [r["chamfer_l1"] if np.isfinite(r["chamfer_l1"]) else 0 for r in rows], width=w, label=m)
+        ax2.bar(x, [r["forgetting"] if np.isfinite(r["forgetting"]) else 0 for r in rows], width=w, label=m)
+    for ax, name in ((ax1, "Chamfer-L1 to the clean shape"), (ax2, "forgetting (Chamfer after - before)")):
+        ax.set_xticks(np.arange(len(labels)) + 0.4 - w / 2, labels, fontsize=7)
+        ax.set_title(name, fontsize=9)
+    ax1.legend(fontsize=7)
+    save_figure(fig, path)
