@@ -75,14 +75,28 @@ def generator_pose(gen: Generator) -> str:
     return pose if pose in ("random", "aligned") else "random"
 
 
+def usable(row: dict[str, Any]) -> bool:
+    """A manifest row with a shape: not a file whose import failed or was skipped (not solid)."""
+    return row.get("status", "ok") == "ok"
+
+
+def left_out_reason(data: str | Path, shape_id: str) -> str | None:
+    """Why `study_data` leaves the row `shape_id` of the folder `data` out, or None when it does not."""
+    for r in read_manifest(Path(data)):
+        if str(r.get("id")) == str(shape_id) and not usable(r):
+            return f"{r.get('status')} at import: {r.get('reason') or r.get('error')}"
+    return None
+
+
 def study_data(folder: Path, *, data: str | None, families: Sequence[str], count: int, seed: int,
                resolution: int, pose: str = "random") -> tuple[Path, list[dict[str, Any]]]:
-    """Shapes for a study: rows of `data` (when given) of the named families (all when empty), else a
+    """Shapes for a study: usable rows of `data` (when given; rows whose import failed or was skipped are
+    left out, see `left_out_reason`) of the named families (all when empty), else a
     procedural set made into `folder` (`count` shapes per family, `seed` unseen by training when it
     differs from the training data's seed, in the generator's training `pose`)."""
     if data is not None:
         root = Path(data)
-        rows = read_manifest(root)
+        rows = [r for r in read_manifest(root) if usable(r)]
         if families:
             rows = [r for r in rows if r.get("family") in set(families)]
         if not rows:

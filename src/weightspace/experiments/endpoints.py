@@ -18,6 +18,7 @@ from weightspace.experiments.common import (
     encode_points,
     generator_families,
     generator_pose,
+    left_out_reason,
     native_resolution,
     row_root,
     study_data,
@@ -126,6 +127,9 @@ def _data_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[s
     want = ids if ids is not None else (list(by_id) if cfg.pairs else [cfg.a, cfg.b])
     missing = [i for i in want if i not in by_id]
     if missing:
+        why = left_out_reason(root, missing[0])
+        if why:
+            raise InputError(f"a/b: shape {missing[0]!r} of {root} is not usable: it was {why}")
         raise InputError(f"a/b: no shape with id {missing[0]!r} in the data; ids: {', '.join(list(by_id)[:20])}")
     clouds = []
     for i in want:
