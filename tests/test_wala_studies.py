@@ -75,24 +75,30 @@ def test_subspace_refuses_examples_the_random_fixture_does_not_reproduce(tmp_pat
     assert all((c["decoded"] == c["intended"]) == c["ok"] for c in check) and sum(c["ok"] for c in check) < cfg.k + 1
 
 
-def test_lora_subspace_on_wala_runs_through(tmp_path, converted, wala_data, accepted_examples):
-    """K = 3 rank-1 LoRA fits (one step of WaLa's training loss each) under the examples' mean encoded
-    condition, a k = 1 subspace of their Delta W, and one sample per kind decoded by WaLa's sampler."""
+@pytest.mark.parametrize("parameterisation", ["condition", "lora"])
+def test_subspace_on_wala_runs_through(tmp_path, converted, wala_data, accepted_examples, parameterisation):
+    """K = 3 encoded conditions, or K = 3 rank-1 LoRA fits (one step of WaLa's training loss each) under
+    their mean; a k = 1 subspace (of Delta W for LoRA) and one sample per kind decoded by WaLa's sampler."""
     cfg = SubspaceConfig(checkpoint=converted, out=str(tmp_path / "s"), family="torus", examples=3, k=1, samples=1,
-                         parameterisation="lora", lora_rank=1, fit_steps=1, fit_draws=1, data=wala_data,
+                         parameterisation=parameterisation, lora_rank=1, fit_steps=1, fit_draws=1, data=wala_data,
                          observations=256, meshes=False)
     folder = run_subspace(cfg, generator=load_generator(converted))
     res = _results(folder)
-    assert res["generator"] == "wala" and res["parameterisation"] == "lora" and res["K_used"] == 3
+    assert res["generator"] == "wala" and res["parameterisation"] == parameterisation and res["K_used"] == 3
     assert res["decodes"] == 3 + 3 * 1 and len(res["explained_variance_ratio"]) == 1
     assert set(res["topology_kept"]) == {"examples", "subspace", "random", "condition_noise"}
     assert all(len(b) == 3 for b in res["examples_topology"]["per_example_robust"])
     assert len((folder / "samples.csv").read_text().splitlines()) == 1 + 3 + 3
-    summary = json.loads((folder / "subspace" / "summary.json").read_text())
-    assert summary["parameterisation"]["form"] == "delta" and res["dimension"] > 0
+    if parameterisation == "condition":
+        assert res["dimension"] == 16 * 32  # the pc model's condition (16, 32)
+    else:  # learned on Delta W = B A of every targeted layer
+        assert res["dimension"] > 16 * 32
+        assert json.loads((folder / "subspace" / "summary.json").read_text())["parameterisation"]["form"] == "delta"
 
 
 def test_fit_on_wala_runs_every_method_and_measures_forgetting(tmp_path, converted, wala_data, accepted_examples):
+    """One partial view of a torus fitted by every method (one step each; the subspace spans two other
+    encoded tori), each decoded, and a held-out dumbbell decoded again under each method's weights."""
     cfg = FitConfig(checkpoint=converted, out=str(tmp_path / "f"), family="torus", views=[1], sigmas=[0.0], steps=1,
                     points_per_view=128, lr_full=1e-2, lr_lora=1e-1, subspace_examples=2, subspace_k=1, forget_shapes=1,
                     lora_rank=1, data=wala_data, meshes=False)
