@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from weightspace.data.families import FAMILY_NAMES
 from weightspace.data.make import make_dataset
 from weightspace.experiments import fit as fit_study
 from weightspace.experiments import subspace as subspace_study
 from weightspace.experiments.fit import METHODS, FitConfig, run_fit
+from weightspace.experiments.forgetting import forget_shapes
 from weightspace.experiments.subspace import SubspaceConfig, run_subspace
 from weightspace.generators import load_generator
 from weightspace.generators.wala.convert import convert_wala
@@ -116,3 +118,11 @@ def test_fit_on_wala_runs_every_method_and_measures_forgetting(tmp_path, convert
         else:
             assert row["forget_max_grid_change"] > 0.0
     assert (folder / "table.csv").is_file() and (folder / "fit.png").is_file()
+
+
+def test_a_generator_without_families_gets_procedural_forgetting_shapes(tmp_path):
+    """WaLa knows no family names; without --data its held-out set is made of the first other procedural
+    families (it was empty before, and the fit study measured no forgetting without saying so)."""
+    rows = forget_shapes(tmp_path, data=None, family="torus", known=[], count=2, seed=1, resolution=16, pose="random")
+    assert [r["family"] for r in rows] == [f for f in FAMILY_NAMES if f != "torus"][:2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(r["family"] for r in rows)  # no other family made

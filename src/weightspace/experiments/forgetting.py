@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from weightspace.analysis.measure import finite_mean, geometry, measure
+from weightspace.data.families import FAMILY_NAMES
 from weightspace.decode.points import decode_conditions
 from weightspace.experiments.common import clean_surface, encode_points, study_data
 from weightspace.generators.protocol import Generator
@@ -18,12 +19,13 @@ from weightspace.runtime.seeding import item_rng
 def forget_shapes(folder: Path, *, data: str | None, family: str, known: list[str], count: int, seed: int, resolution: int,
                   pose: str) -> list[dict[str, Any]]:
     """Up to `count` held-out shapes, one per family other than `family`: from `data` when given (any
-    shape of it), else procedural shapes of the generator's `known` families made in `folder`."""
+    shape of it), else procedural shapes made in `folder` of the generator's `known` families, or of
+    every procedural family when it knows none (its held-out conditions are encoded from points)."""
     if data is not None:
         rows = study_data(folder, data=data, families=[], count=1, seed=0, resolution=resolution, pose=pose)[1]
         others = [r for r in rows if r.get("family") != family]
     else:
-        others_f = [f for f in known if f != family]
+        others_f = [f for f in (known or FAMILY_NAMES) if f != family][:count]
         others = study_data(folder, data=None, families=others_f, count=1, seed=seed, resolution=resolution,
                             pose=pose)[1] if others_f else []
     by_fam: dict[str, dict[str, Any]] = {}
