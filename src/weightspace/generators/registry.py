@@ -140,13 +140,16 @@ class _Given:
     """A zero-argument loader returning a generator built in code (picklable for process workers)."""
 
     def __init__(self, gen: Any) -> None:
+        import uuid
+
         self.gen = gen
+        self.token = uuid.uuid4().hex  # survives pickling, unlike id(gen): one worker-cache entry per generator
 
     def __call__(self) -> Any:
         return self.gen
 
-    def __repr__(self) -> str:  # worker caches key on the loader's repr: one entry per generator object
-        return f"_Given({id(self.gen)})"
+    def __repr__(self) -> str:  # worker caches key on the loader's repr
+        return f"_Given({self.token})"
 
 
 def generator_loader(generator: Any, default: str | Path | None = None) -> Callable[[], Any]:
