@@ -62,7 +62,7 @@ def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: i
     from weightspace.runtime.device import pick_device
 
     gen = load_generator(checkpoint, pick_device(device))
-    kind = gen.config.get("kind")
+    kind = gen.kind
     if kind not in EVALUATORS:
         raise InputError(f"no evaluator for generator kind {kind!r}; known kinds: {sorted(EVALUATORS)}")
     training_hash = training_data_hash(resolve_checkpoint(checkpoint), gen.config)
@@ -129,8 +129,8 @@ def register(app: typer.Typer) -> None:
         if threads:
             torch.set_num_threads(threads)
         gen = load_generator(checkpoint, pick_device(device))
-        if gen.config.get("kind") != "latent-diffusion":
-            raise InputError(f"{checkpoint}: family samples are measured for latent diffusion checkpoints; this is {gen.config.get('kind')!r}")
+        if gen.kind != "latent-diffusion":
+            raise InputError(f"{checkpoint}: family samples are measured for latent diffusion checkpoints; this is {gen.kind!r}")
         res = family_samples(gen, per_family=per_family, seed=seed)
         figures = {"checkpoint": checkpoint, "rate": res["rate"], "per_family": res["per_family"],
                    "seconds_per_shape": res["seconds_per_shape"], "per_family_samples": per_family, "seed": seed}

@@ -66,6 +66,6 @@ def generate_shapes(
         rows.append(dict(name=name, seed=s, grid=f"grids/{name}.npy", mesh=f"meshes/{name}.{fmt}",
                          betti=list(t.betti), vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces))))
     condition = {"family": family} if family else {"points": str(points)} if points else {"voxels": str(voxels)}
-    atomic_write_json(out / "generate.json", {"checkpoint": str(checkpoint), "kind": gen.config.get("kind"),
+    atomic_write_json(out / "generate.json", {"checkpoint": str(checkpoint), "kind": gen.kind,
                                               "condition": condition, "shapes": rows})
     return rows

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -55,9 +56,10 @@ class Generator(abc.ABC):
 
     kind: ClassVar[str] = "custom"
     net: nn.Module
-    # The checkpoint's config.json as loaded (kind, architecture, data provenance); {} for a generator
-    # built in code. Studies read only `config["data"]["pose"]` from it, when present.
-    config: dict[str, Any] = {}
+    # The checkpoint's config.json as loaded (kind, architecture, data provenance); empty (and read-only,
+    # so no two generators share a dict by accident) for a generator that sets none. Studies read only
+    # `config["data"]["pose"]` from it, when present.
+    config: Mapping[str, Any] = MappingProxyType({})
     # The condition weight-space members are fitted under when a population asks for `auto`:
     # zeros (the prior mean of a code) or mean (of the population's encoded shapes).
     fit_anchor: ClassVar[str] = "zeros"
