@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import read_npy, read_npz
 
 
 def read_points_file(path: Path) -> np.ndarray:
@@ -19,13 +20,10 @@ def read_points_file(path: Path) -> np.ndarray:
         raise InputError(f"{path}: points file not found")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".npy":
-            pts = np.load(path, allow_pickle=False)
+        if suffix == ".npy":  # the safe readers: no pickles, and headers checked against the file's size
+            pts = read_npy(path, what="point cloud")
         elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                if "points" not in z:
-                    raise InputError(f"{path}: .npz has no array named 'points' (found {sorted(z.files)})")
-                pts = z["points"]
+            pts = read_npz(path, ("points",), what="point cloud")["points"]
         else:
             import trimesh
 
@@ -47,13 +45,7 @@ def read_voxels_file(path: Path) -> np.ndarray:
 
     Returns voxels : (V, V, V) float32 of 0 and 1. A missing or bad file is an InputError naming it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: voxels file not found")
-    try:
-        vox = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read a .npy occupancy grid ({e})") from None
+    vox = read_npy(path, what="voxels")
     if vox.ndim != 3 or len(set(vox.shape)) != 1:
         raise InputError(f"{path}: expected a cubic occupancy grid (V, V, V), got shape {vox.shape}")
     return (np.asarray(vox) != 0).astype(np.float32)  # (V, V, V)
