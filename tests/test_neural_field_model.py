@@ -18,13 +18,7 @@ from weightspace.runtime.errors import InputError
 FAMS = ["torus", "mug", "shell"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids thread hand-off costs on a busy shared CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_generator(seed: int = 0, **kw) -> NeuralFieldGenerator:

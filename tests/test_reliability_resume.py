@@ -24,14 +24,7 @@ from weightspace.runtime.io import is_temp_file
 from weightspace.space.population import PopulationConfig, build_population
 from weightspace.space.store import Population
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The in-process reference runs use one thread, as the CLI subprocesses do (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 MEMBERS = 6

@@ -20,12 +20,7 @@ LOADER = functools.partial(make_toy, seed=0)
 RTOL = 1e-4  # float rounding of batched matmuls, carried through a few Adam steps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
