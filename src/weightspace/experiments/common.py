@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from weightspace.data.dataset import load_points, read_manifest
-from weightspace.generators.protocol import Generator, families_of
+from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json, safe_child
 from weightspace.runtime.results import write_results
@@ -55,16 +55,6 @@ def load_study_generator(checkpoint: str, generator: Generator | None = None) ->
 
     torch.manual_seed(0)
     return load_generator(checkpoint)
-
-
-def native_resolution(gen: Generator) -> int:
-    """The grid resolution a generator decodes (and trains) at."""
-    return int(gen.resolution)
-
-
-def generator_families(gen: Generator) -> list[str]:
-    """Family names the generator was trained with (empty when it takes no family condition)."""
-    return families_of(gen)
 
 
 def generator_pose(gen: Generator) -> str:

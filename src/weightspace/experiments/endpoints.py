@@ -16,15 +16,13 @@ from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
     clean_surface,
     encode_points,
-    generator_families,
     generator_pose,
     left_out_reason,
-    native_resolution,
     row_root,
     study_data,
     topology_check,
 )
-from weightspace.generators.protocol import Generator, HasFamilies, require
+from weightspace.generators.protocol import Generator, HasFamilies, families_of, require
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_rng
 from weightspace.space.parameterisation import Parameterisation
@@ -96,7 +94,7 @@ def _family_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list
     """Seeded family conditions: `cfg.a` and `cfg.b`, or for pairs `shapes_per_family` draws per family,
     each standing for its family's declared topology."""
     require(gen, HasFamilies, "endpoints=family (use --endpoints data with --data otherwise)")
-    known = generator_families(gen)
+    known = families_of(gen)
     if cfg.pairs:
         if not known:
             raise InputError("endpoints=family: this generator knows no family names; use --endpoints data with --data")
@@ -120,9 +118,9 @@ def _family_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list
 def _data_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None) -> Endpoints_:
     """Encoded clean surface samples of shapes in `cfg.data` (without it, procedural shapes of the
     generator's families), each standing for its own grid's robust topology."""
-    families = generator_families(gen) if cfg.pairs or cfg.data is None else []
+    families = families_of(gen) if cfg.pairs or cfg.data is None else []
     root, rows = study_data(folder / "data", data=cfg.data, families=families, count=cfg.shapes_per_family,
-                            seed=cfg.data_seed, resolution=native_resolution(gen), pose=generator_pose(gen))
+                            seed=cfg.data_seed, resolution=gen.resolution, pose=generator_pose(gen))
     by_id = {str(r["id"]): r for r in rows}
     want = ids if ids is not None else (list(by_id) if cfg.pairs else [cfg.a, cfg.b])
     missing = [i for i in want if i not in by_id]

@@ -28,11 +28,9 @@ from weightspace.experiments.common import (
     check_choice,
     clean_surface,
     encode_points,
-    generator_families,
     generator_pose,
     load_study_generator,
     mismatches,
-    native_resolution,
     refuse,
     row_root,
     start_results,
@@ -41,7 +39,7 @@ from weightspace.experiments.common import (
 )
 from weightspace.experiments.forgetting import forget_figures, forget_set, forget_shapes, forgetting
 from weightspace.experiments.plots import plot_fit
-from weightspace.generators.protocol import Generator
+from weightspace.generators.protocol import Generator, families_of
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
@@ -169,7 +167,7 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     clock = Clock()
     folder = start_results(config.out, config)
     gen = load_study_generator(config.checkpoint, generator)
-    R = native_resolution(gen)
+    R = gen.resolution
     seed = config.seed
     dseed = derive_seed(seed, "decode") % 2**31
 
@@ -177,7 +175,7 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     pose = generator_pose(gen)
     root, fam_rows = study_data(folder / "data", data=config.data, families=[config.family],
                                 count=1 + config.subspace_examples, seed=config.data_seed, resolution=R, pose=pose)
-    forget_rows = forget_shapes(folder / "data", data=config.data, family=config.family, known=generator_families(gen),
+    forget_rows = forget_shapes(folder / "data", data=config.data, family=config.family, known=families_of(gen),
                                 count=config.forget_shapes, seed=config.data_seed, resolution=R, pose=pose)
     target, examples = fam_rows[0], fam_rows[1 : 1 + config.subspace_examples]
     if "subspace" in config.methods and len(examples) < config.subspace_examples:

@@ -30,7 +30,6 @@ from weightspace.experiments.common import (
     generator_pose,
     load_study_generator,
     mismatches,
-    native_resolution,
     refuse,
     row_root,
     start_results,
@@ -117,7 +116,7 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     clock = Clock()
     folder = start_results(config.out, config)
     gen = load_study_generator(config.checkpoint, generator)
-    R = native_resolution(gen)
+    R = gen.resolution
     root, rows = study_data(folder / "data", data=config.data, families=[config.family], count=config.examples,
                             seed=config.data_seed, resolution=R, pose=generator_pose(gen))
     if len(rows) < config.examples:
