@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import dataclasses
+import html
 import io
 import time
 from dataclasses import dataclass
@@ -19,9 +21,13 @@ from weightspace.data.families import FAMILY_NAMES
 from weightspace.data.grid import voxel_size
 from weightspace.data.make import make_dataset
 from weightspace.generators.registry import SHIPPED, SHIPPED_DIR
-from weightspace.report.html import write_report
+from weightspace.report.gallery import render_gallery
+from weightspace.report.html import discover, write_page, write_report
+from weightspace.report.verdicts import read_finding
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json, atomic_write_text
+
+SCHEMA = "weightspace-demo/1"  # results.json's format, documented in docs/results.md
 
 
 @dataclass
@@ -84,7 +90,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
-    """Run the demo into `cfg.out`; returns the summary also written to `results.json`."""
+    """Run the demo into `cfg.out`; returns the numbers also written to `results.json` (schema: docs/results.md)."""
     console = console or Console()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,34 +109,97 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     rows = shape_rows(shapes_dir)
     write_csv(out / "shapes.csv", [{**r, "declared": r["declared"], "exact": r["exact"]} for r in rows])
     console.print(shapes_table(rows))
-    summary: dict = dict(
-        shapes=dict(
-            count=len(rows),
-            resolution=cfg.resolution,
-            matched=sum(r["match"] for r in rows),
-            redraws=made["redraws"],
-            robust_equals_exact=sum(r["robust"] == r["exact"] for r in rows),
-        )
+    shapes = dict(
+        count=len(rows),
+        resolution=cfg.resolution,
+        matched=sum(r["match"] for r in rows),
+        redraws=made["redraws"],
+        robust_equals_exact=sum(r["robust"] == r["exact"] for r in rows),
     )
-    links = {}
+    skipped, notes = {}, {}
     for name in SHIPPED if cfg.studies else ():
         console.rule(f"2. studies on the shipped generator {name!r}")
         if not (SHIPPED_DIR / SHIPPED[name]).is_dir():
             console.print(f"[yellow]shipped checkpoint {name!r} is not in this installation; its studies are skipped[/]")
-            summary[name] = None
+            skipped[name] = "shipped checkpoint not in this installation"
             continue
-        summary[name] = run_studies(name, out / name, console)
-        links.update({f"{name}: {study}": f"{name}/{study}/report.html" for study in summary[name]})
+        notes.update(run_studies(name, out / name, console))
 
-    summary["seconds"] = round(time.perf_counter() - t0, 1)
-    atomic_write_json(out / "results.json", summary)
-    report = write_report(out, title="weightspace demo", links=links)
-    console.print(f"wrote {out / 'results.json'} and {report} in {summary['seconds']} s")
+    summary = finish_demo(out, shapes=shapes, seconds=round(time.perf_counter() - t0, 1), notes=notes, skipped=skipped)
+    console.print(f"wrote {out / 'results.json'} and {out / 'report.html'} in {summary['seconds']} s")
     return summary
 
 
+def demo_numbers(out: Path, *, shapes: dict, seconds: float, notes: dict[str, str], skipped: dict[str, str]) -> dict:
+    """The demo's results.json: numbers, one object per generator and study (schema: docs/results.md)."""
+    generators: dict[str, dict] = {name: {"kind": None, "skipped": why} for name, why in skipped.items()}
+    for folder in discover([out]):
+        f = read_finding(folder)
+        rel = folder.relative_to(out).as_posix()
+        gen = generators.setdefault(f.checkpoint, {"kind": f.generator})
+        gen["kind"] = f.generator
+        gen[f.study] = {**f.headline, "folder": rel, "endpoints_refused": notes.get(str(folder))}
+    return {"schema": SCHEMA, "seconds": seconds, "shapes": shapes, "generators": generators}
+
+
+def finish_demo(out: Path, *, shapes: dict, seconds: float, notes: dict[str, str] | None = None,
+                skipped: dict[str, str] | None = None) -> dict:
+    """Write the demo's results.json (numbers) and its page (report.html) from what is in `out`; returns the numbers.
+
+    notes : study folder -> why its family endpoints were refused (the study ran between encoded shapes instead).
+    """
+    notes, skipped = notes or {}, skipped or {}
+    summary = demo_numbers(out, shapes=shapes, seconds=seconds, notes=notes, skipped=skipped)
+    atomic_write_json(out / "results.json", summary)
+    write_demo_page(out, notes={k: f"family endpoints refused ({v}); this path runs between encoded shapes instead"
+                                for k, v in notes.items()})
+    return summary
+
+
+def write_demo_page(out: Path, notes: dict[str, str] | None = None) -> Path:
+    """The demo's page: the studies' findings, the procedural shapes, generators side by side."""
+    extra = [shapes_section(out)] if (out / "shapes.csv").is_file() else []
+    return write_page([out], out / "report.html", title="weightspace demo", extra=extra, notes=notes)[0]
+
+
+def shapes_section(out: Path) -> str:
+    """The demo's shapes with known topology: one render per family and the declared-vs-measured table."""
+    with open(out / "shapes.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    shapes_dir = out / "shapes"
+    by_family = {r["family"]: r for r in reversed(read_manifest(shapes_dir))} if (shapes_dir / "manifest.jsonl").is_file() else {}
+    img = ""
+    if by_family:
+        fams = [f for f in FAMILY_NAMES if f in by_family]
+        png = out / "renders" / "families.png"
+        if not png.is_file() or png.stat().st_mtime < (shapes_dir / "manifest.jsonl").stat().st_mtime:
+            render_gallery([[load_grid(shapes_dir, by_family[f]) for f in fams]], png, row_labels=[""],
+                           titles=[[f"{f} {tuple(by_family[f]['betti_declared'])}" for f in fams]], ok=[[True] * len(fams)])
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        img = f'<img class=families alt="one shape per family" src="data:image/png;base64,{data}">'
+    body = ""
+    matched = 0
+    for fam in FAMILY_NAMES:
+        fr = [r for r in rows if r["family"] == fam]
+        if not fr:
+            continue
+        ok = sum(r["match"] == "True" for r in fr)
+        matched += ok
+        robust = ", ".join(sorted({r["robust"] for r in fr}))
+        body += (f"<tr><td>{html.escape(fam)}</td><td>{len(fr)}</td><td>{html.escape(fr[0]['declared'])}</td>"
+                 f"<td>{html.escape(robust)}</td><td>{ok}/{len(fr)}</td></tr>")
+    line = (f"{matched}/{len(rows)} procedural shapes measure to their declared topology (exact Betti numbers of the "
+            "voxel solid); the studies below stand on these families")
+    return ("<section id=shapes><h2>Shapes with known topology</h2>"
+            f'<p class="verdict-line" data-verdict="{"supported" if matched == len(rows) else "inconclusive"}">{html.escape(line)}</p>'
+            f"{img}<table><thead><tr><th>family</th><th>shapes</th><th>declared (b0, b1, b2)</th><th>robust, measured</th>"
+            f"<th>exact = declared</th></tr></thead><tbody>{body}</tbody></table>"
+            '<p class=files>files: <a href="shapes.csv">shapes.csv</a> · <a href="shapes/">shapes/</a></p></section>')
+
+
 def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
-    """The demo-sized interpolation and subspace studies on one generator: study -> headline."""
+    """The demo-sized interpolation and subspace studies on one generator, each with its own page; returns
+    {study folder: why its family endpoints were refused} for the studies that fell back to encoded shapes."""
     from weightspace.experiments import InterpolateConfig, SubspaceConfig, run_interpolate, run_subspace, summarize
     from weightspace.experiments.common import refusal
 
@@ -141,7 +210,7 @@ def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
             interpolate, endpoints="data", a=f"{interpolate.a}-00000", b=f"{interpolate.b}-00000")]),
         ("subspace", run_subspace, [SubspaceConfig.small(checkpoint, out=str(out / "subspace"))]),
     )
-    headlines = {}
+    notes = {}
     for study, run, configs in studies:
         t0 = time.perf_counter()
         folder, refusals = Path(configs[0].out), []
@@ -154,11 +223,12 @@ def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
                     raise
                 refusals.append(str(e))
         if len(refusals) == len(configs):
-            headlines[study] = f"[{checkpoint}] {study} refused: {refusals[-1]}"
-            console.print(headlines[study], highlight=False, markup=False)
+            console.print(f"[{checkpoint}] {study} refused: {refusals[-1]}", highlight=False, markup=False)
+            write_report(folder, title=f"{study} study on {checkpoint}")
             continue
         note = f" (family endpoints refused: {refusals[0]}; ran between encoded shapes instead)" if refusals else ""
+        if refusals:
+            notes[str(folder)] = refusals[0]
         write_report(folder, title=f"{study} study on {checkpoint}")
-        headlines[study] = summarize(folder) + note
-        console.print(f"{headlines[study]}  ({time.perf_counter() - t0:.0f} s)", highlight=False, markup=False)
-    return headlines
+        console.print(f"{summarize(folder)}{note}  ({time.perf_counter() - t0:.0f} s)", highlight=False, markup=False)
+    return notes

@@ -13,13 +13,21 @@ from weightspace.runtime.io import atomic_path
 VIEW = (25.0, -60.0)  # matplotlib 3D view (elevation, azimuth), degrees
 
 
-def _draw(ax, grid: np.ndarray, title: str, colour: str) -> None:
-    mesh = grid_to_mesh(grid)
-    if len(mesh.faces):
-        v, f = mesh.vertices, mesh.faces  # (V, 3), (F, 3)
-        # light the faces by their normal against a fixed direction, so the shape reads as 3D
-        light = np.clip(mesh.face_normals @ np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8]), 0, 1)  # (F,)
-        base = np.array({"ok": (0.35, 0.55, 0.85), "bad": (0.85, 0.4, 0.35)}.get(colour, (0.6, 0.6, 0.6)))
+COLOURS = {"ok": (0.35, 0.55, 0.85), "bad": (0.85, 0.4, 0.35), "grey": (0.6, 0.6, 0.6)}  # RGB in [0, 1]
+LIGHT = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])  # (3,) unit direction of the fixed light
+
+
+def draw_mesh(ax, vertices: np.ndarray, faces: np.ndarray, colour: str = "grey") -> None:
+    """Draw a mesh on a matplotlib 3D axis in the box [-1, 1]^3, lit by its face normals (no OpenGL).
+
+    vertices : (V, 3) float, world units; faces : (F, 3) int; colour : "ok" (blue), "bad" (red) or "grey".
+    """
+    v, f = np.asarray(vertices, dtype=np.float64), np.asarray(faces)
+    if len(f):
+        n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # (F, 3) face normals, unnormalised
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        light = np.clip(n @ LIGHT, 0, 1)  # (F,)
+        base = np.array(COLOURS.get(colour, COLOURS["grey"]))
         colours = np.clip(base[None] * (0.35 + 0.65 * light[:, None]), 0, 1)  # (F, 3)
         coll = ax.plot_trisurf(v[:, 0], v[:, 1], v[:, 2], triangles=f, linewidth=0, antialiased=False, shade=False)
         coll.set_facecolor(colours)
@@ -29,6 +37,11 @@ def _draw(ax, grid: np.ndarray, title: str, colour: str) -> None:
     ax.set_box_aspect((1, 1, 1))
     ax.view_init(*VIEW)
     ax.set_axis_off()
+
+
+def _draw(ax, grid: np.ndarray, title: str, colour: str) -> None:
+    mesh = grid_to_mesh(grid)
+    draw_mesh(ax, mesh.vertices, mesh.faces, colour)
     ax.set_title(title, fontsize=7, pad=0)
 
 

@@ -1,128 +1,271 @@
-"""One self-contained HTML page per results folder: figures, tables, plots and an interactive 3D view."""
+"""One self-contained HTML page from one or more results folders: what was found, its figures, its shapes, its tables.
+
+`write_page(folders, out)` is the one builder: `weightspace report`, `make demo` and every study call it.
+The page works offline: plotly.js is inlined once, images are data URLs, and nothing is fetched.
+"""
 
 from __future__ import annotations
 
-import base64
-import csv
 import html
-import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-import numpy as np
-import trimesh
-
+from weightspace.report import page_assets
+from weightspace.report.meshviews import (
+    MAX_FACES,
+    MAX_FACES_LARGE,
+    MeshCard,
+    camera_eye,
+    decimate,
+    ensure_render,
+    load_mesh,
+    thumbnail,
+    view_data,
+)
+from weightspace.report.sections import Section, section
+from weightspace.report.verdicts import CLAIMS, Finding, betti, read_finding, study_of
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_write_text, read_json
+from weightspace.runtime.io import atomic_write_text
 
-MAX_TABLE_ROWS = 200
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-td, th { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
-th { background: #f4f4f4; } td.k { text-align: left; font-family: monospace; }
-img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
-.meshes { display: flex; flex-wrap: wrap; gap: 8px; } .mesh { width: 340px; }
-pre { background: #f8f8f8; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
-"""
+STUDY_ORDER = ("interpolate", "subspace", "fit")
+MAX_DEPTH = 3  # how deep below a given folder study folders are looked for
 
 
-def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Scalar leaves of a JSON object as (dotted key, value); lists of scalars stay whole."""
-    if isinstance(obj, dict):
-        out: list[tuple[str, Any]] = []
-        for k, v in obj.items():
-            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
-        return [(prefix, f"[{len(obj)} items]")]
-    return [(prefix, obj)]
+@dataclass
+class Decimation:
+    """Faces of the meshes on a page: in the files, and in the page's 3D views."""
+
+    meshes: int = 0
+    faces_files: int = 0
+    faces_views: int = 0
+
+    def text(self) -> str:
+        if not self.meshes:
+            return "no meshes"
+        return (f"{self.meshes} mesh views: {self.faces_files:,} faces in the mesh files, {self.faces_views:,} in the page's 3D "
+                f"views ({self.faces_views / max(self.faces_files, 1):.0%}; vertex clustering to at most {MAX_FACES:,} faces "
+                f"per view, {MAX_FACES_LARGE:,} for the shapes either side of a transition)")
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(json.dumps(v) if isinstance(v, list) else str(v))
+@dataclass
+class Page:
+    """What a page is built from, and what building it measured."""
+
+    findings: list[Finding]
+    extra: list[str] = field(default_factory=list)  # HTML sections placed after "What was found" (the demo's shapes)
+    decimation: Decimation = field(default_factory=Decimation)
 
 
-def _figures_table(results: dict) -> str:
-    rows = "".join(f"<tr><td class=k>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in _flatten(results))
-    return f"<table><tr><th>figure</th><th>value</th></tr>{rows}</table>"
+def discover(paths: Sequence[str | Path]) -> list[Path]:
+    """Study folders (interpolate, subspace, fit) in or below `paths`, in a stable order."""
+    found: list[Path] = []
+
+    def walk(p: Path, depth: int) -> None:
+        if study_of(p) is not None:
+            found.append(p)
+            return
+        if depth < MAX_DEPTH:
+            for child in sorted(q for q in p.iterdir() if q.is_dir() and q.name not in ("meshes", "renders", "data")):
+                walk(child, depth + 1)
+
+    for path in paths:
+        p = Path(path)
+        if not p.is_dir():
+            raise InputError(f"{p}: results folder not found")
+        walk(p, 0)
+    return found
 
 
-def _csv_table(path: Path) -> str:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return "<p>(empty)</p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1 : MAX_TABLE_ROWS + 1]
-    )
-    more = f"<p>{len(rows) - 1 - MAX_TABLE_ROWS} more rows in {path.name}</p>" if len(rows) - 1 > MAX_TABLE_ROWS else ""
-    return f"<table><tr>{head}</tr>{body}</table>{more}"
+def write_page(results: Sequence[str | Path], out: str | Path, *, title: str | None = None, extra: Sequence[str] = (),
+               notes: dict[str, str] | None = None) -> tuple[Path, Decimation]:
+    """Write one page at `out` from the study folders in or below `results`; returns its path and what was decimated.
 
-
-def _png(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
-
-
-def _mesh_div(path: Path, include_js: bool) -> str:
-    """An interactive plotly view of one mesh (plotly.js inlined once per page)."""
-    import plotly.graph_objects as go
-
-    mesh = trimesh.load(path, force="mesh", process=False)
-    v = np.asarray(mesh.vertices, dtype=np.float32)  # (V, 3) world units
-    f = np.asarray(mesh.faces)  # (F, 3) int
-    fig = go.Figure(
-        go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], color="#8fb3d9", flatshading=True)
-    )
-    box = dict(range=[-1, 1], visible=False)
-    fig.update_layout(
-        title=dict(text=path.stem, font=dict(size=11)),
-        scene=dict(xaxis=box, yaxis=box, zaxis=box, aspectmode="cube"),
-        margin=dict(l=0, r=0, t=24, b=0),
-        height=320,
-    )
-    div = fig.to_html(full_html=False, include_plotlyjs="inline" if include_js else False)
-    return f'<div class="mesh">{div}</div>'
-
-
-def write_report(folder: str | Path, *, title: str | None = None, max_meshes: int = 6, links: dict[str, str] | None = None) -> Path:
-    """Write `report.html` into a results folder and return its path.
-
-    Reads what the folder has: `config.json`, `results.json`, `*.csv` tables, `*.png` plots and
-    up to `max_meshes` PLY meshes (interactive). `links` maps labels to relative paths of other
-    reports (the demo's page links its studies).
+    extra : HTML sections placed after the verdicts (the demo's shapes); notes : folder (as given) -> a note shown
+    under that study's verdict (the demo says when family endpoints were refused and encoded shapes used instead).
+    Mesh renders are written to each study's `renders/` folder (PNG files for papers) and reused while fresh.
     """
+    folders = discover(results)
+    if not folders and not extra:
+        raise InputError(f"no study results (interpolate, subspace or fit folders) in {', '.join(map(str, results))}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    findings = [read_finding(f) for f in folders]
+    findings.sort(key=lambda f: (STUDY_ORDER.index(f.study), folders.index(f.folder)))
+    notes = {str(Path(k)): v for k, v in (notes or {}).items()}
+    page = Page(findings, list(extra))
+    body = _body(page, out, title or _default_title(findings), notes)
+    atomic_write_text(out, body)
+    return out, page.decimation
+
+
+def write_report(folder: str | Path, *, title: str | None = None) -> Path:
+    """A study folder's own page: `report.html` inside it."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: results folder not found")
-    parts = [f"<h1>{html.escape(title or folder.name)}</h1>"]
-    if links:
-        items = "".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in links.items())
-        parts.append(f"<h2>Studies</h2><ul>{items}</ul>")
-    if (folder / "results.json").is_file():
-        parts.append("<h2>Figures</h2>" + _figures_table(read_json(folder / "results.json")))
-    for path in sorted(folder.glob("*.png")):
-        parts.append(f"<h2>{html.escape(path.stem)}</h2>" + _png(path))
-    for path in sorted(folder.glob("*.csv")):
-        parts.append(f"<h2>{html.escape(path.name)}</h2>" + _csv_table(path))
-    meshes = sorted(folder.rglob("*.ply"))[:max_meshes]
-    if meshes:
-        divs = [_mesh_div(p, include_js=(i == 0)) for i, p in enumerate(meshes)]
-        parts.append("<h2>Meshes</h2><div class=meshes>" + "".join(divs) + "</div>")
-    if (folder / "config.json").is_file():
-        config = json.dumps(read_json(folder / "config.json"), indent=2)
-        parts.append(f"<h2>Configuration</h2><pre>{html.escape(config)}</pre>")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title or folder.name)}</title><style>{STYLE}</style></head><body>"
-        + "\n".join(parts)
-        + "</body></html>\n"
-    )
-    out = folder / "report.html"
-    atomic_write_text(out, page)
-    return out
+    return write_page([folder], folder / "report.html", title=title)[0]
+
+
+def _default_title(findings: list[Finding]) -> str:
+    if len(findings) == 1:
+        f = findings[0]
+        return f"{f.study} study on {f.checkpoint} ({f.generator})"
+    return "weightspace: " + ", ".join(sorted({f.study for f in findings}, key=STUDY_ORDER.index)) + " on " + \
+        ", ".join(dict.fromkeys(f.checkpoint for f in findings))
+
+
+def _rel(path: Path, page: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), page.parent.resolve())).as_posix()
+
+
+def _badge(verdict: str) -> str:
+    return f'<span class="verdict v-{verdict.replace(" ", "-")}">{html.escape(verdict)}</span>'
+
+
+def _anchor(f: Finding) -> str:
+    return "s-" + "-".join("".join(c if c.isalnum() else "-" for c in x) for x in (f.study, f.checkpoint, f.folder.name))
+
+
+def _body(page: Page, out: Path, title: str, notes: dict[str, str]) -> str:
+    figs: dict[str, Any] = {}
+    meshes: dict[str, Any] = {}
+    generators = list(dict.fromkeys(f.checkpoint for f in page.findings))
+    kinds = {f.checkpoint: f.generator for f in page.findings}
+    gens = ", ".join(f"<b>{html.escape(g)}</b> ({html.escape(kinds[g])})" for g in generators)
+    parts = [f"<header><h1>{html.escape(title)}</h1>" + (f"<p class=sub>generators: {gens}</p>" if gens else "") + "</header>"]
+    parts.append(_found(page.findings, generators))
+    parts += page.extra
+    if len(generators) > 1:
+        parts.append(_side_by_side(page.findings, generators, figs))
+    for f in page.findings:
+        parts.append(_study(section(f), out, figs, meshes, page.decimation, notes.get(str(f.folder)), alone=len(page.findings) == 1))
+    parts.append(_about(page.decimation))
+    return page_assets.document(title, "\n".join(parts), figs, meshes, camera_eye())
+
+
+def _found(findings: list[Finding], generators: list[str]) -> str:
+    claims = "".join(f"<li><b>Claim {n}</b> ({html.escape(study)}): {html.escape(text)}</li>"
+                     for study, (n, text) in CLAIMS.items() if any(f.study == study for f in findings))
+    lines = "".join(
+        f'<p class="verdict-line" data-verdict="{html.escape(f.verdict)}">{_badge(f.verdict)} '
+        f'<a href="#{_anchor(f)}"><b>Claim {f.claim[0]} · {html.escape(f.study)} · {html.escape(f.checkpoint)}</b></a> '
+        f'({html.escape(f.generator)}): {html.escape(f.line)}</p>' for f in findings)
+    grid = ""
+    if len(generators) > 1:
+        studies = [s for s in STUDY_ORDER if any(f.study == s for f in findings)]
+        head = "".join(f"<th>{html.escape(g)}</th>" for g in generators)
+        rows = ""
+        for s in studies:
+            cells = ""
+            for g in generators:
+                fs = [f for f in findings if f.study == s and f.checkpoint == g]
+                cells += "<td>" + ("".join(f'<a href="#{_anchor(f)}">{_badge(f.verdict)}</a>' for f in fs) or "–") + "</td>"
+            rows += f"<tr><th>Claim {CLAIMS[s][0]} · {s}</th>{cells}</tr>"
+        grid = f"<table class=glance><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f"<section id=found><h2>What was found</h2><ul class=claims>{claims}</ul>{grid}{lines}</section>"
+
+
+def _side_by_side(findings: list[Finding], generators: list[str], figs: dict[str, Any]) -> str:
+    """The generators next to each other: the subspace kept rates and the interpolation changes, one trace each."""
+    html_parts = []
+    sub = [f for f in findings if f.study == "subspace" and f.verdict != "refused"]
+    if sub:
+        data = []
+        for f in sub:
+            r = f.headline["kept_and_valid"]
+            data.append({"type": "bar", "name": f.checkpoint, "x": [k.replace("_", " ") for k in r], "y": [v["rate"] for v in r.values()],
+                         "error_y": {"type": "data", "symmetric": False, "array": [v["high"] - v["rate"] for v in r.values()],
+                                     "arrayminus": [v["rate"] - v["low"] for v in r.values()], "thickness": 1.2, "width": 3}})
+        figs["cmp-subspace"] = {"data": data, "layout": _cmp_layout("claim 2: kept and valid by kind, per generator (95% intervals)",
+                                                                    {"title": {"text": "rate"}, "range": [0, 1.05]}, barmode="group")}
+        html_parts.append('<div class="plot" data-fig="cmp-subspace"></div>')
+    itp = [f for f in findings if f.study == "interpolate" and f.verdict != "refused" and "located" in f.headline]
+    if itp:
+        data = [{"type": "scatter", "mode": "markers", "name": f.checkpoint,
+                 "x": [0.5 * (t["t_lo"] + t["t_hi"]) for t in f.headline["located"]], "y": [f.checkpoint] * len(f.headline["located"]),
+                 "text": [f"{betti(t['before'])} → {betti(t['after'])}" for t in f.headline["located"]],
+                 "marker": {"size": 11, "symbol": "line-ns-open", "line": {"width": 3}}} for f in itp]
+        figs["cmp-interpolate"] = {"data": data, "layout": _cmp_layout(
+            "claim 1: where along t each generator's path changes topology", {"type": "category"},
+            xaxis={"title": {"text": "t"}, "range": [0, 1]}, showlegend=False, height=90 + 40 * len(itp))}
+        html_parts.append('<div class="plot" data-fig="cmp-interpolate"></div>')
+    if not html_parts:
+        return ""
+    return "<section id=side-by-side><h2>Generators side by side</h2><div class=figures>" + "".join(html_parts) + "</div></section>"
+
+
+def _cmp_layout(title: str, yaxis: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    return {"title": {"text": title, "font": {"size": 13}}, "margin": {"l": 110, "r": 15, "t": 40, "b": 45},
+            "height": kw.pop("height", 330), "yaxis": yaxis, **kw}
+
+
+def _study(s: Section, out: Path, figs: dict[str, Any], meshes: dict[str, Any], dec: Decimation, note: str | None,
+           *, alone: bool) -> str:
+    f = s.finding
+    n, claim = f.claim
+    parts = [f'<section class=study id="{_anchor(f)}"><h2>Claim {n} · {html.escape(f.study)} · {html.escape(f.checkpoint)} '
+             f'<small>({html.escape(f.generator)})</small></h2>']
+    if not alone:  # a page of one study says its claim and verdict once, under "What was found"
+        parts += [f"<p class=claim>{html.escape(claim)}</p>",
+                  f'<p class="verdict-line" data-verdict="{html.escape(f.verdict)}">{_badge(f.verdict)} {html.escape(f.line)}</p>']
+    if note:
+        parts.append(f"<p class=note>{html.escape(note)}</p>")
+    if s.figures:
+        divs = ""
+        for fig in s.figures:
+            key = f"fig{len(figs)}"
+            figs[key] = fig
+            divs += f'<div class="plot" data-fig="{key}"></div>'
+        parts.append(f"<div class=figures>{divs}</div>")
+    if s.pairs:
+        parts.append("<h3>Either side of each change</h3><div class=pairs>" + "".join(
+            f"<div class=pair><p>{html.escape(cap)}</p><div class=pair-cards>{_card(a, f.folder, meshes, dec)}"
+            f"{_card(b, f.folder, meshes, dec)}</div></div>" for cap, a, b in s.pairs) + "</div>")
+    if s.cards:
+        title = {"interpolate": "Shapes along the path", "subspace": "Samples by kind", "fit": "Fits by method"}[f.study]
+        parts.append(f"<h3>{title}</h3><div class=gallery>" + "".join(_card(c, f.folder, meshes, dec) for c in s.cards) + "</div>")
+    details = "".join(f"<h4>{html.escape(t)}</h4>{tab}" for t, tab in s.tables)
+    links = " · ".join(f'<a href="{html.escape(_rel(p, out))}">{html.escape(p.name)}</a>' for p in s.files)
+    folders = " · ".join(f'<a href="{html.escape(_rel(f.folder / d, out))}/">{d}/</a>' for d in ("meshes", "renders")
+                         if (f.folder / d).is_dir())
+    parts.append(f"<details{' open' if alone else ''}><summary>Details: tables and files</summary>{details}"
+                 f"<p class=files>files: {links}{' · ' + folders if folders else ''}</p></details></section>")
+    return "".join(parts)
+
+
+def _card(card: MeshCard, root: Path, meshes: dict[str, Any], dec: Decimation) -> str:
+    """A labelled mesh view: its static render first, its 3D view (decimated) mounted by the page's script."""
+    v, faces = load_mesh(card.path)
+    png = ensure_render(card, root, v, faces)
+    vd, fd = decimate(v, faces, MAX_FACES_LARGE if card.large else MAX_FACES)
+    key = f"m{len(meshes)}"
+    meshes[key] = view_data(vd, fd, card.colour)
+    dec.meshes += 1
+    dec.faces_files += len(faces)
+    dec.faces_views += len(fd)
+    label = f"{card.generator} · {card.study} · {card.kind} {card.index}"
+    badge = ""
+    if card.differs:
+        want = " or ".join(betti(b) for b in card.intended)
+        badge = f' <span class="badge bad" title="intended {html.escape(want)}">≠ {html.escape(want)}</span>'
+    elif card.intended and card.robust is not None:
+        badge = ' <span class="badge ok" title="as intended">as intended</span>'
+    size = f"{len(faces):,} faces in the file, {len(fd):,} in this view"
+    return (f'<figure class="mesh-view{" large" if card.large else ""}" data-mesh="{key}" title="{html.escape(card.path.name)}: {size}">'
+            f'<div class=mv-box><img class=mv-png alt="{html.escape(label)}" src="{thumbnail(png, 240 if card.large else 160)}">'
+            f'<div class=mv-3d></div></div><figcaption><span class=mv-label>{html.escape(label)}</span><br>'
+            f'<span class=betti>robust {betti(card.robust)}</span>{badge}</figcaption></figure>')
+
+
+def _about(dec: Decimation) -> str:
+    return ("<section id=about><h2>Reading this page</h2><ul>"
+            "<li>Each shape is shown first as a static render (also a PNG file in the study's <code>renders/</code> folder), "
+            "then as a 3D view you can drag to turn, once it scrolls into sight.</li>"
+            "<li>Robust (b0, b1, b2): connected components, tunnels and cavities of the decoded solid, ignoring specks below the "
+            "volume threshold. A red badge marks a shape whose topology differs from the one it is meant to have (the "
+            "examples', the target's, or either end's on a path); blue shapes have it, grey ones state none.</li>"
+            f"<li>Decimated for the page: {html.escape(dec.text())}. The full meshes are the PLY files in each "
+            "study's <code>meshes/</code> folder.</li>"
+            "<li>Intervals are Wilson 95% intervals of a rate over the stated number of samples.</li></ul></section>")

@@ -1,0 +1,188 @@
+"""What a study folder found: its claim, headline numbers (for results.json) and a one-line verdict (for the page).
+
+Verdicts are one of VERDICTS. The rules, also in docs/results.md:
+
+- claim 1 (interpolate): supported when the path has at least one located topology change (pairs: at
+  least one path of the pairs has one); inconclusive when none was found (one path cannot refute "can").
+- claim 2 (subspace): on the subspace samples' rate of keeping the examples' robust topology while valid,
+  with its Wilson 95% interval: supported when the interval's low end is >= 0.5, not supported when its
+  high end is < 0.5, inconclusive otherwise.
+- claim 3 (fit): supported when the subspace method's Chamfer-L1 is within 1.25x the best method's and it
+  forgets no more than full fine-tuning; not supported when its Chamfer-L1 is over 2x the best's;
+  inconclusive otherwise (and when the subspace method did not run).
+- any study that refused (broken endpoints or examples) is "refused", with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from weightspace.analysis.rates import rate
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import read_json
+
+VERDICTS = ("supported", "not supported", "inconclusive", "refused")
+STUDIES = {"InterpolateConfig": "interpolate", "SubspaceConfig": "subspace", "FitConfig": "fit"}
+CLAIMS = {
+    "interpolate": (1, "Interpolating in weight space can flip global topology sharply: one component becomes "
+                       "several within a small step."),
+    "subspace": (2, "A low-dimensional PCA subspace of a few examples varies the geometry locally while the global "
+                    "topology stays the same."),
+    "fit": (3, "A generator adapts to scarce, noisy data by moving in such a subspace, without full fine-tuning "
+               "and without forgetting."),
+}
+FIT_GAP_OK, FIT_GAP_BAD = 1.25, 2.0  # subspace Chamfer over the best method's: supported at or below, refuted above
+
+
+@dataclass
+class Finding:
+    """One study folder, read: which study on which generator, its verdict and its headline numbers."""
+
+    folder: Path
+    study: str  # interpolate | subspace | fit
+    checkpoint: str  # the generator's checkpoint name ("default", a folder name, ...)
+    generator: str  # its kind ("latent-diffusion", ...)
+    verdict: str  # one of VERDICTS
+    line: str  # the verdict in one line, with the numbers and intervals
+    headline: dict[str, Any] = field(default_factory=dict)  # numbers only (and ids); the demo's results.json
+    results: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def claim(self) -> tuple[int, str]:
+        return CLAIMS[self.study]
+
+
+def study_of(folder: Path) -> str | None:
+    """'interpolate', 'subspace' or 'fit' for a study's results folder, None for any other folder."""
+    path = Path(folder) / "config.json"
+    if not path.is_file() or not (Path(folder) / "results.json").is_file():
+        return None
+    return STUDIES.get(read_json(path).get("study", ""))
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts of strings (an empty list for a missing file)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def betti(b: Any) -> str:
+    """'(1, 0, 0)' for [1, 0, 0]; '?' for None."""
+    return "?" if b is None else "(" + ", ".join(str(int(x)) for x in b) + ")"
+
+
+def num(v: Any, digits: int = 3) -> str:
+    """A number for a sentence: 3 significant digits, 'n/a' for None or NaN."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+def ci(r: dict[str, Any]) -> str:
+    """'8/8 = 1.00 [0.68, 1.00]' for a rate dict of analysis.rates.rate."""
+    return f"{r['successes']}/{r['n']} = {r['rate']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
+
+
+def rate_of(value: float | None, n: int) -> dict[str, Any]:
+    """A rate dict (rate, n, successes, Wilson low/high) from a mean of n booleans."""
+    k = 0 if value is None else int(round(value * n))
+    return rate([True] * k + [False] * (n - k))
+
+
+def read_finding(folder: str | Path) -> Finding:
+    """Read a study's results folder into its Finding."""
+    folder = Path(folder)
+    study = study_of(folder)
+    if study is None:
+        raise InputError(f"{folder}: not a study's results folder (needs config.json of an interpolate, subspace or fit "
+                         "study and its results.json)")
+    cfg, res = read_json(folder / "config.json"), read_json(folder / "results.json")
+    f = Finding(folder, study, str(res.get("checkpoint", cfg.get("checkpoint", "?"))), str(res.get("generator", "?")),
+                "refused", "", results=res, config=cfg)
+    if "refused" in res:
+        f.line, f.headline = f"refused: {res['refused']}", {"verdict": "refused", "refused": res["refused"]}
+        return f
+    f.verdict, f.line, numbers = {"interpolate": _interpolate, "subspace": _subspace, "fit": _fit}[study](folder, res, cfg)
+    f.headline = {"verdict": f.verdict, **numbers}
+    return f
+
+
+def _interpolate(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
+    if "summary" in res:  # pairs: many paths
+        s = res["summary"]["all"]
+        r = rate_of(s["rate"], s["paths"])
+        numbers = {"paths": s["paths"], "paths_with_transition": rate_of(s["rate"], s["paths"]),
+                   "transitions_per_path": s["transitions_per_path"], "median_width": s["median_width"],
+                   "mean_chamfer_jump": s["mean_chamfer_jump"], "decodes": res["decodes"], "seconds": res.get("wall_seconds")}
+        verdict = "supported" if r["successes"] else "inconclusive"
+        line = (f"paths with a topology change: {ci(r)}; {num(s['transitions_per_path'])} changes per path, median width "
+                f"{num(s['median_width'])} in t; {res['decodes']} decodes")
+        return verdict, line, numbers
+    trs = res["transitions"]
+    located = [{k: t[k] for k in ("t_lo", "t_hi", "before", "after", "width", "chamfer_jump")} for t in trs]
+    numbers = {"a": res["a"], "b": res["b"], "endpoints": res["endpoints"], "path": res["path"], "start": res["start"],
+               "end": res["end"], "transitions": len(trs), "located": located, "tolerance": res["tolerance"],
+               "decodes": res["decodes"], "uniform_sweep_decodes": res["uniform_sweep_decodes"],
+               "chamfer_start_end": res["chamfer_start_end"], "seconds": res.get("wall_seconds")}
+    where = "; ".join(f"{betti(t['before'])} → {betti(t['after'])} at t ∈ [{t['t_lo']:.4f}, {t['t_hi']:.4f}]" for t in trs[:3])
+    more = f" and {len(trs) - 3} more" if len(trs) > 3 else ""
+    if not trs:
+        return "inconclusive", (f"no topology change along {res['a']} → {res['b']}: {betti(res['start'])} throughout, "
+                                f"{res['decodes']} decodes (one path cannot rule the claim out)"), numbers
+    jump = max((t["chamfer_jump"] or 0.0) for t in trs)
+    line = (f"{len(trs)} topology change(s) along {res['a']} → {res['b']}: {where}{more}, each located to Δt ≤ "
+            f"{res['tolerance']:g}; largest Chamfer-L1 jump {num(jump)} vs {num(res['chamfer_start_end'])} between the "
+            f"ends; {res['decodes']} decodes (a uniform sweep: {res['uniform_sweep_decodes']})")
+    return "supported", line, numbers
+
+
+def _subspace(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
+    s = res["summary"]
+    kept = {k: rate_of(v["topology_kept_robust"], v["n"]) for k, v in s.items()}
+    kept_valid = {k: rate_of(v.get("kept_and_valid", v["topology_kept_robust"]), v["n"]) for k, v in s.items()}
+    g = res["gate"]["gate"]
+    numbers = {"family": res["family"], "K": res["K"], "K_used": res.get("K_used", res["K"]), "k": res["k"],
+               "parameterisation": res["parameterisation"], "examples_topology": res["examples_topology"]["robust"],
+               "kept": kept, "kept_and_valid": kept_valid, "validity": {k: v["validity"] for k, v in s.items()},
+               "local_variation": {k: v["local_variation"] for k, v in s.items()},
+               "gate": {"precision": g["precision"], "recall": g["recall"]}, "decodes": res["decodes"],
+               "seconds": res.get("wall_seconds")}
+    sub = kept_valid["subspace"]
+    verdict = "supported" if sub["low"] >= 0.5 else "not supported" if sub["high"] < 0.5 else "inconclusive"
+    base = ", ".join(f"{k.replace('_', ' ')} {ci(v)}" for k, v in kept_valid.items() if k not in ("examples", "subspace"))
+    line = (f"subspace samples (K={numbers['K_used']}, k={res['k']}, {res['family']}) keep the examples' topology "
+            f"{betti(numbers['examples_topology'])} and stay valid in {ci(sub)}; at the same distance: {base}; local "
+            f"variation (Chamfer-L1 to the nearest example) {num(s['subspace']['local_variation'])}")
+    if "random" in kept_valid and kept_valid["random"]["rate"] >= sub["rate"]:
+        line += " — random directions keep it as often, so distance alone may explain it"
+    return verdict, line, numbers
+
+
+def _fit(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
+    by = res["by_method"]
+    n = {m: sum(1 for r in res["table"] if r["method"] == m) for m in by}
+    topo = {m: rate_of(by[m]["topology_correct"], n[m]) for m in by}
+    numbers = {"target": res["target"], "views": cfg.get("views"), "sigmas": cfg.get("sigmas"),
+               "by_method": {m: {**{k: v for k, v in s.items()}, "topology_correct": topo[m]} for m, s in by.items()},
+               "seconds": res.get("wall_seconds")}
+    cds = {m: s["chamfer_l1"] for m, s in by.items() if s["chamfer_l1"] is not None}
+    if "subspace" not in by or by["subspace"]["chamfer_l1"] is None or not cds:
+        return "inconclusive", "the subspace method did not run (or decoded nothing): nothing to compare", numbers
+    best = min(cds, key=cds.get)
+    gap = by["subspace"]["chamfer_l1"] / max(cds[best], 1e-12)
+    f_sub = by["subspace"]["forgetting"] or 0.0
+    f_full = by.get("full", {}).get("forgetting")
+    forgets_less = f_full is None or f_sub <= max(f_full, 0.0) + 1e-12
+    verdict = "supported" if gap <= FIT_GAP_OK and forgets_less else "not supported" if gap > FIT_GAP_BAD else "inconclusive"
+    numbers["subspace_over_best_chamfer"] = gap
+    line = (f"subspace inversion fits {res['target']['id']} to Chamfer-L1 {num(by['subspace']['chamfer_l1'])} "
+            f"({gap:.2f}× the best, {best} {num(cds[best])}); forgetting (ΔChamfer on held-out shapes) {num(f_sub)} vs full "
+            f"fine-tuning {num(f_full)}; topology correct {ci(topo['subspace'])}")
+    return verdict, line, numbers
