@@ -12,10 +12,27 @@ population_app = typer.Typer(help="Populations: one fitted weight-space point pe
 subspace_app = typer.Typer(help="PCA subspaces of populations.", no_args_is_help=True)
 
 
-def _load(checkpoint: str):
+def _load(checkpoint: str, device: str = "cpu"):
+    """The generator, on CUDA when `device` is cuda and this process sees a GPU (a Ray task that asked
+    for one does; the driver on a head node without one loads on the CPU)."""
+    import torch
+
     from weightspace.generators.registry import load_generator  # torch: imported when a command runs
 
-    return load_generator(checkpoint)
+    return load_generator(checkpoint, "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+
+
+EXECUTOR_HELP = "inprocess | process | ray (default: process when --workers > 1, else inprocess)."
+ADDRESS_HELP = "--executor ray: join the Ray cluster at `auto` or HOST:PORT (default: start a local instance with --workers CPUs)."
+GPUS_HELP = "--executor ray: GPUs each task asks for (e.g. 1, or 0.25 to share one); its worker then decodes/fits on CUDA."
+
+
+def executor_from_options(executor: Optional[str], workers: int, address: Optional[str], gpus_per_task: float):
+    """The executor the options name (see `weightspace.runtime.executors.make_executor`)."""
+    from weightspace.runtime.executors import make_executor
+
+    name = executor or ("ray" if address else "process" if workers > 1 else "inprocess")
+    return make_executor(name, workers=workers, address=address, num_gpus=gpus_per_task)
 
 
 @population_app.command("build")
@@ -27,6 +44,9 @@ def population_build(
     members: Optional[int] = typer.Option(None, "--members", help="Fit the first N shapes (default: all)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only shapes of this split (train, val, test)."),
     workers: int = typer.Option(1, "--workers", help="Parallel worker processes (1: in this process)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help=GPUS_HELP),
     batch_members: int = typer.Option(1, "--batch-members", help="Fit B lora/layers members to grids in one forward/backward pass (same members to float rounding; see benchmarks/batched_members.py)."),
     rank: int = typer.Option(4, "--rank", help="LoRA rank."),
     alpha: float = typer.Option(8.0, "--alpha", help="LoRA alpha (scaling = alpha / rank)."),
@@ -46,6 +66,9 @@ def population_build(
     """Fit one weight-space point per shape and store them (manifest.jsonl + safetensors shards + layout.json).
 
     Example: weightspace population build --checkpoint default --parameterisation lora --data runs/data32 --out runs/pop --members 16 --workers 2
+
+    On a Ray cluster: ... --executor ray --address auto (see docs/scaling.md). A member whose task keeps
+    failing there is listed in failures.jsonl and the build goes on; a rerun tries it again.
     """
     from weightspace.space.parameterisations import OPTIONS
     from weightspace.space.population import PopulationConfig, build_population, fidelity_summary
@@ -64,14 +87,24 @@ def population_build(
     )
     import functools
 
+    from weightspace.space.population import read_failures
+
     def echo(r: dict) -> None:
         m = r["metrics"]
         typer.echo(f"{r['id']}: loss {r['loss']:.5f}, decode IoU {m['fidelity_iou']:.3f}, robust Betti "
                    f"{tuple(m['fidelity_robust_betti'])} (target {tuple(m['target_robust_betti'])}) ({r['seconds']:.1f} s)")
 
-    pop = build_population(config, generator=functools.partial(_load, checkpoint), on_member=echo)
+    loader = functools.partial(_load, checkpoint, "cuda") if gpus_per_task > 0 else functools.partial(_load, checkpoint)
+    with executor_from_options(executor, workers, address, gpus_per_task) as ex:
+        pop = build_population(config, generator=loader, executor=ex, on_member=echo)
     typer.echo(f"{out}: {len(pop)} members, D = {pop.frame.layout.size}")
     _print_fidelity(fidelity_summary(pop))
+    failed = read_failures(out)
+    for f in failed:
+        typer.echo(f"failed {f['id']}: {f['error']}", err=True)
+    if failed:
+        typer.echo(f"{out}: {len(failed)} member(s) failed (failures.jsonl); run the same command again to retry them", err=True)
+        raise typer.Exit(code=1)
 
 
 def _print_fidelity(summary: dict) -> None:

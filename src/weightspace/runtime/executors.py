@@ -1,34 +1,81 @@
-"""Executors: run one function over many items, in process or in a local process pool.
+"""Executors: run one function over many items, in process, in a local process pool, or on Ray.
 
-Callers only use `Executor.map(fn, items)`, which yields results in the order of `items`
-as soon as each is ready (like the built-in `map`, but possibly parallel). A Ray executor
-can be added later as one more class in `EXECUTORS` without touching any caller: `fn` and
-the items must already be picklable for the process pool, which is what Ray needs too.
+Callers only use `Executor.map(fn, items)`, which yields results in the order of `items` (or, with
+`ordered=False`, as each finishes) like the built-in `map`, but possibly parallel. `fn` and the
+items must be picklable. A large object every item needs (a generator, a checkpoint loader) goes
+through `Executor.share` once: Ray keeps it in its object store and every task receives a
+reference, instead of a pickled copy per item. With `errors="return"` an item whose task keeps
+failing yields a `TaskFailure` (its error as text) and the others go on.
+
+The Ray executor lives in `runtime.ray_executor` (the optional extra `weightspace[ray]`).
 """
 
 from __future__ import annotations
 
 import abc
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Callable, Iterable, Iterator, Literal, TypeVar
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterable, Iterator, Literal, TypeVar
 
 from weightspace.runtime.errors import InputError
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-ExecutorName = Literal["inprocess", "process"]
+ExecutorName = Literal["inprocess", "process", "ray"]
+OnError = Literal["raise", "return"]
+
+
+@dataclass
+class TaskFailure:
+    """What `map(..., errors="return")` yields for an item whose task failed (after its retries)."""
+
+    item: Any
+    error: str  # exception type and message (one line)
+    detail: str = ""  # the traceback, when one came back
+
+
+class Shared(Generic[T]):
+    """A picklable, zero-argument handle to an object shared by every task: calling it returns the object.
+
+    Its repr is the object's, so worker caches keyed on a loader's repr key the same whether the
+    loader travels itself or through a handle.
+    """
+
+    def __init__(self, obj: T) -> None:
+        self.obj = obj
+
+    def get(self) -> T:
+        return self.obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self.obj)
 
 
 class Executor(abc.ABC):
-    """Runs `fn` over items; results come back in input order."""
+    """Runs `fn` over items; results come back in input order (or as they finish)."""
 
     workers: int = 1
+    keeps_going: bool = False  # True: a build records an item that keeps failing and goes on (distributed runs)
 
     @abc.abstractmethod
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """Yield `fn(item)` for each item, in the order of `items`."""
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
+            errors: OnError = "raise") -> Iterator[R | TaskFailure]:
+        """Yield `fn(item)` for each item: in the order of `items`, or as each finishes with
+        `ordered=False`; with `errors="return"` a failed item yields a TaskFailure instead of raising."""
+
+    def share(self, obj: T) -> Shared[T]:
+        """A handle to `obj` for the items to carry (here: `obj` itself, pickled with each item)."""
+        return Shared(obj)
+
+    def status(self) -> str:
+        """One line on the workers (shown beside the progress bar)."""
+        return f"{self.workers} worker(s)"
 
     def close(self) -> None:  # noqa: B027 (an optional hook: executors without workers have nothing to release)
         """Release workers (no-op for executors without any)."""
@@ -40,19 +87,32 @@ class Executor(abc.ABC):
         self.close()
 
 
+def failure(item: Any, error: BaseException) -> TaskFailure:
+    return TaskFailure(item, f"{type(error).__name__}: {str(error).splitlines()[0][:500] if str(error) else ''}",
+                       "".join(traceback.format_exception(error))[-4000:])
+
+
 class InProcessExecutor(Executor):
     """Runs every item in the calling process, one after another (easy to debug, no pickling)."""
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
+            errors: OnError = "raise") -> Iterator[R | TaskFailure]:
         for item in items:
-            yield fn(item)
+            try:
+                result = fn(item)
+            except Exception as e:
+                if errors == "raise":
+                    raise
+                yield failure(item, e)
+                continue
+            yield result
 
 
 class ProcessPoolExecutorBackend(Executor):
     """A local pool of `workers` processes (spawned, so torch state is never forked).
 
     At most `workers + prefetch` items are in flight, so a long item list never floods the
-    pool, and results are yielded in order as they complete.
+    pool, and results are yielded in order (or as they complete, `ordered=False`).
     """
 
     def __init__(self, workers: int = 2, prefetch: int = 1) -> None:
@@ -62,8 +122,9 @@ class ProcessPoolExecutorBackend(Executor):
         self._prefetch = max(0, prefetch)
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        pending: list[Future] = []
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
+            errors: OnError = "raise") -> Iterator[R | TaskFailure]:
+        pending: list[tuple[Future, T]] = []
         iterator = iter(items)
         limit = self.workers + self._prefetch
         exhausted = False
@@ -71,27 +132,57 @@ class ProcessPoolExecutorBackend(Executor):
             while True:
                 while not exhausted and len(pending) < limit:
                     try:
-                        pending.append(self._pool.submit(fn, next(iterator)))
+                        item = next(iterator)
                     except StopIteration:
                         exhausted = True
+                        break
+                    pending.append((self._pool.submit(fn, item), item))
                 if not pending:
                     return
-                yield pending.pop(0).result()
+                if ordered:
+                    future, item = pending.pop(0)
+                else:
+                    done, _ = wait([f for f, _ in pending], return_when=FIRST_COMPLETED)
+                    k = next(i for i, (f, _) in enumerate(pending) if f in done)
+                    future, item = pending.pop(k)
+                try:
+                    result = future.result()
+                except Exception as e:
+                    if errors == "raise":
+                        raise
+                    yield failure(item, e)
+                    continue
+                yield result
         finally:
-            for f in pending:
+            for f, _ in pending:
                 f.cancel()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-EXECUTORS: dict[str, type[Executor]] = {"inprocess": InProcessExecutor, "process": ProcessPoolExecutorBackend}
+def _ray_executor(**kw: Any) -> Executor:
+    from weightspace.runtime.ray_executor import RayExecutor  # ray is an optional extra
+
+    return RayExecutor(**kw)
 
 
-def make_executor(name: str = "inprocess", *, workers: int = 1) -> Executor:
-    """Build an executor by name (`inprocess` or `process`); `workers` applies to pools."""
+EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "inprocess": lambda **kw: InProcessExecutor(),
+    "process": lambda workers=2, **kw: ProcessPoolExecutorBackend(workers=workers),
+    "ray": _ray_executor,
+}
+
+
+def make_executor(name: str = "inprocess", *, workers: int = 1, address: str | None = None, num_gpus: float = 0.0,
+                  max_retries: int = 3) -> Executor:
+    """Build an executor by name: `inprocess`, `process` (`workers` processes) or `ray` (a local Ray
+    instance with `workers` CPUs, or the cluster at `address`: `auto` or HOST:PORT; each task asks for
+    `num_gpus` GPUs and is retried `max_retries` times when its worker dies)."""
     if name not in EXECUTORS:
         raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
-    if name == "inprocess":
-        return InProcessExecutor()
-    return EXECUTORS[name](workers=workers)  # type: ignore[call-arg]
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    if name != "ray" and (address is not None or num_gpus):
+        raise InputError(f"--address and GPUs per task are options of the ray executor, not of {name!r}")
+    return EXECUTORS[name](workers=workers, address=address, num_gpus=num_gpus, max_retries=max_retries)

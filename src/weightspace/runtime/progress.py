@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -14,8 +14,13 @@ def progress_enabled() -> bool:
     return os.environ.get("WEIGHTSPACE_QUIET", "") == "" and os.environ.get("CI", "") == ""
 
 
-def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool | None = None) -> Iterator[T]:
-    """Iterate `items` under a progress bar with ETA (or silently when disabled)."""
+def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool | None = None,
+          status: Callable[[], str] | None = None) -> Iterator[T]:
+    """Iterate `items` under a progress bar with ETA (or silently when disabled).
+
+    status : a line from whatever runs the items (an executor's `status`: Ray's tasks done, failed and
+        in flight), shown after the bar and refreshed with it.
+    """
     if enabled is None:
         enabled = progress_enabled()
     if not enabled:
@@ -23,9 +28,10 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
         return
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[status]}"))
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=total, status=status() if status else "")
         for item in items:
             yield item
-            bar.advance(task)
+            bar.update(task, advance=1, status=status() if status else "")

@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 import torch
@@ -24,8 +24,9 @@ from weightspace.data.observe import KINDS as OBSERVATION_KINDS
 from weightspace.data.observe import observe
 from weightspace.generators.protocol import BatchedTrainingLoss, Generator, require
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.executors import Executor, make_executor
-from weightspace.runtime.io import read_json, read_npy, remove_stale_temps, safe_child
+from weightspace.runtime.executors import Executor, TaskFailure, make_executor
+from weightspace.runtime.io import atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
+from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import decode_seed, derive_seed
 from weightspace.space.frame import Frame
 from weightspace.space.parameterisation import Parameterisation, base_hash
@@ -387,6 +388,30 @@ def _check_resume(out: Path, expected: dict[str, Any]) -> None:
                          "use a new --out folder or the original settings to resume")
 
 
+FAILURES_NAME = "failures.jsonl"  # members whose task kept failing: id, index, error (the driver writes it)
+
+
+def read_failures(out: Path) -> list[dict[str, Any]]:
+    """The failed members recorded in a population folder (none when it has no failures.jsonl)."""
+    path = Path(out) / FAILURES_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_failures(out: Path, failures: Iterable[dict[str, Any]]) -> None:
+    rows = sorted(failures, key=lambda f: f["index"])
+    if rows:
+        atomic_write_text(out / FAILURES_NAME, "".join(json.dumps(f) + "\n" for f in rows))
+    elif (out / FAILURES_NAME).is_file():
+        (out / FAILURES_NAME).unlink()
+
+
+def _batch_failures(failed: TaskFailure) -> list[TaskFailure]:
+    """A failed batch of members as one failure per member."""
+    return [TaskFailure(task, failed.error, failed.detail) for task in failed.item]
+
+
 def build_population(config: PopulationConfig, *, generator: Any = None,
                      executor: Executor | None = None, on_member: Callable[[dict[str, Any]], None] | None = None) -> Population:
     """Fit every missing member of the population in `config.out`; finished members are skipped.
@@ -396,6 +421,11 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
     executor : where members run (default: from `config.executor` / `config.workers`); with
         `config.batch_members` B > 1 each of its items is a batch of B members (`run_members`).
     on_member : called with each manifest row after it is written (progress, tests).
+
+    Results are written as they finish, in any order, by this process alone (shard, then manifest
+    row), so a killed driver or worker loses no finished member and a rerun resumes. On an executor
+    that keeps going (Ray) a member whose task keeps failing is recorded in failures.jsonl with its
+    error and the build goes on; a rerun tries it again.
     """
     config.validate()
     from weightspace.generators.registry import generator_loader
@@ -421,25 +451,30 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
     param = pop.frame.build(gen, what=f"population {out.name}")
     done = {r["id"]: r for r in read_manifest(out) if safe_child(out, r["shard"], where="manifest.jsonl").is_file()}
     manifest = list(done.values())
-    tasks = [
-        MemberTask(i, str(r["id"]), r, derive_seed(config.seed, "member", str(r["id"])), str(data), settings,
-                   loader, pop.frame)
-        for i, r in enumerate(rows) if str(r["id"]) not in done
-    ]
-    if tasks:
+    todo = [(i, r) for i, r in enumerate(rows) if str(r["id"]) not in done]
+    if todo:
         # in-process work reuses the generator loaded here instead of loading it again
         _WORKER_CACHE.clear()
         _WORKER_CACHE[_worker_key(loader, pop.frame)] = (gen, param)
         own = executor is None
         executor = executor or make_executor(config.executor, workers=config.workers)
+        shared = executor.share(loader)  # Ray: one copy in its object store, a reference in every task
+        tasks = [MemberTask(i, str(r["id"]), r, derive_seed(config.seed, "member", str(r["id"])), str(data), settings, shared, pop.frame)
+                 for i, r in todo]
+        failures = {str(f["id"]): f for f in read_failures(out)}
+        errors = "return" if executor.keeps_going else "raise"  # distributed: a member that keeps failing is recorded
         try:
             if config.batch_members > 1:
                 B = config.batch_members
-                results = (res for batch in executor.map(run_members, [tasks[i : i + B] for i in range(0, len(tasks), B)])
-                           for res in batch)
+                batches = executor.map(run_members, [tasks[i : i + B] for i in range(0, len(tasks), B)], ordered=False, errors=errors)
+                results = (res for batch in batches for res in (_batch_failures(batch) if isinstance(batch, TaskFailure) else batch))
             else:
-                results = executor.map(run_member, tasks)
-            for res in results:
+                results = executor.map(run_member, tasks, ordered=False, errors=errors)
+            for res in track(results, "members", total=len(tasks), status=executor.status):
+                if isinstance(res, TaskFailure):
+                    failures[res.item.id] = {"index": res.item.index, "id": res.item.id, "error": res.error, "detail": res.detail}
+                    write_failures(out, failures.values())
+                    continue
                 shard = shard_name(res["index"])
                 save_tensors(out / shard, {"point": res["point"]}, {"id": res["id"], "base_hash": expected["base_hash"]})
                 row = {"index": res["index"], "id": res["id"], "shard": shard, "seed": next(t.seed for t in tasks if t.index == res["index"]),
@@ -448,6 +483,8 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
                        "metrics": res["metrics"]}
                 manifest.append(row)
                 write_manifest(out, sorted(manifest, key=lambda r: r["index"]))
+                if failures.pop(res["id"], None) is not None:  # a member that failed before and now fitted
+                    write_failures(out, failures.values())
                 if on_member is not None:
                     on_member(row)
         finally:
@@ -485,5 +522,5 @@ def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> d
             "flagged": flagged, "unchecked": unchecked}
 
 
-__all__ = ["PopulationConfig", "build_population", "fidelity_summary", "fit_member", "fit_members", "member_fidelity",
+__all__ = ["PopulationConfig", "build_population", "read_failures", "fidelity_summary", "fit_member", "fit_members", "member_fidelity",
            "minimise_point", "read_shapes"]

@@ -1,0 +1,113 @@
+"""Populations on Ray (issue 18): the same members as the process pool, a killed worker or driver loses
+nothing, and a member that keeps failing is recorded while the build goes on."""
+
+import functools
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from toy_generator import make_toy, make_toy_data
+
+from weightspace.runtime.executors import ProcessPoolExecutorBackend
+from weightspace.space.population import PopulationConfig, build_population, read_failures
+from weightspace.space.store import Population
+
+ray = pytest.importorskip("ray")
+
+LOADER = functools.partial(make_toy, seed=0)
+
+
+class ExitOnceInAWorker:
+    """A generator loader whose first call in a worker process ends that process (os._exit, as a killed
+    or crashed worker), once per marker file; the driver and every later worker load the toy."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker, self.driver = str(marker), os.getpid()
+
+    def __call__(self):
+        if os.getpid() != self.driver and not os.path.exists(self.marker):
+            Path(self.marker).write_text("killed")
+            os._exit(1)
+        return make_toy(seed=0)
+
+    def __repr__(self) -> str:
+        return f"ExitOnceInAWorker({self.marker})"
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    from weightspace.runtime.ray_executor import RayExecutor
+
+    ex = RayExecutor(workers=2, max_retries=2)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_toy_data(tmp_path_factory.mktemp("data"), count=4, resolution=10)
+
+
+def _config(data, out, **kw):
+    base = dict(checkpoint="toy", parameterisation="lora", data=str(data), out=str(out),
+                options={"rank": 2, "alpha": 4.0, "targets": "mid|vol"}, steps=4, lr=0.02)
+    return PopulationConfig(**(base | kw))
+
+
+def _same(a: Population, b: Population) -> None:
+    assert [r["id"] for r in a.rows] == [r["id"] for r in b.rows]
+    assert [r["loss_curve"] for r in a.rows] == [r["loss_curve"] for r in b.rows]
+    assert torch.equal(a.matrix(), b.matrix())  # both run each member in a one-thread worker process: bit for bit
+
+
+def test_ray_build_equals_the_process_pool_member_for_member(ray_executor, data, tmp_path):
+    by_ray = build_population(_config(data, tmp_path / "ray"), generator=LOADER, executor=ray_executor)
+    with ProcessPoolExecutorBackend(workers=2) as pool:
+        by_pool = build_population(_config(data, tmp_path / "pool"), generator=LOADER, executor=pool)
+    assert len(by_ray) == 4 and not read_failures(by_ray.folder)
+    _same(by_ray, by_pool)
+
+    # a driver killed after two members: they stay, and a rerun fits the other two only
+    def interrupt(row):
+        if len(Population(tmp_path / "resumed")) == 2:
+            raise KeyboardInterrupt("driver killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        build_population(_config(data, tmp_path / "resumed"), generator=LOADER, executor=ray_executor, on_member=interrupt)
+    assert len(Population(tmp_path / "resumed")) == 2
+    done = []
+    resumed = build_population(_config(data, tmp_path / "resumed"), generator=LOADER, executor=ray_executor,
+                               on_member=lambda r: done.append(r["id"]))
+    assert len(done) == 2
+    _same(resumed, by_ray)
+
+
+def test_a_killed_ray_worker_loses_nothing(ray_executor, data, tmp_path):
+    killer = ExitOnceInAWorker(tmp_path / "killed")
+    pop = build_population(_config(data, tmp_path / "pop", steps=2), generator=killer, executor=ray_executor)
+    assert (tmp_path / "killed").is_file()  # a worker did die mid-build; Ray ran its task again elsewhere
+    assert len(pop) == 4 and not read_failures(pop.folder)
+    reference = build_population(_config(data, tmp_path / "reference", steps=2), generator=LOADER)
+    torch.testing.assert_close(pop.matrix(), reference.matrix(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_member_that_keeps_failing_is_recorded_and_the_build_goes_on(ray_executor, data, tmp_path):
+    broken = shutil.copytree(data, tmp_path / "data")
+    grid_file = broken / json.loads((broken / "manifest.jsonl").read_text().splitlines()[1])["grid"]
+    good = np.load(grid_file, allow_pickle=False)
+    bad = good.copy()
+    bad[0, 0, 0] = np.nan
+    np.save(grid_file, bad, allow_pickle=False)
+    # the data hash is of the manifest, which is unchanged: the rerun below resumes the same population
+    out = tmp_path / "pop"
+    pop = build_population(_config(broken, out, steps=2), generator=LOADER, executor=ray_executor)
+    failed = read_failures(out)
+    assert len(pop) == 3 and [f["index"] for f in failed] == [1]
+    assert "InputError" in failed[0]["error"] and grid_file.name in failed[0]["error"]
+    np.save(grid_file, good, allow_pickle=False)
+    pop = build_population(_config(broken, out, steps=2), generator=LOADER, executor=ray_executor)
+    assert len(pop) == 4 and not read_failures(out)
