@@ -57,5 +57,10 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"--threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        train_neural_field(data, out, model_cfg=model_cfg, train_cfg=train_cfg, command=command, resume=not fresh,
-                           device=device, log=typer.echo)
+        from weightspace.runtime.distributed import finish_ranks
+
+        try:
+            train_neural_field(data, out, model_cfg=model_cfg, train_cfg=train_cfg, command=command, resume=not fresh,
+                               device=device, log=typer.echo)
+        finally:
+            finish_ranks()

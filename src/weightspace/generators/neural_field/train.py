@@ -7,6 +7,10 @@ The schedule is a warmup then a cosine decay over progress = max(step / steps, e
 so a run ends cleanly at whichever limit comes first. Each step's batch indices are drawn on the
 CPU from that step's own generator and then moved, so a run draws the same points on any device,
 and the saved states hold CPU tensors, so a run started on a GPU resumes on a CPU.
+
+Under torchrun (`runtime.distributed`) each rank takes a contiguous share of the shapes of every
+step (the same draws as one process), DDP averages the gradients, rank 0 alone saves and logs, and
+every rank resumes from the same saved state.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, manifest_hash, read_manifest
 from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
 from weightspace.runtime.config import check_config, config_to_dict
-from weightspace.runtime.device import pick_device
+from weightspace.runtime.distributed import barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json
 from weightspace.runtime.progress import progress_enabled
@@ -89,7 +93,9 @@ def train_neural_field(
     device : auto (CUDA when present) | cpu | cuda[:N]; the returned generator is on the CPU.
     """
     train_cfg = check_config(train_cfg, where="train")
-    dev = pick_device(device)
+    ranks, dev = init_ranks(device)
+    if not ranks.main:
+        log = lambda message: None  # noqa: E731 (rank 0 alone speaks)
     data_dir, out = Path(data_dir), Path(out_dir)
     rows = read_manifest(data_dir, "train")
     t0 = time.perf_counter()
@@ -120,17 +126,28 @@ def train_neural_field(
         if ema is not None:
             ema = {k: v.to(dev, copy=True) for k, v in state.get("ema", net.state_dict()).items()}  # never aliases the weights
         log(f"resumed from {out} at step {step} ({elapsed / 60:.1f} min)")
+    barrier(ranks)  # every rank has read the state before rank 0 writes the next one
+
+    rows_r = shard(len(rows), ranks)  # this rank's shapes in every step
+    scale = share(len(rows), ranks)
+
+    def step_loss(x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (n_r, P, 3), s (n_r, P) of this rank's shapes -> (loss, l1 share) to average over ranks."""
+        l1 = scale * clamped_l1(net(x, net.codes[rows_r]), s, model_cfg.clamp)
+        return l1 + train_cfg.code_reg * code_prior(net.codes), l1
+
+    step_fn = data_parallel(net, step_loss, ranks, dev, find_unused=False)  # every step reaches every weight
 
     data_info = {"folder": data_dir.name, "n_train": len(rows), "manifest_sha256": manifest_hash(data_dir)}
     extra = {"train": config_to_dict(train_cfg), "data": data_info, "command": command, "device": str(dev)}
     budget = train_cfg.minutes * 60.0
     N, S = bank.points.shape[:2]
     out.mkdir(parents=True, exist_ok=True)
-    log_file = open(out / LOG_NAME, "a", encoding="utf-8")
+    log_file = open(out / LOG_NAME, "a", encoding="utf-8") if ranks.main else None
     last_save, start, last_print = time.perf_counter(), time.perf_counter() - elapsed, 0.0
     try:
         while True:
-            elapsed = time.perf_counter() - start
+            elapsed = from_main(time.perf_counter() - start, ranks)  # rank 0's clock schedules and ends every rank
             progress = max(step / train_cfg.steps, elapsed / budget)
             if progress >= 1.0:
                 break
@@ -139,11 +156,10 @@ def train_neural_field(
             # each step's batch comes from its own seeded generator, so a resumed run draws what an
             # uninterrupted one would
             idx = torch.randint(S, (N, train_cfg.points_per_shape), generator=item_generator(train_cfg.seed, "nf-step", step))  # (N, P)
-            idx = idx.to(dev)
-            x = torch.gather(bank_points, 1, idx.unsqueeze(-1).expand(-1, -1, 3))  # (N, P, 3)
-            s = torch.gather(bank_sdf, 1, idx)  # (N, P)
-            l1 = clamped_l1(net(x, net.codes), s, model_cfg.clamp)
-            loss = l1 + train_cfg.code_reg * code_prior(net.codes)
+            idx = idx[rows_r].to(dev)  # (n_r, P)
+            x = torch.gather(bank_points[rows_r], 1, idx.unsqueeze(-1).expand(-1, -1, 3))  # (n_r, P, 3)
+            s = torch.gather(bank_sdf[rows_r], 1, idx)  # (n_r, P)
+            loss, l1 = step_fn(x, s)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -153,24 +169,30 @@ def train_neural_field(
                     for k, v in net.state_dict().items():
                         ema[k].mul_(train_cfg.ema_decay).add_(v, alpha=1 - train_cfg.ema_decay)
             if step % train_cfg.log_every == 0:
-                rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": float(loss.detach()), "l1": float(l1.detach()),
+                l1_all, prior = mean_over_ranks(l1, ranks), float((loss - l1).detach())  # the global batch's mean L1
+                rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": l1_all + prior, "l1": l1_all,
                        "code_norm": float(net.codes.detach().norm(dim=-1).mean()), "lr": opt.param_groups[0]["lr"]}
-                log_file.write(json.dumps(rec) + "\n")
-                log_file.flush()
+                if log_file is not None:
+                    log_file.write(json.dumps(rec) + "\n")
+                    log_file.flush()
                 if progress_enabled() or elapsed - last_print > 60:
                     eta = (1 - progress) / max(progress, 1e-9) * elapsed
-                    log(f"step {step} [{100 * progress:5.1f}%] l1 {float(l1.detach()):.5f} elapsed {elapsed / 60:.1f} min, "
+                    log(f"step {step} [{100 * progress:5.1f}%] l1 {l1_all:.5f} elapsed {elapsed / 60:.1f} min, "
                         f"ETA {eta / 60:.1f} min")
                     last_print = elapsed
-            if time.perf_counter() - last_save > train_cfg.save_every_minutes * 60:
+            if ranks.main and time.perf_counter() - last_save > train_cfg.save_every_minutes * 60:
                 _save(out, gen, ema, opt, step, time.perf_counter() - start, bank.labels, extra)
                 last_save = time.perf_counter()
     finally:
-        log_file.close()
+        if log_file is not None:
+            log_file.close()
     elapsed = time.perf_counter() - start
-    _save(out, gen, ema, opt, step, elapsed, bank.labels, extra)
-    log(f"done: {step} steps in {elapsed / 60:.1f} min; checkpoint in {out}")
-    atomic_write_json(out / "training_record.json", {**training_record(out, command, step, elapsed, data_dir), "device": str(dev)})
+    if ranks.main:
+        _save(out, gen, ema, opt, step, elapsed, bank.labels, extra)
+        log(f"done: {step} steps in {elapsed / 60:.1f} min; checkpoint in {out}")
+        record = training_record(out, command, step, elapsed, data_dir)
+        atomic_write_json(out / "training_record.json", {**record, "device": str(dev), "processes": ranks.world})
+    barrier(ranks)  # the checkpoint every rank loads below is written
     final = NeuralFieldGenerator.from_checkpoint(*load_checkpoint(out))
     return final
 

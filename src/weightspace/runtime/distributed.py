@@ -1,0 +1,142 @@
+"""Data-parallel training under torchrun: the process group, each rank's share of a batch, one DDP
+forward per step, and the few values every rank must agree on.
+
+`torchrun --nproc-per-node N -m weightspace train ...` sets RANK, WORLD_SIZE and LOCAL_RANK; the
+trainers call `init_ranks` and then: every rank draws the whole global batch from the step's own
+generator (so draws do not depend on the number of ranks), computes the loss of its contiguous
+share of it (`shard`), scaled by `share` so that DistributedDataParallel's gradient average is
+the gradient of the global batch's mean loss; rank 0 alone writes checkpoints and logs. Without
+torchrun every function here is the identity of one process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from weightspace.runtime.device import pick_device
+from weightspace.runtime.errors import InputError
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the run: rank, world size and the rank on its machine."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes checkpoints, logs and records."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def init_ranks(device: str = "auto") -> tuple[Ranks, torch.device]:
+    """Join the process group torchrun describes in the environment (gloo on CPU, NCCL on CUDA, where
+    rank r of a machine takes GPU LOCAL_RANK); one rank on `device` without torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = pick_device(device)
+    if world == 1:
+        return Ranks(), dev
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if dev.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise InputError(f"LOCAL_RANK {local} but this machine has {torch.cuda.device_count()} GPU(s): "
+                             f"use --nproc-per-node {torch.cuda.device_count()} at most")
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
+    return Ranks(rank, world, local), dev
+
+
+def finish_ranks() -> None:
+    """Leave the process group (after training, or after an error: no collective here, so a failed rank
+    never waits on the others; a no-op in one process)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(n: int, ranks: Ranks) -> slice:
+    """Rank r's contiguous rows [r n / W, (r + 1) n / W) of a global batch of n."""
+    if n < ranks.world:
+        raise InputError(f"a global batch of {n} cannot be shared by {ranks.world} processes; use a batch of at least {ranks.world}")
+    return slice(ranks.rank * n // ranks.world, (ranks.rank + 1) * n // ranks.world)
+
+
+def share(n: int, ranks: Ranks) -> float:
+    """W n_r / n: the factor on rank r's mean loss under which DDP's average of the ranks' gradients
+    is the gradient of the mean over all n rows (1 in one process; 1 when n divides evenly)."""
+    s = shard(n, ranks)
+    return ranks.world * (s.stop - s.start) / n
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.distributed:
+        dist.barrier()
+
+
+def from_main(value: float, ranks: Ranks) -> float:
+    """Rank 0's value on every rank (a wall-clock reading that schedules or ends a run, so every rank
+    takes the same learning rate and stops at the same step)."""
+    if not ranks.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
+def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> float:
+    """The sum over ranks of `value` / W: with each rank's loss scaled by `share`, the global batch's
+    mean loss (for the log; gradients are DDP's)."""
+    if not ranks.distributed:
+        return float(value.detach())
+    t = value.detach().reshape(1).to(torch.float64).clone()
+    dist.all_reduce(t)
+    return float(t.item()) / ranks.world
+
+
+class StepLoss(torch.nn.Module):
+    """One step's loss as one forward of a module that holds the trained network, so that
+    DistributedDataParallel sees a single forward per backward however many calls into the network
+    the loss makes (condition encoders, denoiser)."""
+
+    def __init__(self, net: torch.nn.Module, loss: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.net = net
+        self.loss = loss
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        return self.loss(*args)
+
+
+def data_parallel(net: torch.nn.Module, loss: Callable[..., torch.Tensor], ranks: Ranks, device: torch.device, *,
+                  find_unused: bool = True) -> Callable[..., torch.Tensor]:
+    """`loss` itself in one process; under torchrun, `loss` run as the forward of a DDP module over
+    `net`, whose backward averages the gradients of `net`'s trained parameters across ranks.
+
+    find_unused : parameters a rank's share may not reach in a step (a condition encoder no item of
+        it uses) are allowed, at the cost of one walk over the autograd graph per step; False where
+        every step reaches every trained parameter (the neural field).
+    """
+    if not ranks.distributed:
+        return loss
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(StepLoss(net, loss), device_ids=ids, find_unused_parameters=find_unused)
+
+
+__all__ = ["Ranks", "barrier", "data_parallel", "finish_ranks", "from_main", "init_ranks", "mean_over_ranks", "shard", "share"]
