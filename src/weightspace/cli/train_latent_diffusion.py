@@ -60,5 +60,10 @@ def register(app: typer.Typer) -> None:
             train_raw["minutes"] = float(minutes)
         train_cfg = config_from_dict(TrainConfig, train_raw, where=f"{config}: train" if config else "train")
         command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command,
-                               autoencoder_from=autoencoder_from, continue_from=continue_from, device=device, echo=typer.echo)
+        from weightspace.runtime.distributed import finish_ranks
+
+        try:
+            train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command,
+                                   autoencoder_from=autoencoder_from, continue_from=continue_from, device=device, echo=typer.echo)
+        finally:
+            finish_ranks()

@@ -10,17 +10,26 @@ from weightspace.generators.latent_diffusion.schedule import q_sample
 
 
 def autoencoder_loss(
-    pred: torch.Tensor, target: torch.Tensor, *, band: float, near_surface_weight: float, sign_weight: float
+    pred: torch.Tensor, target: torch.Tensor, *, band: float, near_surface_weight: float, sign_weight: float,
+    of_batch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Loss of a reconstructed normalised TSDF (B, R, R, R) against the target (B, R, R, R).
 
     L1 with weight 1 + near_surface_weight where |target| < band (the surface band, in
     normalised units), plus sign_weight x BCE of the inside/outside sign with logits -pred / band
     (so one band width of error is one logit).
+
+    of_batch : the whole batch's targets (B', R, R, R) when pred and target are one data-parallel
+        rank's share of it: both sums are then divided by the whole batch's L1 weight and voxel count,
+        so the ranks' losses add up to the whole batch's.
     """
     w = 1.0 + near_surface_weight * (target.abs() < band).to(pred.dtype)  # (B, R, R, R)
-    l1 = (w * (pred - target).abs()).sum() / w.sum()
     inside = (target < 0).to(pred.dtype)  # (B, R, R, R)
+    if of_batch is not None:
+        w_all = (1.0 + near_surface_weight * (of_batch.abs() < band).to(pred.dtype)).sum()
+        bce_sum = F.binary_cross_entropy_with_logits(-pred / band, inside, reduction="sum")
+        return (w * (pred - target).abs()).sum() / w_all + sign_weight * bce_sum / of_batch.numel()
+    l1 = (w * (pred - target).abs()).sum() / w.sum()
     bce = F.binary_cross_entropy_with_logits(-pred / band, inside)
     return l1 + sign_weight * bce
 

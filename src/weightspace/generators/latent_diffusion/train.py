@@ -6,6 +6,10 @@ Files in the output folder:
   train_state.safetensors           raw weights and Adam moments, for resuming
   loss_log.jsonl                    one row per `log_every` steps: stage, step, seconds, loss, lr (+ val_iou)
   training_record.json              every invocation's wall time, the totals, and the loss log
+
+Under torchrun (`runtime.distributed`) every rank draws each step's whole batch and computes the
+loss of its contiguous share; DDP averages the gradients, rank 0 alone writes these files, and every
+rank resumes from the same train_state.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerat
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_hash, state_metadata
 from weightspace.runtime.config import check_config
-from weightspace.runtime.device import pick_device
+from weightspace.runtime.distributed import Ranks, barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
 from weightspace.runtime.seeding import item_generator
@@ -190,13 +194,17 @@ def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | 
 
 
 class Logger:
-    """Appends loss rows to loss_log.jsonl and prints a progress line with the ETA."""
+    """Appends loss rows to loss_log.jsonl and prints a progress line with the ETA (`write` False: a
+    data-parallel rank other than 0, which writes nothing)."""
 
-    def __init__(self, out: Path, echo: Callable[[str], None]):
+    def __init__(self, out: Path, echo: Callable[[str], None], write: bool = True):
         self.path = out / LOSS_LOG
         self.echo = echo
+        self.write = write
 
     def row(self, **row: Any) -> None:
+        if not self.write:
+            return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 
@@ -233,18 +241,22 @@ class StageRun:
     extra: Callable[[], dict]
     resume_state: dict[str, torch.Tensor] | None = None  # raw state of the run resumed (net.*, opt.*)
     device: torch.device = torch.device("cpu")  # where the networks and training tensors live
+    ranks: Ranks = Ranks()  # this process's place in a torchrun run (one process: rank 0 of 1)
 
 
 def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimizer, params: list[torch.Tensor],
                loss_fn: Callable[[torch.Generator], torch.Tensor], *, base_lr: float, total_steps: int, budget_s: float,
-               clip: float | None = None, validate: Callable[[], float] | None = None) -> None:
+               clip: float | None = None, validate: Callable[[], float] | None = None, trained: torch.nn.Module | None = None) -> None:
     """The loop of one stage: step budget `total_steps` (or wall-time `budget_s` when 0), lr warm-up and
     cosine decay, EMA, loss log, progress line, periodic checkpoints; counters live in run.progress.
 
     Each step draws from its own generator item_generator(seed, name, step), so a resumed run draws
-    what an uninterrupted one does.
+    what an uninterrupted one does. Under torchrun the loss runs as one DDP forward over `trained`
+    (the module whose parameters the stage trains; default `net`), rank 0's clock schedules every
+    rank, and rank 0 alone logs and saves.
     """
-    tc, progress, logger = run.tc, run.progress, run.logger
+    tc, progress, logger, ranks = run.tc, run.progress, run.logger, run.ranks
+    step_loss = data_parallel(trained if trained is not None else net, loss_fn, ranks, run.device)
     if run.resume_state is not None and progress[f"{name}_steps"] > 0:
         _restore_opt(opt, net, run.resume_state)
     step, used = progress[f"{name}_steps"], progress[f"{name}_seconds"]
@@ -254,7 +266,7 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
         gen = item_generator(tc.seed, name, step)
         for group in opt.param_groups:
             group["lr"] = _lr(base_lr, step / total_steps if total_steps else used / budget_s, step)
-        loss = loss_fn(gen)
+        loss = step_loss(gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip is not None:
@@ -263,19 +275,22 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
         ema.update(net, step)
         step += 1
         now = time.time()
-        used += now - t_prev
+        used = from_main(used + now - t_prev, ranks)  # every rank ends the stage at the same step
         t_prev = now
         loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
         if step % tc.log_every == 0:
-            row = dict(stage=name, step=step, seconds=round(used, 2), loss=round(loss.item(), 6), lr=opt.param_groups[0]["lr"])
-            if validate is not None and step % (tc.log_every * 8) == 0:
-                row["val_iou"] = round(validate(), 4)
-                t_prev = time.time()  # validation time is not training time
-            logger.row(**row)
-            logger.progress(name, step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "")
+            value = mean_over_ranks(loss, ranks)  # the whole batch's loss (each rank's share scaled to sum to it)
+            row = dict(stage=name, step=step, seconds=round(used, 2), loss=round(value, 6), lr=opt.param_groups[0]["lr"])
+            if ranks.main:
+                if validate is not None and step % (tc.log_every * 8) == 0:
+                    row["val_iou"] = round(validate(), 4)
+                    t_prev = time.time()  # validation time is not training time
+                logger.row(**row)
+                logger.progress(name, step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "")
         if now - last_save > tc.checkpoint_seconds:
             progress.update({f"{name}_steps": step, f"{name}_seconds": used})
-            _save_all(run.out, net, ema, opt, run.cfg, run.extra())
+            if ranks.main:
+                _save_all(run.out, net, ema, opt, run.cfg, run.extra())
             last_save = t_prev = time.time()
     progress.update({f"{name}_steps": step, f"{name}_seconds": used, f"{name}_done": True})
 
@@ -287,19 +302,25 @@ def _ae_stage(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, budge
     opt = torch.optim.Adam(params, lr=tc.ae_lr)
     band = 2.0 * (2.0 / (cfg.resolution - 1)) / cfg.truncation  # two voxels, in normalised TSDF units
     tsdf_all = (data.grids.to(run.device) / cfg.truncation).clamp(-1, 1)  # (N, R, R, R), on the training device
+    ranks = run.ranks
+    mine = shard(tc.ae_batch, ranks)  # this rank's rows of every batch
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
         idx = torch.randint(tsdf_all.shape[0], (tc.ae_batch,), generator=gen)  # (B,) drawn on the CPU
-        x = tsdf_all[idx.to(tsdf_all.device)]  # (B, R, R, R)
+        x = tsdf_all[idx[mine].to(tsdf_all.device)]  # (B_r, R, R, R)
         flips = [d for d in (1, 2, 3) if torch.rand((), generator=gen) < 0.5]
         if flips:
             x = x.flip(flips)
-        pred = net.ae.decode(net.ae.encode(x))  # (B, R, R, R)
-        return autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight, sign_weight=tc.sign_weight)
+        pred = net.ae.decode(net.ae.encode(x))  # (B_r, R, R, R)
+        if not ranks.distributed:
+            return autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight, sign_weight=tc.sign_weight)
+        # the ranks' shares add up to the whole batch's loss; W times that, since DDP averages the ranks
+        return ranks.world * autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight,
+                                              sign_weight=tc.sign_weight, of_batch=tsdf_all[idx.to(tsdf_all.device)])
 
     validate = (lambda: reconstruction_iou(ema.shadow, val_grids, cfg.truncation)) if val_grids is not None else None
     _run_stage("ae", run, net, ema, opt, params, loss_fn, base_lr=tc.ae_lr, total_steps=tc.ae_steps, budget_s=budget_s,
-               validate=validate)
+               validate=validate, trained=net.ae)
 
 
 @torch.no_grad()
@@ -330,35 +351,49 @@ def _diffusion_stage(run: StageRun, net, ema: EMA, data: TrainingData, latents: 
     dev = run.device
     grids = data.grids.to(dev)  # (N, R, R, R) for the voxel conditions
     B, M, d = tc.diffusion_batch, cfg.n_cond_tokens, cfg.cond_dim
+    mine = shard(B, run.ranks)  # this rank's rows of every batch (all of them in one process)
+    Br, scale = mine.stop - mine.start, share(B, run.ranks)
+
+    def local(sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Of batch rows `sel` (k,), the mask of this rank's (k,) and their positions in its share."""
+        keep = (sel >= mine.start) & (sel < mine.stop)
+        return keep, (sel[keep] - mine.start).to(dev)
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
-        # every random draw is made on the CPU from `gen`, so a run draws the same on any device
+        # every random draw is made on the CPU from `gen` for the whole batch, so a run draws the same on
+        # any device and any number of ranks; a rank computes its share of the rows
         idx = torch.randint(latents.shape[0], (B,), generator=gen)  # (B,)
         kind = torch.multinomial(probs, B, replacement=True, generator=gen)  # (B,) 0 family, 1 points, 2 voxels
-        cond = torch.zeros(B, M, d, device=dev)  # (B, M, d)
+        cond = torch.zeros(Br, M, d, device=dev)  # (B_r, M, d)
         sel = (kind == 0).nonzero().flatten()
-        if len(sel):
-            cond = cond.index_copy(0, sel.to(dev), net("family", data.labels[idx[sel]].to(dev)))
+        keep, at = local(sel)
+        if keep.any():
+            cond = cond.index_copy(0, at, net("family", data.labels[idx[sel[keep]]].to(dev)))
         sel = (kind == 1).nonzero().flatten()
         if len(sel):
             pts = augment_points(data.points[idx[sel]], n=tc.train_points, sigma_max=tc.point_sigma_max,
                                  partial_prob=tc.partial_prob, generator=gen)  # (b, n, 3)
-            cond = cond.index_copy(0, sel.to(dev), net("points", pts.to(dev)))
+            keep, at = local(sel)
+            if keep.any():
+                cond = cond.index_copy(0, at, net("points", pts[keep].to(dev)))
         sel = (kind == 2).nonzero().flatten()
         if len(sel):
             V = 8 if torch.rand((), generator=gen) < 0.5 else 16
-            cond = cond.index_copy(0, sel.to(dev), net("voxels", voxels_from_grids(grids[idx[sel].to(dev)], V)))
+            keep, at = local(sel)
+            if keep.any():
+                cond = cond.index_copy(0, at, net("voxels", voxels_from_grids(grids[idx[sel[keep]].to(dev)], V)))
         drop = (torch.rand(B, generator=gen) < tc.cond_drop).view(B, 1, 1).to(dev)
-        cond = torch.where(drop, net("null", B), cond)  # (B, M, d)
+        cond = torch.where(drop[mine], net("null", Br), cond)  # (B_r, M, d)
         t = torch.randint(cfg.timesteps, (B,), generator=gen)  # (B,)
         if tc.high_t_prob > 0:  # drawn only when set, so runs without it draw exactly as before
             high = torch.randint(cfg.timesteps // 2, cfg.timesteps, (B,), generator=gen)  # (B,)
             pick = (torch.rand(B, generator=gen) < tc.high_t_prob) & ((kind == 0) | drop.view(B).cpu())  # (B,)
             t = torch.where(pick, high, t)
-        t = t.to(dev)
-        z0 = latents[idx.to(dev)]  # (B, C, r, r, r)
-        noise = torch.randn(z0.shape, generator=gen).to(dev)  # (B, C, r, r, r)
-        return diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), z0, cond, t, noise, net.alphas_cumprod)
+        t = t[mine].to(dev)
+        z0 = latents[idx[mine].to(dev)]  # (B_r, C, r, r, r)
+        noise = torch.randn((B, *latents.shape[1:]), generator=gen)[mine].to(dev)  # (B_r, C, r, r, r)
+        loss = diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), z0, cond, t, noise, net.alphas_cumprod)
+        return loss if not run.ranks.distributed else scale * loss  # a mean over this rank's rows
 
     _run_stage("diffusion", run, net, ema, opt, params, loss_fn, base_lr=tc.diffusion_lr, total_steps=tc.diffusion_steps,
                budget_s=budget_s, clip=1.0)
@@ -396,7 +431,9 @@ def train_latent_diffusion(
         raise InputError(f"stage must be one of {list(get_args(Stage))}, got {stage!r}")
     started = datetime.datetime.now(datetime.timezone.utc)
     tc = check_config(train or TrainConfig(), where="train")
-    dev = pick_device(device)
+    ranks, dev = init_ranks(device)
+    if not ranks.main:
+        echo = lambda message: None  # noqa: E731 (rank 0 alone speaks)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(tc.threads)
@@ -441,7 +478,7 @@ def train_latent_diffusion(
         ema = EMA(net.to(dev), tc.ema_decay)
     if (cfg.resolution, cfg.truncation) != (data.resolution, data.truncation) or cfg.families[: len(data.families)] != data.families:
         raise InputError(f"{data_dir}: data (resolution {data.resolution}, truncation {data.truncation}) does not match the checkpoint in {out}")
-    logger = Logger(out, echo)
+    logger = Logger(out, echo, write=ranks.main)
 
     def extra() -> dict:
         return {
@@ -455,7 +492,8 @@ def train_latent_diffusion(
             "device": str(dev),
         }
 
-    run = StageRun(out, cfg, tc, progress, logger, extra, resume_state, dev)
+    run = StageRun(out, cfg, tc, progress, logger, extra, resume_state, dev, ranks)
+    barrier(ranks)  # every rank has read the resume state before rank 0 writes the next one
     budget = tc.minutes * 60.0
     if stage in ("ae", "all") and not (stage == "all" and progress["ae_done"]):
         ae_budget = budget * (tc.ae_fraction if stage == "all" else 1.0)
@@ -475,8 +513,10 @@ def train_latent_diffusion(
     else:
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
     config = extra()
-    _save_all(out, net, ema, opt, cfg, config)
-    write_training_record(out, config, started=started, stage=stage, threads=tc.threads)
+    if ranks.main:
+        _save_all(out, net, ema, opt, cfg, config)
+        write_training_record(out, config, started=started, stage=stage, threads=tc.threads, processes=ranks.world)
+    barrier(ranks)
     echo(f"saved {out / WEIGHTS_NAME} ({progress['ae_steps']} autoencoder steps, {progress['diffusion_steps']} diffusion steps)")
     return LatentDiffusionGenerator(cfg, ema.shadow, extra())
 
@@ -509,7 +549,7 @@ def _continue(source: str | Path, out: Path, progress: dict) -> tuple[ModelConfi
 
 
 def write_training_record(out: Path, config: dict[str, Any], *, started: datetime.datetime, stage: str, threads: int,
-                          finished: datetime.datetime | None = None) -> dict[str, Any]:
+                          finished: datetime.datetime | None = None, processes: int = 1) -> dict[str, Any]:
     """Add this invocation to `training_record.json` in `out` and refresh its totals from `config`
     (the checkpoint's config: command, data, progress, autoencoder_from).
 
@@ -526,7 +566,7 @@ def write_training_record(out: Path, config: dict[str, Any], *, started: datetim
     log_lines = [line for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
     finished = finished or datetime.datetime.now(datetime.timezone.utc)
     runs = list(record.get("invocations", []))
-    runs.append({"stage": stage, "command": config.get("command"), "started_utc": started.isoformat(timespec="seconds"),
+    runs.append({"stage": stage, "command": config.get("command"), "started_utc": started.isoformat(timespec="seconds"), "processes": processes,
                  "finished_utc": finished.isoformat(timespec="seconds"),
                  "wall_minutes": round((finished - started).total_seconds() / 60, 2)})
     prog = config.get("progress", {})
