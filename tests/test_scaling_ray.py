@@ -111,3 +111,20 @@ def test_a_member_that_keeps_failing_is_recorded_and_the_build_goes_on(ray_execu
     np.save(grid_file, good, allow_pickle=False)
     pop = build_population(_config(broken, out, steps=2), generator=LOADER, executor=ray_executor)
     assert len(pop) == 4 and not read_failures(out)
+
+
+def test_decode_of_a_population_and_a_subspace_on_ray_equals_decoding_here(ray_executor, data, tmp_path, one_thread):
+    from weightspace.decode.sources import DecodeConfig, decode_source
+    from weightspace.space.subspace import fit_subspace
+
+    pop = build_population(_config(data, tmp_path / "pop", steps=2), generator=LOADER)
+    fit_subspace(pop, 2, out=tmp_path / "sub")
+    for source, extra in ((pop.folder, {}), (tmp_path / "sub", {"samples": 5, "seed": 3})):
+        here = decode_source(DecodeConfig(source=str(source), out=str(tmp_path / "here"), batch_size=2, meshes=False, **extra),
+                             generator=LOADER())
+        there = decode_source(DecodeConfig(source=str(source), out=str(tmp_path / "ray"), batch_size=2, meshes=False, **extra),
+                              generator=LOADER, executor=ray_executor)
+        assert [r["id"] for r in there] == [r["id"] for r in here] and [r["seed"] for r in there] == [r["seed"] for r in here]
+        for r in here:
+            a, b = (np.load(tmp_path / d / r["grid"], allow_pickle=False) for d in ("here", "ray"))
+            np.testing.assert_array_equal(a, b)

@@ -195,10 +195,16 @@ def decode(
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Grid resolution (default: the generator's)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Points decoded per call."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Also write PLY meshes."),
+    workers: int = typer.Option(1, "--workers", help="Parallel workers decoding chunks of --batch-size points (1: in this process)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help=GPUS_HELP),
 ) -> None:
     """Decode weight-space points into SDF grids and meshes.
 
     Example: weightspace decode runs/sub --samples 16 --out runs/samples
+
+    On a Ray cluster: weightspace decode runs/pop --out runs/decoded --executor ray --address auto (docs/scaling.md).
     """
     from weightspace.decode.sources import DecodeConfig, decode_source, recorded_checkpoint
 
@@ -209,7 +215,14 @@ def decode(
         from weightspace.runtime.errors import InputError
 
         raise InputError(f"{source}: records no checkpoint; pass --checkpoint")
-    rows = decode_source(cfg, generator=_load(name))
+    if executor is None and address is None and workers == 1:
+        rows = decode_source(cfg, generator=_load(name))
+    else:
+        import functools
+
+        loader = functools.partial(_load, name, "cuda") if gpus_per_task > 0 else functools.partial(_load, name)
+        with executor_from_options(executor, workers, address, gpus_per_task) as ex:
+            rows = decode_source(cfg, generator=loader, executor=ex)
     typer.echo(f"{out}: decoded {len(rows)} item(s)")
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from weightspace.decode.points import decode_points, point_seeds, write_decoded
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.executors import Executor, worker_cached
 from weightspace.runtime.io import atomic_write_json, read_json
+from weightspace.runtime.progress import track
 from weightspace.space.frame import Frame
 from weightspace.space.store import Population, load_point, read_metadata
 from weightspace.space.subspace import SUBSPACE_FILE, Subspace
@@ -68,11 +71,37 @@ def read_source(src: Path, kind: str, config: DecodeConfig) -> tuple[Frame, torc
     return sub.frame, points, [f"sample-{i:04d}" for i in range(config.samples)]
 
 
-def decode_source(config: DecodeConfig, *, generator: Any = None) -> list[dict[str, Any]]:
+@dataclass
+class DecodeTask:
+    """One chunk of points for an executor worker: the generator's loader (shared, see Executor.share),
+    the frame, points (b, D), one seed per point."""
+
+    loader: Callable[[], Any]
+    frame: Frame
+    points: torch.Tensor
+    seeds: list[int]
+    resolution: int | None
+    what: str
+
+
+def decode_chunk(task: DecodeTask) -> np.ndarray:
+    """Grids (b, R, R, R) float32 of one chunk (runs in an executor worker, its generator loaded once)."""
+    def build() -> tuple[Any, Any]:
+        torch.set_num_threads(1)
+        gen = task.loader()
+        return gen, task.frame.build(gen, what=task.what)
+
+    gen, param = worker_cached(repr(("decode", task.loader, sorted(task.frame.parameterisation.items()))), build)
+    return decode_points(gen, param, task.points, task.seeds, resolution=task.resolution, batch_size=len(task.seeds)).numpy()
+
+
+def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Executor | None = None) -> list[dict[str, Any]]:
     """Decode `config.source` into `config.out`; returns the manifest rows written.
 
     generator : a Generator or checkpoint to decode with; default: `config.checkpoint`, else the one
         the source records.
+    executor : where chunks of `config.batch_size` points decode (a process pool, Ray); default here.
+        Each point keeps its own seed, so the grids do not depend on where they were made.
     """
     from weightspace.generators.registry import generator_loader
 
@@ -82,10 +111,21 @@ def decode_source(config: DecodeConfig, *, generator: Any = None) -> list[dict[s
     checkpoint = config.checkpoint or frame.checkpoint
     if not checkpoint and generator is None:
         raise InputError(f"{src}: records no checkpoint; pass --checkpoint")
-    gen = generator_loader(generator, checkpoint)()
-    param = frame.build(gen, what=f"{src.name} (checkpoint {checkpoint})")
     seeds = point_seeds(config.seed, points.shape[0])
-    grids = decode_points(gen, param, points.to(torch.float32), seeds, resolution=config.resolution, batch_size=config.batch_size)
+    what = f"{src.name} (checkpoint {checkpoint})"
+    points = points.to(torch.float32)
+    if executor is None:
+        gen = generator_loader(generator, checkpoint)()
+        param = frame.build(gen, what=what)
+        grids = decode_points(gen, param, points, seeds, resolution=config.resolution, batch_size=config.batch_size)
+    else:
+        if config.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {config.batch_size}")
+        loader = executor.share(generator_loader(generator, checkpoint))
+        B = config.batch_size
+        tasks = [DecodeTask(loader, frame, points[i : i + B], [int(s) for s in seeds[i : i + B]], config.resolution, what)
+                 for i in range(0, points.shape[0], B)]
+        grids = np.concatenate(list(track(executor.map(decode_chunk, tasks), "decode", total=len(tasks), status=executor.status)))
     rows = write_decoded(config.out, grids, ids, seeds, meshes=config.meshes)
     atomic_write_json(Path(config.out) / "decode.json", {"source": str(config.source), "kind": kind, "checkpoint": checkpoint,
                                                          "count": len(rows), "seed": config.seed, "temperature": config.temperature,

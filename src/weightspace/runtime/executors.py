@@ -87,6 +87,18 @@ class Executor(abc.ABC):
         self.close()
 
 
+_WORKER_OBJECTS: dict[str, Any] = {}
+
+
+def worker_cached(key: str, build: Callable[[], T]) -> T:
+    """The object `build()` made in this process under `key`, made once (a worker runs many items: a
+    generator is loaded once per worker, not per item). One key at a time: a new key drops the last."""
+    if key not in _WORKER_OBJECTS:
+        _WORKER_OBJECTS.clear()
+        _WORKER_OBJECTS[key] = build()
+    return _WORKER_OBJECTS[key]
+
+
 def failure(item: Any, error: BaseException) -> TaskFailure:
     return TaskFailure(item, f"{type(error).__name__}: {str(error).splitlines()[0][:500] if str(error) else ''}",
                        "".join(traceback.format_exception(error))[-4000:])
