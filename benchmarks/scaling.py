@@ -9,7 +9,8 @@ Every figure is a median over `--reps` interleaved repetitions, and each ratio i
 one-at-a-time build of the same run (the machine is shared: absolute numbers move between runs, the
 ratios much less). Memory is the peak of the summed resident set of the driver and every process it
 started (Ray: its raylet, GCS and workers; the pool: its workers), sampled every 50 ms; shared pages
-count once per process, so both figures overstate, alike.
+count once per process, so both figures overstate, alike. Ray's workers run at nice 0 here, as the
+pool's (Ray's default is 15).
 """
 
 from __future__ import annotations
@@ -194,6 +195,9 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     os.environ.setdefault("WEIGHTSPACE_QUIET", "1")
+    # Ray starts its workers at nice 15 (so its raylet stays responsive); on a shared machine that hands
+    # CPU to other jobs and measures the neighbours, not Ray. Workers here run at the pool's nice 0.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     root = Path(tempfile.mkdtemp(prefix="scaling-"))
     try:
         m = members(args, root)
