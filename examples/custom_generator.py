@@ -100,7 +100,7 @@ def main(out: Path) -> None:
     run_interpolate(InterpolateConfig(checkpoint=str(out / "checkpoint"), out=str(out / "interpolate"), endpoints="data",
                                       a=torus, b=pair, data=str(data), steps=8, meshes=False), generator=gen)
     run_subspace(SubspaceConfig(checkpoint=str(out / "checkpoint"), out=str(out / "subspace"), family="torus", examples=4,
-                                k=2, samples=8, data=str(data), meshes=False), generator=gen)
+                                k=2, samples=8, data=str(data), parameterisation="condition", meshes=False), generator=gen)
     print(f"wrote {out / 'interpolate' / 'results.json'} and {out / 'subspace' / 'results.json'}")
 
 

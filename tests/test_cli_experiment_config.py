@@ -80,7 +80,7 @@ def test_overrides_are_checked_together_with_the_file(ran, tmp_path):
     """k = 5 in the file is only valid with the K = 8 given on the command line: checked after the merge."""
     result = invoke("subspace", "--config", write(tmp_path / "s.json", {"k": 5}), "-K", "8")
     assert isinstance(result.exception, Ran), result.output
-    assert (ran[0].k, ran[0].examples) == (5, 8)
+    assert (ran[0].k, ran[0].examples) == (5, [8])
 
 
 def test_without_a_file_the_options_alone_build_the_config(ran):

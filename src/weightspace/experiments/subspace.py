@@ -1,261 +1,349 @@
 """The subspace study (paper claim 2): does a PCA subspace of K examples vary local geometry and keep topology?
 
-K examples of one family become K points (encoded conditions, or LoRA fine-tunes under the
-examples' mean condition); PCA with k < K components; S Gaussian samples in the subspace are
-decoded under one fixed noise seed and measured against the decoded examples. Two baselines
-at the same distance from the mean: a random direction in the full parameterisation, and
-isotropic Gaussian noise on an example's condition (scaled to the same relative distance).
-A validity gate (distance from the subspace's support before decoding, SDF eikonal residual
-after) is scored by precision and recall against the measured failures.
+By default the examples are LoRA members of a population (`space.population.build_population`,
+fitted with the generator's measured defaults until they reproduce their shapes; every member's
+decode IoU and Betti match is recorded), learned in delta form (Delta W = B A per layer). The
+grid runs families x K x seeds; one cell (`subspace_cell.run_cell`) picks K members of one family
+under one seed, fits a PCA with k < K components, and decodes subspace samples against three
+baselines at the same distance from the mean: a random direction in the full point space, the
+members' full-rank diagonal Gaussian (same mean and total variance), and condition noise.
+
+Every cell writes its own folder (`cells/<family>-K<K>-s<seed>`) and a rerun skips finished cells,
+so the full grid resumes; the population resumes member by member. results.json pools the cells
+into rates with Wilson 95% intervals per kind, per family and per (family, K).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
+import json
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD, Shape, chamfer, measure
-from weightspace.data.dataset import load_grid
-from weightspace.decode.mesh import save_mesh
-from weightspace.decode.points import decode_points
+from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD
+from weightspace.data.dataset import load_grid, load_points, read_manifest
 from weightspace.experiments.common import (
     Clock,
     check_choice,
-    clean_surface,
     generator_pose,
     load_study_generator,
-    mismatches,
     refuse,
     row_root,
     start_results,
     study_data,
-    topology_check,
 )
 from weightspace.experiments.plots import plot_subspace
-from weightspace.experiments.subspace_figures import gate_thresholds, kind_summary, precision_recall, support_score
-from weightspace.generators.protocol import Generator
+from weightspace.experiments.subspace_cell import KINDS, Cell, run_cell
+from weightspace.experiments.subspace_figures import (
+    fidelity_of_checks,
+    fidelity_of_population,
+    plot_claim2,
+    pool_cells,
+)
+from weightspace.generators.protocol import EncodesPoints, Generator, require
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_write_text, read_json
 from weightspace.runtime.results import write_csv, write_results
-from weightspace.runtime.seeding import derive_seed, item_generator, item_rng
-from weightspace.space.frame import Frame
+from weightspace.runtime.seeding import derive_seed, item_rng
 from weightspace.space.lora import LORA_FORMS
+from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.parameterisations import make_parameterisation
-from weightspace.space.population import fit_member
-from weightspace.space.subspace import fit_subspace_matrix
+from weightspace.space.population import PopulationConfig, build_population, fit_member
+from weightspace.space.store import Population
 
-SUBSPACE_PARAMETERISATIONS = ("condition", "lora")
-KINDS = ("subspace", "random", "condition_noise")
+SUBSPACE_PARAMETERISATIONS = ("lora", "condition")
+FAMILIES = ["torus", "pretzel", "pair"]  # one hole, two holes, two parts
+GRID_K = [2, 4, 8, 16]
+# settings a finished cell was computed with; a resumed study must match them
+CELL_SETTINGS = ("checkpoint", "parameterisation", "samples", "temperature", "data", "data_seed", "observations", "pool",
+                 "population", "lora_rank", "lora_targets", "lora_form", "fit_steps", "lr", "fit_draws", "gate_factor",
+                 "volume_threshold")
 
 
 @dataclass
 class SubspaceConfig:
-    """One subspace study (the CLI builds one of these)."""
+    """One subspace study over families x K x seeds (the CLI builds one of these)."""
 
     checkpoint: str = "default"
     out: str = "results/subspace"
-    family: str = "torus"
-    examples: int = 4  # K (2, 4, 8, 16 in the paper's regime)
-    k: int = 2  # PCA components, 1 <= k < K
-    samples: int = 16  # S samples per kind (subspace and each baseline)
-    parameterisation: str = "condition"  # condition | lora
+    families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    family: str | None = None  # one family: the same as families = [family]
+    examples: int | list[int] = field(default_factory=lambda: [4])  # K per cell (the paper's regime: 2, 4, 8, 16)
+    k: int | None = None  # PCA components, 1 <= k < K; None: K // 2 in each cell
+    seeds: list[int] = field(default_factory=lambda: [0])  # member choice, sampling and sampler noise seed per cell
+    samples: int = 16  # S samples per kind (subspace and each baseline) per cell
+    parameterisation: str = "lora"  # lora: population members (weight space) | condition: encoded examples
+    population: str | None = None  # an existing lora population whose members carry their source family
+    pool: int | None = None  # shapes (members) per family when the study builds its own; None: max K
     temperature: float = 1.0  # subspace samples z_i ~ N(0, (temperature sigma_i)^2)
     data: str | None = None  # data folder (default: procedural shapes made in the results folder)
     data_seed: int = 1
-    seed: int = 0  # sampler noise seed (fixed for every decode) and sampling seed
-    observations: int = 1024  # surface points per encoded example
-    lora_rank: int = 2
+    observations: int = 1024  # surface points per encoded example (conditions)
+    # the population the study builds: rank-r adapters on `lora_targets`, fitted with the generator's
+    # measured defaults (`Generator.fit_defaults`) unless fit_steps / lr / fit_draws say otherwise
+    lora_rank: int = 4
     lora_targets: str = "all"
-    # the form the LoRA subspace is learned in (examples are fitted as rank-r factors either way):
-    # delta (Delta W = B A, the same for every factorisation) | factors (A, B)
-    lora_form: str = "delta"
-    # LoRA fit per example (generator training loss on its grid): steps, Adam lr and loss draws per
-    # step; None takes the generator's population defaults, chosen so members reproduce their shapes
+    lora_form: str = "delta"  # the form the subspace is learned in: delta (Delta W = B A) | factors (A, B)
     fit_steps: int | None = None
     lr: float | None = None
     fit_draws: int | None = None
+    batch_members: int = 1  # members fitted together (`population build --batch-members`)
     gate_factor: float = 1.5  # a gate score above factor x the examples' largest flags a failure
     volume_threshold: float = DEFAULT_VOLUME_THRESHOLD
     meshes: bool = True
 
     @classmethod
-    def small(cls, checkpoint: str = "default", out: str = "results/demo/subspace") -> "SubspaceConfig":
-        """The demo-sized run: K = 4 condition examples (1,024 points each), k = 2, 8 samples per kind;
-        one example may fail its check (k + 1 = 3 must decode to their own shapes)."""
-        return cls(checkpoint=checkpoint, out=out, examples=4, k=2, samples=8, observations=1024)
+    def small(cls, checkpoint: str = "default", out: str = "results/demo/subspace", **overrides: Any) -> "SubspaceConfig":
+        """The demo-sized run: one family, K = 3 LoRA members, k = 2, 8 samples per kind, one seed."""
+        return cls(**{"checkpoint": checkpoint, "out": out, "families": ["torus"], "examples": [3], "k": 2, "samples": 8,
+                      **overrides})
+
+    @classmethod
+    def full(cls, checkpoint: str = "default", out: str = "results/subspace-grid", **overrides: Any) -> "SubspaceConfig":
+        """The paper's regime: torus, pretzel, pair x K in {2, 4, 8, 16} (k = K // 2) x seeds 0, 1, 2."""
+        return cls(**{"checkpoint": checkpoint, "out": out, "examples": list(GRID_K), "seeds": [0, 1, 2], **overrides})
+
+    def __post_init__(self) -> None:
+        if self.family is not None:
+            self.families = [self.family]
+
+    @property
+    def Ks(self) -> list[int]:
+        return [int(v) for v in ([self.examples] if isinstance(self.examples, int) else self.examples)]
+
+    def k_for(self, K: int) -> int:
+        return max(1, K // 2) if self.k is None else int(self.k)
 
     def validate(self) -> None:
         check_choice("parameterisation", self.parameterisation, SUBSPACE_PARAMETERISATIONS)
         check_choice("lora_form", self.lora_form, LORA_FORMS)
-        if self.examples < 2:
-            raise InputError(f"examples (K) must be >= 2, got {self.examples}")
-        if not 1 <= self.k < self.examples:
-            raise InputError(f"k must satisfy 1 <= k < K = {self.examples}, got {self.k}")
+        if not self.families or not self.Ks or not self.seeds:
+            raise InputError("families, examples (K) and seeds each need at least one value")
+        if min(self.Ks) < 2:
+            raise InputError(f"examples (K) must be >= 2, got {self.Ks}")
+        bad = [K for K in self.Ks if not 1 <= self.k_for(K) < K]
+        if bad:
+            raise InputError(f"k must satisfy 1 <= k < K = {bad[0]}, got {self.k} (leave k unset for K // 2 in each cell)")
+        if self.pool is not None and self.pool < max(self.Ks):
+            raise InputError(f"pool must be >= the largest K ({max(self.Ks)}), got {self.pool}")
         if self.samples < 1 or self.temperature < 0 or (self.fit_steps or 0) < 0 or self.gate_factor <= 0 \
-                or (self.lr is not None and not self.lr > 0) or (self.fit_draws is not None and self.fit_draws < 1):
-            raise InputError("samples must be >= 1, temperature and fit_steps >= 0, lr and gate_factor > 0, fit_draws >= 1")
+                or (self.lr is not None and not self.lr > 0) or (self.fit_draws is not None and self.fit_draws < 1) \
+                or self.batch_members < 1:
+            raise InputError("samples must be >= 1, temperature and fit_steps >= 0, lr and gate_factor > 0, "
+                             "fit_draws and batch_members >= 1")
+        if self.population is not None and self.parameterisation != "lora":
+            raise InputError("population applies to parameterisation lora")
 
 
-def _unit(d: int, seed: int, *keys: Any) -> torch.Tensor:
-    g = torch.randn(d, generator=item_generator(seed, *keys), dtype=torch.float64)
-    return (g / g.norm()).float()
+# --- the shapes and their points ----------------------------------------------------------------------
+def pool_data(config: SubspaceConfig, gen: Generator, folder: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The pool's shapes: with config.population, the rows of its data folder that have a finished member
+    (a population still being built gives what it has); else config.pool per family (the first of each
+    family in the data) copied into one data folder, `folder/pool-data`, reused as it is when it exists."""
+    if config.population is not None:
+        pop = Population(config.population)
+        data = Path(str(pop.config.get("data", "")))
+        have = {str(r["id"]) for r in pop.rows}
+        rows = [r for r in read_manifest(data) if str(r["id"]) in have and r.get("family") in config.families]
+        return data, rows
+    out = folder / "pool-data"
+    if (out / "manifest.jsonl").is_file():
+        return out, read_manifest(out)
+    pool = config.pool or max(config.Ks)
+    root, rows = study_data(folder / "data", data=config.data, families=config.families, count=pool,
+                            seed=config.data_seed, resolution=gen.resolution, pose=generator_pose(gen))
+    chosen = []
+    for fam in config.families:
+        got = [r for r in rows if r.get("family") == fam][:pool]
+        if len(got) < max(config.Ks):
+            raise InputError(f"family {fam!r}: {len(got)} shapes in the data, the largest K is {max(config.Ks)}")
+        chosen += got
+    (out / "grids").mkdir(parents=True, exist_ok=True)
+    (out / "points").mkdir(parents=True, exist_ok=True)
+    copied = []
+    for i, r in enumerate(chosen):
+        src = row_root(root, r)
+        grid, points = f"grids/{i:05d}.npy", f"points/{i:05d}.npz"
+        shutil.copyfile(src / r["grid"], out / grid)
+        shutil.copyfile(src / r["points"], out / points)
+        keep = {k: v for k, v in r.items() if k not in ("_root", "grid", "points")}
+        copied.append({**keep, "id": str(r["id"]), "family": r.get("family", ""), "split": "train", "grid": grid, "points": points})
+    atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in copied))
+    return out, copied
 
 
+def weight_points(config: SubspaceConfig, gen: Generator, folder: Path, data: Path,
+                  rows: list[dict[str, Any]]) -> tuple[Parameterisation, dict[str, torch.Tensor], dict[str, bool], Population]:
+    """The lora members of the pool shapes: the parameterisation the subspace is learned in, points by
+    shape id (delta form unless lora_form is factors), whether each member passed its fidelity check,
+    and the population (built in `folder/population` unless config.population names one)."""
+    if config.population is None:
+        build_population(PopulationConfig(
+            checkpoint=config.checkpoint, parameterisation="lora", data=str(data), out=str(folder / "population"),
+            options={"rank": config.lora_rank, "targets": config.lora_targets}, steps=config.fit_steps, lr=config.lr,
+            draws=config.fit_draws, seed=config.data_seed, batch_members=config.batch_members), generator=gen)
+    pop = Population(config.population or folder / "population")
+    if pop.frame.parameterisation.get("name") != "lora":
+        raise InputError(f"population {pop.folder}: parameterisation {pop.frame.parameterisation.get('name')!r}; need lora")
+    param = pop.frame.build(gen, what=f"population {pop.folder.name}")
+    index = {str(r["id"]): i for i, r in enumerate(pop.rows)}
+    missing = [str(r["id"]) for r in rows if str(r["id"]) not in index]
+    if missing:
+        raise InputError(f"population {pop.folder}: no member for shapes {missing[:5]}; build it on the same data")
+    ids = [str(r["id"]) for r in rows]
+    x = torch.stack([pop.point(index[i]) for i in ids])  # (N, D) as stored
+    if config.lora_form == "delta" and getattr(param, "form", "factors") == "factors":
+        with torch.no_grad():
+            param, x = param.delta_parameterisation(), param.to_delta(x).cpu()  # (N, D_delta), exact
+    ok = {i: bool(pop.rows[index[i]].get("metrics", {}).get("fidelity_betti", True)) for i in ids}
+    return param, dict(zip(ids, x)), ok, pop
+
+
+def condition_points(gen: Generator, data: Path, rows: list[dict[str, Any]], *, observations: int) -> dict[str, torch.Tensor]:
+    """Each shape's encoded condition (D_c,), from `observations` of its stored surface samples (seeded per shape)."""
+    cond_param = make_parameterisation(gen, "condition")
+    out = {}
+    for r in rows:
+        pts, _ = load_points(data, r)
+        take = item_rng(0, "observe", r["id"]).choice(len(pts), size=min(observations, len(pts)), replace=False)
+        grid = torch.from_numpy(load_grid(data, r))
+        fit = fit_member(gen, cond_param, grid, fit="grid", steps=0, lr=1.0, seed=derive_seed(0, "member", str(r["id"])),
+                         condition_fit="encode", surface=torch.from_numpy(pts[take]))
+        out[str(r["id"])] = fit["point"].cpu()
+    return out
+
+
+def candidates(ids: list[str], K: int, pool: int) -> int:
+    """How many of a family's pool (in pool order) a cell of K draws from: min(pool, 2 K), so small-K
+    cells vary their members across seeds and run before a large pool has finished building."""
+    return min(pool, 2 * K)
+
+
+def choose_members(ids: list[str], ok: dict[str, bool], K: int, seed: int, family: str) -> list[str]:
+    """K of `ids` (a family's candidates) for one cell: a seeded draw among members that passed their
+    fidelity check, then (only when too few passed) among the others; in pool order."""
+    rng = item_rng(seed, "members", family, K)
+    good, bad = [i for i in ids if ok[i]], [i for i in ids if not ok[i]]
+    order = [good[j] for j in rng.permutation(len(good))] + [bad[j] for j in rng.permutation(len(bad))]
+    chosen = set(order[:K])
+    return [i for i in ids if i in chosen]
+
+
+# --- the study ------------------------------------------------------------------------------------------
 def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) -> Path:
     """Run the subspace study into `config.out`; returns the results folder.
 
-    results.json: per kind (`subspace`, `random`, `condition_noise`, and `examples`):
-    topology kept (exact, robust), validity rate, local variation, diversity, novelty; the
-    examples' topology; the gate's precision and recall; wall time.
+    results.json: `parameterisation`, `member_fidelity` ({mean_iou, betti_match: {rate, ci_low,
+    ci_high, n}}), `topology_kept` ({kind: {rate, ci_low, ci_high, n}} pooled over every cell),
+    `summary` (pooled per kind: validity, local variation, diversity, novelty, ...), `table`
+    (family x K x kind), `by_family` (family x kind), `claim2` (the verdict and the rule behind it),
+    `cells` and wall time. samples.csv: every decoded point of every cell.
     """
     config.validate()
     clock = Clock()
     folder = start_results(config.out, config)
     gen = load_study_generator(config.checkpoint, generator)
-    R = gen.resolution
-    root, rows = study_data(folder / "data", data=config.data, families=[config.family], count=config.examples,
-                            seed=config.data_seed, resolution=R, pose=generator_pose(gen))
-    if len(rows) < config.examples:
-        raise InputError(f"family {config.family!r}: {len(rows)} shapes in the data, K = {config.examples} asked")
-    rows = rows[: config.examples]
-    seed = config.seed
-
-    # --- the K examples as points ----------------------------------------------------------------------
+    require(gen, EncodesPoints, "the subspace study (the examples' conditions and the condition-noise baseline)")
+    settings = {k: getattr(config, k) for k in CELL_SETTINGS}
+    data, rows = pool_data(config, gen, folder)
+    by_family = {f: [str(r["id"]) for r in rows if r.get("family") == f] for f in config.families}
     cond_param = make_parameterisation(gen, "condition")
-    surfaces, conds = [], []
-    for i, row in enumerate(rows):
-        pts, _ = clean_surface(root, row)
-        take = item_rng(seed, "observe", row["id"]).choice(len(pts), size=min(config.observations, len(pts)), replace=False)
-        surfaces.append(torch.from_numpy(pts[take]))
-        grid = torch.from_numpy(load_grid(row_root(root, row), row))
-        fit = fit_member(gen, cond_param, grid, fit="grid", steps=0, lr=1.0, seed=derive_seed(seed, "member", i),
-                         condition_fit="encode", surface=surfaces[-1])
-        conds.append(fit["point"])
-    cond_x = torch.stack(conds)  # (K, D_c)
-    if config.parameterisation == "condition":
-        param, x = cond_param, cond_x
+    member_fidelity: dict[str, Any]
+    if config.parameterisation == "lora":
+        param, points, ok, pop = weight_points(config, gen, folder, data, rows)
+        member_fidelity = fidelity_of_population(pop, [r["id"] for r in rows])
     else:
-        param = make_parameterisation(gen, "lora", rank=config.lora_rank, targets=config.lora_targets)
-        param.set_anchor(cond_x.mean(0).reshape(1, *gen.condition_shape))
-        defaults = gen.fit_defaults["lora"]
-        steps = defaults["steps"] if config.fit_steps is None else config.fit_steps
-        lr = defaults["lr"] if config.lr is None else config.lr
-        draws = defaults["draws"] if config.fit_draws is None else config.fit_draws
-        pts_ = []
-        for i, row in enumerate(rows):
-            grid = torch.from_numpy(load_grid(row_root(root, row), row))
-            pts_.append(fit_member(gen, param, grid, fit="grid", steps=steps, lr=lr, draws=draws,
-                                   seed=derive_seed(seed, "member", i))["point"])
-        x = torch.stack(pts_)  # (K, D) factors: each example is a rank-r adapter
-        if config.lora_form == "delta":
-            param, x = param.delta_parameterisation(), param.to_delta(x).cpu()  # (K, D_delta), exact
-
-    # --- every example must decode to its own shape's topology before it defines anything ------------------
-    dseed = derive_seed(seed, "decode") % 2**31
-    ex_all = decode_points(gen, param, x, [dseed] * x.shape[0]).numpy()  # (K, R, R, R)
-    clean_all = [measure(load_grid(row_root(root, r), r), seed=seed) for r in rows]
-    check = topology_check([r["id"] for r in rows],
-                           [measure(g, seed=seed, volume_threshold=config.volume_threshold).robust for g in ex_all],
-                           [c.robust for c in clean_all])
-    keep = [i for i, c in enumerate(check) if c["ok"]]
-    if len(keep) < config.k + 1:
-        refuse(folder, config.checkpoint, (
-            f"only {len(keep)} of {len(rows)} examples decode to their own shape's robust Betti numbers ({mismatches(check)}); "
-            f"a {config.k}-dimensional subspace needs {config.k + 1}. Use a generator (or --parameterisation / "
-            f"--fit-steps) whose examples reproduce their shapes, or a smaller k"), examples_check=check)
-    rows, x, cond_x = [rows[i] for i in keep], x[keep], cond_x[keep]
-    ex_grids, clean = ex_all[keep], [clean_all[i] for i in keep]
-    sub = fit_subspace_matrix(x, config.k, frame=Frame.of(param, config.checkpoint))
-    sub.save(folder / "subspace")
-    cond_sub = sub if param is cond_param else fit_subspace_matrix(cond_x, config.k, frame=Frame.of(cond_param))
-
-    # --- points to decode --------------------------------------------------------------------------------
-    S = config.samples
-    samples = sub.sample(S, seed=seed, temperature=config.temperature).float()  # (S, D)
-    radius = (samples - sub.mean).double().norm(dim=1)  # (S,)
-    spread = float((x - sub.mean).double().norm(dim=1).mean())
-    c_mean = cond_x.mean(0)
-    c_spread = float((cond_x - c_mean).double().norm(dim=1).mean())
-    rand = torch.stack([sub.mean + radius[i].float() * _unit(x.shape[1], seed, "random-direction", i) for i in range(S)])
-    pick = item_rng(seed, "noise-example").integers(0, cond_x.shape[0], size=S)
-    noisy = torch.stack([cond_x[pick[i]] + float(radius[i] / max(spread, 1e-12) * c_spread)
-                         * _unit(cond_x.shape[1], seed, "condition-noise", i) for i in range(S)])
-
-    groups = {
-        "examples": (param, x),
-        "subspace": (param, samples),
-        "random": (param, rand),
-        "condition_noise": (cond_param, noisy),
-    }
-    shapes: dict[str, list[Shape]] = {}
-    grids: dict[str, np.ndarray] = {}
-    for name, (p, pts) in groups.items():
-        g = ex_grids if name == "examples" else decode_points(gen, p, pts, [dseed] * pts.shape[0]).numpy()  # (n, R, R, R)
-        grids[name] = g
-        shapes[name] = [measure(gi, seed=seed, volume_threshold=config.volume_threshold) for gi in g]
-
-    examples = shapes["examples"]
-    target_robust = Counter(s.robust for s in examples).most_common(1)[0][0]
-    target_exact = Counter(s.betti for s in examples).most_common(1)[0][0]
-    ex_pts = [s.points for s in examples]
-    ex_w = x.double()
-    ex_nn = torch.cdist(ex_w, ex_w).fill_diagonal_(float("inf")).min(dim=1).values  # (K,)
-    w_scale = float(ex_nn.median())
-
-    # --- gate calibration on the examples, per space ----------------------------------------------------------
-    support = {"examples": support_score(sub, x), "subspace": support_score(sub, samples),
-               "random": support_score(sub, rand), "condition_noise": support_score(cond_sub, noisy)}
-    thr_support, thr_eik = gate_thresholds(support["examples"], support_score(cond_sub, cond_x), examples, k=config.k,
-                                           temperature=config.temperature, factor=config.gate_factor)
-
-    item_rows: list[dict[str, Any]] = []
-    for name in groups:
-        pts_w = groups[name][1].double()
-        for i, s in enumerate(shapes[name]):
-            near = [chamfer(s.points, e) for e in ex_pts]
-            j = int(np.argmin(near))
-            dw = (ex_w - pts_w[i]).norm(dim=1) if name != "condition_noise" else (cond_x.double() - pts_w[i]).norm(dim=1)
-            thr = thr_support["condition" if name == "condition_noise" and param is not cond_param else "own"]
-            flag_support = bool(support[name][i] > thr)
-            flag_eik = bool(s.eikonal > thr_eik)
-            item_rows.append({
-                "kind": name, "index": i, "radius": float((pts_w[i] - (cond_x.double().mean(0) if name == "condition_noise" else sub.mean.double())).norm()),
-                **s.row(), "kept_exact": s.betti == target_exact, "kept_robust": s.robust == target_robust,
-                "empty": s.empty, "touches_box": s.touches_box, "chamfer_nearest_example": near[j], "nearest_example": rows[j]["id"],
-                "weight_nearest_example": float(dw.min()), "weight_novelty_ratio": float(dw.min()) / w_scale if w_scale > 0 else float("nan"),
-                "support_score": float(support[name][i]), "gate_support": flag_support, "gate_eikonal": flag_eik,
-                "gate": flag_support or flag_eik, "failed": (not s.valid) or s.robust != target_robust,
-            })
-    write_csv(folder / "samples.csv", item_rows)
-
-    summary = {name: kind_summary([r for r in item_rows if r["kind"] == name], shapes[name], ex_pts) for name in groups}
-    evaluated = [r for r in item_rows if r["kind"] != "examples"]
-    gate = {key: precision_recall([r[key] for r in evaluated], [r["failed"] for r in evaluated])
-            for key in ("gate_support", "gate_eikonal", "gate")}
-    gate["thresholds"] = {"support": thr_support, "eikonal": thr_eik, "factor": config.gate_factor}
-    gate["failure"] = "invalid (empty, full or cut by the box) or robust topology != the examples'"
-
-    if config.meshes:
-        for name in groups:
-            for i, gi in enumerate(grids[name]):
-                save_mesh(gi, folder / "meshes" / f"{name}-{i:03d}.ply")
-    plot_subspace(folder / "subspace.png", summary, title=f"{gen.kind}: {config.family}, K={config.examples}, k={config.k}, "
-                                                   f"{config.parameterisation}")
+        param, points, ok, pop = cond_param, None, {str(r["id"]): True for r in rows}, None
+        member_fidelity = {}
+    row_of = {str(r["id"]): r for r in rows}
+    conds: dict[str, torch.Tensor] = {}
+    cells: list[dict[str, Any]] = []
+    pool = config.pool or max(config.Ks)
+    waiting = []
+    for fam in config.families:
+        for K in config.Ks:
+            n_cand = candidates(by_family[fam], K, pool)
+            if len(by_family[fam]) < n_cand:  # a population still being built: this cell waits for its members
+                waiting.append({"family": fam, "K": K, "members": len(by_family[fam]), "needs": n_cand})
+                continue
+            for seed in config.seeds:
+                ids = choose_members(by_family[fam][:n_cand], ok, K, seed, fam)
+                cell_folder = folder / "cells" / f"{fam}-K{K}-s{seed}"
+                res = _finished(cell_folder, settings)
+                if res is None:
+                    c0 = Clock()
+                    todo = [i for i in ids if i not in conds]
+                    conds.update(condition_points(gen, data, [row_of[i] for i in todo], observations=config.observations))
+                    cond_x = torch.stack([conds[i] for i in ids])  # (K, D_c)
+                    x = cond_x if points is None else torch.stack([points[i] for i in ids])  # (K, D)
+                    cell = Cell(fam, K, config.k_for(K), seed, ids, [load_grid(data, row_of[i]) for i in ids], param, x,
+                                cond_param, cond_x)
+                    res = run_cell(gen, cell, cell_folder, samples=config.samples, temperature=config.temperature,
+                                   gate_factor=config.gate_factor, volume_threshold=config.volume_threshold,
+                                   checkpoint=config.checkpoint, meshes=config.meshes)
+                    res["settings"], res["wall_seconds"] = settings, c0()
+                    write_results(cell_folder, res)
+                cells.append({**res, "folder": str(cell_folder.relative_to(folder))})
+    done = [c for c in cells if "refused" not in c]
+    if not done:
+        why = "; ".join([f"{c['family']} K={c['K']} s{c['seed']}: {c['refused']}" for c in cells]
+                        + [f"{w['family']} K={w['K']}: {w['members']} members, needs {w['needs']}" for w in waiting])
+        refuse(folder, config.checkpoint, f"no cell ran: {why}"[:800], cells_waiting=waiting,
+               examples_check=[c for cell in cells for c in cell["examples_check"]],
+               cells=[{k: c[k] for k in ("family", "K", "seed", "refused", "examples_check")} for c in cells])
+    if not member_fidelity:  # condition examples: their decode check in every cell
+        checks = {c["id"]: c for cell in cells for c in cell["examples_check"]}
+        member_fidelity = fidelity_of_checks(list(checks.values()))
+    _write_samples(folder, cells)
+    pooled = pool_cells(cells, KINDS)
+    plot_subspace(folder / "subspace.png", pooled["summary"], title=f"{gen.kind}: {', '.join(config.families)}, "
+                  f"K={config.Ks}, {config.parameterisation}, {len(config.seeds)} seed(s), pooled")
+    plot_claim2(folder / "claim2.png", pooled["by_family"], title=f"{gen.kind} ({config.parameterisation}): topology kept "
+                "per family and kind, Wilson 95%")
+    targets = {tuple(c["examples_topology"]["robust"]) for c in done}
+    ks = sorted({c["k"] for c in done})
     write_results(folder, {
-        "checkpoint": config.checkpoint, "generator": gen.kind, "family": config.family, "K": config.examples, "k": config.k,
-        "samples": S, "parameterisation": config.parameterisation, "dimension": int(x.shape[1]),
-        "explained_variance_ratio": [float(v) for v in sub.explained_variance_ratio],
-        "examples_topology": {"robust": list(target_robust), "exact": list(target_exact),
-                              "per_example_robust": [list(s.robust) for s in examples],
-                              "clean_robust": [list(s.robust) for s in clean]},
-        "topology_kept": {name: summary[name]["topology_kept_robust"] for name in groups},
-        "warnings": ([] if target_robust != (0, 0, 0) else
-                     ["the examples decode empty, so 'topology kept' counts empty shapes; read kept_and_valid"]),
-        "examples_check": check, "examples_dropped": [c["id"] for c in check if not c["ok"]], "K_used": len(rows),
-        "summary": summary, "gate": gate, "decodes": len(check) + 3 * S, "wall_seconds": clock(),
+        "checkpoint": config.checkpoint, "generator": gen.kind, "parameterisation": config.parameterisation,
+        "lora_form": config.lora_form if config.parameterisation == "lora" else None,
+        "population": None if pop is None else str(pop.folder), "dimension": done[0]["dimension"],
+        "families": config.families, "Ks": config.Ks, "seeds": config.seeds, "samples": config.samples,
+        "family": ",".join(config.families), "K": max(config.Ks), "k": ks[0] if len(ks) == 1 else ks,
+        "K_used": sum(c["K_used"] for c in done),
+        "examples_topology": {"robust": list(targets.pop()) if len(targets) == 1 else None},
+        "member_fidelity": member_fidelity, **pooled,
+        "cells": [{k: c.get(k) for k in ("family", "K", "k", "seed", "folder", "K_used", "refused", "examples_dropped",
+                                         "explained_variance_ratio", "wall_seconds")} for c in cells],
+        "cells_refused": sum("refused" in c for c in cells), "cells_waiting": waiting, "decodes": sum(c.get("decodes", len(c["examples_check"])) for c in cells),
+        "wall_seconds": clock(),
     })
     return folder
+
+
+def _finished(cell_folder: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished cell's results (None when it has none); a cell computed with other settings is an error."""
+    path = cell_folder / "results.json"
+    if not path.is_file():
+        return None
+    res = read_json(path)
+    if "settings" not in res:
+        return None  # written before it finished
+    if res["settings"] != settings:
+        diff = [k for k in settings if res["settings"].get(k) != settings[k]]
+        raise InputError(f"{cell_folder}: a finished cell was computed with different {', '.join(diff)}; "
+                         "use a new --out folder or the original settings to resume")
+    return res
+
+
+def _write_samples(folder: Path, cells: list[dict[str, Any]]) -> None:
+    import csv
+
+    rows = []
+    for c in cells:
+        path = folder / c["folder"] / "samples.csv"
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as f:
+                rows += list(csv.DictReader(f))
+    write_csv(folder / "samples.csv", rows)

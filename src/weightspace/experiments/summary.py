@@ -31,10 +31,11 @@ def summarize(folder: str | Path) -> str:
                 f"({res['search_decodes']} in the search; a uniform sweep at this tolerance: {res['uniform_sweep_decodes']}), "
                 f"{_f(res['wall_seconds'])} s")
     if study == "SubspaceConfig":
-        kept = ", ".join(f"{k} {_f(v)}" for k, v in res["topology_kept"].items())
+        kept = ", ".join(f"{k} {_f(v['rate'])} [{_f(v['ci_low'])}, {_f(v['ci_high'])}] (n={v['n']})"
+                         for k, v in res["topology_kept"].items())
         g = res["gate"]["gate"]
-        return (f"{head} subspace {res['family']} K={res['K']} k={res['k']}: examples' topology "
-                f"{res['examples_topology']['robust']}; topology kept: {kept}; gate precision {_f(g['precision'])} "
+        return (f"{head} subspace ({res['parameterisation']}) {res['family']} K={res['Ks']} k={res['k']} seeds={res['seeds']}: "
+                f"topology kept: {kept}; claim 2: {res['claim2']['all']['verdict']}; gate precision {_f(g['precision'])} "
                 f"recall {_f(g['recall'])}, {_f(res['wall_seconds'])} s")
     if study == "FitConfig":
         parts = [f"{m} CD {_f(s['chamfer_l1'])} F {_f(s['fscore'])} topo {_f(s['topology_correct'])} "
