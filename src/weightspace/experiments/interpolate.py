@@ -23,6 +23,7 @@ from weightspace.experiments.endpoints import RESOLVERS, Endpoints_, check_endpo
 from weightspace.experiments.pairs import make_pairs, run_pairs
 from weightspace.experiments.path_study import PathRun, PathStudy, flat_effective, step_rows, transition_rows
 from weightspace.experiments.plots import plot_path
+from weightspace.experiments.weight_paths import run_weight_paths
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.results import write_csv, write_results
@@ -54,6 +55,9 @@ class InterpolateConfig:
     attribute: bool = False
     attribute_margin: float = 0.0  # widen each transition by this many uniform steps each side before attributing
     pairs: int = 0  # > 0: that many pairs within and across families instead of the single path
+    # with endpoints=population: run every path again between the encoded conditions of the same two
+    # shapes and compare the two spaces (experiments.weight_paths)
+    condition_paths: bool = False
     shapes_per_family: int = 2  # procedural shapes per family for --pairs
     volume_threshold: float = DEFAULT_VOLUME_THRESHOLD
     meshes: bool = True
@@ -74,6 +78,9 @@ class InterpolateConfig:
             raise InputError("pairs and attribute_margin must be >= 0, observations and shapes_per_family >= 1")
         if self.endpoints == "population" and not self.population:
             raise InputError("endpoints=population needs population (a population folder)")
+        if self.condition_paths and self.endpoints != "population":
+            raise InputError(f"condition_paths compares paths between population members; needs endpoints=population, "
+                             f"got {self.endpoints!r}")
         if self.pairs and self.endpoints == "points":
             raise InputError("pairs needs endpoints family, data or population (points files name one pair)")
 
@@ -90,6 +97,8 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
     clock = Clock()
     folder = start_results(config.out, config)
     gen = load_study_generator(config.checkpoint, generator)
+    if config.condition_paths:
+        return run_weight_paths(config, gen, folder, clock)
     if config.pairs:
         ends = resolve_endpoints(gen, config, folder, ids=None)
         check, end_grids = check_endpoints(gen, ends, seed=config.seed, volume_threshold=config.volume_threshold)
