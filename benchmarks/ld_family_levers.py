@@ -1,0 +1,159 @@
+"""Where do the latent diffusion model's family samples lose their topology? Three measured levers (issue 14).
+
+  roundtrip  training latents of each family noised to step t and denoised back (guidance and DDIM
+             spacing of the checkpoint): the share that keeps its family's robust (b0, b1). t = 0 is
+             the autoencoder alone. Separates what the denoiser loses at low noise from what it
+             loses building structure at high noise.
+  prior      truncated sampling: start the DDIM chain at t* from each family's empirical Gaussian
+             (mean and covariance of its training latents, noised to t*) instead of pure noise.
+  decoder    fine-tune the decoder alone on latents with added Gaussian noise (sigma ~ U[0, s]),
+             encoder and denoiser unchanged, then measure the round trip and the family samples.
+
+Each prints one line per setting: the rate over `--per` items of each of the 10 families, and the
+per-family successes. The figures are in the latent-diffusion-32 training record
+(ablations.after_shipping).
+
+  .venv/bin/python benchmarks/ld_family_levers.py roundtrip --data runs/data32a-2560 --t 0,100,300,500
+  .venv/bin/python benchmarks/ld_family_levers.py prior --data runs/data32a-2560 --t 500,700,850
+  .venv/bin/python benchmarks/ld_family_levers.py decoder --data runs/data32a-2560 --sigma 0.3 --steps 800
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from weightspace.analysis.persistence import robust_betti
+from weightspace.data.dataset import load_grid, read_manifest
+from weightspace.data.families import FAMILIES
+from weightspace.generators.latent_diffusion.evaluate import family_samples
+from weightspace.generators.latent_diffusion.losses import autoencoder_loss
+from weightspace.generators.latent_diffusion.samplers import sample_ddim
+from weightspace.generators.registry import as_generator
+
+
+def split_grids(data: str, split: str) -> tuple[torch.Tensor, list[str]]:
+    rows = [r for r in read_manifest(data) if r["split"] == split]
+    return torch.from_numpy(np.stack([load_grid(data, r) for r in rows])).float(), [r["family"] for r in rows]
+
+
+@torch.no_grad()
+def encode(gen, grids: torch.Tensor) -> torch.Tensor:
+    return torch.cat([gen.encode_grids(chunk) for chunk in grids.split(64)])  # (N, C, r, r, r)
+
+
+@torch.no_grad()
+def denoise_from(gen, x: torch.Tensor, family: str, t_start: int) -> torch.Tensor:
+    """DDIM from x at step t_start to 0 under the family's condition with the checkpoint's guidance,
+    at the checkpoint's step spacing (sample_steps over the whole chain)."""
+    n = x.shape[0]
+    cond, null, w = gen.condition(family=[family] * n), gen.net("null", n), gen.cfg.guidance
+
+    def den(xx, tt):
+        c, u = gen.net("denoise", torch.cat([xx, xx]), torch.cat([tt, tt]), torch.cat([cond, null])).chunk(2)
+        return u + w * (c - u)
+
+    steps = max(2, round(gen.cfg.sample_steps * t_start / (gen.cfg.timesteps - 1)))
+    return sample_ddim(den, x, torch.round(torch.linspace(t_start, 0, steps)).long(), gen.net.alphas_cumprod.float())
+
+
+def matches(gen, z: torch.Tensor, family: str) -> int:
+    with torch.no_grad():
+        grids = gen.decode_latents(z).numpy()
+    declared = tuple(FAMILIES[family].betti[:2])
+    return sum(tuple(int(v) for v in robust_betti(g))[:2] == declared for g in grids)
+
+
+def report(label: str, hits: dict[str, int], per: int) -> None:
+    print(f"{label}: {sum(hits.values())}/{per * len(hits)} = {sum(hits.values()) / (per * len(hits)):.3f}  {hits}", flush=True)
+
+
+def roundtrip(gen, latents: dict[str, torch.Tensor], ts: list[int], per: int) -> None:
+    ab = gen.net.alphas_cumprod.float()
+    for t in ts:
+        hits = {}
+        for f, z in latents.items():
+            z0, g = z[:per], torch.Generator().manual_seed(7)
+            if t > 0:
+                z0 = denoise_from(gen, ab[t].sqrt() * z0 + (1 - ab[t]).sqrt() * torch.randn(z0.shape, generator=g), f, t)
+            hits[f] = matches(gen, z0, f)
+        report(f"roundtrip t={t}", hits, per)
+
+
+def prior(gen, latents: dict[str, torch.Tensor], ts: list[int], per: int) -> None:
+    ab = gen.net.alphas_cumprod.float()
+    for t in ts:
+        hits = {}
+        for i, (f, z) in enumerate(latents.items()):
+            flat = z.flatten(1)  # (n, D)
+            mean, centred = flat.mean(0), flat - flat.mean(0)
+            g = torch.Generator().manual_seed(1000 + i)
+            # mean + centred^T w with w ~ N(0, I / (n - 1)) has the empirical covariance exactly
+            z0 = (mean + torch.randn(per, flat.shape[0], generator=g) @ centred / (flat.shape[0] - 1) ** 0.5).view(per, *z.shape[1:])
+            x = ab[t].sqrt() * z0 + (1 - ab[t]).sqrt() * torch.randn(z0.shape, generator=g)
+            hits[f] = matches(gen, denoise_from(gen, x, f, t), f)
+        report(f"prior t*={t}", hits, per)
+
+
+def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
+    grids, _ = split_grids(data, "train")
+    z_all, target = encode(gen, grids), (grids / gen.cfg.truncation).clamp(-1, 1)
+    band = 2.0 * (2.0 / (gen.cfg.resolution - 1)) / gen.cfg.truncation
+    for p in gen.net.parameters():
+        p.requires_grad_(False)
+    params = list(gen.net.ae.decoder.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt, g = torch.optim.Adam(params, lr=lr), torch.Generator().manual_seed(0)
+    for step in range(steps):
+        idx = torch.randint(len(z_all), (16,), generator=g)
+        s = sigma * torch.rand(16, 1, 1, 1, 1, generator=g)
+        loss = autoencoder_loss(gen.net("decode", z_all[idx] + s * torch.randn(z_all[idx].shape, generator=g)), target[idx],
+                                band=band, near_surface_weight=4.0, sign_weight=2.0)
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * step / steps))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            print(f"step {step} loss {loss.item():.4f}", flush=True)
+    gen.net.eval()
+    val, fams = split_grids(data, "val")
+    z_val = encode(gen, val)
+    for s in (0.0, 0.1, 0.2):
+        g = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            out = torch.cat([gen.decode_latents(c + s * torch.randn(c.shape, generator=g)) for c in z_val.split(64)]).numpy()
+        kept = [tuple(robust_betti(o))[:2] == tuple(robust_betti(v))[:2] for o, v in zip(out, val.numpy())]
+        by = {f: float(np.mean([k for k, ff in zip(kept, fams) if ff == f])) for f in ("mug", "ladder")}
+        print(f"validation round trip, latent noise {s}: robust Betti kept {np.mean(kept):.3f}  {by}", flush=True)
+    fs = family_samples(gen, per_family=8, seed=0)
+    report("family samples (seed 0)", {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("lever", choices=["roundtrip", "prior", "decoder"])
+    ap.add_argument("--checkpoint", default="default")
+    ap.add_argument("--data", required=True, help="the checkpoint's training data folder (its train and val splits)")
+    ap.add_argument("--t", default="0,100,300,500", help="time steps (roundtrip) or start steps t* (prior)")
+    ap.add_argument("--per", type=int, default=8, help="items per family")
+    ap.add_argument("--sigma", type=float, default=0.3)
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    gen = as_generator(args.checkpoint)
+    if args.lever == "decoder":
+        return decoder(gen, args.data, args.sigma, args.steps, args.lr)
+    grids, fams = split_grids(args.data, "train")
+    z = encode(gen, grids)
+    latents = {f: z[[i for i, ff in enumerate(fams) if ff == f]] for f in gen.families}
+    ts = [int(t) for t in args.t.split(",")]
+    (roundtrip if args.lever == "roundtrip" else prior)(gen, latents, ts, args.per)
+
+
+if __name__ == "__main__":
+    main()
