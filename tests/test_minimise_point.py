@@ -5,7 +5,8 @@ import pytest
 import torch
 from toy_generator import make_toy
 
-from weightspace.experiments.fit import FitConfig, Objective, fit_one
+from weightspace.experiments.fit import FitConfig
+from weightspace.experiments.fit_methods import Objective, condition_method, fit_method, weight_method
 from weightspace.runtime.seeding import derive_seed
 from weightspace.space.parameterisations import make_parameterisation
 from weightspace.space.population import fit_member, member_loss, minimise_point
@@ -76,13 +77,20 @@ def test_fit_study_methods_run_minimise_point_on_their_own_objective(method):
     with torch.no_grad():
         c_enc = gen.condition(points=torch.from_numpy(obs)[None])
     cfg = FitConfig(steps=3, lr_full=1e-2)
-    res = fit_one(gen, method, obs, cfg, seed=7, c_enc=c_enc)
     obj = Objective(gen, obs, free_weight=cfg.free_weight, seed=7)
+    if method == "optimise":
+        m = condition_method(gen, method, c_enc, lr_fraction=cfg.lr_condition)
+    else:
+        m = weight_method(gen, method, c_enc, parameterisation="lora" if method == "lora" else "layers", seed=7,
+                          lr=cfg.lr_lora if method == "lora" else cfg.lr_full,
+                          **({"rank": cfg.lora_rank, "targets": cfg.lora_targets} if method == "lora" else {"targets": "all"}))
+    # validation on the fit objective itself, every step: the loss falls, so the best point is the last
+    run = fit_method(m, obj, obj, max_steps=3, eval_every=1, patience=10, min_rel=0.0, budgets=[0], on_budget=lambda *a: None)
     if method == "optimise":
         param = make_parameterisation(gen, "condition")
         lr = cfg.lr_condition * float(c_enc.pow(2).mean().sqrt().clamp_min(1e-6))
         ref, ref_losses = _reference_adam(c_enc.reshape(-1), lambda x, step: obj(param.conditions(x[None]), None), steps=3, lr=lr)
-        assert torch.equal(res["condition"], param.conditions(ref[None]))
+        assert torch.equal(m.model(run.best)[0], param.conditions(ref[None]))
     else:
         param = make_parameterisation(gen, "lora", rank=cfg.lora_rank, targets=cfg.lora_targets) if method == "lora" \
             else make_parameterisation(gen, "layers", targets="all")
@@ -90,5 +98,5 @@ def test_fit_study_methods_run_minimise_point_on_their_own_objective(method):
         ref, ref_losses = _reference_adam(param.initial_point(7), lambda x, step: obj(param.conditions(x[None]), param.params(x)),
                                           steps=3, lr=cfg.lr_lora if method == "lora" else cfg.lr_full)
         for k, v in param.params(ref).items():
-            assert torch.equal(res["params"][k], v)
-    assert res["losses"] == ref_losses and len(ref_losses) == 3
+            assert torch.equal(m.model(run.best)[1][k], v)
+    assert run.best_step == 3 and run.losses == ref_losses and len(ref_losses) == 3

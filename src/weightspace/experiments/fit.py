@@ -1,24 +1,31 @@
 """The fitting study (paper claim 3): adapt to a held-out shape seen only as a few noisy partial point clouds.
 
 The shape is observed as V partial views (each `points_per_view` points, Gaussian noise sigma).
-Methods: encode the condition; optimise the condition; invert into a k-dimensional subspace of
-other examples of the family; LoRA fine-tuning; full fine-tuning. Each result is decoded under one
-fixed noise seed and compared with the clean shape (Chamfer, F-score, topology). Forgetting: the
-generator's reconstructions of a held-out set of other shapes (conditions encoded once with the
-base generator) are decoded again under the fitted weights, for every method, and compared.
+Methods (`fit_methods`): encode the condition; optimise the condition; invert into a k-dimensional
+PCA of the conditions of N members of the family (`condition_subspace`); LoRA fine-tuning; full
+fine-tuning; invert into a k-dimensional PCA of a LoRA population of N members of the family, with
+the Gaussian prior of its members, as weights2weights inverts into its space (`weight_subspace`).
+Every optimised method runs up to `steps` Adam steps with early stopping on held-out views of the
+same shape. At each step budget the model the method delivers (its best point by validation loss so
+far) is decoded under one fixed noise seed and measured: fit (Chamfer, F-score, topology against the
+clean shape) and forgetting (held-out shapes of every family decoded again under its weights:
+Chamfer change, topology changes; and the drop in family-sample quality where the generator has
+families). Each (views, sigma, method) item is written as it finishes, so a rerun resumes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from weightspace.analysis.measure import finite_mean, geometry, measure
+from weightspace.analysis.rates import rate
 from weightspace.data.dataset import load_grid
 from weightspace.data.observe import observe
 from weightspace.decode.mesh import save_mesh
@@ -30,27 +37,24 @@ from weightspace.experiments.common import (
     encode_points,
     generator_pose,
     load_study_generator,
-    mismatches,
-    refuse,
     row_root,
     start_results,
     study_data,
-    topology_check,
 )
-from weightspace.experiments.forgetting import forget_figures, forget_set, forget_shapes, forgetting
-from weightspace.experiments.plots import plot_fit
+from weightspace.experiments.fit_methods import Method, Objective, condition_method, fit_method, subspace_method, weight_method
+from weightspace.experiments.fit_populations import family_subspaces
+from weightspace.experiments.forgetting import family_quality, forget_figures, forget_set, forget_shapes, forgetting
+from weightspace.experiments.plots import plot_fit, plot_fit_curves, plot_fit_forgetting
 from weightspace.generators.protocol import Generator, families_of
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_write_text
 from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
-from weightspace.space.frame import Frame
-from weightspace.space.inversion import minimise_in_subspace
-from weightspace.space.parameterisation import Parameterisation
-from weightspace.space.parameterisations import make_parameterisation
-from weightspace.space.population import minimise_point
-from weightspace.space.subspace import fit_subspace_matrix
 
-METHODS = ("encode", "optimise", "subspace", "lora", "full")
+METHODS = ("encode", "optimise", "condition_subspace", "lora", "full", "weight_subspace")
+CONDITION_METHODS = ("encode", "optimise", "condition_subspace")  # no shared weight moves
+FIT_KEYS = ("chamfer_l1", "fscore", "topology_correct")
+FORGET_KEYS = ("forgetting", "forget_topology_changed", "family_quality_drop", "forget_fscore_drop")
 
 
 @dataclass
@@ -59,21 +63,30 @@ class FitConfig:
 
     checkpoint: str = "default"
     out: str = "results/fit"
-    family: str = "torus"  # family of the held-out shape
-    views: list[int] = field(default_factory=lambda: [1, 4])  # number of partial views (paper regime: 1, 2, 4, 8)
-    sigmas: list[float] = field(default_factory=lambda: [0.0, 0.03])  # noise (world units; 0, 0.01, 0.03)
+    family: str = "torus"  # family of the held-out shape and of both subspaces' members
+    views: list[int] = field(default_factory=lambda: [2])  # numbers of partial views (full grid: 1, 2, 4)
+    sigmas: list[float] = field(default_factory=lambda: [0.01])  # noise, world units (full grid: 0, 0.01, 0.03)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     points_per_view: int = 256
-    steps: int = 6  # optimiser steps of every optimised method
-    lr_condition: float = 0.05  # optimise: Adam step as a fraction of the encoded condition's RMS; subspace: in units of sigma
+    validation_views: int = 2  # held-out partial views of the same shape, seen only by early stopping
+    steps: int = 300  # step budget: the most Adam steps of every optimised method
+    budgets: list[int] = field(default_factory=lambda: [0, 10, 25, 50, 100, 200, 300])  # steps where curves are measured
+    eval_every: int = 5  # steps between validation evaluations
+    patience: int = 10  # evaluations without improvement before stopping
+    min_rel: float = 1e-3  # relative improvement of the validation loss that counts
+    lr_condition: float = 0.05  # optimise: Adam step as a fraction of the encoded condition's RMS
+    lr_subspace: float = 0.05  # both subspaces: Adam step on coordinates in units of sigma
     lr_lora: float = 3e-3
     lr_full: float = 1e-4
     free_weight: float = 0.5  # weight of the free-space term (|f(q)| ~ distance from q to the observed points)
     prior: float = 1e-2  # Gaussian prior on subspace coordinates (as in weightspace.inversion)
-    subspace_examples: int = 6  # K other shapes of the family span the inversion subspace
-    subspace_k: int = 3
-    forget_shapes: int = 3  # held-out shapes of other families for forgetting
-    lora_rank: int = 2
+    subspace_examples: int = 32  # N members of the family in each subspace's population (condition and LoRA)
+    subspace_k: int = 8  # dimension k of both subspaces
+    population_steps: int | None = None  # LoRA members' Adam steps (None: the generator's measured fit_defaults)
+    population_options: dict[str, Any] = field(default_factory=dict)  # LoRA members' options ({}: rank 4, alpha 8, every layer)
+    forget_shapes: int = 10  # held-out shapes, one per family (a held-out shape of the target's family first)
+    family_samples: int = 1  # samples per family for the family-sample quality (generators with families)
+    lora_rank: int = 4  # rank of the LoRA method and of the population's members
     lora_targets: str = "all"
     data: str | None = None
     data_seed: int = 1
@@ -82,170 +95,232 @@ class FitConfig:
 
     @classmethod
     def small(cls, checkpoint: str = "default", out: str = "results/demo/fit") -> "FitConfig":
-        """The demo-sized run: 2 views, sigma 0.01, every method, 5 steps."""
-        return cls(checkpoint=checkpoint, out=out, views=[2], sigmas=[0.01], steps=5, subspace_examples=4,
-                   subspace_k=2, forget_shapes=2)
+        """The demo-sized run: 1 view at sigma 0.01, every method, 20 steps, populations of 4."""
+        return cls(checkpoint=checkpoint, out=out, views=[1], sigmas=[0.01], steps=20, budgets=[0, 10, 20], patience=2,
+                   subspace_examples=4, subspace_k=2, forget_shapes=3)
 
     def validate(self) -> None:
         for m in self.methods:
             check_choice("methods", m, METHODS)
-        if not self.methods or not self.views or not self.sigmas:
-            raise InputError("methods, views and sigmas must each name at least one value")
+        if not self.methods or not self.views or not self.sigmas or not self.budgets:
+            raise InputError("methods, views, sigmas and budgets must each name at least one value")
         if any(v < 1 for v in self.views) or any(s < 0 for s in self.sigmas):
             raise InputError(f"views must be >= 1 and sigmas >= 0, got {self.views} and {self.sigmas}")
-        if self.points_per_view < 1 or self.steps < 0 or self.forget_shapes < 0:
-            raise InputError("points_per_view must be >= 1, steps and forget_shapes >= 0")
-        if "subspace" in self.methods and not 1 <= self.subspace_k < self.subspace_examples:
+        if self.points_per_view < 1 or self.validation_views < 1 or self.steps < 0 or self.forget_shapes < 0:
+            raise InputError("points_per_view and validation_views must be >= 1, steps and forget_shapes >= 0")
+        if self.eval_every < 1 or self.patience < 1:
+            raise InputError(f"eval_every and patience must be >= 1, got {self.eval_every} and {self.patience}")
+        if any(b < 0 or b % self.eval_every for b in self.budgets):
+            raise InputError(f"budgets must be multiples of eval_every = {self.eval_every} and >= 0, got {self.budgets}")
+        if any(m.endswith("subspace") for m in self.methods) and not 1 <= self.subspace_k < self.subspace_examples:
             raise InputError(f"subspace_k must satisfy 1 <= k < subspace_examples = {self.subspace_examples}, got {self.subspace_k}")
 
+    def step_budgets(self) -> list[int]:
+        """The budgets measured: those up to `steps`, and `steps` itself (the curves end there)."""
+        used = {b for b in self.budgets if b <= self.steps} | {self.steps}
+        return sorted(used)
 
-class Objective:
-    """Fitting loss: mean |f| at the observed points + free_weight * mean | |f(q)| - min(d(q, obs), trunc) |
-    at seeded box points q. The second term keeps a fit from flattening the field to zero (a surface-only
-    loss is minimised by f = 0 everywhere); d is the unsigned distance to the observation."""
-
-    def __init__(self, gen: Generator, obs: np.ndarray, *, free_weight: float, seed: int, n_free: int = 512, trunc: float = 0.1):
-        rng = item_rng(seed, "free-space")
-        q = rng.uniform(-1, 1, size=(n_free, 3)).astype(np.float32)  # (Q, 3)
-        d = np.minimum(cKDTree(obs).query(q)[0], trunc).astype(np.float32)  # (Q,)
-        self.gen, self.n_obs, self.free_weight, self.seed = gen, len(obs), free_weight, seed
-        self.x = torch.from_numpy(np.concatenate([obs, q]))[None].to(gen.device)  # (1, P + Q, 3)
-        self.d = torch.from_numpy(d).to(gen.device)
-
-    def __call__(self, cond: torch.Tensor, params: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        f = self.gen.sdf_points(self.x, cond, [self.seed], params=params)[0]  # (P + Q,)
-        surface = f[: self.n_obs].abs().mean()
-        free = (f[self.n_obs :].abs() - self.d).abs().mean()
-        return surface + self.free_weight * free
+    def fingerprint(self) -> str:
+        """Digest of every setting that changes an item's result (a resumed item must match it)."""
+        skip = {"out", "views", "sigmas", "methods", "meshes"}
+        body = {k: v for k, v in asdict(self).items() if k not in skip}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def fit_one(gen: Generator, method: str, obs: np.ndarray, cfg: FitConfig, *, seed: int, c_enc: torch.Tensor,
-            cond_sub=None) -> dict[str, Any]:
-    """Fit one observation (N, 3) by `method`, given its encoded condition c_enc (1, *cs) (encoded once per
-    observation and shared by the methods); returns condition (1, *cs), params (or None), losses.
+def _views(t_pts: np.ndarray, t_nrm: np.ndarray, *, count: int, n: int, sigma: float, seed: int, tag: str, V: int) -> np.ndarray:
+    """`count` seeded partial views of the target's surface, concatenated: (count * n, 3)."""
+    return np.concatenate([observe(t_pts, t_nrm, "partial", n=n, sigma=sigma, seed=derive_seed(seed, tag, V, sigma, v))
+                           for v in range(count)])
 
-    optimise, lora and full run `minimise_point` (the Adam loop of every population member) on the
-    study's `Objective`; subspace runs `minimise_in_subspace` (that of `invert`) on it."""
-    obj = Objective(gen, obs, free_weight=cfg.free_weight, seed=seed)
-    cond_param = make_parameterisation(gen, "condition")
-    if method == "encode":
+
+class Measure:
+    """Decode a method's point and measure fit against the clean target and forgetting on the held-out set."""
+
+    def __init__(self, gen: Generator, cfg: FitConfig, *, t_ref: np.ndarray, t_robust, t_betti, f_conds, f_refs, dseed: int):
+        self.gen, self.cfg, self.t_ref, self.t_robust, self.t_betti = gen, cfg, t_ref, t_robust, t_betti
+        self.f_conds, self.f_refs, self.dseed = f_conds, f_refs, dseed
+        self.before = forget_figures(gen, f_conds, f_refs, None, dseed, cfg.seed)
+        self.family_before = family_quality(gen, None, per_family=cfg.family_samples, seed=cfg.seed)
+
+    def __call__(self, method: Method, x: torch.Tensor, *, forget: bool) -> tuple[dict[str, Any], np.ndarray]:
+        """Figures of the model `x` stands for, and its grid (R, R, R). forget=False for a point that moves
+        no shared weight: its forgetting figures are the base's (zero) without decoding the held-out set."""
         with torch.no_grad():
-            loss = float(obj(c_enc.to(gen.device), None))
-        return {"condition": c_enc, "params": None, "losses": [loss], "trainable": 0}
-    if method == "optimise":
-        lr = cfg.lr_condition * float(c_enc.pow(2).mean().sqrt().clamp_min(1e-6))  # scale-free across generators
-        x, losses = minimise_point(c_enc.reshape(-1), lambda x, step: obj(cond_param.conditions(x[None]), None), steps=cfg.steps, lr=lr)
-        return {"condition": cond_param.conditions(x[None]).detach(), "params": None, "losses": [float(v) for v in losses],
-                "trainable": x.numel()}
-    if method == "subspace":  # the encoding's projection is the start, like the other methods'
-        res = minimise_in_subspace(cond_sub, lambda point, step: obj(cond_param.conditions(point[None]), None),
-                                   start=cond_sub.project(c_enc.reshape(1, -1))[0], steps=cfg.steps, lr=cfg.lr_condition,
-                                   prior=cfg.prior)
-        return {"condition": cond_param.conditions(res.point[None]).detach(), "params": None, "losses": res.total,
-                "trainable": cond_sub.k}
-    param: Parameterisation
-    if method == "lora":
-        param = make_parameterisation(gen, "lora", rank=cfg.lora_rank, targets=cfg.lora_targets)
-        lr = cfg.lr_lora
-    else:
-        param = make_parameterisation(gen, "layers", targets="all")
-        lr = cfg.lr_full
-    param.set_anchor(c_enc)
-    x, losses = minimise_point(param.initial_point(seed), lambda x, step: obj(param.conditions(x[None]), param.params(x)),
-                               steps=cfg.steps, lr=lr)
-    params = {k: v.detach() for k, v in param.params(x).items()}
-    return {"condition": c_enc, "params": params, "losses": [float(v) for v in losses], "trainable": x.numel()}
+            cond, params = method.model(x)
+            params = None if params is None else {k: v.detach() for k, v in params.items()}
+            grid = decode_conditions(self.gen, cond.detach(), self.dseed, params=params)[0]
+        s = measure(grid, seed=self.cfg.seed)
+        geo = geometry(s.points, self.t_ref)
+        row = {"chamfer_l1": geo["chamfer_l1"], "fscore": geo["fscore"], "topology_correct": s.robust == self.t_robust,
+               "exact_topology_correct": s.betti == self.t_betti, "robust": list(s.robust), "valid": s.valid,
+               "forget_measured": forget or params is not None}
+        if row["forget_measured"]:
+            after = forget_figures(self.gen, self.f_conds, self.f_refs, params, self.dseed, self.cfg.seed)
+            fam = family_quality(self.gen, params, per_family=self.cfg.family_samples, seed=self.cfg.seed)
+            row.update(forget_chamfer_after=after["chamfer"], **forgetting(self.before, after))
+        else:
+            fam = self.family_before
+            row.update(forget_chamfer_after=self.before["chamfer"], forgetting=0.0, forget_fscore_drop=0.0,
+                       forget_topology_changed=0, forget_max_grid_change=0.0, forget_mean_grid_change=0.0)
+        row["forget_chamfer_before"] = self.before["chamfer"]
+        row["family_quality_drop"] = (self.family_before["rate"] - fam["rate"]) if fam is not None else float("nan")
+        return row, grid
+
+
+def _build_method(gen: Generator, name: str, cfg: FitConfig, c_enc: torch.Tensor, subs: dict[str, Any], seed: int,
+                  fit_obj: Objective) -> Method:
+    if name in ("encode", "optimise"):
+        return condition_method(gen, name, c_enc, lr_fraction=cfg.lr_condition)
+    if name == "lora":
+        return weight_method(gen, name, c_enc, parameterisation="lora", lr=cfg.lr_lora, seed=seed, rank=cfg.lora_rank,
+                             targets=cfg.lora_targets)
+    if name == "full":
+        return weight_method(gen, name, c_enc, parameterisation="layers", lr=cfg.lr_full, seed=seed, targets="all")
+    # both subspaces start from the best of their members' coordinates and the encoding's projection
+    # (condition) or the members' mean (weights), by the fit objective
+    sub, coords = subs["condition" if name == "condition_subspace" else "lora"]
+    first = sub.project(c_enc.reshape(1, -1).cpu()) if name == "condition_subspace" else torch.zeros(1, sub.k)
+    return subspace_method(gen, name, sub, lr=cfg.lr_subspace, prior=cfg.prior, starts=torch.cat([first, coords]), objective=fit_obj)
+
+
+def _run_item(gen: Generator, name: str, cfg: FitConfig, meas: Measure, *, obs: np.ndarray, val: np.ndarray,
+              c_enc: torch.Tensor, subs: dict[str, Any], dseed: int) -> dict[str, Any]:
+    """Fit one observation by one method: its curve (one row per budget) and its early-stopped row."""
+    clock = Clock()
+    fit_obj = Objective(gen, obs, free_weight=cfg.free_weight, seed=dseed)
+    method = _build_method(gen, name, cfg, c_enc, subs, dseed, fit_obj)
+    val_obj = Objective(gen, val, free_weight=cfg.free_weight, seed=derive_seed(dseed, "validation") % 2**31)
+    seen: dict[int, dict[str, Any]] = {}  # best step -> figures (a budget whose best did not move reuses them)
+    curve: list[dict[str, Any]] = []
+
+    def on_budget(budget: int, best_step: int, best: torch.Tensor) -> None:
+        if best_step not in seen:
+            seen[best_step] = meas(method, best, forget=False)[0]
+        curve.append({"step": budget, "best_step": best_step, **seen[best_step]})
+
+    run = fit_method(method, fit_obj, val_obj, max_steps=cfg.steps, eval_every=cfg.eval_every, patience=cfg.patience,
+                     min_rel=cfg.min_rel, budgets=cfg.step_budgets(), on_budget=on_budget)
+    fit_seconds = clock()
+    row, grid = meas(method, run.best, forget=True)  # measured for every method, the condition methods included
+    row.update(method=name, trainable=method.trainable, best_step=run.best_step, stopped_at=run.stopped_at,
+               loss_start=run.losses[0] if run.losses else run.validation[0][1],
+               loss_end=run.losses[-1] if run.losses else run.validation[0][1],
+               validation_best=min(v for _, v in run.validation), fit_seconds=fit_seconds)
+    return {"row": row, "curve": curve, "validation": run.validation, "losses": run.losses, "grid": grid}
+
+
+def _aggregate(table: list[dict[str, Any]], curves: list[dict[str, Any]], methods: list[str], budgets: list[int]) -> dict[str, Any]:
+    """results.json `methods`: per method, fit and forgetting curves over budgets (means over observations)
+    and its early-stopped figures with the topology rate's Wilson interval."""
+    out: dict[str, Any] = {}
+    for m in methods:
+        rows = [r for r in table if r["method"] == m]
+        at = {b: [c for c in curves if c["method"] == m and c["step"] == b] for b in budgets}
+        best_budget = next((b for b in budgets if b >= max(r["best_step"] for r in rows)), budgets[-1])
+
+        def series(key: str, at: dict[int, list[dict[str, Any]]] = at) -> list[float]:
+            return [finite_mean([c[key] for c in at[b]]) for b in budgets]
+
+        out[m] = {"fit": {"steps": budgets, **{k: series(k) for k in FIT_KEYS}},
+                  "forgetting": {"steps": budgets, "chamfer_change": series("forgetting"),
+                                 "topology_changed": series("forget_topology_changed"),
+                                 "family_quality_drop": series("family_quality_drop"), "fscore_drop": series("forget_fscore_drop")},
+                  "best_budget": best_budget, "best_step": [r["best_step"] for r in rows],
+                  "best": {**{k: finite_mean([r[k] for r in rows]) for k in FIT_KEYS + FORGET_KEYS},
+                           "topology_correct_rate": rate(bool(r["topology_correct"]) for r in rows)},
+                  "trainable": rows[0]["trainable"] if rows else 0}
+    return out
 
 
 def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
-    """Run the fitting study into `config.out`; returns the results folder.
+    """Run the fitting study into `config.out` (resuming finished items); returns the results folder.
 
-    results.json: `table` (one row per views x sigma x method: Chamfer-L1, F-score, topology
-    correct, forgetting), `by_method` means, the held-out shape, and wall time.
+    results.json: `parameterisation` (of the weight subspace), `member_fidelity` {mean_iou, betti_match}
+    of the LoRA population, `methods` (per method: `fit` and `forgetting` curves over step budgets,
+    its early-stopped figures), `table` (one early-stopped row per views x sigma x method; also table.csv,
+    with every budget in curves.csv), `by_method` means, the held-out shape and the wall time.
     """
     config.validate()
     clock = Clock()
     folder = start_results(config.out, config)
     gen = load_study_generator(config.checkpoint, generator)
-    R = gen.resolution
-    seed = config.seed
+    seed, N = config.seed, config.subspace_examples
     dseed = derive_seed(seed, "decode") % 2**31
 
-    # --- shapes: the target, K other examples of its family, one shape per other family ------------------------
+    # --- shapes: N members of the family, the target, a held-out shape of the family, one of every other family ---
     pose = generator_pose(gen)
-    root, fam_rows = study_data(folder / "data", data=config.data, families=[config.family],
-                                count=1 + config.subspace_examples, seed=config.data_seed, resolution=R, pose=pose)
-    forget_rows = forget_shapes(folder / "data", data=config.data, family=config.family, known=families_of(gen),
-                                count=config.forget_shapes, seed=config.data_seed, resolution=R, pose=pose)
-    target, examples = fam_rows[0], fam_rows[1 : 1 + config.subspace_examples]
-    if "subspace" in config.methods and len(examples) < config.subspace_examples:
-        raise InputError(f"family {config.family!r}: need {1 + config.subspace_examples} shapes for the target and the subspace, found {len(fam_rows)}")
+    root, fam_rows = study_data(folder / "data", data=config.data, families=[config.family], count=N + 2,
+                                seed=config.data_seed, resolution=gen.resolution, pose=pose)
+    if len(fam_rows) < N + 1:
+        raise InputError(f"family {config.family!r}: need {N + 1} shapes (N = {N} members and the target), found {len(fam_rows)}")
+    members, target = fam_rows[:N], fam_rows[N]
+    forget_rows = fam_rows[N + 1 : N + 2][: config.forget_shapes]
+    forget_rows += forget_shapes(folder / "data", data=config.data, family=config.family, known=families_of(gen),
+                                 count=config.forget_shapes - len(forget_rows), seed=config.data_seed,
+                                 resolution=gen.resolution, pose=pose)
 
     t_pts, t_nrm = clean_surface(root, target)
     t_clean = measure(load_grid(row_root(root, target), target), seed=seed)
     t_ref = t_pts[item_rng(seed, "reference").choice(len(t_pts), size=min(2048, len(t_pts)), replace=False)]
 
-    cond_sub, examples_check = None, []
-    if "subspace" in config.methods:
-        ex = [clean_surface(root, r)[0] for r in examples]
-        ex = [p[item_rng(seed, "example", i).choice(len(p), size=min(1024, len(p)), replace=False)] for i, p in enumerate(ex)]
-        xs = encode_points(gen, ex, seed=seed).reshape(len(ex), -1)  # (K, D)
-        # every example must decode to its own shape's topology before it spans the subspace
-        grids = decode_conditions(gen, xs.reshape(len(ex), *gen.condition_shape), dseed)  # (K, R, R, R)
-        examples_check = topology_check([r["id"] for r in examples], [measure(g, seed=seed).robust for g in grids],
-                                        [measure(load_grid(row_root(root, r), r), seed=seed).robust for r in examples])
-        keep = [i for i, c in enumerate(examples_check) if c["ok"]]
-        if len(keep) < config.subspace_k + 1:
-            refuse(folder, config.checkpoint, (
-                f"subspace method: only {len(keep)} of {len(examples_check)} examples decode to their own shape's robust Betti "
-                f"numbers ({mismatches(examples_check)}); a {config.subspace_k}-dimensional subspace needs "
-                f"{config.subspace_k + 1}. Use more --subspace-examples, a smaller k, or leave out the subspace method"),
-                examples_check=examples_check)
-        xs = xs[keep]
-        cond_sub = fit_subspace_matrix(xs, config.subspace_k, frame=Frame.of(make_parameterisation(gen, "condition")))
+    c0 = Clock()
+    kinds = [k for k, m in (("condition", "condition_subspace"), ("lora", "weight_subspace")) if m in config.methods]
+    subs, fidelity = family_subspaces(gen, config, folder, root, members, kinds) if kinds else ({}, {})
+    population_seconds = c0()
 
-    # --- forgetting set: conditions encoded once with the base generator, decoded before --------------------------
     f_conds, f_refs = forget_set(gen, root, forget_rows, seed=seed)
-    before = forget_figures(gen, f_conds, f_refs, None, dseed, seed)
+    meas = Measure(gen, config, t_ref=t_ref, t_robust=t_clean.robust, t_betti=t_clean.betti, f_conds=f_conds, f_refs=f_refs,
+                   dseed=dseed)
 
     table: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    fingerprint = config.fingerprint()
     for V in config.views:
         for sigma in config.sigmas:
-            views = [observe(t_pts, t_nrm, "partial", n=config.points_per_view, sigma=sigma,
-                             seed=derive_seed(seed, "view", V, sigma, v)) for v in range(V)]
-            obs = np.concatenate(views)  # (V n, 3)
-            c0 = Clock()
-            c_enc = encode_points(gen, [obs], seed=dseed)  # (1, *cs)
-            encode_seconds = c0()
-            for method in config.methods:
-                c0 = Clock()
-                res = fit_one(gen, method, obs, config, seed=dseed, c_enc=c_enc, cond_sub=cond_sub)
-                # every method starts from the encoding: its time is part of each method's cost
-                fit_seconds = c0() + encode_seconds
-                grid = decode_conditions(gen, res["condition"], dseed, params=res["params"])[0]
-                s = measure(grid, seed=seed)
-                geo = geometry(s.points, t_ref)
-                after = forget_figures(gen, f_conds, f_refs, res["params"], dseed, seed)
-                row = {"views": V, "sigma": sigma, "method": method, "observed_points": len(obs),
-                       "chamfer_l1": geo["chamfer_l1"], "fscore": geo["fscore"],
-                       "topology_correct": s.robust == t_clean.robust, "exact_topology_correct": s.betti == t_clean.betti,
-                       "robust": list(s.robust), "valid": s.valid, "trainable": res["trainable"],
-                       "loss_start": res["losses"][0], "loss_end": res["losses"][-1], "fit_seconds": fit_seconds,
-                       "forget_chamfer_before": before["chamfer"], "forget_chamfer_after": after["chamfer"],
-                       **forgetting(before, after)}
-                table.append(row)
-                if config.meshes:
-                    save_mesh(grid, folder / "meshes" / f"v{V}-s{sigma:g}-{method}.ply")
+            obs = _views(t_pts, t_nrm, count=V, n=config.points_per_view, sigma=sigma, seed=seed, tag="view", V=V)  # (V n, 3)
+            val = _views(t_pts, t_nrm, count=config.validation_views, n=config.points_per_view, sigma=sigma, seed=seed,
+                         tag="validation", V=V)  # (V_val n, 3)
+            c_enc = None
+            for name in config.methods:
+                key = f"v{V}-s{sigma:g}-{name}"
+                path = folder / "items" / f"{key}.json"
+                item = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+                if item is None or item.get("fingerprint") != fingerprint:
+                    if c_enc is None:  # encoded once per observation; its time is part of every method's cost
+                        c1 = Clock()
+                        c_enc = encode_points(gen, [obs], seed=dseed)  # (1, *cs)
+                        encode_seconds = c1()
+                    res = _run_item(gen, name, config, meas, obs=obs, val=val, c_enc=c_enc, subs=subs, dseed=dseed)
+                    res["row"]["fit_seconds"] += encode_seconds
+                    if config.meshes:
+                        save_mesh(res["grid"], folder / "meshes" / f"{key}.ply")
+                    item = {"fingerprint": fingerprint, "row": res["row"], "curve": res["curve"], "validation": res["validation"],
+                            "losses": res["losses"]}
+                    atomic_write_text(path, json.dumps(item))  # NaN kept (no family samples, an empty decode)
+                head = {"views": V, "sigma": sigma, "method": name, "observed_points": len(obs)}
+                table.append({**head, **item["row"]})
+                curves += [{**head, **c} for c in item["curve"]]
+
     write_csv(folder / "table.csv", table)
+    write_csv(folder / "curves.csv", curves)
+    methods = _aggregate(table, curves, config.methods, config.step_budgets())
     by_method = {m: {k: finite_mean([r[k] for r in table if r["method"] == m])
-                     for k in ("chamfer_l1", "fscore", "topology_correct", "forgetting", "forget_fscore_drop",
-                                                                    "forget_topology_changed", "forget_max_grid_change", "fit_seconds")} for m in config.methods}
+                     for k in ("chamfer_l1", "fscore", "topology_correct", "forgetting", "forget_fscore_drop", "forget_topology_changed",
+                               "forget_max_grid_change", "family_quality_drop", "best_step", "fit_seconds")} for m in config.methods}
     plot_fit(folder / "fit.png", table, views=config.views, sigmas=config.sigmas, methods=config.methods)
+    plot_fit_curves(folder / "fit_curves.png", methods, title=f"{config.checkpoint}: {target['id']} from partial views")
+    plot_fit_forgetting(folder / "fit_forgetting.png", methods, title=f"{config.checkpoint}: fit versus forgetting")
+    weight_fid = fidelity.get("lora")
     write_results(folder, {
-        "checkpoint": config.checkpoint, "generator": gen.kind, "target": {"id": target["id"], "family": config.family,
-                                                                            "robust": list(t_clean.robust)},
-        "forget_set": [r["id"] for r in forget_rows], "forget_before": {"chamfer": before["chamfer"], "fscore": before["fscore"], "valid": before["kept"]},
-        "table": table, "by_method": by_method, "wall_seconds": clock(), "examples_check": examples_check,
-        "examples_dropped": [c["id"] for c in examples_check if not c["ok"]],
+        "checkpoint": config.checkpoint, "generator": gen.kind,
+        "parameterisation": "lora" if "lora" in subs else "condition",
+        "member_fidelity": weight_fid, "condition_member_fidelity": fidelity.get("condition"),
+        "subspaces": {k: {"k": s.k, "n": s.n, "explained_variance_ratio": s.explained_variance_ratio.tolist()} for k, (s, _) in subs.items()},
+        "target": {"id": target["id"], "family": config.family, "robust": list(t_clean.robust)},
+        "forget_set": [r["id"] for r in forget_rows],
+        "forget_before": {"chamfer": meas.before["chamfer"], "fscore": meas.before["fscore"], "valid": meas.before["kept"],
+                          "family_quality": meas.family_before["rate"] if meas.family_before else None},
+        "methods": methods, "table": table, "by_method": by_method, "population_seconds": population_seconds,
+        "wall_seconds": clock(),
     })
     return folder

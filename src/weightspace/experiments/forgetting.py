@@ -1,4 +1,4 @@
-"""Forgetting: a held-out set decoded under base and fitted weights, and how far its shapes moved."""
+"""Forgetting: a held-out set decoded under base and fitted weights, how far its shapes moved, and family samples."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from weightspace.analysis.measure import finite_mean, geometry, measure
-from weightspace.data.families import FAMILY_NAMES
+from weightspace.analysis.persistence import robust_betti
+from weightspace.data.families import FAMILIES, FAMILY_NAMES
 from weightspace.decode.points import decode_conditions
 from weightspace.experiments.common import clean_surface, encode_points, study_data
-from weightspace.generators.protocol import Generator
-from weightspace.runtime.seeding import item_rng
+from weightspace.generators.protocol import Generator, families_of
+from weightspace.runtime.seeding import derive_seed, item_rng
 
 
 def forget_shapes(folder: Path, *, data: str | None, family: str, known: list[str], count: int, seed: int, resolution: int,
@@ -73,3 +74,20 @@ def forgetting(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float
             "forget_fscore_drop": before["fscore"] - after["fscore"],
             "forget_topology_changed": int(sum(a != b for a, b in zip(before["robust"], after["robust"]))),
             "forget_max_grid_change": float(diff.max()), "forget_mean_grid_change": float(diff.mean())}
+
+
+@torch.no_grad()
+def family_quality(gen: Generator, params, *, per_family: int, seed: int) -> dict[str, Any] | None:
+    """Family samples under `params` (None = base weights): `per_family` seeded samples of every family
+    the generator knows and declares a topology for, each matching when its robust (b0, b1) equals the
+    family's declared one. None for a generator without families. Returns {"rate", "matches"}."""
+    fams = [f for f in families_of(gen) if f in FAMILIES]
+    if not fams or per_family < 1:
+        return None
+    names = [f for f in fams for _ in range(per_family)]
+    seeds = [derive_seed(seed, "family-sample", f, k) % 2**31 for f in fams for k in range(per_family)]
+    conds = gen.condition(family=names, seeds=seeds)  # (F * S, *condition_shape)
+    grids = np.concatenate([gen.sdf_grid(conds[i : i + 8], seeds[i : i + 8], params=params).float().cpu().numpy()
+                            for i in range(0, len(names), 8)])  # (F * S, R, R, R): sampler noise from each sample's seed
+    matches = [tuple(int(v) for v in robust_betti(g))[:2] == tuple(FAMILIES[f].betti[:2]) for f, g in zip(names, grids)]
+    return {"rate": float(np.mean(matches)), "matches": matches}

@@ -77,3 +77,42 @@ def plot_fit(path: Path, table: list[dict[str, Any]], *, views: list[int], sigma
         ax.set_title(name, fontsize=9)
     ax1.legend(fontsize=7)
     save_figure(fig, path)
+
+
+def plot_fit_curves(path: Path, methods: dict[str, dict[str, Any]], *, title: str) -> None:
+    """The fit study over step budgets: Chamfer and F-score to the clean shape, forgetting (Chamfer change on
+    the held-out shapes) and the drop in family-sample quality, one line per method."""
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
+    panels = (("fit", "chamfer_l1", "Chamfer-L1 to the clean shape"), ("fit", "fscore", "F-score (tau 0.02)"),
+              ("forgetting", "chamfer_change", "forgetting: held-out Chamfer change"),
+              ("forgetting", "family_quality_drop", "drop in family samples with their topology"))
+    for ax, (part, key, name) in zip(axes.ravel(), panels):
+        for m, curves in methods.items():
+            steps = np.asarray(curves[part]["steps"], dtype=float)
+            ax.plot(steps + 1, curves[part][key], ".-", label=m)
+        ax.set_xscale("log")
+        ax.set_title(name, fontsize=9)
+    for ax in axes[1]:
+        ax.set_xlabel("step budget + 1")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_fit_forgetting(path: Path, methods: dict[str, dict[str, Any]], *, title: str) -> None:
+    """Fit versus forgetting: one point per method and step budget (joined in budget order; the largest
+    budget labelled), Chamfer to the clean shape against the held-out shapes' Chamfer change."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for m, curves in methods.items():
+        x, y = curves["fit"]["chamfer_l1"], curves["forgetting"]["chamfer_change"]
+        line, = ax.plot(x, y, "o-", ms=4, label=m)
+        ax.annotate(f"{curves['fit']['steps'][-1]}", (x[-1], y[-1]), fontsize=7, color=line.get_color())
+        ax.plot(x[0], y[0], "s", ms=7, mfc="none", color=line.get_color())
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("Chamfer-L1 to the clean shape (lower is a better fit)")
+    ax.set_ylabel("forgetting: held-out Chamfer change (lower is better)")
+    ax.set_title(title + " (square: step 0)", fontsize=9)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)

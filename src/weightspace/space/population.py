@@ -214,19 +214,24 @@ def member_fidelity(gen: Generator, param: Parameterisation, point: torch.Tensor
 
 
 def minimise_point(start: torch.Tensor, objective: Callable[[torch.Tensor, int], torch.Tensor], *, steps: int,
-                   lr: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                   lr: float, callback: Callable[[int, torch.Tensor], bool] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Adam from `start`, a point (D,) or a stack of points (B, D), on `objective(x, step)`: a loss () or
     per-point losses (B,), whose sum is minimised. Per-point losses that each reach only their own row
     make one Adam over the stack B independent Adams (Adam is elementwise).
+
+    callback : called as callback(step, x) with the point before step `step` (x detached; step == steps
+        after the last step); returning True stops the loop there (early stopping).
 
     Every member fit goes through this (`fit_member`, `fit_members`, the fit study's own objective).
     Returns the point(s) (detached, start's shape) and the detached loss of every step.
     """
     x = start.detach().clone().requires_grad_(True)
     losses: list[torch.Tensor] = []
-    if steps > 0:
-        opt = torch.optim.Adam([x], lr=lr)
-        for step in range(steps):
+    opt = torch.optim.Adam([x], lr=lr) if steps > 0 else None
+    for step in range(steps + 1):
+        if callback is not None and callback(step, x.detach()):
+            break
+        if step < steps:
             opt.zero_grad(set_to_none=True)
             loss = objective(x, step)  # () or (B,)
             loss.sum().backward()

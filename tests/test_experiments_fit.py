@@ -1,0 +1,181 @@
+"""The fit study (claim 3): early stopping, weight-subspace inversion of a planted member, and the --small run's keys."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from toy_generator import ToyGenerator, make_toy, make_toy_data
+
+from weightspace.data.observe import observe
+from weightspace.decode.mesh import grid_to_mesh
+from weightspace.experiments.fit import METHODS, FitConfig, run_fit
+from weightspace.experiments.fit_methods import EarlyStopping, Method, Objective, fit_method, subspace_method
+from weightspace.runtime.errors import InputError
+from weightspace.space.frame import Frame
+from weightspace.space.parameterisations import make_parameterisation
+from weightspace.space.subspace import fit_subspace_matrix
+
+
+def test_early_stopping_keeps_the_last_real_improvement_and_waits_patience_evaluations():
+    stop = EarlyStopping(patience=2, min_rel=0.01)
+    seen = [(0, 1.0), (5, 0.5), (10, 0.499), (15, 0.6)]  # 0.499 is within 1% of 0.5: not an improvement
+    flags = [stop.update(s, v) for s, v in seen]
+    assert flags == [True, True, False, False] and (stop.best_step, stop.best) == (5, 0.5) and stop.stop
+
+
+class _Quadratic:
+    """A fit objective (x - goal)^2 summed; a model whose 'condition' is the point itself."""
+
+    def __init__(self, goal):
+        self.goal = torch.as_tensor(goal, dtype=torch.float32)
+
+    def __call__(self, cond, params):
+        return ((cond[0] - self.goal) ** 2).sum()
+
+
+def test_fit_method_stops_on_validation_and_delivers_the_best_point_at_every_budget():
+    # training pulls x to 2, validation prefers 1: validation improves until x passes 1, then worsens
+    method = Method("toy", torch.zeros(1), 0.05, lambda x: (x[None], None))
+    seen = []
+    run = fit_method(method, _Quadratic([2.0]), _Quadratic([1.0]), max_steps=200, eval_every=5, patience=3, min_rel=0.0,
+                     budgets=[0, 10, 100, 200], on_budget=lambda b, s, x: seen.append((b, s, float(x[0]))))
+    v = dict(run.validation)
+    assert run.stopped_at < 200 and run.stopped_at == run.best_step + 3 * 5  # patience 3 evaluations after the best
+    assert v[run.best_step] == min(v.values()) and abs(float(run.best[0]) - 1.0) < 0.15
+    assert [b for b, _, _ in seen] == [0, 10, 100, 200] and seen[0][1] == 0
+    assert seen[-1][1] == run.best_step and seen[-1][2] == float(run.best[0])  # after the stop: the final best
+    assert len(run.losses) == run.stopped_at
+
+
+def _surface(gen, param, point, n=1500):
+    """Points on the zero level set of the model `point` (mesh vertices moved by Newton steps) and normals."""
+    with torch.no_grad():
+        grid = gen.sdf_grid(param.conditions(point[None]), [0], params=param.params(point))[0].numpy()
+    x = torch.from_numpy(np.asarray(grid_to_mesh(grid).vertices, dtype=np.float32))[None]  # (1, P, 3)
+    for _ in range(8):
+        x = x.detach().requires_grad_(True)
+        f = gen.sdf_points(x, param.conditions(point[None]), [0], params=param.params(point))
+        (g,) = torch.autograd.grad(f.sum(), x)
+        x = x - f[..., None] * g / g.pow(2).sum(-1, keepdim=True).clamp_min(1e-8)
+    g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    return x[0].detach().numpy()[:n], g[0].numpy()[:n]
+
+
+def test_weight_subspace_inversion_recovers_a_planted_member_from_its_own_views():
+    gen = make_toy(seed=0)
+    param = make_parameterisation(gen, "lora", rank=2, alpha=4.0, targets="mid|inp")
+    g = torch.Generator().manual_seed(0)
+    pts = torch.stack([param.initial_point(i) for i in range(12)])  # (N, D): a population of 12 members
+    b_mask = torch.zeros(param.layout.size, dtype=torch.bool)
+    for e in param.layout.entries:
+        if e.name.endswith("lora_B"):
+            b_mask[e.offset : e.offset + e.numel] = True
+    pts[:, b_mask] = 0.5 * torch.randn(12, int(b_mask.sum()), generator=g)
+    sub = fit_subspace_matrix(pts, 2, frame=Frame.of(param))
+    z_star = sub.sigma * torch.tensor([0.6, -0.4])  # (k,) the planted member's coordinates, in the mean's basin
+    planted = sub.reconstruct(z_star[None])[0]
+    surf, normals = _surface(gen, param, planted)
+    views = [observe(surf, normals, "partial", n=256, seed=s) for s in range(3)]
+    fit_obj = Objective(gen, np.concatenate(views[:2]), free_weight=0.0, seed=0)
+    val_obj = Objective(gen, views[2], free_weight=0.0, seed=0)
+    # the population's members are the candidate starts, as in the study: the loss has local minima
+    method = subspace_method(gen, "weight_subspace", sub, lr=0.05, prior=0.0, starts=torch.cat([torch.zeros(1, 2), sub.project(pts)]),
+                             objective=fit_obj)
+    run = fit_method(method, fit_obj, val_obj, max_steps=300, eval_every=5, patience=10, min_rel=0.0, budgets=[0],
+                     on_budget=lambda *a: None)
+    z = run.best * sub.sigma  # (k,)
+    assert torch.allclose(z / sub.sigma, z_star / sub.sigma, atol=0.02), (z / sub.sigma, z_star / sub.sigma)
+    assert run.validation[-1][1] < 1e-3 * run.validation[0][1] or min(v for _, v in run.validation) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    data = make_toy_data(tmp_path_factory.mktemp("toy") / "data", count=12)
+    cfg = FitConfig.small("toy", str(tmp_path_factory.mktemp("fit") / "f"))
+    cfg.family, cfg.data, cfg.population_steps, cfg.meshes = "sphere", str(data), 20, False
+    return cfg, run_fit(cfg, generator=ToyGenerator(seed=0))
+
+
+def test_small_fit_run_writes_the_documented_keys(small_run):
+    cfg, folder = small_run
+    res = json.loads((folder / "results.json").read_text())
+    assert res["parameterisation"] == "lora"
+    assert set(res["member_fidelity"]) >= {"mean_iou", "betti_match"} and 0 <= res["member_fidelity"]["mean_iou"] <= 1
+    assert set(res["methods"]) == set(METHODS) and "weight_subspace" in res["methods"]
+    for m, s in res["methods"].items():
+        assert s["fit"]["steps"] == cfg.budgets == s["forgetting"]["steps"]
+        assert {"chamfer_l1", "fscore", "topology_correct"} <= set(s["fit"])
+        assert {"chamfer_change", "topology_changed", "family_quality_drop"} <= set(s["forgetting"])
+        assert all(len(v) == len(cfg.budgets) for v in (*s["fit"].values(), *s["forgetting"].values()))
+        if m in ("encode", "optimise", "condition_subspace"):  # no shared weight moved: measured exactly zero
+            assert s["forgetting"]["chamfer_change"] == [0.0] * len(cfg.budgets)
+    rows = {r["method"]: r for r in res["table"]}
+    assert rows["condition_subspace"]["forget_max_grid_change"] == 0.0 and rows["lora"]["forget_max_grid_change"] > 0.0
+    assert rows["weight_subspace"]["forget_max_grid_change"] > 0.0  # the subspace's weights are not the base's
+    assert res["forget_set"] and res["forget_before"]["family_quality"] is None  # the toy has no families
+    assert len((folder / "curves.csv").read_text().splitlines()) == 1 + len(METHODS) * len(cfg.budgets)
+    for name in ("table.csv", "fit_curves.png", "fit_forgetting.png"):
+        assert (folder / name).is_file()
+
+
+def test_fit_resumes_finished_items(small_run):
+    cfg, folder = small_run
+    items = sorted((folder / "items").glob("*.json"))
+    assert len(items) == len(METHODS)
+    stamp = [p.stat().st_mtime_ns for p in items]
+    before = json.loads((folder / "results.json").read_text())["table"]
+    run_fit(cfg, generator=ToyGenerator(seed=0))
+    assert [p.stat().st_mtime_ns for p in items] == stamp  # nothing refitted
+    after = json.loads((folder / "results.json").read_text())["table"]
+    assert [r["chamfer_l1"] for r in after] == [r["chamfer_l1"] for r in before]
+
+
+def test_fit_config_rejects_budgets_off_the_evaluation_grid():
+    with pytest.raises(InputError, match="budgets must be multiples"):
+        FitConfig(steps=20, budgets=[0, 7]).validate()
+    with pytest.raises(InputError, match="subspace_k"):
+        FitConfig(subspace_examples=4, subspace_k=4).validate()
+    assert math.isfinite(FitConfig().steps)
+
+
+def test_cli_small_fit_on_the_toy_generator(tmp_path):
+    from typer.testing import CliRunner
+
+    from weightspace.cli import _register, app
+    from weightspace.generators.registry import register, unregister
+
+    register("toy", ToyGenerator.from_checkpoint, replace=True)
+    try:
+        ckpt = ToyGenerator(seed=0).save(tmp_path / "toy")
+        data = make_toy_data(tmp_path / "data", count=12)
+        _register()
+        r = CliRunner().invoke(app, ["experiment", "fit", "--small", "--checkpoint", str(ckpt), "--family", "sphere",
+                                     "--data", str(data), "--out", str(tmp_path / "f"), "--no-meshes"])
+        assert r.exit_code == 0, r.output
+    finally:
+        unregister("toy")
+    res = json.loads((tmp_path / "f" / "results.json").read_text())
+    cfg = json.loads((tmp_path / "f" / "config.json").read_text())
+    assert cfg["steps"] == FitConfig.small().steps and cfg["subspace_examples"] == 4 and cfg["family"] == "sphere"
+    assert {"parameterisation", "member_fidelity", "methods"} <= set(res) and "weight_subspace" in res["methods"]
+
+
+def test_fit_refuses_a_population_whose_members_do_not_reproduce_their_shapes(tmp_path):
+    # the toy decodes tori as balls: its LoRA members of tori keep no hole, and a subspace of them is refused
+    data = make_toy_data(tmp_path / "data", count=12)
+    cfg = FitConfig(checkpoint="toy", out=str(tmp_path / "f"), family="torus", views=[1], steps=5, budgets=[0, 5],
+                    subspace_examples=3, subspace_k=2, population_steps=2, forget_shapes=1, data=str(data), meshes=False,
+                    methods=["encode", "weight_subspace"])
+    with pytest.raises(InputError, match="lora population: only .* members decode to their own shape"):
+        run_fit(cfg, generator=ToyGenerator(seed=0))
+    res = json.loads((tmp_path / "f" / "results.json").read_text())
+    assert "refused" in res and res["member_fidelity"]["lora"]["used"] < 3
+
+
+def test_small_fit_run_summarises(small_run):
+    from weightspace.experiments.summary import summarize
+
+    text = summarize(small_run[1])
+    assert "weight_subspace CD" in text and "max|dSDF|" in text
