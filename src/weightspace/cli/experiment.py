@@ -70,6 +70,8 @@ def interpolate_cmd(
     seed: int = typer.Option(0, "--seed", help="Sampler noise seed, fixed along the path."),
     attribute: bool = typer.Option(False, "--attribute", help="Rerun each transition moving one part (module group / token) at a time."),
     pairs: int = typer.Option(0, "--pairs", help="Run this many pairs within and across families instead of one path."),
+    condition_paths: bool = typer.Option(False, "--condition-paths", help="With --endpoints population: run every path "
+                                         "again between the encoded conditions of the same two shapes and compare."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write meshes at the ends and across each transition."),
 ) -> None:
     """Locate sharp topology transitions along a path in weight space (paper claim 1).
@@ -81,7 +83,8 @@ def interpolate_cmd(
 
     cfg = study_config(ctx, InterpolateConfig, config, dict(
         checkpoint=checkpoint, out=out, endpoints=endpoints, a=a, b=b, data=data, population=population, path=path,
-        steps=steps, tolerance=tolerance, seed=seed, attribute=attribute, pairs=pairs, meshes=meshes))
+        steps=steps, tolerance=tolerance, seed=seed, attribute=attribute, pairs=pairs, condition_paths=condition_paths,
+        meshes=meshes))
     folder = run_interpolate(cfg)
     typer.echo(f"{summarize(folder)} -> {folder}")
 
@@ -91,27 +94,40 @@ def subspace_cmd(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     checkpoint: str = typer.Option("default", "--checkpoint", help=CHECKPOINT_HELP),
-    out: str = typer.Option("results/subspace", "--out", help="Results folder."),
-    family: str = typer.Option("torus", "--family", help="Family of the K examples."),
-    examples: int = typer.Option(4, "--examples", "-K", help="K examples (2, 4, 8, 16)."),
-    k: int = typer.Option(2, "--k", help="PCA components, k < K."),
-    samples: int = typer.Option(16, "--samples", help="Samples per kind (subspace and each baseline)."),
-    parameterisation: str = typer.Option("condition", "--parameterisation", help="condition | lora."),
+    out: str = typer.Option("results/subspace", "--out", help="Results folder (re-running resumes it, cell by cell)."),
+    families: str = typer.Option("torus,pretzel,pair", "--families", "--family", help="Families, comma-separated."),
+    examples: str = typer.Option("4", "--examples", "-K", help="K examples per cell, comma-separated (the grid: 2,4,8,16)."),
+    k: Optional[int] = typer.Option(None, "--k", help="PCA components, k < K (default: K // 2)."),
+    seeds: str = typer.Option("0", "--seeds", help="Seeds, comma-separated (member choice, sampling, sampler noise)."),
+    samples: int = typer.Option(16, "--samples", help="Samples per kind (subspace and each baseline) per cell."),
+    parameterisation: str = typer.Option("lora", "--parameterisation", help="lora (population members) | condition."),
+    population: Optional[str] = typer.Option(None, "--population", help="An existing lora population to take members from."),
     temperature: float = typer.Option(1.0, "--temperature", help="Scale of the subspace's Gaussian."),
     data: Optional[str] = typer.Option(None, "--data", help="Data folder (default: made procedurally)."),
-    seed: int = typer.Option(0, "--seed", help="Sampling and sampler noise seed."),
+    batch_members: int = typer.Option(1, "--batch-members", help="Members fitted together when the study builds its population."),
+    full: bool = typer.Option(False, "--full", help="The paper's grid: K 2,4,8,16 x seeds 0,1,2 (options given override it)."),
+    small: bool = typer.Option(False, "--small", help="The demo size: torus, K 3, k 2, 8 samples (options given override it)."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write every decoded mesh."),
 ) -> None:
-    """Sample a PCA subspace of K examples; measure topology kept vs baselines at the same distance (paper claim 2).
+    """Sample PCA subspaces of K population members per family; measure topology kept vs baselines at the same distance (claim 2).
 
-    Example: weightspace experiment subspace --checkpoint default-field --family torus -K 8 --k 4 --samples 32
+    Example: weightspace experiment subspace --checkpoint default --full --no-meshes --out results/subspace-grid
     """
     from weightspace.experiments.subspace import SubspaceConfig, run_subspace
     from weightspace.experiments.summary import summarize
+    from weightspace.runtime.errors import InputError
 
-    cfg = study_config(ctx, SubspaceConfig, config, dict(
-        checkpoint=checkpoint, out=out, family=family, examples=examples, k=k, samples=samples,
-        parameterisation=parameterisation, temperature=temperature, data=data, seed=seed, meshes=meshes))
+    if full and small:
+        raise InputError("--full and --small are two sizes; give one")
+    options = dict(checkpoint=checkpoint, out=out, families=_names(families), examples=_ints(examples, "examples"), k=k,
+                   seeds=_ints(seeds, "seeds"), samples=samples, parameterisation=parameterisation, population=population,
+                   temperature=temperature, data=data, batch_members=batch_members, meshes=meshes)
+    if full or small:
+        given = {n: v for n, v in options.items() if ctx.get_parameter_source(n).name not in ("DEFAULT", "DEFAULT_MAP")}
+        base = (SubspaceConfig.full if full else SubspaceConfig.small)(checkpoint=checkpoint, out=out)
+        cfg = SubspaceConfig(**{**base.__dict__, **given})
+    else:
+        cfg = study_config(ctx, SubspaceConfig, config, options)
     folder = run_subspace(cfg)
     typer.echo(f"{summarize(folder)} -> {folder}")
 
