@@ -15,8 +15,7 @@ import pytest
 
 from weightspace.data.families import FAMILY_NAMES
 from weightspace.data.make import make_dataset
-from weightspace.experiments import fit_populations
-from weightspace.experiments import subspace as subspace_study
+from weightspace.experiments import fit_populations, subspace_cell
 from weightspace.experiments.fit import METHODS, FitConfig, run_fit
 from weightspace.experiments.forgetting import forget_shapes
 from weightspace.experiments.subspace import SubspaceConfig, run_subspace
@@ -50,12 +49,12 @@ def wala_data(tmp_path_factory) -> str:
 @pytest.fixture
 def accepted_examples(monkeypatch):
     """Every example passes its topology check (the fixture's random weights decode none of them faithfully)."""
-    real = subspace_study.topology_check
+    real = subspace_cell.topology_check
 
     def accept(*args, **kwargs):
         return [{**c, "ok": True} for c in real(*args, **kwargs)]
 
-    monkeypatch.setattr(subspace_study, "topology_check", accept)
+    monkeypatch.setattr(subspace_cell, "topology_check", accept)
     monkeypatch.setattr(fit_populations, "reproduces", lambda row: True)
 
 
@@ -87,15 +86,16 @@ def test_subspace_on_wala_runs_through(tmp_path, converted, wala_data, accepted_
     folder = run_subspace(cfg, generator=load_generator(converted))
     res = _results(folder)
     assert res["generator"] == "wala" and res["parameterisation"] == parameterisation and res["K_used"] == 3
-    assert res["decodes"] == 3 + 3 * 1 and len(res["explained_variance_ratio"]) == 1
-    assert set(res["topology_kept"]) == {"examples", "subspace", "random", "condition_noise"}
-    assert all(len(b) == 3 for b in res["examples_topology"]["per_example_robust"])
-    assert len((folder / "samples.csv").read_text().splitlines()) == 1 + 3 + 3
+    cell = folder / "cells" / "torus-K3-s0"
+    assert res["decodes"] == 3 + 4 * 1 and len(_results(cell)["explained_variance_ratio"]) == 1
+    assert set(res["topology_kept"]) == {"examples", "subspace", "random", "full_gaussian", "condition_noise"}
+    assert all(len(b) == 3 for b in _results(cell)["examples_topology"]["per_example_robust"])
+    assert len((folder / "samples.csv").read_text().splitlines()) == 1 + 3 + 4
     if parameterisation == "condition":
         assert res["dimension"] == 16 * 32  # the pc model's condition (16, 32)
     else:  # learned on Delta W = B A of every targeted layer
         assert res["dimension"] > 16 * 32
-        assert json.loads((folder / "subspace" / "summary.json").read_text())["parameterisation"]["form"] == "delta"
+        assert json.loads((cell / "subspace" / "summary.json").read_text())["parameterisation"]["form"] == "delta"
 
 
 def test_fit_on_wala_runs_every_method_and_measures_forgetting(tmp_path, converted, wala_data, accepted_examples):
