@@ -47,9 +47,9 @@ def _register() -> None:
     if _REGISTERED:
         return
     # Explicit list of command modules; each exposes `register(app)`.
-    from weightspace.cli import analyze, convert, data, demo, evaluate, experiment, generate, train, weights
+    from weightspace.cli import analyze, convert, data, demo, evaluate, experiment, generate, report, train, weights
 
-    for module in (data, analyze, train, generate, evaluate, weights, experiment, demo, convert):
+    for module in (data, analyze, train, generate, evaluate, weights, experiment, report, demo, convert):
         module.register(app)
     _REGISTERED = True
 

@@ -25,7 +25,7 @@ from weightspace.report.gallery import render_gallery
 from weightspace.report.html import discover, write_page, write_report
 from weightspace.report.verdicts import read_finding
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_write_json, atomic_write_text
+from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json
 
 SCHEMA = "weightspace-demo/1"  # results.json's format, documented in docs/results.md
 
@@ -151,8 +151,7 @@ def finish_demo(out: Path, *, shapes: dict, seconds: float, notes: dict[str, str
     notes, skipped = notes or {}, skipped or {}
     summary = demo_numbers(out, shapes=shapes, seconds=seconds, notes=notes, skipped=skipped)
     atomic_write_json(out / "results.json", summary)
-    write_demo_page(out, notes={k: f"family endpoints refused ({v}); this path runs between encoded shapes instead"
-                                for k, v in notes.items()})
+    write_demo_page(out, notes=demo_extras([out])[1])
     return summary
 
 
@@ -160,6 +159,22 @@ def write_demo_page(out: Path, notes: dict[str, str] | None = None) -> Path:
     """The demo's page: the studies' findings, the procedural shapes, generators side by side."""
     extra = [shapes_section(out)] if (out / "shapes.csv").is_file() else []
     return write_page([out], out / "report.html", title="weightspace demo", extra=extra, notes=notes)[0]
+
+
+def demo_extras(folders: list[Path]) -> tuple[list[str], dict[str, str]]:
+    """For `weightspace report`: the shapes section and the endpoint notes of any demo folder among `folders`."""
+    extra, notes = [], {}
+    for out in map(Path, folders):
+        if (out / "shapes.csv").is_file():
+            extra.append(shapes_section(out))
+        res = read_json(out / "results.json") if (out / "results.json").is_file() else {}
+        if res.get("schema") == SCHEMA:
+            for gen in res["generators"].values():
+                for study in gen.values():
+                    if isinstance(study, dict) and study.get("endpoints_refused"):
+                        notes[str(out / study["folder"])] = (f"family endpoints refused ({study['endpoints_refused']}); this "
+                                                             "path runs between encoded shapes instead")
+    return extra, notes
 
 
 def shapes_section(out: Path) -> str:

@@ -17,12 +17,12 @@ from weightspace.report.meshviews import (
     MAX_FACES,
     MAX_FACES_LARGE,
     MeshCard,
-    camera_eye,
     decimate,
     ensure_render,
     load_mesh,
     thumbnail,
     view_data,
+    view_settings,
 )
 from weightspace.report.sections import Section, section
 from weightspace.report.verdicts import CLAIMS, Finding, betti, read_finding, study_of
@@ -121,7 +121,8 @@ def _rel(path: Path, page: Path) -> str:
 
 
 def _badge(verdict: str) -> str:
-    return f'<span class="verdict v-{verdict.replace(" ", "-")}">{html.escape(verdict)}</span>'
+    style = verdict if verdict in ("supported", "not supported", "refused") else "inconclusive"
+    return f'<span class="verdict v-{style.replace(" ", "-")}">{html.escape(verdict)}</span>'
 
 
 def _anchor(f: Finding) -> str:
@@ -142,7 +143,7 @@ def _body(page: Page, out: Path, title: str, notes: dict[str, str]) -> str:
     for f in page.findings:
         parts.append(_study(section(f), out, figs, meshes, page.decimation, notes.get(str(f.folder)), alone=len(page.findings) == 1))
     parts.append(_about(page.decimation))
-    return page_assets.document(title, "\n".join(parts), figs, meshes, camera_eye())
+    return page_assets.document(title, "\n".join(parts), figs, meshes, view_settings())
 
 
 def _found(findings: list[Finding], generators: list[str]) -> str:
@@ -253,7 +254,8 @@ def _card(card: MeshCard, root: Path, meshes: dict[str, Any], dec: Decimation) -
     elif card.intended and card.robust is not None:
         badge = ' <span class="badge ok" title="as intended">as intended</span>'
     size = f"{len(faces):,} faces in the file, {len(fd):,} in this view"
-    return (f'<figure class="mesh-view{" large" if card.large else ""}" data-mesh="{key}" title="{html.escape(card.path.name)}: {size}">'
+    return (f'<figure class="mesh-view{" large" if card.large else ""}" data-mesh="{key}" '
+            f'title="{html.escape(card.path.name)}: {size}; drag to turn it">'
             f'<div class=mv-box><img class=mv-png alt="{html.escape(label)}" src="{thumbnail(png, 240 if card.large else 160)}">'
             f'<div class=mv-3d></div></div><figcaption><span class=mv-label>{html.escape(label)}</span><br>'
             f'<span class=betti>robust {betti(card.robust)}</span>{badge}</figcaption></figure>')
@@ -262,7 +264,7 @@ def _card(card: MeshCard, root: Path, meshes: dict[str, Any], dec: Decimation) -
 def _about(dec: Decimation) -> str:
     return ("<section id=about><h2>Reading this page</h2><ul>"
             "<li>Each shape is shown first as a static render (also a PNG file in the study's <code>renders/</code> folder), "
-            "then as a 3D view you can drag to turn, once it scrolls into sight.</li>"
+            "then, as it scrolls into sight, as a 3D view (WebGL) you can drag to turn.</li>"
             "<li>Robust (b0, b1, b2): connected components, tunnels and cavities of the decoded solid, ignoring specks below the "
             "volume threshold. A red badge marks a shape whose topology differs from the one it is meant to have (the "
             "examples', the target's, or either end's on a path); blue shapes have it, grey ones state none.</li>"

@@ -6,6 +6,7 @@ import base64
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import trimesh
@@ -141,8 +142,8 @@ def view_data(vertices: np.ndarray, faces: np.ndarray, colour: str = "grey") -> 
             "f32": wide, "box": BOX, "colour": "#%02x%02x%02x" % tuple(int(255 * c) for c in COLOURS[colour])}
 
 
-def camera_eye(distance: float = 1.35) -> dict[str, float]:
-    """plotly's camera eye for matplotlib's VIEW (elevation, azimuth), so a 3D view opens as its render looks."""
-    elev, azim = np.radians(VIEW[0]), np.radians(VIEW[1])
-    return {"x": float(distance * np.cos(elev) * np.cos(azim)), "y": float(distance * np.cos(elev) * np.sin(azim)),
-            "z": float(distance * np.sin(elev))}
+def view_settings() -> dict[str, Any]:
+    """How the page's 3D views open: matplotlib's VIEW, the renders' light and a zoom that matches their framing."""
+    from weightspace.report.gallery import LIGHT
+
+    return {"elev": VIEW[0], "azim": VIEW[1], "light": [float(x) for x in LIGHT], "zoom": 0.95}

@@ -1,5 +1,6 @@
-"""The page's fixed parts: its style, its script (plots, and 3D mesh views mounted as they scroll into sight) and the
-document around a body. plotly.js comes from the installed plotly package, inlined once: the page never fetches."""
+"""The page's fixed parts: its style, its script (plotly plots; mesh views drawn by one shared WebGL context into
+each view's own canvas as it scrolls into sight, turned by dragging) and the document around a body. plotly.js comes
+from the installed plotly package, inlined once: the page never fetches."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ table.glance td, table.glance th { text-align: center; padding: 4px 10px; }
 .pair p { margin: 0.2em 0; font-size: 0.88em; }
 .mesh-view { margin: 0; width: 160px; border: 1px solid #e4e4e4; border-radius: 4px; background: #fafafa; }
 .mesh-view.large { width: 240px; }
-.mv-box { position: relative; width: 160px; height: 160px; cursor: grab; } .large .mv-box { width: 240px; height: 240px; }
+.mv-box { position: relative; width: 160px; height: 160px; cursor: grab; }
+.mesh-view.live .mv-box::after { content: "3D"; position: absolute; right: 3px; top: 2px; font-size: 10px; color: #888; } .large .mv-box { width: 240px; height: 240px; }
 .mv-png { width: 100%; height: 100%; display: block; } .mv-3d { position: absolute; inset: 0; }
-.mesh-view.live .mv-png { visibility: hidden; }
+.mesh-view.live .mv-png { visibility: hidden; } .mv-3d canvas { width: 100%; height: 100%; display: block; touch-action: none; }
 figcaption { font-size: 0.72em; padding: 2px 4px 4px; line-height: 1.35; } .betti { font-family: monospace; }
 .badge { display: inline-block; padding: 0 4px; border-radius: 3px; font-size: 0.95em; color: #fff; }
 .badge.bad { background: #c62828; } .badge.ok { background: #4a78c2; }
@@ -41,55 +43,111 @@ SCRIPT = """
   "use strict";
   var figs = JSON.parse(document.getElementById("ws-figs").textContent);
   var meshes = JSON.parse(document.getElementById("ws-meshes").textContent);
-  var EYE = JSON.parse(document.getElementById("ws-eye").textContent);
-  var MAX_LIVE = 10;  // WebGL contexts alive at once (browsers drop the oldest past about 16)
+  var VIEW = JSON.parse(document.getElementById("ws-view").textContent);  // {elev, azim, light, zoom}: as the renders
 
   document.querySelectorAll(".plot").forEach(function (div) {
     var f = figs[div.dataset.fig];
     Plotly.newPlot(div, f.data, f.layout, {displaylogo: false, responsive: true});
   });
 
+  // --- mesh views: one shared WebGL context draws every view into that view's own 2D canvas --------------------
+  var glc = document.createElement("canvas");
+  var gl = glc.getContext("webgl", {preserveDrawingBuffer: true, premultipliedAlpha: false});
+  if (!gl) return;  // no WebGL: the static renders stay
+  function shader(type, src) {
+    var s = gl.createShader(type);
+    gl.shaderSource(s, src);
+    gl.compileShader(s);
+    return s;
+  }
+  var prog = gl.createProgram();
+  gl.attachShader(prog, shader(gl.VERTEX_SHADER,
+    "attribute vec3 p; attribute vec3 n; uniform mat3 R; uniform float zoom; varying float shade; uniform vec3 L;" +
+    "void main() { vec3 q = R * p; shade = 0.35 + 0.65 * clamp(dot(n, L), 0.0, 1.0);" +
+    "  gl_Position = vec4(q.x * zoom, q.y * zoom, -q.z * 0.5, 1.0); }"));
+  gl.attachShader(prog, shader(gl.FRAGMENT_SHADER,
+    "precision mediump float; varying float shade; uniform vec3 colour;" +
+    "void main() { gl_FragColor = vec4(colour * shade, 1.0); }"));
+  gl.linkProgram(prog);
+  gl.useProgram(prog);
+  var loc = {p: gl.getAttribLocation(prog, "p"), n: gl.getAttribLocation(prog, "n"), R: gl.getUniformLocation(prog, "R"),
+             zoom: gl.getUniformLocation(prog, "zoom"), L: gl.getUniformLocation(prog, "L"),
+             colour: gl.getUniformLocation(prog, "colour")};
+  gl.enable(gl.DEPTH_TEST);
+
   function bytes(b64) {
     var s = atob(b64), u = new Uint8Array(s.length);
     for (var i = 0; i < s.length; i++) u[i] = s.charCodeAt(i);
     return u.buffer;
   }
-  function trace(m) {
+  var buffers = {};
+  function upload(key) {  // flat-shaded triangle soup: 3 corners and the face normal per face, (F * 9,) each
+    if (buffers[key]) return buffers[key];
+    var m = meshes[key];
     var q = new Uint16Array(bytes(m.v)), f = m.f32 ? new Uint32Array(bytes(m.f)) : new Uint16Array(bytes(m.f));
-    var nv = q.length / 3, nf = f.length / 3, s = 2 * m.box / 65535;
-    var x = new Float32Array(nv), y = new Float32Array(nv), z = new Float32Array(nv);
-    for (var a = 0; a < nv; a++) { x[a] = q[3 * a] * s - m.box; y[a] = q[3 * a + 1] * s - m.box; z[a] = q[3 * a + 2] * s - m.box; }
-    var i = new Uint32Array(nf), j = new Uint32Array(nf), k = new Uint32Array(nf);
-    for (var b = 0; b < nf; b++) { i[b] = f[3 * b]; j[b] = f[3 * b + 1]; k[b] = f[3 * b + 2]; }
-    return {type: "mesh3d", x: x, y: y, z: z, i: i, j: j, k: k, color: m.colour, flatshading: true, hoverinfo: "skip",
-            lighting: {ambient: 0.45, diffuse: 0.75, specular: 0.05, roughness: 0.9}, lightposition: {x: 300, y: -500, z: 800}};
+    var nf = f.length / 3, s = 2 * m.box / 65535, pos = new Float32Array(nf * 9), nrm = new Float32Array(nf * 9);
+    for (var t = 0; t < nf; t++) {
+      var c = [];
+      for (var k = 0; k < 3; k++) {
+        var v = f[3 * t + k];
+        for (var d = 0; d < 3; d++) pos[9 * t + 3 * k + d] = q[3 * v + d] * s - m.box;
+      }
+      var o = 9 * t, ax = pos[o + 3] - pos[o], ay = pos[o + 4] - pos[o + 1], az = pos[o + 5] - pos[o + 2];
+      var bx = pos[o + 6] - pos[o], by = pos[o + 7] - pos[o + 1], bz = pos[o + 8] - pos[o + 2];
+      var nx = ay * bz - az * by, ny = az * bx - ax * bz, nz = ax * by - ay * bx, len = Math.hypot(nx, ny, nz) || 1;
+      for (var k2 = 0; k2 < 3; k2++) { nrm[o + 3 * k2] = nx / len; nrm[o + 3 * k2 + 1] = ny / len; nrm[o + 3 * k2 + 2] = nz / len; }
+    }
+    var bp = gl.createBuffer(), bn = gl.createBuffer();
+    gl.bindBuffer(gl.ARRAY_BUFFER, bp); gl.bufferData(gl.ARRAY_BUFFER, pos, gl.STATIC_DRAW);
+    gl.bindBuffer(gl.ARRAY_BUFFER, bn); gl.bufferData(gl.ARRAY_BUFFER, nrm, gl.STATIC_DRAW);
+    var hex = m.colour, col = [1, 3, 5].map(function (i) { return parseInt(hex.substr(i, 2), 16) / 255; });
+    buffers[key] = {p: bp, n: bn, count: nf * 3, colour: col};
+    return buffers[key];
   }
-  var axis = {range: [-1, 1], visible: false};
-  var live = new Set(), visible = new Set();
-  function unmount(el) {
-    Plotly.purge(el.querySelector(".mv-3d"));
-    el.classList.remove("live");
-    live.delete(el);
+  function rotation(elev, azim) {  // rows: screen right, screen up, towards the viewer (z up, as matplotlib's view_init)
+    var e = elev * Math.PI / 180, a = azim * Math.PI / 180;
+    var r = [-Math.sin(a), Math.cos(a), 0], u = [-Math.sin(e) * Math.cos(a), -Math.sin(e) * Math.sin(a), Math.cos(e)];
+    var d = [Math.cos(e) * Math.cos(a), Math.cos(e) * Math.sin(a), Math.sin(e)];
+    return [r[0], u[0], d[0], r[1], u[1], d[1], r[2], u[2], d[2]];  // column-major for uniformMatrix3fv
+  }
+  function draw(view) {
+    var c = view.canvas, b = upload(view.key);
+    if (glc.width !== c.width || glc.height !== c.height) { glc.width = c.width; glc.height = c.height; }
+    gl.viewport(0, 0, c.width, c.height);
+    gl.clearColor(0, 0, 0, 0);
+    gl.clear(gl.COLOR_BUFFER_BIT | gl.DEPTH_BUFFER_BIT);
+    gl.uniformMatrix3fv(loc.R, false, rotation(view.elev, view.azim));
+    gl.uniform1f(loc.zoom, VIEW.zoom);
+    gl.uniform3fv(loc.L, VIEW.light);
+    gl.uniform3fv(loc.colour, b.colour);
+    gl.bindBuffer(gl.ARRAY_BUFFER, b.p); gl.enableVertexAttribArray(loc.p); gl.vertexAttribPointer(loc.p, 3, gl.FLOAT, false, 0, 0);
+    gl.bindBuffer(gl.ARRAY_BUFFER, b.n); gl.enableVertexAttribArray(loc.n); gl.vertexAttribPointer(loc.n, 3, gl.FLOAT, false, 0, 0);
+    gl.drawArrays(gl.TRIANGLES, 0, b.count);
+    var ctx = c.getContext("2d");
+    ctx.clearRect(0, 0, c.width, c.height);
+    ctx.drawImage(glc, 0, 0);
   }
   function mount(el) {
-    if (live.has(el)) return;
-    if (live.size >= MAX_LIVE) {
-      var gone = Array.from(live).find(function (o) { return !visible.has(o); });
-      if (!gone) return;
-      unmount(gone);
-    }
-    live.add(el);
-    var layout = {margin: {l: 0, r: 0, t: 0, b: 0}, paper_bgcolor: "rgba(0,0,0,0)", showlegend: false,
-                  scene: {xaxis: axis, yaxis: axis, zaxis: axis, aspectmode: "cube", camera: {eye: EYE, up: {x: 0, y: 0, z: 1}}}};
-    Plotly.newPlot(el.querySelector(".mv-3d"), [trace(meshes[el.dataset.mesh])], layout,
-                   {displayModeBar: false, responsive: false}).then(function () {
-      if (live.has(el)) el.classList.add("live");
+    if (el.querySelector("canvas")) return;
+    var box = el.querySelector(".mv-3d"), c = document.createElement("canvas"), px = window.devicePixelRatio || 1;
+    c.width = Math.round(box.clientWidth * px); c.height = Math.round(box.clientHeight * px);
+    box.appendChild(c);
+    var view = {canvas: c, key: el.dataset.mesh, elev: VIEW.elev, azim: VIEW.azim}, drag = null;
+    c.addEventListener("pointerdown", function (e) { drag = [e.clientX, e.clientY]; c.setPointerCapture(e.pointerId); });
+    c.addEventListener("pointerup", function () { drag = null; });
+    c.addEventListener("pointermove", function (e) {
+      if (!drag) return;
+      view.azim -= (e.clientX - drag[0]) * 0.8;
+      view.elev = Math.max(-89, Math.min(89, view.elev + (e.clientY - drag[1]) * 0.8));
+      drag = [e.clientX, e.clientY];
+      draw(view);
     });
+    draw(view);
+    el.classList.add("live");
   }
   var seen = new IntersectionObserver(function (entries) {
-    entries.forEach(function (e) { if (e.isIntersecting) visible.add(e.target); else visible.delete(e.target); });
-    visible.forEach(mount);
-  }, {rootMargin: "80px"});
+    entries.forEach(function (e) { if (e.isIntersecting) mount(e.target); });
+  }, {rootMargin: "200px"});
   document.querySelectorAll(".mesh-view").forEach(function (el) { seen.observe(el); });
 })();
 """
@@ -112,12 +170,12 @@ def _json_script(element_id: str, value: Any) -> str:
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
-def document(title: str, body: str, figs: dict[str, Any], meshes: dict[str, Any], eye: dict[str, float]) -> str:
+def document(title: str, body: str, figs: dict[str, Any], meshes: dict[str, Any], view: dict[str, Any]) -> str:
     """The whole page: head, body, the figures' and meshes' data, plotly.js (once) and the page's script."""
     from plotly.offline import get_plotlyjs
 
     return ("<!doctype html><html lang=en><head><meta charset='utf-8'>"
             "<meta name=viewport content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}"
-            f"{_json_script('ws-figs', figs)}{_json_script('ws-meshes', meshes)}{_json_script('ws-eye', eye)}"
+            f"{_json_script('ws-figs', figs)}{_json_script('ws-meshes', meshes)}{_json_script('ws-view', view)}"
             f"<script>{get_plotlyjs()}</script><script>{SCRIPT}</script></body></html>\n")

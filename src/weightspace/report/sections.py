@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 from weightspace.report.meshviews import MeshCard
 from weightspace.report.verdicts import Finding, betti, read_rows
+from weightspace.runtime.io import read_json
 
 KIND_COLOURS = {"examples": "#555555", "subspace": "#1f77b4", "random": "#ff7f0e", "condition_noise": "#2ca02c"}
 METHOD_COLOURS = {"encode": "#7f7f7f", "optimise": "#2ca02c", "subspace": "#1f77b4", "lora": "#ff7f0e", "full": "#d62728"}
@@ -197,25 +198,37 @@ def subspace_section(f: Finding) -> Section:
                                  "arrayminus": [x["rate"] - x["low"] for x in r], "thickness": 1.2, "width": 4},
                      "text": [f"{x['successes']}/{x['n']}" for x in r], "textposition": "inside"})
     s.figures.append({"data": data, "layout": _layout(
-        f"kept rates by kind, Wilson 95% intervals (examples' topology {betti(h['examples_topology'])})", barmode="group",
+        "kept rates by kind, Wilson 95% intervals" + (f" (examples' topology {betti(h['examples_topology'])})"
+                                                       if h["examples_topology"] else ""), barmode="group",
         yaxis={"title": {"text": "rate"}, "range": [0, 1.05]})})
     rows = read_rows(folder / "samples.csv")
-    robust = {(r["kind"], int(r["index"])): _b(r) for r in rows}
-    target = tuple(h["examples_topology"])
-    for path in sorted((folder / "meshes").glob("*.ply"), key=lambda p: (_kind_order(p.stem, kinds), p.stem)):
-        m = re.fullmatch(r"(.+)-(\d+)", path.stem)
-        if m:
-            kind, i = m.group(1), int(m.group(2))
-            s.cards.append(MeshCard(path, f.checkpoint, "subspace", kind, f"#{i}", robust.get((kind, i)), [target]))
+    s.cards = _sample_cards(f, folder, kinds, None, h["examples_topology"])
+    for cell in sorted((folder / "cells").glob("*/")) if (folder / "cells").is_dir() else []:
+        res_cell = read_json(cell / "results.json") if (cell / "results.json").is_file() else {}
+        s.cards += _sample_cards(f, cell, kinds, cell.name, (res_cell.get("examples_topology") or {}).get("robust"))
     summary = res["summary"]
     s.tables.append(("by kind of point", table(
-        [{"kind": k.replace("_", " "), "n": summary[k]["n"], "kept": _ci_text(h["kept"][k]),
-          "kept_and_valid": _ci_text(h["kept_and_valid"][k]), **{c: summary[k].get(c) for c in
+        [{"kind": k.replace("_", " "), "n": summary.get(k, {}).get("n"), "kept": _ci_text(h["kept"][k]),
+          "kept_and_valid": _ci_text(h["kept_and_valid"][k]), **{c: summary.get(k, {}).get(c) for c in
                                                                  ("validity", "local_variation", "diversity",
                                                                   "novelty_weight_ratio", "mean_radius")}} for k in kinds],
         KIND_COLUMNS)))
     s.tables.append(("every sample", table([{**r, "robust": betti(_b(r))} for r in rows], SAMPLE_COLUMNS, source="samples.csv")))
     return s
+
+
+def _sample_cards(f: Finding, folder: Path, kinds: list[str], cell: str | None, target: Any) -> list[MeshCard]:
+    """Cards of the meshes in folder/meshes (one cell's, or the study's own), labelled from its samples.csv."""
+    robust = {(r["kind"], int(r["index"])): _b(r) for r in read_rows(folder / "samples.csv")}
+    cards = []
+    for path in sorted((folder / "meshes").glob("*.ply"), key=lambda p: (_kind_order(p.stem, kinds), p.stem)):
+        m = re.fullmatch(r"(.+)-(\d+)", path.stem)
+        if m:
+            kind, i = m.group(1), int(m.group(2))
+            index = f"#{i}" if cell is None else f"#{i} ({cell})"
+            cards.append(MeshCard(path, f.checkpoint, "subspace", kind, index, robust.get((kind, i)),
+                                  [tuple(target)] if target else []))
+    return cards
 
 
 def _kind_order(stem: str, kinds: list[str]) -> int:

@@ -25,7 +25,7 @@ from weightspace.analysis.rates import rate
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import read_json
 
-VERDICTS = ("supported", "not supported", "inconclusive", "refused")
+VERDICTS = ("supported", "not supported", "inconclusive", "refused")  # a study that states its own verdict may add others
 STUDIES = {"InterpolateConfig": "interpolate", "SubspaceConfig": "subspace", "FitConfig": "fit"}
 CLAIMS = {
     "interpolate": (1, "Interpolating in weight space can flip global topology sharply: one component becomes "
@@ -143,46 +143,65 @@ def _interpolate(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
     return "supported", line, numbers
 
 
+def _rate(d: dict[str, Any]) -> dict[str, Any]:
+    """A rate dict with low/high, from either analysis.rates' keys (low, high) or the pooled studies' (ci_low, ci_high)."""
+    return {"rate": d["rate"], "low": d.get("low", d.get("ci_low")), "high": d.get("high", d.get("ci_high")), "n": d["n"],
+            "successes": d["successes"]}
+
+
 def _subspace(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
     s = res["summary"]
-    kept = {k: rate_of(v["topology_kept_robust"], v["n"]) for k, v in s.items()}
-    kept_valid = {k: rate_of(v.get("kept_and_valid", v["topology_kept_robust"]), v["n"]) for k, v in s.items()}
+    if isinstance(res.get("kept_and_valid"), dict):  # pooled over cells: the study's own counts and intervals
+        kept = {k: _rate(v) for k, v in res["topology_kept"].items()}
+        kept_valid = {k: _rate(v) for k, v in res["kept_and_valid"].items()}
+    else:
+        kept = {k: rate_of(v["topology_kept_robust"], v["n"]) for k, v in s.items()}
+        kept_valid = {k: rate_of(v.get("kept_and_valid", v["topology_kept_robust"]), v["n"]) for k, v in s.items()}
     g = res["gate"]["gate"]
-    numbers = {"family": res["family"], "K": res["K"], "K_used": res.get("K_used", res["K"]), "k": res["k"],
-               "parameterisation": res["parameterisation"], "examples_topology": res["examples_topology"]["robust"],
+    numbers = {"family": res.get("family"), "K": res.get("K"), "K_used": res.get("K_used", res.get("K")), "k": res.get("k"),
+               "parameterisation": res.get("parameterisation"), "examples_topology": res["examples_topology"]["robust"],
                "kept": kept, "kept_and_valid": kept_valid, "validity": {k: v["validity"] for k, v in s.items()},
-               "local_variation": {k: v["local_variation"] for k, v in s.items()},
-               "gate": {"precision": g["precision"], "recall": g["recall"]}, "decodes": res["decodes"],
+               "local_variation": {k: v.get("local_variation") for k, v in s.items()},
+               "gate": {"precision": g["precision"], "recall": g["recall"]}, "decodes": res.get("decodes"),
                "seconds": res.get("wall_seconds")}
     sub = kept_valid["subspace"]
-    verdict = "supported" if sub["low"] >= 0.5 else "not supported" if sub["high"] < 0.5 else "inconclusive"
+    if isinstance(res.get("claim2"), dict):  # the study states its own verdict and rule
+        verdict = res["claim2"]["all"]["verdict"]
+        numbers["rule"] = res["claim2"].get("rule")
+    else:
+        verdict = "supported" if sub["low"] >= 0.5 else "not supported" if sub["high"] < 0.5 else "inconclusive"
     base = ", ".join(f"{k.replace('_', ' ')} {ci(v)}" for k, v in kept_valid.items() if k not in ("examples", "subspace"))
-    line = (f"subspace samples (K={numbers['K_used']}, k={res['k']}, {res['family']}) keep the examples' topology "
-            f"{betti(numbers['examples_topology'])} and stay valid in {ci(sub)}; at the same distance: {base}; local "
-            f"variation (Chamfer-L1 to the nearest example) {num(s['subspace']['local_variation'])}")
+    target = numbers["examples_topology"]
+    line = (f"subspace samples ({numbers['family']}, K={numbers['K']}, k={numbers['k']}, {numbers['parameterisation']}) keep "
+            f"their examples' topology{' ' + betti(target) if target else ''} and stay valid in {ci(sub)}; at the same "
+            f"distance: {base}; local variation (Chamfer-L1 to the nearest example) {num(s['subspace'].get('local_variation'))}")
     if "random" in kept_valid and kept_valid["random"]["rate"] >= sub["rate"]:
         line += " — random directions keep it as often, so distance alone may explain it"
     return verdict, line, numbers
 
 
+SUBSPACE_METHODS = ("weight_subspace", "subspace", "condition_subspace")  # the fit study's subspace methods, preferred first
+
+
 def _fit(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
     by = res["by_method"]
     n = {m: sum(1 for r in res["table"] if r["method"] == m) for m in by}
-    topo = {m: rate_of(by[m]["topology_correct"], n[m]) for m in by}
+    topo = {m: rate_of(by[m].get("topology_correct"), n[m]) for m in by}
     numbers = {"target": res["target"], "views": cfg.get("views"), "sigmas": cfg.get("sigmas"),
                "by_method": {m: {**{k: v for k, v in s.items()}, "topology_correct": topo[m]} for m, s in by.items()},
                "seconds": res.get("wall_seconds")}
-    cds = {m: s["chamfer_l1"] for m, s in by.items() if s["chamfer_l1"] is not None}
-    if "subspace" not in by or by["subspace"]["chamfer_l1"] is None or not cds:
-        return "inconclusive", "the subspace method did not run (or decoded nothing): nothing to compare", numbers
+    cds = {m: s["chamfer_l1"] for m, s in by.items() if s.get("chamfer_l1") is not None}
+    sm = next((m for m in SUBSPACE_METHODS if m in cds), None)
+    if sm is None:
+        return "inconclusive", "no subspace method ran (or it decoded nothing): nothing to compare", numbers
     best = min(cds, key=cds.get)
-    gap = by["subspace"]["chamfer_l1"] / max(cds[best], 1e-12)
-    f_sub = by["subspace"]["forgetting"] or 0.0
+    gap = cds[sm] / max(cds[best], 1e-12)
+    f_sub = by[sm].get("forgetting") or 0.0
     f_full = by.get("full", {}).get("forgetting")
     forgets_less = f_full is None or f_sub <= max(f_full, 0.0) + 1e-12
     verdict = "supported" if gap <= FIT_GAP_OK and forgets_less else "not supported" if gap > FIT_GAP_BAD else "inconclusive"
-    numbers["subspace_over_best_chamfer"] = gap
-    line = (f"subspace inversion fits {res['target']['id']} to Chamfer-L1 {num(by['subspace']['chamfer_l1'])} "
+    numbers["subspace_method"], numbers["subspace_over_best_chamfer"] = sm, gap
+    line = (f"{sm.replace('_', ' ')} inversion fits {res['target']['id']} to Chamfer-L1 {num(cds[sm])} "
             f"({gap:.2f}× the best, {best} {num(cds[best])}); forgetting (ΔChamfer on held-out shapes) {num(f_sub)} vs full "
-            f"fine-tuning {num(f_full)}; topology correct {ci(topo['subspace'])}")
+            f"fine-tuning {num(f_full)}; topology correct {ci(topo[sm])}")
     return verdict, line, numbers

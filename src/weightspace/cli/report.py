@@ -1,0 +1,29 @@
+"""CLI command `weightspace report`: one self-contained page from one or more results folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+
+def report(
+    results: List[Path] = typer.Argument(..., help="Results folders: a study's, a compare run's or a demo's (searched 3 levels down)."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="The page to write (renders go to each study's renders/)."),
+    title: str = typer.Option("", "--title", help="Page title (default: the studies and generators it shows)."),
+) -> None:
+    """Build one page, readable offline, from any studies on any generators: verdicts, figures, shapes, tables.
+
+    Example: weightspace report results/demo/default results/demo/default-field --out both.html
+    """
+    from weightspace.report.demo import demo_extras
+    from weightspace.report.html import write_page
+
+    extra, notes = demo_extras(results)
+    page, dec = write_page(results, out, title=title or None, extra=extra, notes=notes)
+    typer.echo(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB); {dec.text()}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
