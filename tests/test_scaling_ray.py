@@ -128,3 +128,14 @@ def test_decode_of_a_population_and_a_subspace_on_ray_equals_decoding_here(ray_e
         for r in here:
             a, b = (np.load(tmp_path / d / r["grid"], allow_pickle=False) for d in ("here", "ray"))
             np.testing.assert_array_equal(a, b)
+
+
+def test_the_pairs_sweep_on_ray_gives_the_paths_found_here(ray_executor, data, tmp_path, one_thread):
+    from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
+
+    base = dict(checkpoint="toy", endpoints="data", data=str(data), pairs=3, steps=3, meshes=False)
+    here = run_interpolate(InterpolateConfig(out=str(tmp_path / "here"), **base), generator=LOADER())
+    there = run_interpolate(InterpolateConfig(out=str(tmp_path / "ray"), executor="ray", workers=2, **base), generator=LOADER())
+    a, b = (json.loads((f / "results.json").read_text()) for f in (here, there))
+    assert a["pairs"] == b["pairs"] == 3 and a["decodes"] == b["decodes"]
+    assert a["transitions"] == b["transitions"] and a["summary"] == b["summary"]

@@ -61,6 +61,11 @@ class InterpolateConfig:
     shapes_per_family: int = 2  # procedural shapes per family for --pairs
     volume_threshold: float = DEFAULT_VOLUME_THRESHOLD
     meshes: bool = True
+    # where the --pairs paths run (results do not depend on it): inprocess | process (`workers` processes) |
+    # ray (a local instance with `workers` CPUs, or the cluster at `address`: auto or HOST:PORT)
+    executor: str = "inprocess"
+    workers: int = 1
+    address: str | None = None
 
     @classmethod
     def small(cls, checkpoint: str = "default", out: str = "results/demo/interpolate") -> "InterpolateConfig":
@@ -83,6 +88,9 @@ class InterpolateConfig:
                              f"got {self.endpoints!r}")
         if self.pairs and self.endpoints == "points":
             raise InputError("pairs needs endpoints family, data or population (points files name one pair)")
+        check_choice("executor", self.executor, ("inprocess", "process", "ray"))
+        if self.workers < 1:
+            raise InputError(f"workers must be >= 1, got {self.workers}")
 
 
 # --- the study (one path here; many: experiments.pairs) --------------------------------------------------

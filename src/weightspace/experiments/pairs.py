@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+import torch
 
 from weightspace.analysis.measure import chamfer, finite_mean
 from weightspace.experiments.common import mismatches, refuse
@@ -15,8 +17,12 @@ from weightspace.experiments.path_study import PathStudy, transition_rows
 from weightspace.experiments.plots import plot_pairs
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.executors import make_executor, worker_cached
+from weightspace.runtime.progress import track
 from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import item_rng
+from weightspace.space.frame import Frame
+from weightspace.space.parameterisation import Parameterisation
 
 if TYPE_CHECKING:
     from weightspace.experiments.interpolate import InterpolateConfig
@@ -48,11 +54,68 @@ def make_pairs(ends: Endpoints_, n: int, seed: int) -> list[tuple[str, str, bool
     return pairs
 
 
+@dataclass
+class PairTask:
+    """One path of the sweep, for an executor worker: its endpoints (points (D,) and their decoded grids),
+    the generator's loader (shared, see Executor.share), the frame of the points and the search settings."""
+
+    k: int
+    a: str
+    b: str
+    within: bool
+    families: tuple[str, str]
+    points: tuple[torch.Tensor, torch.Tensor]
+    grids: tuple[np.ndarray, np.ndarray]
+    loader: Callable[[], Generator]
+    frame: Frame
+    path: str
+    seed: int
+    volume_threshold: float
+    steps: int
+    tolerance: float
+
+
+def pair_path(gen: Generator, param: Parameterisation, task: PairTask) -> dict[str, Any]:
+    """One path searched for transitions: its pairs.csv row and its transitions.csv rows."""
+    study = PathStudy(gen, param, task.points[0], task.points[1], kind=task.path, seed=task.seed,
+                      volume_threshold=task.volume_threshold)
+    study.known = {0.0: task.grids[0], 1.0: task.grids[1]}  # decoded (and counted) by the endpoint check
+    run = study.search(task.steps, task.tolerance)
+    trs = transition_rows(run)
+    span = chamfer(run.shapes[0.0].points, run.shapes[1.0].points)
+    transitions = []
+    for tr in trs:
+        # sharpness: Chamfer change per unit t across the transition over the path's average change per unit t
+        tr["sharpness"] = tr["chamfer_jump"] / tr["width"] / span if span and np.isfinite(span) and span > 0 else float("nan")
+        transitions.append({"pair": task.k, "a": task.a, "b": task.b, "within_family": task.within, **tr})
+    row = {"pair": task.k, "a": task.a, "b": task.b, "family_a": task.families[0], "family_b": task.families[1],
+           "within_family": task.within, "start": list(run.shapes[0.0].robust), "end": list(run.shapes[1.0].robust),
+           "transitions": len(trs), "decodes": study.decodes, "seconds": run.seconds,
+           "min_width": min((t["width"] for t in trs), default=float("nan")),
+           "max_chamfer_jump": max((t["chamfer_jump"] for t in trs), default=float("nan")),
+           "chamfer_start_end": span}
+    return {"row": row, "transitions": transitions}
+
+
+def run_pair(task: PairTask) -> dict[str, Any]:
+    """`pair_path` in an executor worker, whose generator is loaded once for all its pairs."""
+    def build() -> tuple[Generator, Parameterisation]:
+        torch.set_num_threads(1)
+        gen = task.loader()
+        return gen, task.frame.build(gen, what="pair endpoints")
+
+    gen, param = worker_cached(repr(("pairs", task.loader, sorted(task.frame.parameterisation.items()))), build)
+    return pair_path(gen, param, task)
+
+
 def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Callable[[], float], ends: Endpoints_,
               check: list[dict[str, Any]], end_grids: dict[str, np.ndarray]) -> Path:
     """`config.pairs` paths between the endpoints that passed their check (`check`, with their decoded
     grids `end_grids` as each path's t = 0 and t = 1), into `folder`: pairs.csv, transitions.csv, pairs.png
-    and results.json with the transition rate and sharpness within and across families."""
+    and results.json with the transition rate and sharpness within and across families.
+
+    With `config.executor` process or ray the paths run in workers (`config.workers`, or the Ray cluster
+    at `config.address`), each loading the generator once; the rows come back in pair order."""
     keep = [c["id"] for c in check if c["ok"]]
     if len(keep) < 2:
         refuse(folder, config.checkpoint, (
@@ -62,25 +125,23 @@ def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Ca
     ends = Endpoints_(ends.param, {i: ends.points[i] for i in keep}, {i: ends.families[i] for i in keep},
                       {i: ends.intended.get(i) for i in keep})
     pairs = make_pairs(ends, config.pairs, config.seed)
-    pair_rows, all_transitions, decodes = [], [], len(check)
-    for k, (ia, ib, within) in enumerate(pairs):
-        study = PathStudy(gen, ends.param, ends.points[ia], ends.points[ib], kind=config.path,
-                          seed=config.seed, volume_threshold=config.volume_threshold)
-        study.known = {0.0: end_grids[ia], 1.0: end_grids[ib]}  # decoded (and counted) by the endpoint check
-        run = study.search(config.steps, config.tolerance)
-        decodes += study.decodes
-        trs = transition_rows(run)
-        span = chamfer(run.shapes[0.0].points, run.shapes[1.0].points)
-        for tr in trs:
-            # sharpness: Chamfer change per unit t across the transition over the path's average change per unit t
-            tr["sharpness"] = tr["chamfer_jump"] / tr["width"] / span if span and np.isfinite(span) and span > 0 else float("nan")
-            all_transitions.append({"pair": k, "a": ia, "b": ib, "within_family": within, **tr})
-        pair_rows.append({"pair": k, "a": ia, "b": ib, "family_a": ends.families[ia], "family_b": ends.families[ib],
-                          "within_family": within, "start": list(run.shapes[0.0].robust), "end": list(run.shapes[1.0].robust),
-                          "transitions": len(trs), "decodes": study.decodes, "seconds": run.seconds,
-                          "min_width": min((t["width"] for t in trs), default=float("nan")),
-                          "max_chamfer_jump": max((t["chamfer_jump"] for t in trs), default=float("nan")),
-                          "chamfer_start_end": span})
+    tasks = [PairTask(k, ia, ib, within, (ends.families[ia], ends.families[ib]), (ends.points[ia], ends.points[ib]),
+                      (end_grids[ia], end_grids[ib]), None, None, config.path, config.seed, config.volume_threshold,  # type: ignore[arg-type]
+                      config.steps, config.tolerance)
+             for k, (ia, ib, within) in enumerate(pairs)]
+    if config.executor == "inprocess":
+        results = [pair_path(gen, ends.param, t) for t in track(tasks, "pairs")]
+    else:
+        from weightspace.generators.registry import generator_loader
+
+        with make_executor(config.executor, workers=config.workers, address=config.address) as executor:
+            loader, frame = executor.share(generator_loader(gen)), Frame.of(ends.param, config.checkpoint)
+            for t in tasks:
+                t.loader, t.frame = loader, frame
+            results = list(track(executor.map(run_pair, tasks), "pairs", total=len(tasks), status=executor.status))
+    pair_rows = [r["row"] for r in results]
+    all_transitions = [tr for r in results for tr in r["transitions"]]
+    decodes = len(check) + sum(r["decodes"] for r in pair_rows)
     write_csv(folder / "pairs.csv", pair_rows)
     write_csv(folder / "transitions.csv", all_transitions)
     summary = {name: _pair_summary([r for r in pair_rows if sel(r)], [t for t in all_transitions if sel(t)])
