@@ -53,6 +53,14 @@ def study_config(ctx: typer.Context, cls: type, config: Path | None, options: di
     return load_config(cls, config, overrides=given)
 
 
+def _page(folder: Path) -> None:
+    """The study's page, `report.html` in its folder (the same builder as `weightspace report` and the demo's)."""
+    from weightspace.report.html import write_page
+
+    page, _ = write_page([folder], folder / "report.html")
+    typer.echo(f"page: {page}")
+
+
 @experiment_app.command("interpolate")
 def interpolate_cmd(
     ctx: typer.Context,
@@ -86,6 +94,7 @@ def interpolate_cmd(
         steps=steps, tolerance=tolerance, seed=seed, attribute=attribute, pairs=pairs, condition_paths=condition_paths,
         meshes=meshes))
     folder = run_interpolate(cfg)
+    _page(folder)
     typer.echo(f"{summarize(folder)} -> {folder}")
 
 
@@ -129,6 +138,7 @@ def subspace_cmd(
     else:
         cfg = study_config(ctx, SubspaceConfig, config, options)
     folder = run_subspace(cfg)
+    _page(folder)
     typer.echo(f"{summarize(folder)} -> {folder}")
 
 
@@ -173,6 +183,7 @@ def fit_cmd(
     else:
         cfg = study_config(ctx, FitConfig, config, options)
     folder = run_fit(cfg)
+    _page(folder)
     typer.echo((folder / "table.csv").read_text())
     typer.echo(f"{summarize(folder)} -> {folder}")
 
@@ -193,6 +204,7 @@ def compare_cmd(
 
     cfg = study_config(ctx, CompareConfig, config, dict(checkpoints=_names(checkpoints), out=out, studies=_names(studies)))
     folder = run_compare(cfg)
+    _page(folder)
     typer.echo((folder / "compare.md").read_text())
     typer.echo(f"-> {folder}")
 
