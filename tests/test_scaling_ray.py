@@ -139,3 +139,19 @@ def test_the_pairs_sweep_on_ray_gives_the_paths_found_here(ray_executor, data, t
     a, b = (json.loads((f / "results.json").read_text()) for f in (here, there))
     assert a["pairs"] == b["pairs"] == 3 and a["decodes"] == b["decodes"]
     assert a["transitions"] == b["transitions"] and a["summary"] == b["summary"]
+
+
+def test_evaluate_generator_on_ray_gives_the_figures_computed_here(ray_executor, tmp_path, one_thread):
+    from test_latent_diffusion_model import tiny_generator
+
+    from weightspace.data.make import make_dataset
+    from weightspace.generators.latent_diffusion.evaluate import evaluate_generator
+
+    data = tmp_path / "data"
+    make_dataset(data, family="torus,pair", count=6, resolution=16, seed=0, n_points=256, split=(0.0, 0.0, 1.0), progress=False)
+    gen = tiny_generator(seed=0)
+    here = evaluate_generator(gen, data, max_shapes=6)
+    there = evaluate_generator(gen, data, max_shapes=6, executor=ray_executor)
+    here.pop("seconds_per_shape", None)
+    there.pop("seconds_per_shape", None)
+    assert here["held_out_shapes"] == 6 and there == here

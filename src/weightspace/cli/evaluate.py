@@ -51,11 +51,12 @@ def _read_record(path: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: int, device: str = "cpu") -> dict:
+def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: int, device: str = "cpu", executor=None) -> dict:
     """Load a generator (a folder or a shipped name) on `device` and return its figures on `data`.
 
     The training folder is recognised by the data hash the checkpoint records: a neural field
     reports its training fit only there, and on any other folder every shape counts as held out.
+    `executor` (latent diffusion): the decodes run there, each worker loading the checkpoint itself.
     """
     from weightspace.generators import load_generator
     from weightspace.generators.registry import resolve_checkpoint
@@ -66,7 +67,16 @@ def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: i
     if kind not in EVALUATORS:
         raise InputError(f"no evaluator for generator kind {kind!r}; known kinds: {sorted(EVALUATORS)}")
     training_hash = training_data_hash(resolve_checkpoint(checkpoint), gen.config)
-    return EVALUATORS[kind]()(gen, data, max_shapes=max_shapes, seed=seed, training_hash=training_hash)
+    if executor is None:
+        return EVALUATORS[kind]()(gen, data, max_shapes=max_shapes, seed=seed, training_hash=training_hash)
+    if kind != "latent-diffusion":
+        raise InputError(f"--executor runs the decodes of latent-diffusion evaluations; {checkpoint} is {kind!r} (leave --executor out)")
+    import functools
+
+    from weightspace.cli.weights import _load
+
+    loader = functools.partial(_load, checkpoint, "cuda") if getattr(executor, "num_gpus", 0) else functools.partial(_load, checkpoint)
+    return EVALUATORS[kind]()(gen, data, max_shapes=max_shapes, seed=seed, training_hash=training_hash, executor=executor, loader=loader)
 
 
 def register(app: typer.Typer) -> None:
@@ -81,10 +91,16 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of every observation and sample."),
         threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
+        workers: int = typer.Option(1, "--workers", help="Latent diffusion: parallel workers for the decodes (1: in this process)."),
+        executor: Optional[str] = typer.Option(None, "--executor", help="inprocess | process | ray (see `population build`)."),
+        address: Optional[str] = typer.Option(None, "--address", help="--executor ray: join the cluster at auto or HOST:PORT."),
+        gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="--executor ray: GPUs each task asks for."),
     ) -> None:
         """Evaluate a generator: autoencoder / point-cloud / family figures and MMD, COV, 1-NNA.
 
         Example: weightspace evaluate generator default --data runs/data32 --json
+
+        On a Ray cluster (latent diffusion): ... --executor ray --address auto (docs/scaling.md).
         """
         import torch
 
@@ -94,7 +110,13 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--threads must be >= 0, got {threads}")
         if threads:
             torch.set_num_threads(threads)
-        figures = evaluate_checkpoint(checkpoint, data, max_shapes=max_shapes, seed=seed, device=device)
+        if executor is None and address is None and workers == 1:
+            figures = evaluate_checkpoint(checkpoint, data, max_shapes=max_shapes, seed=seed, device=device)
+        else:
+            from weightspace.cli.weights import executor_from_options
+
+            with executor_from_options(executor, workers, address, gpus_per_task) as ex:
+                figures = evaluate_checkpoint(checkpoint, data, max_shapes=max_shapes, seed=seed, device=device, executor=ex)
         if as_json:
             typer.echo(json.dumps(figures, sort_keys=False))
         else:

@@ -12,12 +12,15 @@ and left out of the family figures (family_betti_match, MMD, COV, 1-NNA, seconds
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.executors import Executor, worker_cached
 from weightspace.runtime.seeding import derive_seed
 
 FIGURE_KEYS = ("ae_iou", "ae_betti_match", "points_iou", "points_betti_match", "family_betti_match", "mmd", "cov", "nna", "seconds_per_shape")
@@ -74,19 +77,55 @@ def _surface(grid: np.ndarray, seed: int) -> np.ndarray:
     return sample_surface(mesh, SET_POINTS, seed=seed)[0]
 
 
-def _run_batched(fn, items: list, batch: int = BATCH) -> list[np.ndarray]:
-    out: list[np.ndarray] = []
-    for start in range(0, len(items), batch):
-        out.extend(fn(items[start : start + batch]))
-    return out
+@torch.no_grad()
+def _decode(gen, mode: str, inputs: list, seeds: list[int]) -> list[np.ndarray]:
+    """Grids (R, R, R) of one batch: `ae` reconstructs grids (R, R, R), `points` generates from clouds
+    (n, 3), `family` from family names; one seed per item."""
+    if mode == "ae":
+        g = torch.from_numpy(np.stack(inputs)).to(gen.device)  # (b, R, R, R)
+        return list(gen.decode_latents(gen.encode_grids(g)).cpu().numpy())
+    cond = gen.condition(points=torch.from_numpy(np.stack(inputs)).to(gen.device)) if mode == "points" else gen.condition(family=inputs)
+    return list(gen.sdf_grid(cond, seeds).cpu().numpy())
+
+
+@dataclass
+class DecodeJob:
+    """One batch of evaluation decodes for an executor worker (`_decode`'s arguments and the
+    generator's loader, shared once per worker; see Executor.share)."""
+
+    loader: Callable[[], Any]
+    mode: str
+    inputs: list
+    seeds: list[int]
+
+
+def run_job(job: DecodeJob) -> list[np.ndarray]:
+    def load() -> Any:
+        torch.set_num_threads(1)
+        return job.loader()
+
+    return _decode(worker_cached(repr(("evaluate", job.loader)), load), job.mode, job.inputs, job.seeds)
+
+
+def _decodes(gen, executor: Executor | None, loader: Any, mode: str, inputs: list, seeds: list[int]) -> list[np.ndarray]:
+    """`_decode` over batches of BATCH items: here, or as tasks of `executor` (results in order)."""
+    chunks = [(inputs[i : i + BATCH], seeds[i : i + BATCH]) for i in range(0, len(inputs), BATCH)]
+    if executor is None:
+        return [g for x, s in chunks for g in _decode(gen, mode, x, s)]
+    return [g for out in executor.map(run_job, [DecodeJob(loader, mode, x, s) for x, s in chunks]) for g in out]
 
 
 @torch.no_grad()
-def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0, training_hash: str | None = None) -> dict:
+def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0, training_hash: str | None = None,
+                     executor: Executor | None = None, loader: Callable[[], Any] | None = None) -> dict:
     """All figures plus per-shape details: {"figures": {...}, "per_shape": [...], "per_family": {...}}.
 
     `training_hash`: the hash of the checkpoint's training rows (default: the one its config
     records, see `trained_hash`); it decides which shapes are held out (module docstring).
+    `executor`: where the decodes run, in batches of BATCH (a process pool, Ray), each worker loading
+    the generator once through `loader` (default: `gen` itself, shipped to the workers); every item
+    keeps its own seed, so the figures are those computed here. seconds_per_shape is then the wall
+    time per family sample of the parallel run.
     """
     from weightspace.analysis import topology
     from weightspace.analysis.geometry import iou
@@ -110,31 +149,23 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
     fams = [it["family"] for it in items]
     seeds = [derive_seed(seed, "eval", i) % (2**31) for i in ids]
 
-    # 1. autoencoder: encode and decode the true grids.
-    def ae(batch):
-        g = torch.stack([it["grid"] for it in batch]).to(gen.device)  # (b, R, R, R)
-        return list(gen.decode_latents(gen.encode_grids(g)).cpu().numpy())
+    if executor is not None:
+        from weightspace.generators.registry import generator_loader
 
-    ae_grids = _run_batched(ae, items)
+        loader = executor.share(generator_loader(loader if loader is not None else gen))
+
+    # 1. autoencoder: encode and decode the true grids.
+    ae_grids = _decodes(gen, executor, loader, "ae", targets, seeds)
 
     # 2. point-cloud conditioned generation from 2,048 noisy surface points (sigma = 0.01).
-    def from_points(batch):
-        clouds = [observe(it["points"].numpy(), it["normals"].numpy(), "noisy", n=2048, sigma=0.01,
-                          seed=derive_seed(seed, "eval-points", it["id"])) for it in batch]
-        pts = torch.from_numpy(np.stack(clouds)).to(gen.device)  # (b, 2048, 3)
-        s = [seeds[ids.index(it["id"])] for it in batch]
-        return list(gen.sdf_grid(gen.condition(points=pts), s).cpu().numpy())
-
-    pt_grids = _run_batched(from_points, items)
+    clouds = [observe(it["points"].numpy(), it["normals"].numpy(), "noisy", n=2048, sigma=0.01,
+                      seed=derive_seed(seed, "eval-points", it["id"])).astype(np.float32) for it in items]  # each (2048, 3)
+    pt_grids = _decodes(gen, executor, loader, "points", clouds, seeds)
 
     # 3. family-conditioned samples, one per held-out shape of a family the checkpoint knows (timed).
     order = [k for k, f in enumerate(fams) if f in gen.cfg.families]
-
-    def from_family(batch):
-        return list(gen.sdf_grid(gen.condition(family=[fams[i] for i in batch]), [seeds[i] for i in batch]).cpu().numpy())
-
     t0 = time.perf_counter()
-    fam_grids = dict(zip(order, _run_batched(from_family, order)))
+    fam_grids = dict(zip(order, _decodes(gen, executor, loader, "family", [fams[k] for k in order], [seeds[k] for k in order])))
     seconds_per_shape = (time.perf_counter() - t0) / max(len(order), 1)
 
     per_shape = []
@@ -182,16 +213,18 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
     return {"figures": figures, "per_family": per_family, "per_shape": per_shape, "n_shapes": len(items)}
 
 
-def evaluate_generator(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0, training_hash: str | None = None) -> dict:
+def evaluate_generator(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0, training_hash: str | None = None,
+                       executor: Executor | None = None, loader: Callable[[], Any] | None = None) -> dict:
     """The figures of issue 4 (fractions in [0, 1]): the keys FIGURE_KEYS, those of FAMILY_KEYS only
     where some held-out shape is of a family the checkpoint knows, then `held_out_shapes`,
     `held_out_from` and, where shapes of unknown families were left out of the family figures,
     `family_unknown_shapes` and `family_figures_note`.
 
     Held-out shapes: see the module docstring (at most `max_shapes`, spread evenly); `seed` fixes
-    every observation and every sample.
+    every observation and every sample; `executor` and `loader`: see `evaluate_details`.
     """
-    return evaluate_details(gen, data_dir, max_shapes=max_shapes, seed=seed, training_hash=training_hash)["figures"]
+    return evaluate_details(gen, data_dir, max_shapes=max_shapes, seed=seed, training_hash=training_hash, executor=executor,
+                            loader=loader)["figures"]
 
 
 @torch.no_grad()
