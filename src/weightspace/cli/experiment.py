@@ -81,10 +81,15 @@ def interpolate_cmd(
     condition_paths: bool = typer.Option(False, "--condition-paths", help="With --endpoints population: run every path "
                                          "again between the encoded conditions of the same two shapes and compare."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write meshes at the ends and across each transition."),
+    executor: str = typer.Option("inprocess", "--executor", help="Where the --pairs paths run: inprocess | process | ray."),
+    workers: int = typer.Option(1, "--workers", help="--pairs on --executor process or ray: parallel workers."),
+    address: Optional[str] = typer.Option(None, "--address", help="--executor ray: join the cluster at auto or HOST:PORT."),
 ) -> None:
     """Locate sharp topology transitions along a path in weight space (paper claim 1).
 
     Example: weightspace experiment interpolate --checkpoint default --a dumbbell --b pair --attribute
+
+    Many pairs on a Ray cluster: ... --pairs 64 --executor ray --address auto (docs/scaling.md).
     """
     from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
     from weightspace.experiments.summary import summarize
@@ -92,7 +97,7 @@ def interpolate_cmd(
     cfg = study_config(ctx, InterpolateConfig, config, dict(
         checkpoint=checkpoint, out=out, endpoints=endpoints, a=a, b=b, data=data, population=population, path=path,
         steps=steps, tolerance=tolerance, seed=seed, attribute=attribute, pairs=pairs, condition_paths=condition_paths,
-        meshes=meshes))
+        meshes=meshes, executor=executor, workers=workers, address=address))
     folder = run_interpolate(cfg)
     _page(folder)
     typer.echo(f"{summarize(folder)} -> {folder}")
