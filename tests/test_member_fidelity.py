@@ -107,3 +107,20 @@ def test_member_fidelity_of_an_identical_decode_is_perfect():
         grid = gen.sdf_grid(param.conditions(x[None]), [decode_seed(0, 3)], params=param.params(x))[0]
     fid = member_fidelity(gen, param, x, grid, seed=decode_seed(0, 3))
     assert fid["fidelity_iou"] == 1.0 and fid["fidelity_betti"] and np.isclose(fid["base_iou"], 1.0)
+
+
+def test_weight_fits_draw_low_noise_time_steps_more_often():
+    """A weight fit's time steps follow floor(T u^FIT_T_POWER) (half below T/4 at power 2); a
+    condition fit keeps uniform draws."""
+    import torch
+
+    from weightspace.generators.latent_diffusion import model as ld
+    from weightspace.runtime.seeding import item_generator
+
+    T = 1000
+    weight = torch.stack([ld._fit_timestep(item_generator(s, "t"), T, ld.FIT_T_POWER) for s in range(4000)]).float()
+    uniform = torch.stack([ld._fit_timestep(item_generator(s, "t"), T, 1.0) for s in range(4000)]).float()
+    assert ld.FIT_T_POWER > 1.0
+    assert 0 <= int(weight.min()) and int(weight.max()) < T
+    assert abs(float((weight < T * 0.5 ** ld.FIT_T_POWER).float().mean()) - 0.5) < 0.03  # the median of T u^p is T / 2^p
+    assert abs(float(uniform.median()) - T / 2) < 40
