@@ -148,7 +148,7 @@ def test_weight_paths_between_members_against_condition_paths(tmp_path, toy_data
     cfg = InterpolateConfig(checkpoint="toy", out=str(tmp_path / "w"), endpoints="population", population=str(pop), pairs=3,
                             condition_paths=True, steps=2, tolerance=0.1, observations=128, meshes=False)
     res = _results(run_interpolate(cfg, generator=gen))
-    assert res["parameterisation"] == "lora" and res["pairs"] == 3
+    assert res["parameterisation"] == "lora" and res["weight_form"] == "delta" and res["pairs"] == 3
     # the spheres pass in both spaces; tori the toy decodes as balls (in either space) are dropped
     assert {"torus-003", "torus-005"} <= set(res["endpoints_dropped"]) <= {"torus-001", "torus-003", "torus-005"}
     assert {"mean_iou", "betti_match"} <= set(res["member_fidelity"])

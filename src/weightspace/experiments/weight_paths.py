@@ -1,8 +1,8 @@
 """Weight interpolation against condition interpolation (issue 17, part 3): paths between population members.
 
 Each pair of members of one LoRA population is joined twice, by the same search (uniform steps
-plus bisection on the robust Betti numbers, `PathStudy`): in weight space (the members' points,
-decoded under the population's anchor condition) and in condition space (the generator's own
+plus bisection on the robust Betti numbers, `PathStudy`): in weight space (the members' Delta W,
+so the path is linear in the decoder's weights, decoded under the population's anchor condition) and in condition space (the generator's own
 encodings of the same two source shapes, decoded with the base weights). Both ends are checked
 in both spaces first; a pair whose ends do not reproduce their shapes in either space is dropped
 and listed. Per space: how many paths change topology, where, how narrowly and how sharply
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+import torch
 
 from weightspace.analysis.measure import chamfer, finite_mean
 from weightspace.analysis.persistence import robust_betti
@@ -58,6 +59,17 @@ def condition_twins(gen: Generator, pop: Population, ids: list[str], *, seed: in
                       {i: str(by_id[source[i]].get("family", "")) for i in ids}, intended)
 
 
+def delta_form(ends: Endpoints_) -> Endpoints_:
+    """LoRA factor endpoints as Delta W = s B A (exact), so a weight path is linear in the weights the decoder
+    uses; a lerp of the factors would add the cross terms B_a A_b and B_b A_a in between."""
+    if ends.param.name != "lora" or getattr(ends.param, "form", "delta") != "factors":
+        return ends
+    ids = list(ends.points)
+    with torch.no_grad():
+        delta = ends.param.to_delta(torch.stack([ends.points[i] for i in ids])).cpu()  # (N, D_delta)
+    return Endpoints_(ends.param.delta_parameterisation(), dict(zip(ids, delta)), ends.families, ends.intended)
+
+
 def _path(gen: Generator, ends: Endpoints_, grids: dict[str, np.ndarray], a: str, b: str, config: InterpolateConfig) -> tuple:
     study = PathStudy(gen, ends.param, ends.points[a], ends.points[b], kind=config.path, seed=config.seed,
                       volume_threshold=config.volume_threshold)
@@ -75,7 +87,7 @@ def run_weight_paths(config: InterpolateConfig, gen: Generator, folder: Path, cl
     """The paths of `config` (a -> b, or `pairs` pairs) between members of `config.population`, in weight
     space and again in condition space between the same two shapes; results into `folder`."""
     pop = Population(config.population)
-    ends_w = resolve_endpoints(gen, config, folder, ids=None if config.pairs else [config.a, config.b])
+    ends_w = delta_form(resolve_endpoints(gen, config, folder, ids=None if config.pairs else [config.a, config.b]))
     ids = list(ends_w.points)
     ends_c = condition_twins(gen, pop, ids, seed=config.seed, observations=config.observations)
     check_w, grids_w = check_endpoints(gen, ends_w, seed=config.seed, volume_threshold=config.volume_threshold)
@@ -119,6 +131,7 @@ def run_weight_paths(config: InterpolateConfig, gen: Generator, folder: Path, cl
                       "weight space vs condition space")
     write_results(folder, {
         "checkpoint": config.checkpoint, "generator": gen.kind, "parameterisation": ends_w.param.name,
+        "weight_form": getattr(ends_w.param, "form", None),
         "population": str(pop.folder), "endpoints": "population", "path": config.path, "pairs": len(pairs),
         "member_fidelity": {"mean_iou": float(np.mean([m["fidelity_iou"] for m in fid])) if fid else float("nan"),
                             "betti_match": ci_of(sum(bool(m.get("fidelity_betti")) for m in fid), len(fid))},
