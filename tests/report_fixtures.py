@@ -47,3 +47,16 @@ def _config(cls, **options):
 
 def toy_data(root: Path) -> Path:
     return make_toy_data(root / "toy-data", count=8)
+
+
+def shared_studies(tmp_path_factory) -> Path:
+    """Studies made once per test session: root/toy-a/{interpolate, subspace, fit} and root/toy-b/subspace (another
+    seed, a second generator for side-by-side pages). Tests that write into them copy them first."""
+    root = tmp_path_factory.getbasetemp() / "report-studies"
+    if not (root / "done").is_file():
+        root.mkdir(exist_ok=True)
+        data = toy_data(root)
+        make_studies(root, "toy-a", data=data)
+        make_studies(root, "toy-b", data=data, seed=1, studies=("subspace",))
+        (root / "done").write_text("")
+    return root

@@ -1,30 +1,131 @@
-"""The HTML report: one self-contained page per results folder."""
+"""The report page: verdicts with numbers, labelled mesh views with renders and badges, offline, under its size budget."""
 
 import json
 import re
+import shutil
 
+import numpy as np
 import pytest
+from report_fixtures import shared_studies
+from typer.testing import CliRunner
 
-from weightspace.analysis.shapes import ball, sdf_grid
+from weightspace.analysis.shapes import ball, sdf_grid, torus
 from weightspace.decode.mesh import grid_to_mesh
-from weightspace.report.html import write_report
+from weightspace.report.html import write_page, write_report
+from weightspace.report.meshviews import MeshCard, cluster_vertices, decimate, view_data
+from weightspace.report.verdicts import VERDICTS, read_finding
 from weightspace.runtime.errors import InputError
 
 
-def test_report_has_figures_tables_and_an_interactive_mesh(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps({"decodes": 23, "summary": {"rate": 0.5}}))
-    (tmp_path / "config.json").write_text(json.dumps({"study": "X", "seed": 3}))
-    (tmp_path / "steps.csv").write_text("t,b0\n0.0,1\n1.0,2\n")
-    grid = sdf_grid(ball(), 24)
-    grid_to_mesh(grid).export(tmp_path / "ball.ply")
-    page = write_report(tmp_path, title="a study").read_text()
-    assert "summary.rate" in page and "0.5" in page and "decodes" in page
-    assert "<td>0.0</td><td>1</td>" in page
-    assert "Mesh3d" in page or "mesh3d" in page
-    # plotly.js is inlined, not fetched: the page works offline
-    assert "<script" in page and not re.search(r"<script[^>]+src=", page)
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studies")
+    shutil.copytree(shared_studies(tmp_path_factory), root, dirs_exist_ok=True)
+    return {"interpolate": root / "toy-a" / "interpolate", "subspace": root / "toy-a" / "subspace", "fit": root / "toy-a" / "fit",
+            "other": root / "toy-b" / "subspace"}
+
+
+def _ours(page: str) -> str:
+    """The page without plotly.js's text (which holds URLs and markup-like code of its own)."""
+    return re.sub(r'<script type="text/plain" id="ws-plotly">.*?</script>', "", page, flags=re.S)
+
+
+def _no_fetch(page: str) -> None:
+    """No element of the page points outside it (the browser test watches the requests themselves)."""
+    page = _ours(page)
+    assert not re.search(r"<script[^>]+src=", page) and not re.search(r"<link[^>]+href=", page)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+
+
+@pytest.mark.parametrize("study", ["interpolate", "subspace", "fit"])
+def test_study_page_says_what_was_found_and_labels_every_mesh(studies, study):
+    folder = studies[study]
+    page = write_report(folder).read_text()
+    f = read_finding(folder)
+    assert f.study == study and f.verdict and f.line
+    assert 'class="verdict-line"' in page and f.line.split(":")[0][:30] in page.replace("&#x27;", "'")
+    assert page.count('id="ws-plotly"') == 1 and page.count("plotly.js v") == 1  # inlined once
+    _no_fetch(page)
+    meshes = sorted(folder.rglob("meshes/*.ply"))
+    assert meshes and page.count('class="mesh-view') >= len(meshes)
+    for path in meshes:  # every mesh has its render file, for papers
+        assert (path.parent.parent / "renders" / f"{path.stem}.png").is_file()
+    labels = re.findall(r"<span class=mv-label>([^<]+)</span>", page)
+    assert all(f"toy-a · {study} · " in lab for lab in labels)
+    assert "robust (" in page and not re.search(r"<t[dh][^>]*>\w+\.\w+\.", _ours(page))  # readable tables, not flattened keys
+
+
+def test_interpolation_page_shows_the_shapes_either_side_of_the_change(studies):
+    page = write_report(studies["interpolate"]).read_text()
+    res = json.loads((studies["interpolate"] / "results.json").read_text())
+    assert len(res["transitions"]) == 1
+    assert "change 1: (1, 0, 0) → (2, 0, 0)" in page
+    assert page.count('class="mesh-view large"') == 2
+    assert read_finding(studies["interpolate"]).verdict == "supported"
+
+
+def test_findings_are_numbers(studies):
+    for folder in studies.values():
+        f = read_finding(folder)
+        assert f.verdict in VERDICTS or f.verdict in ("kept, not specific", "unclear at this size")
+        text = json.dumps(f.headline)
+        assert f.line not in text  # the sentence stays on the page and the console
+    sub = read_finding(studies["subspace"]).headline
+    r = sub["kept_and_valid"]["subspace"]
+    assert 0 <= r["low"] <= r["rate"] <= r["high"] <= 1 and r["n"] == 3
+
+
+def test_a_page_of_several_folders_puts_generators_side_by_side(studies, tmp_path):
+    out, dec = write_page([studies["subspace"].parent, studies["other"]], tmp_path / "page.html")
+    page = out.read_text()
+    assert "Generators side by side" in page and "table class=glance" in page
+    assert dec.meshes == page.count('class="mesh-view')
+    assert out.stat().st_size < 10e6
+
+
+def test_cli_report_writes_one_page(studies, tmp_path):
+    from weightspace.cli import _register, app
+
+    _register()
+    result = CliRunner().invoke(app, ["report", str(studies["fit"]), "--out", str(tmp_path / "fit.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "fit.html").is_file() and "faces" in result.output
 
 
 def test_report_of_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="not found"):
         write_report(tmp_path / "nope")
+    with pytest.raises(InputError, match="no study results"):
+        write_page([tmp_path], tmp_path / "x.html")
+
+
+def test_decimation_keeps_the_shape_under_its_face_budget():
+    mesh = grid_to_mesh(sdf_grid(torus(), 48))
+    v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    vd, fd = decimate(v, f, 800)
+    assert len(fd) <= 800 < len(f)
+    assert fd.max() < len(vd) and np.all(fd[:, 0] != fd[:, 1]) and np.all(fd[:, 1] != fd[:, 2])
+    lo, hi = v.min(0), v.max(0)  # cluster means stay inside the mesh's bounding box
+    assert np.all(vd >= lo - 1e-9) and np.all(vd <= hi + 1e-9)
+    assert decimate(v, f, len(f))[1] is f  # under budget: the mesh itself
+    vc, fc = cluster_vertices(v, f, 1000)  # cells far finer than the voxels merge only marching cubes' near-duplicates
+    assert len(fc) > 0.97 * len(f)
+
+
+def test_view_data_round_trips_within_quantisation():
+    mesh = grid_to_mesh(sdf_grid(ball(), 20))
+    v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    d = view_data(v, f, "ok")
+    import base64
+
+    q = np.frombuffer(base64.b64decode(d["v"]), "<u2").reshape(-1, 3)
+    back = q * (2 * d["box"] / 65535) - d["box"]
+    assert np.abs(back - v).max() < 2 * d["box"] / 65535
+    assert np.array_equal(np.frombuffer(base64.b64decode(d["f"]), "<u2").reshape(-1, 3), f)
+
+
+def test_badge_marks_a_topology_other_than_intended(tmp_path):
+    card = MeshCard(tmp_path / "a.ply", "g", "subspace", "random", "#0", (2, 0, 0), [(1, 0, 0)])
+    assert card.differs and card.colour == "bad"
+    assert not MeshCard(tmp_path / "a.ply", "g", "interpolate", "path", "t = 0.5", (2, 0, 0), [(1, 0, 0), (2, 0, 0)]).differs
+    assert MeshCard(tmp_path / "a.ply", "g", "fit", "lora", "", (1, 0, 0), []).colour == "grey"

@@ -45,10 +45,17 @@ SCRIPT = """
   var meshes = JSON.parse(document.getElementById("ws-meshes").textContent);
   var VIEW = JSON.parse(document.getElementById("ws-view").textContent);  // {elev, azim, light, zoom}: as the renders
 
-  document.querySelectorAll(".plot").forEach(function (div) {
-    var f = figs[div.dataset.fig];
-    Plotly.newPlot(div, f.data, f.layout, {displaylogo: false, responsive: true});
-  });
+  // plotly.js (about 5 MB) runs after the first paint, so the text and the static renders show at once
+  function plots() {
+    var code = document.createElement("script");
+    code.textContent = document.getElementById("ws-plotly").textContent;
+    document.head.appendChild(code);
+    document.querySelectorAll(".plot").forEach(function (div) {
+      var f = figs[div.dataset.fig];
+      Plotly.newPlot(div, f.data, f.layout, {displaylogo: false, responsive: true});
+    });
+  }
+  requestAnimationFrame(function () { setTimeout(plots, 0); });
 
   // --- mesh views: one shared WebGL context draws every view into that view's own 2D canvas --------------------
   var glc = document.createElement("canvas");
@@ -178,4 +185,4 @@ def document(title: str, body: str, figs: dict[str, Any], meshes: dict[str, Any]
             "<meta name=viewport content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}"
             f"{_json_script('ws-figs', figs)}{_json_script('ws-meshes', meshes)}{_json_script('ws-view', view)}"
-            f"<script>{get_plotlyjs()}</script><script>{SCRIPT}</script></body></html>\n")
+            f'<script type="text/plain" id="ws-plotly">{get_plotlyjs()}</script><script>{SCRIPT}</script></body></html>\n')
