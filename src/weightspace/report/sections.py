@@ -14,7 +14,8 @@ from weightspace.report.verdicts import Finding, betti, read_rows
 from weightspace.runtime.io import read_json
 
 KIND_COLOURS = {"examples": "#555555", "subspace": "#1f77b4", "random": "#ff7f0e", "condition_noise": "#2ca02c"}
-METHOD_COLOURS = {"encode": "#7f7f7f", "optimise": "#2ca02c", "subspace": "#1f77b4", "lora": "#ff7f0e", "full": "#d62728"}
+METHOD_COLOURS = {"encode": "#7f7f7f", "optimise": "#2ca02c", "subspace": "#1f77b4", "weight_subspace": "#1f77b4",
+                  "condition_subspace": "#17becf", "lora": "#ff7f0e", "full": "#d62728"}
 MAX_ROWS = 60  # rows of a detail table shown on the page; the CSV has them all
 
 
