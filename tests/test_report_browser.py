@@ -81,12 +81,15 @@ def check_page(browser, page_path: Path, shots: Path, name: str) -> dict:
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("file:", "data:", "blob:")) else None)
     page.goto(page_path.resolve().as_uri(), wait_until="load")
     paint = page.evaluate("(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime")
-    page.wait_for_function("Array.from(document.querySelectorAll('.plot')).every(d => d.querySelector('.main-svg'))",
-                           timeout=30_000)
-    page.screenshot(path=str(shots / f"{name}-top.png"))
+    page.wait_for_function("typeof Plotly !== 'undefined'", timeout=30_000)
     plots = page.locator(".plot")
-    for i in range(plots.count()):  # plotly draws 2D plots as SVG
-        assert plots.nth(i).locator("svg.main-svg, canvas").count() > 0, f"{name}: plot {i} has no SVG or canvas"
+    for i in range(plots.count()):  # plotly draws 2D plots as SVG, each as it comes near the screen
+        plots.nth(i).scroll_into_view_if_needed()
+        plots.nth(i).locator("svg.main-svg, canvas").first.wait_for(state="attached", timeout=30_000)
+        if i == 0:
+            page.evaluate("window.scrollTo(0, 0)")
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(shots / f"{name}-top.png"))
     views = page.locator(".mesh-view")
     n_plots, n_views = plots.count(), views.count()
     for i in range(n_views):

@@ -45,15 +45,22 @@ SCRIPT = """
   var meshes = JSON.parse(document.getElementById("ws-meshes").textContent);
   var VIEW = JSON.parse(document.getElementById("ws-view").textContent);  // {elev, azim, light, zoom}: as the renders
 
-  // plotly.js (about 5 MB) runs after the first paint, so the text and the static renders show at once
+  // plotly.js (about 5 MB) runs after the first paint, so the text and the static renders show at once; each plot is
+  // drawn as it comes near the screen
   function plots() {
     var code = document.createElement("script");
     code.textContent = document.getElementById("ws-plotly").textContent;
     document.head.appendChild(code);
-    document.querySelectorAll(".plot").forEach(function (div) {
-      var f = figs[div.dataset.fig];
-      Plotly.newPlot(div, f.data, f.layout, {displaylogo: false, responsive: true});
-    });
+    var near = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) {
+        if (!e.isIntersecting || e.target.dataset.drawn) return;
+        e.target.dataset.drawn = "1";
+        var f = figs[e.target.dataset.fig];
+        Plotly.newPlot(e.target, f.data, f.layout, {displaylogo: false, responsive: true});
+        near.unobserve(e.target);
+      });
+    }, {rootMargin: "400px"});
+    document.querySelectorAll(".plot").forEach(function (div) { near.observe(div); });
   }
   requestAnimationFrame(function () { setTimeout(plots, 0); });
 

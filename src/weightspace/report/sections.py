@@ -130,7 +130,7 @@ def interpolate_section(f: Finding) -> Section:
                       "text": f"{k + 1}", "font": {"color": "red", "size": 11}})
     s.figures.append({"data": data, "layout": _layout(
         f"{res['a']} → {res['b']}: robust Betti numbers and Chamfer along t (red: located changes)", height=430,
-        shapes=shapes, annotations=notes, xaxis={"title": {"text": "t"}, "range": [0, 1]},
+        shapes=shapes, annotations=notes, xaxis={"title": {"text": "t"}, "range": [0, 1], "anchor": "y2"},
         yaxis={"title": {"text": "Betti number"}, "domain": [0.45, 1.0], "dtick": 1, "rangemode": "tozero"},
         yaxis2={"title": {"text": "Chamfer-L1"}, "domain": [0.0, 0.37], "anchor": "x", "rangemode": "tozero"})})
     s.cards, by_t = _path_cards(f, steps)

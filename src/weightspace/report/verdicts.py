@@ -172,7 +172,8 @@ def _subspace(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
         verdict = "supported" if sub["low"] >= 0.5 else "not supported" if sub["high"] < 0.5 else "inconclusive"
     base = ", ".join(f"{k.replace('_', ' ')} {ci(v)}" for k, v in kept_valid.items() if k not in ("examples", "subspace"))
     target = numbers["examples_topology"]
-    line = (f"subspace samples ({numbers['family']}, K={numbers['K']}, k={numbers['k']}, {numbers['parameterisation']}) keep "
+    used = f" ({numbers['K_used']} used)" if numbers["K_used"] != numbers["K"] else ""
+    line = (f"subspace samples ({numbers['family']}, K={numbers['K']}{used}, k={numbers['k']}, {numbers['parameterisation']}) keep "
             f"their examples' topology{' ' + betti(target) if target else ''} and stay valid in {ci(sub)}; at the same "
             f"distance: {base}; local variation (Chamfer-L1 to the nearest example) {num(s['subspace'].get('local_variation'))}")
     if "random" in kept_valid and kept_valid["random"]["rate"] >= sub["rate"]:
