@@ -129,3 +129,13 @@ def test_badge_marks_a_topology_other_than_intended(tmp_path):
     assert card.differs and card.colour == "bad"
     assert not MeshCard(tmp_path / "a.ply", "g", "interpolate", "path", "t = 0.5", (2, 0, 0), [(1, 0, 0), (2, 0, 0)]).differs
     assert MeshCard(tmp_path / "a.ply", "g", "fit", "lora", "", (1, 0, 0), []).colour == "grey"
+
+
+def test_a_results_json_of_another_version_is_named_on_the_page_not_fatal(studies, tmp_path):
+    folder = tmp_path / "fit"
+    shutil.copytree(studies["fit"], folder)
+    res = json.loads((folder / "results.json").read_text())
+    del res["by_method"]
+    (folder / "results.json").write_text(json.dumps(res))
+    assert read_finding(folder).verdict == "inconclusive"
+    assert "does not read this fit study" in write_report(folder).read_text()

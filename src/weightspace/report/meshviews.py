@@ -101,10 +101,9 @@ def render_png(vertices: np.ndarray, faces: np.ndarray, path: Path, colour: str 
 
 
 def render_path(card: MeshCard, root: Path) -> Path:
-    """Where the render of a card's mesh is written: `renders/` beside its `meshes/` folder, same stem."""
-    rel = card.path.relative_to(root) if card.path.is_relative_to(root) else Path(card.path.name)
-    parts = ["renders" if p == "meshes" else p for p in rel.parts]
-    return root.joinpath(*parts).with_suffix(".png") if "renders" in parts else root / "renders" / rel.with_suffix(".png").name
+    """Where the render of a card's mesh is written: `.../renders/<stem>.png` beside its `.../meshes/` folder."""
+    folder = card.path.parent
+    return (folder.parent if folder.name == "meshes" else root) / "renders" / f"{card.path.stem}.png"
 
 
 def ensure_render(card: MeshCard, root: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:

@@ -294,6 +294,6 @@ SECTIONS = {"interpolate": interpolate_section, "subspace": subspace_section, "f
 
 def section(f: Finding) -> Section:
     """The page section of a finding (a refused study: its verdict and files only)."""
-    if f.verdict == "refused":
+    if f.verdict == "refused" or "unread" in f.headline:
         return Section(f, files=_files(f.folder))
     return SECTIONS[f.study](f)

@@ -109,7 +109,12 @@ def read_finding(folder: str | Path) -> Finding:
     if "refused" in res:
         f.line, f.headline = f"refused: {res['refused']}", {"verdict": "refused", "refused": res["refused"]}
         return f
-    f.verdict, f.line, numbers = {"interpolate": _interpolate, "subspace": _subspace, "fit": _fit}[study](folder, res, cfg)
+    try:
+        f.verdict, f.line, numbers = {"interpolate": _interpolate, "subspace": _subspace, "fit": _fit}[study](folder, res, cfg)
+    except (KeyError, TypeError, IndexError) as e:  # a results.json of another version: say so, and keep the page
+        f.verdict, f.line = "inconclusive", (f"this page does not read this {study} study's results.json (no {e}); its "
+                                             "figures are in the files below")
+        numbers = {"unread": str(e)}
     f.headline = {"verdict": f.verdict, **numbers}
     return f
 
