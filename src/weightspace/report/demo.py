@@ -200,8 +200,8 @@ def shapes_section(out: Path) -> str:
             continue
         ok = sum(r["match"] == "True" for r in fr)
         matched += ok
-        robust = ", ".join(sorted({r["robust"] for r in fr}))
-        body += (f"<tr><td>{html.escape(fam)}</td><td>{len(fr)}</td><td>{html.escape(fr[0]['declared'])}</td>"
+        robust = ", ".join(sorted({_tuple(r["robust"]) for r in fr}))
+        body += (f"<tr><td>{html.escape(fam)}</td><td>{len(fr)}</td><td>{html.escape(_tuple(fr[0]['declared']))}</td>"
                  f"<td>{html.escape(robust)}</td><td>{ok}/{len(fr)}</td></tr>")
     line = (f"{matched}/{len(rows)} procedural shapes measure to their declared topology (exact Betti numbers of the "
             "voxel solid); the studies below stand on these families")
@@ -210,6 +210,11 @@ def shapes_section(out: Path) -> str:
             f"{img}<table><thead><tr><th>family</th><th>shapes</th><th>declared (b0, b1, b2)</th><th>robust, measured</th>"
             f"<th>exact = declared</th></tr></thead><tbody>{body}</tbody></table>"
             '<p class=files>files: <a href="shapes.csv">shapes.csv</a> · <a href="shapes/">shapes/</a></p></section>')
+
+
+def _tuple(cell: str) -> str:
+    """'(1, 0, 0)' for a CSV cell '[1, 0, 0]'."""
+    return cell.replace("[", "(").replace("]", ")")
 
 
 def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
