@@ -115,3 +115,15 @@ def test_a_file_that_is_not_an_object_is_refused(ran, tmp_path, text, why):
     result = invoke("fit", "--config", str(path))
     assert isinstance(result.exception, InputError) and str(path) in str(result.exception), result.output
     assert why in str(result.exception).lower()
+
+
+def test_subspace_sizes_full_and_small(ran):
+    """--full is the paper's grid and --small the demo size; options typed beside either override it."""
+    assert isinstance(invoke("subspace", "--full", "--seeds", "0,1").exception, Ran)
+    cfg = ran[-1]
+    assert (cfg.examples, cfg.seeds, cfg.families, cfg.parameterisation) == ([2, 4, 8, 16], [0, 1], ["torus", "pretzel", "pair"], "lora")
+    assert [cfg.k_for(K) for K in cfg.examples] == [1, 2, 4, 8]
+    assert isinstance(invoke("subspace", "--small", "--families", "pair").exception, Ran)
+    assert (ran[-1].examples, ran[-1].k, ran[-1].samples, ran[-1].families) == ([3], 2, 8, ["pair"])
+    result = invoke("subspace", "--small", "--full")
+    assert not isinstance(result.exception, Ran) and "two sizes" in str(result.exception) + result.output
