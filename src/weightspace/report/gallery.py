@@ -69,7 +69,8 @@ def render_gallery(rows: Sequence[Sequence[np.ndarray]], path: str | Path, *, ro
                 ax.text2D(-0.15, 0.5, row_labels[i], transform=ax.transAxes, rotation=90, va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.01, top=0.93 if title else 0.99, wspace=0.0, hspace=0.15)
+    top = 1 - (0.4 if title else 0.15) / (cell * n_rows + (0.4 if title else 0))  # room for the cells' titles, inches
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.01, top=top, wspace=0.0, hspace=0.15)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

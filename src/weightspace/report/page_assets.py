@@ -35,7 +35,7 @@ figcaption { font-size: 0.72em; padding: 2px 4px 4px; line-height: 1.35; } .bett
 .badge { display: inline-block; padding: 0 4px; border-radius: 3px; font-size: 0.95em; color: #fff; }
 .badge.bad { background: #c62828; } .badge.ok { background: #4a78c2; }
 details { margin-top: 0.8em; } summary { cursor: pointer; color: #1a5fb4; } .files { font-size: 0.85em; }
-.more { font-size: 0.8em; color: #666; } code { background: #f3f3f3; padding: 0 3px; }
+.more { font-size: 0.8em; color: #666; } img.families { max-width: 100%; } code { background: #f3f3f3; padding: 0 3px; }
 """
 
 SCRIPT = """
