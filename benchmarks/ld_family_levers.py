@@ -6,6 +6,8 @@
              loses building structure at high noise.
   prior      truncated sampling: start the DDIM chain at t* from each family's empirical Gaussian
              (mean and covariance of its training latents, noised to t*) instead of pure noise.
+  guidance   guidance in two intervals: --w-high for steps t >= --t-cut, --w-low below (the
+             checkpoint uses one scale throughout), on the 80 family samples of seed 0.
   decoder    fine-tune the decoder alone on latents with added Gaussian noise (sigma ~ U[0, s]),
              encoder and denoiser unchanged, then measure the round trip and the family samples.
 
@@ -15,6 +17,7 @@ per-family successes. The figures are in the latent-diffusion-32 training record
 
   .venv/bin/python benchmarks/ld_family_levers.py roundtrip --data runs/data32a-2560 --t 0,100,300,500
   .venv/bin/python benchmarks/ld_family_levers.py prior --data runs/data32a-2560 --t 500,700,850
+  .venv/bin/python benchmarks/ld_family_levers.py guidance --data runs/data32a-2560 --w-high 4 --w-low 2 --t-cut 500
   .venv/bin/python benchmarks/ld_family_levers.py decoder --data runs/data32a-2560 --sigma 0.3 --steps 800
 """
 
@@ -97,6 +100,27 @@ def prior(gen, latents: dict[str, torch.Tensor], ts: list[int], per: int) -> Non
         report(f"prior t*={t}", hits, per)
 
 
+def guidance_interval(gen, w_high: float, w_low: float, t_cut: int) -> None:
+    from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
+
+    def sample_latents(condition, seeds, *, params=None, steps=None, guidance=None, sampler=None, callback=None):
+        x_T, gens = gen.start_noise(seeds)
+        null = gen.net("null", condition.shape[0])
+
+        def den(x, t):
+            w = w_high if int(t[0]) >= t_cut else w_low
+            c, u = gen.net("denoise", torch.cat([x, x]), torch.cat([t, t]), torch.cat([condition, null])).chunk(2)
+            return u + w * (c - u)
+
+        steps = gen.cfg.sample_steps if steps is None else int(steps)
+        return sample_ddim(den, x_T, ddim_timesteps(gen.cfg.timesteps, steps), gen.net.alphas_cumprod)
+
+    gen.sample_latents = sample_latents  # this process only: the checkpoint's sampler with the interval guidance
+    fs = family_samples(gen, per_family=8, seed=0)
+    report(f"family samples (seed 0), guidance {w_high} for t >= {t_cut}, {w_low} below",
+           {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
+
+
 def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
     grids, _ = split_grids(data, "train")
     z_all, target = encode(gen, grids), (grids / gen.cfg.truncation).clamp(-1, 1)
@@ -135,7 +159,7 @@ def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("lever", choices=["roundtrip", "prior", "decoder"])
+    ap.add_argument("lever", choices=["roundtrip", "prior", "guidance", "decoder"])
     ap.add_argument("--checkpoint", default="default")
     ap.add_argument("--data", required=True, help="the checkpoint's training data folder (its train and val splits)")
     ap.add_argument("--t", default="0,100,300,500", help="time steps (roundtrip) or start steps t* (prior)")
@@ -143,11 +167,16 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.3)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--w-high", type=float, default=4.0)
+    ap.add_argument("--w-low", type=float, default=2.0)
+    ap.add_argument("--t-cut", type=int, default=500)
     args = ap.parse_args()
     torch.set_num_threads(1)
     gen = as_generator(args.checkpoint)
     if args.lever == "decoder":
         return decoder(gen, args.data, args.sigma, args.steps, args.lr)
+    if args.lever == "guidance":
+        return guidance_interval(gen, args.w_high, args.w_low, args.t_cut)
     grids, fams = split_grids(args.data, "train")
     z = encode(gen, grids)
     latents = {f: z[[i for i, ff in enumerate(fams) if ff == f]] for f in gen.families}
