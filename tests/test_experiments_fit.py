@@ -138,6 +138,10 @@ def test_fit_config_rejects_budgets_off_the_evaluation_grid():
     with pytest.raises(InputError, match="subspace_k"):
         FitConfig(subspace_examples=4, subspace_k=4).validate()
     assert math.isfinite(FitConfig().steps)
+    # where members are fitted changes no result: a resumed run may use another executor
+    assert FitConfig(executor="process", workers=2, batch_members=4).fingerprint() == FitConfig().fingerprint()
+    assert FitConfig(subspace_k=4).fingerprint() != FitConfig().fingerprint()
+    assert FitConfig(steps=100).step_budgets() == [0, 10, 25, 50, 100]
 
 
 def test_cli_small_fit_on_the_toy_generator(tmp_path):

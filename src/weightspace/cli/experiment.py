@@ -162,6 +162,9 @@ def fit_cmd(
     subspace_examples: int = typer.Option(32, "--members", help="N: members of the family in each subspace's population."),
     subspace_k: int = typer.Option(8, "--k", help="Dimension of the weight and condition subspaces."),
     small: bool = typer.Option(False, "--small", help="The demo-sized run (1 view, 20 steps, populations of 4)."),
+    executor: str = typer.Option("inprocess", "--executor", help="Where population members are fitted: inprocess | process | ray."),
+    workers: int = typer.Option(1, "--workers", help="Population workers (process executor)."),
+    batch_members: int = typer.Option(1, "--batch-members", help="LoRA members fitted together in one pass."),
     data: Optional[str] = typer.Option(None, "--data", help="Data folder (default: made procedurally)."),
     seed: int = typer.Option(0, "--seed", help="Observation, fitting and sampler seed."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write each fitted mesh."),
@@ -179,7 +182,7 @@ def fit_cmd(
 
     options = dict(checkpoint=checkpoint, out=out, family=family, views=_ints(views, "views"), sigmas=_floats(sigmas, "sigmas"),
                    methods=_names(methods), steps=steps, subspace_examples=subspace_examples, subspace_k=subspace_k, data=data,
-                   seed=seed, meshes=meshes)
+                   seed=seed, meshes=meshes, executor=executor, workers=workers, batch_members=batch_members)
     if small:
         if config is not None:
             raise InputError("--small and --config both set a whole config; give one of them")
