@@ -133,7 +133,12 @@ def _body(page: Page, out: Path, title: str, notes: dict[str, str]) -> str:
     figs: dict[str, Any] = {}
     meshes: dict[str, Any] = {}
     generators = list(dict.fromkeys(f.checkpoint for f in page.findings))
-    kinds = {f.checkpoint: f.generator for f in page.findings}
+    kinds: dict[str, str] = {}
+    for f in page.findings:  # a refused study may not name its generator's kind; another study of it does
+        if kinds.get(f.checkpoint, "?") == "?":
+            kinds[f.checkpoint] = f.generator
+    for f in page.findings:
+        f.generator = kinds[f.checkpoint]
     gens = ", ".join(f"<b>{html.escape(g)}</b> ({html.escape(kinds[g])})" for g in generators)
     parts = [f"<header><h1>{html.escape(title)}</h1>" + (f"<p class=sub>generators: {gens}</p>" if gens else "") + "</header>"]
     parts.append(_found(page.findings, generators))
