@@ -16,6 +16,7 @@ import abc
 import multiprocessing
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Iterator, Literal, TypeVar
 
@@ -104,6 +105,47 @@ def failure(item: Any, error: BaseException) -> TaskFailure:
                        "".join(traceback.format_exception(error))[-4000:])
 
 
+def in_flight(items: Iterable[T], submit: Callable[[T], Any], *, limit: int, first_done: Callable[[list[Any]], int],
+              cancel: Callable[[Any], Any], ordered: bool = True,
+              on_count: Callable[[int], None] | None = None) -> Iterator[tuple[Any, T]]:
+    """Keep at most `limit` submitted items in flight and yield (handle, item) pairs: in the order of
+    `items`, or, with ordered=False, the one `first_done(handles)` (an index) names. Handles still
+    in flight when the consumer stops are cancelled. `on_count(n)` hears the number in flight.
+
+    The window both pools share: a long item list never floods the workers, and results stream
+    back to the one process that writes them. Consumers hold it in `contextlib.closing`, so what is
+    still in flight is cancelled as soon as they stop."""
+    pending: list[tuple[Any, T]] = []
+    iterator, exhausted = iter(items), False
+    try:
+        while True:
+            while not exhausted and len(pending) < limit:
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append((submit(item), item))
+            if on_count is not None:
+                on_count(len(pending))
+            if not pending:
+                return
+            handle, item = pending.pop(0 if ordered else first_done([h for h, _ in pending]))
+            if on_count is not None:
+                on_count(len(pending))
+            yield handle, item
+    finally:
+        for handle, _ in pending:
+            cancel(handle)
+        if on_count is not None:
+            on_count(0)
+
+
+def _first_future(futures: list[Future]) -> int:
+    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+    return next(i for i, f in enumerate(futures) if f in done)
+
+
 class InProcessExecutor(Executor):
     """Runs every item in the calling process, one after another (easy to debug, no pickling)."""
 
@@ -136,27 +178,9 @@ class ProcessPoolExecutorBackend(Executor):
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
             errors: OnError = "raise") -> Iterator[R | TaskFailure]:
-        pending: list[tuple[Future, T]] = []
-        iterator = iter(items)
-        limit = self.workers + self._prefetch
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(pending) < limit:
-                    try:
-                        item = next(iterator)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    pending.append((self._pool.submit(fn, item), item))
-                if not pending:
-                    return
-                if ordered:
-                    future, item = pending.pop(0)
-                else:
-                    done, _ = wait([f for f, _ in pending], return_when=FIRST_COMPLETED)
-                    k = next(i for i, (f, _) in enumerate(pending) if f in done)
-                    future, item = pending.pop(k)
+        with closing(in_flight(items, lambda item: self._pool.submit(fn, item), limit=self.workers + self._prefetch,
+                                     first_done=_first_future, cancel=Future.cancel, ordered=ordered)) as window:
+            for future, item in window:
                 try:
                     result = future.result()
                 except Exception as e:
@@ -165,9 +189,6 @@ class ProcessPoolExecutorBackend(Executor):
                     yield failure(item, e)
                     continue
                 yield result
-        finally:
-            for f, _ in pending:
-                f.cancel()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

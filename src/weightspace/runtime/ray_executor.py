@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import closing
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.executors import Executor, OnError, Shared, TaskFailure, failure
+from weightspace.runtime.executors import Executor, OnError, Shared, TaskFailure, failure, in_flight
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -99,28 +100,14 @@ class RayExecutor(Executor):
             errors: OnError = "raise") -> Iterator[R | TaskFailure]:
         import ray
 
-        pending: list[tuple[Any, T]] = []
-        iterator, exhausted = iter(items), False
+        def first_done(refs: list[Any]) -> int:
+            ready, _ = ray.wait(refs, num_returns=1)
+            return next(i for i, r in enumerate(refs) if r == ready[0])
+
         self._counts = {"done": 0, "failed": 0, "running": 0}
-        try:
-            while True:
-                while not exhausted and len(pending) < 2 * self.workers:
-                    try:
-                        item = next(iterator)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    pending.append((self._remote.remote(fn, item), item))
-                self._counts["running"] = len(pending)
-                if not pending:
-                    return
-                if ordered:
-                    ref, item = pending.pop(0)
-                else:
-                    ready, _ = ray.wait([r for r, _ in pending], num_returns=1)
-                    k = next(i for i, (r, _) in enumerate(pending) if r == ready[0])
-                    ref, item = pending.pop(k)
-                self._counts["running"] = len(pending)
+        with closing(in_flight(items, lambda item: self._remote.remote(fn, item), limit=2 * self.workers, first_done=first_done,
+                                     cancel=ray.cancel, ordered=ordered, on_count=lambda n: self._counts.update(running=n))) as window:
+            for ref, item in window:
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as e:
@@ -131,10 +118,6 @@ class RayExecutor(Executor):
                     continue
                 self._counts["done"] += 1
                 yield result
-        finally:
-            for ref, _ in pending:
-                ray.cancel(ref)
-            self._counts["running"] = 0
 
     def close(self) -> None:
         import ray
