@@ -96,6 +96,21 @@ def test_evaluate_on_a_folder_it_was_not_trained_on(tiny_data, tmp_path):
     assert figures["held_out_shapes"] == 1 and "train_iou_skipped" in figures
 
 
+def test_evaluate_on_a_process_pool_gives_the_figures_computed_here(tiny_data, tmp_path):
+    """`evaluate generator --executor`: the reconstructions and family samples run as tasks on workers
+    that load the checkpoint themselves; every batch draws from its own seeds, so the figures agree."""
+    from weightspace.cli.evaluate import evaluate_checkpoint
+    from weightspace.runtime.executors import make_executor
+
+    ck = tmp_path / "ck"
+    _train(tiny_data, ck, steps=10)
+    here = evaluate_checkpoint(str(ck), tiny_data, max_shapes=8, seed=1)
+    with make_executor("process", workers=2) as ex:
+        there = evaluate_checkpoint(str(ck), tiny_data, max_shapes=8, seed=1, executor=ex)
+    assert here.pop("seconds_per_shape") > 0 and there.pop("seconds_per_shape") > 0
+    assert here["held_out_shapes"] >= 3 and there == pytest.approx(here, abs=1e-9)
+
+
 def test_ema_run_resumes_with_its_average(tiny_data, tmp_path):
     """With an EMA the checkpoint holds the average; a resume carries it on without touching the live weights."""
     out = tmp_path / "ema"

@@ -155,3 +155,21 @@ def test_evaluate_generator_on_ray_gives_the_figures_computed_here(ray_executor,
     here.pop("seconds_per_shape", None)
     there.pop("seconds_per_shape", None)
     assert here["held_out_shapes"] == 6 and there == here
+
+
+def test_evaluate_a_neural_field_on_ray_gives_the_figures_computed_here(ray_executor, tmp_path, one_thread):
+    """The field's held-out reconstructions (code optimisation) and family samples as Ray tasks."""
+    from test_neural_field_train import _train
+
+    from weightspace.data.make import make_dataset
+    from weightspace.generators import load_generator
+    from weightspace.generators.neural_field.evaluate import evaluate_generator
+
+    data = tmp_path / "data"
+    make_dataset(data, family="all", count=30, resolution=16, seed=0, n_points=256, progress=False)
+    _train(data, tmp_path / "ck", steps=5)
+    gen = load_generator(tmp_path / "ck")
+    here = evaluate_generator(gen, data, max_shapes=4, samples_per_family=1)
+    there = evaluate_generator(gen, data, max_shapes=4, samples_per_family=1, executor=ray_executor)
+    assert here.pop("seconds_per_shape") > 0 and there.pop("seconds_per_shape") > 0
+    assert here["held_out_shapes"] >= 3 and there == pytest.approx(here, abs=1e-9)

@@ -56,7 +56,8 @@ def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: i
 
     The training folder is recognised by the data hash the checkpoint records: a neural field
     reports its training fit only there, and on any other folder every shape counts as held out.
-    `executor` (latent diffusion): the decodes run there, each worker loading the checkpoint itself.
+    `executor`: the decodes (latent diffusion) or the held-out reconstructions and family samples (neural
+    field) run there, each worker loading the checkpoint itself.
     """
     from weightspace.generators import load_generator
     from weightspace.generators.registry import resolve_checkpoint
@@ -69,8 +70,6 @@ def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: i
     training_hash = training_data_hash(resolve_checkpoint(checkpoint), gen.config)
     if executor is None:
         return EVALUATORS[kind]()(gen, data, max_shapes=max_shapes, seed=seed, training_hash=training_hash)
-    if kind != "latent-diffusion":
-        raise InputError(f"--executor runs the decodes of latent-diffusion evaluations; {checkpoint} is {kind!r} (leave --executor out)")
     import functools
 
     from weightspace.cli.weights import _load
@@ -91,7 +90,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of every observation and sample."),
         threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
-        workers: int = typer.Option(1, "--workers", help="Latent diffusion: parallel workers for the decodes (1: in this process)."),
+        workers: int = typer.Option(1, "--workers", help="Parallel workers for the decodes and reconstructions (1: in this process)."),
         executor: Optional[str] = typer.Option(None, "--executor", help="inprocess | process | ray (see `population build`)."),
         address: Optional[str] = typer.Option(None, "--address", help="--executor ray: join the cluster at auto or HOST:PORT."),
         gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="--executor ray: GPUs each task asks for."),

@@ -16,8 +16,9 @@ Figures (all fractions in [0, 1]):
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from weightspace.data.observe import observe
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import load_grid, manifest_hash, read_manifest
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.executors import Executor, worker_cached
 from weightspace.runtime.io import safe_child
 from weightspace.runtime.seeding import derive_seed, item_rng
 
@@ -55,6 +57,43 @@ def _truth_betti(folder: Path, row: dict[str, Any], grid: np.ndarray) -> tuple[i
     return tuple(measured) if measured is not None else topology(grid).betti
 
 
+def _reconstruct(gen: NeuralFieldGenerator, mode: str, inputs: Any, seeds: list[int], resolution: int) -> tuple[np.ndarray, float]:
+    """Grids (b, R, R, R) of one batch and the seconds they took: held-out shapes from noisy points
+    (`inputs` (b, P, 3): code optimisation, then decode) or samples of one family (`inputs` its name)."""
+    t0 = time.perf_counter()
+    if mode == "points":
+        z = gen.condition(points=torch.from_numpy(inputs), seeds=seeds)
+        with torch.no_grad():
+            grids = gen.sdf_grid(z, seeds, resolution=resolution).cpu().numpy()
+    else:
+        with torch.no_grad():
+            z = gen.condition(family=[inputs] * len(seeds), seeds=seeds)
+            grids = gen.sdf_grid(z, seeds, resolution=resolution).cpu().numpy()
+    return grids, time.perf_counter() - t0
+
+
+@dataclass
+class ReconstructJob:
+    """One batch of `_reconstruct` for an executor worker, with the generator's loader (shared once per
+    worker, see Executor.share): the code optimisations are the slow part of an evaluation."""
+
+    loader: Callable[[], Any]
+    mode: str
+    inputs: Any
+    seeds: list[int]
+    resolution: int
+
+
+def run_job(job: ReconstructJob) -> tuple[np.ndarray, float]:
+    def load() -> Any:
+        torch.set_num_threads(1)
+        gen = job.loader()
+        gen.net.eval()
+        return gen
+
+    return _reconstruct(worker_cached(repr(("nf-evaluate", job.loader)), load), job.mode, job.inputs, job.seeds, job.resolution)
+
+
 def trained_hash(gen: NeuralFieldGenerator) -> str | None:
     """The manifest hash of the data the checkpoint was trained on, where its config records one."""
     data = gen.config.get("data") if isinstance(getattr(gen, "config", None), dict) else None
@@ -71,12 +110,18 @@ def evaluate_generator(
     batch: int = 4,
     training_hash: str | None = None,
     log: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
+    loader: Callable[[], Any] | None = None,
 ) -> dict[str, float | str]:
     """The figures of the module docstring on any data folder.
 
     `training_hash`: the manifest hash of the checkpoint's training data (default: the one its
     config records, see `trained_hash`). Only when `data_dir`'s manifest has this hash are the
     training codes decoded against it (`train_iou`); otherwise `train_iou_skipped` gives the reason.
+    `executor`: where the held-out reconstructions and the family samples run, one batch per task (a
+    process pool, Ray), each worker loading the generator once through `loader` (default: `gen`
+    itself, shipped to the workers). Every batch draws from its own seeds, so the figures are those
+    computed here (`seconds_per_shape` sums the workers' own times).
     """
     folder = Path(data_dir)
     if max_shapes < 1:
@@ -114,18 +159,25 @@ def evaluate_generator(
         figures["train_iou_skipped"] = why
         say(f"train IoU skipped: {why}")
 
+    if executor is not None:
+        from weightspace.generators.registry import generator_loader
+
+        shared = executor.share(generator_loader(loader if loader is not None else gen))
+
+    def batches(jobs: list[tuple[str, Any, list[int]]]) -> Iterator[tuple[np.ndarray, float]]:
+        """Each job's grids and seconds, in order, as they finish (so progress is logged as it goes)."""
+        if executor is None:
+            return (_reconstruct(gen, mode, x, s, R) for mode, x, s in jobs)
+        return executor.map(run_job, [ReconstructJob(shared, mode, x, s, R) for mode, x, s in jobs])
+
     # held-out shapes from noisy points: code optimisation, then decode
     hidx = _pick(len(held), max_shapes, seed, "nf-eval-held")
+    row_batches = [[held[i] for i in hidx[start : start + batch]] for start in range(0, len(hidx), batch)]
+    jobs = [("points", np.stack([_observation(folder, r, seed) for r in rows]), [derive_seed(seed, "nf-eval", r["id"]) for r in rows])
+            for rows in row_batches]  # each observation (b, 2048, 3)
     p_ious, p_match, seconds = [], [], 0.0
-    for start in range(0, len(hidx), batch):
-        rows = [held[i] for i in hidx[start : start + batch]]
-        obs = torch.from_numpy(np.stack([_observation(folder, r, seed) for r in rows]))  # (b, 2048, 3)
-        seeds = [derive_seed(seed, "nf-eval", r["id"]) for r in rows]
-        t0 = time.perf_counter()
-        z = gen.condition(points=obs, seeds=seeds)
-        with torch.no_grad():
-            grids = gen.sdf_grid(z, seeds, resolution=R).cpu().numpy()
-        seconds += time.perf_counter() - t0
+    for rows, (grids, took) in zip(row_batches, batches(jobs)):
+        seconds += took
         for g, r in zip(grids, rows):
             truth = load_grid(folder, r)
             p_ious.append(iou(g, truth))
@@ -133,15 +185,10 @@ def evaluate_generator(
         say(f"points: {len(p_ious)}/{len(hidx)} IoU {np.mean(p_ious):.3f} Betti {np.mean(p_match):.2f}")
 
     # sampling from each family's code Gaussian
-    f_match = []
-    for name in gen.cfg.families:
-        if name not in FAMILIES:
-            continue
-        seeds = [derive_seed(seed, "nf-eval-family", name, k) for k in range(samples_per_family)]
-        with torch.no_grad():
-            z = gen.condition(family=[name] * samples_per_family, seeds=seeds)
-            grids = gen.sdf_grid(z, seeds, resolution=R).cpu().numpy()
-        f_match += [topology(g).betti[:2] == tuple(FAMILIES[name].betti)[:2] for g in grids]
+    names = [name for name in gen.cfg.families if name in FAMILIES]
+    jobs = [("family", name, [derive_seed(seed, "nf-eval-family", name, k) for k in range(samples_per_family)]) for name in names]
+    f_match = [topology(g).betti[:2] == tuple(FAMILIES[name].betti)[:2]
+               for name, (grids, _) in zip(names, batches(jobs)) for g in grids]
     say(f"family Betti match {np.mean(f_match) if f_match else float('nan'):.2f}")
 
     return {
