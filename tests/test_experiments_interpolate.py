@@ -178,5 +178,7 @@ def test_a_broken_endpoint_is_recorded_and_refused(tmp_path):
     res = json.loads((folder / "results.json").read_text())
     assert sorted(res["endpoints_dropped"]) == sorted(broken)
     assert all(t["a"] in good and t["b"] in good for t in res["transitions"])
+    assert res["member_fidelity"]["betti_match"]["rate"] == 1.0  # of the members the paths ran between
+    assert set(res["topology_kept"]) == {"weight"}
     if len(good) < 2:
         pytest.skip("one good endpoint only")

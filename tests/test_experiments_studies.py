@@ -76,6 +76,9 @@ def test_interpolate_default_family_path_on_tiny_real_generators(tmp_path, make,
     for tr in res["transitions"]:
         assert tr["t_hi"] - tr["t_lo"] <= 0.05 and len(tr["before"]) == 3
     assert res["attribution"]["mode"] == ("condition_tokens" if gen.kind == "latent-diffusion" else "effective_weights")
+    # no members on a path between family conditions; dumbbell -> pair leaves no within-family path to keep
+    assert res["member_fidelity"]["mean_iou"] is None and "family conditions" in res["member_fidelity"]["reason"]
+    assert res["topology_kept"] == {"condition": {"rate": None, "ci_low": 0.0, "ci_high": 1.0, "n": 0, "successes": 0}}
 
 
 @pytest.mark.parametrize("make,endpoints", [(tiny_nf, "family conditions"), (tiny_ld, "encoded shapes")])
@@ -88,6 +91,8 @@ def test_interpolate_pairs_on_tiny_generators(tmp_path, make, endpoints, uncheck
     assert res["pairs"] == 3 and set(res["summary"]) == {"all", "within", "across"}
     assert res["summary"]["within"]["paths"] == 2 and res["summary"]["across"]["paths"] == 1
     assert (tmp_path / "p" / "pairs.csv").read_text().count("\n") == 4
+    kept = res["topology_kept"]["condition"]
+    assert kept["n"] == 2 and kept["ci_low"] <= kept["rate"] <= kept["ci_high"] and res["member_fidelity"]["betti_match"] is None
 
 
 @pytest.mark.slow
@@ -138,6 +143,11 @@ def test_interpolate_between_lora_population_members_attributes_by_module_group(
                             a="sphere-000", b="sphere-002", steps=2, tolerance=0.1, attribute=True, meshes=False)
     res = _results(run_interpolate(cfg, generator=gen))
     assert res["parameterisation"] == "lora" and res["attribution"]["mode"] == "module_groups"
+    assert res["member_fidelity"]["betti_match"] == {"rate": 1.0, "ci_low": pytest.approx(0.342, abs=1e-3), "ci_high": 1.0,
+                                                     "n": 2, "successes": 2}  # both endpoints passed their build's check
+    assert 0 < res["member_fidelity"]["mean_iou"] <= 1
+    kept = res["topology_kept"]["weight"]  # two spheres: one within-family path
+    assert kept["n"] == 1 and kept["rate"] == (1.0 if not res["transitions"] else 0.0)
     # effective-weight distance of a LoRA path is the distance between merged weights, so it grows from 0
     rows = (tmp_path / "i" / "steps.csv").read_text().splitlines()
     col = rows[0].split(",").index("dist_effective")

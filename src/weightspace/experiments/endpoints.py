@@ -22,6 +22,7 @@ from weightspace.experiments.common import (
     study_data,
     topology_check,
 )
+from weightspace.experiments.subspace_figures import fidelity_of_population
 from weightspace.generators.protocol import Generator, HasFamilies, families_of, require
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import derive_seed, item_rng
@@ -148,3 +149,16 @@ RESOLVERS: dict[str, Resolver] = {"family": _family_ends, "data": _data_ends, "p
 def resolve_endpoints(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[str] | None = None) -> Endpoints_:
     """The points named by the config (`ids` overrides a/b; for pairs, None with data means all shapes)."""
     return RESOLVERS[cfg.endpoints](gen, cfg, folder, ids)
+
+
+NOT_MEMBERS = {"family": "seeded family conditions", "data": "encoded shapes", "points": "point files"}
+
+
+def endpoint_fidelity(cfg: InterpolateConfig, ids: list[str]) -> dict[str, Any]:
+    """results.json `member_fidelity` of the endpoints `ids`: the population build's record of those members
+    (mean decode IoU, robust Betti match with its Wilson 95% interval), or nulls with the reason when the
+    endpoints are not fitted members (their decode check is `endpoint_check`)."""
+    if cfg.endpoints == "population":
+        return fidelity_of_population(Population(cfg.population), ids)
+    return {"mean_iou": None, "betti_match": None,
+            "reason": f"no population members: the endpoints are {NOT_MEMBERS[cfg.endpoints]} (their decode check is endpoint_check)"}

@@ -19,9 +19,18 @@ from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD, chamfer
 from weightspace.decode.mesh import save_mesh
 from weightspace.experiments.attribution import attribute, attribution_parts, attribution_summary
 from weightspace.experiments.common import Clock, check_choice, load_study_generator, refuse, start_results
-from weightspace.experiments.endpoints import RESOLVERS, Endpoints_, check_endpoints, resolve_endpoints
+from weightspace.experiments.endpoints import RESOLVERS, Endpoints_, check_endpoints, endpoint_fidelity, resolve_endpoints
 from weightspace.experiments.pairs import make_pairs, run_pairs
-from weightspace.experiments.path_study import PathRun, PathStudy, flat_effective, step_rows, transition_rows
+from weightspace.experiments.path_study import (
+    KEPT_MEANS,
+    PathRun,
+    PathStudy,
+    flat_effective,
+    space_of,
+    step_rows,
+    topology_kept,
+    transition_rows,
+)
 from weightspace.experiments.plots import plot_path
 from weightspace.experiments.weight_paths import run_weight_paths
 from weightspace.generators.protocol import Generator
@@ -99,7 +108,10 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
 
     results.json: `decodes` (total decodes of the run), `transitions` (objects with `t_lo`, `t_hi`,
     `before`, `after` ([b0, b1, b2] robust) plus width, Chamfer jump, ...), and wall time; with
-    pairs > 0 a `summary` of transition rate and sharpness within and across families.
+    pairs > 0 a `summary` of transition rate and sharpness within and across families. Like every
+    study: `parameterisation`, `member_fidelity` ({mean_iou, betti_match} of population endpoints,
+    nulls and a `reason` for other endpoints) and `topology_kept` ({space: {rate, ci_low, ci_high, n}}
+    over the within-family paths; n = 0 and rate null for a path between two families).
     """
     config.validate()
     clock = Clock()
@@ -129,6 +141,7 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
     search_decodes = study.decodes
     steps = step_rows(run, config.steps)
     transitions = transition_rows(run)
+    within = bool(ends.families.get(id_a)) and ends.families.get(id_a) == ends.families.get(id_b)
     write_csv(folder / "steps.csv", steps)
     write_csv(folder / "transitions.csv", transitions)
     results: dict[str, Any] = {
@@ -141,7 +154,9 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
         "start": list(run.shapes[0.0].robust), "end": list(run.shapes[1.0].robust),
         "chamfer_start_end": chamfer(run.shapes[0.0].points, run.shapes[1.0].points),
         "dist_param_total": run.dist_param[1.0], "dist_effective_total": run.dist_effective[1.0],
-        "endpoint_check": check,
+        "endpoint_check": check, "within_family": within, "member_fidelity": endpoint_fidelity(config, [id_a, id_b]),
+        "topology_kept": topology_kept({space_of(ends.param): [len(transitions)] if within else []}),
+        "topology_kept_means": KEPT_MEANS,
     }
     if config.attribute and transitions:
         mode, rows = attribute(study, transitions, margin=config.attribute_margin / config.steps)

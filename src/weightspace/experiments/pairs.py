@@ -12,8 +12,8 @@ import torch
 
 from weightspace.analysis.measure import chamfer, finite_mean
 from weightspace.experiments.common import mismatches, refuse
-from weightspace.experiments.endpoints import Endpoints_
-from weightspace.experiments.path_study import PathStudy, transition_rows
+from weightspace.experiments.endpoints import Endpoints_, endpoint_fidelity
+from weightspace.experiments.path_study import KEPT_MEANS, PathStudy, space_of, topology_kept, transition_rows
 from weightspace.experiments.plots import plot_pairs
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
@@ -148,7 +148,10 @@ def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Ca
                for name, sel in (("all", lambda r: True), ("within", lambda r: r["within_family"]),
                                  ("across", lambda r: not r["within_family"]))}
     plot_pairs(folder / "pairs.png", pair_rows, all_transitions)
+    within = [r["transitions"] for r in pair_rows if r["within_family"]]
     write_results(folder, {"checkpoint": config.checkpoint, "generator": gen.kind, "pairs": len(pairs), "decodes": decodes,
+                           "parameterisation": ends.param.name, "member_fidelity": endpoint_fidelity(config, keep),
+                           "topology_kept": topology_kept({space_of(ends.param): within}), "topology_kept_means": KEPT_MEANS,
                            "pair_endpoints": "family conditions" if all("#" in i for i in ends.points) else "encoded shapes",
                            "transitions": all_transitions, "summary": summary, "wall_seconds": clock(),
                            "endpoint_check": check, "endpoints_dropped": [c["id"] for c in check if not c["ok"]],

@@ -12,6 +12,7 @@ from weightspace.analysis.measure import Shape, chamfer, measure
 from weightspace.analysis.transitions import TransitionSearch, find_transitions
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import Clock
+from weightspace.experiments.subspace_figures import ci_of
 from weightspace.generators.protocol import EffectiveWeights, Generator
 from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.paths import lerp, slerp
@@ -113,3 +114,22 @@ def transition_rows(run: PathRun) -> list[dict[str, Any]]:
                     else abs(run.dist_effective[tr.t_hi] - run.dist_effective[tr.t_lo])})
     return out
 
+
+
+KEPT_MEANS = "within-family paths with no robust topology change located"
+
+
+def space_of(param: Parameterisation) -> str:
+    """The space a path runs in: `condition` for condition points, `weight` for weight-space points."""
+    return "condition" if param.name == "condition" else "weight"
+
+
+def topology_kept(within: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+    """results.json `topology_kept`: per space, the within-family paths (their located transition counts)
+    that keep their topology, {rate, ci_low, ci_high, n, successes} with a Wilson 95% interval; the rate
+    is null when no path stayed within a family (a path between families is meant to change)."""
+    out = {}
+    for space, counts in within.items():
+        kept = ci_of(sum(c == 0 for c in counts), len(counts))
+        out[space] = {**kept, "rate": kept["rate"] if counts else None}
+    return out

@@ -24,7 +24,7 @@ from weightspace.data.dataset import load_grid, load_points, read_manifest
 from weightspace.experiments.common import encode_points, mismatches, refuse
 from weightspace.experiments.endpoints import Endpoints_, check_endpoints, resolve_endpoints
 from weightspace.experiments.pairs import make_pairs
-from weightspace.experiments.path_study import PathStudy, transition_rows
+from weightspace.experiments.path_study import KEPT_MEANS, PathStudy, topology_kept, transition_rows
 from weightspace.experiments.subspace_figures import ci_of
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
@@ -124,8 +124,8 @@ def run_weight_paths(config: InterpolateConfig, gen: Generator, folder: Path, cl
                                           ("across", lambda r: not r["within_family"]))}
                for space in SPACES}
     # a path "keeps topology" when no robust change is located along it (within-family paths are the test)
-    within = {space: [r["transitions"] == 0 for r in pair_rows if r["space"] == space and r["within_family"]] for space in SPACES}
-    kept = {space: ci_of(sum(v), len(v)) for space, v in within.items()}
+    kept = topology_kept({space: [r["transitions"] for r in pair_rows if r["space"] == space and r["within_family"]]
+                          for space in SPACES})
     fid = [r.get("metrics", {}) for r in pop.rows if str(r["id"]) in set(keep)]
     plot_weight_paths(folder / "weight_paths.png", pair_rows, transitions, title=f"{gen.kind}: {len(pairs)} member pairs, "
                       "weight space vs condition space")
@@ -135,7 +135,7 @@ def run_weight_paths(config: InterpolateConfig, gen: Generator, folder: Path, cl
         "population": str(pop.folder), "endpoints": "population", "path": config.path, "pairs": len(pairs),
         "member_fidelity": {"mean_iou": float(np.mean([m["fidelity_iou"] for m in fid])) if fid else float("nan"),
                             "betti_match": ci_of(sum(bool(m.get("fidelity_betti")) for m in fid), len(fid))},
-        "topology_kept": kept, "topology_kept_means": "within-family paths with no robust topology change located",
+        "topology_kept": kept, "topology_kept_means": KEPT_MEANS,
         "summary": summary, "paired": paired(pair_rows), "transitions": transitions, "decodes": decodes,
         "tolerance": config.tolerance, "uniform_sweep_decodes_per_path": math.ceil(1 / config.tolerance) + 1,
         "endpoint_check": checks, "endpoints_dropped": sorted(set(ids) - ok), "wall_seconds": clock(),
