@@ -10,6 +10,10 @@
              checkpoint uses one scale throughout), on the 80 family samples of seed 0.
   decoder    fine-tune the decoder alone on latents with added Gaussian noise (sigma ~ U[0, s]),
              encoder and denoiser unchanged, then measure the round trip and the family samples.
+  autoguide  autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of
+             itself"): x0 = bad(c) + w (good(c) - bad(c)), both conditioned on the family, where
+             `--checkpoint` is the good model and `--bad` a weaker one on the same autoencoder
+             (fewer blocks or less training); `--w` takes a comma list. Seed 0 of the family samples.
 
 Each prints one line per setting: the rate over `--per` items of each of the 10 families, and the
 per-family successes. The figures are in the latent-diffusion-32 training record
@@ -19,6 +23,7 @@ per-family successes. The figures are in the latent-diffusion-32 training record
   .venv/bin/python benchmarks/ld_family_levers.py prior --data runs/data32a-2560 --t 500,700,850
   .venv/bin/python benchmarks/ld_family_levers.py guidance --data runs/data32a-2560 --w-high 4 --w-low 2 --t-cut 500
   .venv/bin/python benchmarks/ld_family_levers.py decoder --data runs/data32a-2560 --sigma 0.3 --steps 800
+  .venv/bin/python benchmarks/ld_family_levers.py autoguide --checkpoint runs/ld32-deep --bad default --w 1.5,2,3 --data runs/data32a-2560
 """
 
 from __future__ import annotations
@@ -121,6 +126,32 @@ def guidance_interval(gen, w_high: float, w_low: float, t_cut: int) -> None:
            {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
 
 
+def autoguide(gen, bad_name: str, ws: list[float], seed: int) -> None:
+    from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
+
+    bad = as_generator(bad_name)
+    if not torch.equal(bad.net.latent_mean, gen.net.latent_mean) or bad.cfg.families != gen.cfg.families:
+        raise SystemExit(f"{bad_name}: not on the same autoencoder latents and families as the good model")
+    for w in ws:
+        def sample_latents(condition, seeds, *, params=None, steps=None, guidance=None, sampler=None, callback=None, w=w):
+            x_T, gens = gen.start_noise(seeds)
+            # the family names behind `condition`: family_samples asks one family at a time
+            fam = next(f for f in gen.cfg.families if torch.equal(gen.condition(family=[f])[0], condition[0]))
+            cond_bad = bad.condition(family=[fam] * condition.shape[0])
+
+            def den(x, t):
+                good_x0 = gen.net("denoise", x, t, condition)
+                return bad.net("denoise", x, t, cond_bad) + w * (good_x0 - bad.net("denoise", x, t, cond_bad))
+
+            steps = gen.cfg.sample_steps if steps is None else int(steps)
+            return sample_ddim(den, x_T, ddim_timesteps(gen.cfg.timesteps, steps), gen.net.alphas_cumprod)
+
+        gen.sample_latents = sample_latents  # this process only
+        fs = family_samples(gen, per_family=8, seed=seed)
+        report(f"family samples (seed {seed}), autoguidance w = {w} (bad: {bad_name})",
+               {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
+
+
 def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
     grids, _ = split_grids(data, "train")
     z_all, target = encode(gen, grids), (grids / gen.cfg.truncation).clamp(-1, 1)
@@ -159,7 +190,7 @@ def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("lever", choices=["roundtrip", "prior", "guidance", "decoder"])
+    ap.add_argument("lever", choices=["roundtrip", "prior", "guidance", "decoder", "autoguide"])
     ap.add_argument("--checkpoint", default="default")
     ap.add_argument("--data", required=True, help="the checkpoint's training data folder (its train and val splits)")
     ap.add_argument("--t", default="0,100,300,500", help="time steps (roundtrip) or start steps t* (prior)")
@@ -170,6 +201,9 @@ def main() -> None:
     ap.add_argument("--w-high", type=float, default=4.0)
     ap.add_argument("--w-low", type=float, default=2.0)
     ap.add_argument("--t-cut", type=int, default=500)
+    ap.add_argument("--bad", default="default", help="autoguide: the weaker model")
+    ap.add_argument("--w", default="1.5,2,3", help="autoguide: guidance weights")
+    ap.add_argument("--seed", type=int, default=0, help="autoguide: seed of the family samples")
     args = ap.parse_args()
     torch.set_num_threads(1)
     gen = as_generator(args.checkpoint)
@@ -177,6 +211,9 @@ def main() -> None:
         return decoder(gen, args.data, args.sigma, args.steps, args.lr)
     if args.lever == "guidance":
         return guidance_interval(gen, args.w_high, args.w_low, args.t_cut)
+    if args.lever == "autoguide":
+        with torch.no_grad():
+            return autoguide(gen, args.bad, [float(w) for w in args.w.split(",")], args.seed)
     grids, fams = split_grids(args.data, "train")
     z = encode(gen, grids)
     latents = {f: z[[i for i, ff in enumerate(fams) if ff == f]] for f in gen.families}
