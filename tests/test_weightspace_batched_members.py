@@ -9,7 +9,9 @@ from test_neural_field_model import tiny_generator as tiny_field
 from toy_generator import make_toy, make_toy_data
 
 from weightspace.generators import MissingCapability
+from weightspace.generators.lowrank import StackedLowRank, is_low_rank, low_rank_hooks
 from weightspace.generators.neural_field.batched import METHODS
+from weightspace.runtime.allocator import retain_freed_memory
 from weightspace.runtime.errors import InputError
 from weightspace.space import population as population_module
 from weightspace.space.parameterisations import make_parameterisation
@@ -85,6 +87,74 @@ def test_neural_field_batched_loss_and_gradient_per_member(method):
         (g,) = torch.autograd.grad(alone, xb)
         torch.testing.assert_close(losses[b], alone, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(grad[b], g, rtol=1e-4, atol=1e-6)
+
+
+def _loss_and_grad_per_member(gen, param, x, grids, cond, seeds, **kw):
+    """Batched losses (B,) and d sum / d x (B, D) with the LoRA factors kept factored, and the same per member alone."""
+    losses = gen.training_loss_batched(grids, cond, seeds, param.low_rank_batch(x), **kw)  # (B,)
+    (grad,) = torch.autograd.grad(losses.sum(), x)
+    for b in range(x.shape[0]):
+        xb = x[b].detach().requires_grad_(True)
+        D = len(seeds[b])
+        alone = gen.training_loss(grids[b].expand(D, -1, -1, -1), cond[b].expand(D, *cond.shape[1:]), seeds[b], params=param.params(xb))
+        (g,) = torch.autograd.grad(alone, xb)
+        yield losses[b], alone, grad[b], g
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_neural_field_low_rank_loss_and_gradient_per_member(method):
+    gen = tiny_field()
+    param = make_parameterisation(gen, "lora", rank=2)
+    x = torch.stack([param.initial_point(s) + 0.05 * torch.randn(param.layout.size) for s in (1, 2)]).requires_grad_(True)
+    grids, cond = _targets(gen, 2), torch.randn(2, *gen.condition_shape)
+    for loss, alone, grad, g in _loss_and_grad_per_member(gen, param, x, grids, cond, [[5, 6, 7], [8, 9, 10]], method=method):
+        torch.testing.assert_close(loss, alone, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(grad, g, rtol=1e-4, atol=1e-6)
+
+
+def test_latent_diffusion_low_rank_loss_and_gradient_per_member():
+    gen = tiny_diffusion()
+    param = make_parameterisation(gen, "lora", rank=2)
+    x = torch.stack([param.initial_point(s) + 0.05 * torch.randn(param.layout.size) for s in (1, 2)]).requires_grad_(True)
+    grids, cond = _targets(gen, 2), torch.randn(2, *gen.condition_shape)
+    assert is_low_rank(param.low_rank_batch(x))  # every target a denoiser Linear: the factored path runs
+    for loss, alone, grad, g in _loss_and_grad_per_member(gen, param, x, grids, cond, [[5, 6, 7], [8, 9, 10]]):
+        torch.testing.assert_close(loss, alone, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(grad, g, rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in gen.net.parameters())  # no gradient reached the base weights
+
+
+def test_latent_diffusion_target_latents_follow_the_grids():
+    gen = tiny_diffusion()
+    grids = _targets(gen, 2)
+    z0 = gen._target_latents(grids)
+    assert gen._target_latents(grids) is z0  # remembered across the steps of a fit
+    grids.mul_(0.5)  # the same tensor changed in place: encoded again
+    torch.testing.assert_close(gen._target_latents(grids), gen.encode_grids(grids))
+    assert gen._target_latents(grids.clone()) is not z0
+
+
+def test_low_rank_linear_and_hooks_equal_merged_weights():
+    g = torch.Generator().manual_seed(0)
+    K, n, r, i, o = 3, 5, 2, 4, 6
+    lin = torch.nn.Linear(i, o)
+    A, B = torch.randn(K, r, i, generator=g), torch.randn(K, o, r, generator=g)
+    x = torch.randn(K, n, i, generator=g)
+    delta = StackedLowRank(lin.weight.detach(), A.requires_grad_(True), B.requires_grad_(True), 0.7)
+    merged = delta.merged()  # (K, o, i)
+    want = torch.bmm(x, merged.transpose(1, 2)) + lin.bias
+    dy = torch.randn(K, n, o, generator=g)
+    want_grads = torch.autograd.grad(want, (A, B), dy)
+    torch.testing.assert_close(delta.linear(x, lin.bias.detach()), want.detach())
+    torch.testing.assert_close(torch.autograd.grad(delta.linear(x, lin.bias.detach()), (A, B), dy), want_grads)
+    with low_rank_hooks(torch.nn.Sequential(lin), {"0.weight": delta}, K):
+        got = lin(x.reshape(K * n, i)).reshape(K, n, o)  # member-major rows
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(torch.autograd.grad(got, (A, B), dy), want_grads)
+    assert not lin._forward_hooks  # removed on exit
+    cols = slice(1, 3)
+    torch.testing.assert_close(delta.columns(cols).merged(), merged[:, :, cols])
+    assert retain_freed_memory() in (True, False) and retain_freed_memory() == retain_freed_memory()
 
 
 def test_batched_build_equals_unbatched_and_resumes(data, tmp_path, monkeypatch):

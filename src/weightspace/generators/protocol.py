@@ -71,6 +71,10 @@ class Generator(abc.ABC):
         "layers": {"steps": 50, "lr": 1e-3, "draws": 1},
     }
 
+    # Whether `training_loss_batched` takes `generators.lowrank.StackedLowRank` entries in params_batch
+    # (LoRA members kept factored: W + s B_b A_b, no full weight per member); others get them merged.
+    accepts_low_rank: ClassVar[bool] = False
+
     @property
     @abc.abstractmethod
     def condition_shape(self) -> tuple[int, ...]:
@@ -202,7 +206,9 @@ class BatchedTrainingLoss(Protocol):
         """grids (B, R, R, R), conditions (B, *condition_shape), seeds: per member its D draw seeds,
         params_batch name -> (B, ...) -> per-member losses (B,). Member b's loss equals (to float
         rounding) `training_loss(grids[b] repeated D times, conditions[b] repeated D times, seeds[b],
-        params={name: v[b]})`, and its gradient reaches only member b's weights."""
+        params={name: v[b]})`, and its gradient reaches only member b's weights. A generator whose
+        `accepts_low_rank` is True also takes `generators.lowrank.StackedLowRank` values (LoRA factors
+        of a Linear layer, kept factored) in params_batch."""
 
 
 @runtime_checkable

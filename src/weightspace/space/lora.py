@@ -20,6 +20,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import save_file
 from torch import nn
 
+from weightspace.generators.lowrank import StackedLowRank
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
@@ -173,6 +174,22 @@ class LoraParameterisation(Parameterisation):
     def params_batch(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
         modules = dict(self.gen.net.named_modules())
         return {f"{m}.weight": modules[m].weight + d for m, d in self.deltas_batch(points).items()}
+
+    def low_rank_batch(self, points: torch.Tensor) -> dict[str, Any] | None:
+        """Points (B, D) -> name -> StackedLowRank (Linear targets; the same weights as `params_batch`,
+        factored, the base weight detached) or merged weights (B, *shape) (convolutions); None in delta form."""
+        if self.form != "factors":
+            return None
+        t = self.layout.from_vector(self.check_point(points))
+        modules = dict(self.gen.net.named_modules())
+        out: dict[str, Any] = {}
+        for m in self.modules:
+            A, B, W = t[f"{m}.lora_A"], t[f"{m}.lora_B"], modules[m].weight
+            if isinstance(modules[m], nn.Linear):
+                out[f"{m}.weight"] = StackedLowRank(W.detach(), A, B, self.scaling)  # A (B, r, in), B (B, out, r)
+            else:
+                out[f"{m}.weight"] = W + _delta_w(A, B, self.scaling, self.weight_shapes[m])
+        return out
 
     # --- Delta W views ---------------------------------------------------------------------------
     def delta_parameterisation(self) -> "LoraParameterisation":

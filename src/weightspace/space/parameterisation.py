@@ -101,6 +101,11 @@ class Parameterisation(abc.ABC):
     def params_batch(self, points: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """Points (B, D) -> name -> (B, *shape) replacement weights (None for condition points)."""
 
+    def low_rank_batch(self, points: torch.Tensor) -> dict[str, Any] | None:
+        """Points (B, D) -> `params_batch` with low-rank weights kept factored (`generators.lowrank`),
+        for a generator that `accepts_low_rank`; None when this parameterisation has no such form."""
+        return None
+
     def params(self, point: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """One point (D,) -> name -> tensor for the generator's `params=` (None: base weights)."""
         batch = self.params_batch(point[None])

@@ -23,6 +23,7 @@ import torch
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS
 from weightspace.data.observe import observe
 from weightspace.generators.protocol import BatchedTrainingLoss, Generator, require
+from weightspace.runtime.allocator import retain_freed_memory
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, TaskFailure, make_executor
 from weightspace.runtime.io import atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
@@ -284,17 +285,21 @@ def fit_members(gen: Generator, param: Parameterisation, grids: torch.Tensor, *,
     start = torch.stack([param.initial_point(s) for s in seeds])  # (B, D)
     grids = grids.to(gen.device)  # (B, R, R, R)
     cond = param.conditions(start)  # (B, *condition_shape)
+    # LoRA factors stay factored where the generator takes them (`generators.lowrank`): the same weights,
+    # without a full weight and weight gradient per member and layer
+    low_rank = gen.accepts_low_rank and param.low_rank_batch(start[:1]) is not None
+    params_batch = param.low_rank_batch if low_rank else param.params_batch
 
     def objective(x: torch.Tensor, step: int) -> torch.Tensor:
         step_draws = [draw_seeds(derive_seed(s, "step", step), draws) for s in seeds]
-        return batched.training_loss_batched(grids, cond, step_draws, param.params_batch(x))  # (B,)
+        return batched.training_loss_batched(grids, cond, step_draws, params_batch(x))  # (B,)
 
     x, step_losses = minimise_point(start, objective, steps=steps, lr=lr)  # x (B, D)
     losses = [[float(v[b]) for v in step_losses] for b in range(B)]
     with torch.no_grad():
         eval_draws = [[derive_seed(s, "eval")] for s in seeds]
-        loss_start = batched.training_loss_batched(grids, cond, eval_draws, param.params_batch(start)).tolist()
-        loss_fit = batched.training_loss_batched(grids, cond, eval_draws, param.params_batch(x)).tolist()
+        loss_start = batched.training_loss_batched(grids, cond, eval_draws, params_batch(start)).tolist()
+        loss_fit = batched.training_loss_batched(grids, cond, eval_draws, params_batch(x)).tolist()
     seconds, cpu = (time.perf_counter() - t0) / B, (time.process_time() - c0) / B
     moved = (x - start).norm(dim=1).tolist()
     return [{"point": x[b].cpu(), "losses": losses[b], "seconds": seconds,
@@ -325,6 +330,7 @@ def _worker_key(loader: Callable[[], Generator], frame: Frame) -> str:
 
 
 def _worker_state(task: MemberTask) -> tuple[Generator, Parameterisation]:
+    retain_freed_memory()  # a fitting process keeps its freed activations' pages (runtime.allocator)
     key = _worker_key(task.loader, task.frame)
     if key not in _WORKER_CACHE:
         torch.set_num_threads(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -15,7 +16,8 @@ from weightspace.generators.latent_diffusion.config import ModelConfig, saved_mo
 from weightspace.generators.latent_diffusion.losses import autoencoder_loss, diffusion_loss
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.generators.latent_diffusion.samplers import get_sampler
-from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
+from weightspace.generators.latent_diffusion.schedule import ddim_timesteps, q_sample
+from weightspace.generators.lowrank import StackedLowRank, is_low_rank, low_rank_hooks, merge_low_rank
 from weightspace.generators.protocol import Generator, Params
 from weightspace.runtime.checkpoint import save_checkpoint
 from weightspace.runtime.config import check_config
@@ -42,6 +44,7 @@ class LatentDiffusionGenerator(Generator):
     """Condition tokens (B, M, d) -> DDIM in latent space (with classifier-free guidance) -> TSDF grid."""
 
     kind = KIND
+    accepts_low_rank = True  # training_loss_batched runs LoRA factors of the denoiser unmerged
     fit_anchor = "mean"  # measured: zero condition tokens decode nothing, so members fitted there start far off
     # Chosen by member fidelity (benchmarks/member_fidelity.py, training record): LoRA members fitted
     # with 50 steps at lr 1e-2 and one draw decoded at IoU 0.08; one time step per step is too noisy a
@@ -210,12 +213,16 @@ class LatentDiffusionGenerator(Generator):
 
     def training_loss_batched(self, grids, conditions, seeds, params_batch):
         """`training_loss` of B members at once (capability BatchedTrainingLoss): grids (B, R, R, R),
-        conditions (B, M, d), seeds[b] the D draw seeds of member b, params_batch name -> (B, ...) -> (B,).
+        conditions (B, M, d), seeds[b] the D draw seeds of member b, params_batch name -> (B, ...) or
+        StackedLowRank (`generators.lowrank`) -> (B,).
 
         Member b's draws take the same (t, noise, null drop) as `training_loss` of its grid repeated
-        D times with params_batch[.][b]; `torch.func.vmap` runs the B members' weights through one
-        batched forward (each Linear becomes a batched matmul). The frozen-encoder target and the
-        reconstruction term do not depend on the draw, so they are computed once per member.
+        D times with params_batch[.][b]. LoRA factors of denoiser Linears (every entry a StackedLowRank)
+        run the B D draws through the denoiser once, each Linear as one matmul with its fixed base
+        weight plus the members' rank-r terms (`_low_rank_losses`); any other weights run through
+        `torch.func.vmap` (each Linear a batched matmul). The frozen-encoder target and the
+        reconstruction term do not depend on the draw, so they are computed once per member, and the
+        target is remembered across the steps of a fit (`_target_latents`).
         """
         B = conditions.shape[0]
         draws = [[int(s) for s in member] for member in seeds]
@@ -225,16 +232,20 @@ class LatentDiffusionGenerator(Generator):
         self._check_condition(conditions, draws)
         own = dict(self.net.named_parameters())
         for name, value in params_batch.items():
-            if name not in own or tuple(value.shape) != (B, *own[name].shape):
+            shape = (value.members, *value.weight.shape) if isinstance(value, StackedLowRank) else tuple(value.shape)
+            if name not in own or shape != (B, *own[name].shape):
                 raise InputError(f"params_batch[{name!r}]: need a parameter of the network with shape (B, ...) = "
-                                 f"{(B, *own[name].shape) if name in own else '(not a parameter)'}, got {tuple(value.shape)}")
-        with torch.no_grad():
-            z0 = self.encode_grids(grids)  # (B, C, r, r, r), frozen base encoder, once per member
+                                 f"{(B, *own[name].shape) if name in own else '(not a parameter)'}, got {shape}")
+        z0 = self._target_latents(grids)  # (B, C, r, r, r), frozen base encoder, once per member
         D = len(draws[0])
         gens = [[item_generator(s, "latent-diffusion/train") for s in member] for member in draws]  # B x D
         t = torch.stack([torch.stack([_fit_timestep(g, self.cfg.timesteps, FIT_T_POWER) for g in gs]) for gs in gens])  # (B, D)
         noise = torch.stack([torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gs]) for gs in gens])  # (B, D, C, r, r, r)
         drop = torch.tensor([[bool(torch.rand((), generator=g) < FIT_NULL_PROB) for g in gs] for gs in gens])  # (B, D)
+        dev = self.device
+        if is_low_rank(params_batch) and all(k.startswith("denoiser.") for k in params_batch):
+            return self._low_rank_losses(z0, conditions.to(dev), t.to(dev), noise.to(dev), drop.to(dev), params_batch)
+        params_batch = merge_low_rank(params_batch)
         decoder = any(k.startswith("ae.decoder.") for k in params_batch)
         tsdf = (grids.to(self.device, torch.float32) / self.cfg.truncation).clamp(-1.0, 1.0)  # (B, R, R, R)
         band = 2.0 * (2.0 / (self.cfg.resolution - 1)) / self.cfg.truncation  # as in training_loss
@@ -252,10 +263,45 @@ class LatentDiffusionGenerator(Generator):
                                                sign_weight=0.5)
             return loss
 
-        dev = self.device
         # the math attention kernel has a vmap batching rule; the fused CPU kernel would run member by member
         with sdpa_kernel(SDPBackend.MATH):
             return vmap(member)(dict(params_batch), z0, conditions.to(dev), t.to(dev), noise.to(dev), drop.to(dev), tsdf)  # (B,)
+
+    def _low_rank_losses(self, z0, conditions, t, noise, drop, params_batch):
+        """Per-member x0-prediction losses (B,) of B members' LoRA factors on denoiser Linears: z0 (B, C, r, r, r),
+        conditions (B, M, d), t (B, D), noise (B, D, C, r, r, r), drop (B, D) bool.
+
+        The B D draws go through the denoiser as one batch, member-major: its own weights, detached (no
+        gradient to the base), and on every targeted Linear a hook adding member b's s (x A_b^T) B_b^T
+        (`lowrank.low_rank_hooks`). Each draw sees the same inputs as in `training_loss`.
+        """
+        B, D = t.shape
+        latent = z0.shape[1:]
+        null = self.net.null_tokens.detach()  # (M, d)
+        cond = torch.where(drop.view(B, D, 1, 1), null, conditions[:, None]).flatten(0, 1)  # (B D, M, d)
+        z0_d = z0[:, None].expand(B, D, *latent).reshape(B * D, *latent)  # (B D, C, r, r, r)
+        tt = t.reshape(B * D)  # (B D,)
+        z_t = q_sample(z0_d, tt, noise.reshape(B * D, *latent), self.net.alphas_cumprod)  # (B D, C, r, r, r)
+        den = self.net.denoiser
+        base = {n: p.detach() for n, p in den.named_parameters()}
+        with low_rank_hooks(self.net, params_batch, B):
+            x0_hat = functional_call(den, base, (z_t, tt, cond))  # (B D, C, r, r, r)
+        return (x0_hat - z0_d).pow(2).reshape(B, -1).mean(dim=1)  # (B,)
+
+    def _target_latents(self, grids: torch.Tensor) -> torch.Tensor:
+        """The frozen base encoder's latents (B, C, r, r, r) of target grids (B, R, R, R), remembered for
+        the last grids tensor seen while it and the encoder are unchanged: a fit passes the same grids
+        every step, and encoding them each step costs about 2.5 ms per member here, 8% of a batched step."""
+        ae = self.net.ae.encoder
+        key = (grids._version, tuple(p._version for p in ae.parameters()),
+               self.net.latent_mean._version, self.net.latent_std._version)
+        memo = getattr(self, "_latents_memo", None)
+        if memo is not None and memo[0]() is grids and memo[1] == key:
+            return memo[2]
+        with torch.no_grad():
+            z0 = self.encode_grids(grids)  # (B, C, r, r, r)
+        self._latents_memo = (weakref.ref(grids), key, z0)
+        return z0
 
     def fit_excluded(self) -> tuple[str, ...]:
         """A fit under a given condition never runs the condition encoders or the family tokens,

@@ -15,6 +15,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from weightspace.data.grid import grid_points
+from weightspace.generators.lowrank import StackedLowRank, is_low_rank, merge_low_rank
 from weightspace.generators.neural_field.network import field_forward
 from weightspace.runtime.errors import InputError
 
@@ -32,6 +33,10 @@ DEFAULT_METHOD: Method = "loop"
 # functional_calls 1.01x one-at-a-time steps, vmap 0.80-0.83x, grouped 0.62-0.78x: each member's step is
 # already large matmuls and memory-bound LayerNorm/ReLU passes, and stacking members only grows the working set.
 DEFAULT_FIT_METHOD: Method = "loop"
+# The method for LoRA factors kept factored (`generators.lowrank`: no full weight gradient per member). Measured
+# by benchmarks/batched_members.py (8 members, 1 thread, shared 2-core CPU): member by member 1.17x one-at-a-time
+# steps, grouped over all members' points 0.96x (the stacked activations outgrow the cache).
+LOW_RANK_FIT_METHOD: Method = "loop"
 
 
 def check_params_batch(gen: "NeuralFieldGenerator", params_batch: Mapping[str, torch.Tensor], K: int) -> None:
@@ -41,8 +46,9 @@ def check_params_batch(gen: "NeuralFieldGenerator", params_batch: Mapping[str, t
         if name not in own:
             raise InputError(f"params_batch: {name!r} is not a parameter of the neural field; valid: {', '.join(own)}")
         want = (K, *own[name].shape)
-        if tuple(value.shape) != want:
-            raise InputError(f"params_batch[{name!r}]: expected shape {want}, got {tuple(value.shape)}")
+        got = (value.members, *value.weight.shape) if isinstance(value, StackedLowRank) else tuple(value.shape)
+        if got != want:
+            raise InputError(f"params_batch[{name!r}]: expected shape {want}, got {got}")
 
 
 def batched_sdf_grid(
@@ -83,9 +89,21 @@ def batched_field(
     gen: "NeuralFieldGenerator", params_batch: Mapping[str, torch.Tensor], x: torch.Tensor, z: torch.Tensor, *,
     method: Method = "grouped",
 ) -> torch.Tensor:
-    """f(x, z) of K weight sets, each at its own points: params_batch name -> (K, ...) (others: the base
-    weights), x (K, P, 3), z (K, d_z) -> (K, P). `loop` and `loop_dense` both run one `functional_call` per set."""
+    """f(x, z) of K weight sets, each at its own points: params_batch name -> (K, ...) or StackedLowRank
+    (others: the base weights), x (K, P, 3), z (K, d_z) -> (K, P). `loop` and `loop_dense` both run one
+    `functional_call` per set; factored weights run through `field_forward` directly (grouped or member by
+    member), any other method gets them merged."""
     net, K = gen.net, z.shape[0]
+    if is_low_rank(params_batch) and method in ("grouped", "loop"):
+        # factored LoRA weights: per layer a matmul with the fixed base weights (no gradient to them) plus
+        # the members' rank-r terms (`generators.lowrank`), over all K P rows at once or member by member
+        base = {k: v.detach() for k, v in net.param_map().items()}
+        kw = dict(depth=net.depth, skip=net.skip, pe_freqs=net.pe_freqs)
+        if method == "grouped":
+            return field_forward({**base, **params_batch}, x, z, **kw)  # (K, P)
+        return torch.cat([field_forward({**base, **{n: v.member(k) for n, v in params_batch.items()}}, x[k : k + 1], z[k : k + 1], **kw)
+                          for k in range(K)])  # (K, P)
+    params_batch = merge_low_rank(params_batch)
     if method == "grouped":
         # swapped weights (K, ...) run as grouped matmuls; the base ones stay unbatched (one matmul over
         # all K P rows, LayerNorm with its fused affine), which `field_forward` takes as they are

@@ -46,6 +46,7 @@ class NeuralFieldGenerator(Generator):
     """DeepSDF auto-decoder: f(x, z) with one code per training shape; the condition is z (B, d_z)."""
 
     kind: ClassVar[str] = KIND
+    accepts_low_rank: ClassVar[bool] = True  # training_loss_batched runs LoRA factors unmerged (batched.py)
 
     def __init__(self, cfg: FieldConfig, net: FieldNet | None = None) -> None:
         self.cfg = cfg = check_config(cfg, where="model")
@@ -228,9 +229,11 @@ class NeuralFieldGenerator(Generator):
 
         Member b's D draws read the same seeded points as `training_loss` of its grid repeated D
         times; its D P points go through its own weights (`batched.batched_field`: stacked in a grouped
-        matmul, vmap, or a loop; `method` default `batched.DEFAULT_FIT_METHOD`, the measured fastest).
+        matmul, vmap, or a loop; `method` default `batched.DEFAULT_FIT_METHOD`, the measured fastest, or
+        for LoRA factors kept factored (StackedLowRank entries) `batched.LOW_RANK_FIT_METHOD`).
         """
-        from weightspace.generators.neural_field.batched import DEFAULT_FIT_METHOD, batched_field, check_params_batch
+        from weightspace.generators.lowrank import is_low_rank
+        from weightspace.generators.neural_field.batched import DEFAULT_FIT_METHOD, LOW_RANK_FIT_METHOD, batched_field, check_params_batch
 
         conditions = self._check_condition(conditions)
         B = conditions.shape[0]
@@ -245,7 +248,8 @@ class NeuralFieldGenerator(Generator):
             x.append(torch.cat([self._loss_points(band, R, s, n_points) for s in draws[b]]))  # (D P, 3)
         x = torch.stack(x).to(self.device)  # (B, D P, 3)
         target = sample_grid(grids, x)  # (B, D P)
-        pred = batched_field(self, params_batch, x, conditions, method=method or DEFAULT_FIT_METHOD)  # (B, D P)
+        method = method or (LOW_RANK_FIT_METHOD if is_low_rank(params_batch) else DEFAULT_FIT_METHOD)
+        pred = batched_field(self, params_batch, x, conditions, method=method)  # (B, D P)
         return clamped_l1(pred, target, self.cfg.clamp, dim=-1)  # (B,)
 
     def _loss_band(self, grid: torch.Tensor) -> torch.Tensor:

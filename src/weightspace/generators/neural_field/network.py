@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weightspace.generators.lowrank import StackedLowRank
+
 
 def encoded_dim(pe_freqs: int) -> int:
     """Width d_x of gamma(x): xyz plus a sine and cosine per axis and octave."""
@@ -48,14 +50,25 @@ def _mT(w: torch.Tensor) -> torch.Tensor:
     return w.transpose(-1, -2)
 
 
-def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """h (B, P, in) @ w^T (+ b): one weight set (w (out, in)) uses fused addmm, K stacked sets (w (K, out, in)) baddbmm;
-    b is (out,) or, stacked, (K, out)."""
+def _linear(h: torch.Tensor, w: torch.Tensor | StackedLowRank, b: torch.Tensor | None = None) -> torch.Tensor:
+    """h (B, P, in) @ w^T (+ b): one weight set (w (out, in)) uses fused addmm, K stacked sets (w (K, out, in)) baddbmm,
+    K factored sets (StackedLowRank) one matmul with the shared weight plus their rank-r terms; b is (out,) or, stacked, (K, out)."""
+    if isinstance(w, StackedLowRank):
+        return w.linear(h, b)  # (K, P, out)
     if w.dim() == 2:
         return F.linear(h, w) + b.unsqueeze(-2) if b is not None and b.dim() == 2 else F.linear(h, w, b)
     if b is None:
         return torch.bmm(h, _mT(w))
     return torch.baddbmm(b.unsqueeze(-2), h, _mT(w))
+
+
+def _columns(w: torch.Tensor | StackedLowRank, cols: slice) -> torch.Tensor | StackedLowRank:
+    return w.columns(cols) if isinstance(w, StackedLowRank) else w[..., cols]
+
+
+def _code_term(zr: torch.Tensor, w: torch.Tensor | StackedLowRank) -> torch.Tensor:
+    """z W_z^T for codes zr (B, 1, d_z): (B, 1, width)."""
+    return w.linear(zr) if isinstance(w, StackedLowRank) else zr @ _mT(w)
 
 
 def _layer_norm(a: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -84,12 +97,12 @@ def field_forward(
         w, b = p[f"layers.{i}.weight"], p[f"layers.{i}.bias"]  # (out, in), (out,)
         if i == 0:
             # [gamma(x), z] @ W^T = gamma(x) @ W_x^T + (z @ W_z^T + b): the code's bias shift, once per shape
-            shift = zr @ _mT(w[..., d_x:]) + b.unsqueeze(-2)  # (B, 1, width)
-            a = _linear(gx, w[..., :d_x]) + shift  # (B, P, width)
+            shift = _code_term(zr, _columns(w, slice(d_x, None))) + b.unsqueeze(-2)  # (B, 1, width)
+            a = _linear(gx, _columns(w, slice(None, d_x))) + shift  # (B, P, width)
         elif i == skip:
             wd = h.shape[-1]
-            shift = zr @ _mT(w[..., wd + d_x :]) + b.unsqueeze(-2)  # (B, 1, width)
-            a = _linear(h, w[..., :wd]) + _linear(gx, w[..., wd : wd + d_x]) + shift  # (B, P, width)
+            shift = _code_term(zr, _columns(w, slice(wd + d_x, None))) + b.unsqueeze(-2)  # (B, 1, width)
+            a = _linear(h, _columns(w, slice(None, wd))) + _linear(gx, _columns(w, slice(wd, wd + d_x))) + shift  # (B, P, width)
         else:
             a = _linear(h, w, b)  # (B, P, width)
         h = torch.relu(_layer_norm(a, p[f"norms.{i}.weight"], p[f"norms.{i}.bias"]))
