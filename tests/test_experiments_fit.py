@@ -1,7 +1,9 @@
 """The fit study (claim 3): early stopping, weight-subspace inversion of a planted member, and the --small run's keys."""
 
+import dataclasses
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -132,6 +134,19 @@ def test_fit_resumes_finished_items(small_run):
     assert [r["chamfer_l1"] for r in after] == [r["chamfer_l1"] for r in before]
 
 
+def test_items_on_process_workers_give_the_in_process_rows(small_run, tmp_path):
+    """The default runs populations and items on a process pool: the rows and curves are the in-process run's."""
+    cfg, folder = small_run
+    for pop in folder.glob("population-*"):  # resumed (finished members are not refitted): the pool runs the items
+        shutil.copytree(pop, tmp_path / "f" / pop.name)
+    twin = run_fit(dataclasses.replace(cfg, out=str(tmp_path / "f"), executor="process", workers=2), generator=ToyGenerator(seed=0))
+    a, b = (json.loads((f / "results.json").read_text()) for f in (folder, twin))
+    keys = ("method", "best_step", "stopped_at", "chamfer_l1", "fscore", "topology_correct", "forgetting", "forget_max_grid_change")
+    assert [{k: r[k] for k in keys} for r in b["table"]] == [{k: r[k] for k in keys} for r in a["table"]]
+    assert b["methods"]["weight_subspace"]["fit"] == a["methods"]["weight_subspace"]["fit"]
+    assert b["cpu_seconds"] > 0
+
+
 def test_fit_config_rejects_budgets_off_the_evaluation_grid():
     with pytest.raises(InputError, match="budgets must be multiples"):
         FitConfig(steps=20, budgets=[0, 7]).validate()
@@ -171,7 +186,7 @@ def test_fit_refuses_a_population_whose_members_do_not_reproduce_their_shapes(tm
     data = make_toy_data(tmp_path / "data", count=12)
     cfg = FitConfig(checkpoint="toy", out=str(tmp_path / "f"), family="torus", views=[1], steps=5, budgets=[0, 5],
                     subspace_examples=3, subspace_k=2, population_steps=2, forget_shapes=1, data=str(data), meshes=False,
-                    methods=["encode", "weight_subspace"])
+                    methods=["encode", "weight_subspace"], executor="inprocess")
     with pytest.raises(InputError, match="lora population: only .* members decode to their own shape"):
         run_fit(cfg, generator=ToyGenerator(seed=0))
     res = json.loads((tmp_path / "f" / "results.json").read_text())

@@ -162,9 +162,11 @@ def fit_cmd(
     subspace_examples: int = typer.Option(32, "--members", help="N: members of the family in each subspace's population."),
     subspace_k: int = typer.Option(8, "--k", help="Dimension of the weight and condition subspaces."),
     small: bool = typer.Option(False, "--small", help="The demo-sized run (1 view, 20 steps, populations of 4)."),
-    executor: str = typer.Option("inprocess", "--executor", help="Where population members are fitted: inprocess | process | ray."),
-    workers: int = typer.Option(1, "--workers", help="Population workers (process executor)."),
-    batch_members: int = typer.Option(1, "--batch-members", help="LoRA members fitted together in one pass."),
+    executor: str = typer.Option("process", "--executor", help="Where population members and the study's items are fitted: "
+                                 "inprocess | process | ray."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Workers of the process or ray executor (default: every usable core)."),
+    batch_members: Optional[int] = typer.Option(None, "--batch-members", help="LoRA members fitted together in one pass "
+                                                "(default: 8 where the generator batches them, else 1)."),
     data: Optional[str] = typer.Option(None, "--data", help="Data folder (default: made procedurally)."),
     seed: int = typer.Option(0, "--seed", help="Observation, fitting and sampler seed."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write each fitted mesh."),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import multiprocessing
+import os
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import closing
@@ -205,6 +206,13 @@ EXECUTORS: dict[str, Callable[..., Executor]] = {
     "process": lambda workers=2, **kw: ProcessPoolExecutorBackend(workers=workers),
     "ray": _ray_executor,
 }
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def make_executor(name: str = "inprocess", *, workers: int = 1, address: str | None = None, num_gpus: float = 0.0,
