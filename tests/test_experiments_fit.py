@@ -105,6 +105,11 @@ def test_small_fit_run_writes_the_documented_keys(small_run):
     res = json.loads((folder / "results.json").read_text())
     assert res["parameterisation"] == "lora"
     assert set(res["member_fidelity"]) >= {"mean_iou", "betti_match"} and 0 <= res["member_fidelity"]["mean_iou"] <= 1
+    fid = res["member_fidelity"]["betti_match"]
+    assert fid["n"] == res["member_fidelity"]["n"] and fid["ci_low"] <= fid["rate"] <= fid["ci_high"]
+    assert set(res["topology_kept"]) == set(METHODS)
+    for m, kept in res["topology_kept"].items():  # one item per method in the small run
+        assert kept["n"] == 1 and kept["rate"] == float(next(r for r in res["table"] if r["method"] == m)["topology_correct"])
     assert set(res["methods"]) == set(METHODS) and "weight_subspace" in res["methods"]
     for m, s in res["methods"].items():
         assert s["fit"]["steps"] == cfg.budgets == s["forgetting"]["steps"]

@@ -48,6 +48,7 @@ from weightspace.experiments.fit_methods import Method, Objective, condition_met
 from weightspace.experiments.fit_populations import family_subspaces
 from weightspace.experiments.forgetting import family_quality, forget_figures, forget_set, forget_shapes, forgetting
 from weightspace.experiments.plots import plot_fit, plot_fit_curves, plot_fit_forgetting
+from weightspace.experiments.subspace_figures import ci_of
 from weightspace.generators.protocol import BatchedTrainingLoss, Generator, families_of
 from weightspace.generators.registry import generator_loader
 from weightspace.runtime.errors import InputError
@@ -346,8 +347,9 @@ def _cpu_seconds() -> float:
 def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     """Run the fitting study into `config.out` (resuming finished items); returns the results folder.
 
-    results.json: `parameterisation` (of the weight subspace), `member_fidelity` {mean_iou, betti_match}
-    of the LoRA population, `methods` (per method: `fit` and `forgetting` curves over step budgets,
+    results.json: `parameterisation` (of the weight subspace), `member_fidelity` {mean_iou, betti_match:
+    {rate, ci_low, ci_high, n}} of the LoRA population, `topology_kept` {method: {rate, ci_low, ci_high, n}}
+    (items whose early-stopped fit has the target's robust topology), `methods` (per method: `fit` and `forgetting` curves over step budgets,
     its early-stopped figures), `table` (one early-stopped row per views x sigma x method; also table.csv,
     with every budget in curves.csv), `by_method` means, the held-out shape and the wall time.
     """
@@ -444,6 +446,9 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
         "forget_set": [r["id"] for r in forget_rows],
         "forget_before": {"chamfer": meas.before["chamfer"], "fscore": meas.before["fscore"], "valid": meas.before["kept"],
                           "family_quality": meas.family_before["rate"] if meas.family_before else None},
+        "topology_kept": {m: ci_of(sum(bool(r["topology_correct"]) for r in table if r["method"] == m),
+                                   sum(r["method"] == m for r in table)) for m in config.methods},
+        "topology_kept_means": "per method, the (views, sigma) items whose early-stopped fit has the clean target's robust Betti numbers",
         "methods": methods, "table": table, "by_method": by_method, "population_seconds": population_seconds,
         "wall_seconds": clock(), "cpu_seconds": _cpu_seconds() - cpu0,  # wall time inflates on a shared machine
     })

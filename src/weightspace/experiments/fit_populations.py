@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from weightspace.experiments.common import refuse, row_root
+from weightspace.experiments.subspace_figures import ci_of
 from weightspace.generators.protocol import Generator
 from weightspace.space.lora import factors_to_delta
 from weightspace.space.population import PopulationConfig, build_population, fidelity_summary
@@ -70,9 +71,8 @@ def family_subspaces(gen: Generator, cfg: Any, folder: Path, root: Path, members
         summary = fidelity_summary(pop)["all"]
         keep = [i for i, r in enumerate(pop.rows) if reproduces(r)]
         dropped = [str(r["id"]) for i, r in enumerate(pop.rows) if i not in keep]
-        fidelity[kind] = {"mean_iou": summary["iou"], "betti_match": summary["betti"]["rate"],
-                          "betti_match_ci": [summary["betti"]["low"], summary["betti"]["high"]], "n": summary["n"],
-                          "used": len(keep), "dropped": dropped, "population": pop.folder.name}
+        fidelity[kind] = {"mean_iou": summary["iou"], "betti_match": ci_of(summary["betti"]["successes"], summary["n"]),
+                          "n": summary["n"], "used": len(keep), "dropped": dropped, "population": pop.folder.name}
         if len(keep) < cfg.subspace_k + 1:
             refuse(folder, cfg.checkpoint, (
                 f"{kind} population: only {len(keep)} of {len(pop)} members decode to their own shape's robust Betti numbers "

@@ -46,7 +46,11 @@ class NeuralFieldGenerator(Generator):
     """DeepSDF auto-decoder: f(x, z) with one code per training shape; the condition is z (B, d_z)."""
 
     kind: ClassVar[str] = KIND
-    accepts_low_rank: ClassVar[bool] = True  # training_loss_batched runs LoRA factors unmerged (batched.py)
+    # False: batched fits merge each member's LoRA factors and run members one after another, which gives
+    # the one-at-a-time members exactly (1.0x). The factored path (batched.py, 1.14-1.25x, docs/scaling.md)
+    # rounds differently, and this field's 300-step fits amplify the rounding into members 7% apart:
+    # equally good fits, but not the same members, which `--batch-members` promises.
+    accepts_low_rank: ClassVar[bool] = False
 
     def __init__(self, cfg: FieldConfig, net: FieldNet | None = None) -> None:
         self.cfg = cfg = check_config(cfg, where="model")
