@@ -76,6 +76,19 @@ def test_small_on_toy_writes_the_documented_keys(tmp_path, toy_data):
     assert summarize(folder).startswith("[toy] subspace (lora) sphere")
 
 
+def test_members_fitted_on_a_process_pool_give_the_in_process_study(tmp_path, toy_data):
+    """The CLI, the --full grid and the demo fit the population on a process per core: same members, same samples."""
+    here = _results(run_subspace(small(tmp_path / "a", toy_data), generator=ToyGenerator(seed=0)))
+    there = _results(run_subspace(small(tmp_path / "b", toy_data, executor="process", workers=2), generator=ToyGenerator(seed=0)))
+    def fidelity(res):  # without the seconds each member took
+        fid = res["member_fidelity"]
+        return {**{k: v for k, v in fid.items() if k not in ("seconds_per_member", "per_family")},
+                "per_family": {f: {k: v for k, v in b.items() if k != "seconds_per_member"} for f, b in fid["per_family"].items()}}
+
+    assert fidelity(there) == fidelity(here) and there["topology_kept"] == here["topology_kept"]
+    assert _rows(tmp_path / "b" / "s") == _rows(tmp_path / "a" / "s")
+
+
 def test_grid_resumes_cell_by_cell_and_a_broken_family_is_recorded(tmp_path, toy_data, monkeypatch):
     cfg = small(tmp_path, toy_data, families=["sphere", "torus"], examples=[2, 3], k=1, seeds=[0, 1], samples=3)
     res = _results(run_subspace(cfg, generator=ToyGenerator(seed=0)))

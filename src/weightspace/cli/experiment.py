@@ -119,6 +119,8 @@ def subspace_cmd(
     temperature: float = typer.Option(1.0, "--temperature", help="Scale of the subspace's Gaussian."),
     data: Optional[str] = typer.Option(None, "--data", help="Data folder (default: made procedurally)."),
     batch_members: int = typer.Option(1, "--batch-members", help="Members fitted together when the study builds its population."),
+    executor: str = typer.Option("process", "--executor", help="Where the population's members are fitted: inprocess | process | ray."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Workers of the process or ray executor (default: every usable core)."),
     full: bool = typer.Option(False, "--full", help="The paper's grid: K 2,4,8,16 x seeds 0,1,2 (options given override it)."),
     small: bool = typer.Option(False, "--small", help="The demo size: torus, K 3, k 2, 8 samples (options given override it)."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write every decoded mesh."),
@@ -135,7 +137,8 @@ def subspace_cmd(
         raise InputError("--full and --small are two sizes; give one")
     options = dict(checkpoint=checkpoint, out=out, families=_names(families), examples=_ints(examples, "examples"), k=k,
                    seeds=_ints(seeds, "seeds"), samples=samples, parameterisation=parameterisation, population=population,
-                   temperature=temperature, data=data, batch_members=batch_members, meshes=meshes)
+                   temperature=temperature, data=data, batch_members=batch_members, executor=executor, workers=workers,
+                   meshes=meshes)
     if full or small:
         given = {n: v for n, v in options.items() if ctx.get_parameter_source(n).name not in ("DEFAULT", "DEFAULT_MAP")}
         base = (SubspaceConfig.full if full else SubspaceConfig.small)(checkpoint=checkpoint, out=out)

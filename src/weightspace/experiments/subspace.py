@@ -45,6 +45,7 @@ from weightspace.experiments.subspace_figures import (
 )
 from weightspace.generators.protocol import EncodesPoints, Generator, require
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.executors import usable_cores
 from weightspace.runtime.io import atomic_write_text, read_json
 from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
@@ -91,6 +92,10 @@ class SubspaceConfig:
     lr: float | None = None
     fit_draws: int | None = None
     batch_members: int = 1  # members fitted together (`population build --batch-members`)
+    # where the population's members are fitted: inprocess | process | ray (`runtime.executors`); the CLI
+    # and the demo use a process per usable core, a config made in code fits in its own process by default
+    executor: str = "inprocess"
+    workers: int | None = None  # workers of the process or ray executor (None: every usable core)
     gate_factor: float = 1.5  # a gate score above factor x the examples' largest flags a failure
     volume_threshold: float = DEFAULT_VOLUME_THRESHOLD
     meshes: bool = True
@@ -104,7 +109,8 @@ class SubspaceConfig:
     @classmethod
     def full(cls, checkpoint: str = "default", out: str = "results/subspace-grid", **overrides: Any) -> "SubspaceConfig":
         """The paper's regime: torus, pretzel, pair x K in {2, 4, 8, 16} (k = K // 2) x seeds 0, 1, 2."""
-        return cls(**{"checkpoint": checkpoint, "out": out, "examples": list(GRID_K), "seeds": [0, 1, 2], **overrides})
+        return cls(**{"checkpoint": checkpoint, "out": out, "examples": list(GRID_K), "seeds": [0, 1, 2], "executor": "process",
+                      **overrides})
 
     def __post_init__(self) -> None:
         if self.family is not None:
@@ -134,6 +140,9 @@ class SubspaceConfig:
                 or self.batch_members < 1:
             raise InputError("samples must be >= 1, temperature and fit_steps >= 0, lr and gate_factor > 0, "
                              "fit_draws and batch_members >= 1")
+        check_choice("executor", self.executor, ("inprocess", "process", "ray"))
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"workers must be >= 1 (or None: every usable core), got {self.workers}")
         if self.population is not None and self.parameterisation != "lora":
             raise InputError("population applies to parameterisation lora")
 
@@ -184,7 +193,8 @@ def weight_points(config: SubspaceConfig, gen: Generator, folder: Path, data: Pa
         build_population(PopulationConfig(
             checkpoint=config.checkpoint, parameterisation="lora", data=str(data), out=str(folder / "population"),
             options={"rank": config.lora_rank, "targets": config.lora_targets}, steps=config.fit_steps, lr=config.lr,
-            draws=config.fit_draws, seed=config.data_seed, batch_members=config.batch_members), generator=gen)
+            draws=config.fit_draws, seed=config.data_seed, batch_members=config.batch_members, executor=config.executor,
+            workers=config.workers if config.workers is not None else usable_cores()), generator=gen)
     pop = Population(config.population or folder / "population")
     if pop.frame.parameterisation.get("name") != "lora":
         raise InputError(f"population {pop.folder}: parameterisation {pop.frame.parameterisation.get('name')!r}; need lora")

@@ -228,7 +228,8 @@ def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
         # when the family conditions do not decode to their families, the same families' shapes, encoded
         ("interpolate", run_interpolate, [interpolate, dataclasses.replace(
             interpolate, endpoints="data", a=f"{interpolate.a}-00000", b=f"{interpolate.b}-00000")]),
-        ("subspace", run_subspace, [SubspaceConfig.small(checkpoint, out=str(out / "subspace"))]),
+        # the members on a process per usable core: most of the demo's time on a latent diffusion generator
+        ("subspace", run_subspace, [SubspaceConfig.small(checkpoint, out=str(out / "subspace"), executor="process")]),
     )
     notes = {}
     for study, run, configs in studies:
