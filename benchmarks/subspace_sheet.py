@@ -19,6 +19,8 @@ from weightspace.runtime.results import pyplot, save_figure
 def sheet(cell: Path, out: Path, n: int) -> None:
     with open(cell / "samples.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
+    if not (cell / "meshes").is_dir():
+        raise SystemExit(f"{cell}: no meshes/ folder (the study ran with --no-meshes); rerun the cell with meshes to draw it")
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     plt = pyplot()
     fig = plt.figure(figsize=(2.0 * n, 2.0 * len(kinds)))
@@ -35,7 +37,7 @@ def sheet(cell: Path, out: Path, n: int) -> None:
             ax.set_ylim(-1, 1)
             ax.set_zlim(-1, 1)
             ax.set_axis_off()
-            ax.set_title(f"{kind} {j}: ({r['rb0']},{r['rb1']},{r['rb2']})" + ("" if mesh is not None else " empty"), fontsize=7)
+            ax.set_title(f"{kind} {j}: ({r['rb0']},{r['rb1']},{r['rb2']})" + ("" if path.is_file() else " (no mesh file)") + ("" if mesh is None or len(mesh.faces) else " empty"), fontsize=7)
     fig.suptitle(f"{cell.name} (blue: robust Betti = the examples' mode)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, out)
