@@ -61,6 +61,13 @@ class StackedLowRank:
         return StackedLowRank(self.weight[:, cols], self.A[:, :, cols], self.B, self.scaling)
 
 
+def _factor_grads(x: torch.Tensor, xa_t: torch.Tensor, dy: torch.Tensor, B: torch.Tensor, s: float):
+    """The thin gradients of the factors of s (x A^T) B^T: (dY B)^T (K, r, n), dA = s (dY B)^T x (K, r, in)
+    and dB = s dY^T (x A^T) (K, out, r), from x (K, n, in), xa_t = (x A^T)^T (K, r, n) and dY (K, n, out)."""
+    g_t = torch.bmm(B.transpose(1, 2), dy.transpose(1, 2))  # (K, r, n)
+    return g_t, torch.bmm(g_t, x).mul_(s), torch.bmm(xa_t, dy).mul_(s).transpose(1, 2)
+
+
 class _LowRankAdd(torch.autograd.Function):
     """y = out + s (x A^T) B^T per member, with every product ordered rank-first: (K, r, n) results
     of `bmm` run several times faster on this CPU than the same products with a trailing r (K, n, r)."""
@@ -76,9 +83,7 @@ class _LowRankAdd(torch.autograd.Function):
     def backward(ctx, dy):
         x, xa_t, A, B = ctx.saved_tensors
         s = ctx.scaling
-        g_t = torch.bmm(B.transpose(1, 2), dy.transpose(1, 2))  # (K, r, n) = (dY B)^T
-        dA = torch.bmm(g_t, x).mul_(s)  # (K, r, in)
-        dB = torch.bmm(xa_t, dy).mul_(s).transpose(1, 2)  # (K, out, r)
+        g_t, dA, dB = _factor_grads(x, xa_t, dy, B, s)
         dx = torch.bmm(g_t.transpose(1, 2), A).mul_(s) if ctx.needs_input_grad[1] else None  # (K, n, in)
         return dy, dx, dA, dB, None
 
@@ -101,9 +106,7 @@ class _LowRankLinear(torch.autograd.Function):
     def backward(ctx, dy):
         x, w, A, B = ctx.saved_tensors
         s = ctx.scaling
-        g_t = torch.bmm(B.transpose(1, 2), dy.transpose(1, 2))  # (K, r, n) = (dY B)^T
-        dA = torch.bmm(g_t, x).mul_(s)  # (K, r, in)
-        dB = torch.bmm(torch.bmm(A, x.transpose(1, 2)), dy).mul_(s).transpose(1, 2)  # (K, out, r) = s dY^T (x A^T)
+        _, dA, dB = _factor_grads(x, torch.bmm(A, x.transpose(1, 2)), dy, B, s)
         db = None
         if ctx.needs_input_grad[2]:
             db = dy.sum(dim=1) if len(ctx.bias_shape) == 2 else dy.sum(dim=(0, 1))  # (K, out) or (out,)
