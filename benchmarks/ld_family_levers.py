@@ -136,7 +136,9 @@ def autoguide(gen, bad_name: str, ws: list[float], seed: int) -> None:
         def sample_latents(condition, seeds, *, params=None, steps=None, guidance=None, sampler=None, callback=None, w=w):
             x_T, gens = gen.start_noise(seeds)
             # the family names behind `condition`: family_samples asks one family at a time
-            fam = next(f for f in gen.cfg.families if torch.equal(gen.condition(family=[f])[0], condition[0]))
+            fam = next((f for f in gen.cfg.families if torch.equal(gen.condition(family=[f])[0], condition[0])), None)
+            if fam is None:
+                raise SystemExit("autoguide samples family conditions only (the condition is no family's tokens)")
             cond_bad = bad.condition(family=[fam] * condition.shape[0])
 
             def den(x, t):
