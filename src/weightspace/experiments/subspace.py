@@ -112,6 +112,12 @@ class SubspaceConfig:
         return cls(**{"checkpoint": checkpoint, "out": out, "examples": list(GRID_K), "seeds": [0, 1, 2], "executor": "process",
                       **overrides})
 
+    def pool_workers(self) -> int:
+        """Workers of the executor: `workers`, else every usable core (one for the in-process executor)."""
+        if self.workers is not None:
+            return self.workers
+        return 1 if self.executor == "inprocess" else usable_cores()
+
     def __post_init__(self) -> None:
         if self.family is not None:
             self.families = [self.family]
@@ -194,7 +200,7 @@ def weight_points(config: SubspaceConfig, gen: Generator, folder: Path, data: Pa
             checkpoint=config.checkpoint, parameterisation="lora", data=str(data), out=str(folder / "population"),
             options={"rank": config.lora_rank, "targets": config.lora_targets}, steps=config.fit_steps, lr=config.lr,
             draws=config.fit_draws, seed=config.data_seed, batch_members=config.batch_members, executor=config.executor,
-            workers=config.workers if config.workers is not None else usable_cores()), generator=gen)
+            workers=config.pool_workers()), generator=gen)
     pop = Population(config.population or folder / "population")
     if pop.frame.parameterisation.get("name") != "lora":
         raise InputError(f"population {pop.folder}: parameterisation {pop.frame.parameterisation.get('name')!r}; need lora")
