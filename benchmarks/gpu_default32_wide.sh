@@ -19,13 +19,4 @@ stamp "data exit $?"
 $WS train latent-diffusion --data "$WORK/data32a" --out "$WORK/ld32w" --config configs/ablation/ld32-wide.json \
   --stage diffusion --autoencoder-from default --minutes "$MINUTES" --device "$DEVICE" > "$L/train.log" 2>&1
 stamp "train exit $?"
-$WS evaluate families "$WORK/ld32w" --per-family "$PER_FAMILY" --seed 0 --device "$DEVICE" --out "$OUT/families.json" \
-  --gallery "$OUT/families.png" > "$L/families.log" 2>&1
-stamp "families exit $?"
-$WS evaluate generator "$WORK/ld32w" --data "$WORK/data32a" --json --device "$DEVICE" > "$OUT/figures.json" 2> "$L/figures.log"
-stamp "figures exit $?"
-mkdir -p "$OUT/ld32w"
-cp "$WORK/ld32w"/{model.safetensors,config.json,training_record.json,loss_log.jsonl} "$OUT/ld32w/" 2>/dev/null
-tail -n 3 "$L"/*.log
-tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs
-stamp "done"
+finish_latent_diffusion ld32w "$WORK/data32a"

@@ -20,13 +20,4 @@ stamp "data exit $?"
 $WS train latent-diffusion --data "$WORK/data64a" --out "$WORK/ld64" --config configs/latent-diffusion-64-aligned.json \
   --minutes "$MINUTES" --device "$DEVICE" > "$L/train.log" 2>&1
 stamp "train exit $?"
-$WS evaluate families "$WORK/ld64" --per-family "$PER_FAMILY" --device "$DEVICE" --out "$OUT/families.json" \
-  --gallery "$OUT/families.png" > "$L/families.log" 2>&1
-stamp "families exit $?"
-$WS evaluate generator "$WORK/ld64" --data "$WORK/data64a" --json --device "$DEVICE" > "$OUT/figures.json" 2> "$L/figures.log"
-stamp "figures exit $?"
-mkdir -p "$OUT/ld64"
-cp "$WORK/ld64"/{model.safetensors,config.json,training_record.json,loss_log.jsonl} "$OUT/ld64/" 2>/dev/null
-tail -n 3 "$L"/*.log
-tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs
-stamp "done"
+finish_latent_diffusion ld64 "$WORK/data64a"

@@ -1,4 +1,4 @@
-# Sourced by the GPU scripts (gpu_check.sh, gpu_trials.sh) after they set OUT, PY and WORK:
+# Sourced by the GPU scripts (gpu_check.sh, gpu_trials.sh, gpu_default*.sh) after they set OUT, PY and WORK:
 # installs the wheels carried in .whl/ (packages the GPU machine lacks), puts src/ on the path,
 # and defines WS (the CLI), L (the log folder) and stamp (a line in the timeline with the seconds so far).
 mkdir -p "$OUT" "$WORK/logs"
@@ -14,3 +14,20 @@ WS="$PY -m weightspace.cli"
 L="$WORK/logs"
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$L/timeline.txt"; }
+
+# The end of a latent diffusion training script: family samples (PER_FAMILY per family, seed 0, with a
+# gallery) and held-out figures of $WORK/NAME on DATA, its weights and records copied to $OUT/NAME, logs
+# tarred. Usage: finish_latent_diffusion NAME DATA
+finish_latent_diffusion() {
+  local name=$1 data=$2
+  $WS evaluate families "$WORK/$name" --per-family "$PER_FAMILY" --seed 0 --device "$DEVICE" --out "$OUT/families.json" \
+    --gallery "$OUT/families.png" > "$L/families.log" 2>&1
+  stamp "families exit $?"
+  $WS evaluate generator "$WORK/$name" --data "$data" --json --device "$DEVICE" > "$OUT/figures.json" 2> "$L/figures.log"
+  stamp "figures exit $?"
+  mkdir -p "$OUT/$name"
+  cp "$WORK/$name"/{model.safetensors,config.json,training_record.json,loss_log.jsonl} "$OUT/$name/" 2>/dev/null
+  tail -n 3 "$L"/*.log
+  tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs
+  stamp "done"
+}
