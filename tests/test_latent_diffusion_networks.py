@@ -16,7 +16,7 @@ from weightspace.generators.latent_diffusion.conditioning import (
 )
 from weightspace.generators.latent_diffusion.denoiser import Denoiser, timestep_embedding
 from weightspace.generators.latent_diffusion.haar import haar3d, ihaar3d
-from weightspace.generators.latent_diffusion.losses import voxels_from_grids
+from weightspace.generators.latent_diffusion.losses import diffusion_loss, snr_weights, voxels_from_grids
 from weightspace.generators.latent_diffusion.samplers import get_sampler, sample_ddim, sample_ddpm
 from weightspace.generators.latent_diffusion.schedule import cosine_alphas_cumprod, ddim_timesteps, q_sample
 from weightspace.runtime.errors import InputError
@@ -175,3 +175,32 @@ def test_ddpm_uses_per_item_generators_and_shares_signature():
 
 
 PINNED_DDIM = [[0.044028, -0.038517, 0.078872, -0.061151], [-0.168991, 0.251272, -0.25629, 0.111059]]
+
+
+@pytest.mark.parametrize("weighting", ["min-snr", "truncated-v"])
+def test_snr_weightings_have_mean_one_and_favour_low_noise(weighting):
+    a = cosine_alphas_cumprod(1000)
+    w = snr_weights(a, weighting, 5.0)  # (T,)
+    assert w.shape == (1000,) and abs(float(w.mean()) - 1) < 1e-9
+    assert bool((w[1:] <= w[:-1] + 1e-12).all())  # never heavier at more noise
+    snr = a / (1 - a)
+    capped = int((snr >= 5).sum())  # every step at SNR >= gamma carries the same, largest weight
+    assert torch.allclose(w[:capped], w[0].expand(capped))
+    if weighting == "truncated-v":  # 1 + min(SNR, 5): pure noise keeps a sixth of the weight of a clean step
+        assert float(w[-1] / w[0]) == pytest.approx(1 / 6, rel=1e-3)
+    else:
+        assert float(w[-1]) < 1e-3
+
+
+def test_weighted_diffusion_loss_is_the_per_item_weighted_mean():
+    a = cosine_alphas_cumprod(100)
+    z0, noise = torch.randn(4, 2, 2, 2, 2), torch.randn(4, 2, 2, 2, 2)
+    t = torch.tensor([0, 30, 60, 99])
+    zero = lambda z, tt, c: torch.zeros_like(z)  # noqa: E731 (x0_hat = 0, so the error is z0^2)
+    assert float(diffusion_loss(zero, z0, None, t, noise, a)) == pytest.approx(float(z0.pow(2).mean()))
+    w = snr_weights(a, "truncated-v", 5.0)[t]  # (4,)
+    expect = (w.view(4, 1, 1, 1, 1) * z0.pow(2)).mean()
+    got = diffusion_loss(zero, z0, None, t, noise, a, weighting="truncated-v", gamma=5.0)
+    assert float(got) == pytest.approx(float(expect))
+    with pytest.raises(ValueError, match="weighting"):
+        diffusion_loss(zero, z0, None, t, noise, a, weighting="snr")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
+from weightspace.generators.latent_diffusion.losses import LossWeighting
 from weightspace.runtime.config import config_from_dict, field_path, option
 from weightspace.runtime.errors import InputError
 
@@ -101,6 +102,10 @@ class TrainConfig:
         0.0, min=0, max=1, exclusive_max=True, help="probability that a family-conditioned or null item draws its time "
         "step from the noisier half [T/2, T) instead of [0, T): where a sample's global structure (its parts and "
         "holes) is decided")
+    loss_weighting: LossWeighting = option(
+        "uniform", help="diffusion loss weight per time step: uniform (x0 loss), min-snr (min(SNR, snr_gamma)) or "
+        "truncated-v (1 + min(SNR, snr_gamma)); normalised to mean 1 over t")
+    snr_gamma: float = option(5.0, min=0, exclusive_min=True, help="the SNR cap of min-snr and truncated-v")
     kind_probs: list[float] = option(default_factory=lambda: [0.3, 0.4, 0.3], min=0,
                                      help="weights of the condition kinds family, points, voxels (three, not all 0)")
     train_points: int = option(1024, min=1, help="points per training point cloud")

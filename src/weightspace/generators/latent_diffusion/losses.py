@@ -3,6 +3,8 @@ condition augmentations used in training (noisy / partial point clouds, coarse v
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
@@ -35,12 +37,39 @@ def autoencoder_loss(
 
 
 def diffusion_loss(
-    denoise, z0: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor
+    denoise, z0: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
+    *, weighting: str = "uniform", gamma: float = 5.0,
 ) -> torch.Tensor:
-    """x0-prediction loss E ||x0_hat(x_t, t, c) - x0||^2 (DDPM with x0 parameterisation); z0 : (B, C, r, r, r)."""
+    """x0-prediction loss E w(t) ||x0_hat(x_t, t, c) - x0||^2 (DDPM with x0 parameterisation); z0 : (B, C, r, r, r).
+
+    weighting : `uniform` (w = 1, every checkpoint before 2026-12), `min-snr` (w = min(SNR, gamma), Hang et
+    al. 2023 in its x0 form) or `truncated-v` (w = 1 + min(SNR, gamma): the v-prediction loss, which is the
+    x0 loss times 1 + SNR, capped). Weights are divided by their mean over uniform t, so the step size
+    of a run is comparable across weightings."""
     z_t = q_sample(z0, t, noise, alphas_cumprod)  # (B, C, r, r, r)
     x0_hat = denoise(z_t, t, cond)  # (B, C, r, r, r)
-    return (x0_hat - z0).pow(2).mean()
+    err = (x0_hat - z0).pow(2)  # (B, C, r, r, r)
+    if weighting == "uniform":
+        return err.mean()
+    w = snr_weights(alphas_cumprod, weighting, gamma).to(err.device, err.dtype)[t]  # (B,)
+    return (w.view(-1, *([1] * (err.dim() - 1))) * err).mean()
+
+
+LossWeighting = Literal["uniform", "min-snr", "truncated-v"]
+
+
+def snr_weights(alphas_cumprod: torch.Tensor, weighting: str, gamma: float) -> torch.Tensor:
+    """Per-time-step loss weights (T,) of `weighting` (see `diffusion_loss`), mean 1 over t = 0..T-1."""
+    snr = alphas_cumprod / (1 - alphas_cumprod)  # (T,)
+    if weighting == "min-snr":
+        w = snr.clamp(max=gamma)
+    elif weighting == "truncated-v":
+        w = 1 + snr.clamp(max=gamma)
+    elif weighting == "uniform":
+        w = torch.ones_like(snr)
+    else:
+        raise ValueError(f"weighting must be one of uniform, min-snr, truncated-v, got {weighting!r}")
+    return w / w.mean()
 
 
 def augment_points(
