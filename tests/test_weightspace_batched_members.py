@@ -200,3 +200,26 @@ def test_batch_members_is_refused_where_it_cannot_apply(data, tmp_path):
 
     with pytest.raises(MissingCapability, match="BatchedTrainingLoss"):
         build_population(PopulationConfig(parameterisation="lora", options={"targets": "mid"}, **base), generator=Unbatched())
+
+
+def test_auto_batch_members_batches_only_where_it_pays(data):
+    """None chooses per generator: 8 LoRA members per pass on latent diffusion (factored LoRA, 2.2x), one
+    elsewhere (the field's exact batched path runs at 1.0x; layers and point fits do not batch there)."""
+    from weightspace.space.population import BATCH_MEMBERS, auto_batch_members
+
+    diffusion, field = tiny_diffusion(), tiny_field()
+
+    def auto(gen, **kw):
+        config = PopulationConfig(**{"checkpoint": "x", "parameterisation": "lora", "data": str(data), "out": "o",
+                                     "batch_members": None, **kw})
+        config.validate()
+        return config.resolved(gen).batch_members
+
+    assert auto(diffusion) == BATCH_MEMBERS == 8
+    assert auto(diffusion, workers=2, executor="process", members=6) == 3  # both workers get members
+    assert auto(diffusion, workers=2, executor="process", members=40) == BATCH_MEMBERS
+    assert auto(diffusion, parameterisation="layers") == 1
+    assert auto(diffusion, fit="points") == 1
+    assert auto(field) == 1 and auto(make_toy()) == 1
+    assert auto(diffusion, batch_members=1) == 1  # an explicit value is kept
+    assert auto_batch_members(diffusion, PopulationConfig(checkpoint="x", parameterisation="condition", data="d", out="o")) == 1

@@ -57,12 +57,12 @@ from weightspace.runtime.io import atomic_write_text
 from weightspace.runtime.progress import track
 from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
+from weightspace.space.population import BATCH_MEMBERS
 
 METHODS = ("encode", "optimise", "condition_subspace", "lora", "full", "weight_subspace")
 CONDITION_METHODS = ("encode", "optimise", "condition_subspace")  # no shared weight moves
-# members per pass by default: the same members to float rounding, 1.8x fewer CPU seconds on `default`
-# (8 LoRA members x 20 steps, one thread: 9.2 s against 16.4 s, measured with the batched fits of this tree)
-BATCH_MEMBERS = 8
+# members per pass by default (population.BATCH_MEMBERS): the same members to float rounding, 1.8x fewer CPU
+# seconds on `default` (8 LoRA members x 20 steps, one thread: 9.2 s against 16.4 s)
 FIT_KEYS = ("chamfer_l1", "fscore", "topology_correct")
 FORGET_KEYS = ("forgetting", "forget_topology_changed", "family_quality_drop", "forget_fscore_drop")
 
