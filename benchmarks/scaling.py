@@ -81,7 +81,7 @@ def build(name: str, data: Path, out: Path, executor, *, steps: int, batch: int 
     t0 = time.perf_counter()
     pop = build_population(config, generator=functools.partial(load_generator, name), executor=executor,
                            on_member=lambda row: stamps.append(time.perf_counter()))
-    k = max(executor.workers, batch)  # results before the steady state: one per worker (or the first batch)
+    k = executor.workers * batch  # results before the steady state: each worker's first member (or first batch)
     steady = (len(stamps) - k) / (stamps[-1] - stamps[k - 1]) if len(stamps) > k and stamps[-1] > stamps[k - 1] else float("nan")
     return len(pop) / (time.perf_counter() - t0), steady, pop.matrix()
 
@@ -106,7 +106,9 @@ def members(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     data = root / "data"
     make_dataset(data, family="torus,pair", count=args.members, resolution=gen.resolution, seed=7, split=(1.0, 0.0, 0.0),
                  pose="aligned", progress=False)
-    rates: dict[str, list[tuple[float, float]]] = {"one-at-a-time": [], f"batched B={args.batch}": [], "process pool 2": [], "ray 2": []}
+    B = args.batch
+    rates: dict[str, list[tuple[float, float]]] = {"one-at-a-time": [], f"batched B={B}": [], "process pool 2": [], "ray 2": [],
+                                                   f"pool 2, B={B}": [], f"ray 2, B={B}": []}
     peaks: dict[str, list[int]] = {"process pool 2": [], "ray 2": []}
     starts, overhead, points = [], {"process pool 2": [], "ray 2": []}, {}
     for _ in range(args.reps):
@@ -127,6 +129,13 @@ def members(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 overhead["ray 2"].append(task_overhead(ray_ex, args.tasks))
         rates["ray 2"].append(r)
         peaks["ray 2"].append(mem.peak)
+        # both at once: batches of B members as the executors' items (a long build on a cluster)
+        with ProcessPoolExecutorBackend(workers=2) as pool:
+            *r, _ = build(args.generator, data, root / "pool-b", pool, steps=args.steps, batch=B)
+        rates[f"pool 2, B={B}"].append(r)
+        with RayExecutor(workers=2) as ray_ex:
+            *r, _ = build(args.generator, data, root / "ray-b", ray_ex, steps=args.steps, batch=B)
+        rates[f"ray 2, B={B}"].append(r)
     med = {k: [statistics.median(r[j] for r in v) for j in (0, 1)] for k, v in rates.items()}
     one = med["one-at-a-time"]
     return {"generator": args.generator, "members": args.members, "steps": args.steps,
@@ -191,6 +200,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=50, help="no-op items timed for the per-task overhead")
     ap.add_argument("--ddp-steps", type=int, default=40)
     ap.add_argument("--ddp-shapes", type=int, default=32)
+    ap.add_argument("--no-ddp", action="store_true", help="leave out the torchrun figures")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -201,7 +211,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="scaling-"))
     try:
         m = members(args, root)
-        d = ddp(args, root)
+        d = {} if args.no_ddp else ddp(args, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"{m['generator']}: {m['members']} LoRA members, {m['steps']} steps, medians of {args.reps} interleaved reps, "
@@ -214,7 +224,8 @@ def main() -> None:
     print(f"  local Ray start (ray.init, 2 CPUs): {m['ray_start_s']:.1f} s")
     print("  peak RSS of the build, driver + its processes (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in m["peak_rss_mib"].items())
           + f" (Ray / pool {m['peak_rss_mib']['ray 2'] / m['peak_rss_mib']['process pool 2']:.2f})")
-    print(f"torchrun, gloo, {args.ddp_shapes} shapes, {args.ddp_steps} steps, one global batch:")
+    if d:
+        print(f"torchrun, gloo, {args.ddp_shapes} shapes, {args.ddp_steps} steps, one global batch:")
     for kind, v in d.items():
         print(f"  {kind:17s} steps/s 1 proc {v['steps_per_s'][1]:.2f}, 2 procs {v['steps_per_s'][2]:.2f} (x{v['ratio']:.2f}); "
               f"max relative loss difference {v['max_rel_loss_diff']:.1e}")
