@@ -48,3 +48,41 @@ def test_make_records_the_pose_and_refuses_an_unknown_one(tmp_path):
         make_dataset(tmp_path / "b", family="torus", count=1, pose="upright", progress=False)
     with pytest.raises(InputError, match="twice"):
         make_dataset(tmp_path / "c", family="torus,torus", count=2, progress=False)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_canonical_turns_a_scatter_into_one_layout_frame_and_keeps_everything_else(seed):
+    from weightspace.data.families import canonical_layout
+
+    fam = FAMILIES["scatter"]
+    ali = fam.draw(np.random.default_rng(seed), "aligned")
+    can = fam.draw(np.random.default_rng(seed), "canonical")
+    c_ali = np.array([p["center"] for p in ali["parts"]])  # (3, 3)
+    c_can = np.array([p["center"] for p in can["parts"]])
+    # a rigid turn about the origin: norms and pairwise distances kept, so the family's bounds still hold
+    np.testing.assert_allclose(np.linalg.norm(c_can, axis=1), np.linalg.norm(c_ali, axis=1), atol=1e-12)
+    d = lambda c: np.linalg.norm(c[:, None] - c[None], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(d(c_can), d(c_ali), atol=1e-12)
+    for a, b in zip(ali["parts"], can["parts"]):
+        assert {k: v for k, v in a.items() if k != "center"} == {k: v for k, v in b.items() if k != "center"}
+    # the frame: largest part along +x from the centroid, the second largest at y > 0, z of both 0
+    order = np.argsort([-p["reach"] for p in can["parts"]], kind="stable")
+    g = c_can.mean(axis=0)
+    first, second = c_can[order[0]] - g, c_can[order[1]] - g
+    assert first[0] > 0 and abs(first[1]) < 1e-9 and abs(first[2]) < 1e-9
+    assert second[1] > 0 and abs(second[2]) < 1e-9
+    assert _angle(can["rotation"]) <= np.sqrt(3) * ALIGNED_JITTER + 1e-9
+    # one-part and two-part shapes are the aligned ones, draw for draw
+    for name in ("torus", "pair", "chair"):
+        assert FAMILIES[name].draw(np.random.default_rng(seed), "canonical") == FAMILIES[name].draw(np.random.default_rng(seed), "aligned")
+    assert canonical_layout({"rotation": [1.0, 0, 0, 0]}, np.random.default_rng(0)) == {"rotation": [1.0, 0, 0, 0]}
+
+
+def test_canonical_data_differs_from_aligned_only_in_its_scatters(tmp_path):
+    make_dataset(tmp_path / "a", family="pair,scatter", count=4, seed=2, pose="aligned", progress=False)
+    make_dataset(tmp_path / "c", family="pair,scatter", count=4, seed=2, pose="canonical", progress=False)
+    for item in ("pair-00000", "pair-00001"):
+        assert (tmp_path / "a" / "grids" / f"{item}.npy").read_bytes() == (tmp_path / "c" / "grids" / f"{item}.npy").read_bytes()
+    assert (tmp_path / "a" / "grids" / "scatter-00000.npy").read_bytes() != (tmp_path / "c" / "grids" / "scatter-00000.npy").read_bytes()
+    rows = [json.loads(line) for line in (tmp_path / "c" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["pose"] for r in rows} == {"canonical"} and all(r["betti_measured"] == r["betti_declared"] for r in rows)

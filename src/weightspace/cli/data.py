@@ -47,7 +47,7 @@ def make(
     max_redraws: int = typer.Option(200, "--max-redraws", help="Give up on a shape after this many topology mismatches."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
     workers: int = typer.Option(1, "--workers", help="Processes making shapes in parallel (the files do not depend on it)."),
-    pose: str = typer.Option("random", "--pose", help="random: each family's own rotations | aligned: canonical frame with +-15 degree jitter."),
+    pose: str = typer.Option("random", "--pose", help="random: each family's own rotations | aligned: canonical frame with +-15 degree jitter | canonical: aligned, and a scatter's layout in one frame too."),
 ) -> None:
     """Make procedural shapes: truncated SDF grids, surface points, parameters and a manifest.
 

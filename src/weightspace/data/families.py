@@ -17,8 +17,8 @@ from weightspace.data import sdf_primitives as sp
 
 Params = dict
 TAU = 2.0 * np.pi
-Pose = Literal["random", "aligned"]
-POSES = ("random", "aligned")
+Pose = Literal["random", "aligned", "canonical"]
+POSES = ("random", "aligned", "canonical")
 ALIGNED_JITTER = np.deg2rad(15.0)  # aligned pose: each Euler angle uniform in +-15 degrees of the canonical frame
 
 
@@ -36,11 +36,15 @@ class Family:
         """Parameters of one shape. `random` is the family's own pose distribution (uniform rotations
         for rings, dumbbells, shells and parts; a uniform yaw for furniture, mugs and ladders);
         `aligned` keeps every other parameter of the same draw and puts the shape in its canonical
-        frame with a small jitter, as aligned shape collections (ShapeNet-style) have."""
+        frame with a small jitter, as aligned shape collections (ShapeNet-style) have; `canonical` is
+        `aligned` with a scatter's layout in one frame as well (`canonical_layout`)."""
         if pose not in POSES:
             raise ValueError(f"pose must be one of {POSES}, got {pose!r}")
         params = self.sample_params(rng)
-        return params if pose == "random" else align(params, rng)
+        if pose == "random":
+            return params
+        params = align(params, rng)
+        return canonical_layout(params, rng) if pose == "canonical" else params
 
     def sdf(self, points: np.ndarray, params: Params) -> np.ndarray:
         """Signed distance at `points` (N, 3) float: (N,) float64, negative inside."""
@@ -334,6 +338,34 @@ def _shell_sdf(p, k):
     else:
         base = sp.capsule(p, (0, 0, -k["extra"]), (0, 0, k["extra"]), k["size"][0])
     return sp.shell(base, k["thickness"])
+
+
+def canonical_layout(params: Params, rng: np.random.Generator) -> Params:
+    """An aligned shape of three or more parts with its layout turned into one frame (the `canonical` pose).
+
+    The frame is the aligned pair's rule carried to more parts: +x points from the parts' centroid to
+    the largest part (by reach), and the second largest lies in the half-plane y > 0. The turn is about
+    the origin, so every part stays where the family's bounds put it; the whole shape then gets the
+    aligned pose's jitter. Other shapes are returned unchanged, so a `canonical` data set differs from
+    an `aligned` one of the same seed only in its scatters.
+    """
+    parts = params.get("parts")
+    if not parts or len(parts) < 3:
+        return params
+    centres = np.array([p["center"] for p in parts], dtype=np.float64)  # (P, 3)
+    order = np.argsort([-p["reach"] for p in parts], kind="stable")  # (P,) largest first
+    g = centres.mean(axis=0)  # (3,)
+    e1 = centres[order[0]] - g
+    v = centres[order[1]] - g
+    e2 = v - (v @ e1) / max(e1 @ e1, 1e-18) * e1
+    if np.linalg.norm(e1) < 1e-9 or np.linalg.norm(e2) < 1e-9:  # degenerate layout: keep the aligned pose
+        return params
+    e1, e2 = e1 / np.linalg.norm(e1), e2 / np.linalg.norm(e2)
+    turn = np.stack([e1, e2, np.cross(e1, e2)])  # (3, 3) rows: world -> canonical, a proper rotation
+    out = dict(params)
+    out["parts"] = [{**p, "center": [float(x) for x in turn @ np.asarray(p["center"], dtype=np.float64)]} for p in parts]
+    out["rotation"] = _jitter(rng)
+    return out
 
 
 # ---------------------------------------------------------------- separate parts: a pair (2, 0, 0) and a scatter of three (3, 0, 0)

@@ -41,7 +41,7 @@ class MakeConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     max_redraws: int = 200
     overwrite: bool = False
-    pose: str = "random"  # random (each family's own rotations) | aligned (canonical frame, +-15 degree jitter)
+    pose: str = "random"  # random (each family's own rotations) | aligned (canonical frame, +-15 degree jitter) | canonical (aligned, scatter layouts too)
 
 
 # ---------------------------------------------------------------- topology of a sampled grid
@@ -281,8 +281,9 @@ def make_dataset(
     Item i of family F is drawn from its own generator `derive_seed(seed, F, i)`, so the files
     do not depend on which other families or how many items were asked for.
     `workers` > 1 makes items in that many processes; the files are the same byte for byte.
-    `pose` is `random` (each family's own rotations) or `aligned` (the same shapes in their
-    canonical frame with a +-15 degree jitter; see `Family.draw`).
+    `pose` is `random` (each family's own rotations), `aligned` (the same shapes in their
+    canonical frame with a +-15 degree jitter; see `Family.draw`) or `canonical` (aligned, with a
+    scatter's layout in one frame too: the same files as `aligned` for every other family).
     """
     cfg = MakeConfig(Path(out), family, count, resolution, seed, truncation, n_points, tuple(split), max_redraws, overwrite, pose)
     _check(cfg)
