@@ -4,10 +4,12 @@
     python benchmarks/batched_members.py --data runs/bm-data16 --steps 10 --batch 8,16 --reps 3
 
 For each generator it builds the same LoRA population (the generator's lr and draws, `--steps` steps)
-one at a time and with `--batch-members B` for each B, interleaved `--reps` times in one process, and
-prints the medians of members/s of the whole build (fit + the fidelity decode every member gets) and of
-the fit alone, both from CPU time (process time: on a shared machine wall time counts the other jobs),
-their ratios to one at a time, and how far the batched members are from the unbatched ones. Then the
+one at a time through merged weights (`merged one`: every build before the factored path), at batch 1
+(`one`: on latent diffusion the factored path, member by member), and with `--batch-members B` for each
+B, interleaved `--reps` times in one process, and prints the medians of members/s of the whole build
+(fit + the fidelity decode every member gets) and of the fit alone, both from CPU time (process time: on
+a shared machine wall time counts the other jobs), their ratios to `merged one` (and the fit's to `one`),
+and how far each population's members are from `merged one`'s. Then the
 median CPU time of one fit step (loss of B members and its backward) per method against B one-member
 steps: `low-rank` (LoRA factors kept factored, `generators.lowrank`, what a build uses) and the merged
 weights' method of the generator. One thread unless `--threads`. `--allocator default` measures without
@@ -34,12 +36,20 @@ from weightspace.space.population import PopulationConfig, build_population, dra
 from weightspace.space.store import Population
 
 
-def build(gen, name: str, data: str, out: Path, *, steps: int, batch: int) -> tuple[float, float, torch.Tensor]:
-    """(members per CPU second of the build, members per CPU second of the fits, the points (N, D))."""
+def build(gen, name: str, data: str, out: Path, *, steps: int, batch: int, merged: bool = False) -> tuple[float, float, torch.Tensor]:
+    """(members per CPU second of the build, members per CPU second of the fits, the points (N, D)).
+    merged: members one at a time through merged weights (`fit_member`), what a build did before it fitted
+    a lone LoRA member of a generator that `accepts_low_rank` through the factored path too."""
     shutil.rmtree(out, ignore_errors=True)
     config = PopulationConfig(checkpoint=name, parameterisation="lora", data=data, out=str(out), steps=steps, batch_members=batch)
+    factored = population_module.factored_fits
+    if merged:
+        population_module.factored_fits = lambda gen, config: False
     c0 = time.process_time()
-    pop = build_population(config, generator=gen)
+    try:
+        pop = build_population(config, generator=gen)
+    finally:
+        population_module.factored_fits = factored
     cpu = time.process_time() - c0
     fit = sum(r["metrics"]["cpu_seconds"] for r in pop.rows)
     return len(pop) / cpu, len(pop) / fit, Population(out).matrix()
@@ -104,20 +114,26 @@ def main() -> None:
     try:
         for name in args.generators.split(","):
             gen = load_generator(name)
-            kinds = {"one": 1, **{f"B = {B}": B for B in sizes}}
+            # "merged one" is one at a time as builds fitted before the factored path; "one" is a build at
+            # batch 1 now (the same on the field, whose batched loss does not keep LoRA factored)
+            kinds = {"merged one": (1, True), "one": (1, False), **{f"B = {B}": (B, False) for B in sizes}}
             rates: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
             points = {}
             for _ in range(args.reps):
-                for kind, B in kinds.items():
-                    whole, fit, points[kind] = build(gen, name, args.data, root / f"{name}-{B}", steps=args.steps, batch=B)
+                for kind, (B, merged) in kinds.items():
+                    whole, fit, points[kind] = build(gen, name, args.data, root / f"{name}-{B}-{merged}", steps=args.steps,
+                                                     batch=B, merged=merged)
                     rates[kind].append((whole, fit))
             med = {k: (statistics.median(w for w, _ in v), statistics.median(f for _, f in v)) for k, v in rates.items()}
+            base = med["merged one"]
             print(f"\n{name}: {len(points['one'])} LoRA members, D = {points['one'].shape[1]}")
-            print(f"  {'':10s} {'build members/s':>16s} {'ratio':>6s} {'fit members/s':>14s} {'ratio':>6s} {'max rel. distance':>18s}")
+            print(f"  {'':10s} {'build members/s':>16s} {'ratio':>6s} {'fit members/s':>14s} {'ratio':>6s} {'vs one':>7s} "
+                  f"{'max rel. distance':>18s}")
             for k, (w, f) in med.items():
-                diff = ((points[k] - points["one"]).norm(dim=1) / points["one"].norm(dim=1)).max()
-                print(f"  {k:10s} {w:16.3f} {w / med['one'][0]:6.2f} {f:14.3f} {f / med['one'][1]:6.2f} {float(diff):18.1e}")
-            steps = step_times(gen, root / f"{name}-1", sizes[0], args.reps)
+                ref = points["merged one"]
+                diff = ((points[k] - ref).norm(dim=1) / ref.norm(dim=1)).max()
+                print(f"  {k:10s} {w:16.3f} {w / base[0]:6.2f} {f:14.3f} {f / base[1]:6.2f} {f / med['one'][1]:7.2f} {float(diff):18.1e}")
+            steps = step_times(gen, root / f"{name}-1-False", sizes[0], args.reps)
             print(f"  one fit step of {sizes[0]} members (median CPU s): " +
                   ", ".join(f"{k} {v:.3f} (x{steps['one-at-a-time'] / v:.2f})" for k, v in steps.items()))
     finally:
