@@ -131,12 +131,8 @@ def auto_batch_members(gen: Generator, config: PopulationConfig) -> int:
     """Members per pass when a build leaves it open: BATCH_MEMBERS for LoRA members fitted to grids by a
     generator whose batched loss keeps LoRA factored (`accepts_low_rank`: latent diffusion), else 1
     (the field's exact batched path runs at 1.0x, so batching would only coarsen resuming). With
-    several workers, fewer per pass when the members would not otherwise fill every worker."""
-    if not factored_fits(gen, config):
-        return 1
-    if config.workers > 1 and config.members is not None:
-        return max(1, min(BATCH_MEMBERS, -(-config.members // config.workers)))
-    return BATCH_MEMBERS
+    several workers a build takes fewer per pass when the members left would not fill every worker."""
+    return BATCH_MEMBERS if factored_fits(gen, config) else 1
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -468,6 +464,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
 
     loader = generator_loader(generator, config.checkpoint)
     gen = loader()
+    auto_batch = config.batch_members is None
     config = config.resolved(gen)
     if config.batch_members > 1:
         require(gen, BatchedTrainingLoss, BATCHED_PURPOSE)
@@ -503,6 +500,8 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
         try:
             if by_batches:
                 B = config.batch_members
+                if auto_batch:  # fewer per pass when B each would leave a worker without members
+                    B = max(1, min(B, -(-len(tasks) // executor.workers)))
                 batches = executor.map(run_members, [tasks[i : i + B] for i in range(0, len(tasks), B)], ordered=False, errors=errors)
                 results = (res for batch in batches for res in (_batch_failures(batch) if isinstance(batch, TaskFailure) else batch))
             else:
