@@ -226,7 +226,7 @@ def test_auto_batch_members_batches_only_where_it_pays(data):
 
 def test_latent_diffusion_build_fits_factored_one_at_a_time(tmp_path, monkeypatch):
     """A latent diffusion LoRA build at batch 1 runs its members through the factored path (`fit_members`,
-    1.47x faster alone) and gets the members the merged one-member fit gives, to rounding."""
+    1.46x faster alone) and gets the members the merged one-member fit gives, to rounding."""
     from weightspace.data.dataset import load_grid
     from weightspace.data.make import make_dataset
     from weightspace.space.population import read_shapes

@@ -47,7 +47,7 @@ def population_build(
     executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
     gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help=GPUS_HELP),
-    batch_members: Optional[int] = typer.Option(None, "--batch-members", help="Fit B lora/layers members to grids in one forward/backward pass (same members to float rounding; see benchmarks/batched_members.py). Default: 8 for LoRA members of a latent diffusion generator (2.2x members/s), else 1."),
+    batch_members: Optional[int] = typer.Option(None, "--batch-members", help="Fit B lora/layers members to grids in one forward/backward pass (same members to float rounding; see benchmarks/batched_members.py). Default: 8 for LoRA members of a latent diffusion generator (about 2x members/s; fewer when workers would sit idle), else 1."),
     rank: int = typer.Option(4, "--rank", help="LoRA rank."),
     alpha: float = typer.Option(8.0, "--alpha", help="LoRA alpha (scaling = alpha / rank)."),
     targets: str = typer.Option("all", "--targets", help="Modules: regex on names, `group:a,b` or `all`."),

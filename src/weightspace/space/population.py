@@ -117,14 +117,14 @@ class PopulationConfig:
 
 def factored_fits(gen: Generator, config: PopulationConfig) -> bool:
     """Whether this build's members are fitted through `fit_members` even one at a time: LoRA members fitted
-    to grids by a generator that keeps LoRA factored (`accepts_low_rank`). A member alone is then 1.47x
-    faster than through merged weights (`default`, 20 steps: 0.94 against 1.37 CPU s; docs/scaling.md)
-    and the same member to about 1e-5."""
+    to grids by a generator that keeps LoRA factored (`accepts_low_rank`). A member alone is then 1.46x
+    faster than through merged weights (`default`, 20 steps: 1.084 against 0.740 members per CPU second,
+    `benchmarks/batched_members.py`, docs/scaling.md) and the same member to about 1e-4."""
     return config.parameterisation == "lora" and config.fit == "grid" and isinstance(gen, BatchedTrainingLoss) \
         and gen.accepts_low_rank
 
 
-BATCH_MEMBERS = 8  # members per pass where batching pays: 2.2x members/s on `default` at 8 and 16 (docs/scaling.md)
+BATCH_MEMBERS = 8  # members per pass where batching pays: 2.0-2.2x the merged one-at-a-time rate on `default` (docs/scaling.md)
 
 
 def auto_batch_members(gen: Generator, config: PopulationConfig) -> int:
