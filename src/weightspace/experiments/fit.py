@@ -49,7 +49,7 @@ from weightspace.experiments.fit_populations import family_subspaces
 from weightspace.experiments.forgetting import family_quality, forget_figures, forget_set, forget_shapes, forgetting
 from weightspace.experiments.plots import plot_fit, plot_fit_curves, plot_fit_forgetting
 from weightspace.experiments.subspace_figures import ci_of
-from weightspace.generators.protocol import BatchedTrainingLoss, Generator, families_of
+from weightspace.generators.protocol import Generator, families_of
 from weightspace.generators.registry import generator_loader
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import make_executor, usable_cores, worker_cached
@@ -57,12 +57,9 @@ from weightspace.runtime.io import atomic_write_text
 from weightspace.runtime.progress import track
 from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
-from weightspace.space.population import BATCH_MEMBERS
 
 METHODS = ("encode", "optimise", "condition_subspace", "lora", "full", "weight_subspace")
 CONDITION_METHODS = ("encode", "optimise", "condition_subspace")  # no shared weight moves
-# members per pass by default (population.BATCH_MEMBERS): the same members to float rounding, 1.8x fewer CPU
-# seconds on `default` (8 LoRA members x 20 steps, one thread: 9.2 s against 16.4 s)
 FIT_KEYS = ("chamfer_l1", "fscore", "topology_correct")
 FORGET_KEYS = ("forgetting", "forget_topology_changed", "family_quality_drop", "forget_fscore_drop")
 
@@ -97,7 +94,8 @@ class FitConfig:
     # where population members and the (views, sigma, method) items run: inprocess | process | ray (`runtime.executors`)
     executor: str = "process"
     workers: int | None = None  # workers of the process or ray executor (None: every usable core)
-    # LoRA members fitted together in one pass (None: BATCH_MEMBERS on a generator with batched training losses, else 1)
+    # LoRA members fitted together in one pass (None: the build's choice, `population.auto_batch_members`:
+    # 8 on latent diffusion, the same members to float rounding at 1.8x fewer CPU seconds; 1 elsewhere)
     batch_members: int | None = None
     forget_shapes: int = 10  # held-out shapes, one per family (a held-out shape of the target's family first)
     family_samples: int = 1  # samples per family for the family-sample quality (generators with families)
@@ -131,15 +129,9 @@ class FitConfig:
         if self.workers is not None and self.workers < 1:
             raise InputError(f"workers must be >= 1 (or None: every usable core), got {self.workers}")
         if self.batch_members is not None and self.batch_members < 1:
-            raise InputError(f"batch_members must be >= 1 (or None: {BATCH_MEMBERS} where the generator can), got {self.batch_members}")
+            raise InputError(f"batch_members must be >= 1 (or None: chosen per generator), got {self.batch_members}")
         if any(m.endswith("subspace") for m in self.methods) and not 1 <= self.subspace_k < self.subspace_examples:
             raise InputError(f"subspace_k must satisfy 1 <= k < subspace_examples = {self.subspace_examples}, got {self.subspace_k}")
-
-    def members_per_pass(self, gen: Generator) -> int:
-        """LoRA members per forward/backward pass: `batch_members`, or BATCH_MEMBERS where the generator batches."""
-        if self.batch_members is not None:
-            return self.batch_members
-        return BATCH_MEMBERS if isinstance(gen, BatchedTrainingLoss) else 1
 
     def pool_workers(self) -> int:
         """Workers of the executor: `workers`, or every usable core."""

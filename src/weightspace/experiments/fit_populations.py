@@ -66,7 +66,7 @@ def family_subspaces(gen: Generator, cfg: Any, folder: Path, root: Path, members
                                 out=str(folder / f"population-{cfg.family}-{kind}"), seed=cfg.seed,
                                 options=dict(cfg.population_options) if kind == "lora" else {},
                                 steps=cfg.population_steps if kind == "lora" else None, executor=cfg.executor,
-                                workers=cfg.pool_workers(), batch_members=cfg.members_per_pass(gen) if kind == "lora" else 1)
+                                workers=cfg.pool_workers(), batch_members=cfg.batch_members if kind == "lora" else 1)
         pop = build_population(pcfg, generator=gen)
         summary = fidelity_summary(pop)["all"]
         keep = [i for i, r in enumerate(pop.rows) if reproduces(r)]
