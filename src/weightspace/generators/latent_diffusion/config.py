@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from weightspace.generators.latent_diffusion.losses import LossWeighting
 from weightspace.runtime.config import config_from_dict, field_path, option
 from weightspace.runtime.errors import InputError
 
 Front = Literal["haar", "plain"]
 CondLayout = Literal["grid", "pooled"]
 SamplerName = Literal["ddim", "ddpm"]
+LossWeighting = Literal["uniform", "min-snr", "truncated-v"]  # per time step, see losses.diffusion_loss
 Stage = Literal["ae", "diffusion", "all"]  # what a training run trains: autoencoder, diffusion, or both in turn
 
 

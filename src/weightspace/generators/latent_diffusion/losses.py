@@ -3,8 +3,6 @@ condition augmentations used in training (noisy / partial point clouds, coarse v
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
@@ -53,9 +51,6 @@ def diffusion_loss(
         return err.mean()
     w = snr_weights(alphas_cumprod, weighting, gamma).to(err.device, err.dtype)[t]  # (B,)
     return (w.view(-1, *([1] * (err.dim() - 1))) * err).mean()
-
-
-LossWeighting = Literal["uniform", "min-snr", "truncated-v"]
 
 
 def snr_weights(alphas_cumprod: torch.Tensor, weighting: str, gamma: float) -> torch.Tensor:
