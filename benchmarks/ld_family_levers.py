@@ -10,6 +10,11 @@
              checkpoint uses one scale throughout), on the 80 family samples of seed 0.
   decoder    fine-tune the decoder alone on latents with added Gaussian noise (sigma ~ U[0, s]),
              encoder and denoiser unchanged, then measure the round trip and the family samples.
+  autoencoder  the autoencoder alone on the validation split: the share of shapes whose round trip keeps
+             their own robust (b0, b1), overall and per family, and the mean IoU; at latent noise
+             `--noise` (a comma list, in units of each latent channel's std over the split), which
+             tells how much a denoiser's small latent errors cost. Works on a checkpoint whose
+             diffusion stage has not run (`--stage ae`).
   autoguide  autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of
              itself"): x0 = bad(c) + w (good(c) - bad(c)), both conditioned on the family, where
              `--checkpoint` is the good model and `--bad` a weaker one on the same autoencoder
@@ -23,6 +28,7 @@ per-family successes. The figures are in the latent-diffusion-32 training record
   .venv/bin/python benchmarks/ld_family_levers.py prior --data runs/data32a-2560 --t 500,700,850
   .venv/bin/python benchmarks/ld_family_levers.py guidance --data runs/data32a-2560 --w-high 4 --w-low 2 --t-cut 500
   .venv/bin/python benchmarks/ld_family_levers.py decoder --data runs/data32a-2560 --sigma 0.3 --steps 800
+  .venv/bin/python benchmarks/ld_family_levers.py autoencoder --checkpoint runs/ae-deep3 --data runs/data32c-2560 --noise 0,0.05,0.1
   .venv/bin/python benchmarks/ld_family_levers.py autoguide --checkpoint runs/ld32-deep --bad default --w 1.5,2,3 --data runs/data32a-2560
 """
 
@@ -190,9 +196,28 @@ def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
     report("family samples (seed 0)", {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
 
 
+@torch.no_grad()
+def autoencoder(gen, data: str, noises: list[float]) -> None:
+    val, fams = split_grids(data, "val")
+    target = (val / gen.cfg.truncation).clamp(-1, 1)  # (N, R, R, R) normalised
+    z = torch.cat([gen.net.ae.encode(c) for c in target.split(32)])  # (N, C, r, r, r) raw latents
+    std = z.std(dim=(0, 2, 3, 4)).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
+    want = [tuple(robust_betti(v))[:2] for v in val.numpy()]
+    for s in noises:
+        g = torch.Generator().manual_seed(3)
+        zz = z + s * std * torch.randn(z.shape, generator=g)
+        out = gen.cfg.truncation * torch.cat([gen.net.ae.decode(c) for c in zz.split(32)]).numpy()  # (N, R, R, R) world units
+        kept = np.array([tuple(robust_betti(o))[:2] == w for o, w in zip(out, want)])
+        a, b = out < 0, val.numpy() < 0
+        iou = ((a & b).reshape(len(a), -1).sum(1) / np.maximum((a | b).reshape(len(a), -1).sum(1), 1)).mean()
+        by = {f: f"{int(kept[[ff == f for ff in fams]].sum())}/{sum(ff == f for ff in fams)}" for f in sorted(set(fams))}
+        print(f"autoencoder round trip (n = {len(kept)}), latent noise {s} std: Betti kept {kept.mean():.3f}, "
+              f"IoU {iou:.3f}  {by}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("lever", choices=["roundtrip", "prior", "guidance", "decoder", "autoguide"])
+    ap.add_argument("lever", choices=["roundtrip", "prior", "guidance", "decoder", "autoencoder", "autoguide"])
     ap.add_argument("--checkpoint", default="default")
     ap.add_argument("--data", required=True, help="the checkpoint's training data folder (its train and val splits)")
     ap.add_argument("--t", default="0,100,300,500", help="time steps (roundtrip) or start steps t* (prior)")
@@ -206,9 +231,12 @@ def main() -> None:
     ap.add_argument("--bad", default="default", help="autoguide: the weaker model")
     ap.add_argument("--w", default="1.5,2,3", help="autoguide: guidance weights")
     ap.add_argument("--seed", type=int, default=0, help="autoguide: seed of the family samples")
+    ap.add_argument("--noise", default="0,0.05,0.1", help="autoencoder: latent noise levels, in latent std units")
     args = ap.parse_args()
     torch.set_num_threads(1)
     gen = as_generator(args.checkpoint)
+    if args.lever == "autoencoder":
+        return autoencoder(gen, args.data, [float(v) for v in args.noise.split(",")])
     if args.lever == "decoder":
         return decoder(gen, args.data, args.sigma, args.steps, args.lr)
     if args.lever == "guidance":

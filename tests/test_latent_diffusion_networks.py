@@ -36,9 +36,11 @@ def test_haar_is_orthonormal_and_invertible():
         haar3d(torch.zeros(1, 1, 3, 4, 4))
 
 
-@pytest.mark.parametrize("front", ["haar", "plain"])
-def test_autoencoder_shapes(front):
-    ae = ShapeAutoencoder(front=front, channels=(8, 16), latent_channels=3)
+@pytest.mark.parametrize("front,blocks", [("haar", 1), ("plain", 1), ("haar", 3)])
+def test_autoencoder_shapes(front, blocks):
+    ae = ShapeAutoencoder(front=front, channels=(8, 16), latent_channels=3, blocks=blocks)
+    # one block keeps the layout of every checkpoint saved before `ae_blocks` (no `more` keys)
+    assert any(".more." in k for k in ae.state_dict()) == (blocks > 1)
     x = torch.randn(2, 16, 16, 16)  # (B, R, R, R)
     z = ae.encode(x)  # (B, C, R/4, R/4, R/4)
     assert z.shape == (2, 3, 4, 4, 4)

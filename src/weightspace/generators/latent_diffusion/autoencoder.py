@@ -39,10 +39,15 @@ class ResBlock3d(nn.Module):
         return x + h
 
 
+def _extra_blocks(channels: int, blocks: int) -> nn.Sequential | None:
+    """Residual blocks after the first (None for one block, so checkpoints saved before `ae_blocks` load unchanged)."""
+    return nn.Sequential(*[ResBlock3d(channels) for _ in range(blocks - 1)]) if blocks > 1 else None
+
+
 class Encoder(nn.Module):
     """Normalised TSDF (B, 1, R, R, R) -> latent (B, C_lat, R/4, R/4, R/4)."""
 
-    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int):
+    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int, blocks: int = 1):
         super().__init__()
         c1, c2 = channels
         self.front = front
@@ -54,6 +59,7 @@ class Encoder(nn.Module):
                 nn.Conv3d(c1, c2, 4, stride=2, padding=1),  # R/2 -> R/4
             )
         self.res = ResBlock3d(c2)
+        self.more = _extra_blocks(c2, blocks)
         self.out = nn.Sequential(_norm(c2), nn.SiLU(), nn.Conv3d(c2, latent_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,18 +67,21 @@ class Encoder(nn.Module):
             x = haar3d(haar3d(x))  # (B, 64, R/4, R/4, R/4)
         x = x.contiguous(memory_format=CL3D)
         h = self.res(self.stem(x))  # (B, c2, R/4, R/4, R/4)
+        if self.more is not None:
+            h = self.more(h)  # (B, c2, R/4, R/4, R/4)
         return self.out(h)  # (B, C_lat, R/4, R/4, R/4)
 
 
 class Decoder(nn.Module):
     """Latent (B, C_lat, R/4, R/4, R/4) -> normalised TSDF (B, 1, R, R, R) (unclamped)."""
 
-    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int):
+    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int, blocks: int = 1):
         super().__init__()
         c1, c2 = channels
         self.front = front
         self.stem = nn.Conv3d(latent_channels, c2, 3, padding=1)
         self.res = ResBlock3d(c2)
+        self.more = _extra_blocks(c2, blocks)
         if front == "haar":
             self.out = nn.Sequential(_norm(c2), nn.SiLU(), nn.Conv3d(c2, 64, 3, padding=1))  # 64 subbands at R/4
         else:
@@ -85,6 +94,8 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = z.contiguous(memory_format=CL3D)
         h = self.res(self.stem(z))  # (B, c2, R/4, R/4, R/4)
+        if self.more is not None:
+            h = self.more(h)  # (B, c2, R/4, R/4, R/4)
         y = self.out(h)  # (B, 64, R/4, R/4, R/4) subbands, or (B, 1, R, R, R)
         if self.front == "haar":
             y = ihaar3d(ihaar3d(y.contiguous()))  # (B, 1, R, R, R)
@@ -94,10 +105,10 @@ class Decoder(nn.Module):
 class ShapeAutoencoder(nn.Module):
     """TSDF autoencoder; inputs and outputs are TSDF / truncation, so values lie in [-1, 1]."""
 
-    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int):
+    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int, blocks: int = 1):
         super().__init__()
-        self.encoder = Encoder(front=front, channels=channels, latent_channels=latent_channels)
-        self.decoder = Decoder(front=front, channels=channels, latent_channels=latent_channels)
+        self.encoder = Encoder(front=front, channels=channels, latent_channels=latent_channels, blocks=blocks)
+        self.decoder = Decoder(front=front, channels=channels, latent_channels=latent_channels, blocks=blocks)
 
     def encode(self, tsdf: torch.Tensor) -> torch.Tensor:
         """tsdf : (B, R, R, R) normalised -> (B, C_lat, R/4, R/4, R/4)."""

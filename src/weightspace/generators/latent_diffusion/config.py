@@ -29,6 +29,7 @@ class ModelConfig:
     front: Front = option("haar", help="autoencoder front end: haar (one 3D Haar level) or plain (stride-2 conv)")
     ae_channels: list[int] = option(default_factory=lambda: [32, 64], min=8,
                                     help="conv widths at R/2 and R/4: two multiples of 8")
+    ae_blocks: int = option(1, min=1, help="residual blocks at R/4 in the encoder and in the decoder each")
     latent_channels: int = option(4, min=1, help="latent grid is (latent_channels, R/4, R/4, R/4)")
     patch: int = option(2, min=1, help="latent patch size; tokens = (R / 4 / patch)^3")
     width: int = option(128, min=16, help="denoiser width (divisible by heads)")

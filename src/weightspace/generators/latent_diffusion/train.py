@@ -180,7 +180,7 @@ def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | 
     folder = resolve_checkpoint(source)
     state, config = load_checkpoint(folder)
     src = saved_model_config(config.get("model"), where=f"{folder / 'config.json'}: model")
-    fields = ("resolution", "truncation", "front", "ae_channels", "latent_channels")
+    fields = ("resolution", "truncation", "front", "ae_channels", "ae_blocks", "latent_channels")
     differ = [f"{f} {getattr(src, f)!r} vs {getattr(cfg, f)!r}" for f in fields if getattr(src, f) != getattr(cfg, f)]
     if differ:
         raise InputError(f"{folder}: its autoencoder does not fit this model ({'; '.join(differ)})")
