@@ -86,3 +86,16 @@ def test_canonical_data_differs_from_aligned_only_in_its_scatters(tmp_path):
     assert (tmp_path / "a" / "grids" / "scatter-00000.npy").read_bytes() != (tmp_path / "c" / "grids" / "scatter-00000.npy").read_bytes()
     rows = [json.loads(line) for line in (tmp_path / "c" / "manifest.jsonl").read_text().splitlines()]
     assert {r["pose"] for r in rows} == {"canonical"} and all(r["betti_measured"] == r["betti_declared"] for r in rows)
+
+
+@pytest.mark.parametrize("pose,expected", [("canonical", "canonical"), ("aligned", "aligned"), ("random", "random"),
+                                           (None, "random"), ("aligned+canonical", "random")])
+def test_studies_make_shapes_in_the_pose_their_generator_was_trained_on(pose, expected):
+    """A study's procedural shapes follow the checkpoint's `data.pose`; one the data maker does not know
+    (a mixed folder, or none recorded) falls back to random. `canonical` was once dropped to random."""
+    from types import SimpleNamespace
+
+    from weightspace.experiments.common import generator_pose
+
+    config = {"data": {} if pose is None else {"pose": pose}}
+    assert generator_pose(SimpleNamespace(config=config)) == expected

@@ -60,9 +60,11 @@ def load_study_generator(checkpoint: str, generator: Generator | None = None) ->
 def generator_pose(gen: Generator) -> str:
     """The pose distribution of the procedural shapes the generator was trained on (`data make --pose`);
     `random` for checkpoints that predate the option."""
+    from weightspace.data.families import POSES
+
     data = gen.config.get("data") if isinstance(gen.config.get("data"), dict) else {}
     pose = str(data.get("pose", "random"))
-    return pose if pose in ("random", "aligned") else "random"
+    return pose if pose in POSES else "random"
 
 
 def usable(row: dict[str, Any]) -> bool:
