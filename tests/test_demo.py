@@ -18,3 +18,37 @@ def test_demo_shapes_stage_measures_every_family_and_writes_a_report(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "shapes.csv" in page and "torus" in page and "(1, 1, 0)" in page
     assert (tmp_path / "renders" / "families.png").is_file()
+
+
+def test_demo_sets_aside_studies_of_a_replaced_checkpoint_and_the_report_skips_them(tmp_path):
+    """`make demo` after the shipped weights changed must not resume (and be refused by) studies built on the
+    old weights: they move to `.previous/`, nothing is deleted, and a page made of the folder ignores them."""
+    from weightspace.report.demo import set_aside_stale_studies
+    from weightspace.report.html import discover
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"weights_hash": "aaaa"}))
+    out = tmp_path / "demo" / "default"
+    quiet = Console(quiet=True)
+    assert set_aside_stale_studies(out, ckpt, quiet) is None  # a first demo: nothing to move
+    (out / "subspace").mkdir()
+    (out / "subspace" / "results.json").write_text("{}")
+    assert set_aside_stale_studies(out, ckpt, quiet) is None  # same weights: the studies stay and resume
+    assert (out / "subspace" / "results.json").is_file()
+
+    (ckpt / "config.json").write_text(json.dumps({"weights_hash": "bbbb"}))
+    moved = set_aside_stale_studies(out, ckpt, quiet)
+    assert moved == tmp_path / "demo" / ".previous" / "default-aaaa"
+    assert (moved / "subspace" / "results.json").is_file() and not (out / "subspace").exists()
+    assert (out / "weights_hash.txt").read_text().strip() == "bbbb"
+
+    (moved / "subspace" / "config.json").write_text('{"study": "SubspaceConfig"}')  # a study folder as the report sees one
+    (out / "subspace").mkdir()
+    (out / "subspace" / "results.json").write_text("{}")
+    (out / "subspace" / "config.json").write_text('{"study": "SubspaceConfig"}')
+    assert discover([tmp_path / "demo"]) == [out / "subspace"]
+
+    legacy = tmp_path / "demo" / "default-field"  # a folder from before the stamp: moved too, never deleted
+    (legacy / "fit").mkdir(parents=True)
+    assert set_aside_stale_studies(legacy, ckpt, quiet).name == "default-field-unstamped"

@@ -123,11 +123,36 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
             console.print(f"[yellow]shipped checkpoint {name!r} is not in this installation; its studies are skipped[/]")
             skipped[name] = "shipped checkpoint not in this installation"
             continue
+        set_aside_stale_studies(out / name, SHIPPED_DIR / SHIPPED[name], console)
         notes.update(run_studies(name, out / name, console))
 
     summary = finish_demo(out, shapes=shapes, seconds=round(time.perf_counter() - t0, 1), notes=notes, skipped=skipped)
     console.print(f"wrote {out / 'results.json'} and {out / 'report.html'} in {summary['seconds']} s")
     return summary
+
+
+def set_aside_stale_studies(folder: Path, checkpoint: Path, console: Console) -> Path | None:
+    """Studies resume from their folders and refuse one built on other weights. When the shipped checkpoint
+    changed since the last demo (another weights_hash in its config.json, or a folder from before the demo
+    stamped it), the old studies move to `.previous/<name>-<old hash>[-n]` beside it (kept, not deleted;
+    a report skips dot folders), so `make demo` after an update runs afresh. Returns where they went."""
+    stamp = folder / "weights_hash.txt"
+    current = str(read_json(checkpoint / "config.json").get("weights_hash", ""))
+    moved = None
+    if folder.is_dir() and any(folder.iterdir()):
+        old = stamp.read_text().strip() if stamp.is_file() else "unstamped"
+        if old != current:
+            aside = folder.parent / ".previous"
+            aside.mkdir(exist_ok=True)
+            moved, n = aside / f"{folder.name}-{old}", 1
+            while moved.exists():
+                n += 1
+                moved = aside / f"{folder.name}-{old}-{n}"
+            folder.rename(moved)
+            console.print(f"[yellow]the shipped {folder.name!r} changed since the last demo: its old studies moved to {moved}[/]")
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(current + "\n")
+    return moved
 
 
 def demo_numbers(out: Path, *, shapes: dict, seconds: float, notes: dict[str, str], skipped: dict[str, str]) -> dict:

@@ -59,7 +59,8 @@ class Page:
 
 
 def discover(paths: Sequence[str | Path]) -> list[Path]:
-    """Study folders (interpolate, subspace, fit) in or below `paths`, in a stable order."""
+    """Study folders (interpolate, subspace, fit) in or below `paths`, in a stable order; dot folders (the
+    demo's `.previous` studies of replaced checkpoints) are skipped."""
     found: list[Path] = []
 
     def walk(p: Path, depth: int) -> None:
@@ -67,7 +68,8 @@ def discover(paths: Sequence[str | Path]) -> list[Path]:
             found.append(p)
             return
         if depth < MAX_DEPTH:
-            for child in sorted(q for q in p.iterdir() if q.is_dir() and q.name not in ("meshes", "renders", "data")):
+            for child in sorted(q for q in p.iterdir()
+                                if q.is_dir() and q.name not in ("meshes", "renders", "data") and not q.name.startswith(".")):
                 walk(child, depth + 1)
 
     for path in paths:
