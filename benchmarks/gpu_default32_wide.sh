@@ -14,9 +14,9 @@ PER_FAMILY=${PER_FAMILY:-8}
 PY=${PY:-python3}
 WORK=${WORK:-runs/gpu_default32_wide_work}
 . benchmarks/gpu_env.sh
-$WS data make --count "$COUNT" --seed 0 --pose canonical --workers 14 --out "$WORK/data32a" > "$L/data.log" 2>&1
+$WS data make --count "$COUNT" --seed 0 --pose canonical --workers 14 --out "$WORK/data32c" > "$L/data.log" 2>&1
 stamp "data exit $?"
-$WS train latent-diffusion --data "$WORK/data32a" --out "$WORK/ld32w" --config configs/ablation/ld32-wide.json \
+$WS train latent-diffusion --data "$WORK/data32c" --out "$WORK/ld32w" --config configs/ablation/ld32-wide.json \
   --stage diffusion --autoencoder-from default --minutes "$MINUTES" --device "$DEVICE" > "$L/train.log" 2>&1
 stamp "train exit $?"
-finish_latent_diffusion ld32w "$WORK/data32a"
+finish_latent_diffusion ld32w "$WORK/data32c"
