@@ -28,7 +28,7 @@ per-family successes. The figures are in the latent-diffusion-32 training record
   .venv/bin/python benchmarks/ld_family_levers.py prior --data runs/data32a-2560 --t 500,700,850
   .venv/bin/python benchmarks/ld_family_levers.py guidance --data runs/data32a-2560 --w-high 4 --w-low 2 --t-cut 500
   .venv/bin/python benchmarks/ld_family_levers.py decoder --data runs/data32a-2560 --sigma 0.3 --steps 800
-  .venv/bin/python benchmarks/ld_family_levers.py autoencoder --checkpoint runs/ae-deep3 --data runs/data32c-2560 --noise 0,0.05,0.1
+  .venv/bin/python benchmarks/ld_family_levers.py autoencoder --checkpoint runs/ae-sign6 --data runs/data32c-2560 --noise 0,0.1,0.2
   .venv/bin/python benchmarks/ld_family_levers.py autoguide --checkpoint runs/ld32-deep --bad default --w 1.5,2,3 --data runs/data32a-2560
 """
 
@@ -39,6 +39,7 @@ import argparse
 import numpy as np
 import torch
 
+from weightspace.analysis.geometry import iou
 from weightspace.analysis.persistence import robust_betti
 from weightspace.data.dataset import load_grid, read_manifest
 from weightspace.data.families import FAMILIES
@@ -208,11 +209,10 @@ def autoencoder(gen, data: str, noises: list[float]) -> None:
         zz = z + s * std * torch.randn(z.shape, generator=g)
         out = gen.cfg.truncation * torch.cat([gen.net.ae.decode(c) for c in zz.split(32)]).numpy()  # (N, R, R, R) world units
         kept = np.array([tuple(robust_betti(o))[:2] == w for o, w in zip(out, want)])
-        a, b = out < 0, val.numpy() < 0
-        iou = ((a & b).reshape(len(a), -1).sum(1) / np.maximum((a | b).reshape(len(a), -1).sum(1), 1)).mean()
+        mean_iou = np.mean([iou(o, v) for o, v in zip(out, val.numpy())])
         by = {f: f"{int(kept[[ff == f for ff in fams]].sum())}/{sum(ff == f for ff in fams)}" for f in sorted(set(fams))}
         print(f"autoencoder round trip (n = {len(kept)}), latent noise {s} std: Betti kept {kept.mean():.3f}, "
-              f"IoU {iou:.3f}  {by}", flush=True)
+              f"IoU {mean_iou:.3f}  {by}", flush=True)
 
 
 def main() -> None:
