@@ -20,10 +20,9 @@ import shutil
 from pathlib import Path
 
 from weightspace.generators.latent_diffusion.config import saved_model_config
+from weightspace.generators.latent_diffusion.train import AUTOENCODER_FIELDS
 from weightspace.generators.registry import resolve_checkpoint
 from weightspace.runtime.checkpoint import load_checkpoint, save_checkpoint
-
-AE_FIELDS = ("resolution", "truncation", "front", "ae_channels", "ae_blocks", "latent_channels")
 
 
 def main() -> None:
@@ -36,7 +35,7 @@ def main() -> None:
     state, config = load_checkpoint(src)
     ae_state, ae_config = load_checkpoint(ae_src)
     a, b = saved_model_config(config["model"]), saved_model_config(ae_config["model"])
-    differ = [f for f in AE_FIELDS if getattr(a, f) != getattr(b, f)]
+    differ = [f for f in AUTOENCODER_FIELDS if getattr(a, f) != getattr(b, f)]
     if differ:
         raise SystemExit(f"{ae_src}: its autoencoder does not fit {src} ({', '.join(differ)} differ)")
     if not ae_config.get("progress", {}).get("ae_done"):

@@ -43,6 +43,8 @@ from weightspace.runtime.seeding import item_generator
 TRAIN_STATE = "train_state.safetensors"
 LOSS_LOG = "loss_log.jsonl"
 RECORD_NAME = "training_record.json"
+# the model fields an autoencoder's weights depend on: two checkpoints agreeing on them can share one
+AUTOENCODER_FIELDS = ("resolution", "truncation", "front", "ae_channels", "ae_blocks", "latent_channels")
 
 
 @dataclasses.dataclass
@@ -180,8 +182,7 @@ def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | 
     folder = resolve_checkpoint(source)
     state, config = load_checkpoint(folder)
     src = saved_model_config(config.get("model"), where=f"{folder / 'config.json'}: model")
-    fields = ("resolution", "truncation", "front", "ae_channels", "ae_blocks", "latent_channels")
-    differ = [f"{f} {getattr(src, f)!r} vs {getattr(cfg, f)!r}" for f in fields if getattr(src, f) != getattr(cfg, f)]
+    differ = [f"{f} {getattr(src, f)!r} vs {getattr(cfg, f)!r}" for f in AUTOENCODER_FIELDS if getattr(src, f) != getattr(cfg, f)]
     if differ:
         raise InputError(f"{folder}: its autoencoder does not fit this model ({'; '.join(differ)})")
     prog = config.get("progress", {})
