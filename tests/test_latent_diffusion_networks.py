@@ -118,6 +118,25 @@ def test_denoiser_shapes_and_patchify_roundtrip():
     assert timestep_embedding(torch.tensor([0, 1]), 6).shape == (2, 6)
 
 
+def test_self_conditioned_denoiser_starts_as_the_plain_one():
+    torch.manual_seed(0)
+    plain = Denoiser(latent_channels=2, latent_res=4, patch=2, width=32, depth=2, heads=2, cond_dim=8)
+    torch.manual_seed(0)
+    sc = Denoiser(latent_channels=2, latent_res=4, patch=2, width=32, depth=2, heads=2, cond_dim=8, self_condition=True)
+    with torch.no_grad():
+        for p in list(plain.parameters()):
+            p.add_(0.05 * torch.randn_like(p))
+        sc.load_state_dict({**plain.state_dict(), **{k: v for k, v in sc.state_dict().items() if "self_cond_in" in k}})
+    z, t, c, prev = torch.randn(3, 2, 4, 4, 4), torch.tensor([0, 5, 99]), torch.randn(3, 5, 8), torch.randn(3, 2, 4, 4, 4)
+    with torch.no_grad():
+        out = plain(z, t, c)
+        torch.testing.assert_close(sc(z, t, c, prev), out)  # zero projection: the estimate adds nothing yet
+        torch.testing.assert_close(sc(z, t, c), out)
+        sc.self_cond_in.weight.normal_(0, 0.1)
+        assert not torch.allclose(sc(z, t, c, prev), out)
+        torch.testing.assert_close(sc(z, t, c), out)  # no estimate: the plain call
+
+
 def test_cosine_schedule_properties():
     ab = cosine_alphas_cumprod(1000)  # (T,)
     assert ab.shape == (1000,)

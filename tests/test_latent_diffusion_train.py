@@ -138,3 +138,18 @@ def test_a_finished_run_continues_as_a_new_piece(tiny_data, tmp_path):
     assert torch.equal(gen.net.state_dict()["ae.decoder.stem.weight"], src_state["ae.decoder.stem.weight"])  # the AE is kept
     with pytest.raises(Exception, match="--stage diffusion"):
         train_latent_diffusion(tiny_data, tmp_path / "bad", train=tc2, stage="all", continue_from=src, echo=lambda s: None)
+
+
+def test_self_conditioned_training_moves_the_estimate_path(tiny_data, tmp_path):
+    out = tmp_path / "sc"
+    tc = TrainConfig(minutes=0.03, ae_batch=4, diffusion_batch=4, train_points=64, log_every=1, checkpoint_seconds=30.0,
+                     self_condition_prob=1.0)
+    gen = train_latent_diffusion(tiny_data, out, model=ModelConfig(**TINY_MODEL, self_condition=True), train=tc, stage="all",
+                                 echo=lambda s: None)
+    assert json.loads((out / "config.json").read_text())["model"]["self_condition"] is True
+    assert gen.net.denoiser.self_cond_in.weight.abs().sum() > 0  # started at zero; trained on every batch
+    loaded = load_generator(out)
+    assert loaded.cfg.self_condition
+    with torch.no_grad():
+        grid = loaded.sdf_grid(loaded.condition(family=["torus"]), [0])
+    assert torch.isfinite(grid).all()

@@ -113,8 +113,9 @@ def test_neural_field_low_rank_loss_and_gradient_per_member(method):
         torch.testing.assert_close(grad, g, rtol=1e-4, atol=1e-6)
 
 
-def test_latent_diffusion_low_rank_loss_and_gradient_per_member():
-    gen = tiny_diffusion()
+@pytest.mark.parametrize("self_condition", [False, True])
+def test_latent_diffusion_low_rank_loss_and_gradient_per_member(self_condition):
+    gen = tiny_diffusion(self_condition=self_condition)
     param = make_parameterisation(gen, "lora", rank=2)
     x = torch.stack([param.initial_point(s) + 0.05 * torch.randn(param.layout.size) for s in (1, 2)]).requires_grad_(True)
     grids, cond = _targets(gen, 2), torch.randn(2, *gen.condition_shape)
@@ -123,6 +124,23 @@ def test_latent_diffusion_low_rank_loss_and_gradient_per_member():
         torch.testing.assert_close(loss, alone, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(grad, g, rtol=1e-4, atol=1e-6)
     assert all(p.grad is None for p in gen.net.parameters())  # no gradient reached the base weights
+
+
+@pytest.mark.parametrize("self_condition", [False, True])
+def test_latent_diffusion_layers_loss_and_gradient_per_member(self_condition):
+    gen = tiny_diffusion(self_condition=self_condition)
+    param = make_parameterisation(gen, "layers")
+    x = torch.stack([param.base_point() + 0.01 * torch.randn(param.layout.size) for _ in range(2)]).requires_grad_(True)
+    grids, cond = _targets(gen, 2), torch.randn(2, *gen.condition_shape)
+    seeds = [[5, 6, 7], [8, 9, 10]]
+    losses = gen.training_loss_batched(grids, cond, seeds, param.params_batch(x))  # (2,) through vmap
+    (grad,) = torch.autograd.grad(losses.sum(), x)
+    for b in range(2):
+        xb = x[b].detach().requires_grad_(True)
+        alone = gen.training_loss(grids[b].expand(3, -1, -1, -1), cond[b].expand(3, *cond.shape[1:]), seeds[b], params=param.params(xb))
+        (g,) = torch.autograd.grad(alone, xb)
+        torch.testing.assert_close(losses[b], alone, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(grad[b], g, rtol=1e-4, atol=1e-6)
 
 
 def test_latent_diffusion_target_latents_follow_the_grids():

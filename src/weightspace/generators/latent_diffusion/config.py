@@ -35,6 +35,10 @@ class ModelConfig:
     width: int = option(128, min=16, help="denoiser width (divisible by heads)")
     depth: int = option(4, min=1, help="denoiser blocks")
     heads: int = option(4, min=1, help="attention heads")
+    self_condition: bool = option(
+        False, help="self-conditioning (Chen et al. 2022, 'Analog Bits'): the denoiser also reads its own previous x0 "
+        "estimate, trained on half the batches and fed the estimate of the step before when sampling; configs saved "
+        "without the field load without it")
     cond_layout: CondLayout = option(
         "grid", help="grid: one condition token per latent token, on the same cells (points scattered into a coarse "
         "grid, voxels convolved down to it, ConvONet-style), added to the denoiser's input tokens as well as attended "
@@ -99,6 +103,9 @@ class TrainConfig:
     ema_decay: float = option(0.999, min=0, max=1, exclusive_max=True, help="EMA decay of the weights a checkpoint holds")
     cond_drop: float = option(0.1, min=0, max=1, exclusive_max=True,
                               help="probability of the null condition (classifier-free guidance)")
+    self_condition_prob: float = option(
+        0.5, min=0, max=1, help="with model.self_condition: the share of diffusion batches that first estimate x0 "
+        "without gradient and train on that estimate as the self-condition (the rest get zeros)")
     high_t_prob: float = option(
         0.0, min=0, max=1, exclusive_max=True, help="probability that a family-conditioned or null item draws its time "
         "step from the noisier half [T/2, T) instead of [0, T): where a sample's global structure (its parts and "

@@ -80,10 +80,15 @@ class Denoiser(nn.Module):
 
     With cond_add (the grid layout, M = T), each condition token is also added to the input token
     of its cell, so the condition is read in place before any attention.
+
+    With self_condition, forward also takes x0_prev (B, C, r, r, r), the denoiser's own earlier
+    estimate of x0 (None reads as zeros, "no estimate yet"); it is patchified and added to the input
+    tokens through its own zero-initialised projection, so a denoiser given the option later starts
+    out computing exactly what it computed without it.
     """
 
     def __init__(self, *, latent_channels: int, latent_res: int, patch: int, width: int, depth: int, heads: int, cond_dim: int,
-                 cond_add: bool = False):
+                 cond_add: bool = False, self_condition: bool = False):
         super().__init__()
         self.C, self.r, self.p = latent_channels, latent_res, patch
         n_tokens = (latent_res // patch) ** 3
@@ -95,6 +100,10 @@ class Denoiser(nn.Module):
         self.cond_proj = nn.Linear(cond_dim, width)
         self.pool_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.cond_in = nn.Linear(width, width) if cond_add else None
+        self.self_cond_in = nn.Linear(patch_dim, width) if self_condition else None
+        if self.self_cond_in is not None:
+            nn.init.zeros_(self.self_cond_in.weight)
+            nn.init.zeros_(self.self_cond_in.bias)
         self.blocks = nn.ModuleList([DenoiserBlock(width, heads) for _ in range(depth)])
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.final_adaln = nn.Linear(width, 2 * width)
@@ -122,9 +131,11 @@ class Denoiser(nn.Module):
         c = self.t_embed(timestep_embedding(t, width)) + self.pool_mlp(cond_w.mean(dim=1))  # (B, W)
         return cond_w, c
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
         cond_w, c = self.condition_context(t, cond)  # (B, M, W), (B, W)
         x = self.patch_in(self.patchify(z_t)) + self.pos  # (B, T, W)
+        if self.self_cond_in is not None and x0_prev is not None:
+            x = x + self.self_cond_in(self.patchify(x0_prev))  # (B, T, W) the previous estimate, in place
         if self.cond_in is not None:
             x = x + self.cond_in(cond_w)  # (B, T, W) the condition of each cell, in place
         for block in self.blocks:

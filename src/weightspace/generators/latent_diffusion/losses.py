@@ -36,16 +36,26 @@ def autoencoder_loss(
 
 def diffusion_loss(
     denoise, z0: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
-    *, weighting: str = "uniform", gamma: float = 5.0,
+    *, weighting: str = "uniform", gamma: float = 5.0, self_condition: bool = False,
 ) -> torch.Tensor:
     """x0-prediction loss E w(t) ||x0_hat(x_t, t, c) - x0||^2 (DDPM with x0 parameterisation); z0 : (B, C, r, r, r).
 
     weighting : `uniform` (w = 1, every checkpoint before 2026-12), `min-snr` (w = min(SNR, gamma), Hang et
     al. 2023 in its x0 form) or `truncated-v` (w = 1 + min(SNR, gamma): the v-prediction loss, which is the
     x0 loss times 1 + SNR, capped). Weights are divided by their mean over uniform t, so the step size
-    of a run is comparable across weightings."""
+    of a run is comparable across weightings.
+
+    self_condition : `denoise` takes a fourth argument x0_prev (self-conditioning, Chen et al. 2022): the
+    loss is that of the call fed the denoiser's own gradient-free estimate; without it the call gets none.
+    """
     z_t = q_sample(z0, t, noise, alphas_cumprod)  # (B, C, r, r, r)
-    x0_hat = denoise(z_t, t, cond)  # (B, C, r, r, r)
+    if self_condition:
+        # the denoiser's own estimate first, without gradient, then the trained call reads it
+        with torch.no_grad():
+            x0_prev = denoise(z_t, t, cond).detach()  # (B, C, r, r, r)
+        x0_hat = denoise(z_t, t, cond, x0_prev)  # (B, C, r, r, r)
+    else:
+        x0_hat = denoise(z_t, t, cond)  # (B, C, r, r, r)
     err = (x0_hat - z0).pow(2)  # (B, C, r, r, r)
     if weighting == "uniform":
         return err.mean()

@@ -138,10 +138,18 @@ class LatentDiffusionGenerator(Generator):
         x_T, gens = self.start_noise(seeds)
         null = self._call(params, "null", B)  # (B, M, d)
 
+        # self-conditioning: each branch reads its own estimate of the step before (none at the first)
+        prev: list[torch.Tensor] = []
+
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if w == 1.0:
-                return self._call(params, "denoise", x, t, condition)
-            both = self._call(params, "denoise", torch.cat([x, x]), torch.cat([t, t]), torch.cat([condition, null]))  # (2B, ...)
+                x0 = self._call(params, "denoise", x, t, condition, *prev)
+                if self.cfg.self_condition:
+                    prev[:] = [x0]
+                return x0
+            both = self._call(params, "denoise", torch.cat([x, x]), torch.cat([t, t]), torch.cat([condition, null]), *prev)  # (2B, ...)
+            if self.cfg.self_condition:
+                prev[:] = [both]
             x0_c, x0_u = both.chunk(2)
             return x0_u + w * (x0_c - x0_u)  # classifier-free guidance (Ho & Salimans 2022)
 
@@ -201,10 +209,11 @@ class LatentDiffusionGenerator(Generator):
             drop = torch.tensor([bool(torch.rand((), generator=g) < FIT_NULL_PROB) for g in gens], device=self.device)  # (B,)
             condition = torch.where(drop.view(-1, 1, 1), self._call(params, "null", len(seeds)), condition)  # (B, M, d)
 
-        def denoise(z_t, tt, c):
-            return self._call(params, "denoise", z_t, tt, c)
+        def denoise(z_t, tt, c, *prev):
+            return self._call(params, "denoise", z_t, tt, c, *prev)
 
-        loss = diffusion_loss(denoise, z0, condition, t, noise, self.net.alphas_cumprod)
+        # a self-conditioned model samples with its own estimate at every step but the first: fit that call
+        loss = diffusion_loss(denoise, z0, condition, t, noise, self.net.alphas_cumprod, self_condition=self.cfg.self_condition)
         if params is not None and any(k.startswith("ae.decoder.") for k in params):
             tsdf = (grids.to(self.device, torch.float32) / self.cfg.truncation).clamp(-1.0, 1.0)  # (B, R, R, R)
             band = 2.0 * (2.0 / (self.cfg.resolution - 1)) / self.cfg.truncation  # two voxels, normalised units
@@ -249,7 +258,7 @@ class LatentDiffusionGenerator(Generator):
         decoder = any(k.startswith("ae.decoder.") for k in params_batch)
         tsdf = (grids.to(self.device, torch.float32) / self.cfg.truncation).clamp(-1.0, 1.0)  # (B, R, R, R)
         band = 2.0 * (2.0 / (self.cfg.resolution - 1)) / self.cfg.truncation  # as in training_loss
-        net, alphas = self.net, self.net.alphas_cumprod
+        net, alphas, self_condition = self.net, self.net.alphas_cumprod, self.cfg.self_condition
 
         def member(p, z0_b, cond_b, t_b, noise_b, drop_b, tsdf_b):
             def call(mode, *args):
@@ -257,7 +266,8 @@ class LatentDiffusionGenerator(Generator):
 
             cond = torch.where(drop_b.view(-1, 1, 1), call("null", D), cond_b.expand(D, -1, -1))  # (D, M, d)
             z0_d = z0_b.expand(D, *z0_b.shape)  # (D, C, r, r, r)
-            loss = diffusion_loss(lambda z_t, tt, c: call("denoise", z_t, tt, c), z0_d, cond, t_b, noise_b, alphas)
+            loss = diffusion_loss(lambda z_t, tt, c, *prev: call("denoise", z_t, tt, c, *prev), z0_d, cond, t_b, noise_b, alphas,
+                                  self_condition=self_condition)
             if decoder:
                 loss = loss + autoencoder_loss(call("decode", z0_b[None]), tsdf_b[None], band=band, near_surface_weight=4.0,
                                                sign_weight=0.5)
@@ -285,7 +295,11 @@ class LatentDiffusionGenerator(Generator):
         den = self.net.denoiser
         base = {n: p.detach() for n, p in den.named_parameters()}
         with low_rank_hooks(self.net, params_batch, B):
-            x0_hat = functional_call(den, base, (z_t, tt, cond))  # (B D, C, r, r, r)
+            prev: tuple[torch.Tensor, ...] = ()
+            if self.cfg.self_condition:  # as diffusion_loss does: the member's own estimate first, without gradient
+                with torch.no_grad():
+                    prev = (functional_call(den, base, (z_t, tt, cond)),)  # (B D, C, r, r, r)
+            x0_hat = functional_call(den, base, (z_t, tt, cond, *prev))  # (B D, C, r, r, r)
         return (x0_hat - z0_d).pow(2).reshape(B, -1).mean(dim=1)  # (B,)
 
     def _target_latents(self, grids: torch.Tensor) -> torch.Tensor:
@@ -341,7 +355,7 @@ class LatentDiffusionGenerator(Generator):
             "condition.family": ["family_tokens"],
             "condition.null": ["null_tokens"],
             "denoiser.embed": ["denoiser.patch_in.", "denoiser.pos", "denoiser.t_embed.", "denoiser.cond_norm.", "denoiser.cond_proj.", "denoiser.pool_mlp.",
-                               "denoiser.cond_in."],
+                               "denoiser.cond_in.", "denoiser.self_cond_in."],
             "denoiser.adaln": [b + "adaln." for b in blocks] + ["denoiser.final_adaln."],
             "denoiser.self_attention": [b + "self_attn." for b in blocks],
             "denoiser.cross_attention": [b + "cross_attn." for b in blocks],

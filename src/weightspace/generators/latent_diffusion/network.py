@@ -36,6 +36,7 @@ class LatentDiffusionNet(nn.Module):
         self.denoiser = Denoiser(
             latent_channels=cfg.latent_channels, latent_res=cfg.resolution // 4, patch=cfg.patch,
             width=cfg.width, depth=cfg.depth, heads=cfg.heads, cond_dim=d, cond_add=cfg.cond_layout == "grid",
+            self_condition=cfg.self_condition,
         )
         # Per-channel latent statistics for diffusion (set after the autoencoder stage).
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_channels))  # (C,)
@@ -52,7 +53,7 @@ class LatentDiffusionNet(nn.Module):
     def forward(self, mode: str, *args: torch.Tensor) -> torch.Tensor:
         """One entry point so `torch.func.functional_call` can swap weights for any computation:
 
-        encode (tsdf_norm) -> z_norm; decode (z_norm) -> tsdf_norm; denoise (z_t, t, cond) -> x0_hat;
+        encode (tsdf_norm) -> z_norm; decode (z_norm) -> tsdf_norm; denoise (z_t, t, cond[, x0_prev]) -> x0_hat;
         points (pts) / voxels (occ) -> cond tokens; family (labels) -> cond tokens; null (batch) -> tokens.
         """
         if mode == "encode":

@@ -393,8 +393,11 @@ def _diffusion_stage(run: StageRun, net, ema: EMA, data: TrainingData, latents: 
         t = t[mine].to(dev)
         z0 = latents[idx[mine].to(dev)]  # (B_r, C, r, r, r)
         noise = torch.randn((B, *latents.shape[1:]), generator=gen)[mine].to(dev)  # (B_r, C, r, r, r)
-        loss = diffusion_loss(lambda z, tt, c: net("denoise", z, tt, c), z0, cond, t, noise, net.alphas_cumprod,
-                              weighting=tc.loss_weighting, gamma=tc.snr_gamma)
+        # drawn only with the option, so runs without it draw exactly as before; one coin per batch, so
+        # every rank makes the same choice
+        self_cond = cfg.self_condition and bool(torch.rand((), generator=gen) < tc.self_condition_prob)
+        loss = diffusion_loss(lambda z, tt, c, *prev: net("denoise", z, tt, c, *prev), z0, cond, t, noise, net.alphas_cumprod,
+                              weighting=tc.loss_weighting, gamma=tc.snr_gamma, self_condition=self_cond)
         return loss if not run.ranks.distributed else scale * loss  # a mean over this rank's rows
 
     _run_stage("diffusion", run, net, ema, opt, params, loss_fn, base_lr=tc.diffusion_lr, total_steps=tc.diffusion_steps,

@@ -1,0 +1,62 @@
+"""Give a latent diffusion checkpoint's denoiser self-conditioning, keeping what it computes (issue 14).
+
+Self-conditioning (Chen et al. 2022, "Analog Bits") lets the denoiser read its own x0 estimate of
+the step before. The new input projection (`denoiser.self_cond_in`) starts at zero, so the written
+checkpoint samples exactly what the source samples until training moves it (`--check` shows the
+largest latent difference). Continue it with the ordinary trainer, which loads the architecture
+from the folder and trains the self-conditioned call on `train.self_condition_prob` of the batches:
+
+  .venv/bin/python benchmarks/ld_add_self_condition.py --checkpoint default --out runs/ld32-sc-init --check
+  weightspace train latent-diffusion --data runs/data32c-2560 --out runs/ld32-sc-cont \\
+      --continue-from runs/ld32-sc-init --stage diffusion --config configs/ablation/ld32-sc-cont.json --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from weightspace.generators.registry import resolve_checkpoint
+from weightspace.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default="default")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--check", action="store_true", help="sample from both and compare (they must agree)")
+    args = ap.parse_args()
+    src = resolve_checkpoint(args.checkpoint)
+    state, config = load_checkpoint(src)
+    model = dict(config["model"])
+    if model.get("self_condition"):
+        raise SystemExit(f"{src}: the denoiser is self-conditioned already")
+    patch_in = state["denoiser.patch_in.weight"]  # (W, C p^3)
+    new = dict(state)
+    new["denoiser.self_cond_in.weight"] = torch.zeros_like(patch_in)
+    new["denoiser.self_cond_in.bias"] = torch.zeros(patch_in.shape[0], dtype=patch_in.dtype)
+    config = {**config, "model": {**model, "self_condition": True},
+              "self_condition_from": {"checkpoint": str(args.checkpoint),
+                                      "how": "benchmarks/ld_add_self_condition.py: a zero self_cond_in projection added"}}
+    out = Path(args.out)
+    save_checkpoint(out, new, config)
+    for name in ("loss_log.jsonl", "training_record.json"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    print(f"wrote {out}: self-conditioned denoiser, {patch_in.numel() + patch_in.shape[0]} new parameters (zero)")
+    if args.check:
+        from weightspace.generators.registry import as_generator
+
+        a, b = as_generator(args.checkpoint), as_generator(str(out))
+        fam = [a.cfg.families[3]] * 2
+        with torch.no_grad():
+            za = a.sample_latents(a.condition(family=fam), [0, 1])
+            zb = b.sample_latents(b.condition(family=fam), [0, 1])
+        print(f"largest latent difference between source and self-conditioned samples: {float((za - zb).abs().max()):.3g}")
+
+
+if __name__ == "__main__":
+    main()
