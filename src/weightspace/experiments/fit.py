@@ -52,7 +52,7 @@ from weightspace.experiments.subspace_figures import ci_of
 from weightspace.generators.protocol import Generator, families_of
 from weightspace.generators.registry import generator_loader
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.executors import make_executor, usable_cores, worker_cached
+from weightspace.runtime.executors import executor_workers, make_executor, worker_cached
 from weightspace.runtime.io import atomic_write_text
 from weightspace.runtime.progress import track
 from weightspace.runtime.results import write_csv, write_results
@@ -134,8 +134,8 @@ class FitConfig:
             raise InputError(f"subspace_k must satisfy 1 <= k < subspace_examples = {self.subspace_examples}, got {self.subspace_k}")
 
     def pool_workers(self) -> int:
-        """Workers of the executor: `workers`, or every usable core."""
-        return self.workers if self.workers is not None else usable_cores()
+        """Workers of the executor (`runtime.executors.executor_workers`)."""
+        return executor_workers(self.executor, self.workers)
 
     def step_budgets(self) -> list[int]:
         """The budgets measured: those up to `steps`, and `steps` itself (the curves end there)."""

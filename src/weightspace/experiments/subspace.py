@@ -45,7 +45,7 @@ from weightspace.experiments.subspace_figures import (
 )
 from weightspace.generators.protocol import EncodesPoints, Generator, require
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.executors import usable_cores
+from weightspace.runtime.executors import executor_workers
 from weightspace.runtime.io import atomic_write_text, read_json
 from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
@@ -113,10 +113,8 @@ class SubspaceConfig:
                       **overrides})
 
     def pool_workers(self) -> int:
-        """Workers of the executor: `workers`, else every usable core (one for the in-process executor)."""
-        if self.workers is not None:
-            return self.workers
-        return 1 if self.executor == "inprocess" else usable_cores()
+        """Workers of the executor (`runtime.executors.executor_workers`)."""
+        return executor_workers(self.executor, self.workers)
 
     def __post_init__(self) -> None:
         if self.family is not None:

@@ -215,6 +215,14 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def executor_workers(executor: str, workers: int | None) -> int:
+    """The workers a study's executor runs: `workers` when given, else one for the in-process executor
+    and every usable core for the others."""
+    if workers is not None:
+        return workers
+    return 1 if executor == "inprocess" else usable_cores()
+
+
 def make_executor(name: str = "inprocess", *, workers: int = 1, address: str | None = None, num_gpus: float = 0.0,
                   max_retries: int = 3) -> Executor:
     """Build an executor by name: `inprocess`, `process` (`workers` processes) or `ray` (a local Ray
