@@ -13,7 +13,8 @@ and how far each population's members are from `merged one`'s. Then the
 median CPU time of one fit step (loss of B members and its backward) per method against B one-member
 steps: `low-rank` (LoRA factors kept factored, `generators.lowrank`, what a build uses) and the merged
 weights' method of the generator. One thread unless `--threads`. `--allocator default` measures without
-`runtime.allocator.retain_freed_memory`, which a build otherwise applies (it cannot be undone in-process).
+`runtime.allocator.retain_freed_memory`, which a pool or Ray worker applies (it cannot be undone in a process;
+the builds here run in process, which leaves it to `--allocator`).
 """
 
 from __future__ import annotations
@@ -106,8 +107,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     if args.allocator == "retain":
         print(f"allocator: retain_freed_memory() -> {retain_freed_memory()}")
-    else:
-        population_module.retain_freed_memory = lambda: False  # the build would otherwise set it
+    else:  # an in-process build leaves the allocator of its caller alone (runtime.executors.in_calling_process)
         print("allocator: glibc defaults")
     root = Path(tempfile.mkdtemp(prefix="batched-members-"))
     print(f"threads {args.threads}, steps {args.steps}, B {sizes}, reps {args.reps} (interleaved; medians of CPU time)")

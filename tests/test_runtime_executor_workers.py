@@ -18,3 +18,16 @@ def test_fit_and_subspace_studies_count_workers_alike():
             fit = FitConfig(executor=executor, workers=workers)
             sub = SubspaceConfig(executor=executor, workers=workers)
             assert fit.pool_workers() == sub.pool_workers() == executor_workers(executor, workers)
+
+
+def test_the_in_process_executor_says_when_an_item_runs_in_the_caller():
+    from weightspace.runtime.executors import InProcessExecutor, in_calling_process
+
+    def boom(x):
+        raise ValueError(x)
+
+    assert not in_calling_process()
+    seen = list(InProcessExecutor().map(lambda x: (x, in_calling_process()), [1, 2]))
+    assert seen == [(1, True), (2, True)] and not in_calling_process()
+    out = list(InProcessExecutor().map(boom, [3], errors="return"))
+    assert "ValueError" in out[0].error and not in_calling_process()

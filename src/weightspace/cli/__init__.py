@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     says so, and `WEIGHTSPACE_DEBUG=1` shows the traceback. Exit status 130: interrupted (Ctrl-C).
     """
     _register()
+    # the process is the command's own: it keeps freed pages (runtime.allocator), as pool and Ray workers
+    # do, where a library caller of an in-process build keeps its allocator as it was
+    from weightspace.runtime.allocator import retain_freed_memory
+
+    retain_freed_memory()
     # messages hold file names and lists like ['a'], which rich would read as markup: escape them
     err = Console(stderr=True, soft_wrap=True)
     try:

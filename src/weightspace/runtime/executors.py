@@ -152,15 +152,27 @@ class InProcessExecutor(Executor):
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
             errors: OnError = "raise") -> Iterator[R | TaskFailure]:
+        global _CALLER_DEPTH
         for item in items:
+            _CALLER_DEPTH += 1
             try:
-                result = fn(item)
+                result: R | TaskFailure = fn(item)
             except Exception as e:
                 if errors == "raise":
                     raise
-                yield failure(item, e)
-                continue
+                result = failure(item, e)
+            finally:
+                _CALLER_DEPTH -= 1  # not while the consumer holds the result
             yield result
+
+
+_CALLER_DEPTH = 0  # > 0 while an InProcessExecutor runs an item in the calling process
+
+
+def in_calling_process() -> bool:
+    """True while an item runs in the process that called `map` (the in-process executor), where a task
+    must leave process-wide settings alone; False in a pool or Ray worker, which only runs tasks."""
+    return _CALLER_DEPTH > 0
 
 
 class ProcessPoolExecutorBackend(Executor):

@@ -25,7 +25,7 @@ from weightspace.data.observe import observe
 from weightspace.generators.protocol import BatchedTrainingLoss, Generator, require
 from weightspace.runtime.allocator import retain_freed_memory
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.executors import Executor, TaskFailure, make_executor
+from weightspace.runtime.executors import Executor, TaskFailure, in_calling_process, make_executor
 from weightspace.runtime.io import atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import decode_seed, derive_seed
@@ -351,7 +351,8 @@ def _worker_key(loader: Callable[[], Generator], frame: Frame) -> str:
 
 
 def _worker_state(task: MemberTask) -> tuple[Generator, Parameterisation]:
-    retain_freed_memory()  # a fitting process keeps its freed activations' pages (runtime.allocator)
+    if not in_calling_process():  # a worker that only fits keeps its freed activations' pages (runtime.allocator);
+        retain_freed_memory()  # the caller of an in-process build keeps its own allocator settings
     key = _worker_key(task.loader, task.frame)
     if key not in _WORKER_CACHE:
         torch.set_num_threads(1)
