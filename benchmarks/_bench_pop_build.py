@@ -27,6 +27,9 @@ def default_architecture():
 
 
 def main() -> None:
+    from weightspace.runtime.allocator import retain_freed_memory
+
+    retain_freed_memory()  # the build runs in this process, as the weightspace command runs it (cli.main)
     data, out, members, steps, checkpoint = sys.argv[1:6]
     torch.set_num_threads(1)
     from weightspace.generators import load_generator

@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from weightspace.analysis.rates import format_rate
+from weightspace.runtime.allocator import retain_freed_memory
 from weightspace.runtime.io import atomic_write_json
 from weightspace.space.population import PopulationConfig, build_population, fidelity_summary
 
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
+    retain_freed_memory()  # in-process builds here run as the weightspace command runs them (cli.main)
     out = Path(args.out)
     table = {}
     for ckpt in args.checkpoints.split(","):

@@ -34,6 +34,7 @@ import psutil
 import torch
 
 from weightspace.generators.registry import load_generator
+from weightspace.runtime.allocator import retain_freed_memory
 from weightspace.runtime.executors import InProcessExecutor, ProcessPoolExecutorBackend
 from weightspace.space.population import PopulationConfig, build_population
 
@@ -203,6 +204,7 @@ def main() -> None:
     ap.add_argument("--no-ddp", action="store_true", help="leave out the torchrun figures")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
+    retain_freed_memory()  # in-process builds here run as the weightspace command runs them (cli.main)
     warnings.filterwarnings("ignore", category=UserWarning)
     os.environ.setdefault("WEIGHTSPACE_QUIET", "1")
     # Ray starts its workers at nice 15 (so its raylet stays responsive); on a shared machine that hands
