@@ -15,10 +15,11 @@ from weightspace.runtime.errors import InputError
 FAMS = ["torus", "mug", "shell"]
 
 
-def tiny_generator(seed: int = 0, layout: str = "grid", self_condition: bool = False) -> LatentDiffusionGenerator:
+def tiny_generator(seed: int = 0, layout: str = "grid", self_condition: bool = False, prediction: str = "x0") -> LatentDiffusionGenerator:
     cfg = ModelConfig(resolution=16, ae_channels=[8, 16], latent_channels=2, patch=2, width=32, depth=2, heads=2,
                       cond_layout=layout, cond_tokens=3 if layout == "pooled" else 0, cond_dim=8, families=FAMS,
-                      timesteps=100, sample_steps=4, guidance=2.0, self_condition=self_condition)
+                      timesteps=100, sample_steps=4, guidance=2.0, self_condition=self_condition,
+                      prediction=prediction)
     torch.manual_seed(seed)
     gen = LatentDiffusionGenerator(cfg)
     g = torch.Generator().manual_seed(seed)
@@ -251,3 +252,22 @@ def test_checkpoints_saved_before_self_conditioning_load_without_it(tmp_path):
     (tmp_path / "ck" / "config.json").write_text(json.dumps(raw))
     loaded = load_generator(tmp_path / "ck")
     assert loaded.cfg.self_condition is False and loaded.net.denoiser.self_cond_in is None
+
+
+def test_v_prediction_returns_x0_and_recovers_it_from_the_true_v():
+    from weightspace.generators.latent_diffusion.schedule import q_sample
+
+    gen = tiny_generator(prediction="v")
+    net = gen.net
+    z0, noise, t = torch.randn(3, 2, 4, 4, 4), torch.randn(3, 2, 4, 4, 4), torch.tensor([0, 40, 99])
+    z_t = q_sample(z0, t, noise, net.alphas_cumprod)
+    ab = net.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    v = ab.sqrt() * noise - (1 - ab).sqrt() * z0  # the v target (Salimans & Ho 2022)
+    torch.testing.assert_close(net.x0_from_output(v, z_t, t), z0, rtol=1e-4, atol=1e-4)
+    c = gen.condition(family=["torus", "mug", "shell"])
+    with torch.no_grad():
+        raw = net.denoiser(z_t, t, c)
+        torch.testing.assert_close(net("denoise", z_t, t, c), ab.sqrt() * z_t - (1 - ab).sqrt() * raw)
+    plain = tiny_generator(prediction="x0")
+    with torch.no_grad():
+        torch.testing.assert_close(plain.net("denoise", z_t, t, c), plain.net.denoiser(z_t, t, c))  # x0: the output itself

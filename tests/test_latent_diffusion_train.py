@@ -140,16 +140,18 @@ def test_a_finished_run_continues_as_a_new_piece(tiny_data, tmp_path):
         train_latent_diffusion(tiny_data, tmp_path / "bad", train=tc2, stage="all", continue_from=src, echo=lambda s: None)
 
 
-def test_self_conditioned_training_moves_the_estimate_path(tiny_data, tmp_path):
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+def test_self_conditioned_training_moves_the_estimate_path(tiny_data, tmp_path, prediction):
     out = tmp_path / "sc"
     tc = TrainConfig(minutes=0.03, ae_batch=4, diffusion_batch=4, train_points=64, log_every=1, checkpoint_seconds=30.0,
                      self_condition_prob=1.0)
-    gen = train_latent_diffusion(tiny_data, out, model=ModelConfig(**TINY_MODEL, self_condition=True), train=tc, stage="all",
+    gen = train_latent_diffusion(tiny_data, out, model=ModelConfig(**TINY_MODEL, self_condition=True, prediction=prediction), train=tc, stage="all",
                                  echo=lambda s: None)
-    assert json.loads((out / "config.json").read_text())["model"]["self_condition"] is True
+    saved = json.loads((out / "config.json").read_text())["model"]
+    assert saved["self_condition"] is True and saved["prediction"] == prediction
     assert gen.net.denoiser.self_cond_in.weight.abs().sum() > 0  # started at zero; trained on every batch
     loaded = load_generator(out)
-    assert loaded.cfg.self_condition
+    assert loaded.cfg.self_condition and loaded.net.prediction == prediction
     with torch.no_grad():
         grid = loaded.sdf_grid(loaded.condition(family=["torus"]), [0])
     assert torch.isfinite(grid).all()

@@ -113,9 +113,9 @@ def test_neural_field_low_rank_loss_and_gradient_per_member(method):
         torch.testing.assert_close(grad, g, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("self_condition", [False, True])
-def test_latent_diffusion_low_rank_loss_and_gradient_per_member(self_condition):
-    gen = tiny_diffusion(self_condition=self_condition)
+@pytest.mark.parametrize("self_condition,prediction", [(False, "x0"), (True, "x0"), (True, "v")])
+def test_latent_diffusion_low_rank_loss_and_gradient_per_member(self_condition, prediction):
+    gen = tiny_diffusion(self_condition=self_condition, prediction=prediction)
     param = make_parameterisation(gen, "lora", rank=2)
     x = torch.stack([param.initial_point(s) + 0.05 * torch.randn(param.layout.size) for s in (1, 2)]).requires_grad_(True)
     grids, cond = _targets(gen, 2), torch.randn(2, *gen.condition_shape)
@@ -126,9 +126,9 @@ def test_latent_diffusion_low_rank_loss_and_gradient_per_member(self_condition):
     assert all(p.grad is None for p in gen.net.parameters())  # no gradient reached the base weights
 
 
-@pytest.mark.parametrize("self_condition", [False, True])
-def test_latent_diffusion_layers_loss_and_gradient_per_member(self_condition):
-    gen = tiny_diffusion(self_condition=self_condition)
+@pytest.mark.parametrize("self_condition,prediction", [(False, "x0"), (True, "v")])
+def test_latent_diffusion_layers_loss_and_gradient_per_member(self_condition, prediction):
+    gen = tiny_diffusion(self_condition=self_condition, prediction=prediction)
     param = make_parameterisation(gen, "layers")
     x = torch.stack([param.base_point() + 0.01 * torch.randn(param.layout.size) for _ in range(2)]).requires_grad_(True)
     grids, cond = _targets(gen, 2), torch.randn(2, *gen.condition_shape)

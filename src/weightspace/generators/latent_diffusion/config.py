@@ -17,6 +17,7 @@ Front = Literal["haar", "plain"]
 CondLayout = Literal["grid", "pooled"]
 SamplerName = Literal["ddim", "ddpm"]
 LossWeighting = Literal["uniform", "min-snr", "truncated-v"]  # per time step, see losses.diffusion_loss
+Prediction = Literal["x0", "v"]  # what the denoiser's output is; the network returns x0 either way
 Stage = Literal["ae", "diffusion", "all"]  # what a training run trains: autoencoder, diffusion, or both in turn
 
 
@@ -35,6 +36,10 @@ class ModelConfig:
     width: int = option(128, min=16, help="denoiser width (divisible by heads)")
     depth: int = option(4, min=1, help="denoiser blocks")
     heads: int = option(4, min=1, help="attention heads")
+    prediction: Prediction = option(
+        "x0", help="what the denoiser's output stands for: x0 (the clean latent itself) or v (Salimans & Ho 2022: "
+        "x0 = sqrt(a) z_t - sqrt(1 - a) v, so the noisy input passes straight through to x0 where noise is low and "
+        "the network predicts a correction); the network returns x0 either way; configs saved without it are x0")
     self_condition: bool = option(
         False, help="self-conditioning (Chen et al. 2022, 'Analog Bits'): the denoiser also reads its own previous x0 "
         "estimate, trained on half the batches and fed the estimate of the step before when sampling; configs saved "

@@ -298,8 +298,8 @@ class LatentDiffusionGenerator(Generator):
             prev: tuple[torch.Tensor, ...] = ()
             if self.cfg.self_condition:  # as diffusion_loss does: the member's own estimate first, without gradient
                 with torch.no_grad():
-                    prev = (functional_call(den, base, (z_t, tt, cond)),)  # (B D, C, r, r, r)
-            x0_hat = functional_call(den, base, (z_t, tt, cond, *prev))  # (B D, C, r, r, r)
+                    prev = (self.net.x0_from_output(functional_call(den, base, (z_t, tt, cond)), z_t, tt),)  # (B D, C, r, r, r)
+            x0_hat = self.net.x0_from_output(functional_call(den, base, (z_t, tt, cond, *prev)), z_t, tt)  # (B D, C, r, r, r)
         return (x0_hat - z0_d).pow(2).reshape(B, -1).mean(dim=1)  # (B,)
 
     def _target_latents(self, grids: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ class LatentDiffusionNet(nn.Module):
             width=cfg.width, depth=cfg.depth, heads=cfg.heads, cond_dim=d, cond_add=cfg.cond_layout == "grid",
             self_condition=cfg.self_condition,
         )
+        self.prediction = cfg.prediction
         # Per-channel latent statistics for diffusion (set after the autoencoder stage).
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_channels))  # (C,)
         self.register_buffer("latent_std", torch.ones(cfg.latent_channels))  # (C,)
@@ -50,6 +51,14 @@ class LatentDiffusionNet(nn.Module):
     def denormalise(self, z: torch.Tensor) -> torch.Tensor:
         return z * self.latent_std.view(1, -1, 1, 1, 1) + self.latent_mean.view(1, -1, 1, 1, 1)
 
+    def x0_from_output(self, out: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The x0 estimate (B, C, r, r, r) of the denoiser's output `out` at noisy latents z_t and steps t (B,):
+        `out` itself with prediction x0; sqrt(a_t) z_t - sqrt(1 - a_t) out with prediction v."""
+        if self.prediction == "x0":
+            return out
+        ab = self.alphas_cumprod.to(out.device)[t].to(out.dtype).view(-1, *([1] * (out.dim() - 1)))  # (B, 1, ...)
+        return ab.sqrt() * z_t - (1 - ab).sqrt() * out
+
     def forward(self, mode: str, *args: torch.Tensor) -> torch.Tensor:
         """One entry point so `torch.func.functional_call` can swap weights for any computation:
 
@@ -61,7 +70,7 @@ class LatentDiffusionNet(nn.Module):
         if mode == "decode":
             return self.ae.decode(self.denormalise(args[0]))  # (B, R, R, R)
         if mode == "denoise":
-            return self.denoiser(*args)  # (B, C, r, r, r)
+            return self.x0_from_output(self.denoiser(*args), args[0], args[1])  # (B, C, r, r, r)
         if mode == "points":
             return self.cond_points(args[0])  # (B, M, d)
         if mode == "voxels":
