@@ -66,8 +66,13 @@ def denoise_from(gen, x: torch.Tensor, family: str, t_start: int) -> torch.Tenso
     n = x.shape[0]
     cond, null, w = gen.condition(family=[family] * n), gen.net("null", n), gen.cfg.guidance
 
+    prev: list[torch.Tensor] = []  # a self-conditioned checkpoint reads each branch's estimate of the step before
+
     def den(xx, tt):
-        c, u = gen.net("denoise", torch.cat([xx, xx]), torch.cat([tt, tt]), torch.cat([cond, null])).chunk(2)
+        both = gen.net("denoise", torch.cat([xx, xx]), torch.cat([tt, tt]), torch.cat([cond, null]), *prev)
+        if gen.cfg.self_condition:
+            prev[:] = [both]
+        c, u = both.chunk(2)
         return u + w * (c - u)
 
     steps = max(2, round(gen.cfg.sample_steps * t_start / (gen.cfg.timesteps - 1)))
@@ -239,6 +244,8 @@ def main() -> None:
         return autoencoder(gen, args.data, [float(v) for v in args.noise.split(",")])
     if args.lever == "decoder":
         return decoder(gen, args.data, args.sigma, args.steps, args.lr)
+    if args.lever in ("guidance", "autoguide") and gen.cfg.self_condition:
+        raise SystemExit(f"{args.lever}: written for denoisers without self-conditioning; {args.checkpoint} has it")
     if args.lever == "guidance":
         return guidance_interval(gen, args.w_high, args.w_low, args.t_cut)
     if args.lever == "autoguide":
