@@ -15,6 +15,10 @@
              `--noise` (a comma list, in units of each latent channel's std over the split), which
              tells how much a denoiser's small latent errors cost. Works on a checkpoint whose
              diffusion stage has not run (`--stage ae`).
+  denoised-decoder  fine-tune the decoder alone on the denoiser's own output: training latents noised to
+             each t in `--t` and denoised back under their family, paired with their own TSDF, mixed one
+             to one with the clean latents; then the validation round trip and the family samples
+             (seeds 0 and 1). `--save` writes the checkpoint with that decoder.
   autoguide  autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of
              itself"): x0 = bad(c) + w (good(c) - bad(c)), both conditioned on the family, where
              `--checkpoint` is the good model and `--bad` a weaker one on the same autoencoder
@@ -29,6 +33,7 @@ per-family successes. The figures are in the latent-diffusion-32 training record
   .venv/bin/python benchmarks/ld_family_levers.py guidance --data runs/data32a-2560 --w-high 4 --w-low 2 --t-cut 500
   .venv/bin/python benchmarks/ld_family_levers.py decoder --data runs/data32a-2560 --sigma 0.3 --steps 800
   .venv/bin/python benchmarks/ld_family_levers.py autoencoder --checkpoint runs/ae-sign6 --data runs/data32c-2560 --noise 0,0.1,0.2
+  .venv/bin/python benchmarks/ld_family_levers.py denoised-decoder --data runs/data32c-2560 --t 100,300,500 --steps 800
   .venv/bin/python benchmarks/ld_family_levers.py autoguide --checkpoint runs/ld32-deep --bad default --w 1.5,2,3 --data runs/data32a-2560
 """
 
@@ -202,6 +207,58 @@ def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
     report("family samples (seed 0)", {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
 
 
+def denoised_decoder(gen, data: str, ts: list[int], steps: int, lr: float, save: str | None) -> None:
+    """Fine-tune the decoder alone on what the denoiser makes of real shapes: each training latent noised
+    to each t in `ts` and denoised back under its family (the tail of a sampling chain), paired with its
+    own TSDF, mixed one to one with the clean latents (so the round trip of real latents is kept)."""
+    grids, fams = split_grids(data, "train")
+    z_all, target = encode(gen, grids), (grids / gen.cfg.truncation).clamp(-1, 1)
+    ab, g = gen.net.alphas_cumprod.float(), torch.Generator().manual_seed(11)
+    made, made_idx = [], []
+    with torch.no_grad():
+        for t in ts:
+            for f in gen.families:
+                idx = torch.tensor([i for i, ff in enumerate(fams) if ff == f])
+                for chunk in idx.split(128):
+                    z0 = z_all[chunk]
+                    x = ab[t].sqrt() * z0 + (1 - ab[t]).sqrt() * torch.randn(z0.shape, generator=g)
+                    made.append(denoise_from(gen, x, f, t))
+                    made_idx.append(chunk)
+    z_made, i_made = torch.cat(made), torch.cat(made_idx)
+    err = (z_made - z_all[i_made]).pow(2).mean().sqrt()
+    print(f"{len(z_made)} denoised latents from t in {ts}: rms error {float(err):.3f} (normalised latent units)", flush=True)
+    band = 2.0 * (2.0 / (gen.cfg.resolution - 1)) / gen.cfg.truncation
+    for p in gen.net.parameters():
+        p.requires_grad_(False)
+    params = list(gen.net.ae.decoder.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr)
+    for step in range(steps):
+        a = torch.randint(len(z_made), (8,), generator=g)  # denoised latents
+        b = torch.randint(len(z_all), (8,), generator=g)  # clean latents
+        z = torch.cat([z_made[a], z_all[b]])
+        tgt = torch.cat([target[i_made[a]], target[b]])
+        loss = autoencoder_loss(gen.net("decode", z), tgt, band=band, near_surface_weight=4.0, sign_weight=6.0)
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * step / steps))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            print(f"step {step} loss {loss.item():.4f}", flush=True)
+    gen.net.eval()
+    for p in gen.net.parameters():
+        p.requires_grad_(False)
+    autoencoder(gen, data, [0.0])
+    for seed in (0, 1):
+        fs = family_samples(gen, per_family=8, seed=seed)
+        report(f"family samples (seed {seed})", {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
+    if save:
+        gen.save(save, extra_config={"decoder_from_denoised": {"ts": ts, "steps": steps, "lr": lr, "data": data}})
+        print("wrote", save)
+
+
 @torch.no_grad()
 def autoencoder(gen, data: str, noises: list[float]) -> None:
     val, fams = split_grids(data, "val")
@@ -222,7 +279,7 @@ def autoencoder(gen, data: str, noises: list[float]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("lever", choices=["roundtrip", "prior", "guidance", "decoder", "autoencoder", "autoguide"])
+    ap.add_argument("lever", choices=["roundtrip", "prior", "guidance", "decoder", "autoencoder", "autoguide", "denoised-decoder"])
     ap.add_argument("--checkpoint", default="default")
     ap.add_argument("--data", required=True, help="the checkpoint's training data folder (its train and val splits)")
     ap.add_argument("--t", default="0,100,300,500", help="time steps (roundtrip) or start steps t* (prior)")
@@ -236,6 +293,7 @@ def main() -> None:
     ap.add_argument("--bad", default="default", help="autoguide: the weaker model")
     ap.add_argument("--w", default="1.5,2,3", help="autoguide: guidance weights")
     ap.add_argument("--seed", type=int, default=0, help="autoguide: seed of the family samples")
+    ap.add_argument("--save", help="denoised-decoder: write the checkpoint with the tuned decoder here")
     ap.add_argument("--noise", default="0,0.05,0.1", help="autoencoder: latent noise levels, in latent std units")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -244,6 +302,8 @@ def main() -> None:
         return autoencoder(gen, args.data, [float(v) for v in args.noise.split(",")])
     if args.lever == "decoder":
         return decoder(gen, args.data, args.sigma, args.steps, args.lr)
+    if args.lever == "denoised-decoder":
+        return denoised_decoder(gen, args.data, [int(t) for t in args.t.split(",")], args.steps, args.lr, args.save)
     if args.lever in ("guidance", "autoguide") and gen.cfg.self_condition:
         raise SystemExit(f"{args.lever}: written for denoisers without self-conditioning; {args.checkpoint} has it")
     if args.lever == "guidance":
