@@ -14,13 +14,13 @@ from the folder and trains the self-conditioned call on `train.self_condition_pr
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
+from _derived_checkpoint import largest_sample_difference, write_derived
 
 from weightspace.generators.registry import resolve_checkpoint
-from weightspace.runtime.checkpoint import load_checkpoint, save_checkpoint
+from weightspace.runtime.checkpoint import load_checkpoint
 
 
 def main() -> None:
@@ -41,21 +41,11 @@ def main() -> None:
     config = {**config, "model": {**model, "self_condition": True},
               "self_condition_from": {"checkpoint": str(args.checkpoint),
                                       "how": "benchmarks/ld_add_self_condition.py: a zero self_cond_in projection added"}}
-    out = Path(args.out)
-    save_checkpoint(out, new, config)
-    for name in ("loss_log.jsonl", "training_record.json"):
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
+    out = write_derived(src, Path(args.out), new, config)
     print(f"wrote {out}: self-conditioned denoiser, {patch_in.numel() + patch_in.shape[0]} new parameters (zero)")
     if args.check:
-        from weightspace.generators.registry import as_generator
-
-        a, b = as_generator(args.checkpoint), as_generator(str(out))
-        fam = [a.cfg.families[3]] * 2
-        with torch.no_grad():
-            za = a.sample_latents(a.condition(family=fam), [0, 1])
-            zb = b.sample_latents(b.condition(family=fam), [0, 1])
-        print(f"largest latent difference between source and self-conditioned samples: {float((za - zb).abs().max()):.3g}")
+        diff = largest_sample_difference(args.checkpoint, str(out))
+        print(f"largest latent difference between source and self-conditioned samples: {diff:.3g}")
 
 
 if __name__ == "__main__":

@@ -21,13 +21,13 @@ largest latent difference (0 up to float rounding).
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
+from _derived_checkpoint import largest_sample_difference, write_derived
 
 from weightspace.generators.registry import resolve_checkpoint
-from weightspace.runtime.checkpoint import load_checkpoint, save_checkpoint
+from weightspace.runtime.checkpoint import load_checkpoint
 
 
 def grown_state(state: dict[str, torch.Tensor], depth: int, factor: int, seed: int) -> dict[str, torch.Tensor]:
@@ -72,23 +72,12 @@ def main() -> None:
     config = {**config, "model": {**model, "depth": depth * args.factor},
               "grown_from": {"checkpoint": str(args.checkpoint), "depth": depth, "factor": args.factor, "seed": args.seed,
                              "how": "benchmarks/ld_grow_depth.py: old block i at i x factor, new zero-adaLN blocks between"}}
-    out = Path(args.out)
-    save_checkpoint(out, new, config)
-    for name in ("loss_log.jsonl", "training_record.json"):
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
+    out = write_derived(src, Path(args.out), new, config)
     print(f"wrote {out}: depth {depth} -> {depth * args.factor}, "
           f"{sum(v.numel() for k, v in state.items() if 'denoiser' in k)} -> {sum(v.numel() for k, v in new.items() if 'denoiser' in k)} denoiser parameters")
     if args.check:
-        from weightspace.generators.registry import as_generator
-
-        a, b = as_generator(args.checkpoint), as_generator(str(out))
-        fam = [a.cfg.families[3]] * 2
-        with torch.no_grad():
-            za = a.sample_latents(a.condition(family=fam), [0, 1])
-            zb = b.sample_latents(b.condition(family=fam), [0, 1])
-        print(f"largest latent difference between source and grown samples: {float((za - zb).abs().max()):.3g}")
-
+        diff = largest_sample_difference(args.checkpoint, str(out))
+        print(f"largest latent difference between source and grown samples: {diff:.3g}")
 
 if __name__ == "__main__":
     main()

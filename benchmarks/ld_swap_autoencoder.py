@@ -16,13 +16,14 @@ statistics from the new encoder before the first step:
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
+
+from _derived_checkpoint import write_derived
 
 from weightspace.generators.latent_diffusion.config import saved_model_config
 from weightspace.generators.latent_diffusion.train import AUTOENCODER_FIELDS
 from weightspace.generators.registry import resolve_checkpoint
-from weightspace.runtime.checkpoint import load_checkpoint, save_checkpoint
+from weightspace.runtime.checkpoint import load_checkpoint
 
 
 def main() -> None:
@@ -45,11 +46,7 @@ def main() -> None:
     config = {**config, "progress": prog,
               "autoencoder_swapped": {"from": str(args.autoencoder), "how": "benchmarks/ld_swap_autoencoder.py; the "
                                       "diffusion stage recomputes the latent statistics from the new encoder"}}
-    out = Path(args.out)
-    save_checkpoint(out, new, config)
-    for name in ("loss_log.jsonl", "training_record.json"):
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
+    out = write_derived(src, Path(args.out), new, config)
     print(f"wrote {out}: the denoiser of {src} on the autoencoder of {ae_src} ({prog['ae_steps']} autoencoder steps)")
 
 
