@@ -171,21 +171,18 @@ def autoguide(gen, bad_name: str, ws: list[float], seed: int) -> None:
                {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
 
 
-def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
-    grids, _ = split_grids(data, "train")
-    z_all, target = encode(gen, grids), (grids / gen.cfg.truncation).clamp(-1, 1)
-    band = 2.0 * (2.0 / (gen.cfg.resolution - 1)) / gen.cfg.truncation
+def tune_decoder(gen, batch, steps: int, lr: float, *, band: float, sign_weight: float) -> None:
+    """Train the decoder alone (Adam, cosine lr) on `batch()` -> (normalised latents, normalised TSDF targets);
+    every weight is frozen again afterwards."""
     for p in gen.net.parameters():
         p.requires_grad_(False)
     params = list(gen.net.ae.decoder.parameters())
     for p in params:
         p.requires_grad_(True)
-    opt, g = torch.optim.Adam(params, lr=lr), torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(params, lr=lr)
     for step in range(steps):
-        idx = torch.randint(len(z_all), (16,), generator=g)
-        s = sigma * torch.rand(16, 1, 1, 1, 1, generator=g)
-        loss = autoencoder_loss(gen.net("decode", z_all[idx] + s * torch.randn(z_all[idx].shape, generator=g)), target[idx],
-                                band=band, near_surface_weight=4.0, sign_weight=2.0)
+        z, tgt = batch()
+        loss = autoencoder_loss(gen.net("decode", z), tgt, band=band, near_surface_weight=4.0, sign_weight=sign_weight)
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * step / steps))
         opt.zero_grad()
@@ -194,6 +191,22 @@ def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
         if step % 100 == 0:
             print(f"step {step} loss {loss.item():.4f}", flush=True)
     gen.net.eval()
+    for p in params:
+        p.requires_grad_(False)
+
+
+def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
+    grids, _ = split_grids(data, "train")
+    z_all, target = encode(gen, grids), (grids / gen.cfg.truncation).clamp(-1, 1)
+    band = 2.0 * (2.0 / (gen.cfg.resolution - 1)) / gen.cfg.truncation
+    g = torch.Generator().manual_seed(0)
+
+    def batch():
+        idx = torch.randint(len(z_all), (16,), generator=g)
+        s = sigma * torch.rand(16, 1, 1, 1, 1, generator=g)
+        return z_all[idx] + s * torch.randn(z_all[idx].shape, generator=g), target[idx]
+
+    tune_decoder(gen, batch, steps, lr, band=band, sign_weight=2.0)
     val, fams = split_grids(data, "val")
     z_val = encode(gen, val)
     for s in (0.0, 0.1, 0.2):
@@ -228,28 +241,13 @@ def denoised_decoder(gen, data: str, ts: list[int], steps: int, lr: float, save:
     err = (z_made - z_all[i_made]).pow(2).mean().sqrt()
     print(f"{len(z_made)} denoised latents from t in {ts}: rms error {float(err):.3f} (normalised latent units)", flush=True)
     band = 2.0 * (2.0 / (gen.cfg.resolution - 1)) / gen.cfg.truncation
-    for p in gen.net.parameters():
-        p.requires_grad_(False)
-    params = list(gen.net.ae.decoder.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
-    for step in range(steps):
+
+    def batch():
         a = torch.randint(len(z_made), (8,), generator=g)  # denoised latents
         b = torch.randint(len(z_all), (8,), generator=g)  # clean latents
-        z = torch.cat([z_made[a], z_all[b]])
-        tgt = torch.cat([target[i_made[a]], target[b]])
-        loss = autoencoder_loss(gen.net("decode", z), tgt, band=band, near_surface_weight=4.0, sign_weight=6.0)
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * step / steps))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 100 == 0:
-            print(f"step {step} loss {loss.item():.4f}", flush=True)
-    gen.net.eval()
-    for p in gen.net.parameters():
-        p.requires_grad_(False)
+        return torch.cat([z_made[a], z_all[b]]), torch.cat([target[i_made[a]], target[b]])
+
+    tune_decoder(gen, batch, steps, lr, band=band, sign_weight=6.0)
     autoencoder(gen, data, [0.0])
     for seed in (0, 1):
         fs = family_samples(gen, per_family=8, seed=seed)
