@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The family-sample lever the CPU cannot try (issue 14): a wider, deeper denoiser (width 256, depth 8,
+# The family-sample lever the CPU cannot try (issue 14): a wider, deeper, self-conditioned denoiser (width 256, depth 8,
 # configs/ablation/ld32-wide.json) on the shipped default's autoencoder, trained on a lent GPU.
 # One call of the device tool, about 10 minutes: data (32^3, canonical, the default's own command) ->
 # denoiser (MINUTES) -> family samples (10 families x PER_FAMILY, seed 0) and held-out figures.
