@@ -68,18 +68,7 @@ def encode(gen, grids: torch.Tensor) -> torch.Tensor:
 def denoise_from(gen, x: torch.Tensor, family: str, t_start: int) -> torch.Tensor:
     """DDIM from x at step t_start to 0 under the family's condition with the checkpoint's guidance,
     at the checkpoint's step spacing (sample_steps over the whole chain)."""
-    n = x.shape[0]
-    cond, null, w = gen.condition(family=[family] * n), gen.net("null", n), gen.cfg.guidance
-
-    prev: list[torch.Tensor] = []  # a self-conditioned checkpoint reads each branch's estimate of the step before
-
-    def den(xx, tt):
-        both = gen.net("denoise", torch.cat([xx, xx]), torch.cat([tt, tt]), torch.cat([cond, null]), *prev)
-        if gen.cfg.self_condition:
-            prev[:] = [both]
-        c, u = both.chunk(2)
-        return u + w * (c - u)
-
+    den = gen.guided_denoiser(gen.condition(family=[family] * x.shape[0]))
     steps = max(2, round(gen.cfg.sample_steps * t_start / (gen.cfg.timesteps - 1)))
     return sample_ddim(den, x, torch.round(torch.linspace(t_start, 0, steps)).long(), gen.net.alphas_cumprod.float())
 

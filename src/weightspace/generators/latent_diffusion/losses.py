@@ -52,7 +52,7 @@ def diffusion_loss(
     if self_condition:
         # the denoiser's own estimate first, without gradient, then the trained call reads it
         with torch.no_grad():
-            x0_prev = denoise(z_t, t, cond).detach()  # (B, C, r, r, r)
+            x0_prev = denoise(z_t, t, cond)  # (B, C, r, r, r)
         x0_hat = denoise(z_t, t, cond, x0_prev)  # (B, C, r, r, r)
     else:
         x0_hat = denoise(z_t, t, cond)  # (B, C, r, r, r)

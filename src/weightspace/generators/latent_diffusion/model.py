@@ -134,11 +134,19 @@ class LatentDiffusionGenerator(Generator):
         steps = self.cfg.sample_steps if steps is None else int(steps)
         w = self.cfg.guidance if guidance is None else float(guidance)
         sample = get_sampler(sampler or self.cfg.sampler)
-        B = condition.shape[0]
         x_T, gens = self.start_noise(seeds)
-        null = self._call(params, "null", B)  # (B, M, d)
+        denoise = self.guided_denoiser(condition, params=params, guidance=w)
+        alphas = self.net.alphas_cumprod
+        return sample(denoise, x_T, ddim_timesteps(self.cfg.timesteps, steps), alphas, generators=gens, callback=callback)
 
-        # self-conditioning: each branch reads its own estimate of the step before (none at the first)
+    def guided_denoiser(self, condition: torch.Tensor, *, params: Params | None = None,
+                        guidance: float | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The sampler's `denoise(x_t, t) -> x0` for one chain under `condition` (B, M, d): classifier-free
+        guidance at `guidance` (the checkpoint's by default; 1 runs the conditioned branch alone) and, on a
+        self-conditioned model, each branch fed its own estimate of the step before (none at the first), so
+        a chain needs a fresh one."""
+        w = self.cfg.guidance if guidance is None else float(guidance)
+        null = self._call(params, "null", condition.shape[0])  # (B, M, d)
         prev: list[torch.Tensor] = []
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -153,8 +161,7 @@ class LatentDiffusionGenerator(Generator):
             x0_c, x0_u = both.chunk(2)
             return x0_u + w * (x0_c - x0_u)  # classifier-free guidance (Ho & Salimans 2022)
 
-        alphas = self.net.alphas_cumprod
-        return sample(denoise, x_T, ddim_timesteps(self.cfg.timesteps, steps), alphas, generators=gens, callback=callback)
+        return denoise
 
     def decode_latents(self, z: torch.Tensor, *, params: Params | None = None, resolution: int | None = None) -> torch.Tensor:
         """Normalised latents (B, C, r, r, r) -> TSDF grids (B, R, R, R) in world units."""
