@@ -160,9 +160,10 @@ def autoguide(gen, bad_name: str, ws: list[float], seed: int) -> None:
                {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
 
 
-def tune_decoder(gen, batch, steps: int, lr: float, *, band: float, sign_weight: float) -> None:
-    """Train the decoder alone (Adam, cosine lr) on `batch()` -> (normalised latents, normalised TSDF targets);
-    every weight is frozen again afterwards."""
+def tune_decoder(gen, batch, steps: int, lr: float, *, sign_weight: float) -> None:
+    """Train the decoder alone (Adam, cosine lr) on `batch()` -> (normalised latents, normalised TSDF targets)
+    with the autoencoder's loss (surface band: two voxels); every weight is frozen again afterwards."""
+    band = 2.0 * (2.0 / (gen.cfg.resolution - 1)) / gen.cfg.truncation
     for p in gen.net.parameters():
         p.requires_grad_(False)
     params = list(gen.net.ae.decoder.parameters())
@@ -187,7 +188,6 @@ def tune_decoder(gen, batch, steps: int, lr: float, *, band: float, sign_weight:
 def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
     grids, _ = split_grids(data, "train")
     z_all, target = encode(gen, grids), (grids / gen.cfg.truncation).clamp(-1, 1)
-    band = 2.0 * (2.0 / (gen.cfg.resolution - 1)) / gen.cfg.truncation
     g = torch.Generator().manual_seed(0)
 
     def batch():
@@ -195,7 +195,7 @@ def decoder(gen, data: str, sigma: float, steps: int, lr: float) -> None:
         s = sigma * torch.rand(16, 1, 1, 1, 1, generator=g)
         return z_all[idx] + s * torch.randn(z_all[idx].shape, generator=g), target[idx]
 
-    tune_decoder(gen, batch, steps, lr, band=band, sign_weight=2.0)
+    tune_decoder(gen, batch, steps, lr, sign_weight=2.0)
     val, fams = split_grids(data, "val")
     z_val = encode(gen, val)
     for s in (0.0, 0.1, 0.2):
@@ -229,14 +229,13 @@ def denoised_decoder(gen, data: str, ts: list[int], steps: int, lr: float, save:
     z_made, i_made = torch.cat(made), torch.cat(made_idx)
     err = (z_made - z_all[i_made]).pow(2).mean().sqrt()
     print(f"{len(z_made)} denoised latents from t in {ts}: rms error {float(err):.3f} (normalised latent units)", flush=True)
-    band = 2.0 * (2.0 / (gen.cfg.resolution - 1)) / gen.cfg.truncation
 
     def batch():
         a = torch.randint(len(z_made), (8,), generator=g)  # denoised latents
         b = torch.randint(len(z_all), (8,), generator=g)  # clean latents
         return torch.cat([z_made[a], z_all[b]]), torch.cat([target[i_made[a]], target[b]])
 
-    tune_decoder(gen, batch, steps, lr, band=band, sign_weight=6.0)
+    tune_decoder(gen, batch, steps, lr, sign_weight=6.0)
     autoencoder(gen, data, [0.0])
     for seed in (0, 1):
         fs = family_samples(gen, per_family=8, seed=seed)
