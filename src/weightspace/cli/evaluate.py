@@ -127,6 +127,8 @@ def register(app: typer.Typer) -> None:
         checkpoint: str = typer.Argument(..., help="A latent diffusion checkpoint folder or shipped name (default, default-64, ...)."),
         per_family: int = typer.Option(8, "--per-family", help="Samples per family (one seed each)."),
         seed: int = typer.Option(0, "--seed", help="Base seed of the samples."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default: the checkpoint's sample_steps)."),
+        guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance (default: the checkpoint's)."),
         gallery: Optional[Path] = typer.Option(None, "--gallery", help="Write a PNG of every sample, a row per family."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the figures and every sample's Betti numbers as JSON."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
@@ -152,9 +154,13 @@ def register(app: typer.Typer) -> None:
         gen = load_generator(checkpoint, pick_device(device))
         if gen.kind != "latent-diffusion":
             raise InputError(f"{checkpoint}: family samples are measured for latent diffusion checkpoints; this is {gen.kind!r}")
-        res = family_samples(gen, per_family=per_family, seed=seed)
+        if steps is not None and not 1 <= steps <= gen.cfg.timesteps:
+            raise InputError(f"--steps must be in 1..{gen.cfg.timesteps}, got {steps}")
+        res = family_samples(gen, per_family=per_family, seed=seed, steps=steps, guidance=guidance)
         figures = {"checkpoint": checkpoint, "rate": res["rate"], "per_family": res["per_family"],
-                   "seconds_per_shape": res["seconds_per_shape"], "per_family_samples": per_family, "seed": seed}
+                   "seconds_per_shape": res["seconds_per_shape"], "per_family_samples": per_family, "seed": seed,
+                   "steps": gen.cfg.sample_steps if steps is None else steps,
+                   "guidance": gen.cfg.guidance if guidance is None else guidance}
         if gallery is not None:
             from weightspace.report.gallery import render_gallery
 
@@ -163,7 +169,7 @@ def register(app: typer.Typer) -> None:
             render_gallery([res["grids"][f] for f in fams], gallery, row_labels=fams,
                            titles=[[f"rb {tuple(r['robust'][:2])}" for r in by[f]] for f in fams],
                            ok=[[r["match"] for r in by[f]] for f in fams], cell=1.1,
-                           title=f"{checkpoint}: family samples, blue = robust (b0, b1) of the family "
+                           title=f"{checkpoint} ({figures['steps']} steps, guidance {figures['guidance']:g}): family samples, blue = robust (b0, b1) of the family "
                                  f"({format_rate(res['rate'])})")
         if out is not None:
             atomic_write_json(out, {**figures, "samples": res["samples"]})
