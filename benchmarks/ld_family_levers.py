@@ -7,7 +7,12 @@
   prior      truncated sampling: start the DDIM chain at t* from each family's empirical Gaussian
              (mean and covariance of its training latents, noised to t*) instead of pure noise.
   guidance   guidance in two intervals: --w-high for steps t >= --t-cut, --w-low below (the
-             checkpoint uses one scale throughout), on the 80 family samples of seed 0.
+             checkpoint uses one scale throughout), on the family samples of --seeds (80 each, pooled).
+             On a self-conditioned checkpoint `--sc-feed guided|cond` feeds both branches the guided
+             or the conditioned estimate of the step before instead of each its own.
+  steps      the family samples of --seeds with DDIM over other step lists (--lists, ';' between
+             lists; a single number is that many evenly spaced steps); `--held-out N` adds the held-out
+             figures on N test shapes of --data (1-NNA, COV: what fewer steps cost in diversity).
   decoder    fine-tune the decoder alone on latents with added Gaussian noise (sigma ~ U[0, s]),
              encoder and denoiser unchanged, then measure the round trip and the family samples.
   autoencoder  the autoencoder alone on the validation split: the share of shapes whose round trip keeps
@@ -31,6 +36,7 @@ per-family successes. The figures are in the latent-diffusion-32 training record
   .venv/bin/python benchmarks/ld_family_levers.py roundtrip --data runs/data32a-2560 --t 0,100,300,500
   .venv/bin/python benchmarks/ld_family_levers.py prior --data runs/data32a-2560 --t 500,700,850
   .venv/bin/python benchmarks/ld_family_levers.py guidance --data runs/data32a-2560 --w-high 4 --w-low 2 --t-cut 500
+  .venv/bin/python benchmarks/ld_family_levers.py steps --data runs/data32c-2560 --lists "16;8;999,666,333,0" --seeds 10,11 --held-out 256
   .venv/bin/python benchmarks/ld_family_levers.py decoder --data runs/data32a-2560 --sigma 0.3 --steps 800
   .venv/bin/python benchmarks/ld_family_levers.py autoencoder --checkpoint runs/ae-sign6 --data runs/data32c-2560 --noise 0,0.1,0.2
   .venv/bin/python benchmarks/ld_family_levers.py denoised-decoder --data runs/data32c-2560 --t 100,300,500 --steps 800
@@ -111,25 +117,66 @@ def prior(gen, latents: dict[str, torch.Tensor], ts: list[int], per: int) -> Non
         report(f"prior t*={t}", hits, per)
 
 
-def guidance_interval(gen, w_high: float, w_low: float, t_cut: int) -> None:
+def sample_with(gen, steps: list[int] | None, denoiser=None) -> None:
+    """Make `gen.sample_latents` (this process only) run DDIM over the step list `steps` (default: the
+    checkpoint's spacing) with `denoiser(condition)` (default: the checkpoint's guided denoiser)."""
     from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
 
-    def sample_latents(condition, seeds, *, params=None, steps=None, guidance=None, sampler=None, callback=None):
-        x_T, gens = gen.start_noise(seeds)
+    def sample_latents(condition, seeds, **_):
+        x_T, _gens = gen.start_noise(seeds)
+        ts = torch.tensor(steps) if steps else ddim_timesteps(gen.cfg.timesteps, gen.cfg.sample_steps)
+        den = denoiser(condition) if denoiser else gen.guided_denoiser(condition)
+        return sample_ddim(den, x_T, ts, gen.net.alphas_cumprod)
+
+    gen.sample_latents = sample_latents
+
+
+def pooled_family_samples(gen, label: str, seeds: list[int]) -> None:
+    hits: dict[str, int] = {}
+    for seed in seeds:
+        for f, r in family_samples(gen, per_family=8, seed=seed)["per_family"].items():
+            hits[f] = hits.get(f, 0) + r["successes"]
+    report(f"{label}, seeds {','.join(map(str, seeds))}", hits, 8 * len(seeds))
+
+
+def guidance_interval(gen, w_high: float, w_low: float, t_cut: int, seeds: list[int], sc_feed: str) -> None:
+    """Guidance w_high for t >= t_cut and w_low below, through the checkpoint's own guided denoiser;
+    `sc_feed` other than `own` (self-conditioned checkpoints): both branches read the guided estimate
+    (`guided`) or the conditioned branch's (`cond`) of the step before, instead of each its own."""
+    def schedule(t: int) -> float:
+        return w_high if t >= t_cut else w_low
+
+    def fed(condition):
         null = gen.net("null", condition.shape[0])
+        prev: list[torch.Tensor] = []
 
         def den(x, t):
-            w = w_high if int(t[0]) >= t_cut else w_low
-            c, u = gen.net("denoise", torch.cat([x, x]), torch.cat([t, t]), torch.cat([condition, null])).chunk(2)
-            return u + w * (c - u)
+            c, u = gen.net("denoise", torch.cat([x, x]), torch.cat([t, t]), torch.cat([condition, null]), *prev).chunk(2)
+            g = u + schedule(int(t[0])) * (c - u)
+            prev[:] = [torch.cat([g, g]) if sc_feed == "guided" else torch.cat([c, c])]
+            return g
+        return den
 
-        steps = gen.cfg.sample_steps if steps is None else int(steps)
-        return sample_ddim(den, x_T, ddim_timesteps(gen.cfg.timesteps, steps), gen.net.alphas_cumprod)
+    if sc_feed != "own" and not gen.cfg.self_condition:
+        raise SystemExit(f"--sc-feed {sc_feed}: the checkpoint is not self-conditioned")
+    sample_with(gen, None, fed if sc_feed != "own" else (lambda condition: gen.guided_denoiser(condition, guidance=schedule)))
+    pooled_family_samples(gen, f"family samples, guidance {w_high} for t >= {t_cut}, {w_low} below, sc feed {sc_feed}", seeds)
 
-    gen.sample_latents = sample_latents  # this process only: the checkpoint's sampler with the interval guidance
-    fs = family_samples(gen, per_family=8, seed=0)
-    report(f"family samples (seed 0), guidance {w_high} for t >= {t_cut}, {w_low} below",
-           {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
+
+def step_lists(gen, lists: list[list[int]], seeds: list[int], held_out: int, data: str) -> None:
+    """Family samples (and with `held_out` > 0 the held-out figures on that many test shapes, 1-NNA and
+    COV among them) with DDIM over each step list instead of the checkpoint's spacing."""
+    from weightspace.generators.latent_diffusion.evaluate import evaluate_generator
+
+    for ts in lists:
+        if ts[0] != gen.cfg.timesteps - 1 or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:])):
+            raise SystemExit(f"step list {ts}: must fall strictly from {gen.cfg.timesteps - 1} to 0")
+        sample_with(gen, ts)
+        pooled_family_samples(gen, f"family samples, steps {ts}", seeds)
+        if held_out:
+            fig = evaluate_generator(gen, data, max_shapes=held_out, seed=seeds[0])
+            print(f"  held out ({fig['held_out_shapes']} test shapes, seed {seeds[0]}): " + ", ".join(
+                f"{k} {fig[k]:.4f}" for k in ("family_betti_match", "mmd", "cov", "nna", "points_iou")), flush=True)
 
 
 def autoguide(gen, bad_name: str, ws: list[float], seed: int) -> None:
@@ -265,7 +312,8 @@ def autoencoder(gen, data: str, noises: list[float]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("lever", choices=["roundtrip", "prior", "guidance", "decoder", "autoencoder", "autoguide", "denoised-decoder"])
+    ap.add_argument("lever", choices=["roundtrip", "prior", "guidance", "steps", "decoder", "autoencoder", "autoguide",
+                                      "denoised-decoder"])
     ap.add_argument("--checkpoint", default="default")
     ap.add_argument("--data", required=True, help="the checkpoint's training data folder (its train and val splits)")
     ap.add_argument("--t", default="0,100,300,500", help="time steps (roundtrip) or start steps t* (prior)")
@@ -279,6 +327,10 @@ def main() -> None:
     ap.add_argument("--bad", default="default", help="autoguide: the weaker model")
     ap.add_argument("--w", default="1.5,2,3", help="autoguide: guidance weights")
     ap.add_argument("--seed", type=int, default=0, help="autoguide: seed of the family samples")
+    ap.add_argument("--seeds", default="0", help="guidance, steps: seeds of the family samples (comma list, pooled)")
+    ap.add_argument("--sc-feed", default="own", choices=["own", "guided", "cond"], help="guidance: what the branches read")
+    ap.add_argument("--lists", default="999,666,333,0", help="steps: DDIM step lists, ';' between lists, or counts (16)")
+    ap.add_argument("--held-out", type=int, default=0, help="steps: also the held-out figures on this many test shapes")
     ap.add_argument("--save", help="denoised-decoder: write the checkpoint with the tuned decoder here")
     ap.add_argument("--noise", default="0,0.05,0.1", help="autoencoder: latent noise levels, in latent std units")
     args = ap.parse_args()
@@ -290,10 +342,19 @@ def main() -> None:
         return decoder(gen, args.data, args.sigma, args.steps, args.lr)
     if args.lever == "denoised-decoder":
         return denoised_decoder(gen, args.data, [int(t) for t in args.t.split(",")], args.steps, args.lr, args.save)
-    if args.lever in ("guidance", "autoguide") and gen.cfg.self_condition:
-        raise SystemExit(f"{args.lever}: written for denoisers without self-conditioning; {args.checkpoint} has it")
+    seeds = [int(v) for v in args.seeds.split(",")]
     if args.lever == "guidance":
-        return guidance_interval(gen, args.w_high, args.w_low, args.t_cut)
+        with torch.no_grad():
+            return guidance_interval(gen, args.w_high, args.w_low, args.t_cut, seeds, args.sc_feed)
+    if args.lever == "steps":
+        from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
+
+        lists = [[int(v) for v in item.split(",")] for item in args.lists.split(";")]
+        lists = [ddim_timesteps(gen.cfg.timesteps, ts[0]).tolist() if len(ts) == 1 else ts for ts in lists]
+        with torch.no_grad():
+            return step_lists(gen, lists, seeds, args.held_out, args.data)
+    if args.lever == "autoguide" and gen.cfg.self_condition:
+        raise SystemExit(f"autoguide: written for denoisers without self-conditioning; {args.checkpoint} has it")
     if args.lever == "autoguide":
         with torch.no_grad():
             return autoguide(gen, args.bad, [float(w) for w in args.w.split(",")], args.seed)

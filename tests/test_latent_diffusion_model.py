@@ -271,3 +271,23 @@ def test_v_prediction_returns_x0_and_recovers_it_from_the_true_v():
     plain = tiny_generator(prediction="x0")
     with torch.no_grad():
         torch.testing.assert_close(plain.net("denoise", z_t, t, c), plain.net.denoiser(z_t, t, c))  # x0: the output itself
+
+
+@pytest.mark.parametrize("self_condition", [False, True])
+def test_guidance_schedule_is_a_function_of_the_step(self_condition):
+    gen = tiny_generator(self_condition=self_condition)
+    c = gen.condition(family=["torus", "mug"])
+    x_T, _ = gen.start_noise([0, 1])
+    ts = torch.tensor([99, 66, 33, 0])
+
+    def run(guidance):
+        from weightspace.generators.latent_diffusion.samplers import sample_ddim
+
+        with torch.no_grad():
+            return sample_ddim(gen.guided_denoiser(c, guidance=guidance), x_T, ts, gen.net.alphas_cumprod)
+
+    assert torch.equal(run(lambda t: 2.0), run(2.0))  # a constant schedule is the constant
+    assert torch.allclose(run(lambda t: 1.0), run(1.0), atol=1e-5)  # both branches at w = 1 give the conditioned one
+    seen = []
+    interval = run(lambda t: seen.append(t) or (4.0 if t >= 50 else 2.0))
+    assert seen == ts.tolist() and not torch.allclose(interval, run(2.0))

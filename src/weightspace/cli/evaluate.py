@@ -86,7 +86,9 @@ def register(app: typer.Typer) -> None:
         checkpoint: str = typer.Argument(..., help="Checkpoint folder, or a shipped name: default, default-field, default-64, default-points."),
         data: Path = typer.Option(..., "--data", help="Data folder: the training folder's test split is held out; every shape of any other folder is."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-        max_shapes: int = typer.Option(64, "--max-shapes", help="Evaluate at most this many held-out shapes."),
+        max_shapes: int = typer.Option(64, "--max-shapes", help="Evaluate at most this many held-out shapes. "
+                                       "1-NNA and COV depend on the count (1-NNA separates two different sets better the "
+                                       "more shapes it has): compare them at one count, and quote the whole test split."),
         seed: int = typer.Option(0, "--seed", help="Seed of every observation and sample."),
         threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),

@@ -140,17 +140,20 @@ class LatentDiffusionGenerator(Generator):
         return sample(denoise, x_T, ddim_timesteps(self.cfg.timesteps, steps), alphas, generators=gens, callback=callback)
 
     def guided_denoiser(self, condition: torch.Tensor, *, params: Params | None = None,
-                        guidance: float | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+                        guidance: float | Callable[[int], float] | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The sampler's `denoise(x_t, t) -> x0` for one chain under `condition` (B, M, d): classifier-free
-        guidance at `guidance` (the checkpoint's by default; 1 runs the conditioned branch alone) and, on a
+        guidance at `guidance` (the checkpoint's by default; 1 runs the conditioned branch alone; a function
+        of the step t gives a schedule, e.g. guidance in an interval of noise levels) and, on a
         self-conditioned model, each branch fed its own estimate of the step before (none at the first), so
         a chain needs a fresh one."""
-        w = self.cfg.guidance if guidance is None else float(guidance)
+        constant = None if callable(guidance) else self.cfg.guidance if guidance is None else float(guidance)
         null = self._call(params, "null", condition.shape[0])  # (B, M, d)
         prev: list[torch.Tensor] = []
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if w == 1.0:
+            # a schedule runs both branches at every step, so each keeps its own self-condition
+            w = constant if constant is not None else float(guidance(int(t.flatten()[0])))  # one t per chain step
+            if constant == 1.0:
                 x0 = self._call(params, "denoise", x, t, condition, *prev)
                 if self.cfg.self_condition:
                     prev[:] = [x0]
