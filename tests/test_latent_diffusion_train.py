@@ -123,6 +123,11 @@ def test_a_finished_run_continues_as_a_new_piece(tiny_data, tmp_path):
     train_latent_diffusion(tiny_data, src, model=ModelConfig(**TINY_MODEL), train=tc, stage="all", echo=lambda s: None,
                            command="weightspace train latent-diffusion (first piece)")
     before = json.loads((src / "config.json").read_text())["progress"]
+    # a row added by hand for a piece stopped before it wrote its own (the shipped record has one): counted, not fatal
+    src_record = json.loads((src / "training_record.json").read_text())
+    src_record["invocations"].append({"command": "stopped by hand", "stage": "diffusion", "started_utc": "2026-01-01T00:00:00+00:00",
+                                      "stopped_utc": "2026-01-01T00:10:00+00:00"})
+    (src / "training_record.json").write_text(json.dumps(src_record))
     out = tmp_path / "next"
     tc2 = TrainConfig(diffusion_steps=7, diffusion_batch=4, train_points=64, log_every=1)
     gen = train_latent_diffusion(tiny_data, out, train=tc2, stage="diffusion", continue_from=src, echo=lambda s: None,
@@ -131,8 +136,10 @@ def test_a_finished_run_continues_as_a_new_piece(tiny_data, tmp_path):
     assert cfg["progress"]["ae_steps"] == before["ae_steps"] == 3
     assert cfg["progress"]["diffusion_steps"] == 7 and cfg["continued_from"]["diffusion_steps"] == 4
     record = json.loads((out / "training_record.json").read_text())
-    assert [r["command"] for r in record["invocations"]][-2:] == ["weightspace train latent-diffusion (first piece)",
+    assert [r["command"] for r in record["invocations"]][-3:] == ["weightspace train latent-diffusion (first piece)",
+                                                                  "stopped by hand",
                                                                   "weightspace train latent-diffusion (second piece)"]
+    assert record["wall_minutes"] >= 10.0
     assert record["command"] == "weightspace train latent-diffusion (first piece)"
     src_state = load_generator(src).net.state_dict()
     assert torch.equal(gen.net.state_dict()["ae.decoder.stem.weight"], src_state["ae.decoder.stem.weight"])  # the AE is kept

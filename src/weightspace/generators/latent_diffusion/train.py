@@ -553,6 +553,17 @@ def _continue(source: str | Path, out: Path, progress: dict) -> tuple[ModelConfi
     return cfg, net, continued, config.get("autoencoder_from")
 
 
+def _invocation_minutes(row: dict[str, Any]) -> float:
+    """Wall minutes of one invocation row: its own figure, or (a row added by hand for a run stopped before it
+    wrote one) the time from its start to its finish or stop; 0 when the row says neither."""
+    if "wall_minutes" in row:
+        return float(row["wall_minutes"])
+    end = row.get("finished_utc") or row.get("stopped_utc")
+    if not (row.get("started_utc") and end):
+        return 0.0
+    return (datetime.datetime.fromisoformat(end) - datetime.datetime.fromisoformat(row["started_utc"])).total_seconds() / 60
+
+
 def write_training_record(out: Path, config: dict[str, Any], *, started: datetime.datetime, stage: str, threads: int,
                           finished: datetime.datetime | None = None, processes: int = 1) -> dict[str, Any]:
     """Add this invocation to `training_record.json` in `out` and refresh its totals from `config`
@@ -580,7 +591,7 @@ def write_training_record(out: Path, config: dict[str, Any], *, started: datetim
         "command": runs[0]["command"],
         "data": config.get("data"),
         "invocations": runs,
-        "wall_minutes": round(sum(r["wall_minutes"] for r in runs) + (ae_from or {}).get("ae_seconds", 0.0) / 60, 2),
+        "wall_minutes": round(sum(map(_invocation_minutes, runs)) + (ae_from or {}).get("ae_seconds", 0.0) / 60, 2),
         "steps": {"autoencoder": prog.get("ae_steps"), "diffusion": prog.get("diffusion_steps")},
         "train_seconds": {"autoencoder": prog.get("ae_seconds"), "diffusion": prog.get("diffusion_seconds")},
         "threads": threads,
