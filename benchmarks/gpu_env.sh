@@ -20,10 +20,13 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$L/timeline.txt"; }
 # tarred. Usage: finish_latent_diffusion NAME DATA
 finish_latent_diffusion() {
   local name=$1 data=$2
-  $WS evaluate families "$WORK/$name" --per-family "$PER_FAMILY" --seed 0 --device "$DEVICE" --out "$OUT/families.json" \
-    --gallery "$OUT/families.png" > "$L/families.log" 2>&1
-  stamp "families exit $?"
-  $WS evaluate generator "$WORK/$name" --data "$data" --json --device "$DEVICE" > "$OUT/figures.json" 2> "$L/figures.log"
+  for seed in 0 1; do  # two seeds: the CPU checkpoints' figure pools seeds 0 and 1 (n = 160 at 8 per family)
+    $WS evaluate families "$WORK/$name" --per-family "$PER_FAMILY" --seed $seed --device "$DEVICE" --out "$OUT/families_s$seed.json" \
+      --gallery "$OUT/families_s$seed.png" > "$L/families_s$seed.log" 2>&1
+    stamp "families seed $seed exit $?"
+  done
+  # the whole test split: 1-NNA and COV depend on the number of shapes (256 is what the README quotes)
+  $WS evaluate generator "$WORK/$name" --data "$data" --json --max-shapes 256 --device "$DEVICE" > "$OUT/figures.json" 2> "$L/figures.log"
   stamp "figures exit $?"
   mkdir -p "$OUT/$name"
   cp "$WORK/$name"/{model.safetensors,config.json,training_record.json,loss_log.jsonl} "$OUT/$name/" 2>/dev/null
