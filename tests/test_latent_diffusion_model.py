@@ -15,11 +15,12 @@ from weightspace.runtime.errors import InputError
 FAMS = ["torus", "mug", "shell"]
 
 
-def tiny_generator(seed: int = 0, layout: str = "grid", self_condition: bool = False, prediction: str = "x0") -> LatentDiffusionGenerator:
+def tiny_generator(seed: int = 0, layout: str = "grid", self_condition: bool = False, prediction: str = "x0",
+                   refine: int = 0) -> LatentDiffusionGenerator:
     cfg = ModelConfig(resolution=16, ae_channels=[8, 16], latent_channels=2, patch=2, width=32, depth=2, heads=2,
                       cond_layout=layout, cond_tokens=3 if layout == "pooled" else 0, cond_dim=8, families=FAMS,
                       timesteps=100, sample_steps=4, guidance=2.0, self_condition=self_condition,
-                      prediction=prediction)
+                      prediction=prediction, refine=refine)
     torch.manual_seed(seed)
     gen = LatentDiffusionGenerator(cfg)
     g = torch.Generator().manual_seed(seed)

@@ -113,22 +113,23 @@ def test_neural_field_low_rank_loss_and_gradient_per_member(method):
         torch.testing.assert_close(grad, g, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("self_condition,prediction", [(False, "x0"), (True, "x0"), (True, "v")])
-def test_latent_diffusion_low_rank_loss_and_gradient_per_member(self_condition, prediction):
-    gen = tiny_diffusion(self_condition=self_condition, prediction=prediction)
+@pytest.mark.parametrize("self_condition,prediction,refine", [(False, "x0", 0), (True, "x0", 0), (True, "v", 0), (True, "x0", 4)])
+def test_latent_diffusion_low_rank_loss_and_gradient_per_member(self_condition, prediction, refine):
+    gen = tiny_diffusion(self_condition=self_condition, prediction=prediction, refine=refine)
     param = make_parameterisation(gen, "lora", rank=2)
     x = torch.stack([param.initial_point(s) + 0.05 * torch.randn(param.layout.size) for s in (1, 2)]).requires_grad_(True)
     grids, cond = _targets(gen, 2), torch.randn(2, *gen.condition_shape)
-    assert is_low_rank(param.low_rank_batch(x))  # every target a denoiser Linear: the factored path runs
+    # every target a denoiser Linear: the factored path runs; a refinement's convolutions take the vmap path
+    assert is_low_rank(param.low_rank_batch(x)) == (not refine)
     for loss, alone, grad, g in _loss_and_grad_per_member(gen, param, x, grids, cond, [[5, 6, 7], [8, 9, 10]]):
         torch.testing.assert_close(loss, alone, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(grad, g, rtol=1e-4, atol=1e-6)
     assert all(p.grad is None for p in gen.net.parameters())  # no gradient reached the base weights
 
 
-@pytest.mark.parametrize("self_condition,prediction", [(False, "x0"), (True, "v")])
-def test_latent_diffusion_layers_loss_and_gradient_per_member(self_condition, prediction):
-    gen = tiny_diffusion(self_condition=self_condition, prediction=prediction)
+@pytest.mark.parametrize("self_condition,prediction,refine", [(False, "x0", 0), (True, "v", 0), (True, "x0", 4)])
+def test_latent_diffusion_layers_loss_and_gradient_per_member(self_condition, prediction, refine):
+    gen = tiny_diffusion(self_condition=self_condition, prediction=prediction, refine=refine)
     param = make_parameterisation(gen, "layers")
     x = torch.stack([param.base_point() + 0.01 * torch.randn(param.layout.size) for _ in range(2)]).requires_grad_(True)
     grids, cond = _targets(gen, 2), torch.randn(2, *gen.condition_shape)

@@ -44,6 +44,12 @@ class ModelConfig:
         False, help="self-conditioning (Chen et al. 2022, 'Analog Bits'): the denoiser also reads its own previous x0 "
         "estimate, trained on half the batches and fed the estimate of the step before when sampling; configs saved "
         "without the field load without it")
+    refine: int = option(
+        0, min=0, help="> 0: a convolutional refinement at the latent grid with this many channels after the token "
+        "output: three 3x3x3 convolutions over the estimate and the noisy latent, with the time and condition "
+        "added after the first, whose result is added to the estimate; the last starts at zero, so a denoiser "
+        "given it later computes what it computed without it. Lets the estimate vary within a patch's cells, "
+        "where thin handles and rungs live; 0 (configs saved without the field): none")
     cond_layout: CondLayout = option(
         "grid", help="grid: one condition token per latent token, on the same cells (points scattered into a coarse "
         "grid, voxels convolved down to it, ConvONet-style), added to the denoiser's input tokens as well as attended "

@@ -85,10 +85,17 @@ class Denoiser(nn.Module):
     estimate of x0 (None reads as zeros, "no estimate yet"); it is patchified and added to the input
     tokens through its own zero-initialised projection, so a denoiser given the option later starts
     out computing exactly what it computed without it.
+
+    With refine = h > 0, the token output (B, C, r, r, r) is refined at the latent grid by three 3x3x3
+    convolutions (C + C -> h -> h -> C) over it and the noisy latent, the modulation input c added
+    (projected to h) after the first; the result is added to it. The last convolution starts at zero,
+    so a refinement added to a trained denoiser starts out computing what it computed without it. The
+    tokens see each patch as one vector; the convolutions let the estimate vary across a patch's cells
+    and their neighbours'. Written here: no library denoiser has this head.
     """
 
     def __init__(self, *, latent_channels: int, latent_res: int, patch: int, width: int, depth: int, heads: int, cond_dim: int,
-                 cond_add: bool = False, self_condition: bool = False):
+                 cond_add: bool = False, self_condition: bool = False, refine: int = 0):
         super().__init__()
         self.C, self.r, self.p = latent_channels, latent_res, patch
         n_tokens = (latent_res // patch) ** 3
@@ -111,6 +118,16 @@ class Denoiser(nn.Module):
         for layer in (self.final_adaln, self.final):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.refine = None
+        if refine:
+            self.refine = nn.ModuleDict({
+                "conv1": nn.Conv3d(2 * latent_channels, refine, 3, padding=1),
+                "cond": nn.Linear(width, refine),
+                "conv2": nn.Conv3d(refine, refine, 3, padding=1),
+                "conv3": nn.Conv3d(refine, latent_channels, 3, padding=1),
+            })
+            nn.init.zeros_(self.refine["conv3"].weight)
+            nn.init.zeros_(self.refine["conv3"].bias)
 
     def patchify(self, z: torch.Tensor) -> torch.Tensor:
         B, C, r, p = z.shape[0], self.C, self.r, self.p
@@ -142,4 +159,10 @@ class Denoiser(nn.Module):
             x = block(x, c, cond_w)  # (B, T, W)
         shift, scale = self.final_adaln(F.silu(c)).chunk(2, dim=1)  # (B, W) each
         x = self.final(modulate(self.final_norm(x), shift, scale))  # (B, T, C p^3)
-        return self.unpatchify(x)  # (B, C, r, r, r)
+        out = self.unpatchify(x)  # (B, C, r, r, r)
+        if self.refine is None:
+            return out
+        ref = self.refine
+        h = ref["conv1"](torch.cat([out, z_t], dim=1)) + ref["cond"](F.silu(c))[:, :, None, None, None]  # (B, h, r, r, r)
+        h = ref["conv2"](F.gelu(h))  # (B, h, r, r, r)
+        return out + ref["conv3"](F.gelu(h))  # (B, C, r, r, r)

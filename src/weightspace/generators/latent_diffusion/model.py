@@ -370,7 +370,7 @@ class LatentDiffusionGenerator(Generator):
             "denoiser.self_attention": [b + "self_attn." for b in blocks],
             "denoiser.cross_attention": [b + "cross_attn." for b in blocks],
             "denoiser.mlp": [b + "mlp." for b in blocks],
-            "denoiser.final": ["denoiser.final_adaln.", "denoiser.final."],
+            "denoiser.final": ["denoiser.final_adaln.", "denoiser.final.", "denoiser.refine."],
         }
         for i, b in enumerate(blocks):
             groups[f"denoiser.block{i}"] = [b]

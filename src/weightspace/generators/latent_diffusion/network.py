@@ -36,7 +36,7 @@ class LatentDiffusionNet(nn.Module):
         self.denoiser = Denoiser(
             latent_channels=cfg.latent_channels, latent_res=cfg.resolution // 4, patch=cfg.patch,
             width=cfg.width, depth=cfg.depth, heads=cfg.heads, cond_dim=d, cond_add=cfg.cond_layout == "grid",
-            self_condition=cfg.self_condition,
+            self_condition=cfg.self_condition, refine=cfg.refine,
         )
         self.prediction = cfg.prediction
         # Per-channel latent statistics for diffusion (set after the autoencoder stage).
