@@ -124,7 +124,7 @@ def factored_fits(gen: Generator, config: PopulationConfig) -> bool:
         and gen.accepts_low_rank
 
 
-BATCH_MEMBERS = 8  # members per pass where batching pays: 2.0-2.2x the merged one-at-a-time rate on `default` (docs/scaling.md)
+BATCH_MEMBERS = 8  # members per pass where batching pays: 1.7-2.2x the merged one-at-a-time rate on `default` (docs/scaling.md)
 
 
 def auto_batch_members(gen: Generator, config: PopulationConfig) -> int:
