@@ -189,5 +189,6 @@ def test_evaluate_families_takes_the_sampler_settings(ckpt, tmp_path):
     a = family_samples(gen, families=gen.cfg.families[:1], per_family=1, steps=2, guidance=1.5)["grids"]
     b = family_samples(gen, families=gen.cfg.families[:1], per_family=1, steps=3, guidance=1.5)["grids"]
     assert not np.allclose(next(iter(a.values()))[0], next(iter(b.values()))[0])
-    bad = CliRunner().invoke(app, ["evaluate", "families", str(ckpt), "--steps", "0"])
-    assert bad.exit_code != 0 and "--steps" in str(bad.exception)
+    for option, value in (("--steps", "0"), ("--guidance", "-1")):
+        bad = CliRunner().invoke(app, ["evaluate", "families", str(ckpt), option, value])
+        assert bad.exit_code != 0 and option in str(bad.exception)

@@ -158,6 +158,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"{checkpoint}: family samples are measured for latent diffusion checkpoints; this is {gen.kind!r}")
         if steps is not None and not 1 <= steps <= gen.cfg.timesteps:
             raise InputError(f"--steps must be in 1..{gen.cfg.timesteps}, got {steps}")
+        if guidance is not None and not guidance >= 0:
+            raise InputError(f"--guidance must be >= 0 (0: unconditional, 1: no guidance), got {guidance}")
         res = family_samples(gen, per_family=per_family, seed=seed, steps=steps, guidance=guidance)
         figures = {"checkpoint": checkpoint, "rate": res["rate"], "per_family": res["per_family"],
                    "seconds_per_shape": res["seconds_per_shape"], "per_family_samples": per_family, "seed": seed,
