@@ -15,11 +15,8 @@ with the ordinary trainer, which loads the architecture from the folder:
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
-from _derived_checkpoint import largest_sample_difference, write_derived
+from _derived_checkpoint import parser, write_and_check
 
 from weightspace.generators.latent_diffusion.config import saved_model_config
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
@@ -28,12 +25,9 @@ from weightspace.runtime.checkpoint import load_checkpoint
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default="default")
-    ap.add_argument("--out", required=True)
+    ap = parser(__doc__)
     ap.add_argument("--channels", type=int, default=32, help="channels of the refinement's convolutions")
     ap.add_argument("--seed", type=int, default=0, help="seed of the new (non-zero) weights")
-    ap.add_argument("--check", action="store_true", help="sample from both and compare (they must agree)")
     args = ap.parse_args()
     src = resolve_checkpoint(args.checkpoint)
     state, config = load_checkpoint(src)
@@ -50,11 +44,8 @@ def main() -> None:
     config = {**config, "model": model,
               "refine_from": {"checkpoint": str(args.checkpoint), "seed": args.seed,
                               "how": "benchmarks/ld_add_refine.py: a refinement added whose last convolution is zero"}}
-    out = write_derived(src, Path(args.out), new, config)
-    print(f"wrote {out}: refinement with {args.channels} channels, {sum(v.numel() for v in added.values())} new parameters")
-    if args.check:
-        diff = largest_sample_difference(args.checkpoint, str(out))
-        print(f"largest latent difference between source and refined samples: {diff:.3g}")
+    write_and_check(args, src, new, config,
+                    f"refinement with {args.channels} channels, {sum(v.numel() for v in added.values())} new parameters")
 
 
 if __name__ == "__main__":

@@ -13,22 +13,15 @@ from the folder and trains the self-conditioned call on `train.self_condition_pr
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
-from _derived_checkpoint import largest_sample_difference, write_derived
+from _derived_checkpoint import parser, write_and_check
 
 from weightspace.generators.registry import resolve_checkpoint
 from weightspace.runtime.checkpoint import load_checkpoint
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default="default")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--check", action="store_true", help="sample from both and compare (they must agree)")
-    args = ap.parse_args()
+    args = parser(__doc__).parse_args()
     src = resolve_checkpoint(args.checkpoint)
     state, config = load_checkpoint(src)
     model = dict(config["model"])
@@ -41,11 +34,7 @@ def main() -> None:
     config = {**config, "model": {**model, "self_condition": True},
               "self_condition_from": {"checkpoint": str(args.checkpoint),
                                       "how": "benchmarks/ld_add_self_condition.py: a zero self_cond_in projection added"}}
-    out = write_derived(src, Path(args.out), new, config)
-    print(f"wrote {out}: self-conditioned denoiser, {patch_in.numel() + patch_in.shape[0]} new parameters (zero)")
-    if args.check:
-        diff = largest_sample_difference(args.checkpoint, str(out))
-        print(f"largest latent difference between source and self-conditioned samples: {diff:.3g}")
+    write_and_check(args, src, new, config, f"self-conditioned denoiser, {patch_in.numel() + patch_in.shape[0]} new parameters (zero)")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,8 @@ largest latent difference (0 up to float rounding).
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
-from _derived_checkpoint import largest_sample_difference, write_derived
+from _derived_checkpoint import parser, write_and_check
 
 from weightspace.generators.registry import resolve_checkpoint
 from weightspace.runtime.checkpoint import load_checkpoint
@@ -53,12 +50,9 @@ def grown_state(state: dict[str, torch.Tensor], depth: int, factor: int, seed: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default="default")
+    ap = parser(__doc__)
     ap.add_argument("--factor", type=int, default=2, help="blocks after growing = depth x factor")
-    ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0, help="seed of the new blocks' initial attention and MLP weights")
-    ap.add_argument("--check", action="store_true", help="sample from both and compare (they must agree)")
     args = ap.parse_args()
     src = resolve_checkpoint(args.checkpoint)
     state, config = load_checkpoint(src)
@@ -72,12 +66,9 @@ def main() -> None:
     config = {**config, "model": {**model, "depth": depth * args.factor},
               "grown_from": {"checkpoint": str(args.checkpoint), "depth": depth, "factor": args.factor, "seed": args.seed,
                              "how": "benchmarks/ld_grow_depth.py: old block i at i x factor, new zero-adaLN blocks between"}}
-    out = write_derived(src, Path(args.out), new, config)
-    print(f"wrote {out}: depth {depth} -> {depth * args.factor}, "
-          f"{sum(v.numel() for k, v in state.items() if 'denoiser' in k)} -> {sum(v.numel() for k, v in new.items() if 'denoiser' in k)} denoiser parameters")
-    if args.check:
-        diff = largest_sample_difference(args.checkpoint, str(out))
-        print(f"largest latent difference between source and grown samples: {diff:.3g}")
+    write_and_check(args, src, new, config, f"depth {depth} -> {depth * args.factor}, "
+                    f"{sum(v.numel() for k, v in state.items() if 'denoiser' in k)} -> "
+                    f"{sum(v.numel() for k, v in new.items() if 'denoiser' in k)} denoiser parameters")
 
 if __name__ == "__main__":
     main()
