@@ -169,6 +169,24 @@ def test_generate_seed_reaches_a_neural_field_family_code(tmp_path):
         assert result.exit_code == 0, result.output
         grids.append(np.load(next((out / "grids").glob("*.npy"))))
     assert not np.array_equal(grids[0], grids[1])
+    result = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--family", "torus", "--steps", "4", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "latent diffusion" in str(result.exception)  # a field has no sampler to set
+
+
+def test_generate_takes_the_sampler_settings(ckpt, tmp_path):
+    def run(name, *extra):
+        out = tmp_path / name
+        result = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--family", "torus", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "generate.json").read_text())
+        return summary["sampler"], np.load(out / summary["shapes"][0]["grid"])
+
+    (default, g0), (set_, g1) = run("default"), run("set", "--steps", "2", "--guidance", "1.5")
+    assert default == {"steps": 4, "guidance": 2.0} and set_ == {"steps": 2, "guidance": 1.5}
+    assert not np.allclose(g0, g1)
+    bad = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--family", "torus", "--guidance", "-1",
+                                   "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "--guidance" in str(bad.exception)
 
 
 def test_evaluate_families_takes_the_sampler_settings(ckpt, tmp_path):

@@ -63,6 +63,8 @@ def register(app: typer.Typer) -> None:
         resolution: Optional[int] = typer.Option(None, "--resolution", help="Output grid resolution (default: the generator's)."),
         original_frame: bool = typer.Option(False, "--original-frame", help="With --points: write the meshes in the scan's frame (its position and scale) instead of the normalised one; grids stay normalised."),
         margin: float = typer.Option(0.1, "--margin", help="With --points: the margin of the normalised box, as in `data import --margin`."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Latent diffusion: DDIM steps (default: the checkpoint's sample_steps)."),
+        guidance: Optional[float] = typer.Option(None, "--guidance", help="Latent diffusion: classifier-free guidance (default: the checkpoint's)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Generate shapes from a checkpoint and write their SDF grids and meshes.
@@ -80,7 +82,7 @@ def register(app: typer.Typer) -> None:
         else:
             condition = points  # generate_shapes refuses the combination by name
         rows = generate_shapes(checkpoint, out, family=family, points=condition, voxels=voxels, seed=seed,
-                               count=count, fmt=fmt, resolution=resolution, device=device)
+                               count=count, fmt=fmt, resolution=resolution, device=device, steps=steps, guidance=guidance)
         if norm is not None:
             _record_frame(out, rows, points, norm, margin=margin, original_frame=original_frame, fmt=fmt)
         for r in rows:

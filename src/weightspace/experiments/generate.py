@@ -27,11 +27,14 @@ MeshFormat = Literal["ply", "obj", "glb"]
 def generate_shapes(
     checkpoint: str, out: Path, *, family: str | None, points: Path | None, voxels: Path | None,
     seed: int, count: int, fmt: MeshFormat, resolution: int | None, device: str = "cpu",
+    steps: int | None = None, guidance: float | None = None,
 ) -> list[dict]:
     """Generate `count` shapes (seeds seed..seed+count-1) and write grids, meshes and generate.json.
 
     Exactly one of family (a name), points (a points file) or voxels (an occupancy grid file)
-    conditions every shape. Returns one row per shape: name, seed, grid and mesh paths, betti, sizes.
+    conditions every shape. `steps` and `guidance` (latent diffusion only) override the checkpoint's
+    sampler settings; generate.json records the ones used. Returns one row per shape: name, seed, grid
+    and mesh paths, betti, sizes.
     """
     given = [n for n, v in (("--family", family), ("--points", points), ("--voxels", voxels)) if v is not None]
     if len(given) != 1:
@@ -41,6 +44,16 @@ def generate_shapes(
     if fmt not in get_args(MeshFormat):
         raise InputError(f"--format must be one of {', '.join(get_args(MeshFormat))}, got {fmt!r}")
     gen = load_generator(checkpoint, pick_device(device))
+    sampler: dict = {}
+    if gen.kind == "latent-diffusion":
+        if steps is not None and not 1 <= steps <= gen.cfg.timesteps:
+            raise InputError(f"--steps must be in 1..{gen.cfg.timesteps}, got {steps}")
+        if guidance is not None and not guidance >= 0:
+            raise InputError(f"--guidance must be >= 0 (0: unconditional, 1: no guidance), got {guidance}")
+        sampler = {"steps": gen.cfg.sample_steps if steps is None else steps,
+                   "guidance": gen.cfg.guidance if guidance is None else guidance}
+    elif steps is not None or guidance is not None:
+        raise InputError(f"--steps and --guidance set a latent diffusion sampler; {checkpoint} is a {gen.kind} checkpoint")
     # One seed per item, for the condition (a neural field draws its family code from it) and the decode.
     seeds = [seed + i for i in range(count)]
     with torch.no_grad():
@@ -52,7 +65,7 @@ def generate_shapes(
         else:
             vox = torch.from_numpy(read_voxels_file(voxels)).unsqueeze(0).expand(count, -1, -1, -1)  # (count, V, V, V)
             cond = gen.condition(voxels=vox, seeds=seeds)
-        grids = gen.sdf_grid(cond, seeds, resolution=resolution).cpu().numpy()  # (count, R, R, R)
+        grids = gen.sdf_grid(cond, seeds, resolution=resolution, **sampler).cpu().numpy()  # (count, R, R, R)
     rows = []
     for i, (s, grid) in enumerate(zip(seeds, grids)):
         name = f"{i:03d}-seed{s}"
@@ -66,6 +79,6 @@ def generate_shapes(
         rows.append(dict(name=name, seed=s, grid=f"grids/{name}.npy", mesh=f"meshes/{name}.{fmt}",
                          betti=list(t.betti), vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces))))
     condition = {"family": family} if family else {"points": str(points)} if points else {"voxels": str(voxels)}
-    atomic_write_json(out / "generate.json", {"checkpoint": str(checkpoint), "kind": gen.kind,
-                                              "condition": condition, "shapes": rows})
+    atomic_write_json(out / "generate.json", {"checkpoint": str(checkpoint), "kind": gen.kind, "condition": condition,
+                                              **({"sampler": sampler} if sampler else {}), "shapes": rows})
     return rows
