@@ -3,7 +3,7 @@
 # configs/ablation/ld32-wide.json) on the shipped default's autoencoder, trained on a lent GPU.
 # One call of the device tool, under its 10-minute limit: data (32^3, canonical, the default's own command; about
 # 90 s on 14 workers, estimated from 607 s on 2 here) ->
-# denoiser (MINUTES) -> family samples (10 families x PER_FAMILY, seed 0) and held-out figures.
+# denoiser (MINUTES) -> family samples (10 families x PER_FAMILY, seeds 0 and 1) and held-out figures (64 shapes).
 # Results in $OUT: weights, config, training record, family-sample JSON and gallery, figures, logs.
 # Dry run on a CPU machine: DEVICE=cpu COUNT=40 MINUTES=0.3 PER_FAMILY=1 PY=.venv/bin/python bash benchmarks/gpu_default32_wide.sh
 set -u
