@@ -162,3 +162,42 @@ def test_self_conditioned_training_moves_the_estimate_path(tiny_data, tmp_path, 
     with torch.no_grad():
         grid = loaded.sdf_grid(loaded.condition(family=["torus"]), [0])
     assert torch.isfinite(grid).all()
+
+
+def test_a_signal_stops_training_after_its_step_saved_and_recorded(tiny_data, tmp_path, monkeypatch):
+    """SIGTERM (a scheduler's preemption, `kill`) or Ctrl-C mid-run: the step in flight finishes, the
+    checkpoint and the record row are written there, and rerunning the command ends where an
+    uninterrupted run ends."""
+    import signal
+
+    from weightspace.generators.latent_diffusion import train as train_module
+    from weightspace.runtime.distributed import Stopped
+
+    tc = TrainConfig(ae_steps=2, diffusion_steps=6, ae_batch=2, diffusion_batch=2, train_points=32, log_every=1, checkpoint_seconds=1e6)
+    model = ModelConfig(**TINY_MODEL)
+    straight = train_latent_diffusion(tiny_data, tmp_path / "straight", model=model, train=tc, stage="all", echo=lambda s: None)
+
+    draw = train_module.item_generator
+
+    def signalled_draw(seed, name, step):  # the signal arrives while diffusion step 3 is being computed
+        if name == "diffusion" and step == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return draw(seed, name, step)
+
+    out = tmp_path / "stopped"
+    monkeypatch.setattr(train_module, "item_generator", signalled_draw)
+    with pytest.raises(Stopped):
+        train_latent_diffusion(tiny_data, out, model=model, train=tc, stage="all", echo=lambda s: None)
+    monkeypatch.setattr(train_module, "item_generator", draw)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the loop
+    progress = json.loads((out / "config.json").read_text())["progress"]
+    assert progress["diffusion_steps"] == 4 and not progress["diffusion_done"]  # step 3 finished, then saved
+    record = json.loads((out / "training_record.json").read_text())
+    assert "stopped" in record["invocations"][-1] and record["steps"]["diffusion"] == 4
+
+    resumed = train_latent_diffusion(tiny_data, out, model=model, train=tc, stage="all", echo=lambda s: None)
+    record = json.loads((out / "training_record.json").read_text())
+    assert len(record["invocations"]) == 2 and "stopped" not in record["invocations"][-1]
+    assert record["steps"]["diffusion"] == 6
+    for k, v in straight.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[k], v, msg=k)  # the same weights as without the stop

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -140,3 +142,37 @@ def data_parallel(net: torch.nn.Module, loss: Callable[..., torch.Tensor], ranks
 
 
 __all__ = ["Ranks", "barrier", "data_parallel", "finish_ranks", "from_main", "init_ranks", "mean_over_ranks", "shard", "share"]
+
+
+class Stopped(KeyboardInterrupt):
+    """A loop under `StopRequests` stopped at a signal after saving its last step (a KeyboardInterrupt, so
+    whatever does not catch it ends as Ctrl-C does)."""
+
+
+class StopRequests:
+    """While open (a `with` block), SIGINT and SIGTERM (Ctrl-C, `kill`, a scheduler's preemption) set
+    `requested` instead of raising at once, so a training loop can finish the step it is in, save a
+    consistent checkpoint and stop; `check(ranks)` is rank 0's flag on every rank, so all ranks stop at
+    the same step. Outside the main thread, where Python cannot install handlers, it never sets."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        self._old = {}
+
+    def check(self, ranks: Ranks) -> bool:
+        return from_main(float(self.requested), ranks) > 0

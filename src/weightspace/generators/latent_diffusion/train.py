@@ -35,7 +35,7 @@ from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerat
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_hash, state_metadata
 from weightspace.runtime.config import check_config
-from weightspace.runtime.distributed import Ranks, barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
+from weightspace.runtime.distributed import Ranks, Stopped, StopRequests, barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
 from weightspace.runtime.seeding import item_generator
@@ -255,6 +255,10 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
     what an uninterrupted one does. Under torchrun the loss runs as one DDP forward over `trained`
     (the module whose parameters the stage trains; default `net`), rank 0's clock schedules every
     rank, and rank 0 alone logs and saves.
+
+    SIGINT or SIGTERM stops the loop after the step it is in: the counters and a checkpoint are saved
+    there, then `Stopped` (a KeyboardInterrupt) is raised (`train_latent_diffusion` writes the
+    invocation's record row), so a stopped run loses no step and resumes exactly.
     """
     tc, progress, logger, ranks = run.tc, run.progress, run.logger, run.ranks
     step_loss = data_parallel(trained if trained is not None else net, loss_fn, ranks, run.device)
@@ -263,36 +267,40 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
     step, used = progress[f"{name}_steps"], progress[f"{name}_seconds"]
     last_save, t_prev, loss_avg = time.time(), time.time(), None
     net.train()
-    while step < total_steps if total_steps else used < budget_s:
-        gen = item_generator(tc.seed, name, step)
-        for group in opt.param_groups:
-            group["lr"] = _lr(base_lr, step / total_steps if total_steps else used / budget_s, step)
-        loss = step_loss(gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        ema.update(net, step)
-        step += 1
-        now = time.time()
-        used = from_main(used + now - t_prev, ranks)  # every rank ends the stage at the same step
-        t_prev = now
-        loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
-        if step % tc.log_every == 0:
-            value = mean_over_ranks(loss, ranks)  # the whole batch's loss (each rank's share scaled to sum to it)
-            row = dict(stage=name, step=step, seconds=round(used, 2), loss=round(value, 6), lr=opt.param_groups[0]["lr"])
-            if ranks.main:
-                if validate is not None and step % (tc.log_every * 8) == 0:
-                    row["val_iou"] = round(validate(), 4)
-                    t_prev = time.time()  # validation time is not training time
-                logger.row(**row)
-                logger.progress(name, step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "")
-        if now - last_save > tc.checkpoint_seconds:
-            progress.update({f"{name}_steps": step, f"{name}_seconds": used})
-            if ranks.main:
-                _save_all(run.out, net, ema, opt, run.cfg, run.extra())
-            last_save = t_prev = time.time()
+    with StopRequests() as stop:  # a signal ends the loop after its step, saved (below)
+        while step < total_steps if total_steps else used < budget_s:
+            gen = item_generator(tc.seed, name, step)
+            for group in opt.param_groups:
+                group["lr"] = _lr(base_lr, step / total_steps if total_steps else used / budget_s, step)
+            loss = step_loss(gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            ema.update(net, step)
+            step += 1
+            now = time.time()
+            used = from_main(used + now - t_prev, ranks)  # every rank ends the stage at the same step
+            t_prev = now
+            loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
+            if step % tc.log_every == 0:
+                value = mean_over_ranks(loss, ranks)  # the whole batch's loss (each rank's share scaled to sum to it)
+                row = dict(stage=name, step=step, seconds=round(used, 2), loss=round(value, 6), lr=opt.param_groups[0]["lr"])
+                if ranks.main:
+                    if validate is not None and step % (tc.log_every * 8) == 0:
+                        row["val_iou"] = round(validate(), 4)
+                        t_prev = time.time()  # validation time is not training time
+                    logger.row(**row)
+                    logger.progress(name, step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "")
+            stopping = stop.check(ranks)
+            if stopping or now - last_save > tc.checkpoint_seconds:
+                progress.update({f"{name}_steps": step, f"{name}_seconds": used})
+                if ranks.main:
+                    _save_all(run.out, net, ema, opt, run.cfg, run.extra())
+                last_save = t_prev = time.time()
+            if stopping:
+                raise Stopped(f"{name} stage stopped by a signal at step {step}; saved")
     progress.update({f"{name}_steps": step, f"{name}_seconds": used, f"{name}_done": True})
 
 
@@ -500,6 +508,26 @@ def train_latent_diffusion(
     run = StageRun(out, cfg, tc, progress, logger, extra, resume_state, dev, ranks)
     barrier(ranks)  # every rank has read the resume state before rank 0 writes the next one
     budget = tc.minutes * 60.0
+    try:
+        opt = _stages(run, net, ema, data, val_grids, stage, budget, echo)
+    except Stopped:  # a signal stopped a stage after a step and saved it: the record gets this piece too
+        if ranks.main:
+            write_training_record(out, extra(), started=started, stage=stage, threads=tc.threads, processes=ranks.world,
+                                  stopped=True)
+        raise
+    config = extra()
+    if ranks.main:
+        _save_all(out, net, ema, opt, cfg, config)
+        write_training_record(out, config, started=started, stage=stage, threads=tc.threads, processes=ranks.world)
+    barrier(ranks)
+    echo(f"saved {out / WEIGHTS_NAME} ({progress['ae_steps']} autoencoder steps, {progress['diffusion_steps']} diffusion steps)")
+    return LatentDiffusionGenerator(cfg, ema.shadow, extra())
+
+
+def _stages(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, stage: str, budget: float,
+            echo: Callable[[str], None]) -> torch.optim.Optimizer:
+    """The stages `stage` asks for, each within its share of `budget` seconds; returns the last optimiser."""
+    cfg, tc, progress, logger = run.cfg, run.tc, run.progress, run.logger
     if stage in ("ae", "all") and not (stage == "all" and progress["ae_done"]):
         ae_budget = budget * (tc.ae_fraction if stage == "all" else 1.0)
         if stage == "ae":
@@ -511,19 +539,11 @@ def train_latent_diffusion(
             echo(f"autoencoder done: {progress['ae_steps']} steps, val IoU {iou:.3f}")
     if stage in ("diffusion", "all"):
         if not progress["ae_steps"]:
-            raise InputError(f"{out}: no trained autoencoder here; run --stage ae (or all) first")
+            raise InputError(f"{run.out}: no trained autoencoder here; run --stage ae (or all) first")
         latents = _set_latent_stats(net, ema, data, cfg)  # (N, C, r, r, r)
         diff_budget = budget * (1.0 - tc.ae_fraction) if stage == "all" else budget + progress["diffusion_seconds"]
-        opt = _diffusion_stage(run, net, ema, data, latents, max(diff_budget, 1.0))
-    else:
-        opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
-    config = extra()
-    if ranks.main:
-        _save_all(out, net, ema, opt, cfg, config)
-        write_training_record(out, config, started=started, stage=stage, threads=tc.threads, processes=ranks.world)
-    barrier(ranks)
-    echo(f"saved {out / WEIGHTS_NAME} ({progress['ae_steps']} autoencoder steps, {progress['diffusion_steps']} diffusion steps)")
-    return LatentDiffusionGenerator(cfg, ema.shadow, extra())
+        return _diffusion_stage(run, net, ema, data, latents, max(diff_budget, 1.0))
+    return torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
 
 
 def _continue(source: str | Path, out: Path, progress: dict) -> tuple[ModelConfig, LatentDiffusionNet, dict, Any]:
@@ -565,7 +585,7 @@ def _invocation_minutes(row: dict[str, Any]) -> float:
 
 
 def write_training_record(out: Path, config: dict[str, Any], *, started: datetime.datetime, stage: str, threads: int,
-                          finished: datetime.datetime | None = None, processes: int = 1) -> dict[str, Any]:
+                          finished: datetime.datetime | None = None, processes: int = 1, stopped: bool = False) -> dict[str, Any]:
     """Add this invocation to `training_record.json` in `out` and refresh its totals from `config`
     (the checkpoint's config: command, data, progress, autoencoder_from).
 
@@ -584,7 +604,8 @@ def write_training_record(out: Path, config: dict[str, Any], *, started: datetim
     runs = list(record.get("invocations", []))
     runs.append({"stage": stage, "command": config.get("command"), "started_utc": started.isoformat(timespec="seconds"), "processes": processes,
                  "finished_utc": finished.isoformat(timespec="seconds"),
-                 "wall_minutes": round((finished - started).total_seconds() / 60, 2)})
+                 "wall_minutes": round((finished - started).total_seconds() / 60, 2),
+                 **({"stopped": "by a signal, after a step; saved there, and a rerun of the command resumes"} if stopped else {})})
     prog = config.get("progress", {})
     ae_from = config.get("autoencoder_from")
     record.update({
