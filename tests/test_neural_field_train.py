@@ -143,3 +143,38 @@ def test_cli_rejects_bad_config(tiny_data, tmp_path):
     assert res.exit_code != 0 and "width" in str(res.exception) + res.output
     help_text = CliRunner().invoke(app, ["train", "neural-field", "--help"]).output
     assert "Example" in help_text
+
+
+def test_a_signal_stops_training_after_its_step_saved(tiny_data, tmp_path, monkeypatch):
+    """SIGTERM or Ctrl-C mid-run: the step in flight finishes, the checkpoint is saved there with a record
+    that says so, and rerunning the command ends where an uninterrupted run ends."""
+    import signal
+
+    from weightspace.generators.neural_field import train as train_module
+    from weightspace.runtime.distributed import Stopped
+
+    def train(out):
+        tc = TrainConfig(minutes=2.0, steps=8, points_per_shape=64, bank_size=512, log_every=1, warmup_steps=2)
+        return train_neural_field(tiny_data, out, model_cfg=FieldConfig(**TINY), train_cfg=tc, device="cpu", log=lambda s: None)
+
+    straight = train(tmp_path / "straight")
+    draw = train_module.item_generator
+
+    def signalled_draw(seed, name, step):
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)
+        return draw(seed, name, step)
+
+    out = tmp_path / "stopped"
+    monkeypatch.setattr(train_module, "item_generator", signalled_draw)
+    with pytest.raises(Stopped):
+        train(out)
+    monkeypatch.setattr(train_module, "item_generator", draw)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is gone with the loop
+    assert json.loads((out / "config.json").read_text())["train_state"]["step"] == 4  # step 3 finished, then saved
+    assert "stopped" in json.loads((out / "training_record.json").read_text())
+    resumed = train(out)
+    assert json.loads((out / "config.json").read_text())["train_state"]["step"] == 8
+    assert "stopped" not in json.loads((out / "training_record.json").read_text())
+    for k, v in straight.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[k], v, msg=k)

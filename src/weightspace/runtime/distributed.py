@@ -144,6 +144,9 @@ def data_parallel(net: torch.nn.Module, loss: Callable[..., torch.Tensor], ranks
 __all__ = ["Ranks", "barrier", "data_parallel", "finish_ranks", "from_main", "init_ranks", "mean_over_ranks", "shard", "share"]
 
 
+STOPPED_NOTE = "by a signal, after a step; saved there, and a rerun of the command resumes"  # a stopped run's record
+
+
 class Stopped(KeyboardInterrupt):
     """A loop under `StopRequests` stopped at a signal after saving its last step (a KeyboardInterrupt, so
     whatever does not catch it ends as Ctrl-C does)."""

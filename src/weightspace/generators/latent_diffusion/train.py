@@ -35,7 +35,19 @@ from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerat
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_hash, state_metadata
 from weightspace.runtime.config import check_config
-from weightspace.runtime.distributed import Ranks, Stopped, StopRequests, barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
+from weightspace.runtime.distributed import (
+    STOPPED_NOTE,
+    Ranks,
+    Stopped,
+    StopRequests,
+    barrier,
+    data_parallel,
+    from_main,
+    init_ranks,
+    mean_over_ranks,
+    shard,
+    share,
+)
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
 from weightspace.runtime.seeding import item_generator
@@ -605,7 +617,7 @@ def write_training_record(out: Path, config: dict[str, Any], *, started: datetim
     runs.append({"stage": stage, "command": config.get("command"), "started_utc": started.isoformat(timespec="seconds"), "processes": processes,
                  "finished_utc": finished.isoformat(timespec="seconds"),
                  "wall_minutes": round((finished - started).total_seconds() / 60, 2),
-                 **({"stopped": "by a signal, after a step; saved there, and a rerun of the command resumes"} if stopped else {})})
+                 **({"stopped": STOPPED_NOTE} if stopped else {})})
     prog = config.get("progress", {})
     ae_from = config.get("autoencoder_from")
     record.update({

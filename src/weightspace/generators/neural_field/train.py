@@ -31,7 +31,7 @@ from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, manifest_hash, read_manifest
 from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
 from weightspace.runtime.config import check_config, config_to_dict
-from weightspace.runtime.distributed import barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
+from weightspace.runtime.distributed import STOPPED_NOTE, Stopped, StopRequests, barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json
 from weightspace.runtime.progress import progress_enabled
@@ -145,54 +145,60 @@ def train_neural_field(
     out.mkdir(parents=True, exist_ok=True)
     log_file = open(out / LOG_NAME, "a", encoding="utf-8") if ranks.main else None
     last_save, start, last_print = time.perf_counter(), time.perf_counter() - elapsed, 0.0
-    try:
-        while True:
-            elapsed = from_main(time.perf_counter() - start, ranks)  # rank 0's clock schedules and ends every rank
-            progress = max(step / train_cfg.steps, elapsed / budget)
-            if progress >= 1.0:
-                break
-            factor = _lr_factor(step, progress, train_cfg.warmup_steps)
-            opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = train_cfg.lr * factor, train_cfg.code_lr * factor
-            # each step's batch comes from its own seeded generator, so a resumed run draws what an
-            # uninterrupted one would
-            idx = torch.randint(S, (N, train_cfg.points_per_shape), generator=item_generator(train_cfg.seed, "nf-step", step))  # (N, P)
-            idx = idx[rows_r].to(dev)  # (n_r, P)
-            x = torch.gather(bank_points[rows_r], 1, idx.unsqueeze(-1).expand(-1, -1, 3))  # (n_r, P, 3)
-            s = torch.gather(bank_sdf[rows_r], 1, idx)  # (n_r, P)
-            loss, l1 = step_fn(x, s)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if ema is not None:
-                with torch.no_grad():
-                    for k, v in net.state_dict().items():
-                        ema[k].mul_(train_cfg.ema_decay).add_(v, alpha=1 - train_cfg.ema_decay)
-            if step % train_cfg.log_every == 0:
-                l1_all, prior = mean_over_ranks(l1, ranks), float((loss - l1).detach())  # the global batch's mean L1
-                rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": l1_all + prior, "l1": l1_all,
-                       "code_norm": float(net.codes.detach().norm(dim=-1).mean()), "lr": opt.param_groups[0]["lr"]}
-                if log_file is not None:
-                    log_file.write(json.dumps(rec) + "\n")
-                    log_file.flush()
-                if progress_enabled() or elapsed - last_print > 60:
-                    eta = (1 - progress) / max(progress, 1e-9) * elapsed
-                    log(f"step {step} [{100 * progress:5.1f}%] l1 {l1_all:.5f} elapsed {elapsed / 60:.1f} min, "
-                        f"ETA {eta / 60:.1f} min")
-                    last_print = elapsed
-            if ranks.main and time.perf_counter() - last_save > train_cfg.save_every_minutes * 60:
-                _save(out, gen, ema, opt, step, time.perf_counter() - start, bank.labels, extra)
-                last_save = time.perf_counter()
-    finally:
-        if log_file is not None:
-            log_file.close()
+    with StopRequests() as stop:  # SIGINT / SIGTERM end the loop after the step in flight
+        try:
+            while True:
+                elapsed = from_main(time.perf_counter() - start, ranks)  # rank 0's clock schedules and ends every rank
+                progress = max(step / train_cfg.steps, elapsed / budget)
+                if progress >= 1.0:
+                    break
+                factor = _lr_factor(step, progress, train_cfg.warmup_steps)
+                opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = train_cfg.lr * factor, train_cfg.code_lr * factor
+                # each step's batch comes from its own seeded generator, so a resumed run draws what an
+                # uninterrupted one would
+                idx = torch.randint(S, (N, train_cfg.points_per_shape), generator=item_generator(train_cfg.seed, "nf-step", step))  # (N, P)
+                idx = idx[rows_r].to(dev)  # (n_r, P)
+                x = torch.gather(bank_points[rows_r], 1, idx.unsqueeze(-1).expand(-1, -1, 3))  # (n_r, P, 3)
+                s = torch.gather(bank_sdf[rows_r], 1, idx)  # (n_r, P)
+                loss, l1 = step_fn(x, s)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if ema is not None:
+                    with torch.no_grad():
+                        for k, v in net.state_dict().items():
+                            ema[k].mul_(train_cfg.ema_decay).add_(v, alpha=1 - train_cfg.ema_decay)
+                if step % train_cfg.log_every == 0:
+                    l1_all, prior = mean_over_ranks(l1, ranks), float((loss - l1).detach())  # the global batch's mean L1
+                    rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": l1_all + prior, "l1": l1_all,
+                           "code_norm": float(net.codes.detach().norm(dim=-1).mean()), "lr": opt.param_groups[0]["lr"]}
+                    if log_file is not None:
+                        log_file.write(json.dumps(rec) + "\n")
+                        log_file.flush()
+                    if progress_enabled() or elapsed - last_print > 60:
+                        eta = (1 - progress) / max(progress, 1e-9) * elapsed
+                        log(f"step {step} [{100 * progress:5.1f}%] l1 {l1_all:.5f} elapsed {elapsed / 60:.1f} min, "
+                            f"ETA {eta / 60:.1f} min")
+                        last_print = elapsed
+                if ranks.main and time.perf_counter() - last_save > train_cfg.save_every_minutes * 60:
+                    _save(out, gen, ema, opt, step, time.perf_counter() - start, bank.labels, extra)
+                    last_save = time.perf_counter()
+                if stop.check(ranks):  # a signal: end after this step; saved below
+                    break
+        finally:
+            if log_file is not None:
+                log_file.close()
     elapsed = time.perf_counter() - start
     if ranks.main:
         _save(out, gen, ema, opt, step, elapsed, bank.labels, extra)
-        log(f"done: {step} steps in {elapsed / 60:.1f} min; checkpoint in {out}")
+        log(f"{'stopped' if stop.requested else 'done'}: {step} steps in {elapsed / 60:.1f} min; checkpoint in {out}")
         record = training_record(out, command, step, elapsed, data_dir)
-        atomic_write_json(out / "training_record.json", {**record, "device": str(dev), "processes": ranks.world})
+        atomic_write_json(out / "training_record.json", {**record, "device": str(dev), "processes": ranks.world,
+                                                         **({"stopped": STOPPED_NOTE} if stop.requested else {})})
     barrier(ranks)  # the checkpoint every rank loads below is written
+    if stop.check(ranks):
+        raise Stopped(f"stopped by a signal at step {step}; saved, and a rerun of the command resumes")
     final = NeuralFieldGenerator.from_checkpoint(*load_checkpoint(out))
     return final
 
