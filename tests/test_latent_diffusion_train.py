@@ -185,11 +185,12 @@ def test_a_signal_stops_training_after_its_step_saved_and_recorded(tiny_data, tm
         return draw(seed, name, step)
 
     out = tmp_path / "stopped"
+    before = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(train_module, "item_generator", signalled_draw)
     with pytest.raises(Stopped):
         train_latent_diffusion(tiny_data, out, model=model, train=tc, stage="all", echo=lambda s: None)
     monkeypatch.setattr(train_module, "item_generator", draw)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the loop
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is gone with the loop
     progress = json.loads((out / "config.json").read_text())["progress"]
     assert progress["diffusion_steps"] == 4 and not progress["diffusion_done"]  # step 3 finished, then saved
     record = json.loads((out / "training_record.json").read_text())
