@@ -38,9 +38,7 @@ def register(app: typer.Typer) -> None:
         Another piece of a finished run (e.g. the shipped default, in a later session):
         weightspace train latent-diffusion --data runs/data32a --out runs/ld32c --continue-from default --stage diffusion --minutes 30
 
-        Ctrl-C or SIGTERM stop a run after the step in flight, saved and recorded; the same command
-        (without --autoencoder-from / --continue-from) resumes it, and --minutes then counts on top of
-        what is done.
+        Ctrl-C or SIGTERM stop a run after the step in flight, saved and recorded; the same command without --autoencoder-from / --continue-from resumes it (--minutes then counts on top of what is done).
         """
         from weightspace.generators.latent_diffusion.config import ModelConfig, Stage, TrainConfig
         from weightspace.generators.latent_diffusion.train import train_latent_diffusion
