@@ -180,28 +180,30 @@ def step_lists(gen, lists: list[list[int]], seeds: list[int], held_out: int, dat
 
 
 def autoguide(gen, bad_name: str, ws: list[float], seed: int) -> None:
-    from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
-
     bad = as_generator(bad_name)
     if not torch.equal(bad.net.latent_mean, gen.net.latent_mean) or bad.cfg.families != gen.cfg.families:
         raise SystemExit(f"{bad_name}: not on the same autoencoder latents and families as the good model")
     for w in ws:
-        def sample_latents(condition, seeds, *, params=None, steps=None, guidance=None, sampler=None, callback=None, w=w):
-            x_T, gens = gen.start_noise(seeds)
+        def guided(condition, w=w):
             # the family names behind `condition`: family_samples asks one family at a time
             fam = next((f for f in gen.cfg.families if torch.equal(gen.condition(family=[f])[0], condition[0])), None)
             if fam is None:
                 raise SystemExit("autoguide samples family conditions only (the condition is no family's tokens)")
             cond_bad = bad.condition(family=[fam] * condition.shape[0])
+            prev_good: list[torch.Tensor] = []
+            prev_bad: list[torch.Tensor] = []  # a self-conditioned model reads its own estimate of the step before
 
             def den(x, t):
-                good_x0 = gen.net("denoise", x, t, condition)
-                return bad.net("denoise", x, t, cond_bad) + w * (good_x0 - bad.net("denoise", x, t, cond_bad))
+                good_x0 = gen.net("denoise", x, t, condition, *prev_good)
+                bad_x0 = bad.net("denoise", x, t, cond_bad, *prev_bad)
+                if gen.cfg.self_condition:
+                    prev_good[:] = [good_x0]
+                if bad.cfg.self_condition:
+                    prev_bad[:] = [bad_x0]
+                return bad_x0 + w * (good_x0 - bad_x0)
+            return den
 
-            steps = gen.cfg.sample_steps if steps is None else int(steps)
-            return sample_ddim(den, x_T, ddim_timesteps(gen.cfg.timesteps, steps), gen.net.alphas_cumprod)
-
-        gen.sample_latents = sample_latents  # this process only
+        sample_with(gen, None, guided)
         fs = family_samples(gen, per_family=8, seed=seed)
         report(f"family samples (seed {seed}), autoguidance w = {w} (bad: {bad_name})",
                {f: r["successes"] for f, r in fs["per_family"].items()}, 8)
@@ -353,8 +355,6 @@ def main() -> None:
         lists = [ddim_timesteps(gen.cfg.timesteps, ts[0]).tolist() if len(ts) == 1 else ts for ts in lists]
         with torch.no_grad():
             return step_lists(gen, lists, seeds, args.held_out, args.data)
-    if args.lever == "autoguide" and gen.cfg.self_condition:
-        raise SystemExit(f"autoguide: written for denoisers without self-conditioning; {args.checkpoint} has it")
     if args.lever == "autoguide":
         with torch.no_grad():
             return autoguide(gen, args.bad, [float(w) for w in args.w.split(",")], args.seed)
