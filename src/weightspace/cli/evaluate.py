@@ -156,15 +156,10 @@ def register(app: typer.Typer) -> None:
         gen = load_generator(checkpoint, pick_device(device))
         if gen.kind != "latent-diffusion":
             raise InputError(f"{checkpoint}: family samples are measured for latent diffusion checkpoints; this is {gen.kind!r}")
-        if steps is not None and not 1 <= steps <= gen.cfg.timesteps:
-            raise InputError(f"--steps must be in 1..{gen.cfg.timesteps}, got {steps}")
-        if guidance is not None and not guidance >= 0:
-            raise InputError(f"--guidance must be >= 0 (0: unconditional, 1: no guidance), got {guidance}")
-        res = family_samples(gen, per_family=per_family, seed=seed, steps=steps, guidance=guidance)
+        sampler = gen.sampler_settings(steps, guidance)
+        res = family_samples(gen, per_family=per_family, seed=seed, **sampler)
         figures = {"checkpoint": checkpoint, "rate": res["rate"], "per_family": res["per_family"],
-                   "seconds_per_shape": res["seconds_per_shape"], "per_family_samples": per_family, "seed": seed,
-                   "steps": gen.cfg.sample_steps if steps is None else steps,
-                   "guidance": gen.cfg.guidance if guidance is None else guidance}
+                   "seconds_per_shape": res["seconds_per_shape"], "per_family_samples": per_family, "seed": seed, **sampler}
         if gallery is not None:
             from weightspace.report.gallery import render_gallery
 

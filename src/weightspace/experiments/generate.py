@@ -46,12 +46,7 @@ def generate_shapes(
     gen = load_generator(checkpoint, pick_device(device))
     sampler: dict = {}
     if gen.kind == "latent-diffusion":
-        if steps is not None and not 1 <= steps <= gen.cfg.timesteps:
-            raise InputError(f"--steps must be in 1..{gen.cfg.timesteps}, got {steps}")
-        if guidance is not None and not guidance >= 0:
-            raise InputError(f"--guidance must be >= 0 (0: unconditional, 1: no guidance), got {guidance}")
-        sampler = {"steps": gen.cfg.sample_steps if steps is None else steps,
-                   "guidance": gen.cfg.guidance if guidance is None else guidance}
+        sampler = gen.sampler_settings(steps, guidance)
     elif steps is not None or guidance is not None:
         raise InputError(f"--steps and --guidance set a latent diffusion sampler; {checkpoint} is a {gen.kind} checkpoint")
     # One seed per item, for the condition (a neural field draws its family code from it) and the decode.

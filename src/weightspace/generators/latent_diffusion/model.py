@@ -139,6 +139,16 @@ class LatentDiffusionGenerator(Generator):
         alphas = self.net.alphas_cumprod
         return sample(denoise, x_T, ddim_timesteps(self.cfg.timesteps, steps), alphas, generators=gens, callback=callback)
 
+    def sampler_settings(self, steps: int | None = None, guidance: float | None = None) -> dict[str, float | int]:
+        """{"steps", "guidance"} a sampling call will use: the given ones, checked (as the `--steps` and
+        `--guidance` options a command takes), or the checkpoint's."""
+        if steps is not None and not 1 <= steps <= self.cfg.timesteps:
+            raise InputError(f"--steps must be in 1..{self.cfg.timesteps}, got {steps}")
+        if guidance is not None and not guidance >= 0:
+            raise InputError(f"--guidance must be >= 0 (0: unconditional, 1: no guidance), got {guidance}")
+        return {"steps": self.cfg.sample_steps if steps is None else int(steps),
+                "guidance": self.cfg.guidance if guidance is None else float(guidance)}
+
     def guided_denoiser(self, condition: torch.Tensor, *, params: Params | None = None,
                         guidance: float | Callable[[int], float] | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The sampler's `denoise(x_t, t) -> x0` for one chain under `condition` (B, M, d): classifier-free
