@@ -100,9 +100,10 @@ def fit_gap(gen, data: str, ts: list[int]) -> None:
         grids, fams = split_grids(data, split)
         idx = torch.randperm(len(fams), generator=torch.Generator().manual_seed(0))[:256]
         z = encode(gen, grids[idx])  # (n, C, r, r, r)
-        den = gen.guided_denoiser(gen.condition(family=[fams[i] for i in idx]), guidance=1.0)
+        cond = gen.condition(family=[fams[i] for i in idx])
         for t in ts:
             x = ab[t].sqrt() * z + (1 - ab[t]).sqrt() * torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
+            den = gen.guided_denoiser(cond, guidance=1.0)  # a fresh one: a self-conditioned denoiser reads its last estimate
             err[split, t] = float(((den(x, torch.full((len(idx),), t)) - z) ** 2).mean())
     for t in ts:
         print(f"t = {t}: x0 error train {err['train', t]:.4f}, val {err['val', t]:.4f}, ratio {err['val', t] / err['train', t]:.2f}", flush=True)
