@@ -1,4 +1,4 @@
-"""Why are the latent diffusion model's family samples worse than its training shapes? Four measurements
+"""Why are the latent diffusion model's family samples worse than its training shapes? Five measurements
 (issue 14), each on a finished checkpoint and its training folder.
 
   fit-gap    the x0 error of the family-conditioned denoiser (guidance 1) on 256 training and 256
@@ -18,12 +18,19 @@
              `evaluate generator` draws them (--seed), per guidance setting, with each family's share of
              correctly classified clouds (1-NNA within the family's rows) and its volume ratio.
 
-A guidance setting is a number W, or WHIGH/WLOW@T: WHIGH for steps t >= T and WLOW below.
+  eta        family samples (8 per family at each of --seeds) with each DDIM eta setting in --eta
+             (0: deterministic DDIM, the checkpoint's sampler; 1: the DDPM posterior;
+             `0/1@600`: deterministic for t >= 600 and stochastic below); the share that keeps its
+             family's robust (b0, b1), per family.
+
+A guidance setting is a number W, or WHIGH/WLOW@T: WHIGH for steps t >= T and WLOW below; an eta
+setting is written the same way.
 
   .venv/bin/python benchmarks/ld_sample_diagnostics.py fit-gap --data runs/data32c-2560
   .venv/bin/python benchmarks/ld_sample_diagnostics.py low-noise --data runs/data32c-2560 --t 30,60,120,200,300
   .venv/bin/python benchmarks/ld_sample_diagnostics.py volume --data runs/data32c-2560 --guidance 1,2,3 --seeds 10
   .venv/bin/python benchmarks/ld_sample_diagnostics.py volume --data runs/data32c-2560 --guidance 2 --rescale 0.7 --seeds 10,11
+  .venv/bin/python benchmarks/ld_sample_diagnostics.py eta --data runs/data32c-2560 --eta "0;1;0/1@600;1/0@600" --seeds 10,11
   .venv/bin/python benchmarks/ld_sample_diagnostics.py set-metrics --data runs/data32c-2560 --guidance "2;1;1.5;2/1@400" --seed 0
 
 The figures are in the latent-diffusion-32 training record (ablations.session_2026_12_07).
@@ -41,6 +48,8 @@ from ld_family_levers import denoise_from, encode, matches, split_grids
 
 from weightspace.analysis.sets import _prepare, _self_distances, distance_matrix
 from weightspace.generators.latent_diffusion.evaluate import _surface, family_samples, held_out_rows
+from weightspace.generators.latent_diffusion.samplers import sample_eta
+from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
 from weightspace.generators.registry import as_generator
 from weightspace.runtime.seeding import derive_seed
 
@@ -86,6 +95,17 @@ def use_guidance(gen, guidance: Guidance, rescale: float = 0.0, parallel: float 
         return den
 
     gen.guided_denoiser = guided_denoiser
+
+
+def use_eta(gen, eta: Guidance) -> None:
+    """Make `gen`'s sampling (this process only) run DDIM at the checkpoint's steps and guidance with
+    `eta` (a number or a function of t), each item's noise from its own generator."""
+    def sample_latents(condition, seeds, **_):
+        x_T, generators = gen.start_noise(seeds)
+        ts = ddim_timesteps(gen.cfg.timesteps, gen.cfg.sample_steps)
+        return sample_eta(gen.guided_denoiser(condition), x_T, ts, gen.net.alphas_cumprod, eta=eta, generators=generators)
+
+    gen.sample_latents = sample_latents
 
 
 def per_family(fams: list[str]) -> dict[str, list[int]]:
@@ -145,9 +165,19 @@ def volume(gen, data: str, guidances: list[str], seeds: list[int], rescale: floa
               f"{kept}\n  volume over the val shapes' {ratio}", flush=True)
 
 
+def etas(gen, specs: list[str], seeds: list[int]) -> None:
+    for spec in specs:
+        use_eta(gen, parse_guidance(spec))
+        kept: dict[str, int] = {}
+        for seed in seeds:
+            for f, r in family_samples(gen, per_family=8, seed=seed)["per_family"].items():
+                kept[f] = kept.get(f, 0) + r["successes"]
+        print(f"eta {spec}, seeds {seeds}: kept {sum(kept.values())}/{8 * len(seeds) * len(kept)} {kept}", flush=True)
+
+
 @torch.no_grad()
 def set_metrics_by_family(gen, data: str, guidances: list[str], seed: int, shapes: int, rescale: float,
-                          parallel: float | None) -> None:
+                          parallel: float | None, eta: str) -> None:
     ds, idx = held_out_rows(data, shapes)
     items = [ds[i] for i in idx]
     fams = [it["family"] for it in items]
@@ -155,6 +185,8 @@ def set_metrics_by_family(gen, data: str, guidances: list[str], seed: int, shape
     ref = _prepare([_surface(it["grid"].numpy(), derive_seed(seed, "set-ref", k)) for k, it in enumerate(items)], "reference", "none")
     d_rr = _self_distances(ref, "chamfer_l2")
     groups = per_family(fams)
+    if eta != "0":
+        use_eta(gen, parse_guidance(eta))
     for spec in guidances:
         use_guidance(gen, parse_guidance(spec), rescale, parallel)
         t0 = time.perf_counter()
@@ -170,14 +202,14 @@ def set_metrics_by_family(gen, data: str, guidances: list[str], seed: int, shape
         by = {f: round(float(correct[both == f].mean()), 2) for f in groups}
         vol = {f: round(float(np.mean([(grids[k] < 0).mean() for k in i]) / np.mean([(items[k]["grid"].numpy() < 0).mean() for k in i])), 2)
                for f, i in groups.items()}
-        print(f"guidance {spec}, rescale {rescale}, parallel part {parallel}, seed {seed}, {len(items)} test shapes: 1-NNA {correct.mean():.4f}, "
+        print(f"guidance {spec}, rescale {rescale}, parallel part {parallel}, eta {eta}, seed {seed}, {len(items)} test shapes: 1-NNA {correct.mean():.4f}, "
               f"COV {len(np.unique(d_gr.argmin(axis=1))) / len(ref):.4f} ({time.perf_counter() - t0:.0f} s)\n"
               f"  1-NNA within each family's rows {by}\n  volume over the test shapes' {vol}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("measure", choices=["fit-gap", "low-noise", "volume", "set-metrics"])
+    ap.add_argument("measure", choices=["fit-gap", "low-noise", "volume", "eta", "set-metrics"])
     ap.add_argument("--checkpoint", default="default")
     ap.add_argument("--data", required=True, help="the checkpoint's training folder (train, val and test splits)")
     ap.add_argument("--t", default="30,100,300,500,700,850,999", help="fit-gap, low-noise: steps")
@@ -186,7 +218,8 @@ def main() -> None:
     ap.add_argument("--rescale", type=float, default=0.0, help="volume, set-metrics: guidance rescale PHI in [0, 1]")
     ap.add_argument("--parallel", type=float, default=None, help="volume, set-metrics: weight of the guidance term's part along "
                     "the conditioned estimate (0: projected guidance)")
-    ap.add_argument("--seeds", default="10", help="volume: seeds of the family samples (comma list, pooled)")
+    ap.add_argument("--eta", default="0", help="eta: DDIM eta settings, ';' between them; set-metrics: one setting")
+    ap.add_argument("--seeds", default="10", help="volume, eta: seeds of the family samples (comma list, pooled)")
     ap.add_argument("--seed", type=int, default=0, help="set-metrics: the seed evaluate generator is given")
     ap.add_argument("--shapes", type=int, default=256, help="set-metrics: test shapes")
     args = ap.parse_args()
@@ -201,9 +234,11 @@ def main() -> None:
     if args.measure == "low-noise":
         return low_noise(gen, args.data, ts, args.per)
     with torch.no_grad():
+        if args.measure == "eta":
+            return etas(gen, [e for e in args.eta.split(";") if e], [int(s) for s in args.seeds.split(",")])
         if args.measure == "volume":
             return volume(gen, args.data, guidances, [int(s) for s in args.seeds.split(",")], args.rescale, args.parallel)
-        return set_metrics_by_family(gen, args.data, guidances, args.seed, args.shapes, args.rescale, args.parallel)
+        return set_metrics_by_family(gen, args.data, guidances, args.seed, args.shapes, args.rescale, args.parallel, args.eta)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from weightspace.generators.latent_diffusion.conditioning import (
 from weightspace.generators.latent_diffusion.denoiser import Denoiser, timestep_embedding
 from weightspace.generators.latent_diffusion.haar import haar3d, ihaar3d
 from weightspace.generators.latent_diffusion.losses import diffusion_loss, snr_weights, voxels_from_grids
-from weightspace.generators.latent_diffusion.samplers import get_sampler, sample_ddim, sample_ddpm
+from weightspace.generators.latent_diffusion.samplers import get_sampler, sample_ddim, sample_ddpm, sample_eta
 from weightspace.generators.latent_diffusion.schedule import cosine_alphas_cumprod, ddim_timesteps, q_sample
 from weightspace.runtime.errors import InputError
 
@@ -193,6 +193,24 @@ def test_ddpm_uses_per_item_generators_and_shares_signature():
         sample_ddpm(denoise, x_T, ts, ab)
     with pytest.raises(InputError, match="ddim"):
         get_sampler("euler")
+
+
+def test_eta_schedule_mixes_ddim_and_ddpm_step_by_step():
+    denoise = _tiny_denoise()
+    ab = cosine_alphas_cumprod(100).float()
+    x_T = torch.randn(2, 4, generator=torch.Generator().manual_seed(1))
+    ts = ddim_timesteps(100, 5)  # 99, 74, 50, 25, 0
+    gens = lambda: [torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)]
+    assert torch.equal(sample_eta(denoise, x_T, ts, ab, eta=lambda t: 0.0), sample_ddim(denoise, x_T, ts, ab))
+    assert torch.equal(sample_eta(denoise, x_T, ts, ab, eta=lambda t: 1.0, generators=gens()),
+                       sample_ddpm(denoise, x_T, ts, ab, generators=gens()))
+    # deterministic at t = 99, 74 and 50, stochastic below: the first three steps follow DDIM exactly
+    mixed, plain = [], []
+    sample_eta(denoise, x_T, ts, ab, eta=lambda t: 0.0 if t >= 50 else 1.0, generators=gens(), callback=lambda d: mixed.append(d["x"]))
+    sample_ddim(denoise, x_T, ts, ab, callback=lambda d: plain.append(d["x"]))
+    assert torch.equal(mixed[2], plain[2]) and not torch.allclose(mixed[3], plain[3])
+    with pytest.raises(InputError, match="t = 50"):
+        sample_eta(denoise, x_T, ts, ab, eta=lambda t: 0.0 if t > 50 else 1.0)
 
 
 PINNED_DDIM = [[0.044028, -0.038517, 0.078872, -0.061151], [-0.168991, 0.251272, -0.25629, 0.111059]]
