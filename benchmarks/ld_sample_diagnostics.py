@@ -225,6 +225,8 @@ def main() -> None:
     args = ap.parse_args()
     if not 0 <= args.rescale <= 1:
         raise SystemExit(f"--rescale must be in [0, 1], got {args.rescale}")
+    if args.rescale and args.parallel is not None:
+        raise SystemExit("--rescale and --parallel are two kinds of guidance; give one")
     torch.set_num_threads(1)
     gen = as_generator(args.checkpoint)
     ts = [int(t) for t in args.t.split(",")]
