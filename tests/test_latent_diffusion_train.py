@@ -147,6 +147,27 @@ def test_a_finished_run_continues_as_a_new_piece(tiny_data, tmp_path):
         train_latent_diffusion(tiny_data, tmp_path / "bad", train=tc2, stage="all", continue_from=src, echo=lambda s: None)
 
 
+@pytest.mark.parametrize("schedule", ["run", "piece"])
+def test_a_continued_piece_takes_the_runs_lr_position_or_its_own(tiny_data, tmp_path, schedule):
+    """lr_schedule run: a continued piece goes on at the run's cosine position (how the shipped pieces
+    were trained); piece: it gets its own warm-up and cosine, from where it began (saved with the progress,
+    so a resumed piece keeps it)."""
+    from weightspace.generators.latent_diffusion.train import _lr
+
+    src = tmp_path / "src"
+    tc = TrainConfig(ae_steps=3, diffusion_steps=4, ae_batch=4, diffusion_batch=4, train_points=64, log_every=1)
+    train_latent_diffusion(tiny_data, src, model=ModelConfig(**TINY_MODEL), train=tc, stage="all", echo=lambda s: None)
+    tc2 = TrainConfig(diffusion_steps=8, diffusion_batch=4, train_points=64, log_every=1, diffusion_lr=1e-3, lr_schedule=schedule)
+    out = tmp_path / "next"
+    train_latent_diffusion(tiny_data, out, train=tc2, stage="diffusion", continue_from=src, echo=lambda s: None)
+    rows = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in rows if r.get("stage") == "diffusion" and "lr" in r}
+    # the row of step k + 1 holds the lr step k trained at; the piece runs steps 4..7
+    want = {k + 1: (_lr(1e-3, k / 8, k) if schedule == "run" else _lr(1e-3, (k - 4) / 4, k - 4)) for k in range(4, 8)}
+    assert {k: lrs[k] for k in want} == pytest.approx(want)
+    assert json.loads((out / "config.json").read_text())["progress"]["diffusion_piece_from_steps"] == 4
+
+
 @pytest.mark.parametrize("prediction", ["x0", "v"])
 def test_self_conditioned_training_moves_the_estimate_path(tiny_data, tmp_path, prediction):
     out = tmp_path / "sc"

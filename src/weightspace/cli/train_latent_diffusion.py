@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
             "its autoencoder steps and time count towards this run."),
         continue_from: Optional[str] = typer.Option(
             None, "--continue-from", help="Continue a finished checkpoint's diffusion stage in a new --out (a later piece: "
-            "its weights, counters, loss log and record come along; the optimiser starts afresh). Needs --stage diffusion."),
+            "its weights, counters, loss log and record come along; the optimiser starts afresh). Needs --stage diffusion. "
+            "The learning rate goes on at the run's position in its cosine decay (a small fraction of train.diffusion_lr late "
+            "in a run) unless the config sets train.lr_schedule to \"piece\": its own warm-up and cosine."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Train the WaLa-style latent diffusion generator (autoencoder, then diffusion), resumable.

@@ -17,6 +17,7 @@ Front = Literal["haar", "plain"]
 CondLayout = Literal["grid", "pooled"]
 SamplerName = Literal["ddim", "ddpm"]
 LossWeighting = Literal["uniform", "min-snr", "truncated-v"]  # per time step, see losses.diffusion_loss
+LrSchedule = Literal["run", "piece"]  # what one warm-up and cosine decay span, see TrainConfig.lr_schedule
 Prediction = Literal["x0", "v"]  # what the denoiser's output is; the network returns x0 either way
 Stage = Literal["ae", "diffusion", "all"]  # what a training run trains: autoencoder, diffusion, or both in turn
 
@@ -111,6 +112,10 @@ class TrainConfig:
     sign_weight: float = option(0.5, min=0, help="weight of the inside/outside BCE term")
     diffusion_batch: int = option(32, min=1, help="diffusion batch size")
     diffusion_lr: float = option(5e-4, min=0, exclusive_min=True, help="diffusion learning rate")
+    lr_schedule: LrSchedule = option(
+        "run", help="run: one warm-up and cosine decay (to 5%) over the whole run, so a piece continued from a finished "
+        "checkpoint (--continue-from) goes on at the run's position in it, late in the cosine and at a small fraction "
+        "of the learning rate; piece: a continued piece gets its own warm-up and cosine over its own steps or minutes")
     ema_decay: float = option(0.999, min=0, max=1, exclusive_max=True, help="EMA decay of the weights a checkpoint holds")
     cond_drop: float = option(0.1, min=0, max=1, exclusive_max=True,
                               help="probability of the null condition (classifier-free guidance)")

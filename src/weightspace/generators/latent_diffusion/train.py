@@ -277,13 +277,18 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
     if run.resume_state is not None and progress[f"{name}_steps"] > 0:
         _restore_opt(opt, net, run.resume_state)
     step, used = progress[f"{name}_steps"], progress[f"{name}_seconds"]
+    # where the schedule's warm-up and cosine start: the run's beginning, or this piece's (lr_schedule piece)
+    from_step, from_s = ((progress.get(f"{name}_piece_from_steps", 0), progress.get(f"{name}_piece_from_seconds", 0.0))
+                         if tc.lr_schedule == "piece" else (0, 0.0))
     last_save, t_prev, loss_avg = time.time(), time.time(), None
     net.train()
     with StopRequests() as stop:  # a signal ends the loop after its step, saved (below)
         while step < total_steps if total_steps else used < budget_s:
             gen = item_generator(tc.seed, name, step)
             for group in opt.param_groups:
-                group["lr"] = _lr(base_lr, step / total_steps if total_steps else used / budget_s, step)
+                frac = ((step - from_step) / max(total_steps - from_step, 1) if total_steps
+                        else (used - from_s) / max(budget_s - from_s, 1e-9))
+                group["lr"] = _lr(base_lr, frac, step - from_step)
             loss = step_loss(gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -468,7 +473,8 @@ def train_latent_diffusion(
     except InputError:
         val_grids = None
 
-    progress = dict(ae_steps=0, ae_seconds=0.0, ae_done=False, diffusion_steps=0, diffusion_seconds=0.0, diffusion_done=False)
+    progress = dict(ae_steps=0, ae_seconds=0.0, ae_done=False, diffusion_steps=0, diffusion_seconds=0.0, diffusion_done=False,
+                    diffusion_piece_from_steps=0, diffusion_piece_from_seconds=0.0)  # where this piece began (--continue-from)
     resume_state, ae_source = None, None
     continued = None
     if (out / TRAIN_STATE).is_file():
@@ -489,6 +495,7 @@ def train_latent_diffusion(
             raise InputError("--continue-from continues a finished run's diffusion stage: pass --stage diffusion "
                              "(and no --autoencoder-from)")
         cfg, net, continued, ae_source = _continue(continue_from, out, progress)
+        progress.update(diffusion_piece_from_steps=progress["diffusion_steps"], diffusion_piece_from_seconds=progress["diffusion_seconds"])
         ema = EMA(net.to(dev), tc.ema_decay)  # the checkpoint holds the EMA weights: both start from them
         echo(f"continuing {continue_from} ({progress})")
     else:
