@@ -10,7 +10,8 @@
              features (mug handles, ladder rungs) that its noisy input still has.
   volume     family samples (8 per family at each of --seeds) at each guidance in --guidance: the share
              that keeps its family's robust (b0, b1), and each family's mean occupied volume over that of
-             its validation shapes (1 = as fat as the data). `--rescale PHI` blends in the guided x0
+             its validation shapes (1 = as fat as the data); first the same for decodes of validation latents
+             (as encoded, with white noise, the denoiser's one-step estimates). `--rescale PHI` blends in the guided x0
              rescaled to the conditioned branch's standard deviation (Lin et al. 2024, sec. 3.4);
              `--parallel ETA` weights the guidance term's part along the conditioned estimate by ETA
              (0: the projection of adaptive projected guidance, Sadat et al. 2024).
@@ -148,9 +149,32 @@ def low_noise(gen, data: str, ts: list[int], per: int) -> None:
             print(f"t = {t}, {name}: {sum(hits.values())}/{per * len(hits)} {hits}", flush=True)
 
 
+def latent_volumes(gen, grids: torch.Tensor, fams: list[str]) -> None:
+    """Volume ratios of decodes of 16 validation latents per family: as encoded, with white noise, and
+    the denoiser's one-step estimate (guidance 1) at a few noise levels; is the decoder what fattens?"""
+    groups = {f: i[:16] for f, i in per_family(fams).items()}
+    z = {f: encode(gen, grids[i]) for f, i in groups.items()}
+    ab = gen.net.alphas_cumprod.float()
+
+    def row(label: str, make) -> None:
+        r = {f: round(float((gen.decode_latents(make(f, z[f])) < 0).float().mean()) / float((grids[groups[f]] < 0).float().mean()), 2)
+             for f in groups}
+        print(f"{label}: mean {np.mean(list(r.values())):.3f} {r}", flush=True)
+
+    row("autoencoder round trip", lambda f, zz: zz)
+    for s in (0.2, 0.5):
+        row(f"latent + white noise {s}", lambda f, zz, s=s: zz + s * torch.randn(zz.shape, generator=torch.Generator().manual_seed(3)))
+    for t in (300, 500, 700):
+        def one_step(f, zz, t=t):
+            x = ab[t].sqrt() * zz + (1 - ab[t]).sqrt() * torch.randn(zz.shape, generator=torch.Generator().manual_seed(3))
+            return gen.guided_denoiser(gen.condition(family=[f] * len(zz)), guidance=1.0)(x, torch.full((len(zz),), t))
+        row(f"one-step x0 at t = {t}", one_step)
+
+
 def volume(gen, data: str, guidances: list[str], seeds: list[int], rescale: float, parallel: float | None) -> None:
     grids, fams = split_grids(data, "val")
     real = {f: float((grids[i] < 0).float().mean()) for f, i in per_family(fams).items()}
+    latent_volumes(gen, grids, fams)
     for spec in guidances:
         use_guidance(gen, parse_guidance(spec), rescale, parallel)
         kept, occupied = {}, {}
