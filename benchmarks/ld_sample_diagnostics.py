@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from ld_family_levers import denoise_from, encode, matches, split_grids
 
-from weightspace.analysis.sets import _prepare, _self_distances, distance_matrix
+from weightspace.analysis.sets import _prepare, _self_distances, distance_matrix, nna_hits
 from weightspace.generators.latent_diffusion.evaluate import _surface, family_samples, held_out_rows
 from weightspace.generators.latent_diffusion.samplers import sample_eta
 from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
@@ -218,10 +218,7 @@ def set_metrics_by_family(gen, data: str, guidances: list[str], seed: int, shape
                  for g in gen.sdf_grid(gen.condition(family=fams[k:k + 16]), seeds[k:k + 16]).numpy()]
         gen_clouds = _prepare([_surface(g, derive_seed(seed, "set-gen", k)) for k, g in enumerate(grids)], "generated", "none")
         d_gr = distance_matrix(gen_clouds, ref, "chamfer_l2")
-        full = np.block([[_self_distances(gen_clouds, "chamfer_l2"), d_gr], [d_gr.T, d_rr]])  # (2n, 2n)
-        np.fill_diagonal(full, np.inf)
-        labels = np.r_[np.zeros(len(grids), bool), np.ones(len(ref), bool)]  # True = test shape
-        correct = labels[full.argmin(axis=1)] == labels
+        correct = nna_hits(_self_distances(gen_clouds, "chamfer_l2"), d_gr, d_rr)  # (2n,) samples first
         both = np.array(fams + fams)
         by = {f: round(float(correct[both == f].mean()), 2) for f in groups}
         vol = {f: round(float(np.mean([(grids[k] < 0).mean() for k in i]) / np.mean([(items[k]["grid"].numpy() < 0).mean() for k in i])), 2)

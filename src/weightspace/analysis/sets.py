@@ -92,6 +92,17 @@ def _self_distances(clouds: list[np.ndarray], metric: Metric) -> np.ndarray:
     return d
 
 
+def nna_hits(d_gg: np.ndarray, d_gr: np.ndarray, d_rr: np.ndarray) -> np.ndarray:
+    """1-NNA's leave-one-out test, cloud by cloud: (G + R,) bool, generated clouds first, True where a
+    cloud's nearest other cloud is from its own set. Its mean is 1-NNA.
+
+    d_gg (G, G), d_gr (G, R), d_rr (R, R): distances within and between the sets (diagonals ignored)."""
+    full = np.block([[d_gg, d_gr], [d_gr.T, d_rr]])  # (G+R, G+R)
+    np.fill_diagonal(full, np.inf)
+    labels = np.r_[np.zeros(len(d_gg), dtype=bool), np.ones(len(d_rr), dtype=bool)]  # True = reference
+    return labels[full.argmin(axis=1)] == labels
+
+
 def set_metrics(
     generated: list[np.ndarray],
     reference: list[np.ndarray],
@@ -117,12 +128,7 @@ def set_metrics(
     d_gr = distance_matrix(g, r, metric)  # (G, R)
     mmd = float(d_gr.min(axis=0).mean())
     cov = float(len(np.unique(d_gr.argmin(axis=1))) / len(r))
-    # 1-NNA over G u R, leave-one-out: the block matrix of all pairwise distances.
-    d_gg, d_rr = _self_distances(g, metric), _self_distances(r, metric)
-    full = np.block([[d_gg, d_gr], [d_gr.T, d_rr]])  # (G+R, G+R)
-    np.fill_diagonal(full, np.inf)
-    labels = np.r_[np.zeros(len(g), dtype=bool), np.ones(len(r), dtype=bool)]  # True = reference
-    nna = float((labels[full.argmin(axis=1)] == labels).mean())
+    nna = float(nna_hits(_self_distances(g, metric), d_gr, _self_distances(r, metric)).mean())
     return {"mmd": mmd, "cov": cov, "nna": nna, "n_generated": len(g), "n_reference": len(r), "metric": metric}
 
 

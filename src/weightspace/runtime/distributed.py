@@ -141,7 +141,6 @@ def data_parallel(net: torch.nn.Module, loss: Callable[..., torch.Tensor], ranks
     return DistributedDataParallel(StepLoss(net, loss), device_ids=ids, find_unused_parameters=find_unused)
 
 
-__all__ = ["Ranks", "barrier", "data_parallel", "finish_ranks", "from_main", "init_ranks", "mean_over_ranks", "shard", "share"]
 
 
 STOPPED_NOTE = "by a signal, after a step; saved there, and a rerun of the command resumes"  # a stopped run's record
@@ -179,3 +178,7 @@ class StopRequests:
 
     def check(self, ranks: Ranks) -> bool:
         return from_main(float(self.requested), ranks) > 0
+
+
+__all__ = ["STOPPED_NOTE", "Ranks", "StopRequests", "Stopped", "barrier", "data_parallel", "finish_ranks", "from_main", "init_ranks",
+           "mean_over_ranks", "shard", "share"]

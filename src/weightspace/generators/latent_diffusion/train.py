@@ -285,9 +285,8 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
     with StopRequests() as stop:  # a signal ends the loop after its step, saved (below)
         while step < total_steps if total_steps else used < budget_s:
             gen = item_generator(tc.seed, name, step)
+            frac = (step - from_step) / max(total_steps - from_step, 1) if total_steps else (used - from_s) / max(budget_s - from_s, 1e-9)
             for group in opt.param_groups:
-                frac = ((step - from_step) / max(total_steps - from_step, 1) if total_steps
-                        else (used - from_s) / max(budget_s - from_s, 1e-9))
                 group["lr"] = _lr(base_lr, frac, step - from_step)
             loss = step_loss(gen)
             opt.zero_grad(set_to_none=True)
