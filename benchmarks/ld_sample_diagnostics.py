@@ -14,10 +14,13 @@
              (as encoded, with white noise, the denoiser's one-step estimates). `--rescale PHI` blends in the guided x0
              rescaled to the conditioned branch's standard deviation (Lin et al. 2024, sec. 3.4);
              `--parallel ETA` weights the guidance term's part along the conditioned estimate by ETA
-             (0: the projection of adaptive projected guidance, Sadat et al. 2024).
+             (0: the projection of adaptive projected guidance, Sadat et al. 2024). `--levels C1,C2`
+             measures the same samples with their surface at each iso level C (solid where sdf < C; C > 0
+             fattens, as a decoder bias would).
   set-metrics  1-NNA and COV (Chamfer) of one family sample per test shape against the test split, as
              `evaluate generator` draws them (--seed), per guidance setting, with each family's share of
-             correctly classified clouds (1-NNA within the family's rows) and its volume ratio.
+             correctly classified clouds (1-NNA within the family's rows) and its volume ratio; with
+             `--levels`, of the same samples' surfaces at each iso level.
 
   eta        family samples (8 per family at each of --seeds) with each DDIM eta setting in --eta
              (0: deterministic DDIM, the checkpoint's sampler; 1: the DDPM posterior;
@@ -33,6 +36,8 @@ setting is written the same way.
   .venv/bin/python benchmarks/ld_sample_diagnostics.py volume --data runs/data32c-2560 --guidance 2 --rescale 0.7 --seeds 10,11
   .venv/bin/python benchmarks/ld_sample_diagnostics.py eta --data runs/data32c-2560 --eta "0;1;0/1@600;1/0@600" --seeds 10,11
   .venv/bin/python benchmarks/ld_sample_diagnostics.py set-metrics --data runs/data32c-2560 --guidance "2;1;1.5;2/1@400" --seed 0
+  .venv/bin/python benchmarks/ld_sample_diagnostics.py volume --data runs/data32c-2560 --guidance 2 --seeds 10,11 --levels -0.03,-0.02,-0.01,0,0.01,0.02,0.03
+  .venv/bin/python benchmarks/ld_sample_diagnostics.py set-metrics --data runs/data32c-2560 --guidance 1 --seed 0 --levels 0.01,0.02,0.03
 
 The figures are in the latent-diffusion-32 training record (ablations.session_2026_12_07).
 """
@@ -47,7 +52,9 @@ import numpy as np
 import torch
 from ld_family_levers import denoise_from, encode, matches, split_grids
 
+from weightspace.analysis.persistence import diagrams, robust_counts
 from weightspace.analysis.sets import _prepare, _self_distances, distance_matrix, nna_hits
+from weightspace.data.families import FAMILIES
 from weightspace.generators.latent_diffusion.evaluate import _surface, family_samples, held_out_rows
 from weightspace.generators.latent_diffusion.samplers import sample_eta
 from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
@@ -171,22 +178,28 @@ def latent_volumes(gen, grids: torch.Tensor, fams: list[str]) -> None:
         row(f"one-step x0 at t = {t}", one_step)
 
 
-def volume(gen, data: str, guidances: list[str], seeds: list[int], rescale: float, parallel: float | None) -> None:
+def volume(gen, data: str, guidances: list[str], seeds: list[int], rescale: float, parallel: float | None,
+           levels: list[float]) -> None:
     grids, fams = split_grids(data, "val")
     real = {f: float((grids[i] < 0).float().mean()) for f, i in per_family(fams).items()}
-    latent_volumes(gen, grids, fams)
+    if levels == [0.0]:
+        latent_volumes(gen, grids, fams)
     for spec in guidances:
         use_guidance(gen, parse_guidance(spec), rescale, parallel)
-        kept, occupied = {}, {}
+        kept = {c: {} for c in levels}
+        occupied: dict[float, dict[str, list[float]]] = {c: {} for c in levels}
         for seed in seeds:
-            fs = family_samples(gen, per_family=8, seed=seed)
-            for f, r in fs["per_family"].items():
-                kept[f] = kept.get(f, 0) + r["successes"]
-            for f, gs in fs["grids"].items():
-                occupied.setdefault(f, []).extend(float((g < 0).mean()) for g in gs)
-        ratio = {f: round(float(np.mean(v)) / real[f], 2) for f, v in occupied.items()}
-        print(f"guidance {spec}, rescale {rescale}, parallel part {parallel}, seeds {seeds}: kept {sum(kept.values())}/{8 * len(seeds) * len(kept)} "
-              f"{kept}\n  volume over the val shapes' {ratio}", flush=True)
+            for f, gs in family_samples(gen, per_family=8, seed=seed)["grids"].items():
+                want = tuple(FAMILIES[f].betti[:2])
+                for g in gs:
+                    dg = diagrams(g)  # one filtration, counted at every level
+                    for c in levels:
+                        kept[c][f] = kept[c].get(f, 0) + (robust_counts(dg, c, 0.5 / (g.shape[0] - 1))[:2] == want)
+                        occupied[c].setdefault(f, []).append(float((g < c).mean()))
+        for c in levels:
+            ratio = {f: round(float(np.mean(v)) / real[f], 2) for f, v in occupied[c].items()}
+            print(f"guidance {spec}, rescale {rescale}, parallel part {parallel}, level {c:+.3f}, seeds {seeds}: kept "
+                  f"{sum(kept[c].values())}/{8 * len(seeds) * len(kept[c])} {kept[c]}\n  volume over the val shapes' {ratio}", flush=True)
 
 
 def etas(gen, specs: list[str], seeds: list[int]) -> None:
@@ -201,7 +214,7 @@ def etas(gen, specs: list[str], seeds: list[int]) -> None:
 
 @torch.no_grad()
 def set_metrics_by_family(gen, data: str, guidances: list[str], seed: int, shapes: int, rescale: float,
-                          parallel: float | None, eta: str) -> None:
+                          parallel: float | None, eta: str, levels: list[float]) -> None:
     ds, idx = held_out_rows(data, shapes)
     items = [ds[i] for i in idx]
     fams = [it["family"] for it in items]
@@ -216,16 +229,18 @@ def set_metrics_by_family(gen, data: str, guidances: list[str], seed: int, shape
         t0 = time.perf_counter()
         grids = [g for k in range(0, len(items), 16)
                  for g in gen.sdf_grid(gen.condition(family=fams[k:k + 16]), seeds[k:k + 16]).numpy()]
-        gen_clouds = _prepare([_surface(g, derive_seed(seed, "set-gen", k)) for k, g in enumerate(grids)], "generated", "none")
-        d_gr = distance_matrix(gen_clouds, ref, "chamfer_l2")
-        correct = nna_hits(_self_distances(gen_clouds, "chamfer_l2"), d_gr, d_rr)  # (2n,) samples first
-        both = np.array(fams + fams)
-        by = {f: round(float(correct[both == f].mean()), 2) for f in groups}
-        vol = {f: round(float(np.mean([(grids[k] < 0).mean() for k in i]) / np.mean([(items[k]["grid"].numpy() < 0).mean() for k in i])), 2)
-               for f, i in groups.items()}
-        print(f"guidance {spec}, rescale {rescale}, parallel part {parallel}, eta {eta}, seed {seed}, {len(items)} test shapes: 1-NNA {correct.mean():.4f}, "
-              f"COV {len(np.unique(d_gr.argmin(axis=1))) / len(ref):.4f} ({time.perf_counter() - t0:.0f} s)\n"
-              f"  1-NNA within each family's rows {by}\n  volume over the test shapes' {vol}", flush=True)
+        for c in levels:
+            gen_clouds = _prepare([_surface(g - c, derive_seed(seed, "set-gen", k)) for k, g in enumerate(grids)], "generated", "none")
+            d_gr = distance_matrix(gen_clouds, ref, "chamfer_l2")
+            correct = nna_hits(_self_distances(gen_clouds, "chamfer_l2"), d_gr, d_rr)  # (2n,) samples first
+            both = np.array(fams + fams)
+            by = {f: round(float(correct[both == f].mean()), 2) for f in groups}
+            vol = {f: round(float(np.mean([(grids[k] < c).mean() for k in i]) / np.mean([(items[k]["grid"].numpy() < 0).mean() for k in i])), 2)
+                   for f, i in groups.items()}
+            print(f"guidance {spec}, rescale {rescale}, parallel part {parallel}, eta {eta}, level {c:+.3f}, seed {seed}, {len(items)} test shapes: "
+                  f"1-NNA {correct.mean():.4f}, COV {len(np.unique(d_gr.argmin(axis=1))) / len(ref):.4f} ({time.perf_counter() - t0:.0f} s)\n"
+                  f"  1-NNA within each family's rows {by}\n  volume over the test shapes' {vol}", flush=True)
+            t0 = time.perf_counter()
 
 
 def main() -> None:
@@ -243,6 +258,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="10", help="volume, eta: seeds of the family samples (comma list, pooled)")
     ap.add_argument("--seed", type=int, default=0, help="set-metrics: the seed evaluate generator is given")
     ap.add_argument("--shapes", type=int, default=256, help="set-metrics: test shapes")
+    ap.add_argument("--levels", default="0", help="volume, set-metrics: iso levels of the samples' surfaces (comma list)")
     args = ap.parse_args()
     if not 0 <= args.rescale <= 1:
         raise SystemExit(f"--rescale must be in [0, 1], got {args.rescale}")
@@ -252,6 +268,7 @@ def main() -> None:
     gen = as_generator(args.checkpoint)
     ts = [int(t) for t in args.t.split(",")]
     guidances = [g for g in args.guidance.replace(",", ";").split(";") if g]
+    levels = [float(c) for c in args.levels.split(",")]
     if args.measure == "fit-gap":
         return fit_gap(gen, args.data, ts)
     if args.measure == "low-noise":
@@ -260,8 +277,8 @@ def main() -> None:
         if args.measure == "eta":
             return etas(gen, [e for e in args.eta.split(";") if e], [int(s) for s in args.seeds.split(",")])
         if args.measure == "volume":
-            return volume(gen, args.data, guidances, [int(s) for s in args.seeds.split(",")], args.rescale, args.parallel)
-        return set_metrics_by_family(gen, args.data, guidances, args.seed, args.shapes, args.rescale, args.parallel, args.eta)
+            return volume(gen, args.data, guidances, [int(s) for s in args.seeds.split(",")], args.rescale, args.parallel, levels)
+        return set_metrics_by_family(gen, args.data, guidances, args.seed, args.shapes, args.rescale, args.parallel, args.eta, levels)
 
 
 if __name__ == "__main__":
