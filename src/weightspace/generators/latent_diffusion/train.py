@@ -554,7 +554,7 @@ def _stages(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, stage: 
         if val_grids is not None:
             iou = reconstruction_iou(ema.shadow, val_grids, cfg.truncation)
             logger.row(stage="ae", step=progress["ae_steps"], seconds=round(progress["ae_seconds"], 2), val_iou=round(iou, 4))
-            echo(f"autoencoder done: {progress['ae_steps']} steps, val IoU {iou:.3f}")
+            echo(f"autoencoder done: {progress['ae_steps']} steps, val IoU {iou:.3f} (EMA weights, first {len(val_grids)} val shapes)")
     if stage in ("diffusion", "all"):
         if not progress["ae_steps"]:
             raise InputError(f"{run.out}: no trained autoencoder here; run --stage ae (or all) first")
