@@ -16,7 +16,8 @@
              `--parallel ETA` weights the guidance term's part along the conditioned estimate by ETA
              (0: the projection of adaptive projected guidance, Sadat et al. 2024). `--levels C1,C2`
              measures the same samples with their surface at each iso level C (solid where sdf < C; C > 0
-             fattens, as a decoder bias would).
+             fattens, as a decoder bias would); the rows of decoded validation latents come only at the
+             default level 0.
   set-metrics  1-NNA and COV (Chamfer) of one family sample per test shape against the test split, as
              `evaluate generator` draws them (--seed), per guidance setting, with each family's share of
              correctly classified clouds (1-NNA within the family's rows) and its volume ratio; with
@@ -52,7 +53,7 @@ import numpy as np
 import torch
 from ld_family_levers import denoise_from, encode, matches, split_grids
 
-from weightspace.analysis.persistence import diagrams, robust_counts
+from weightspace.analysis.persistence import default_eps, diagrams, robust_counts
 from weightspace.analysis.sets import _prepare, _self_distances, distance_matrix, nna_hits
 from weightspace.data.families import FAMILIES
 from weightspace.generators.latent_diffusion.evaluate import _surface, family_samples, held_out_rows
@@ -194,7 +195,7 @@ def volume(gen, data: str, guidances: list[str], seeds: list[int], rescale: floa
                 for g in gs:
                     dg = diagrams(g)  # one filtration, counted at every level
                     for c in levels:
-                        kept[c][f] = kept[c].get(f, 0) + (robust_counts(dg, c, 0.5 / (g.shape[0] - 1))[:2] == want)
+                        kept[c][f] = kept[c].get(f, 0) + (robust_counts(dg, c, default_eps(g.shape[0]))[:2] == want)
                         occupied[c].setdefault(f, []).append(float((g < c).mean()))
         for c in levels:
             ratio = {f: round(float(np.mean(v)) / real[f], 2) for f, v in occupied[c].items()}
