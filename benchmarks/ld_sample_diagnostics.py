@@ -40,7 +40,7 @@ setting is written the same way.
   .venv/bin/python benchmarks/ld_sample_diagnostics.py volume --data runs/data32c-2560 --guidance 2 --seeds 10,11 --levels -0.03,-0.02,-0.01,0,0.01,0.02,0.03
   .venv/bin/python benchmarks/ld_sample_diagnostics.py set-metrics --data runs/data32c-2560 --guidance 1 --seed 0 --levels 0.01,0.02,0.03
 
-The figures are in the latent-diffusion-32 training record (ablations.session_2026_12_07).
+The figures are in the latent-diffusion-32 training record (ablations.session_2026_12_07 and session_2026_12_07_second).
 """
 
 from __future__ import annotations
