@@ -141,8 +141,6 @@ def data_parallel(net: torch.nn.Module, loss: Callable[..., torch.Tensor], ranks
     return DistributedDataParallel(StepLoss(net, loss), device_ids=ids, find_unused_parameters=find_unused)
 
 
-
-
 STOPPED_NOTE = "by a signal, after a step; saved there, and a rerun of the command resumes"  # a stopped run's record
 
 
