@@ -300,6 +300,10 @@ def autoencoder(gen, data: str, noises: list[float]) -> None:
     target = (val / gen.cfg.truncation).clamp(-1, 1)  # (N, R, R, R) normalised
     z = torch.cat([gen.net.ae.encode(c) for c in target.split(32)])  # (N, C, r, r, r) raw latents
     std = z.std(dim=(0, 2, 3, 4)).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
+    if gen.net.ae.gaussian:  # how wide the posterior is against the spread of its means (the decoder trained on draws)
+        logvar = torch.cat([gen.net.ae.posterior(c)[1] for c in target.split(32)])  # (N, C, r, r, r)
+        rel = ((0.5 * logvar).exp() / std).flatten(1).median(dim=1).values.mean()
+        print(f"gaussian posterior: median std {rel:.3f} of each channel's latent std (mean over shapes)", flush=True)
     want = [tuple(robust_betti(v))[:2] for v in val.numpy()]
     for s in noises:
         g = torch.Generator().manual_seed(3)

@@ -223,3 +223,41 @@ def test_a_signal_stops_training_after_its_step_saved_and_recorded(tiny_data, tm
     assert record["steps"]["diffusion"] == 6
     for k, v in straight.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[k], v, msg=k)  # the same weights as without the stop
+
+
+def _mean_kl(gen, data_dir) -> float:
+    """Mean KL (per latent element) of the trained encoder's posterior to N(0, I) over the data's training grids."""
+    from weightspace.generators.latent_diffusion.train import load_training_data
+
+    grids = load_training_data(data_dir).grids[:8]  # (8, R, R, R) world units
+    with torch.no_grad():
+        mean, logvar = gen.net.ae.posterior((grids / gen.cfg.truncation).clamp(-1, 1))  # (8, C, r, r, r) each
+    return float((0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)).mean())
+
+
+def test_a_gaussian_latent_trains_on_draws_and_its_kl_term_regularises_it(tiny_data, tmp_path):
+    """latent_posterior gaussian: the encoder gives a mean and a log-variance, `encode` the mean; the KL
+    weight pulls the posterior towards N(0, I); an autoencoder of the other kind is not adopted."""
+    from weightspace.runtime.errors import InputError
+
+    model = ModelConfig(**TINY_MODEL, latent_posterior="gaussian")
+    runs = {}
+    for w in (0.0, 10.0):
+        tc = TrainConfig(ae_steps=25, diffusion_steps=2, ae_batch=4, diffusion_batch=4, train_points=64, log_every=5, kl_weight=w)
+        runs[w] = train_latent_diffusion(tiny_data, tmp_path / f"kl{w}", model=model, train=tc, stage="all", echo=lambda s: None)
+    gen = runs[10.0]
+    assert gen.net.ae.encoder.out[-1].out_channels == 2 * TINY_MODEL["latent_channels"]
+    x = torch.zeros(2, 16, 16, 16)
+    with torch.no_grad():
+        mean, logvar = gen.net.ae.posterior(x)
+        assert torch.equal(gen.net.ae.encode(x), mean) and mean.shape == logvar.shape == (2, 2, 4, 4, 4)
+    assert _mean_kl(runs[10.0], tiny_data) < 0.5 * _mean_kl(runs[0.0], tiny_data)
+    loaded = load_generator(tmp_path / "kl10.0")  # the config round trip keeps the posterior (else the weights would not load)
+    assert loaded.cfg.latent_posterior == "gaussian"
+    with torch.no_grad():
+        assert torch.isfinite(loaded.sdf_grid(loaded.condition(family=["torus"]), [0])).all()
+
+    tc = TrainConfig(diffusion_steps=2, diffusion_batch=4, train_points=64, log_every=1)
+    with pytest.raises(InputError, match="latent_posterior"):
+        train_latent_diffusion(tiny_data, tmp_path / "point", model=ModelConfig(**TINY_MODEL), train=tc, stage="diffusion",
+                               autoencoder_from=tmp_path / "kl0.0", echo=lambda s: None)

@@ -45,9 +45,11 @@ def _extra_blocks(channels: int, blocks: int) -> nn.Sequential | None:
 
 
 class Encoder(nn.Module):
-    """Normalised TSDF (B, 1, R, R, R) -> latent (B, C_lat, R/4, R/4, R/4)."""
+    """Normalised TSDF (B, 1, R, R, R) -> latent (B, C_lat, R/4, R/4, R/4), or (B, 2 C_lat, ...) with
+    `gaussian`: a diagonal Gaussian's mean (first C_lat channels) and log-variance."""
 
-    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int, blocks: int = 1):
+    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int, blocks: int = 1,
+                 gaussian: bool = False):
         super().__init__()
         c1, c2 = channels
         self.front = front
@@ -60,7 +62,7 @@ class Encoder(nn.Module):
             )
         self.res = ResBlock3d(c2)
         self.more = _extra_blocks(c2, blocks)
-        self.out = nn.Sequential(_norm(c2), nn.SiLU(), nn.Conv3d(c2, latent_channels, 1))
+        self.out = nn.Sequential(_norm(c2), nn.SiLU(), nn.Conv3d(c2, latent_channels * (2 if gaussian else 1), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.front == "haar":
@@ -69,7 +71,7 @@ class Encoder(nn.Module):
         h = self.res(self.stem(x))  # (B, c2, R/4, R/4, R/4)
         if self.more is not None:
             h = self.more(h)  # (B, c2, R/4, R/4, R/4)
-        return self.out(h)  # (B, C_lat, R/4, R/4, R/4)
+        return self.out(h)  # (B, C_lat or 2 C_lat, R/4, R/4, R/4)
 
 
 class Decoder(nn.Module):
@@ -103,16 +105,34 @@ class Decoder(nn.Module):
 
 
 class ShapeAutoencoder(nn.Module):
-    """TSDF autoencoder; inputs and outputs are TSDF / truncation, so values lie in [-1, 1]."""
+    """TSDF autoencoder; inputs and outputs are TSDF / truncation, so values lie in [-1, 1].
 
-    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int, blocks: int = 1):
+    With `gaussian` the encoder gives a diagonal Gaussian posterior (the KL-regularised latent of
+    latent diffusion models); `encode` returns its mean, which is what sampling, fitting and
+    evaluation use, and `posterior` both moments for training.
+    """
+
+    def __init__(self, *, front: str, channels: tuple[int, int], latent_channels: int, blocks: int = 1,
+                 gaussian: bool = False):
         super().__init__()
-        self.encoder = Encoder(front=front, channels=channels, latent_channels=latent_channels, blocks=blocks)
+        self.gaussian = gaussian
+        self.encoder = Encoder(front=front, channels=channels, latent_channels=latent_channels, blocks=blocks,
+                               gaussian=gaussian)
         self.decoder = Decoder(front=front, channels=channels, latent_channels=latent_channels, blocks=blocks)
 
+    def posterior(self, tsdf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tsdf : (B, R, R, R) normalised -> mean, log-variance, each (B, C_lat, R/4, R/4, R/4);
+        a point encoder's log-variance is -inf (no spread)."""
+        h = self.encoder(tsdf.unsqueeze(1))  # (B, C_lat or 2 C_lat, r, r, r)
+        if not self.gaussian:
+            return h, torch.full_like(h, float("-inf"))
+        mean, logvar = h.chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
     def encode(self, tsdf: torch.Tensor) -> torch.Tensor:
-        """tsdf : (B, R, R, R) normalised -> (B, C_lat, R/4, R/4, R/4)."""
-        return self.encoder(tsdf.unsqueeze(1))
+        """tsdf : (B, R, R, R) normalised -> (B, C_lat, R/4, R/4, R/4) (the posterior's mean)."""
+        h = self.encoder(tsdf.unsqueeze(1))  # (B, C_lat or 2 C_lat, r, r, r)
+        return h[:, : h.shape[1] // 2] if self.gaussian else h
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z : (B, C_lat, r, r, r) -> (B, R, R, R) normalised TSDF (unclamped)."""

@@ -14,6 +14,7 @@ from weightspace.runtime.config import config_from_dict, field_path, option
 from weightspace.runtime.errors import InputError
 
 Front = Literal["haar", "plain"]
+LatentPosterior = Literal["point", "gaussian"]  # what the encoder gives: a latent, or a Gaussian's mean and log-variance
 CondLayout = Literal["grid", "pooled"]
 SamplerName = Literal["ddim", "ddpm"]
 LossWeighting = Literal["uniform", "min-snr", "truncated-v"]  # per time step, see losses.diffusion_loss
@@ -33,6 +34,10 @@ class ModelConfig:
                                     help="conv widths at R/2 and R/4: two multiples of 8")
     ae_blocks: int = option(1, min=1, help="residual blocks at R/4 in the encoder and in the decoder each")
     latent_channels: int = option(4, min=1, help="latent grid is (latent_channels, R/4, R/4, R/4)")
+    latent_posterior: LatentPosterior = option(
+        "point", help="point: the encoder gives the latent; gaussian: it gives a diagonal Gaussian's mean and "
+        "log-variance, the autoencoder trains on draws from it with a KL term towards N(0, I) (train.kl_weight), "
+        "and everything after training uses the mean")
     patch: int = option(2, min=1, help="latent patch size; tokens = (R / 4 / patch)^3")
     width: int = option(128, min=16, help="denoiser width (divisible by heads)")
     depth: int = option(4, min=1, help="denoiser blocks")
@@ -110,6 +115,8 @@ class TrainConfig:
     ae_lr: float = option(2e-3, min=0, exclusive_min=True, help="autoencoder learning rate")
     near_surface_weight: float = option(4.0, min=0, help="extra L1 weight where |sdf| < 2 voxels")
     sign_weight: float = option(0.5, min=0, help="weight of the inside/outside BCE term")
+    kl_weight: float = option(1e-3, min=0, help="with model.latent_posterior gaussian: weight of the KL term, "
+                              "averaged over latent elements as the reconstruction terms are over voxels")
     diffusion_batch: int = option(32, min=1, help="diffusion batch size")
     diffusion_lr: float = option(5e-4, min=0, exclusive_min=True, help="diffusion learning rate")
     lr_schedule: LrSchedule = option(

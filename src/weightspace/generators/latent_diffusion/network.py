@@ -23,7 +23,7 @@ class LatentDiffusionNet(nn.Module):
         super().__init__()
         M, d = cfg.n_cond_tokens, cfg.cond_dim
         self.ae = ShapeAutoencoder(front=cfg.front, channels=tuple(cfg.ae_channels), latent_channels=cfg.latent_channels,
-                                   blocks=cfg.ae_blocks)
+                                   blocks=cfg.ae_blocks, gaussian=cfg.latent_posterior == "gaussian")
         if cfg.cond_layout == "grid":
             cells = cfg.resolution // 4 // cfg.patch  # token cells per axis
             self.cond_points = GridPointEncoder(cells=cells, token_dim=d, grid=2 * cells)

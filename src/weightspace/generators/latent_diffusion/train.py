@@ -56,7 +56,7 @@ TRAIN_STATE = "train_state.safetensors"
 LOSS_LOG = "loss_log.jsonl"
 RECORD_NAME = "training_record.json"
 # the model fields an autoencoder's weights depend on: two checkpoints agreeing on them can share one
-AUTOENCODER_FIELDS = ("resolution", "truncation", "front", "ae_channels", "ae_blocks", "latent_channels")
+AUTOENCODER_FIELDS = ("resolution", "truncation", "front", "ae_channels", "ae_blocks", "latent_channels", "latent_posterior")
 
 
 @dataclasses.dataclass
@@ -336,12 +336,21 @@ def _ae_stage(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, budge
         flips = [d for d in (1, 2, 3) if torch.rand((), generator=gen) < 0.5]
         if flips:
             x = x.flip(flips)
-        pred = net.ae.decode(net.ae.encode(x))  # (B_r, R, R, R)
+        kl = None
+        if net.ae.gaussian:  # a draw from the posterior, and its KL to N(0, I) averaged over the whole batch's latent elements
+            mean, logvar = net.ae.posterior(x)  # (B_r, C, r, r, r) each
+            noise = torch.randn(tc.ae_batch, *mean.shape[1:], generator=gen)[mine].to(mean.device)  # (B_r, C, r, r, r)
+            z = mean + (0.5 * logvar).exp() * noise
+            kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum() / (tc.ae_batch * mean[0].numel())
+        else:
+            z = net.ae.encode(x)  # (B_r, C, r, r, r)
+        pred = net.ae.decode(z)  # (B_r, R, R, R)
         if not ranks.distributed:
-            return autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight, sign_weight=tc.sign_weight)
-        # the ranks' shares add up to the whole batch's loss; W times that, since DDP averages the ranks
-        return ranks.world * autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight,
-                                              sign_weight=tc.sign_weight, of_batch=tsdf_all[idx.to(tsdf_all.device)])
+            loss = autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight, sign_weight=tc.sign_weight)
+        else:  # the ranks' shares add up to the whole batch's loss; W times that, since DDP averages the ranks
+            loss = ranks.world * autoencoder_loss(pred, x, band=band, near_surface_weight=tc.near_surface_weight,
+                                                  sign_weight=tc.sign_weight, of_batch=tsdf_all[idx.to(tsdf_all.device)])
+        return loss if kl is None else loss + ranks.world * tc.kl_weight * kl
 
     validate = (lambda: reconstruction_iou(ema.shadow, val_grids, cfg.truncation)) if val_grids is not None else None
     _run_stage("ae", run, net, ema, opt, params, loss_fn, base_lr=tc.ae_lr, total_steps=tc.ae_steps, budget_s=budget_s,
