@@ -136,7 +136,7 @@ def test_training_loss_is_seeded_and_differentiable(gen):
     a.backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
     # the grids were decoded from these very codes, so the loss is small next to a wrong code's
-    assert float(a.detach()) < float(gen.training_loss(grids, z.detach().flip(0) + 1.0, [3, 4]))
+    assert float(a.detach()) < float(gen.training_loss(grids, z.detach().flip(0) + 1.0, [3, 4]).detach())
 
 
 def test_code_optimisation_reduces_the_loss():
