@@ -91,3 +91,15 @@ def test_two_gloo_processes_train_latent_diffusion_as_one_through_a_resume(data,
     _same_weights(tmp_path / "p1", tmp_path / "p2")
     record = json.loads((tmp_path / "p2" / "training_record.json").read_text())
     assert [r["processes"] for r in record["invocations"]] == [2, 2]
+
+
+def test_two_gloo_processes_train_a_gaussian_latent_autoencoder_as_one(data, tmp_path):
+    """The posterior's draws are made for the whole batch and each rank takes its rows, and the KL term is
+    scaled like the reconstruction terms, so two ranks step as one process does."""
+    config = {"model": {**TINY_LD["model"], "latent_posterior": "gaussian"}, "train": {**TINY_LD["train"], "kl_weight": 0.1}}
+    for n in (1, 2):
+        _train("latent-diffusion", data, tmp_path / f"p{n}", config, n, "--stage", "ae")
+    one, two = _log(tmp_path / "p1"), _log(tmp_path / "p2")
+    assert [r["step"] for r in one if "loss" in r] == [1, 2, 3, 4, 5]
+    _same_curve(one, two)
+    _same_weights(tmp_path / "p1", tmp_path / "p2")
