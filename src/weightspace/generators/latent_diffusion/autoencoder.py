@@ -121,18 +121,15 @@ class ShapeAutoencoder(nn.Module):
         self.decoder = Decoder(front=front, channels=channels, latent_channels=latent_channels, blocks=blocks)
 
     def posterior(self, tsdf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tsdf : (B, R, R, R) normalised -> mean, log-variance, each (B, C_lat, R/4, R/4, R/4);
-        a point encoder's log-variance is -inf (no spread)."""
-        h = self.encoder(tsdf.unsqueeze(1))  # (B, C_lat or 2 C_lat, r, r, r)
+        """tsdf : (B, R, R, R) normalised -> mean, log-variance, each (B, C_lat, R/4, R/4, R/4) (`gaussian` only)."""
         if not self.gaussian:
-            return h, torch.full_like(h, float("-inf"))
-        mean, logvar = h.chunk(2, dim=1)
+            raise ValueError("a point autoencoder has no posterior: its encoder gives the latent itself (use encode)")
+        mean, logvar = self.encoder(tsdf.unsqueeze(1)).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
     def encode(self, tsdf: torch.Tensor) -> torch.Tensor:
-        """tsdf : (B, R, R, R) normalised -> (B, C_lat, R/4, R/4, R/4) (the posterior's mean)."""
-        h = self.encoder(tsdf.unsqueeze(1))  # (B, C_lat or 2 C_lat, r, r, r)
-        return h[:, : h.shape[1] // 2] if self.gaussian else h
+        """tsdf : (B, R, R, R) normalised -> (B, C_lat, R/4, R/4, R/4) (a Gaussian posterior's mean)."""
+        return self.posterior(tsdf)[0] if self.gaussian else self.encoder(tsdf.unsqueeze(1))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z : (B, C_lat, r, r, r) -> (B, R, R, R) normalised TSDF (unclamped)."""
