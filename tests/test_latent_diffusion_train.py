@@ -227,12 +227,13 @@ def test_a_signal_stops_training_after_its_step_saved_and_recorded(tiny_data, tm
 
 def _mean_kl(gen, data_dir) -> float:
     """Mean KL (per latent element) of the trained encoder's posterior to N(0, I) over the data's training grids."""
+    from weightspace.generators.latent_diffusion.losses import gaussian_kl
     from weightspace.generators.latent_diffusion.train import load_training_data
 
     grids = load_training_data(data_dir).grids[:8]  # (8, R, R, R) world units
     with torch.no_grad():
         mean, logvar = gen.net.ae.posterior((grids / gen.cfg.truncation).clamp(-1, 1))  # (8, C, r, r, r) each
-    return float((0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)).mean())
+    return float(gaussian_kl(mean, logvar).mean())
 
 
 def test_a_gaussian_latent_trains_on_draws_and_its_kl_term_regularises_it(tiny_data, tmp_path):

@@ -1,5 +1,5 @@
-"""Training losses (surface-weighted TSDF autoencoder loss, x0-prediction diffusion loss) and the
-condition augmentations used in training (noisy / partial point clouds, coarse voxels)."""
+"""Training losses (surface-weighted TSDF autoencoder loss, a Gaussian latent's KL term, x0-prediction
+diffusion loss) and the condition augmentations used in training (noisy / partial point clouds, coarse voxels)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def autoencoder_loss(
     l1 = (w * (pred - target).abs()).sum() / w.sum()
     bce = F.binary_cross_entropy_with_logits(-pred / band, inside)
     return l1 + sign_weight * bce
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per element, the shape of `mean` (a diagonal Gaussian latent's regulariser)."""
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)
 
 
 def diffusion_loss(

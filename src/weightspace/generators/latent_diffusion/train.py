@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 
 from weightspace.data.dataset import ShapeDataset
 from weightspace.generators.latent_diffusion.config import ModelConfig, Stage, TrainConfig, saved_model_config
-from weightspace.generators.latent_diffusion.losses import augment_points, autoencoder_loss, diffusion_loss, voxels_from_grids
+from weightspace.generators.latent_diffusion.losses import augment_points, autoencoder_loss, diffusion_loss, gaussian_kl, voxels_from_grids
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
 from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_hash, state_metadata
@@ -341,7 +341,7 @@ def _ae_stage(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, budge
             mean, logvar = net.ae.posterior(x)  # (B_r, C, r, r, r) each
             noise = torch.randn(tc.ae_batch, *mean.shape[1:], generator=gen)[mine].to(mean.device)  # (B_r, C, r, r, r)
             z = mean + (0.5 * logvar).exp() * noise
-            kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum() / (tc.ae_batch * mean[0].numel())
+            kl = gaussian_kl(mean, logvar).sum() / (tc.ae_batch * mean[0].numel())
         else:
             z = net.ae.encode(x)  # (B_r, C, r, r, r)
         pred = net.ae.decode(z)  # (B_r, R, R, R)
