@@ -54,9 +54,9 @@ import torch
 from ld_family_levers import denoise_from, encode, matches, split_grids
 
 from weightspace.analysis.persistence import default_eps, diagrams, robust_counts
-from weightspace.analysis.sets import _prepare, _self_distances, distance_matrix, nna_hits
+from weightspace.analysis.sets import distance_matrix, nna_hits, prepare_clouds, self_distances
 from weightspace.data.families import FAMILIES
-from weightspace.generators.latent_diffusion.evaluate import _surface, family_samples, held_out_rows
+from weightspace.generators.latent_diffusion.evaluate import family_samples, held_out_rows, surface_cloud
 from weightspace.generators.latent_diffusion.samplers import sample_eta
 from weightspace.generators.latent_diffusion.schedule import ddim_timesteps
 from weightspace.generators.registry import as_generator
@@ -220,8 +220,8 @@ def set_metrics_by_family(gen, data: str, guidances: list[str], seed: int, shape
     items = [ds[i] for i in idx]
     fams = [it["family"] for it in items]
     seeds = [derive_seed(seed, "eval", it["id"]) % (2**31) for it in items]  # as evaluate generator draws them
-    ref = _prepare([_surface(it["grid"].numpy(), derive_seed(seed, "set-ref", k)) for k, it in enumerate(items)], "reference", "none")
-    d_rr = _self_distances(ref, "chamfer_l2")
+    ref = prepare_clouds([surface_cloud(it["grid"].numpy(), derive_seed(seed, "set-ref", k)) for k, it in enumerate(items)], "reference", "none")
+    d_rr = self_distances(ref, "chamfer_l2")
     groups = per_family(fams)
     if eta != "0":
         use_eta(gen, parse_guidance(eta))
@@ -230,18 +230,19 @@ def set_metrics_by_family(gen, data: str, guidances: list[str], seed: int, shape
         t0 = time.perf_counter()
         grids = [g for k in range(0, len(items), 16)
                  for g in gen.sdf_grid(gen.condition(family=fams[k:k + 16]), seeds[k:k + 16]).numpy()]
+        print(f"guidance {spec}: sampled {len(grids)} shapes in {time.perf_counter() - t0:.0f} s", flush=True)
         for c in levels:
-            gen_clouds = _prepare([_surface(g - c, derive_seed(seed, "set-gen", k)) for k, g in enumerate(grids)], "generated", "none")
+            t0 = time.perf_counter()
+            gen_clouds = prepare_clouds([surface_cloud(g - c, derive_seed(seed, "set-gen", k)) for k, g in enumerate(grids)], "generated", "none")
             d_gr = distance_matrix(gen_clouds, ref, "chamfer_l2")
-            correct = nna_hits(_self_distances(gen_clouds, "chamfer_l2"), d_gr, d_rr)  # (2n,) samples first
+            correct = nna_hits(self_distances(gen_clouds, "chamfer_l2"), d_gr, d_rr)  # (2n,) samples first
             both = np.array(fams + fams)
             by = {f: round(float(correct[both == f].mean()), 2) for f in groups}
             vol = {f: round(float(np.mean([(grids[k] < c).mean() for k in i]) / np.mean([(items[k]["grid"].numpy() < 0).mean() for k in i])), 2)
                    for f, i in groups.items()}
             print(f"guidance {spec}, rescale {rescale}, parallel part {parallel}, eta {eta}, level {c:+.3f}, seed {seed}, {len(items)} test shapes: "
-                  f"1-NNA {correct.mean():.4f}, COV {len(np.unique(d_gr.argmin(axis=1))) / len(ref):.4f} ({time.perf_counter() - t0:.0f} s)\n"
+                  f"1-NNA {correct.mean():.4f}, COV {len(np.unique(d_gr.argmin(axis=1))) / len(ref):.4f} (metrics {time.perf_counter() - t0:.0f} s)\n"
                   f"  1-NNA within each family's rows {by}\n  volume over the test shapes' {vol}", flush=True)
-            t0 = time.perf_counter()
 
 
 def main() -> None:

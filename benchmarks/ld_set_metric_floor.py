@@ -18,7 +18,7 @@ import torch
 
 from weightspace.analysis.sets import set_metrics
 from weightspace.data.dataset import ShapeDataset
-from weightspace.generators.latent_diffusion.evaluate import _surface, held_out_rows
+from weightspace.generators.latent_diffusion.evaluate import held_out_rows, surface_cloud
 from weightspace.generators.registry import as_generator
 from weightspace.runtime.seeding import derive_seed
 
@@ -39,9 +39,9 @@ def main() -> None:
     with torch.no_grad():
         recon = [g for k in range(0, len(real), 32)
                  for g in gen.decode_latents(gen.encode_grids(torch.from_numpy(np.stack(real[k:k + 32])))).numpy()]
-    ref_clouds = [_surface(g, derive_seed(args.seed, "set-ref", k)) for k, g in enumerate(ref)]
+    ref_clouds = [surface_cloud(g, derive_seed(args.seed, "set-ref", k)) for k, g in enumerate(ref)]
     for name, grids in (("val shapes", real), ("their autoencoder reconstructions", recon)):
-        clouds = [_surface(g, derive_seed(args.seed, "set-gen", k)) for k, g in enumerate(grids)]
+        clouds = [surface_cloud(g, derive_seed(args.seed, "set-gen", k)) for k, g in enumerate(grids)]
         m = set_metrics(clouds, ref_clouds)
         print(json.dumps({"set": name, "n": len(grids), "test_shapes": len(ref),
                           **{k: round(float(m[k]), 4) for k in ("mmd", "cov", "nna")}}), flush=True)

@@ -39,7 +39,8 @@ def _check_cloud(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def _prepare(clouds: list[np.ndarray], name: str, normalize: Normalize) -> list[np.ndarray]:
+def prepare_clouds(clouds: list[np.ndarray], name: str, normalize: Normalize) -> list[np.ndarray]:
+    """The clouds checked ((n, 3), finite; `name`[i] in the error) as float64, normalised as asked."""
     if normalize not in get_args(Normalize):
         raise InputError(f"normalize must be one of {list(get_args(Normalize))}, got {normalize!r}")
     if len(clouds) == 0:
@@ -81,7 +82,7 @@ def distance_matrix(a: list[np.ndarray], b: list[np.ndarray], metric: Metric = "
     return d
 
 
-def _self_distances(clouds: list[np.ndarray], metric: Metric) -> np.ndarray:
+def self_distances(clouds: list[np.ndarray], metric: Metric) -> np.ndarray:
     """Symmetric (k, k) matrix of Chamfer distances within one set, zero diagonal; each pair once."""
     power = _power(metric)
     trees = [cKDTree(x) for x in clouds]
@@ -123,12 +124,12 @@ def set_metrics(
     dict with ``mmd`` (world units, squared for chamfer_l2), ``cov`` in [0, 1], ``nna`` in [0, 1],
     plus ``n_generated``, ``n_reference`` and the ``metric`` name.
     """
-    g = _prepare(generated, "generated", normalize)
-    r = _prepare(reference, "reference", normalize)
+    g = prepare_clouds(generated, "generated", normalize)
+    r = prepare_clouds(reference, "reference", normalize)
     d_gr = distance_matrix(g, r, metric)  # (G, R)
     mmd = float(d_gr.min(axis=0).mean())
     cov = float(len(np.unique(d_gr.argmin(axis=1))) / len(r))
-    nna = float(nna_hits(_self_distances(g, metric), d_gr, _self_distances(r, metric)).mean())
+    nna = float(nna_hits(self_distances(g, metric), d_gr, self_distances(r, metric)).mean())
     return {"mmd": mmd, "cov": cov, "nna": nna, "n_generated": len(g), "n_reference": len(r), "metric": metric}
 
 
@@ -150,13 +151,13 @@ def novelty(
     other is a near copy), nan when there is only one reference,
     ``ratio`` : (G,) float64 distance / median(reference_nn).
     """
-    g = _prepare(generated, "generated", normalize)
-    r = _prepare(reference, "reference", normalize)
+    g = prepare_clouds(generated, "generated", normalize)
+    r = prepare_clouds(reference, "reference", normalize)
     d_gr = distance_matrix(g, r, metric)  # (G, R)
     nearest = d_gr.argmin(axis=1)
     distance = d_gr[np.arange(len(g)), nearest]
     if len(r) > 1:
-        d_rr = _self_distances(r, metric)
+        d_rr = self_distances(r, metric)
         np.fill_diagonal(d_rr, np.inf)
         reference_nn = d_rr.min(axis=1)
     else:

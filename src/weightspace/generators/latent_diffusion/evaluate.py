@@ -66,7 +66,7 @@ def held_out_rows(data_dir: str | Path, max_shapes: int, *, own: bool = True):
     return ds, [int(i) for i in keep]
 
 
-def _surface(grid: np.ndarray, seed: int) -> np.ndarray:
+def surface_cloud(grid: np.ndarray, seed: int) -> np.ndarray:
     """SET_POINTS surface points of a grid's zero level set (an empty surface gives the origin repeated)."""
     from weightspace.analysis.geometry import sample_surface
     from weightspace.decode.mesh import grid_to_mesh
@@ -186,8 +186,8 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
         points_betti_match=float(np.mean([r["points_betti"] == r["target_betti"] for r in per_shape])),
     )
     if order:
-        gen_clouds = [_surface(fam_grids[k], derive_seed(seed, "set-gen", k)) for k in order]
-        ref_clouds = [_surface(targets[k], derive_seed(seed, "set-ref", k)) for k in order]
+        gen_clouds = [surface_cloud(fam_grids[k], derive_seed(seed, "set-gen", k)) for k in order]
+        ref_clouds = [surface_cloud(targets[k], derive_seed(seed, "set-ref", k)) for k in order]
         sets = set_metrics(gen_clouds, ref_clouds)
         figures.update(family_betti_match=float(np.mean([per_shape[k]["family_match"] for k in order])),
                        mmd=float(sets["mmd"]), cov=float(sets["cov"]), nna=float(sets["nna"]),
