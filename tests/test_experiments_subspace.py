@@ -174,3 +174,10 @@ def test_weight_paths_between_members_against_condition_paths(tmp_path, toy_data
         rows = list(csv.DictReader(f))
     assert sorted(r["space"] for r in rows) == ["condition"] * 3 + ["weight"] * 3
     assert (tmp_path / "w" / "weight_paths.png").is_file()
+    # the one-line summary and the report page read this layout (summary by space, then by group)
+    assert summarize(tmp_path / "w").startswith("[toy] interpolate: 3 member pairs: weight ")
+    from weightspace.report.verdicts import read_finding
+
+    finding = read_finding(tmp_path / "w")
+    assert finding.verdict in ("supported", "inconclusive") and "condition path" in finding.line
+    assert set(finding.headline["paths_with_transition"]) == {"weight", "condition"}

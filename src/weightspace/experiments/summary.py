@@ -21,6 +21,13 @@ def summarize(folder: str | Path) -> str:
     res = read_json(folder / "results.json")
     head = f"[{res.get('generator', '?')}]"
     if study == "InterpolateConfig":
+        if "paired" in res:  # --condition-paths: the same member pairs in weight space and in condition space
+            spaces = "; ".join(
+                f"{space} {g['all']['paths_with_transition']['successes']}/{g['all']['paths']} paths with a transition "
+                f"({_f(g['all']['transitions_per_path'])} per path)" for space, g in res["summary"].items())
+            p = res["paired"]
+            return (f"{head} interpolate: {res['pairs']} member pairs: {spaces}; the weight path changes topology more "
+                    f"often on {p['weight_more']}, less on {p['weight_fewer']}, as often on {p['same']}; {res['decodes']} decodes")
         if "summary" in res:
             s = res["summary"]["all"]
             return (f"{head} interpolate: {res['pairs']} pairs, {s['paths_with_transition']} with a transition "

@@ -120,6 +120,17 @@ def read_finding(folder: str | Path) -> Finding:
 
 
 def _interpolate(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
+    if "paired" in res:  # --condition-paths: the same member pairs in weight space and in condition space
+        rates = {space: _rate(g["all"]["paths_with_transition"]) for space, g in res["summary"].items()}
+        p = res["paired"]
+        numbers = {"pairs": res["pairs"], "paths_with_transition": rates,
+                   "transitions_per_path": {space: g["all"]["transitions_per_path"] for space, g in res["summary"].items()},
+                   "paired": p, "decodes": res["decodes"], "seconds": res.get("wall_seconds")}
+        verdict = "supported" if rates["weight"]["successes"] else "inconclusive"
+        line = (f"member pairs with a topology change along the weight path: {ci(rates['weight'])}; along the condition "
+                f"path between the same shapes: {ci(rates['condition'])}; the weight path changes more often on "
+                f"{p['weight_more']} pairs, less on {p['weight_fewer']}, as often on {p['same']}; {res['decodes']} decodes")
+        return verdict, line, numbers
     if "summary" in res:  # pairs: many paths
         s = res["summary"]["all"]
         r = rate_of(s["rate"], s["paths"])
