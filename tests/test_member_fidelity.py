@@ -93,10 +93,35 @@ def test_population_rows_carry_fidelity_and_check_reports_it(tmp_path):
     assert s["all"]["betti"]["low"] <= s["all"]["betti"]["rate"] <= s["all"]["betti"]["high"]
     _register()
     runner = CliRunner()
-    res = runner.invoke(app, ["population", "check", str(tmp_path / "pop"), "--json", "--min-iou", "1.01", "--strict"])
-    assert res.exit_code == 1 and json.loads(res.output)["all"]["n"] == 4, res.output
+    assert all(f["reasons"] == [f"IoU {f['iou']:.3f} < 1.01"] for f in s["flagged"] if f["iou"] < 1.01
+               and f["robust_betti"] == f["target_robust_betti"])  # a flag says what is wrong, and only that
+    res = runner.invoke(app, ["population", "check", str(tmp_path / "pop"), "--json", "--min-iou", "1", "--strict"])
+    out = json.loads(res.output)
+    assert res.exit_code == (1 if out["flagged"] else 0) and out["all"]["n"] == 4 and out["unreadable"] == [], res.output
     res = runner.invoke(app, ["population", "check", str(tmp_path / "pop"), "--min-iou", "0"])
     assert res.exit_code == 0 and "fidelity" in res.output
+    res = runner.invoke(app, ["population", "check", str(tmp_path / "pop"), "--min-iou", "5"])
+    assert res.exit_code == 2 and "--min-iou" in res.output
+
+
+def test_population_check_reads_every_member_file(tmp_path):
+    """A population with a member's weights file gone, or with no manifest, is broken, not fine."""
+    import shutil
+
+    data = make_toy_data(tmp_path / "data", count=3, resolution=10)
+    cfg = PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"),
+                           options={"rank": 2, "alpha": 4.0, "targets": "mid|vol"}, steps=2, lr=0.02)
+    pop = build_population(cfg, generator=functools.partial(make_toy, seed=0))
+    _register()
+    runner = CliRunner()
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "pop", broken)
+    (broken / pop.rows[1]["shard"]).unlink()
+    res = runner.invoke(app, ["population", "check", str(broken)])
+    assert res.exit_code == 1 and f"member {pop.rows[1]['id']}" in res.output and "not found" in res.output, res.output
+    (broken / "manifest.jsonl").unlink()
+    res = runner.invoke(app, ["population", "check", str(broken)])
+    assert "no finished members (manifest.jsonl missing" in str(res.exception), res.output  # `weightspace` exits 2 on it
 
 
 def test_member_fidelity_of_an_identical_decode_is_perfect():

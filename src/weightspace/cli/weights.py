@@ -125,8 +125,7 @@ def _print_fidelity(summary: dict) -> None:
                       f"{t['seconds_per_member']:.1f}")
     Console().print(table)
     for f in summary["flagged"]:
-        typer.echo(f"flagged {f['id']}: IoU {f['iou']:.3f} < {summary['min_iou']} or robust Betti "
-                   f"{tuple(f['robust_betti'])} != target {tuple(f['target_robust_betti'])}")
+        typer.echo(f"flagged {f['id']}: {'; '.join(f['reasons'])}")
     if summary["unchecked"]:
         typer.echo(f"{len(summary['unchecked'])} members were built before fidelity was recorded (no figures): "
                    f"{', '.join(summary['unchecked'][:5])}{'...' if len(summary['unchecked']) > 5 else ''}")
@@ -135,25 +134,34 @@ def _print_fidelity(summary: dict) -> None:
 @population_app.command("check")
 def population_check(
     population: Path = typer.Argument(..., help="Population folder."),
-    min_iou: float = typer.Option(0.5, "--min-iou", help="Flag members whose decode IoU to their target is below this."),
+    min_iou: float = typer.Option(0.5, "--min-iou", min=0.0, max=1.0, help="Flag members whose decode IoU to their target is below this."),
     as_json: bool = typer.Option(False, "--json", help="Print the fidelity summary as one JSON object."),
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any member is flagged."),
 ) -> None:
     """Print a population's fidelity: how well its members decode to their target shapes.
 
     Every member's decode IoU and robust Betti numbers against its target are recorded when it
-    is built; a population whose members do not reproduce their shapes is not data.
+    is built; a population whose members do not reproduce their shapes is not data. The check
+    also reads every member's weights file: a missing or damaged one is an error (exit 1).
 
     Example: weightspace population check runs/pop --min-iou 0.5
     """
+    from weightspace.runtime.errors import InputError
     from weightspace.space.population import fidelity_summary
-    from weightspace.space.store import Population
+    from weightspace.space.store import MANIFEST, Population
 
-    summary = fidelity_summary(Population(population), min_iou=min_iou)
+    pop = Population(population)
+    if not len(pop):
+        raise InputError(f"{population}: no finished members ({MANIFEST} missing or empty); nothing to check")
+    summary = {**fidelity_summary(pop, min_iou=min_iou), "unreadable": pop.unreadable()}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
         _print_fidelity(summary)
+    for u in summary["unreadable"]:
+        typer.echo(f"error: member {u['id']}: {u['error']}", err=True)
+    if summary["unreadable"]:
+        raise typer.Exit(code=1)
     if strict and summary["flagged"]:
         raise typer.Exit(code=1)
 

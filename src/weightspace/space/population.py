@@ -549,10 +549,15 @@ def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> d
                 "seconds_per_member": float(np.mean([r["seconds"] for r in rows])) if rows else None}
 
     families = sorted({str(r.get("source", {}).get("family", "")) for r in checked})
+    def reasons(m: dict[str, Any]) -> list[str]:
+        return ([f"IoU {m['fidelity_iou']:.3f} < {min_iou:g}"] * (m["fidelity_iou"] < min_iou)
+                + [f"robust Betti {tuple(m['fidelity_robust_betti'])} != target {tuple(m['target_robust_betti'])}"]
+                * (not m["fidelity_betti"]) + ["decodes empty"] * bool(m.get("fidelity_empty")))
+
     flagged = [{"id": r["id"], "family": r.get("source", {}).get("family"), "iou": r["metrics"]["fidelity_iou"],
-                "robust_betti": r["metrics"]["fidelity_robust_betti"], "target_robust_betti": r["metrics"]["target_robust_betti"]}
-               for r in checked if r["metrics"]["fidelity_iou"] < min_iou or not r["metrics"]["fidelity_betti"]
-               or r["metrics"].get("fidelity_empty")]
+                "robust_betti": r["metrics"]["fidelity_robust_betti"], "target_robust_betti": r["metrics"]["target_robust_betti"],
+                "reasons": reasons(r["metrics"])}
+               for r in checked if reasons(r["metrics"])]
     return {"population": str(pop.folder), "parameterisation": pop.frame.parameterisation, "checkpoint": pop.frame.checkpoint,
             "min_iou": min_iou, "all": table(checked),
             "per_family": {f: table([r for r in checked if str(r.get("source", {}).get("family", "")) == f]) for f in families},

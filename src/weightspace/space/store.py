@@ -167,6 +167,17 @@ class Population:
             raise InputError(f"{path}: point has shape {tuple(p.shape)}, layout expects ({self.frame.layout.size},)")
         return p
 
+    def unreadable(self) -> list[dict[str, str]]:
+        """Members whose weights file is missing or does not hold the point the layout expects:
+        [{id, shard, error}], empty for an intact population. Reads every member's file."""
+        bad = []
+        for i, row in enumerate(self.rows):
+            try:
+                self.point(i)
+            except InputError as e:
+                bad.append({"id": str(row["id"]), "shard": str(row["shard"]), "error": str(e)})
+        return bad
+
     def iter_points(self) -> Iterator[torch.Tensor]:
         for i in range(len(self)):
             yield self.point(i)
