@@ -156,6 +156,9 @@ def test_evaluate_latent_diffusion_on_an_imported_folder(ckpt, tmp_path):
     import_meshes([meshes / "ring.obj"], tmp_path / "at24", resolution=24, n_points=64, progress=False)
     result = CliRunner().invoke(app, ["evaluate", "generator", str(ckpt), "--data", str(tmp_path / "at24"), "--json"])
     assert result.exit_code != 0 and "--resolution 16" in str(result.exception) + result.output
+    # a folder that is not there is named as not found, not as one without held-out shapes
+    result = CliRunner().invoke(app, ["evaluate", "generator", str(ckpt), "--data", str(tmp_path / "nowhere"), "--json"])
+    assert result.exit_code != 0 and "manifest.jsonl: not found" in str(result.exception), result.output
 
 
 def test_generate_seed_reaches_a_neural_field_family_code(tmp_path):

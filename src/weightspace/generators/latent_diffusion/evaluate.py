@@ -53,13 +53,16 @@ def held_out_rows(data_dir: str | Path, max_shapes: int, *, own: bool = True):
     checkpoint's own training folder (`own`), every shape of any other folder. Returns (dataset, indices)."""
     from weightspace.data.dataset import ShapeDataset
 
+    why: list[InputError] = []
     for split in ("test", "val") if own else (None,):
         try:
             ds = ShapeDataset(data_dir, split=split)
             break
-        except InputError:
-            continue
+        except InputError as e:
+            why.append(e)
     else:
+        if not own or "no shapes in split" not in str(why[-1]):  # a missing or broken folder says so itself
+            raise why[-1]
         raise InputError(f"{data_dir}: the checkpoint's training folder holds no test or val shapes to evaluate on")
     n = len(ds)
     keep = np.unique(np.linspace(0, n - 1, min(n, max_shapes)).round().astype(int)) if max_shapes < n else np.arange(n)
