@@ -69,6 +69,26 @@ def test_compare_json(files: dict[str, Path]) -> None:
     assert both["iou"] == 1.0
 
 
+def test_compare_never_scores_an_empty_grid_as_a_match(tmp_path: Path) -> None:
+    """Nothing solid has no surface: inf distances (null in JSON) and zero scores against the full grid,
+    whose surface is the box's boundary (topology (1, 0, 0)); at a level above every value both are the box."""
+    empty, full = tmp_path / "empty.npy", tmp_path / "full.npy"
+    np.save(empty, np.full((16, 16, 16), 0.2, np.float32))
+    np.save(full, np.full((16, 16, 16), -0.2, np.float32))
+    _register()
+    r = CliRunner().invoke(app, ["analyze", "compare", str(empty), str(full), "--n", "500", "--json"])
+    assert r.exit_code == 0, r.output
+    (m,) = json.loads(r.stdout)
+    assert m["chamfer_l1"] is None and m["hausdorff"] is None
+    assert m["fscore"] == m["normal_consistency"] == m["iou"] == 0.0
+    assert m["no_surface"] == [str(empty)] and m["solid_everywhere"] == [str(full)]
+    assert f"{empty} has no surface" in r.stderr
+    both = compare_files(empty, empty, n=100)
+    assert np.isnan(both["chamfer_l1"]) and both["fscore"] == 0.0 and np.isnan(both["iou"])
+    high = compare_files(empty, full, n=500, level=5.0)
+    assert high["no_surface"] == [] and high["solid_everywhere"] == [str(empty), str(full)] and high["iou"] == 1.0
+
+
 def test_bad_files_name_the_file(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     for key, msg in (("bad", "not a .npy array"), ("flat", "3D")):
         with pytest.raises(InputError, match=msg) as e:

@@ -56,8 +56,9 @@ def test_compare_meshes_and_normal_consistency() -> None:
     box = trimesh.creation.box(extents=(1, 1, 1))
     assert G.compare(s1, box, n=4000)["normal_consistency"] < 0.95
     empty = trimesh.Trimesh()
-    assert G.compare(s1, empty)["chamfer_l1"] == float("inf")
-    assert G.compare(empty, empty)["fscore"] == 1.0
+    assert G.compare(s1, empty)["chamfer_l1"] == float("inf") and G.compare(s1, empty)["fscore"] == 0.0
+    both = G.compare(empty, empty)  # nothing to measure: never a perfect match
+    assert np.isnan(both["chamfer_l1"]) and both["fscore"] == 0.0 and both["normal_consistency"] == 0.0
 
 
 def test_iou_grids() -> None:

@@ -21,6 +21,10 @@ def test_shell_volume_excludes_its_cavity():
     assert abs(mesh.volume - solid) / solid < 0.05
 
 
-def test_empty_and_full_grids_give_empty_meshes():
+def test_empty_grid_gives_no_mesh_and_full_grid_the_box():
     assert len(grid_to_mesh(np.ones((8, 8, 8), np.float32)).faces) == 0
-    assert len(grid_to_mesh(-np.ones((8, 8, 8), np.float32)).faces) == 0
+    h = 2 / 7  # voxel size at 8^3
+    for grid, level in ((-np.ones((8, 8, 8), np.float32), 0.0), (np.ones((8, 8, 8), np.float32), 5.0)):
+        box = grid_to_mesh(grid, level=level)  # solid everywhere: topology's (1, 0, 0), so its boundary is the surface
+        assert box.is_watertight and box.volume > 0
+        np.testing.assert_allclose(box.bounds, [[-1 - h / 2] * 3, [1 + h / 2] * 3], atol=1e-6)

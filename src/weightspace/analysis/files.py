@@ -17,7 +17,7 @@ import trimesh
 
 from weightspace.analysis.geometry import DEFAULT_TAU, compare, iou
 from weightspace.analysis.mesh_topology import mesh_topology
-from weightspace.analysis.topology import topology
+from weightspace.analysis.topology import solid_mask, topology
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import read_npy
 
@@ -114,12 +114,23 @@ def compare_files(
     """Geometry metrics between two shapes given as mesh or grid files (grids are meshed by
     marching cubes at `level`). Adds ``iou`` when both are grids of the same shape.
 
-    Returns the keys of `geometry.compare` plus ``a``, ``b`` (paths) and possibly ``iou``.
+    A grid solid everywhere at `level` is the solid box, its surface the box's boundary (as
+    `analyze topology` counts it, (1, 0, 0)). A grid with nothing solid has no surface and never
+    scores as a match: against a shape with a surface the distances are inf and the scores
+    (fscore, precision, recall, normal_consistency, iou) 0; two such grids give NaN distances and
+    iou, scores 0. ``no_surface`` lists the paths of the inputs without a surface and
+    ``solid_everywhere`` those of the grids that are the whole box (e.g. a level above every value).
+
+    Returns the keys of `geometry.compare` plus ``a``, ``b`` (paths), ``no_surface``,
+    ``solid_everywhere`` and possibly ``iou``.
     """
     pa, pb = Path(a), Path(b)
     mesh_a, grid_a = _as_mesh(pa, level)
     mesh_b, grid_b = _as_mesh(pb, level)
-    out: dict = {"a": str(pa), "b": str(pb), **compare(mesh_a, mesh_b, n=n, seed=seed, tau=tau)}
+    no_surface = [str(p) for p, m in ((pa, mesh_a), (pb, mesh_b)) if len(m.faces) == 0]
+    full = [str(p) for p, g in ((pa, grid_a), (pb, grid_b)) if g is not None and solid_mask(g, level).all()]
+    out: dict = {"a": str(pa), "b": str(pb), **compare(mesh_a, mesh_b, n=n, seed=seed, tau=tau), "no_surface": no_surface, "solid_everywhere": full}
     if grid_a is not None and grid_b is not None and grid_a.shape == grid_b.shape:
-        out["iou"] = iou(grid_a, grid_b, level=level)
+        # geometry.iou calls two empty solids identical (1.0); here nothing was there to compare
+        out["iou"] = float("nan") if len(no_surface) == 2 else iou(grid_a, grid_b, level=level)
     return out

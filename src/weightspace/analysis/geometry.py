@@ -165,13 +165,13 @@ def compare(
 ) -> dict[str, float]:
     """Geometry metrics between two meshes from n seeded surface samples each.
 
-    Returns the keys of `compare_points` (with normal_consistency). If one mesh is empty and
-    the other is not, distances are inf and scores 0; two empty meshes are identical (0 / 1).
+    Returns the keys of `compare_points` (with normal_consistency). An empty mesh (no faces) never
+    scores as a match: against a non-empty one the distances are inf, against another empty one
+    they are NaN (no points to measure), and the scores are 0 either way.
     """
     empty_a, empty_b = len(mesh_a.faces) == 0, len(mesh_b.faces) == 0
     if empty_a or empty_b:
-        same = empty_a and empty_b
-        d, s = (0.0, 1.0) if same else (float("inf"), 0.0)
+        d, s = (float("nan") if empty_a and empty_b else float("inf")), 0.0
         keys_d = ("chamfer_l1", "chamfer_l2", "hausdorff")
         keys_s = ("fscore", "precision", "recall", "normal_consistency")
         return {**{k: d for k in keys_d}, **{k: s for k in keys_s}, "tau": float(tau)}

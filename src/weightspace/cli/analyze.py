@@ -60,13 +60,24 @@ def compare_cmd(
 ) -> None:
     """Chamfer (L1, squared L2), Hausdorff, F-score at tau, normal consistency, and IoU for two grids.
 
+    A grid solid everywhere at --level is the solid box: its surface is the box's boundary, as
+    `analyze topology` counts it (1, 0, 0). A grid with nothing solid at --level has no surface
+    and never scores as a match: against a shape with one, the distances are inf and the scores
+    (F-score, precision, recall, normal consistency, IoU) 0; two such grids give NaN distances and
+    IoU. Such files are listed under no_surface, grids that are the whole box under solid_everywhere,
+    and both are named on stderr; --json writes inf and NaN as null.
+
     Example: weightspace analyze compare a.npy b.obj --n 20000 --json
     """
     from weightspace.analysis.files import compare_files
 
     m = compare_files(a, b, n=n, seed=seed, tau=tau, level=level)
+    for path in m["no_surface"]:
+        typer.echo(f"note: {path} has no surface at level {level:g} (nothing is solid): it matches nothing", err=True)
+    for path in m["solid_everywhere"]:
+        typer.echo(f"note: {path} is solid everywhere at level {level:g}: its surface is the grid's box", err=True)
     if as_json:
-        # inf (one shape empty) is written as null so the output stays valid JSON.
+        # inf (one shape empty) and NaN (both empty) are written as null so the output stays valid JSON.
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
         typer.echo(json.dumps([clean], indent=2))
         return

@@ -17,8 +17,9 @@ def grid_to_mesh(grid: np.ndarray, level: float = 0.0) -> trimesh.Trimesh:
     """Extract the surface `sdf == level` of a grid (R, R, R) as a mesh in world units.
 
     Solid is where sdf < level. The grid is padded with one layer of outside values so that
-    shapes touching the box still give closed surfaces. An empty or full grid gives an empty
-    mesh (no vertices), not an error.
+    shapes touching the box still give closed surfaces. A grid with nothing solid gives an empty
+    mesh (no vertices), not an error; a grid solid everywhere gives the box's boundary, up to half a
+    voxel beyond the outer samples, as `analysis.topology` counts it: one solid, (1, 0, 0).
 
     Returns
     -------
@@ -30,9 +31,12 @@ def grid_to_mesh(grid: np.ndarray, level: float = 0.0) -> trimesh.Trimesh:
     if not np.isfinite(grid).all():
         raise InputError("grid contains NaN or infinite values")
     inside = grid < level
-    if not inside.any() or inside.all():
+    if not inside.any():
         return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64), process=False)
-    outside_value = max(float(grid.max()), level + 1e-3)
+    if inside.all():  # nothing above the level: mirror the deepest value, so the box crosses it at most half a voxel out
+        outside_value = max(2 * level - float(grid.min()), level + 1e-3)
+    else:
+        outside_value = max(float(grid.max()), level + 1e-3)
     padded = np.pad(grid.astype(np.float32), 1, mode="constant", constant_values=outside_value)  # (R+2,)^3
     h = voxel_size(grid.shape[0])
     verts, faces, normals, _ = marching_cubes(padded, level=level, spacing=(h, h, h))
