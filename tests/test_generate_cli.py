@@ -38,6 +38,17 @@ def test_generate_family_writes_grids_and_meshes(ckpt, tmp_path):
     first = summary["shapes"][0]["grid"]
     assert np.array_equal(np.load(out / first), np.load(again / first))
     assert np.allclose(np.load(out / first), np.load(one / first), atol=1e-5)
+    # a used folder is refused, and replaced whole with --overwrite: no shape of the earlier run is left beside the new
+    cmd = ["generate", "--checkpoint", str(ckpt), "--family", "mug", "--seed", "9", "--count", "1", "--out", str(out)]
+    result = CliRunner().invoke(app, cmd)
+    assert result.exit_code != 0 and "--overwrite" in str(result.exception)
+    assert np.array_equal(np.load(out / first), np.load(again / first))  # nothing written
+    result = CliRunner().invoke(app, [*cmd, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads((out / "generate.json").read_text())["shapes"]
+    assert [s["seed"] for s in listed] == [9]
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["000-seed9.npy"]
+    assert sorted(p.name for p in (out / "meshes").iterdir()) == ["000-seed9.ply"]
 
 
 def test_generate_from_points_and_voxels(ckpt, tmp_path):

@@ -66,14 +66,16 @@ def register(app: typer.Typer) -> None:
         steps: Optional[int] = typer.Option(None, "--steps", help="Latent diffusion: DDIM steps (default: the checkpoint's sample_steps)."),
         guidance: Optional[float] = typer.Option(None, "--guidance", help="Latent diffusion: classifier-free guidance (default: the checkpoint's)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the shapes an earlier generate wrote to --out (its files go once the new ones are written)."),
     ) -> None:
         """Generate shapes from a checkpoint and write their SDF grids and meshes.
 
         Example: weightspace generate --checkpoint default --family torus --seed 0 --count 4 --out runs/gen
         Example: weightspace generate --points scan.ply --original-frame --out runs/scan
         """
-        from weightspace.experiments.generate import generate_shapes
+        from weightspace.experiments.generate import earlier_output, generate_shapes, remove_stale
 
+        earlier = earlier_output(out, overwrite=overwrite)  # refused before anything is written
         if points is None and original_frame:
             raise InputError("--original-frame maps meshes back to a scan's frame: give the scan with --points")
         norm = None
@@ -85,6 +87,7 @@ def register(app: typer.Typer) -> None:
                                count=count, fmt=fmt, resolution=resolution, device=device, steps=steps, guidance=guidance)
         if norm is not None:
             _record_frame(out, rows, points, norm, margin=margin, original_frame=original_frame, fmt=fmt)
+        remove_stale(out, earlier, rows)
         for r in rows:
             typer.echo(f"{r['mesh']}  betti {tuple(r['betti'])}  {r['faces']} faces")
         typer.echo(f"wrote {len(rows)} shapes to {out}")

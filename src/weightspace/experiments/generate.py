@@ -22,6 +22,35 @@ from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json
 
 MeshFormat = Literal["ply", "obj", "glb"]
+RECORD = "generate.json"
+
+
+def earlier_output(out: Path, *, overwrite: bool) -> list[str]:
+    """The grids and meshes an earlier `generate` listed in `out`'s generate.json (empty when there is
+    none). A folder holding one is refused unless `overwrite`: its shapes would sit beside the new
+    ones, half of them under the same names. Nothing is removed here (see `remove_stale`)."""
+    from weightspace.runtime.io import read_json
+
+    record = out / RECORD
+    if not record.exists():
+        return []
+    if not overwrite:
+        raise InputError(f"{out}: already holds generated shapes ({RECORD}); pass --overwrite to replace them, "
+                         f"or choose another --out")
+    earlier = read_json(record)
+    shapes = earlier.get("shapes", []) if isinstance(earlier, dict) else []
+    return [row[key] for row in (shapes if isinstance(shapes, list) else []) if isinstance(row, dict)
+            for key in ("grid", "mesh") if isinstance(row.get(key), str)]
+
+
+def remove_stale(out: Path, earlier: list[str], rows: list[dict]) -> None:
+    """After a new `generate` has written `rows`: remove the earlier run's files it did not replace
+    (only files inside `out`), so the folder holds what its generate.json lists."""
+    now = {r[key] for r in rows for key in ("grid", "mesh")}
+    for name in set(earlier) - now:
+        path = out / name
+        if path.resolve().is_relative_to(out.resolve()):
+            path.unlink(missing_ok=True)
 
 
 def generate_shapes(
@@ -74,6 +103,6 @@ def generate_shapes(
         rows.append(dict(name=name, seed=s, grid=f"grids/{name}.npy", mesh=f"meshes/{name}.{fmt}",
                          betti=list(t.betti), vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces))))
     condition = {"family": family} if family else {"points": str(points)} if points else {"voxels": str(voxels)}
-    atomic_write_json(out / "generate.json", {"checkpoint": str(checkpoint), "kind": gen.kind, "condition": condition,
+    atomic_write_json(out / RECORD, {"checkpoint": str(checkpoint), "kind": gen.kind, "condition": condition,
                                               **({"sampler": sampler} if sampler else {}), "shapes": rows})
     return rows
