@@ -13,7 +13,9 @@ from weightspace.generators import load_generator
 from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.evaluate import evaluate_generator
 from weightspace.generators.neural_field.samples import build_bank, read_manifest
-from weightspace.generators.neural_field.train import LOG_NAME, STATE_NAME, train_neural_field
+from weightspace.generators.neural_field.train import LOG_NAME, OLD_STATE_NAME, STATE_NAME, train_neural_field
+from weightspace.runtime.checkpoint import load_state, state_metadata
+from weightspace.runtime.safe_load import sniff
 
 TINY = dict(d_z=8, width=16, depth=3, skip=1, recon_steps=5, recon_restarts=1, recon_queries=64)
 
@@ -35,6 +37,11 @@ def _train(data, out, steps):
     return train_neural_field(data, out, model_cfg=FieldConfig(**TINY), train_cfg=tc, log=lambda s: None)
 
 
+def _pickles(folder):
+    """The files in `folder` that are pickles by their bytes or `.pt` by their name: none, for a run of today."""
+    return [p.name for p in folder.iterdir() if p.suffix == ".pt" or sniff(p) in ("pickle", "torch-zip")]
+
+
 def test_sample_bank_is_exact_and_seeded(tiny_data):
     rows = read_manifest(tiny_data, "train")[:3]
     a = build_bank(tiny_data, rows, size=200, sigmas=[0.01, 0.05], uniform_fraction=0.2, seed=0, grid_fraction=0.2)
@@ -50,7 +57,7 @@ def test_tiny_train_resume_load_and_evaluate(tiny_data, tmp_path):
     n_train = len(read_manifest(tiny_data, "train"))
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["kind"] == "neural-field" and cfg["model"]["n_codes"] == n_train and cfg["model"]["resolution"] == 16
-    assert cfg["train_state"]["step"] == 30 and (out / STATE_NAME).is_file()
+    assert cfg["train_state"]["step"] == 30 and sniff(out / STATE_NAME) == "safetensors" and _pickles(out) == []
     rows = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
     assert rows[-1]["l1"] < rows[0]["l1"]  # the clamped L1 fell
     record = json.loads((out / "training_record.json").read_text())
@@ -121,13 +128,14 @@ def test_ema_run_resumes_with_its_average(tiny_data, tmp_path):
         return train_neural_field(tiny_data, out, model_cfg=FieldConfig(**TINY), train_cfg=tc, device="cpu", log=lambda s: None)
 
     train(10)
-    state = torch.load(out / STATE_NAME, weights_only=True)
-    assert not torch.equal(state["ema"]["layers.0.weight"], state["net"]["layers.0.weight"])
+    state = load_state(out / STATE_NAME)
+    assert not torch.equal(state["ema.layers.0.weight"], state["net.layers.0.weight"])
     train(15)
-    state2 = torch.load(out / STATE_NAME, weights_only=True)
-    assert state2["step"] == 15 and not torch.equal(state2["ema"]["layers.0.weight"], state2["net"]["layers.0.weight"])
+    state2 = load_state(out / STATE_NAME)
+    assert json.loads(state_metadata(out / STATE_NAME)["train_state"])["step"] == 15
+    assert not torch.equal(state2["ema.layers.0.weight"], state2["net.layers.0.weight"])
     ckpt = load_generator(out)
-    assert torch.equal(ckpt.net.layers[0].weight.detach(), state2["ema"]["layers.0.weight"])  # the checkpoint is the EMA
+    assert torch.equal(ckpt.net.layers[0].weight.detach(), state2["ema.layers.0.weight"])  # the checkpoint is the EMA
 
 
 def test_cli_rejects_bad_config(tiny_data, tmp_path):
@@ -145,9 +153,29 @@ def test_cli_rejects_bad_config(tiny_data, tmp_path):
     assert "Example" in help_text
 
 
-def test_a_signal_stops_training_after_its_step_saved(tiny_data, tmp_path, monkeypatch):
+def _write_old_state(out):
+    """Replace the safetensors resume state in `out` with the trainer_state.pt that runs made before it:
+    torch.save of {optimizer: Adam's state_dict, step, elapsed, net}."""
+    from weightspace.runtime.optim_state import restore_adam
+
+    tensors = load_state(out / STATE_NAME)
+    counters = json.loads(state_metadata(out / STATE_NAME)["train_state"])
+    net = load_generator(out).net
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    others = [p for n, p in net.named_parameters() if n != "codes"]
+    opt = torch.optim.Adam([{"params": others}, {"params": [net.codes]}])  # the trainer's groups, in its order
+    restore_adam(opt, net, tensors, out / STATE_NAME)
+    torch.save({"optimizer": opt.state_dict(), "step": counters["step"], "elapsed": counters["elapsed"], "net": net.state_dict()},
+               out / OLD_STATE_NAME)
+    (out / STATE_NAME).unlink()
+
+
+@pytest.mark.parametrize("saved_as", ["safetensors", "old trainer_state.pt"])
+def test_a_signal_stops_training_after_its_step_saved(tiny_data, tmp_path, monkeypatch, saved_as):
     """SIGTERM or Ctrl-C mid-run: the step in flight finishes, the checkpoint is saved there with a record
-    that says so, and rerunning the command ends where an uninterrupted run ends."""
+    that says so, and rerunning the command ends where an uninterrupted run ends, along the same loss curve.
+    It resumes so from the safetensors state, and from the trainer_state.pt pickle of a run started before
+    that (read through the vetted reader, then replaced by the safetensors state)."""
     import signal
 
     from weightspace.generators.neural_field import train as train_module
@@ -174,8 +202,14 @@ def test_a_signal_stops_training_after_its_step_saved(tiny_data, tmp_path, monke
     assert signal.getsignal(signal.SIGINT) is before  # the handler is gone with the loop
     assert json.loads((out / "config.json").read_text())["train_state"]["step"] == 4  # step 3 finished, then saved
     assert "stopped" in json.loads((out / "training_record.json").read_text())
+    assert _pickles(out) == []
+    if saved_as == "old trainer_state.pt":
+        _write_old_state(out)
     resumed = train(out)
+    assert _pickles(out) == [] and sniff(out / STATE_NAME) == "safetensors"
     assert json.loads((out / "config.json").read_text())["train_state"]["step"] == 8
     assert "stopped" not in json.loads((out / "training_record.json").read_text())
     for k, v in straight.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[k], v, msg=k)
+    curves = [[row["l1"] for row in map(json.loads, (folder / LOG_NAME).read_text().splitlines())] for folder in (tmp_path / "straight", out)]
+    assert len(curves[1]) == 8 and curves[1] == pytest.approx(curves[0], rel=1e-5)

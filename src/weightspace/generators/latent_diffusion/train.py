@@ -50,6 +50,7 @@ from weightspace.runtime.distributed import (
 )
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
+from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.seeding import item_generator
 
 TRAIN_STATE = "train_state.safetensors"
@@ -131,13 +132,9 @@ def _save_all(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, cfg: ModelCo
     file alone, so a kill between the two writes (or between a checkpoint's weights and its
     config.json) leaves a consistent state beside an older exported checkpoint, never a mix of two saves.
     """
-    names = {id(p): n for n, p in net.named_parameters()}
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     state.update({f"ema.{k}": v for k, v in ema.shadow.state_dict().items()})
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for key, value in opt.state.get(p, {}).items():
-                state[f"opt.{names[id(p)]}.{key}"] = torch.as_tensor(value).reshape(-1) if key == "step" else value
+    state.update(adam_tensors(opt, net))
     config = {"kind": "latent-diffusion", "model": dataclasses.asdict(cfg), **extra}
     with atomic_path(out / TRAIN_STATE) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata={"config": json.dumps(config)})
@@ -170,20 +167,6 @@ def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: P
         module.load_state_dict(state)
     except RuntimeError as e:
         raise InputError(f"{where}: weights do not match the model in its config ({str(e).splitlines()[0][:200]})") from None
-
-
-def _restore_opt(opt: torch.optim.Optimizer, net, state: dict[str, torch.Tensor]) -> None:
-    for name, p in net.named_parameters():
-        keys = {k.rsplit(".", 1)[1]: v for k, v in state.items() if k.startswith(f"opt.{name}.") and k.count(".") == name.count(".") + 2}
-        if not keys:
-            continue
-        missing = sorted({"step", "exp_avg", "exp_avg_sq"} - set(keys))
-        if missing or keys["exp_avg"].shape != p.shape or keys["exp_avg_sq"].shape != p.shape:
-            raise InputError(f"{TRAIN_STATE}: the optimiser state of {name!r} is incomplete or has the wrong shape "
-                             f"(missing {missing}): the resume state is damaged; train into a new --out")
-        # Adam keeps `step` on the CPU and its moments beside the parameter
-        opt.state[p] = {"step": keys["step"].reshape(()).clone(), "exp_avg": keys["exp_avg"].to(p.device, copy=True),
-                        "exp_avg_sq": keys["exp_avg_sq"].to(p.device, copy=True)}
 
 
 def _adopt_autoencoder(net: LatentDiffusionNet, cfg: ModelConfig, source: str | Path) -> dict[str, Any]:
@@ -275,7 +258,7 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
     tc, progress, logger, ranks = run.tc, run.progress, run.logger, run.ranks
     step_loss = data_parallel(trained if trained is not None else net, loss_fn, ranks, run.device)
     if run.resume_state is not None and progress[f"{name}_steps"] > 0:
-        _restore_opt(opt, net, run.resume_state)
+        restore_adam(opt, net, run.resume_state, run.out / TRAIN_STATE)
     step, used = progress[f"{name}_steps"], progress[f"{name}_seconds"]
     # where the schedule's warm-up and cosine start: the run's beginning, or this piece's (lr_schedule piece)
     from_step, from_s = ((progress.get(f"{name}_piece_from_steps", 0), progress.get(f"{name}_piece_from_seconds", 0.0))

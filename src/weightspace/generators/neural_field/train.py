@@ -8,6 +8,9 @@ so a run ends cleanly at whichever limit comes first. Each step's batch indices 
 CPU from that step's own generator and then moved, so a run draws the same points on any device,
 and the saved states hold CPU tensors, so a run started on a GPU resumes on a CPU.
 
+The resume state is one atomic safetensors file: raw weights (net.*), EMA weights (ema.*), Adam
+moments (opt.*, `runtime.optim_state`) and the step and elapsed seconds as JSON in its metadata.
+
 Under torchrun (`runtime.distributed`) each rank takes a contiguous share of the shapes of every
 step (the same draws as one process), DDP averages the gradients, rank 0 alone saves and logs, and
 every rank resumes from the same saved state.
@@ -23,39 +26,31 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import save_file
 
 from weightspace.data.families import FAMILY_NAMES
 from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.losses import clamped_l1, code_prior
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, manifest_hash, read_manifest
-from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint
+from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint, load_state, state_metadata
 from weightspace.runtime.config import check_config, config_to_dict
 from weightspace.runtime.distributed import STOPPED_NOTE, Stopped, StopRequests, barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, atomic_write_json
+from weightspace.runtime.io import atomic_path, atomic_write_json, parse_json
+from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.progress import progress_enabled
 from weightspace.runtime.safe_load import load_torch_object
 from weightspace.runtime.seeding import item_generator
 
-STATE_NAME = "trainer_state.pt"  # optimiser moments + counters, read back with torch.load(weights_only=True)
+STATE_NAME = "train_state.safetensors"  # weights, EMA, Adam moments; step and elapsed in its metadata
+OLD_STATE_NAME = "trainer_state.pt"  # the torch.save pickle of runs started before STATE_NAME, read only to resume them
 LOG_NAME = "loss_log.jsonl"
 
 
 def _lr_factor(step: int, progress: float, warmup: int) -> float:
     warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
     return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
-def _cpu(tree: Any) -> Any:
-    """The same nested dicts / lists with every tensor copied to the CPU."""
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().cpu()
-    if isinstance(tree, dict):
-        return {k: _cpu(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_cpu(v) for v in tree)
-    return tree
 
 
 def _save(out: Path, gen: NeuralFieldGenerator, ema: dict | None, opt, step: int, elapsed: float,
@@ -66,15 +61,41 @@ def _save(out: Path, gen: NeuralFieldGenerator, ema: dict | None, opt, step: int
     beside it (a resume reads the state alone); the other order let a kill between the two writes
     leave a first checkpoint with no state to resume from.
     """
-    state = {"optimizer": opt.state_dict(), "step": step, "elapsed": elapsed, "net": gen.net.state_dict()}
-    if ema is not None:
-        state["ema"] = ema
+    state = {f"net.{k}": v for k, v in gen.net.state_dict().items()}
+    state.update({f"ema.{k}": v for k, v in (ema or {}).items()})
+    state.update(adam_tensors(opt, gen.net))
+    counters = json.dumps({"step": step, "elapsed": elapsed})  # a float's repr reads back to the same float
     with atomic_path(out / STATE_NAME) as tmp:
-        torch.save(_cpu(state), tmp)
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata={"train_state": counters})
+    (out / OLD_STATE_NAME).unlink(missing_ok=True)  # a resumed old run's pickle, superseded by the file above
     snapshot = NeuralFieldGenerator(gen.cfg)  # on the CPU (load_state_dict copies across devices): the checkpoint holds CPU tensors
     snapshot.net.load_state_dict(ema if ema is not None else gen.net.state_dict())
     snapshot.fit_code_priors(labels.clamp(min=0) if (labels >= 0).all() else None)
     snapshot.save(out, extra_config={**extra, "train_state": {"step": step, "elapsed_s": round(elapsed, 1)}})
+
+
+def _load_resume_state(out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict | None, int, float]:
+    """Load the run saved in `out` into `net` and `opt`; returns (its EMA weights, or None without them, step, elapsed s)."""
+    path = out / STATE_NAME
+    if not path.is_file():
+        # a run started before the resume state was safetensors: its trainer_state.pt is read through
+        # the vetted reader (checked for foreign globals, then torch.load(weights_only=True))
+        state = load_torch_object(out / OLD_STATE_NAME)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optimizer"])
+        return state.get("ema"), int(state["step"]), float(state["elapsed"])
+    tensors = load_state(path)
+    counters = parse_json(state_metadata(path).get("train_state", "null"), f"{path}: metadata train_state")
+    if not isinstance(counters, dict) or not {"step", "elapsed"} <= set(counters):
+        raise InputError(f"{path}: its metadata has no train_state with step and elapsed; the resume state is damaged, "
+                         "train into a new --out")
+    try:
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    except RuntimeError as e:
+        raise InputError(f"{path}: weights do not match the model ({str(e).splitlines()[0][:200]})") from None
+    restore_adam(opt, net, tensors, path)
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    return ema or None, int(counters["step"]), float(counters["elapsed"])
 
 
 def train_neural_field(
@@ -115,16 +136,14 @@ def train_neural_field(
     ema = copy.deepcopy(net.state_dict()) if train_cfg.ema_decay > 0 else None
     step, elapsed = 0, 0.0
 
-    if resume and (out / STATE_NAME).is_file() and (out / CONFIG_NAME).is_file():
+    saved = (out / STATE_NAME).is_file() or (out / OLD_STATE_NAME).is_file()
+    if resume and saved and (out / CONFIG_NAME).is_file():
         _, old_config = load_checkpoint(out)
         if old_config.get("model", {}).get("n_codes") != len(rows):
             raise InputError(f"{out}: its checkpoint was trained on another data set; use a new --out or delete it")
-        state = load_torch_object(out / STATE_NAME)  # checked for foreign globals, then weights_only
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
+        saved_ema, step, elapsed = _load_resume_state(out, net, opt)
         if ema is not None:
-            ema = {k: v.to(dev, copy=True) for k, v in state.get("ema", net.state_dict()).items()}  # never aliases the weights
+            ema = {k: v.to(dev, copy=True) for k, v in (saved_ema or net.state_dict()).items()}  # never aliases the weights
         log(f"resumed from {out} at step {step} ({elapsed / 60:.1f} min)")
     barrier(ranks)  # every rank has read the state before rank 0 writes the next one
 
