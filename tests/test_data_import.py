@@ -135,6 +135,33 @@ def test_exit_status_when_nothing_could_be_read(tmp_path):
     assert all(r["status"] == "failed" for r in _rows(tmp_path / "o"))  # the manifest still names each failure
 
 
+def test_nothing_imported_is_the_bad_input_status_even_with_a_skip(tmp_path, capsys, monkeypatch):
+    """A sheet (skipped as not solid) and three broken files: nothing was imported, so exit 2 with an
+    error line, as the help says; and the progress bar counts every file, skipped and failed too."""
+    import weightspace.data.importer as importer
+    from weightspace.cli import main
+
+    trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], [[0, 1, 2], [1, 3, 2]]).export(tmp_path / "sheet.obj")
+    names = ["sheet.obj"]
+    for name, content in list(BAD.values())[:3]:
+        (tmp_path / name).write_bytes(content)
+        names.append(name)
+    steps = []
+
+    def counting_track(items, *args, **kwargs):  # advances after each item, as runtime.progress.track does
+        for item in items:
+            yield item
+            steps.append(item)
+
+    monkeypatch.setattr(importer, "track", counting_track)
+    with pytest.raises(SystemExit) as e:
+        main(["data", "import", *(str(tmp_path / n) for n in names), "--resolution", "16", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: none of the 4 files could be imported: 3 failed, 1 skipped as not solid" in err
+    assert len(steps) == 4  # the bar reached 4/4, not 3/4
+
+
 def test_worker_processes_write_the_same_bytes(tmp_path, torus):
     """--workers 2 writes every file (grids, points, manifest, summary) byte for byte as one worker,
     and reports the failed and skipped files in the same order."""

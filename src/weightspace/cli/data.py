@@ -95,8 +95,8 @@ def import_(
     exact (pseudonormal) sign, others the fast winding number sign; the repair, the solidity
     figure and the sign method are recorded per shape. A bad file is reported by name and
     reason (console and manifest) and the import goes on. Exit status: 0 when no file failed
-    (each imported, or skipped as not solid), 3 when some failed, 2 (bad input) when none could
-    be imported at all.
+    (each imported, or skipped as not solid), 3 when some failed and at least one was imported,
+    2 (bad input, with an error: line) when some failed and none was imported.
 
     Example: weightspace data import meshes/ chair.obj --resolution 64 --out runs/imported
     """
@@ -119,8 +119,10 @@ def import_(
         f"imported {s['imported']} of {s['count']} files into {out}{kept}{per}; sign: {s['sign_methods']}; "
         f"skipped as not solid: {s['skipped']}; failed: {s['failed']}"
     )
-    if s["failed"] and s["failed"] == s["count"]:
-        raise InputError(f"none of the {s['count']} files could be imported (reasons above and in {out / 'manifest.jsonl'})")
+    if s["failed"] and not s["imported"]:
+        skipped = f", {s['skipped']} skipped as not solid" if s["skipped"] else ""
+        raise InputError(f"none of the {s['count']} files could be imported: {s['failed']} failed{skipped} "
+                         f"(reasons above and in {out / 'manifest.jsonl'})")
     if s["failed"]:
         from weightspace.cli import SOME_FAILED
 

@@ -301,7 +301,9 @@ def import_meshes(
             # spawn, not fork: the parent may hold torch's thread pools, which a forked child inherits broken
             pool = stack.enter_context(ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")))
             results = pool.map(item, jobs)  # in job order
-        for (_, path), (status, row, record, took) in zip(jobs, track(results, label, enabled=progress, total=len(jobs))):
+        # the bar wraps the zip, not the zip the bar: zip stops on the exhausted jobs without asking
+        # the bar for its last step, which left it one short ("5/6"); failed and skipped files count as done
+        for (_, path), (status, row, record, took) in track(zip(jobs, results), label, enabled=progress, total=len(jobs)):
             rows.append(row)
             if status == "failed":
                 failures.append(record)
