@@ -118,6 +118,8 @@ def test_cli_observe(folder, tmp_path):
     assert r.exit_code == 0, r.output
     obs = np.load(tmp_path / "o" / "observations.npy")
     assert obs.shape == (20, 64, 3) and obs.dtype == np.float32
+    r = CliRunner().invoke(app, ["data", "observe", str(folder), "--kind", "clean", "--sigma", "0.05", "--out", str(tmp_path / "c")])
+    assert "a clean observation has no noise" in str(r.exception) and not (tmp_path / "c").exists()
 
 
 def test_a_changed_manifest_gets_a_fresh_cache(tmp_path):

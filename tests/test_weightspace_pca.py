@@ -100,6 +100,9 @@ def test_subspace_project_reconstruct_sample_and_save(tmp_path):
     np.testing.assert_allclose(z.std(0).numpy()[:3], sub.sigma.numpy()[:3], rtol=0.08)
     assert torch.equal(sub.sample_coords(3, seed=1), z[:3])  # one generator per item
     assert torch.allclose(sub.sample_coords(2, seed=1, temperature=0.5), 0.5 * z[:2])
+    for bad in (-1.0, float("nan"), float("inf")):  # refused by name, not found later as a NaN grid
+        with pytest.raises(InputError, match="temperature >= 0"):
+            sub.sample_coords(2, temperature=bad)
     sub.save(tmp_path / "sub")
     back = Subspace.load(tmp_path / "sub")
     assert torch.equal(back.basis, sub.basis) and back.frame == sub.frame and back.n == 25

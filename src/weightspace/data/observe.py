@@ -121,6 +121,8 @@ def observe_folder(
     from weightspace.runtime.seeding import derive_seed
 
     check_kind(kind)
+    if kind == "clean" and sigma > 0:  # the folder's config would call noisy points clean
+        raise InputError(f"a clean observation has no noise, got sigma {sigma}; use kind noisy for noise on the whole cloud")
     rows = [r for r in read_manifest(folder) if r.get("status", "ok") == "ok" and (split is None or r.get("split") == split)]
     if not rows:
         raise InputError(f"{folder}: no shapes" + (f" in split {split!r}" if split else ""))
