@@ -52,3 +52,17 @@ def test_demo_sets_aside_studies_of_a_replaced_checkpoint_and_the_report_skips_t
     legacy = tmp_path / "demo" / "default-field"  # a folder from before the stamp: moved too, never deleted
     (legacy / "fit").mkdir(parents=True)
     assert set_aside_stale_studies(legacy, ckpt, quiet).name == "default-field-unstamped"
+
+
+def test_a_refused_study_leaves_its_generator_kind_unknown_not_a_question_mark(tmp_path):
+    """A study refused before it loaded the generator names no kind: the demo's numbers say null
+    (docs/results.md), and a study of the same checkpoint that did run gives the kind."""
+    from weightspace.report.demo import demo_numbers
+
+    cell = tmp_path / "default-64" / "subspace"
+    cell.mkdir(parents=True)
+    (cell / "config.json").write_text(json.dumps({"study": "SubspaceConfig", "checkpoint": "default-64"}))
+    (cell / "results.json").write_text(json.dumps({"checkpoint": "default-64", "refused": "no cell ran"}))
+    numbers = demo_numbers(tmp_path, shapes={}, seconds=1.0, notes={}, skipped={})
+    assert numbers["generators"]["default-64"]["kind"] is None
+    assert numbers["generators"]["default-64"]["subspace"]["verdict"] == "refused"

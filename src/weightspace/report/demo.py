@@ -161,8 +161,9 @@ def demo_numbers(out: Path, *, shapes: dict, seconds: float, notes: dict[str, st
     for folder in discover([out]):
         f = read_finding(folder)
         rel = folder.relative_to(out).as_posix()
-        gen = generators.setdefault(f.checkpoint, {"kind": f.generator})
-        gen["kind"] = f.generator
+        kind = None if f.generator == "?" else f.generator  # a study refused before loading names no kind
+        gen = generators.setdefault(f.checkpoint, {"kind": kind})
+        gen["kind"] = kind or gen["kind"]
         gen[f.study] = {**f.headline, "folder": rel, "endpoints_refused": notes.get(str(folder))}
     return {"schema": SCHEMA, "seconds": seconds, "shapes": shapes, "generators": generators}
 
