@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from weightspace.analysis.topology import topology
 from weightspace.cli import SOME_FAILED, _register, app
-from weightspace.data.grid import grid_points
+from weightspace.data.grid import MIN_RESOLUTION, grid_points
 from weightspace.data.importer import FORMATS, MeshImportError, import_meshes, load_mesh
 from weightspace.runtime.errors import InputError
 
@@ -133,6 +133,13 @@ def test_exit_status_when_nothing_could_be_read(tmp_path):
         main(["data", "import", *(str(tmp_path / n) for n, _ in list(BAD.values())[:3]), "--out", str(tmp_path / "o")])
     assert e.value.code == 2
     assert all(r["status"] == "failed" for r in _rows(tmp_path / "o"))  # the manifest still names each failure
+
+
+def test_resolution_floor_is_the_one_data_make_keeps(tmp_path, torus):
+    torus.export(tmp_path / "t.obj")
+    with pytest.raises(InputError, match=f"--resolution must be at least {MIN_RESOLUTION} .*got 8"):
+        import_meshes([tmp_path / "t.obj"], tmp_path / "o", resolution=8, progress=False)
+    assert not (tmp_path / "o").exists()
 
 
 def test_nothing_imported_is_the_bad_input_status_even_with_a_skip(tmp_path, capsys, monkeypatch):

@@ -88,13 +88,16 @@ def test_split_is_stratified_and_seeded(tmp_path):
         (dict(count=0), "--count"),
         (dict(truncation=0.0), "--truncation"),
         (dict(split=(0.5, 0.1, 0.1)), "--split"),
-        (dict(resolution=8), "--resolution"),
+        (dict(resolution=8), "--resolution must be at least 16"),
         (dict(workers=0), "--workers"),
+        (dict(family="all", count=8), "pair, scatter would get no shapes; ask for --count 10"),
+        (dict(family="torus,pair", count=1), "pair would get no shapes; ask for --count 2"),
     ],
 )
 def test_bad_options_name_the_option(tmp_path, kwargs, match):
     with pytest.raises(InputError, match=match):
-        make_dataset(tmp_path / "d", **{**dict(count=2, n_points=16, progress=False), **kwargs})
+        make_dataset(tmp_path / "d", **{**dict(family="torus", count=2, n_points=16, progress=False), **kwargs})
+    assert not (tmp_path / "d").exists()  # refused before anything is written
 
 
 def test_refuses_to_overwrite_without_the_flag(tmp_path):

@@ -38,7 +38,7 @@ def families(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
 def make(
     out: Path = typer.Option(..., "--out", help="Output folder (manifest.jsonl, grids/, points/, summary.json)."),
     family: str = typer.Option("all", "--family", help="A family name (see `data families`), a comma-separated list of names, or `all` for a balanced mix."),
-    count: int = typer.Option(640, "--count", help="Number of shapes in total (spread evenly over families for `all`)."),
+    count: int = typer.Option(640, "--count", help="Number of shapes in total, spread evenly over the families (at least one each)."),
     resolution: int = typer.Option(32, "--resolution", help="Grid resolution R (R^3 samples of [-1, 1]^3)."),
     seed: int = typer.Option(0, "--seed", help="Base seed; the same seed gives byte-identical files."),
     truncation: float = typer.Option(0.2, "--truncation", help="SDF values are clipped to [-t, t] (world units)."),

@@ -73,8 +73,11 @@ def register(app: typer.Typer) -> None:
         Example: weightspace generate --checkpoint default --family torus --seed 0 --count 4 --out runs/gen
         Example: weightspace generate --points scan.ply --original-frame --out runs/scan
         """
+        from weightspace.data.grid import check_resolution
         from weightspace.experiments.generate import earlier_output, generate_shapes, remove_stale
 
+        if resolution is not None:
+            check_resolution(resolution)  # the floor data make and data import keep too
         earlier = earlier_output(out, overwrite=overwrite)  # refused before anything is written
         if points is None and original_frame:
             raise InputError("--original-frame maps meshes back to a scan's frame: give the scan with --points")

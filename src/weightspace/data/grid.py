@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from weightspace.runtime.errors import InputError
+
 BOX = 1.0  # grids sample the cube [-BOX, BOX]^3
+MIN_RESOLUTION = 16  # the coarsest grid a shape is made at (data make, data import, generate)
 
 
 def grid_coords(resolution: int) -> np.ndarray:
@@ -23,3 +26,9 @@ def grid_points(resolution: int) -> np.ndarray:
 def voxel_size(resolution: int) -> float:
     """Spacing between neighbouring samples in world units."""
     return 2.0 * BOX / (resolution - 1)
+
+
+def check_resolution(resolution: int, option: str = "--resolution") -> None:
+    """Refuse a grid resolution below MIN_RESOLUTION, naming the option (one message for every command)."""
+    if resolution < MIN_RESOLUTION:
+        raise InputError(f"{option} must be at least {MIN_RESOLUTION} (thin parts are two voxels thick at 32), got {resolution}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from weightspace.data.grid import grid_points
+from weightspace.data.grid import check_resolution, grid_points
 from weightspace.data.make import assign_splits, measure_betti, save_npy, save_npz, write_manifest
 from weightspace.data.repair import SOLIDITY_RESOLUTION, repair_orientation, solidity, solidity_points, winding_number
 from weightspace.runtime.errors import InputError
@@ -272,8 +272,7 @@ def import_meshes(
     the callbacks still come in file order.
     """
     out = Path(out)
-    if resolution < 8:
-        raise InputError(f"--resolution must be at least 8, got {resolution}")
+    check_resolution(resolution)
     if not truncation > 0:
         raise InputError(f"--truncation must be positive (world units), got {truncation}")
     if not 0 <= margin < 1:

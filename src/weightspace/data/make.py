@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from weightspace.data.families import FAMILIES, FAMILY_NAMES, POSES, Family, get_family
-from weightspace.data.grid import grid_points
+from weightspace.data.grid import check_resolution, grid_points
 from weightspace.runtime.errors import InputError, WeightspaceError
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
 from weightspace.runtime.progress import track
@@ -244,8 +244,12 @@ def _check(cfg: MakeConfig) -> None:
             raise InputError(f"--family names a family twice: {cfg.family!r}")
     if cfg.count < 1:
         raise InputError(f"--count must be at least 1, got {cfg.count}")
-    if cfg.resolution < 16:
-        raise InputError(f"--resolution must be at least 16 (thin parts are two voxels thick at 32), got {cfg.resolution}")
+    names = FAMILY_NAMES if cfg.family == "all" else [name.strip() for name in cfg.family.split(",")]
+    if cfg.count < len(names):  # spread evenly, the last families would get no shape at all
+        missed = ", ".join(names[cfg.count :])
+        raise InputError(f"--count {cfg.count} is fewer than the {len(names)} families of --family {cfg.family}, so "
+                         f"{missed} would get no shapes; ask for --count {len(names)} or more, or name fewer families")
+    check_resolution(cfg.resolution)
     if not cfg.truncation > 0:
         raise InputError(f"--truncation must be positive (world units), got {cfg.truncation}")
     if cfg.pose not in POSES:
@@ -277,7 +281,8 @@ def make_dataset(
 
     `family="all"` makes `count` shapes spread evenly over every family (the first families get
     one more when `count` does not divide); a family name makes `count` shapes of that family, and
-    a comma-separated list of names spreads them over those families.
+    a comma-separated list of names spreads them over those families. A `count` below the number
+    of families asked for is refused: the last ones would get no shape.
     Item i of family F is drawn from its own generator `derive_seed(seed, F, i)`, so the files
     do not depend on which other families or how many items were asked for.
     `workers` > 1 makes items in that many processes; the files are the same byte for byte.
