@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from weightspace.cli import _register, app
 from weightspace.cli.evaluate import EVALUATORS
+from weightspace.runtime.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,20 @@ def test_generate_bad_input(ckpt, tmp_path, args, message):
     result = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), *args])
     assert result.exit_code != 0
     assert message in str(result.exception)
+
+
+def test_generate_refuses_a_text_obj_and_a_coarse_resolution_by_name(ckpt, tmp_path):
+    """An OBJ that is only text loads as an empty scene: an InputError naming the file, not an AttributeError;
+    --resolution below data make's floor is refused as data make refuses it."""
+    from weightspace.data.grid import MIN_RESOLUTION
+
+    (tmp_path / "notes.obj").write_text("hello, this is not a mesh\n")
+    result = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--points", str(tmp_path / "notes.obj"), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and isinstance(result.exception, InputError)
+    assert f"{tmp_path / 'notes.obj'}: no points in the file" in str(result.exception)
+    result = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--family", "torus", "--resolution", "7", "--out", str(tmp_path / "r")])
+    assert isinstance(result.exception, InputError)
+    assert f"--resolution must be at least {MIN_RESOLUTION}" in str(result.exception) and not (tmp_path / "r").exists()
 
 
 def test_evaluate_dispatch_table_and_keys(ckpt, tmp_path):

@@ -25,9 +25,7 @@ def read_points_file(path: Path) -> np.ndarray:
         elif suffix == ".npz":
             pts = read_npz(path, ("points",), what="point cloud")["points"]
         else:
-            import trimesh
-
-            pts = np.asarray(trimesh.load(path, process=False).vertices)
+            pts = _vertices(path)
     except InputError:
         raise
     except Exception as e:  # numpy / trimesh raise many types for a bad file; report it by name
@@ -38,6 +36,19 @@ def read_points_file(path: Path) -> np.ndarray:
     if not np.isfinite(pts).all():
         raise InputError(f"{path}: points contain NaN or infinite values")
     return pts  # (P, 3)
+
+
+def _vertices(path: Path) -> np.ndarray:
+    """The vertices of whatever trimesh reads from `path`: a mesh, a point cloud, or every geometry of a
+    scene (transforms applied). A file with none (text that is not a mesh, an empty scene) is an InputError."""
+    import trimesh
+
+    loaded = trimesh.load(path, process=False)
+    parts = list(loaded.dump()) if isinstance(loaded, trimesh.Scene) else [loaded]
+    vertices = [np.asarray(g.vertices).reshape(-1, 3) for g in parts if len(getattr(g, "vertices", ()))]
+    if not vertices:
+        raise InputError(f"{path}: no points in the file (no vertices: neither a mesh nor a point cloud)")
+    return np.concatenate(vertices)  # (P, 3)
 
 
 def read_voxels_file(path: Path) -> np.ndarray:
