@@ -239,3 +239,24 @@ def test_evaluate_families_takes_the_sampler_settings(ckpt, tmp_path):
     for option, value in (("--steps", "0"), ("--guidance", "-1")):
         bad = CliRunner().invoke(app, ["evaluate", "families", str(ckpt), option, value])
         assert bad.exit_code != 0 and option in str(bad.exception)
+
+
+def test_evaluate_families_samples_a_neural_field_from_its_family_codes(tmp_path):
+    """A field has families too (a code Gaussian per family): `evaluate families` samples it, one
+    code per seed, and refuses the latent diffusion sampler's settings by name."""
+    from weightspace.generators import load_generator
+    from weightspace.generators.latent_diffusion.evaluate import family_samples
+
+    ckpt = tiny_field().save(tmp_path / "nf")
+    out = tmp_path / "fam.json"
+    result = CliRunner().invoke(app, ["evaluate", "families", str(ckpt), "--per-family", "2", "--out", str(out),
+                                      "--gallery", str(tmp_path / "g.png")])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    gen = load_generator(ckpt)
+    assert len(written["samples"]) == 2 * len(gen.families) and "steps" not in written
+    assert (tmp_path / "g.png").stat().st_size > 0
+    grids = family_samples(gen, families=gen.families[:1], per_family=2)["grids"][gen.families[0]]
+    assert not np.allclose(grids[0], grids[1])  # each sample's code comes from its own seed
+    bad = CliRunner().invoke(app, ["evaluate", "families", str(ckpt), "--steps", "4"])
+    assert bad.exit_code != 0 and "latent diffusion sampler" in str(bad.exception)

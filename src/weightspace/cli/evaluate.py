@@ -126,11 +126,11 @@ def register(app: typer.Typer) -> None:
 
     @evaluate_app.command("families")
     def families(
-        checkpoint: str = typer.Argument(..., help="A latent diffusion checkpoint folder or shipped name (default, default-64, ...)."),
+        checkpoint: str = typer.Argument(..., help="A checkpoint folder or shipped name with families (default, default-field, default-64, ...)."),
         per_family: int = typer.Option(8, "--per-family", help="Samples per family (one seed each)."),
         seed: int = typer.Option(0, "--seed", help="Base seed of the samples."),
-        steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default: the checkpoint's sample_steps)."),
-        guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance (default: the checkpoint's)."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Latent diffusion: DDIM steps (default: the checkpoint's sample_steps)."),
+        guidance: Optional[float] = typer.Option(None, "--guidance", help="Latent diffusion: classifier-free guidance (default: the checkpoint's)."),
         gallery: Optional[Path] = typer.Option(None, "--gallery", help="Write a PNG of every sample, a row per family."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the figures and every sample's Betti numbers as JSON."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
@@ -154,9 +154,12 @@ def register(app: typer.Typer) -> None:
         if threads:
             torch.set_num_threads(threads)
         gen = load_generator(checkpoint, pick_device(device))
-        if gen.kind != "latent-diffusion":
-            raise InputError(f"{checkpoint}: family samples are measured for latent diffusion checkpoints; this is {gen.kind!r}")
-        sampler = gen.sampler_settings(steps, guidance)
+        if gen.kind == "latent-diffusion":
+            sampler = gen.sampler_settings(steps, guidance)
+        elif steps is not None or guidance is not None:
+            raise InputError(f"--steps and --guidance set a latent diffusion sampler; {checkpoint} is a {gen.kind} checkpoint")
+        else:
+            sampler = {}
         res = family_samples(gen, per_family=per_family, seed=seed, **sampler)
         figures = {"checkpoint": checkpoint, "rate": res["rate"], "per_family": res["per_family"],
                    "seconds_per_shape": res["seconds_per_shape"], "per_family_samples": per_family, "seed": seed, **sampler}
@@ -164,11 +167,12 @@ def register(app: typer.Typer) -> None:
             from weightspace.report.gallery import render_gallery
 
             fams = list(res["grids"])
+            settings = f" ({sampler['steps']} steps, guidance {sampler['guidance']:g})" if sampler else ""
             by = {f: [r for r in res["samples"] if r["family"] == f] for f in fams}
             render_gallery([res["grids"][f] for f in fams], gallery, row_labels=fams,
                            titles=[[f"rb {tuple(r['robust'][:2])}" for r in by[f]] for f in fams],
                            ok=[[r["match"] for r in by[f]] for f in fams], cell=1.1,
-                           title=f"{checkpoint} ({figures['steps']} steps, guidance {figures['guidance']:g}): family samples, blue = robust (b0, b1) of the family "
+                           title=f"{checkpoint}{settings}: family samples, blue = robust (b0, b1) of the family "
                                  f"({format_rate(res['rate'])})")
         if out is not None:
             atomic_write_json(out, {**figures, "samples": res["samples"]})

@@ -235,6 +235,9 @@ def family_samples(gen, *, families=None, per_family: int = 8, seed: int = 0, gu
                    steps: int | None = None) -> dict:
     """Sample `per_family` shapes of each family and check each against its family's declared topology.
 
+    Any generator with families (`HasFamilies`: latent diffusion, the neural field) can be sampled;
+    `guidance` and `steps` set a latent diffusion sampler and are refused for other kinds.
+
     A sample matches when its robust (b0, b1) (`analysis.persistence.robust_betti`: parts and holes
     that survive a quarter-voxel change of the iso level) equals the family's. Returns
     {"rate": {rate, n, successes, low, high} (Wilson 95%), "per_family": {family: rate dict},
@@ -247,7 +250,12 @@ def family_samples(gen, *, families=None, per_family: int = 8, seed: int = 0, gu
     from weightspace.analysis.rates import rate
     from weightspace.data.families import FAMILIES
 
-    known = list(gen.cfg.families)
+    known = list(getattr(gen, "families", None) or [])
+    if not known:
+        raise InputError(f"this {gen.kind} generator has no families to sample")
+    sampler = {k: v for k, v in (("guidance", guidance), ("steps", steps)) if v is not None}
+    if sampler and gen.kind != "latent-diffusion":
+        raise InputError(f"guidance and steps set a latent diffusion sampler; this is a {gen.kind} generator")
     families = [f for f in known if f in FAMILIES] if families is None else list(families)
     unknown = [f for f in families if f not in known]
     if unknown:
@@ -261,7 +269,8 @@ def family_samples(gen, *, families=None, per_family: int = 8, seed: int = 0, gu
     for fam in families:
         seeds = [derive_seed(seed, "family-sample", fam, k) % (2**31) for k in range(per_family)]
         t0 = time.perf_counter()
-        out = gen.sdf_grid(gen.condition(family=[fam] * per_family), seeds, guidance=guidance, steps=steps).cpu().numpy()
+        cond = gen.condition(family=[fam] * per_family, seeds=seeds)  # a field draws each code from its seed
+        out = gen.sdf_grid(cond, seeds, **sampler).cpu().numpy()
         t_sample += time.perf_counter() - t0
         grids[fam] = list(out)
         declared = tuple(FAMILIES[fam].betti[:2])
