@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -59,7 +60,11 @@ def render_gallery(rows: Sequence[Sequence[np.ndarray]], path: str | Path, *, ro
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = len(rows), max((len(r) for r in rows), default=0)
-    fig = plt.figure(figsize=(cell * n_cols + 0.8, cell * n_rows + (0.4 if title else 0)))
+    width = cell * n_cols + 0.8  # inches
+    title = textwrap.fill(title, width=max(30, int(width / 0.075)))  # about 0.075 in per character at 9 pt
+    header = 0.25 + (0.08 + 0.16 * (title.count("\n") + 1) if title else 0.0)  # the cells' captions, then the title's lines
+    height = cell * n_rows + header
+    fig = plt.figure(figsize=(width, height))
     for i, row in enumerate(rows):
         for j, grid in enumerate(row):
             ax = fig.add_subplot(n_rows, n_cols, i * n_cols + j + 1, projection="3d")
@@ -68,9 +73,8 @@ def render_gallery(rows: Sequence[Sequence[np.ndarray]], path: str | Path, *, ro
             if j == 0:
                 ax.text2D(-0.15, 0.5, row_labels[i], transform=ax.transAxes, rotation=90, va="center", fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=9)
-    top = 1 - (0.4 if title else 0.15) / (cell * n_rows + (0.4 if title else 0))  # room for the cells' titles, inches
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.01, top=top, wspace=0.0, hspace=0.15)
+        fig.suptitle(title, fontsize=9, y=1 - 0.06 / height, va="top")
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.01, top=1 - header / height, wspace=0.0, hspace=0.15)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
