@@ -82,5 +82,9 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
     np.testing.assert_allclose(g_pop, g_pt, atol=1e-6)  # batch of 4 (vmap) vs batch of 1
     from weightspace.runtime.errors import InputError
 
-    with pytest.raises(InputError, match="base checkpoints differ"):
+    with pytest.raises(InputError, match=r"pop \(made on toy; decoding with toy\) vs generator: base checkpoints differ"):
         decode_source(DecodeConfig(source=str(tmp_path / "pop"), out=str(tmp_path / "d4")), generator=make_toy(seed=5))
+    with pytest.raises(InputError, match="nowhere: not found"):
+        decode_source(DecodeConfig(source=str(tmp_path / "nowhere"), out=str(tmp_path / "d5")), generator=gen)
+    with pytest.raises(InputError, match="names no kind .a population's member shard"):
+        decode_source(DecodeConfig(source=str(tmp_path / "pop" / pop.rows[0]["shard"]), out=str(tmp_path / "d6")), generator=gen)

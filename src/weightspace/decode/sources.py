@@ -43,7 +43,11 @@ def source_kind(path: Path) -> str:
         kind = read_metadata(path).get("kind")
         if kind in ("point", "subspace"):
             return kind
-        raise InputError(f"{path}: a safetensors file of kind {kind!r}; expected a point or subspace file")
+        what = "a safetensors file that names no kind (a population's member shard?)" if kind is None else \
+            f"a safetensors file of kind {kind!r}"
+        raise InputError(f"{path}: {what}; expected a point or subspace file, a population folder or a subspace folder")
+    if not path.exists():
+        raise InputError(f"{path}: not found")
     raise InputError(f"{path}: not a point file, population folder or subspace folder")
 
 
@@ -112,7 +116,8 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
     if not checkpoint and generator is None:
         raise InputError(f"{src}: records no checkpoint; pass --checkpoint")
     seeds = point_seeds(config.seed, points.shape[0])
-    what = f"{src.name} (checkpoint {checkpoint})"
+    made = f"made on {frame.checkpoint}" if frame.checkpoint else "made on a checkpoint it does not name"
+    what = f"{src.name} ({made}; decoding with {checkpoint})"
     points = points.to(torch.float32)
     if executor is None:
         gen = generator_loader(generator, checkpoint)()

@@ -71,6 +71,8 @@ def _population_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: 
     want = ids if ids is not None else (list(index) if cfg.pairs else [cfg.a, cfg.b])
     missing = [i for i in want if i not in index]
     if missing:
+        if not index:
+            raise InputError(f"population {pop.folder}: no finished members (manifest.jsonl missing or empty)")
         raise InputError(f"population {pop.folder}: no member with id {missing[0]!r}; ids: {', '.join(list(index)[:20])}")
     rows = {i: pop.rows[index[i]] for i in want}
     targets = {i: r.get("metrics", {}).get("target_robust_betti") for i, r in rows.items()}

@@ -139,6 +139,8 @@ class Population:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        if not self.folder.exists():
+            raise InputError(f"{self.folder}: not found")
         if not (self.folder / "config.json").is_file():
             raise InputError(f"{self.folder}: not a population folder (config.json missing)")
         self.config: dict[str, Any] = read_json(self.folder / "config.json")
