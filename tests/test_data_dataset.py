@@ -120,6 +120,8 @@ def test_cli_observe(folder, tmp_path):
     assert obs.shape == (20, 64, 3) and obs.dtype == np.float32
     r = CliRunner().invoke(app, ["data", "observe", str(folder), "--kind", "clean", "--sigma", "0.05", "--out", str(tmp_path / "c")])
     assert "a clean observation has no noise" in str(r.exception) and not (tmp_path / "c").exists()
+    with pytest.raises(InputError, match="an observations folder"):  # handed where a dataset belongs
+        ShapeDataset(tmp_path / "o")
 
 
 def test_a_changed_manifest_gets_a_fresh_cache(tmp_path):

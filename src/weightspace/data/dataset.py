@@ -94,6 +94,9 @@ class ShapeDataset(Dataset):
             rows = [r for r in rows if r.get("split") == split]
         if not rows:
             raise InputError(f"{self.folder / MANIFEST}: no shapes" + (f" in split {split!r}" if split else ""))
+        if (self.folder / "observations.npy").is_file() and not any("grid" in r for r in rows):
+            raise InputError(f"{self.folder}: an observations folder (`weightspace data observe`), not a shape dataset; "
+                             f"give the dataset it was made from (its config.json names it as source)")
         if observation is not None:
             from weightspace.data.observe import check_kind
 
