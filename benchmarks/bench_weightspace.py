@@ -133,9 +133,11 @@ def part_c(members: int, steps: int) -> dict:
             checkpoint, which = "default", "default (latent diffusion)"
         except Exception as e:  # the shipped checkpoint is not there yet: its architecture with random weights
             checkpoint, which = "ld-arch", f"default latent-diffusion architecture, random weights (default unavailable: {str(e)[:80]})"
+        from weightspace.data.families import FAMILY_NAMES
         from weightspace.data.make import make_dataset
 
-        make_dataset(tmp / "data", family="all", count=members, resolution=32, seed=0, progress=False)
+        families = "all" if members >= len(FAMILY_NAMES) else ",".join(FAMILY_NAMES[:members])  # one shape each, as "all" gave
+        make_dataset(tmp / "data", family=families, count=members, resolution=32, seed=0, progress=False)
         script = ROOT / "benchmarks" / "_bench_pop_build.py"
         env = {**os.environ, "WEIGHTSPACE_QUIET": "1", "OMP_NUM_THREADS": "1"}
         args = [sys.executable, str(script), str(tmp / "data"), str(tmp / "pop"), str(members), str(steps), checkpoint]
