@@ -550,9 +550,14 @@ def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> d
 
     families = sorted({str(r.get("source", {}).get("family", "")) for r in checked})
     def reasons(m: dict[str, Any]) -> list[str]:
-        return ([f"IoU {m['fidelity_iou']:.3f} < {min_iou:g}"] * (m["fidelity_iou"] < min_iou)
-                + [f"robust Betti {tuple(m['fidelity_robust_betti'])} != target {tuple(m['target_robust_betti'])}"]
-                * (not m["fidelity_betti"]) + ["decodes empty"] * bool(m.get("fidelity_empty")))
+        why = []
+        if m["fidelity_iou"] < min_iou:
+            why.append(f"IoU {m['fidelity_iou']:.3f} < {min_iou:g}")
+        if not m["fidelity_betti"]:
+            why.append(f"robust Betti {tuple(m['fidelity_robust_betti'])} != target {tuple(m['target_robust_betti'])}")
+        if m.get("fidelity_empty"):
+            why.append("decodes empty")
+        return why
 
     flagged = [{"id": r["id"], "family": r.get("source", {}).get("family"), "iou": r["metrics"]["fidelity_iou"],
                 "robust_betti": r["metrics"]["fidelity_robust_betti"], "target_robust_betti": r["metrics"]["target_robust_betti"],
