@@ -213,3 +213,21 @@ def test_a_signal_stops_training_after_its_step_saved(tiny_data, tmp_path, monke
         torch.testing.assert_close(resumed.net.state_dict()[k], v, msg=k)
     curves = [[row["l1"] for row in map(json.loads, (folder / LOG_NAME).read_text().splitlines())] for folder in (tmp_path / "straight", out)]
     assert len(curves[1]) == 8 and curves[1] == pytest.approx(curves[0], rel=1e-5)
+
+
+def test_a_field_samples_only_the_families_it_trained_on(tmp_path):
+    """Trained on tori and pairs only, a field has no code Gaussian of its own for a dumbbell: it
+    lists the two families it can sample and refuses the others by name (it used to draw from the
+    global Gaussian and decode a shape of no family, often empty)."""
+    from weightspace.data.make import make_dataset
+
+    data = tmp_path / "two"
+    make_dataset(data, family="torus,pair", count=6, resolution=16, seed=0, n_points=256, progress=False)
+    from weightspace.runtime.errors import InputError
+
+    _train(data, tmp_path / "ck", steps=5)
+    gen = load_generator(tmp_path / "ck")
+    assert gen.families == ["torus", "pair"]
+    assert gen.condition(family=["pair", "all"], seeds=[0, 1]).shape == (2, TINY["d_z"])
+    with pytest.raises(InputError, match="no training shapes of family 'dumbbell'; it samples torus, pair"):
+        gen.condition(family=["dumbbell"], seeds=[0])

@@ -185,7 +185,7 @@ def evaluate_generator(
         say(f"points: {len(p_ious)}/{len(hidx)} IoU {np.mean(p_ious):.3f} Betti {np.mean(p_match):.2f}")
 
     # sampling from each family's code Gaussian
-    names = [name for name in gen.cfg.families if name in FAMILIES]
+    names = [name for name in gen.families if name in FAMILIES]
     jobs = [("family", name, [derive_seed(seed, "nf-eval-family", name, k) for k in range(samples_per_family)]) for name in names]
     f_match = [topology(g).betti[:2] == tuple(FAMILIES[name].betti)[:2]
                for name, (grids, _) in zip(names, batches(jobs)) for g in grids]

@@ -76,7 +76,10 @@ class NeuralFieldGenerator(Generator):
     # --- conditions (capabilities EncodesPoints, HasFamilies) ------------------------------
     @property
     def families(self) -> list[str]:
-        return list(self.cfg.families)
+        """The families this checkpoint can sample: those it had training shapes of, as its training
+        recorded them (config data.families); a checkpoint that records none, every family it knows."""
+        trained = (self.config.get("data") or {}).get("families")
+        return [f for f in self.cfg.families if f in trained] if isinstance(trained, list) else list(self.cfg.families)
 
     def encode_families(self, names: Sequence[str], seeds: Sequence[int] | None = None) -> torch.Tensor:
         """A code drawn from each named family's Gaussian: (B, d_z)."""
@@ -92,6 +95,10 @@ class NeuralFieldGenerator(Generator):
         bad = [f for f in family if f not in valid]
         if bad:
             raise InputError(f"condition: unknown family {bad[0]!r}; valid: {', '.join(valid)}")
+        untrained = [f for f in family if f != "all" and f not in self.families]
+        if untrained:  # its Gaussian would be the global one: a sample of no family in particular
+            raise InputError(f"condition: this checkpoint had no training shapes of family {untrained[0]!r}; "
+                             f"it samples {', '.join(self.families)} (or all)")
         seeds = _check_seeds(seeds, len(family), "families")
         net = self.net
         mean = torch.stack([net.global_mean if f == "all" else net.family_mean[valid.index(f)] for f in family])

@@ -157,7 +157,9 @@ def train_neural_field(
 
     step_fn = data_parallel(net, step_loss, ranks, dev, find_unused=False)  # every step reaches every weight
 
-    data_info = {"folder": data_dir.name, "n_train": len(rows), "manifest_sha256": manifest_hash(data_dir)}
+    present = {str(r.get("family")) for r in rows}
+    data_info = {"folder": data_dir.name, "n_train": len(rows), "manifest_sha256": manifest_hash(data_dir),
+                 "families": [f for f in model_cfg.families if f in present]}  # the families with a code Gaussian of their own
     extra = {"train": config_to_dict(train_cfg), "data": data_info, "command": command, "device": str(dev)}
     budget = train_cfg.minutes * 60.0
     N, S = bank.points.shape[:2]
