@@ -12,6 +12,7 @@ import torch
 from weightspace.analysis.measure import measure
 from weightspace.analysis.persistence import robust_betti
 from weightspace.data.dataset import load_grid
+from weightspace.data.families import FAMILY_NAMES
 from weightspace.decode.points import decode_points
 from weightspace.experiments.common import (
     clean_surface,
@@ -122,6 +123,10 @@ def _data_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list[s
     """Encoded clean surface samples of shapes in `cfg.data` (without it, procedural shapes of the
     generator's families), each standing for its own grid's robust topology."""
     families = families_of(gen) if cfg.pairs or cfg.data is None else []
+    if cfg.data is None and not families and not cfg.pairs:
+        # a generator without families (a WaLa point-cloud model): make the procedural families that
+        # the endpoints' ids name (family-00000), so `--a dumbbell-00000 --b pair-00000` needs no --data
+        families = sorted({i.rsplit("-", 1)[0] for i in (cfg.a, cfg.b)} & set(FAMILY_NAMES))
     root, rows = study_data(folder / "data", data=cfg.data, families=families, count=cfg.shapes_per_family,
                             seed=cfg.data_seed, resolution=gen.resolution, pose=generator_pose(gen))
     by_id = {str(r["id"]): r for r in rows}
