@@ -104,6 +104,23 @@ def test_population_build_survives_sigkill_and_resumes_exactly(tmp_path, kills, 
         load_state(out / r["shard"])
 
 
+def test_ctrl_c_during_a_population_build_says_what_is_saved(tmp_path):
+    """SIGINT (Ctrl-C) ends the build with status 130 and one line: how many members are saved, where, and
+    that the same command resumes (typer alone turned it into a silent 130)."""
+    data = make_toy_data(tmp_path / "data", count=MEMBERS, resolution=8, points=64)
+    out = tmp_path / "pop"
+    argv = _argv(data, out)
+    argv[argv.index("--steps") + 1] = "400"  # members of a second or more: the signal lands mid-build
+    proc = subprocess.Popen(command(*argv, toy=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**env(), "PYTHONUNBUFFERED": "1"})
+    assert ": loss " in proc.stdout.readline()  # one member saved
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    saved = len(Population(out))
+    assert proc.returncode == 130 and saved < MEMBERS, err
+    assert err.strip() == f"interrupted: {saved} of {MEMBERS} members are saved in {out}; run the same command again to resume"
+
+
 # --- trainers ---------------------------------------------------------------------------------------------
 NF_MODEL = {"d_z": 8, "width": 16, "depth": 3, "skip": 1}
 NF_TRAIN = {"steps": 80, "points_per_shape": 32, "bank_size": 512, "log_every": 5, "warmup_steps": 5, "minutes": 30.0,

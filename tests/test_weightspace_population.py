@@ -69,6 +69,40 @@ def test_resume_after_interruption_ends_with_exactly_n_members(data, tmp_path, m
     assert torch.equal(pop.matrix(), full.matrix())
 
 
+def test_resume_refits_members_whose_weights_file_is_damaged_or_missing(data, tmp_path, monkeypatch, capsys):
+    """A rerun reads every finished member's weights file: one truncated, pickled or deleted is named,
+    leaves the manifest before anything else runs, and is fitted again to the point it had."""
+    import pickle
+
+    from weightspace.cli import main
+    from weightspace.runtime.errors import Interrupted
+
+    out = tmp_path / "pop"
+    before = build_population(_config(data, out), generator=LOADER).matrix()  # (4, D)
+    shard = out / "shards" / "000002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:100])  # truncated mid-tensor
+    lines, done = [], []
+    pop = build_population(_config(data, out), generator=LOADER, log=lines.append, on_member=lambda r: done.append(r["index"]))
+    assert done == [2] and len(lines) == 1
+    assert lines[0].startswith(f"member {pop.rows[2]['id']}: weights file damaged (") and lines[0].endswith("; refitting")
+    torch.testing.assert_close(pop.matrix(), before, rtol=0, atol=1e-6)  # its seed: the same point again
+
+    (out / "shards" / "000001.safetensors").write_bytes(pickle.dumps({"point": [0.0]}))
+    (out / "shards" / "000003.safetensors").unlink()
+    monkeypatch.setattr(population_module, "run_member", lambda task: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(Interrupted, match=rf"^interrupted: 2 of 4 members are saved in {out}; run the same command again"):
+        build_population(_config(data, out), generator=LOADER, log=lines.append)
+    assert [r["index"] for r in Population(out).rows] == [0, 2] and not Population(out).unreadable()  # rows gone first
+    assert "weights file damaged" in lines[1] and "weights file missing" in lines[2]
+    monkeypatch.undo()
+    pop = build_population(_config(data, out), generator=LOADER, log=lines.append)
+    torch.testing.assert_close(pop.matrix(), before, rtol=0, atol=1e-6)
+    assert len(lines) == 3
+    with pytest.raises(SystemExit) as stop:
+        main(["population", "check", str(out)])
+    assert stop.value.code == 0, capsys.readouterr().err
+
+
 def test_resume_with_other_settings_is_refused(data, tmp_path):
     build_population(_config(data, tmp_path / "pop", members=1), generator=LOADER)
     with pytest.raises(InputError, match="settings.steps"):

@@ -58,13 +58,35 @@ INTERNAL_ERROR = 70  # sysexits EX_SOFTWARE: distinct from 2 (bad input) and fro
 SOME_FAILED = 3  # `data import`: some files failed (named in the summary), the others were imported
 
 
+def _interrupt(e: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt among the causes of `e`, if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _interrupted(err: Console, e: KeyboardInterrupt) -> None:
+    """Exit 130 with one line: the interrupted command's own (`runtime.errors.Interrupted`, a trainer's
+    `Stopped`: what was saved and how to resume), or the general one."""
+    line = str(e).strip() or "interrupted; finished files are kept (re-running resumes where a command supports it)"
+    err.print(escape(line), highlight=False)
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app; every failure becomes one line on stderr, never a traceback.
 
     Exit status 2: a `WeightspaceError` (bad input; the message names the file or field).
     Exit status 3: `data import` read some files but not all (each failure named, with its reason).
     Exit status 70 (EX_SOFTWARE): an unexpected exception, i.e. a bug in weightspace; the line
-    says so, and `WEIGHTSPACE_DEBUG=1` shows the traceback. Exit status 130: interrupted (Ctrl-C).
+    says so, and `WEIGHTSPACE_DEBUG=1` shows the traceback. Exit status 130: interrupted (Ctrl-C), with
+    one line on what was kept (a command that saves as it goes, such as `population build`, says how
+    much and how to resume).
     """
     _register()
     # the process is the command's own: it keeps freed pages (runtime.allocator), as pool and Ray workers
@@ -72,10 +94,16 @@ def main(argv: list[str] | None = None) -> None:
     from weightspace.runtime.allocator import retain_freed_memory
 
     retain_freed_memory()
-    # messages hold file names and lists like ['a'], which rich would read as markup: escape them
-    err = Console(stderr=True, soft_wrap=True)
+    # messages hold file names and lists like ['a'], which rich would read as markup: escape them; and
+    # addresses like host:1234, whose ":1234:" rich would print as an emoji: no emoji codes
+    err = Console(stderr=True, soft_wrap=True, emoji=False)
     try:
         app(args=argv)
+    except SystemExit as e:  # typer turns Ctrl-C into a silent exit 130, keeping the KeyboardInterrupt as its cause
+        interrupt = _interrupt(e) if e.code == 130 else None
+        if interrupt is None:
+            raise
+        _interrupted(err, interrupt)
     except WeightspaceError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
@@ -83,9 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[bold red]error:[/] out of memory ({escape(str(e)[:200])}); ask for a smaller resolution, count or batch",
                   highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted; finished files are kept (re-running resumes where a command supports it)", highlight=False)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _interrupted(err, e)
     except Exception as e:
         if os.environ.get("WEIGHTSPACE_DEBUG"):
             raise

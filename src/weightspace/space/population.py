@@ -10,8 +10,10 @@ each member's shard and then its manifest row, so an interrupted build resumes w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from weightspace.data.observe import KINDS as OBSERVATION_KINDS
 from weightspace.data.observe import observe
 from weightspace.generators.protocol import BatchedTrainingLoss, Generator, require
 from weightspace.runtime.allocator import retain_freed_memory
-from weightspace.runtime.errors import InputError
+from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.executors import Executor, TaskFailure, in_calling_process, make_executor
 from weightspace.runtime.io import atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
 from weightspace.runtime.progress import track
@@ -32,7 +34,7 @@ from weightspace.runtime.seeding import decode_seed, derive_seed
 from weightspace.space.frame import Frame
 from weightspace.space.parameterisation import Parameterisation, base_hash
 from weightspace.space.parameterisations import PARAMETERISATIONS, make_parameterisation
-from weightspace.space.store import Population, read_manifest, save_population_frame, save_tensors, shard_name, write_manifest
+from weightspace.space.store import Population, save_population_frame, save_tensors, shard_name, write_manifest
 
 FitTarget = Literal["grid", "points"]
 FIT_TARGETS = ("grid", "points")
@@ -445,8 +447,27 @@ def _batch_failures(failed: TaskFailure) -> list[TaskFailure]:
     return [TaskFailure(task, failed.error, failed.detail) for task in failed.item]
 
 
-def build_population(config: PopulationConfig, *, generator: Any = None,
-                     executor: Executor | None = None, on_member: Callable[[dict[str, Any]], None] | None = None) -> Population:
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _drop_unreadable(pop: Population, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The manifest rows of `pop` whose weights file reads back; a member whose file is missing or
+    damaged (truncated, not safetensors, the wrong length) is named and its row leaves the manifest,
+    rewritten atomically before any refit, so the build fits it again. Reads every member's file."""
+    bad = {b["id"]: b for b in pop.unreadable()}
+    for b in bad.values():
+        state = "damaged" if (pop.folder / b["shard"]).exists() else "missing"
+        log(f"member {b['id']}: weights file {state} ({b['error']}); refitting")
+    rows = [r for r in pop.rows if str(r["id"]) not in bad]
+    if bad:
+        write_manifest(pop.folder, rows)
+    return rows
+
+
+def build_population(config: PopulationConfig, *, generator: Any = None, executor: Executor | None = None,
+                     on_member: Callable[[dict[str, Any]], None] | None = None,
+                     log: Callable[[str], None] = _stderr) -> Population:
     """Fit every missing member of the population in `config.out`; finished members are skipped.
 
     generator : a Generator, a checkpoint, or a zero-argument picklable callable returning the generator
@@ -454,11 +475,14 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
     executor : where members run (default: from `config.executor` / `config.workers`); with
         `config.batch_members` B > 1 each of its items is a batch of B members (`run_members`).
     on_member : called with each manifest row after it is written (progress, tests).
+    log : hears one line per finished member found damaged or missing on resume (default: stderr).
 
     Results are written as they finish, in any order, by this process alone (shard, then manifest
     row), so a killed driver or worker loses no finished member and a rerun resumes. On an executor
     that keeps going (Ray) a member whose task keeps failing is recorded in failures.jsonl with its
-    error and the build goes on; a rerun tries it again.
+    error and the build goes on; a rerun tries it again. On resume every finished member's weights file
+    is read: one that is missing or damaged is named through `log` and fitted again. Ctrl-C raises
+    `Interrupted`, whose message counts the members saved.
     """
     config.validate()
     from weightspace.generators.registry import generator_loader
@@ -484,8 +508,8 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
         save_population_frame(out, frame, {**expected, "kind": "population", "data": str(config.data)})
     pop = Population(out)
     param = pop.frame.build(gen, what=f"population {out.name}")
-    done = {r["id"]: r for r in read_manifest(out) if safe_child(out, r["shard"], where="manifest.jsonl").is_file()}
-    manifest = list(done.values())
+    manifest = _drop_unreadable(pop, log)
+    done = {str(r["id"]) for r in manifest}
     todo = [(i, r) for i, r in enumerate(rows) if str(r["id"]) not in done]
     if todo:
         # in-process work reuses the generator loaded here instead of loading it again
@@ -498,6 +522,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
                  for i, r in todo]
         failures = {str(f["id"]): f for f in read_failures(out)}
         errors = "return" if executor.keeps_going else "raise"  # distributed: a member that keeps failing is recorded
+        status = executor.status
         try:
             if by_batches:
                 B = config.batch_members
@@ -505,9 +530,11 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
                     B = max(1, min(B, -(-len(tasks) // executor.workers)))
                 batches = executor.map(run_members, [tasks[i : i + B] for i in range(0, len(tasks), B)], ordered=False, errors=errors)
                 results = (res for batch in batches for res in (_batch_failures(batch) if isinstance(batch, TaskFailure) else batch))
+                if B > 1:  # the bar counts members, the executor its tasks
+                    status = functools.partial(_batched_status, B, executor.status)
             else:
                 results = executor.map(run_member, tasks, ordered=False, errors=errors)
-            for res in track(results, "members", total=len(tasks), status=executor.status):
+            for res in track(results, "members", total=len(tasks), status=status):
                 if isinstance(res, TaskFailure):
                     failures[res.item.id] = {"index": res.item.index, "id": res.item.id, "error": res.error, "detail": res.detail}
                     write_failures(out, failures.values())
@@ -524,11 +551,20 @@ def build_population(config: PopulationConfig, *, generator: Any = None,
                     write_failures(out, failures.values())
                 if on_member is not None:
                     on_member(row)
+        except KeyboardInterrupt as e:
+            if isinstance(e, Interrupted):
+                raise
+            raise Interrupted(f"interrupted: {len(manifest)} of {len(rows)} members are saved in {out}; "
+                              "run the same command again to resume") from e
         finally:
             if own:
                 executor.close()
             _WORKER_CACHE.clear()
     return Population(out)
+
+
+def _batched_status(members_per_task: int, status: Callable[[], str]) -> str:
+    return f"{members_per_task} members per task; {status()}"
 
 
 def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> dict[str, Any]:
