@@ -31,3 +31,17 @@ def test_the_in_process_executor_says_when_an_item_runs_in_the_caller():
     assert seen == [(1, True), (2, True)] and not in_calling_process()
     out = list(InProcessExecutor().map(boom, [3], errors="return"))
     assert "ValueError" in out[0].error and not in_calling_process()
+
+
+def test_a_ray_option_without_the_ray_executor_names_which_option_needs_what():
+    import pytest
+
+    from weightspace.runtime.errors import InputError
+    from weightspace.runtime.executors import make_executor
+
+    with pytest.raises(InputError, match=r"^--gpus-per-task needs --executor ray \(the executor here is 'inprocess'\)$"):
+        make_executor("inprocess", num_gpus=1)
+    with pytest.raises(InputError, match=r"^--address needs --executor ray \(the executor here is 'process'\)$"):
+        make_executor("process", workers=2, address="auto")
+    with pytest.raises(InputError, match=r"^--address and --gpus-per-task need --executor ray"):
+        make_executor("inprocess", address="auto", num_gpus=0.5)

@@ -1,10 +1,12 @@
 """Populations on Ray (issue 18): the same members as the process pool, a killed worker or driver loses
-nothing, and a member that keeps failing is recorded while the build goes on."""
+nothing, and a member that keeps failing is recorded while the build goes on; an address where no
+cluster answers is bad input, named within seconds."""
 
 import functools
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,9 @@ import pytest
 import torch
 from toy_generator import make_toy, make_toy_data
 
+from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import ProcessPoolExecutorBackend
+from weightspace.space import population as population_module
 from weightspace.space.population import PopulationConfig, build_population, read_failures
 from weightspace.space.store import Population
 
@@ -36,6 +40,42 @@ class ExitOnceInAWorker:
 
     def __repr__(self) -> str:
         return f"ExitOnceInAWorker({self.marker})"
+
+
+def _gcs_running() -> bool:
+    """Whether a Ray cluster runs on this machine (`auto` would join it)."""
+    import psutil  # a dependency of Ray
+
+    return any(p.info["name"] == "gcs_server" for p in psutil.process_iter(["name"]))
+
+
+# These run before the module's local instance starts (`ray_executor`): ray.init joins no cluster while one is up.
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "auto"])
+def test_an_address_where_no_cluster_answers_is_bad_input_within_seconds(address, monkeypatch):
+    from weightspace.runtime import ray_executor as module
+
+    if ray.is_initialized() or (address == "auto" and _gcs_running()):
+        pytest.skip("a Ray instance is running here")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # it would replace the address
+    # Ray's connection limits, down from the shipped 5 + 5 + 10 s for one attempt (over 10 minutes by Ray's defaults)
+    monkeypatch.setattr(module, "CONNECT_LIMITS", {"gcs_rpc_server_connect_timeout_s": 1, "py_gcs_connect_timeout_s": 1})
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=rf"^--address {address}: could not join a Ray cluster .*ray start --head"):
+        module.RayExecutor(workers=1, address=address)
+    assert time.perf_counter() - t0 < 15
+    assert not ray.is_initialized()
+
+
+def test_the_cli_answers_an_unknown_host_with_one_line_and_exit_2(tmp_path, capsys):
+    from weightspace.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["population", "build", "--data", str(tmp_path), "--out", str(tmp_path / "pop"), "--executor", "ray",
+              "--address", "nosuchhost.invalid:1234"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: --address nosuchhost.invalid:1234: host 'nosuchhost.invalid' is not known here")
+    assert "ray start --head" in err and "leave out --address" in err
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +124,21 @@ def test_ray_build_equals_the_process_pool_member_for_member(ray_executor, data,
                                on_member=lambda r: done.append(r["id"]))
     assert len(done) == 2
     _same(resumed, by_ray)
+
+
+def test_the_progress_status_counts_tasks_and_members_per_task(ray_executor, data, tmp_path, monkeypatch):
+    """4 members in batches of 2 are 2 Ray tasks: the bar counts the members, the status says it counts tasks."""
+    seen = []
+
+    def spy(items, description, total=None, status=None, **kw):
+        for item in items:
+            yield item
+            seen.append(status())
+
+    monkeypatch.setattr(population_module, "track", spy)
+    pop = build_population(_config(data, tmp_path / "pop", steps=2, batch_members=2), generator=LOADER, executor=ray_executor)
+    assert len(pop) == 4 and len(seen) == 4
+    assert seen[-1].startswith("2 members per task; ray: 2 tasks done, 0 failed, 0 in flight on 2 workers"), seen
 
 
 def test_a_killed_ray_worker_loses_nothing(ray_executor, data, tmp_path):

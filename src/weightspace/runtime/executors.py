@@ -244,6 +244,9 @@ def make_executor(name: str = "inprocess", *, workers: int = 1, address: str | N
         raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
-    if name != "ray" and (address is not None or num_gpus):
-        raise InputError(f"--address and GPUs per task are options of the ray executor, not of {name!r}")
+    if name != "ray":
+        ray_only = [opt for opt, given in (("--address", address is not None), ("--gpus-per-task", bool(num_gpus))) if given]
+        if ray_only:
+            raise InputError(f"{' and '.join(ray_only)} {'need' if len(ray_only) > 1 else 'needs'} --executor ray "
+                             f"(the executor here is {name!r})")
     return EXECUTORS[name](workers=workers, address=address, num_gpus=num_gpus, max_retries=max_retries)

@@ -6,14 +6,18 @@ Ray does the scheduling, placement, retries and transport; this class only adapt
 item whose task still fails comes back as a `TaskFailure` (`errors="return"`) or raises. At most
 `2 * workers` tasks are in flight, so results stream back to the driver, which alone writes files.
 Objects every task needs go through `share`: `ray.put` once, then each task carries a reference.
+An `address` where no cluster answers is an InputError, within about 21 s (`_connect`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sys
+import tempfile
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from weightspace.runtime.errors import InputError
@@ -73,7 +77,7 @@ class RayExecutor(Executor):
         self._owns = not ray.is_initialized()
         if self._owns:
             if address is not None:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+                _connect(ray, address)
             else:
                 _init_local(ray, workers, num_gpus)
         self.start_seconds = time.perf_counter() - t0
@@ -92,9 +96,10 @@ class RayExecutor(Executor):
         return RayShared(ray.put(obj), repr(obj))
 
     def status(self) -> str:
+        """Ray's counts of tasks (items of `map`: a caller that batches knows how many each holds)."""
         c = self._counts
         gpus = f", {self.num_gpus:g} GPU/task" if self.num_gpus else ""
-        return f"ray: {c['done']} done, {c['failed']} failed, {c['running']} in flight on {self.workers} workers{gpus}"
+        return f"ray: {c['done']} tasks done, {c['failed']} failed, {c['running']} in flight on {self.workers} workers{gpus}"
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
             errors: OnError = "raise") -> Iterator[R | TaskFailure]:
@@ -124,6 +129,72 @@ class RayExecutor(Executor):
 
         if self._owns and ray.is_initialized():
             ray.shutdown()
+
+
+# How long joining a cluster may take. Ray's defaults try 20 times, each attempt waiting up to 5 s
+# for the connection, 5 s for its pubsub and 30 s for the GCS to answer (over 10 minutes for an
+# address where no cluster runs); one attempt of 5 + 5 + 10 s gives up in about 21 s. Knobs of
+# RayConfig (the driver's C++ side), set only where the environment does not set RAY_<name> itself.
+CONNECT_LIMITS = {"gcs_rpc_server_connect_timeout_s": 5, "py_gcs_connect_timeout_s": 10}
+CONNECT_ATTEMPTS = "1"  # RAY_gcs_server_port_wait_time_s: Ray's attempts (about 1 s apart) to reach the GCS
+JOIN_HINT = ("start one with `ray start --head` on its head node (docs/scaling.md), "
+             "or leave out --address to start a local Ray instance with --workers CPUs")
+
+
+def _connect(ray: Any, address: str) -> None:
+    """Join the running cluster at `address` (`auto` or HOST:PORT) within about 21 s, or raise an
+    InputError naming the address and what to do; Ray's own log lines from the attempt are dropped
+    when it fails (the error says why) and shown when it succeeds."""
+    host, sep, port = address.rpartition(":")
+    if address != "auto" and "://" not in address:
+        if not sep or not host or not port.isdigit():
+            raise InputError(f"--address must be auto or HOST:PORT (the head's GCS port, 6379 by default), got {address!r}")
+        try:
+            socket.getaddrinfo(host.strip("[]"), int(port))
+        except (OSError, UnicodeError) as e:
+            raise InputError(f"--address {address}: host {host!r} is not known here ({e}); {JOIN_HINT}") from None
+    from ray._raylet import Config  # RayConfig: read from the environment at import, set again here
+
+    limits = {k: v for k, v in CONNECT_LIMITS.items() if f"RAY_{k}" not in os.environ}
+    before = os.environ.get("RAY_gcs_server_port_wait_time_s")
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", CONNECT_ATTEMPTS)
+    Config.initialize(json.dumps(limits) if limits else "")
+    try:
+        with _stderr_kept_on_success():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
+                     logging_level="warning")
+    except (ConnectionError, RuntimeError) as e:
+        Config.initialize("")  # the environment's (Ray's default) limits again, for a later local start
+        raise InputError(f"--address {address}: could not join a Ray cluster ({_reason(e)}); {JOIN_HINT}") from None
+    finally:
+        if before is None:
+            os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
+
+
+def _reason(e: BaseException) -> str:
+    """One line on why ray.init failed: its own message's first sentence, or the last line of its cause
+    (a traceback in text, ending in Ray's RpcError)."""
+    cause = e.__cause__
+    lines = [line.strip() for line in str(cause if cause is not None else e).splitlines() if line.strip()]
+    line = (lines[-1] if cause is not None else lines[0].split(". ")[0]) if lines else type(e).__name__
+    return line[:300]
+
+
+@contextmanager
+def _stderr_kept_on_success() -> Iterator[None]:
+    """Send file descriptor 2 (where Ray's C++ side logs each failed connection attempt) to a temporary
+    file for the block: copied to stderr when the block succeeds, dropped when it raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def _init_local(ray: Any, workers: int, num_gpus: float) -> None:
