@@ -260,3 +260,27 @@ def test_evaluate_families_samples_a_neural_field_from_its_family_codes(tmp_path
     assert not np.allclose(grids[0], grids[1])  # each sample's code comes from its own seed
     bad = CliRunner().invoke(app, ["evaluate", "families", str(ckpt), "--steps", "4"])
     assert bad.exit_code != 0 and "latent diffusion sampler" in str(bad.exception)
+
+
+def test_generate_an_unconditional_model_needs_no_condition(tmp_path, monkeypatch):
+    """An unconditional generator (WaLa-UN) generates with none of --family, --points, --voxels; a
+    conditional one still asks for exactly one."""
+    import sys
+    from pathlib import Path
+
+    from weightspace.experiments import generate as generate_module
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy_generator import ToyGenerator
+
+    class Unconditional(ToyGenerator):
+        unconditional = True
+
+    monkeypatch.setattr(generate_module, "load_generator", lambda checkpoint, device: Unconditional(resolution=16))
+    rows = generate_module.generate_shapes("un", tmp_path / "g", family=None, points=None, voxels=None, seed=0, count=2,
+                                           fmt="ply", resolution=None)
+    assert len(rows) == 2 and json.loads((tmp_path / "g" / "generate.json").read_text())["condition"] == {"unconditional": True}
+    monkeypatch.setattr(generate_module, "load_generator", lambda checkpoint, device: ToyGenerator(resolution=16))
+    with pytest.raises(InputError, match="give exactly one of --family, --points, --voxels: toy is a conditional toy model"):
+        generate_module.generate_shapes("toy", tmp_path / "h", family=None, points=None, voxels=None, seed=0, count=1,
+                                        fmt="ply", resolution=None)

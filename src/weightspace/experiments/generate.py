@@ -61,18 +61,21 @@ def generate_shapes(
     """Generate `count` shapes (seeds seed..seed+count-1) and write grids, meshes and generate.json.
 
     Exactly one of family (a name), points (a points file) or voxels (an occupancy grid file)
-    conditions every shape. `steps` and `guidance` (latent diffusion only) override the checkpoint's
-    sampler settings; generate.json records the ones used. Returns one row per shape: name, seed, grid
+    conditions every shape; an unconditional generator (`gen.unconditional`) takes none. `steps` and
+    `guidance` (latent diffusion only) override the checkpoint's sampler settings; generate.json
+    records the ones used. Returns one row per shape: name, seed, grid
     and mesh paths, betti, sizes.
     """
     given = [n for n, v in (("--family", family), ("--points", points), ("--voxels", voxels)) if v is not None]
-    if len(given) != 1:
-        raise InputError(f"give exactly one of --family, --points, --voxels (got {', '.join(given) or 'none'})")
+    if len(given) > 1:
+        raise InputError(f"give exactly one of --family, --points, --voxels (got {', '.join(given)})")
     if count < 1:
         raise InputError(f"--count must be >= 1, got {count}")
     if fmt not in get_args(MeshFormat):
         raise InputError(f"--format must be one of {', '.join(get_args(MeshFormat))}, got {fmt!r}")
     gen = load_generator(checkpoint, pick_device(device))
+    if not given and not gen.unconditional:
+        raise InputError(f"give exactly one of --family, --points, --voxels: {checkpoint} is a conditional {gen.kind} model")
     sampler: dict = {}
     if gen.kind == "latent-diffusion":
         sampler = gen.sampler_settings(steps, guidance)
@@ -81,7 +84,9 @@ def generate_shapes(
     # One seed per item, for the condition (a neural field draws its family code from it) and the decode.
     seeds = [seed + i for i in range(count)]
     with torch.no_grad():
-        if family is not None:
+        if not given:  # an unconditional model ignores its condition
+            cond = torch.zeros((count, *gen.condition_shape), device=gen.device)
+        elif family is not None:
             cond = gen.condition(family=[family] * count, seeds=seeds)
         elif points is not None:
             pts = torch.from_numpy(read_points_file(points)).unsqueeze(0).expand(count, -1, -1)  # (count, P, 3)
@@ -102,7 +107,8 @@ def generate_shapes(
         t = topology(grid)
         rows.append(dict(name=name, seed=s, grid=f"grids/{name}.npy", mesh=f"meshes/{name}.{fmt}",
                          betti=list(t.betti), vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces))))
-    condition = {"family": family} if family else {"points": str(points)} if points else {"voxels": str(voxels)}
+    condition = ({"family": family} if family else {"points": str(points)} if points else {"voxels": str(voxels)} if voxels
+                 else {"unconditional": True})
     atomic_write_json(out / RECORD, {"checkpoint": str(checkpoint), "kind": gen.kind, "condition": condition,
-                                              **({"sampler": sampler} if sampler else {}), "shapes": rows})
+                                     **({"sampler": sampler} if sampler else {}), "shapes": rows})
     return rows

@@ -76,6 +76,12 @@ class Generator(abc.ABC):
     accepts_low_rank: ClassVar[bool] = False
 
     @property
+    def unconditional(self) -> bool:
+        """Whether the generator ignores its condition (an unconditional model, such as WaLa-UN):
+        `generate` then takes no --family, --points or --voxels and decodes a zero condition."""
+        return False
+
+    @property
     @abc.abstractmethod
     def condition_shape(self) -> tuple[int, ...]:
         """Shape of one item's condition (without the batch dimension)."""
