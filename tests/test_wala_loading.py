@@ -138,7 +138,7 @@ def test_cli_convert(tmp_path, capsys):
 def test_missing_files_are_named(tmp_path):
     folder = _folder(tmp_path)
     (folder / "checkpoint.ckpt").unlink()
-    with pytest.raises(InputError, match=r"checkpoint\.ckpt not found"):
+    with pytest.raises(InputError, match=r"neither checkpoint\.ckpt nor model\.safetensors found"):
         convert_wala(folder, tmp_path / "out")
     (folder / "args.json").unlink()
     with pytest.raises(InputError, match=r"args\.json: file not found"):

@@ -13,11 +13,14 @@ convert_app = typer.Typer(help="Import released checkpoints of other projects (r
 
 @convert_app.command("wala")
 def wala_cmd(
-    folder: Path = typer.Argument(..., help="A WaLa folder: args.json + checkpoint.ckpt (e.g. ADSKAILab/WaLa-PC-1B)."),
+    folder: Path = typer.Argument(..., help="A WaLa folder: args.json + checkpoint.ckpt or model.safetensors (checkpoint.ckpt "
+                                  "is read when both are there), e.g. a download of ADSKAILab/WaLa-PC-1B."),
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write: model.safetensors + config.json (kind wala)."),
     dtype: str = typer.Option("keep", "--dtype", help="keep (as stored) | float32 | float16 | bfloat16."),
     ema: bool = typer.Option(False, "--ema", help="Use the EMA weights (state_dict_ema) instead of state_dict."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Default sampling steps (WaLa: PC 8, VX 5, UN 1000); default args.json's."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Default sampling steps, 2..diffusion_step of args.json (WaLa: PC 8, "
+                                        "VX 5, UN 1000); default args.json's diffusion_rescale_timestep."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint already in --out."),
 ) -> None:
     """Convert a WaLa folder; no code from the checkpoint runs, unknown objects in it are reported and left inert.
 
@@ -25,7 +28,7 @@ def wala_cmd(
     """
     from weightspace.generators.wala.convert import convert_wala
 
-    report = convert_wala(folder, out, dtype=dtype, ema=ema, steps=steps)  # type: ignore[arg-type]
+    report = convert_wala(folder, out, dtype=dtype, ema=ema, steps=steps, overwrite=overwrite)  # type: ignore[arg-type]
     typer.echo(f"wrote {report['out']}: WaLa {report['kind']}, {report['parameters']:,} weights ({', '.join(report['dtypes'])})")
     if report["placeholders"]:
         typer.echo(f"left inert (never called): {', '.join(report['placeholders'])}")

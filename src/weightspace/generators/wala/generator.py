@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from weightspace.generators.protocol import Generator, Params
+from weightspace.generators.wala.config import check_steps, read_checkpoint_config
 from weightspace.generators.wala.model import WALA_GUIDANCE, WaLa
 from weightspace.runtime.checkpoint import save_checkpoint
 from weightspace.runtime.errors import InputError
@@ -38,6 +39,7 @@ class WaLaGenerator(Generator):
 
     def __init__(self, model: WaLa, *, steps: int | None = None, guidance: float | None = WALA_GUIDANCE,
                  extra_config: Mapping[str, Any] | None = None):
+        check_steps(steps, model.cfg, "steps")
         self.model, self.net = model, model.net
         self.steps, self.guidance = steps, guidance
         self.config = {"kind": KIND, "args": model.args, **dict(extra_config or {})}
@@ -45,19 +47,20 @@ class WaLaGenerator(Generator):
     # --- loading and saving ------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, state: dict[str, torch.Tensor], config: dict[str, Any]) -> "WaLaGenerator":
-        if not isinstance(config.get("args"), dict):
-            raise InputError("config.json: a 'wala' checkpoint needs the WaLa args.json object under 'args'")
-        sampling = config.get("sampling") or {}
-        model = WaLa.from_state(config["args"], state, where="model.safetensors")
+        """The factory of kind `wala`: config.json is checked whole (unknown keys, types, bounds) before anything is built."""
+        model, ck = WaLa.from_converted(state, config, where="config.json")
         extra = {k: v for k, v in config.items() if k not in ("kind", "args", "weights_hash")}
-        return cls(model, steps=sampling.get("steps"), guidance=sampling.get("guidance", WALA_GUIDANCE), extra_config=extra)
+        return cls(model, steps=ck.sampling.steps, guidance=ck.sampling.guidance, extra_config=extra)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, **kwargs) -> "WaLaGenerator":
         return cls(WaLa.from_pretrained(folder), **kwargs)
 
     def save(self, folder: str | Path, *, extra_config: Mapping[str, Any] | None = None) -> Path:
+        """Write model.safetensors + config.json; `extra_config` may only set keys config.json has (`CheckpointConfig`),
+        since loading refuses any other."""
         config = {**self.config, "sampling": {"steps": self.steps, "guidance": self.guidance}, **dict(extra_config or {})}
+        read_checkpoint_config(config, where=str(Path(folder) / "config.json"))  # what loading will check
         return save_checkpoint(folder, self.net.state_dict(), config)
 
     # --- the required core -------------------------------------------------------------

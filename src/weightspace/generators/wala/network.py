@@ -37,6 +37,15 @@ def _shape(state: Mapping[str, torch.Tensor], key: str, where: str) -> tuple[int
     return tuple(state[key].shape)
 
 
+def _heads(width: int, state: Mapping[str, torch.Tensor], norm_key: str, where: str) -> int:
+    """Attention heads = width / the head width of a per-head q LayerNorm in the state dict."""
+    hd = _shape(state, norm_key, where)[0]
+    if hd < 1 or width % hd:
+        raise InputError(f"{where}: {norm_key!r} gives a head width of {hd}, which does not divide the attention width {width} "
+                         f"(args.json pc_output_dim or the PointNet widths); do args.json and the weights belong together?")
+    return width // hd
+
+
 def widths_from_state(cfg: WaLaConfig, state: Mapping[str, torch.Tensor], where: str) -> dict[str, int | list[int]]:
     """The widths WaLa hard-codes, read from the (normalised) state dict instead."""
     w: dict[str, int | list[int]] = {
@@ -46,10 +55,10 @@ def widths_from_state(cfg: WaLaConfig, state: Mapping[str, torch.Tensor], where:
     }
     if cfg.kind == "pc":
         w["pc_widths"] = [_shape(state, f"encoder.linear{i}.weight", where)[0] for i in range(1, 5)]
-        w["pool_heads"] = w["pc_widths"][-1] // _shape(state, "encoder.pooling.mab0.q_norm.weight", where)[0]
+        w["pool_heads"] = _heads(w["pc_widths"][-1], state, "encoder.pooling.mab0.q_norm.weight", where)
         depth = {int(m.group(1)) for k in state if (m := re.match(r"encoder\.t_blocks\.(\d+)\.", k))}
         w["pc_depth"] = max(depth) + 1 if depth else 0
-        w["pc_heads"] = cfg.pc_output_dim // _shape(state, "encoder.t_blocks.0.attn.q_norm.weight", where)[0] if depth else 1
+        w["pc_heads"] = _heads(cfg.pc_output_dim, state, "encoder.t_blocks.0.attn.q_norm.weight", where) if depth else 1
     elif cfg.kind == "vx":
         w["vx_first"] = _shape(state, "encoder.in_conv.weight", where)[0]
         w["vx_hidden"] = _shape(state, "encoder.res_1.in_conv.weight", where)[0]
@@ -113,8 +122,9 @@ def build(cfg: WaLaConfig, state: Mapping[str, torch.Tensor], where: str) -> tup
     that disagrees with args.json raises InputError naming the first such key (and both shapes).
     """
     state = normalise_keys(state)
-    net = WaLaNet(cfg, widths_from_state(cfg, state, where))
-    expected = net.state_dict()
+    widths = widths_from_state(cfg, state, where)
+    with torch.device("meta"):  # shapes first, without memory: sizes in args.json too large to allocate fail the check below
+        expected = WaLaNet(cfg, widths).state_dict()
     for key, ref in expected.items():
         if key not in state:
             raise InputError(f"{where}: state dict lacks {key!r} (shape {tuple(ref.shape)}), which args.json implies")
@@ -126,6 +136,7 @@ def build(cfg: WaLaConfig, state: Mapping[str, torch.Tensor], where: str) -> tup
     if surplus:
         raise InputError(f"{where}: state dict has {surplus[0]!r} (shape {tuple(state[surplus[0]].shape)}), which the model "
                          f"args.json describes does not have ({len(surplus)} such key(s)); do args.json and the weights belong together?")
+    net = WaLaNet(cfg, widths)
     net.load_state_dict({k: state[k].float() for k in expected}, strict=True)
     unused = [k for k in extra if not k.startswith(IGNORED_PREFIXES)]
     return net.eval(), unused
