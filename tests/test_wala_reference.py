@@ -209,3 +209,21 @@ def test_shape_lists():
     assert shape_list(256) == [256, 136, 76, 46]
     assert shape_list(32) == [32, 24, 20, 18]
     assert shape_list(62) == [62, 39, 28, 22]
+
+
+def test_an_unconditional_wala_generates_from_the_command_line(tmp_path):
+    """WaLa-UN takes no condition: `weightspace generate` without --family, --points or --voxels
+    samples it (it refused every such call before), and a conditional WaLa still asks for one."""
+    from typer.testing import CliRunner
+
+    from weightspace.cli import _register, app
+    from weightspace.generators.wala.generator import WaLaGenerator
+
+    _register()
+    WaLaGenerator(model("un"), steps=2).save(tmp_path / "un")
+    result = CliRunner().invoke(app, ["generate", "--checkpoint", str(tmp_path / "un"), "--out", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "g" / "generate.json").read_text())["condition"] == {"unconditional": True}
+    WaLaGenerator(model("pc"), steps=2).save(tmp_path / "pc")
+    result = CliRunner().invoke(app, ["generate", "--checkpoint", str(tmp_path / "pc"), "--out", str(tmp_path / "h")])
+    assert result.exit_code != 0 and "conditional wala model" in str(result.exception)

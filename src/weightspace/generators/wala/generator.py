@@ -65,6 +65,10 @@ class WaLaGenerator(Generator):
 
     # --- the required core -------------------------------------------------------------
     @property
+    def unconditional(self) -> bool:
+        return self.model.cfg.kind == "un"
+
+    @property
     def condition_shape(self) -> tuple[int, ...]:
         cfg = self.model.cfg
         if cfg.kind == "un":
