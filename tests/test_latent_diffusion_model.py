@@ -149,8 +149,9 @@ def test_wrong_config_and_truncated_weights(gen, tmp_path):
     with pytest.raises(InputError, match="colour"):
         load_generator(folder)
     (folder / "config.json").write_text(json.dumps(dict(cfg, model=dict(cfg["model"], depth="4"))))
-    with pytest.raises(InputError, match="depth"):
+    with pytest.raises(InputError, match="depth") as bad:
         load_generator(folder)
+    assert str(bad.value).startswith(f"{folder}/config.json")  # named by its folder, not a bare config.json
     (folder / "config.json").write_text(json.dumps(cfg))
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[: len(data) // 2])

@@ -116,7 +116,13 @@ def load_generator(name_or_path: str | Path, device: str = "cpu"):
 
     folder = resolve_checkpoint(name_or_path)
     state, config = load_checkpoint(folder)
-    gen = factory_for(config.get("kind"), str(folder / "config.json"))(state, config)
+    try:
+        gen = factory_for(config.get("kind"), str(folder / "config.json"))(state, config)
+    except InputError as e:  # factories see (state, config) only: name the files by their folder
+        msg = str(e)
+        if msg.startswith(("config.json", "model.safetensors")):
+            raise InputError(f"{folder}/{msg}") from None
+        raise
     if not isinstance(gen, Generator):
         raise InputError(f"{folder / 'config.json'}: the factory of kind {config.get('kind')!r} returned "
                          f"{type(gen).__name__}, not a weightspace Generator")
