@@ -198,8 +198,9 @@ def train_neural_field(
                         log_file.write(json.dumps(rec) + "\n")
                         log_file.flush()
                     if progress_enabled() or elapsed - last_print > 60:
-                        eta = (1 - progress) / max(progress, 1e-9) * elapsed
-                        log(f"step {step} [{100 * progress:5.1f}%] l1 {l1_all:.5f} elapsed {elapsed / 60:.1f} min, "
+                        done = max(step / train_cfg.steps, elapsed / budget)  # after this step (`progress` was before it)
+                        eta = (1 - done) / max(done, 1e-9) * elapsed
+                        log(f"step {step} [{100 * done:5.1f}%] l1 {l1_all:.5f} elapsed {elapsed / 60:.1f} min, "
                             f"ETA {eta / 60:.1f} min")
                         last_print = elapsed
                 if ranks.main and time.perf_counter() - last_save > train_cfg.save_every_minutes * 60:
