@@ -66,6 +66,9 @@ def test_train_cli_rejects_bad_config(tiny_data, tmp_path):
     bad.write_text(json.dumps({"optimizer": {}}))
     result = CliRunner().invoke(app, ["train", "latent-diffusion", "--data", str(tiny_data), "--out", str(tmp_path / "o"), "--config", str(bad)])
     assert result.exit_code != 0 and "optimizer" in str(result.exception)
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["train", "latent-diffusion", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o2")])
+    assert "manifest.jsonl: not found" in str(result.exception) and not (tmp_path / "o2").exists()  # no empty --out left
 
 
 def test_diffusion_stage_needs_an_autoencoder(tiny_data, tmp_path):

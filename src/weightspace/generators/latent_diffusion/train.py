@@ -456,9 +456,9 @@ def train_latent_diffusion(
     if not ranks.main:
         echo = lambda message: None  # noqa: E731 (rank 0 alone speaks)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(tc.threads)
     data = load_training_data(data_dir, "train")
+    out.mkdir(parents=True, exist_ok=True)  # after the data loaded: a run refused for its data leaves no folder
     try:
         val_grids = torch.from_numpy(np.array(ShapeDataset(data_dir, split="val").grids[:48], dtype=np.float32)).to(dev)  # (<=48, R, R, R)
     except InputError:
