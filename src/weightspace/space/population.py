@@ -585,20 +585,19 @@ def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> d
                 "seconds_per_member": float(np.mean([r["seconds"] for r in rows])) if rows else None}
 
     families = sorted({str(r.get("source", {}).get("family", "")) for r in checked})
-    def reasons(m: dict[str, Any]) -> list[str]:
-        why = []
+    flagged = []
+    for r in checked:
+        m, why = r["metrics"], []
         if m["fidelity_iou"] < min_iou:
             why.append(f"IoU {m['fidelity_iou']:.3f} < {min_iou:g}")
         if not m["fidelity_betti"]:
             why.append(f"robust Betti {tuple(m['fidelity_robust_betti'])} != target {tuple(m['target_robust_betti'])}")
         if m.get("fidelity_empty"):
             why.append("decodes empty")
-        return why
-
-    flagged = [{"id": r["id"], "family": r.get("source", {}).get("family"), "iou": r["metrics"]["fidelity_iou"],
-                "robust_betti": r["metrics"]["fidelity_robust_betti"], "target_robust_betti": r["metrics"]["target_robust_betti"],
-                "reasons": reasons(r["metrics"])}
-               for r in checked if reasons(r["metrics"])]
+        if why:
+            flagged.append({"id": r["id"], "family": r.get("source", {}).get("family"), "iou": m["fidelity_iou"],
+                            "robust_betti": m["fidelity_robust_betti"], "target_robust_betti": m["target_robust_betti"],
+                            "reasons": why})
     return {"population": str(pop.folder), "parameterisation": pop.frame.parameterisation, "checkpoint": pop.frame.checkpoint,
             "min_iou": min_iou, "all": table(checked),
             "per_family": {f: table([r for r in checked if str(r.get("source", {}).get("family", "")) == f]) for f in families},

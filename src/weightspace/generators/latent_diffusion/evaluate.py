@@ -51,19 +51,20 @@ def is_training_folder(data_dir: str | Path, training_hash: str | None) -> bool:
 def held_out_rows(data_dir: str | Path, max_shapes: int, *, own: bool = True):
     """The held-out shapes, at most `max_shapes`, spread evenly: the `test` split (else `val`) of the
     checkpoint's own training folder (`own`), every shape of any other folder. Returns (dataset, indices)."""
-    from weightspace.data.dataset import ShapeDataset
+    from weightspace.data.dataset import ShapeDataset, read_manifest
 
-    why: list[InputError] = []
-    for split in ("test", "val") if own else (None,):
-        try:
-            ds = ShapeDataset(data_dir, split=split)
-            break
-        except InputError as e:
-            why.append(e)
+    if not own:
+        ds = ShapeDataset(data_dir)  # a missing or broken folder says so itself
     else:
-        if not own or "no shapes in split" not in str(why[-1]):  # a missing or broken folder says so itself
-            raise why[-1]
-        raise InputError(f"{data_dir}: the checkpoint's training folder holds no test or val shapes to evaluate on")
+        read_manifest(data_dir)  # a missing or broken folder says so itself, before its splits are tried
+        for split in ("test", "val"):
+            try:
+                ds = ShapeDataset(data_dir, split=split)
+                break
+            except InputError:
+                continue
+        else:
+            raise InputError(f"{data_dir}: the checkpoint's training folder holds no test or val shapes to evaluate on")
     n = len(ds)
     keep = np.unique(np.linspace(0, n - 1, min(n, max_shapes)).round().astype(int)) if max_shapes < n else np.arange(n)
     return ds, [int(i) for i in keep]
@@ -249,8 +250,9 @@ def family_samples(gen, *, families=None, per_family: int = 8, seed: int = 0, gu
     from weightspace.analysis.persistence import robust_betti
     from weightspace.analysis.rates import rate
     from weightspace.data.families import FAMILIES
+    from weightspace.generators.protocol import families_of
 
-    known = list(getattr(gen, "families", None) or [])
+    known = families_of(gen)
     if not known:
         raise InputError(f"this {gen.kind} generator has no families to sample")
     sampler = {k: v for k, v in (("guidance", guidance), ("steps", steps)) if v is not None}
