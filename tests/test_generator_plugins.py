@@ -192,3 +192,88 @@ def test_the_custom_generator_example_runs(tmp_path):
     sub = json.loads((tmp_path / "out" / "subspace" / "results.json").read_text())
     assert interp["generator"] == "mlp-sdf" and all(c["ok"] for c in interp["endpoint_check"])
     assert sub["generator"] == "mlp-sdf" and sub["K_used"] >= sub["k"] + 1 and "subspace" in sub["topology_kept"]
+
+
+def test_plugin_mistakes_are_named(tmp_path):
+    # a FieldGenerator's settings are checked by name, in code and in a hand-edited config.json
+    for kwargs, match in (({"condition_shape": "16"}, "condition_shape must be a non-empty list"),
+                          ({"condition_shape": 8}, "condition_shape must be a non-empty list"),
+                          ({"condition_shape": (1,), "resolution": 16.7}, "resolution must be an integer"),
+                          ({"condition_shape": (1,), "resolution": "32"}, "resolution must be an integer"),
+                          ({"condition_shape": (1,), "clamp": 0}, "clamp must be a number > 0"),
+                          ({"condition_shape": (1,), "kind": "neural-field"}, "built-in kind"),
+                          ({"condition_shape": (1,), "kind": "Neural-Field"}, "built-in kind")):
+        with pytest.raises(InputError, match=match):
+            FieldGenerator(Ball(), **kwargs)
+    # a condition_shape that is not the net's: named at the first decode, not a bare matmul error
+    wrong = FieldGenerator(Ball(), condition_shape=(3,), kind="test-wrong", resolution=8)
+    with pytest.raises(InputError, match=r"is condition_shape \[3\] the code size the net takes"):
+        wrong.sdf_grid(torch.zeros(1, 3), [0])
+    # grids of the wrong shape for training_loss
+    with pytest.raises(InputError, match=r"training_loss takes grids \(B, R, R, R\)"):
+        _ball().training_loss(torch.zeros(2, 12, 12), torch.zeros(2, 1), [0, 1])
+    # a net computing in float64 still gives the protocol's float32 grids
+    gen64 = FieldGenerator(Ball().double(), condition_shape=(1,), kind="test-ball", resolution=8)
+    gen64.net.float()  # the weights in float32, the output cast by the adapter either way
+    assert gen64.sdf_grid(torch.zeros(1, 1), [0]).dtype == torch.float32
+
+    # register: names with blanks, built-in names in another case, classes without from_checkpoint
+    for kind in (" test-x ", "Neural-Field", "WALA"):
+        with pytest.raises(InputError, match="blanks|built-in"):
+            register(kind, lambda s, c: None)
+    with pytest.raises(InputError, match="has no from_checkpoint"):
+        register("test-cls", FieldGenerator)
+
+    # a factory that does not fit its checkpoint names the kind and the folder
+    _ball("test-keyerr").save(tmp_path / "k")
+    register("test-keyerr", lambda state, config: config["n_codes"], replace=True)
+    try:
+        with pytest.raises(InputError, match=r"k: the factory of kind 'test-keyerr' failed on this checkpoint \(KeyError"):
+            load_generator(tmp_path / "k")
+    finally:
+        unregister("test-keyerr")
+
+    # a device name load_generator cannot use is refused by name
+    with pytest.raises(InputError, match="device must be one of"):
+        load_generator("default-field", device="gpu")
+
+
+def test_a_hand_edited_config_is_read_and_diverged_weights_are_not_saved(tmp_path):
+    gen = _ball("test-ball")
+    register("test-ball", lambda state, config: FieldGenerator.from_state(Ball(), state, config), replace=True)
+    try:
+        gen.save(tmp_path / "ck")
+        cfg_path = tmp_path / "ck" / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("weights_hash")
+        cfg["field"]["resolution"] = 24
+        cfg_path.write_text(json.dumps(cfg))
+        assert load_generator(tmp_path / "ck").resolution == 24  # the user's edit, not the copy in the weights
+        cfg["field"]["resolution"] = "sixteen"
+        cfg_path.write_text(json.dumps(cfg))
+        with pytest.raises(InputError, match=r"ck/config.json: field 'field' or 'kind': resolution must be an integer"):
+            load_generator(tmp_path / "ck")
+        with torch.no_grad():
+            gen.net.lin.weight.fill_(float("nan"))
+        before = (tmp_path / "ck" / "model.safetensors").read_bytes()
+        with pytest.raises(InputError, match=r"not saved: tensor 'lin.weight' has 1 NaN"):
+            gen.save(tmp_path / "ck")
+        assert (tmp_path / "ck" / "model.safetensors").read_bytes() == before  # the earlier save is kept
+    finally:
+        unregister("test-ball")
+
+
+def test_a_study_on_a_generator_built_in_code_records_no_made_up_checkpoint(tmp_path):
+    from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
+
+    gen, data = make_toy(), make_toy_data(tmp_path / "data")
+    ids = [json.loads(line)["id"] for line in (data / "manifest.jsonl").read_text().splitlines()][:2]
+    settings = {"endpoints": "data", "data": str(data), "a": ids[0], "b": ids[1], "steps": 4, "tolerance": 0.1, "meshes": False}
+    out = run_interpolate(InterpolateConfig(out=str(tmp_path / "i"), **settings), generator=gen)
+    results = json.loads((out / "results.json").read_text())
+    assert results["checkpoint"] == "" and json.loads((out / "config.json").read_text())["checkpoint"] == ""
+    # a label the caller gives is kept
+    out = run_interpolate(InterpolateConfig(checkpoint="toy", out=str(tmp_path / "j"), **settings), generator=gen)
+    assert json.loads((out / "results.json").read_text())["checkpoint"] == "toy"
+    loaded = load_generator("default-field")
+    assert loaded.source == "default-field"

@@ -47,6 +47,18 @@ class Clock:
 
 
 # --- generators and data -------------------------------------------------------------------------
+def given_checkpoint(config: Any, generator: Generator | None) -> Any:
+    """`config` with `checkpoint` set to what a study given `generator=` really runs on (its `source`;
+    for one built in code the checkpoint the config names as its label, '' when the config left its
+    default), so results, frames and resumes never name a model the study did not run."""
+    if generator is None:
+        return config
+    from weightspace.generators.registry import checkpoint_of
+
+    default = {f.name: f.default for f in dataclasses.fields(config)}["checkpoint"]
+    return dataclasses.replace(config, checkpoint=checkpoint_of(generator, config.checkpoint, default))
+
+
 def load_study_generator(checkpoint: str, generator: Generator | None = None) -> Generator:
     """The generator a study runs on: `generator` when given (tests), else `load_generator(checkpoint)`."""
     if generator is not None:

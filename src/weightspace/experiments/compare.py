@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,9 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
             from weightspace.experiments.common import load_study_generator
 
             gen = load_study_generator(ckpt)
+        elif not gen.source:  # built in code: the studies record it under the name it was given here
+            gen = copy.copy(gen)
+            gen.source = ckpt
         col: dict[str, Any] = {"generator": gen.kind}
         for study in config.studies:
             cfg_cls, run = runners[study]

@@ -39,6 +39,7 @@ from weightspace.experiments.common import (
     clean_surface,
     encode_points,
     generator_pose,
+    given_checkpoint,
     load_study_generator,
     row_root,
     start_results,
@@ -346,6 +347,7 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     with every budget in curves.csv), `by_method` means, the held-out shape and the wall time.
     """
     config.validate()
+    config = given_checkpoint(config, generator)
     clock, cpu0 = Clock(), _cpu_seconds()
     folder = start_results(config.out, config)
     gen = load_study_generator(config.checkpoint, generator)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD, chamfer
 from weightspace.decode.mesh import save_mesh
 from weightspace.experiments.attribution import attribute, attribution_parts, attribution_summary
-from weightspace.experiments.common import Clock, check_choice, load_study_generator, refuse, start_results
+from weightspace.experiments.common import Clock, check_choice, given_checkpoint, load_study_generator, refuse, start_results
 from weightspace.experiments.endpoints import RESOLVERS, Endpoints_, check_endpoints, endpoint_fidelity, resolve_endpoints
 from weightspace.experiments.pairs import make_pairs, run_pairs
 from weightspace.experiments.path_study import (
@@ -114,6 +114,7 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
     over the within-family paths; n = 0 and rate null for a path between two families).
     """
     config.validate()
+    config = given_checkpoint(config, generator)
     clock = Clock()
     folder = start_results(config.out, config)
     gen = load_study_generator(config.checkpoint, generator)

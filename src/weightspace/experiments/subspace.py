@@ -29,6 +29,7 @@ from weightspace.experiments.common import (
     Clock,
     check_choice,
     generator_pose,
+    given_checkpoint,
     load_study_generator,
     refuse,
     row_root,
@@ -257,6 +258,7 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     `cells` and wall time. samples.csv: every decoded point of every cell.
     """
     config.validate()
+    config = given_checkpoint(config, generator)
     clock = Clock()
     folder = start_results(config.out, config)
     gen = load_study_generator(config.checkpoint, generator)

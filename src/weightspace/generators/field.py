@@ -12,6 +12,7 @@ save/load of `model.safetensors` + `config.json`. The condition is the network's
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,10 +33,21 @@ class FieldGenerator(Generator):
 
     def __init__(self, net: nn.Module, *, condition_shape: Sequence[int], kind: str = "field", resolution: int = 32,
                  clamp: float = 0.1, chunk: int = 32768, config: Mapping[str, Any] | None = None) -> None:
+        from weightspace.generators.registry import check_kind_name
+
         if not isinstance(net, nn.Module):
             raise InputError(f"FieldGenerator: net must be a torch.nn.Module, got {type(net).__name__}")
-        if resolution < 2 or clamp <= 0 or chunk < 1:
-            raise InputError(f"FieldGenerator: need resolution >= 2, clamp > 0, chunk >= 1; got {resolution}, {clamp}, {chunk}")
+        check_kind_name(kind, "FieldGenerator")
+        shape_ok = (isinstance(condition_shape, (list, tuple)) and len(condition_shape) > 0
+                    and all(_is_int(d) and d > 0 for d in condition_shape))
+        if not shape_ok:
+            raise InputError(f"FieldGenerator: condition_shape must be a non-empty list of positive integers "
+                             f"(e.g. [16] for a 16-number code), got {condition_shape!r}")
+        for name, value, low in (("resolution", resolution, 2), ("chunk", chunk, 1)):
+            if not _is_int(value) or value < low:
+                raise InputError(f"FieldGenerator: {name} must be an integer >= {low}, got {value!r}")
+        if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not clamp > 0:
+            raise InputError(f"FieldGenerator: clamp must be a number > 0, got {clamp!r}")
         self.net = net
         self.kind = kind
         self._condition_shape = tuple(int(d) for d in condition_shape)
@@ -52,12 +64,18 @@ class FieldGenerator(Generator):
         return self._resolution
 
     def _f(self, x: torch.Tensor, cond: torch.Tensor, params: Params | None) -> torch.Tensor:
-        out = self.net(x, cond) if params is None else functional_call(self.net, dict(params), (x, cond), strict=False)
+        try:
+            out = self.net(x, cond) if params is None else functional_call(self.net, dict(params), (x, cond), strict=False)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as e:  # shapes the net cannot take: most often a condition_shape that is not its own
+            raise InputError(f"FieldGenerator {self.kind!r}: net(x {tuple(x.shape)}, cond {tuple(cond.shape)}) failed "
+                             f"({e}); is condition_shape {list(self._condition_shape)} the code size the net takes?") from e
         if out.dim() == 3 and out.shape[-1] == 1:
             out = out.squeeze(-1)
         if tuple(out.shape) != tuple(x.shape[:2]):
             raise InputError(f"FieldGenerator {self.kind!r}: net(x, cond) must return (B, P) = {tuple(x.shape[:2])}, got {tuple(out.shape)}")
-        return out  # (B, P)
+        return out.float()  # (B, P); the protocol's grids are float32 whatever the net computes in
 
     def _check(self, condition: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         if tuple(condition.shape[1:]) != self._condition_shape or len(seeds) != condition.shape[0]:
@@ -79,6 +97,9 @@ class FieldGenerator(Generator):
     def training_loss(self, grids, condition, seeds, *, params=None, n_points: int = 4096):
         """Clamped L1 at seeded points, half uniform in the box and half near the target surface."""
         condition = self._check(condition, seeds)
+        if grids.dim() != 4 or grids.shape[0] != condition.shape[0] or len(set(grids.shape[1:])) != 1:
+            raise InputError(f"FieldGenerator {self.kind!r}: training_loss takes grids (B, R, R, R) with B = "
+                             f"{condition.shape[0]} (one per condition), got {tuple(grids.shape)}")
         grids = grids.to(self.device, torch.float32)  # (B, R, R, R)
         R = grids.shape[-1]
         pts = []
@@ -113,5 +134,13 @@ class FieldGenerator(Generator):
                 raise InputError(f"model.safetensors: tensor {name!r} has shape {tuple(state[name].shape)}, the network has {tuple(t.shape)}")
         net.load_state_dict({k: v.float() for k, v in state.items()})
         rest = {k: v for k, v in config.items() if k not in ("kind", "field")}
-        return cls(net, condition_shape=field["condition_shape"], kind=str(config.get("kind", "field")),
-                   resolution=int(field.get("resolution", 32)), clamp=float(field.get("clamp", 0.1)), config=rest)
+        try:
+            return cls(net, condition_shape=field["condition_shape"], kind=config.get("kind", "field"),
+                       resolution=field.get("resolution", 32), clamp=field.get("clamp", 0.1), config=rest)
+        except InputError as e:  # name the file and its fields, as a user who edited config.json reads them
+            raise InputError(f"config.json: field 'field' or 'kind': {str(e).removeprefix('FieldGenerator: ')}") from None
+
+
+def _is_int(value: Any) -> bool:
+    """A whole number as JSON or Python writes one: an int (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -60,6 +60,9 @@ class Generator(abc.ABC):
     # so no two generators share a dict by accident) for a generator that sets none. Studies read only
     # `config["data"]["pose"]` from it, when present.
     config: Mapping[str, Any] = MappingProxyType({})
+    # The checkpoint it was loaded from, as `load_generator` was given it (a shipped name or a folder);
+    # '' for a generator built in code. Studies and populations record it as their base checkpoint.
+    source: str = ""
     # The condition weight-space members are fitted under when a population asks for `auto`:
     # zeros (the prior mean of a code) or mean (of the population's encoded shapes).
     fit_anchor: ClassVar[str] = "zeros"
@@ -145,10 +148,16 @@ class Generator(abc.ABC):
             raise InputError(f"condition takes exactly one of family=, points=, voxels=; got {given or 'none'}")
         if family is not None:
             names = [family] if isinstance(family, str) else list(family)
-            return require(self, HasFamilies, "a family condition").encode_families(names, seeds)
-        if points is not None:
-            return require(self, EncodesPoints, "a point-cloud condition").encode_points(points, seeds)
-        return require(self, EncodesVoxels, "a voxel condition").encode_voxels(voxels, seeds)
+            out, method, n = require(self, HasFamilies, "a family condition").encode_families(names, seeds), "encode_families", len(names)
+        elif points is not None:
+            out, method, n = require(self, EncodesPoints, "a point-cloud condition").encode_points(points, seeds), "encode_points", len(points)
+        else:
+            out, method, n = require(self, EncodesVoxels, "a voxel condition").encode_voxels(voxels, seeds), "encode_voxels", len(voxels)
+        expected = (n, *self.condition_shape)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InputError(f"generator {self.name}: {method} must return conditions (B, *condition_shape) = {expected}, got {got}")
+        return out
 
     @property
     def name(self) -> str:
@@ -161,7 +170,12 @@ class Generator(abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        p = next(self.net.parameters(), None)
+        try:
+            net = self.net
+        except AttributeError:
+            raise InputError(f"generator {self.name}: the protocol requires `net`, the torch.nn.Module holding every "
+                             f"weight a weight-space point may replace (set self.net in __init__)") from None
+        p = next(net.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
 
 

@@ -53,16 +53,33 @@ def register(kind: str, factory: Factory, *, replace: bool = False) -> None:
     A class with a `from_checkpoint` class method may be passed as the factory itself.
     Registering a built-in kind, or a kind twice without `replace=True`, raises InputError.
     """
-    if not isinstance(kind, str) or not kind.strip():
-        raise InputError(f"register: kind must be a non-empty string, got {kind!r}")
-    factory = getattr(factory, "from_checkpoint", factory) if isinstance(factory, type) else factory
+    check_kind_name(kind, "register")
+    if isinstance(factory, type):
+        if not callable(getattr(factory, "from_checkpoint", None)):
+            raise InputError(f"register: {factory.__name__} has no from_checkpoint(state, config) class method; pass a "
+                             f"function instead, e.g. lambda state, config: {factory.__name__}.from_state(MyNet(), state, config)")
+        factory = factory.from_checkpoint
     if not callable(factory):
         raise InputError(f"register: the factory for {kind!r} must be callable (state, config) -> Generator")
-    if kind in BUILTIN_KINDS:
-        raise InputError(f"register: {kind!r} is a built-in kind; choose another name")
     if kind in _REGISTERED and not replace:
         raise InputError(f"register: kind {kind!r} is already registered (pass replace=True to replace it)")
+    if kind in _entry_points() and not replace:
+        raise InputError(f"register: kind {kind!r} is installed through the {ENTRY_POINT_GROUP!r} entry-point group "
+                         f"(pass replace=True to use this factory instead)")
     _REGISTERED[kind] = factory
+
+
+def check_kind_name(kind: Any, who: str) -> str:
+    """`kind` when it can name a plug-in generator: a non-empty string without surrounding blanks that is
+    not a built-in kind in any letter case; else InputError naming `who`."""
+    if not isinstance(kind, str) or not kind.strip():
+        raise InputError(f"{who}: kind must be a non-empty string, got {kind!r}")
+    if kind != kind.strip():
+        raise InputError(f"{who}: kind {kind!r} has blanks around it")
+    if kind.lower() in BUILTIN_KINDS:
+        raise InputError(f"{who}: {kind!r} is a built-in kind (checkpoints of that kind load through its own "
+                         f"factory); choose another name")
+    return kind
 
 
 def unregister(kind: str) -> None:
@@ -113,21 +130,31 @@ def load_generator(name_or_path: str | Path, device: str = "cpu"):
     """Load any generator checkpoint; the factory is chosen by `config.json`'s `kind`."""
     from weightspace.generators.protocol import Generator
     from weightspace.runtime.checkpoint import load_checkpoint
+    from weightspace.runtime.device import pick_device
 
+    target = pick_device(str(device))  # before reading the files: a bad device name is the caller's first error
     folder = resolve_checkpoint(name_or_path)
     state, config = load_checkpoint(folder)
+    kind = config.get("kind")
+    factory = factory_for(kind, str(folder / "config.json"))
     try:
-        gen = factory_for(config.get("kind"), str(folder / "config.json"))(state, config)
+        gen = factory(state, config)
     except InputError as e:  # factories see (state, config) only: name the files by their folder
         msg = str(e)
         if msg.startswith(("config.json", "model.safetensors")):
             raise InputError(f"{folder}/{msg}") from None
         raise
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        # a plug-in factory that does not fit its checkpoint (a missing config key, a wrong signature):
+        # name the kind and the folder, keep the factory's own error as the cause
+        raise InputError(f"{folder}: the factory of kind {kind!r} failed on this checkpoint "
+                         f"({type(e).__name__}: {e}); a factory takes (state, config) and returns a Generator") from e
     if not isinstance(gen, Generator):
-        raise InputError(f"{folder / 'config.json'}: the factory of kind {config.get('kind')!r} returned "
+        raise InputError(f"{folder / 'config.json'}: the factory of kind {kind!r} returned "
                          f"{type(gen).__name__}, not a weightspace Generator")
+    gen.source = str(name_or_path)
     gen.net.eval()
-    return gen.to(device)
+    return gen.to(target)
 
 
 def as_generator(generator: Any, device: str = "cpu"):
@@ -140,6 +167,22 @@ def as_generator(generator: Any, device: str = "cpu"):
     if isinstance(generator, (str, Path)):
         return load_generator(generator, device)
     raise InputError(f"generator must be a Generator, a checkpoint folder or a shipped name, got {type(generator).__name__}")
+
+
+def checkpoint_of(generator: Any, named: str, unnamed: str | None = None) -> str:
+    """The base checkpoint a study or population records for the `generator=` it was given.
+
+    A loaded Generator: its `source`. One built in code: `named`, the config's checkpoint, taken as
+    its label, unless that is still the config's default `unnamed` (which names another model), then
+    ''. A checkpoint given by name or folder: that. A loader callable: `named`, which it is taken to load.
+    """
+    from weightspace.generators.protocol import Generator
+
+    if isinstance(generator, Generator):
+        return generator.source or ("" if named == unnamed else named)
+    if isinstance(generator, (str, Path)):
+        return str(generator)
+    return named
 
 
 class _Given:

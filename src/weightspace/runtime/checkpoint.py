@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -29,14 +30,29 @@ def save_checkpoint(folder: str | os.PathLike, state: Mapping[str, torch.Tensor]
     the weights, so a reader always gets one save's weights with that save's config.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    for name, t in tensors.items():  # load_state refuses such weights, so a save must not write them
+        bad = _non_finite(t)
+        if bad:
+            raise InputError(f"{folder}: not saved: tensor {name!r} has {bad} NaN or infinite value(s) "
+                             f"(the weights diverged); any earlier save there is kept")
+    folder.mkdir(parents=True, exist_ok=True)
     config = {**dict(config), "weights_hash": state_hash(tensors)}
     text = json.dumps(config, sort_keys=True, allow_nan=False)
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp), metadata={"config": text, "weights_hash": config["weights_hash"]})
     atomic_write_json(folder / CONFIG_NAME, config)
     return folder
+
+
+def _non_finite(t: torch.Tensor) -> int:
+    """How many NaN or infinite values a CPU tensor holds. Counted in NumPy where it can: a save may
+    run in a forked worker, where a torch kernel can wait forever on the parent's OpenMP pool."""
+    if not (t.is_floating_point() or t.is_complex()):
+        return 0
+    if t.dtype == torch.bfloat16:  # NumPy has no bfloat16
+        t = t.float()
+    return int(t.numel() - np.count_nonzero(np.isfinite(t.numpy())))
 
 
 def load_state(path: str | os.PathLike, *, finite: bool = True) -> dict[str, torch.Tensor]:
@@ -106,8 +122,10 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     config = read_json(folder / CONFIG_NAME)
     if not isinstance(config, dict):
         raise InputError(f"{folder / CONFIG_NAME}: expected a JSON object")
-    if weights_hash is not None and embedded is not None and config.get("weights_hash") != weights_hash:
+    recorded = config.get("weights_hash")
+    if weights_hash is not None and embedded is not None and recorded is not None and recorded != weights_hash:
         return state, embedded  # config.json is from an older save than the weights beside it
+    # a config.json with no weights_hash was written or edited by hand: it is what its user means
     return state, config
 
 

@@ -485,7 +485,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     `Interrupted`, whose message counts the members saved.
     """
     config.validate()
-    from weightspace.generators.registry import generator_loader
+    from weightspace.generators.registry import checkpoint_of, generator_loader
 
     loader = generator_loader(generator, config.checkpoint)
     gen = loader()
@@ -504,7 +504,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
         remove_stale_temps(out)  # a killed member's half-written shard; no writer runs on `out` now
     else:
         anchor = _anchor(gen, config.anchor if param.name != "condition" else "zeros", data, rows, settings)
-        frame = Frame(param.layout, param.config(), anchor, config.checkpoint)
+        frame = Frame(param.layout, param.config(), anchor, checkpoint_of(generator, config.checkpoint))
         save_population_frame(out, frame, {**expected, "kind": "population", "data": str(config.data)})
     pop = Population(out)
     param = pop.frame.build(gen, what=f"population {out.name}")
