@@ -181,3 +181,12 @@ def test_weight_paths_between_members_against_condition_paths(tmp_path, toy_data
     finding = read_finding(tmp_path / "w")
     assert finding.verdict in ("supported", "inconclusive") and "condition path" in finding.line
     assert set(finding.headline["paths_with_transition"]) == {"weight", "condition"}
+
+
+def test_a_generator_at_another_resolution_than_the_data_is_measured_at_the_data_s(tmp_path, toy_data):
+    # the toy data is 12^3; a generator decoding 16^3 natively is compared with it at 12^3
+    folder = run_subspace(small(tmp_path, toy_data), generator=ToyGenerator(seed=0, resolution=16))
+    res = _results(folder)
+    assert res["member_fidelity"]["mean_iou"] is not None and res["cells_refused"] == 0
+    with pytest.raises(InputError, match=r"SubspaceConfig\.k: expected an integer, got '1'"):
+        run_subspace(small(tmp_path / "t", toy_data, k="1"), generator=ToyGenerator(seed=0))

@@ -145,3 +145,42 @@ def test_bad_config_values_are_named(data, tmp_path):
         build_population(_config(data, tmp_path / "x", fit="mesh"), generator=LOADER)
     with pytest.raises(InputError, match="no manifest"):
         build_population(_config(tmp_path, tmp_path / "x"), generator=LOADER)
+    # types are checked as a config file's would be, naming the field
+    for kw, match in (({"steps": "5"}, r"PopulationConfig\.steps: expected an integer"),
+                      ({"members": "2"}, r"PopulationConfig\.members: expected an integer"),
+                      ({"lr": "x"}, r"PopulationConfig\.lr: expected a number"),
+                      ({"options": {"rank": 2.5, "targets": "mid|vol"}}, "lora rank must be an integer >= 1, got 2.5"),
+                      ({"options": {"rank": True, "targets": "mid|vol"}}, "lora rank must be an integer >= 1, got True"),
+                      ({"options": {"alpha": "x", "targets": "mid|vol"}}, "lora alpha must be a number > 0")):
+        with pytest.raises(InputError, match=match):
+            build_population(_config(data, tmp_path / "y", **kw), generator=LOADER)
+
+
+class _NaNAfterStep:
+    """A toy generator whose training loss turns NaN after its first call (a fit that diverges)."""
+
+    def __call__(self):
+        gen = make_toy(seed=0)
+        plain, calls = gen.training_loss, []
+
+        def loss(grids, condition, seeds, *, params=None):
+            calls.append(1)
+            out = plain(grids, condition, seeds, params=params)
+            return out if len(calls) == 1 else out * float("nan")
+
+        gen.training_loss = loss
+        return gen
+
+
+def test_a_fit_whose_loss_turns_nan_names_the_member(data, tmp_path):
+    cfg = _config(data, tmp_path / "nan", parameterisation="layers", options={"targets": "mid"})
+    with pytest.raises(InputError, match=r"member '.+': the loss is NaN or infinite at step 1 of 6 \(generator 'toy'"):
+        build_population(cfg, generator=_NaNAfterStep())
+
+
+def test_progress_goes_to_stderr_not_stdout(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WEIGHTSPACE_QUIET", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    build_population(_config(data, tmp_path / "p", members=2), generator=LOADER)
+    out, err = capsys.readouterr()
+    assert out == "" and "2/2" in err

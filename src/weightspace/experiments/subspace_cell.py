@@ -98,7 +98,8 @@ def run_cell(gen: Generator, cell: Cell, folder: Path, *, samples: int, temperat
     seed, param, cond_param = cell.seed, cell.param, cell.cond_param
     folder.mkdir(parents=True, exist_ok=True)
     dseed = derive_seed(seed, "decode") % 2**31
-    ex_all = decode_points(gen, param, cell.x, [dseed] * cell.x.shape[0]).numpy()  # (K, R, R, R)
+    R = int(cell.targets[0].shape[-1])  # decode at the shapes' resolution, which may not be the generator's
+    ex_all = decode_points(gen, param, cell.x, [dseed] * cell.x.shape[0], resolution=R).numpy()  # (K, R, R, R)
     ex_shapes_all = [measure(g, seed=seed, volume_threshold=volume_threshold) for g in ex_all]
     clean_all = [measure(t, seed=seed) for t in cell.targets]
     check = topology_check(cell.ids, [s.robust for s in ex_shapes_all], [c.robust for c in clean_all])
@@ -128,7 +129,7 @@ def run_cell(gen: Generator, cell: Cell, folder: Path, *, samples: int, temperat
     shapes: dict[str, list[Shape]] = {}
     grids: dict[str, np.ndarray] = {}
     for name, (p, pts) in groups.items():
-        g = ex_grids if name == "examples" else decode_points(gen, p, pts, [dseed] * pts.shape[0]).numpy()  # (n, R, R, R)
+        g = ex_grids if name == "examples" else decode_points(gen, p, pts, [dseed] * pts.shape[0], resolution=R).numpy()  # (n, R, R, R)
         grids[name] = g
         shapes[name] = [measure(gi, seed=seed, volume_threshold=volume_threshold) for gi in g]
 

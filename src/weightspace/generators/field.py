@@ -116,6 +116,8 @@ class FieldGenerator(Generator):
 
     # --- Saveable --------------------------------------------------------------------------
     def save(self, folder: str | Path, *, extra_config: Mapping[str, Any] | None = None) -> Path:
+        """Write model.safetensors + config.json (kind, `field` settings, `extra_config`) into `folder`;
+        `load_generator` reads it back through the factory registered for this kind."""
         return save_checkpoint(folder, self.net.state_dict(), {**self.config, **dict(extra_config or {}),
                                                                 "kind": self.kind, "field": self.config["field"]})
 

@@ -1,10 +1,15 @@
-"""Progress bars for long work (rich), quiet when not attached to a terminal or when asked."""
+"""Progress bars for long work (rich), on stderr so that stdout keeps only results (`--json`, tables).
+
+On a terminal the bar redraws live; written to a file or pipe, rich prints it once, finished.
+WEIGHTSPACE_QUIET (or CI) turns bars off.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Callable, Iterable, Iterator, TypeVar
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
@@ -30,7 +35,7 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
         total = len(items)  # type: ignore[arg-type]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[status]}"))
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total, status=status() if status else "")
         for item in items:
             yield item

@@ -21,7 +21,11 @@ def resolve_parameters(gen: Generator, targets: str) -> list[str]:
     """
     names = [n for n, _ in gen.net.named_parameters()]
     if targets == "all":
-        return [n for n in names if not excluded(gen, n)]
+        chosen = [n for n in names if not excluded(gen, n)]
+        if not chosen:
+            raise InputError(f"targets: 'all' leaves no parameter of generator {gen.name} to fit "
+                             f"({len(names)} parameter(s), all excluded or none in its net)")
+        return chosen
     if targets.startswith("group:"):
         chosen = in_groups(gen, targets, names)
     else:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import save_file
 from torch import nn
 
@@ -28,6 +27,9 @@ from weightspace.runtime.io import atomic_path, atomic_write_json, read_json
 from weightspace.runtime.seeding import item_generator
 from weightspace.space.layout import Layout
 from weightspace.space.parameterisation import Parameterisation, base_hash, layout_extra, resolve_targets
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 LoraForm = Literal["factors", "delta"]
 LORA_FORMS = ("factors", "delta")
@@ -113,8 +115,12 @@ class LoraParameterisation(Parameterisation):
         super().__init__(gen)
         if form not in LORA_FORMS:
             raise InputError(f"lora form must be one of {', '.join(LORA_FORMS)}, got {form!r}")
-        if int(rank) < 1:
-            raise InputError(f"lora rank must be >= 1, got {rank}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise InputError(f"lora rank must be an integer >= 1, got {rank!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+            raise InputError(f"lora alpha must be a number > 0, got {alpha!r}")
+        if not isinstance(targets, str):
+            raise InputError(f"lora targets must be a string (a group name, 'all', or a pattern), got {targets!r}")
         self.rank, self.alpha, self.targets, self.form = int(rank), float(alpha), targets, form
         self.scaling = self.alpha / self.rank  # PEFT's scaling without rsLoRA
         self.modules = resolve_targets(gen, targets, kinds=LORA_KINDS)
@@ -123,6 +129,9 @@ class LoraParameterisation(Parameterisation):
             if getattr(net_modules[m], "groups", 1) != 1:
                 raise InputError(f"lora: module {m!r} is a grouped convolution; only groups=1 is supported")
         self.peft_config = self._peft_config(self.rank, self.alpha)
+        from peft import inject_adapter_in_model  # imported here: peft loads transformers (~4 s), which
+        # importing weightspace.space for condition-only work must not pay
+
         skeleton = inject_adapter_in_model(self.peft_config, _meta_skeleton(gen.net))
         shapes = {n: tuple(p.shape) for n, p in skeleton.named_parameters()}
         self.factor_shapes = {
@@ -138,7 +147,9 @@ class LoraParameterisation(Parameterisation):
             extra=layout_extra(self.options, gen.condition_shape),
         )
 
-    def _peft_config(self, rank: int, alpha: float) -> LoraConfig:
+    def _peft_config(self, rank: int, alpha: float) -> "LoraConfig":
+        from peft import LoraConfig
+
         pattern = "^(" + "|".join(m.replace(".", r"\.") for m in self.modules) + ")$"
         return LoraConfig(r=rank, lora_alpha=alpha, target_modules=pattern, lora_dropout=0.0, bias="none")
 

@@ -26,6 +26,7 @@ from weightspace.data.observe import KINDS as OBSERVATION_KINDS
 from weightspace.data.observe import observe
 from weightspace.generators.protocol import BatchedTrainingLoss, Generator, require
 from weightspace.runtime.allocator import retain_freed_memory
+from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.executors import Executor, TaskFailure, in_calling_process, make_executor
 from weightspace.runtime.io import atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
@@ -237,6 +238,11 @@ def member_fidelity(gen: Generator, param: Parameterisation, point: torch.Tensor
     return res
 
 
+class NonFiniteLoss(InputError):
+    """A fit's loss became NaN or infinite: the generator (or its weights under the point) computes
+    no usable loss for this target."""
+
+
 def minimise_point(start: torch.Tensor, objective: Callable[[torch.Tensor, int], torch.Tensor], *, steps: int,
                    lr: float, callback: Callable[[int, torch.Tensor], bool] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Adam from `start`, a point (D,) or a stack of points (B, D), on `objective(x, step)`: a loss () or
@@ -258,6 +264,8 @@ def minimise_point(start: torch.Tensor, objective: Callable[[torch.Tensor, int],
         if step < steps:
             opt.zero_grad(set_to_none=True)
             loss = objective(x, step)  # () or (B,)
+            if not bool(torch.isfinite(loss).all()):  # Adam would carry a NaN into every later step
+                raise NonFiniteLoss(f"the loss is NaN or infinite at step {step} of {steps}")
             loss.sum().backward()
             opt.step()
             losses.append(loss.detach())
@@ -374,8 +382,12 @@ def run_member(task: MemberTask) -> dict[str, Any]:
     surface = None
     if param.name == "condition" and s["fit"] == "grid" and "points" in task.row:
         surface = load_target(data, task.row, fit="points", observations=s["observations"], noise=0.0, seed=task.seed)
-    out = fit_member(gen, param, target, fit=s["fit"], steps=s["steps"], lr=s["lr"], seed=task.seed,
-                     condition_fit=s["condition_fit"], surface=surface, draws=s.get("draws", 1))
+    try:
+        out = fit_member(gen, param, target, fit=s["fit"], steps=s["steps"], lr=s["lr"], seed=task.seed,
+                         condition_fit=s["condition_fit"], surface=surface, draws=s.get("draws", 1))
+    except NonFiniteLoss as e:
+        raise NonFiniteLoss(f"member {task.id!r}: {e} (generator {gen.name}, parameterisation {param.name}, "
+                            f"lr {s['lr']})") from None
     grid = target if s["fit"] == "grid" else load_target(data, task.row, fit="grid", observations=0, noise=0.0, seed=task.seed)
     t0 = time.perf_counter()
     out["metrics"].update(member_fidelity(gen, param, out["point"], grid, seed=decode_seed(0, task.index)))
@@ -391,8 +403,12 @@ def run_members(tasks: list[MemberTask]) -> list[dict[str, Any]]:
     s = tasks[0].settings
     grids = torch.stack([load_target(Path(t.data), t.row, fit="grid", observations=s["observations"], noise=s["noise"],
                                      seed=t.seed, observation=s["observation"]) for t in tasks])  # (B, R, R, R)
-    outs = fit_members(gen, param, grids, steps=s["steps"], lr=s["lr"], seeds=[t.seed for t in tasks],
-                       draws=s.get("draws", 1))
+    try:
+        outs = fit_members(gen, param, grids, steps=s["steps"], lr=s["lr"], seeds=[t.seed for t in tasks],
+                           draws=s.get("draws", 1))
+    except NonFiniteLoss as e:
+        raise NonFiniteLoss(f"members {[t.id for t in tasks]} (fitted together): {e} (generator {gen.name}, "
+                            f"parameterisation {param.name}, lr {s['lr']})") from None
     for task, grid, out in zip(tasks, grids, outs):
         t0 = time.perf_counter()
         out["metrics"].update(member_fidelity(gen, param, out["point"], grid, seed=decode_seed(0, task.index)))
@@ -484,7 +500,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     is read: one that is missing or damaged is named through `log` and fitted again. Ctrl-C raises
     `Interrupted`, whose message counts the members saved.
     """
-    config.validate()
+    config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
     from weightspace.generators.registry import checkpoint_of, generator_loader
 
     loader = generator_loader(generator, config.checkpoint)

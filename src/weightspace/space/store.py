@@ -77,12 +77,16 @@ class PointFile:
 
 
 def save_point(path: str | Path, point: torch.Tensor, frame: Frame) -> Path:
+    """Write one weight-space point (D,) with its frame (layout, parameterisation, anchor, checkpoint) as a
+    safetensors file, atomically; `load_point` and `weightspace decode` read it back."""
     if point.shape != (frame.layout.size,):
         raise InputError(f"point has shape {tuple(point.shape)}, layout expects ({frame.layout.size},)")
     return save_tensors(path, {"point": point, "anchor": frame.anchor}, {"kind": "point", **frame.metadata()})
 
 
 def load_point(path: str | Path) -> PointFile:
+    """Read a point file written by `save_point`: the point (D,) and its frame; a foreign or damaged
+    file raises InputError naming it."""
     path = Path(path)
     meta = read_metadata(path)
     state = load_state(path)

@@ -111,6 +111,8 @@ class Subspace:
 
     # --- persistence ------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
+        """Write the subspace into `folder`: subspace.safetensors (mean, basis, spectrum, anchor, its frame
+        in the metadata) and summary.json; `Subspace.load` and `weightspace decode` read it back."""
         folder = Path(folder)
         tensors = {"mean": self.mean, "basis": self.basis, "singular_values": self.singular_values,
                    "explained_variance": self.explained_variance, "explained_variance_ratio": self.explained_variance_ratio,
