@@ -117,7 +117,7 @@ def test_a_file_that_is_not_an_object_is_refused(ran, tmp_path, text, why):
     assert why in str(result.exception).lower()
 
 
-def test_subspace_sizes_full_and_small(ran):
+def test_subspace_sizes_full_and_small(ran, tmp_path):
     """--full is the paper's grid and --small the demo size; options typed beside either override it."""
     assert isinstance(invoke("subspace", "--full", "--seeds", "0,1").exception, Ran)
     cfg = ran[-1]
@@ -127,3 +127,8 @@ def test_subspace_sizes_full_and_small(ran):
     assert (ran[-1].examples, ran[-1].k, ran[-1].samples, ran[-1].families) == ([3], 2, 8, ["pair"])
     result = invoke("subspace", "--small", "--full")
     assert not isinstance(result.exception, Ran) and "two sizes" in str(result.exception) + result.output
+    # a size preset and a config file both set a whole config: refused, not the file silently dropped
+    path = write(tmp_path / "s.json", {"samples": 4})
+    for size in ("--small", "--full"):
+        result = invoke("subspace", size, "--config", path)
+        assert not isinstance(result.exception, Ran) and "give one of them" in str(result.exception), result.output

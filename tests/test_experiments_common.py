@@ -41,3 +41,54 @@ def test_results_are_strict_json_and_csv_has_union_of_columns(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text()) == {"a": None, "b": [1.0, None], "c": 3}
     write_csv(tmp_path / "t.csv", [{"x": 1, "y": [1, 2]}, {"x": 2, "z": 0.5}])
     assert (tmp_path / "t.csv").read_text().splitlines() == ["x,y,z", "1,1 2,", "2,,0.5"]
+
+
+def test_a_results_folder_with_another_run_is_refused_replaced_or_resumed(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from weightspace.experiments.common import record_config, start_results
+    from weightspace.runtime.errors import InputError
+
+    @dataclasses.dataclass
+    class PathStudy:
+        out: str
+        a: str = "torus"
+        workers: int = 1
+
+    out = tmp_path / "i"
+    start_results(out, PathStudy(str(out)))
+    write_results(out, {"transitions": 1})
+    (out / "meshes").mkdir()
+    (out / "meshes" / "t0.5.ply").write_text("old")
+    # the same settings (runtime fields aside) go on in the folder: a rerun or a resume
+    start_results(out, PathStudy(str(out), workers=4))
+    assert (out / "meshes" / "t0.5.ply").is_file()
+    before = (out / "config.json").read_bytes()
+    # other settings: refused, and nothing in the folder changes
+    with pytest.raises(InputError, match=r"other settings \(a 'torus' -> 'pair'\).*--overwrite"):
+        start_results(out, PathStudy(str(out), a="pair"))
+    assert json.loads((out / "config.json").read_bytes()) == json.loads(before)
+    assert json.loads((out / "results.json").read_text())["transitions"] == 1
+    # --overwrite replaces it whole: none of the earlier run's files stay beside the new ones
+    start_results(out, PathStudy(str(out), a="pair"), overwrite=True)
+    assert not (out / "meshes").exists() and not (out / "results.json").exists()
+    assert json.loads((out / "config.json").read_text())["a"] == "pair"
+    # a refused run is replaced without asking
+    write_results(out, {"refused": "endpoint decodes empty"})
+    start_results(out, PathStudy(str(out), a="mug"))
+    assert json.loads((out / "config.json").read_text())["a"] == "mug"
+    # another study's folder is never taken over
+    @dataclasses.dataclass
+    class OtherStudy:
+        out: str
+
+    with pytest.raises(InputError, match="holds a PathStudy run, not a OtherStudy run"):
+        start_results(out, OtherStudy(str(out)), overwrite=True)
+    # a study that resumes item by item goes on and records its config only when it finishes
+    write_results(out, {"transitions": 2})
+    start_results(out, PathStudy(str(out), a="cup"), settings_may_differ=True)
+    assert json.loads((out / "config.json").read_text())["a"] == "mug"
+    record_config(out, PathStudy(str(out), a="cup"))
+    assert json.loads((out / "config.json").read_text())["a"] == "cup"

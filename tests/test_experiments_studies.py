@@ -174,3 +174,12 @@ def test_compare_runs_a_generator_without_families_between_encoded_shapes(tmp_pa
     column = json.loads((folder / "results.json").read_text())["columns"]["toy"]
     assert column["interpolate.endpoints"] == "encoded shapes" and column["interpolate.path"] == "dumbbell-00000 -> pair-00000"
     assert "interpolate.transitions" in (folder / "compare.md").read_text()
+    # its page leads with the side-by-side table
+    from weightspace.experiments.compare import write_compare_page
+
+    page = write_compare_page(folder).read_text()
+    assert "<section id=compare>" in page and "<td>interpolate.transitions</td>" in page
+    # a rerun of the comparison replaces the study folders it owns (the family endpoints are tried again)
+    again = run_compare(CompareConfig(checkpoints=["toy"], studies=["interpolate"], out=str(tmp_path / "c")),
+                        generators={"toy": make_toy(seed=0, resolution=16)}, configure=shrink)
+    assert json.loads((again / "results.json").read_text())["columns"]["toy"]["interpolate.endpoints"] == "encoded shapes"

@@ -20,7 +20,7 @@ def _floats(text: str, name: str) -> list[float]:
     from weightspace.runtime.errors import InputError
 
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in _items(text, name)]
     except ValueError:
         raise InputError(f"--{name}: expected comma-separated numbers, got {text!r}") from None
 
@@ -29,9 +29,19 @@ def _ints(text: str, name: str) -> list[int]:
     from weightspace.runtime.errors import InputError
 
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [int(x) for x in _items(text, name)]
     except ValueError:
         raise InputError(f"--{name}: expected comma-separated integers, got {text!r}") from None
+
+
+def _items(text: str, name: str) -> list[str]:
+    """The comma-separated values of an option; an empty one between commas (`1,,2`) is a typo, not nothing."""
+    from weightspace.runtime.errors import InputError
+
+    items = [x.strip() for x in text.split(",")]
+    if any(not x for x in items):
+        raise InputError(f"--{name}: an empty value in {text!r} (comma-separated values, e.g. 1,2,4)")
+    return items
 
 
 def _names(text: str) -> list[str]:
@@ -84,6 +94,8 @@ def interpolate_cmd(
     executor: str = typer.Option("inprocess", "--executor", help="Where the --pairs paths run: inprocess | process | ray."),
     workers: int = typer.Option(1, "--workers", help="--pairs on --executor process or ray: parallel workers."),
     address: Optional[str] = typer.Option(None, "--address", help="--executor ray: join the cluster at auto or HOST:PORT."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run with other settings in --out "
+                                   "(without it, such a folder is refused and left as it is)."),
 ) -> None:
     """Locate sharp topology transitions along a path in weight space (paper claim 1).
 
@@ -97,7 +109,7 @@ def interpolate_cmd(
     cfg = study_config(ctx, InterpolateConfig, config, dict(
         checkpoint=checkpoint, out=out, endpoints=endpoints, a=a, b=b, data=data, population=population, path=path,
         steps=steps, tolerance=tolerance, seed=seed, attribute=attribute, pairs=pairs, condition_paths=condition_paths,
-        meshes=meshes, executor=executor, workers=workers, address=address))
+        meshes=meshes, executor=executor, workers=workers, address=address, overwrite=overwrite))
     folder = run_interpolate(cfg)
     _page(folder)
     typer.echo(f"{summarize(folder)} -> {folder}")
@@ -139,6 +151,8 @@ def subspace_cmd(
                    seeds=_ints(seeds, "seeds"), samples=samples, parameterisation=parameterisation, population=population,
                    temperature=temperature, data=data, batch_members=batch_members, executor=executor, workers=workers,
                    meshes=meshes)
+    if (full or small) and config is not None:
+        raise InputError(f"--{'full' if full else 'small'} and --config both set a whole config; give one of them")
     if full or small:
         given = {n: v for n, v in options.items() if ctx.get_parameter_source(n).name not in ("DEFAULT", "DEFAULT_MAP")}
         base = (SubspaceConfig.full if full else SubspaceConfig.small)(checkpoint=checkpoint, out=out)
@@ -173,6 +187,8 @@ def fit_cmd(
     data: Optional[str] = typer.Option(None, "--data", help="Data folder (default: made procedurally)."),
     seed: int = typer.Option(0, "--seed", help="Observation, fitting and sampler seed."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write each fitted mesh."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run with other settings in --out "
+                                   "(without it, such a folder is refused; one with the same settings resumes)."),
 ) -> None:
     """Fit a held-out shape from few noisy partial views by six methods, with early stopping on held-out views;
     measure fit and forgetting over step budgets (paper claim 3).
@@ -187,7 +203,8 @@ def fit_cmd(
 
     options = dict(checkpoint=checkpoint, out=out, family=family, views=_ints(views, "views"), sigmas=_floats(sigmas, "sigmas"),
                    methods=_names(methods), steps=steps, subspace_examples=subspace_examples, subspace_k=subspace_k, data=data,
-                   seed=seed, meshes=meshes, executor=executor, workers=workers, batch_members=batch_members)
+                   seed=seed, meshes=meshes, executor=executor, workers=workers, batch_members=batch_members,
+                   overwrite=overwrite)
     if small:
         if config is not None:
             raise InputError("--small and --config both set a whole config; give one of them")
@@ -213,11 +230,11 @@ def compare_cmd(
 
     Example: weightspace experiment compare --checkpoints default,default-field --out results/compare
     """
-    from weightspace.experiments.compare import CompareConfig, run_compare
+    from weightspace.experiments.compare import CompareConfig, run_compare, write_compare_page
 
     cfg = study_config(ctx, CompareConfig, config, dict(checkpoints=_names(checkpoints), out=out, studies=_names(studies)))
     folder = run_compare(cfg)
-    _page(folder)
+    typer.echo(f"page: {write_compare_page(folder)}")
     typer.echo((folder / "compare.md").read_text())
     typer.echo(f"-> {folder}")
 

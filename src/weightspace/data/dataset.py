@@ -35,6 +35,28 @@ def read_manifest(folder: str | Path) -> list[dict]:
     return rows
 
 
+def check_shape_folder(folder: str | Path, option: str = "--data") -> None:
+    """Refuse, by name, a folder handed in as a shape dataset that is a population, a subspace or a
+    set of observations (each has a manifest.jsonl or files a study would otherwise misread)."""
+    folder = Path(folder)
+    config = folder / "config.json"
+    kind = None
+    if config.is_file():
+        try:
+            kind = json.loads(config.read_text(encoding="utf-8")).get("kind")
+        except (ValueError, AttributeError, OSError):
+            kind = None
+    if kind == "population":
+        raise InputError(f"{option}: {folder} is a population folder (fitted members), not a shape dataset; "
+                         f"give the data folder it was built from (its config.json names it as 'data'), or pass the "
+                         f"population with --population")
+    if (folder / "subspace.safetensors").is_file():
+        raise InputError(f"{option}: {folder} is a subspace folder, not a shape dataset")
+    if (folder / "observations.npy").is_file():
+        raise InputError(f"{option}: {folder} is an observations folder (`weightspace data observe`), not a shape "
+                         f"dataset; give the dataset it was made from (its config.json names it as source)")
+
+
 def _where(folder: str | Path, row: dict) -> str:
     return f"{Path(folder) / MANIFEST} (shape {row.get('id')!r})"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,24 +17,65 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from weightspace.data.dataset import load_points, read_manifest
+from weightspace.data.dataset import check_shape_folder, load_points, read_manifest
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_write_json, safe_child
+from weightspace.runtime.io import atomic_write_json, read_json, safe_child
 from weightspace.runtime.results import write_results
 from weightspace.runtime.seeding import derive_seed
 
-
 # --- results folders ---------------------------------------------------------------------------------
-def start_results(out: str | Path, config: Any) -> Path:
-    """Create the results folder and write `config.json` (the dataclass config, as given)."""
+# Config fields that change where or how a study runs, not what it measures: an earlier run in the
+# same folder with other values is the same study.
+RUNTIME_FIELDS = frozenset({"out", "executor", "workers", "address", "meshes", "batch_members", "overwrite"})
+
+
+def start_results(out: str | Path, config: Any, *, settings_may_differ: bool = False, overwrite: bool = False) -> Path:
+    """Create the results folder and write `config.json` (the dataclass config, as given).
+
+    A folder that holds an earlier run of another study, or of this study with other settings (any
+    field but RUNTIME_FIELDS; fields the earlier config.json lacks are not compared), is refused
+    before anything is written there, so the earlier run's results stay whole and described by
+    their own config.json. Such a run of this study is replaced instead (the folder emptied first,
+    so no file of it is left beside the new ones) when it was refused (its results.json says why)
+    or with `overwrite`. With `settings_may_differ` (a study that checks per item what it can
+    resume, as the subspace grid does) the run goes on and leaves config.json alone; the study
+    calls `record_config` once it has finished.
+    """
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"out: {folder} exists and is not a folder")
+    body = json.loads(json.dumps(_config_body(config), default=str))  # as config.json holds it
+    earlier = folder / "config.json"
+    if earlier.is_file():
+        old = read_json(earlier)
+        if not isinstance(old, dict) or old.get("study") != body["study"]:
+            what = old.get("study") if isinstance(old, dict) else None
+            raise InputError(f"out: {folder} holds {'a ' + str(what) + ' run' if what else 'another run'}, not a "
+                             f"{body['study']} run; choose another --out")
+        differ = [k for k in body if k in old and k not in RUNTIME_FIELDS and old[k] != body[k]]
+        if differ and settings_may_differ:
+            return folder
+        if differ and (overwrite or refusal(folder) is not None):
+            shutil.rmtree(folder)
+        elif differ:
+            changes = ", ".join(f"{k} {old[k]!r} -> {body[k]!r}" for k in differ[:4])
+            raise InputError(f"out: {folder} holds a finished or interrupted run with other settings ({changes}"
+                             f"{', ...' if len(differ) > 4 else ''}); choose another --out, or --overwrite to replace "
+                             f"it (nothing there was changed)")
     folder.mkdir(parents=True, exist_ok=True)
-    body = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-    atomic_write_json(folder / "config.json", {"study": type(config).__name__, **body})
+    atomic_write_json(earlier, body)
     return folder
+
+
+def record_config(folder: Path, config: Any) -> None:
+    """Write the config a finished run was made with (see `start_results`' settings_may_differ)."""
+    atomic_write_json(Path(folder) / "config.json", _config_body(config))
+
+
+def _config_body(config: Any) -> dict[str, Any]:
+    body = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    return {"study": type(config).__name__, **body}
 
 
 class Clock:
@@ -100,6 +142,7 @@ def study_data(folder: Path, *, data: str | None, families: Sequence[str], count
     differs from the training data's seed, in the generator's training `pose`)."""
     if data is not None:
         root = Path(data)
+        check_shape_folder(root)
         rows = [r for r in read_manifest(root) if usable(r)]
         if families:
             rows = [r for r in rows if r.get("family") in set(families)]

@@ -13,6 +13,7 @@ from weightspace.experiments.fit import FitConfig, run_fit
 from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
 from weightspace.experiments.subspace import SubspaceConfig, run_subspace
 from weightspace.generators.protocol import Generator, HasFamilies, MissingCapability
+from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_text, read_json
 from weightspace.runtime.results import write_csv, write_results
@@ -48,7 +49,7 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
     generators : checkpoint name -> generator already loaded (tests); configure : (study, config) -> config,
     a hook to shrink or change the small configs (tests, custom sizes).
     """
-    config.validate()
+    config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
     clock = Clock()
     folder = start_results(config.out, config)
     runners = {"interpolate": (InterpolateConfig, run_interpolate), "subspace": (SubspaceConfig, run_subspace),
@@ -68,6 +69,8 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
         for study in config.studies:
             cfg_cls, run = runners[study]
             cfg = cfg_cls.small(ckpt, out=str(folder / label / study))
+            if study != "subspace":  # compare owns these folders and reruns them whole (subspace resumes by cell)
+                cfg = dataclasses.replace(cfg, overwrite=True)
             if configure is not None:
                 cfg = configure(study, cfg)
             # as the demo does: when the family conditions are missing or refused, the same families'
@@ -109,6 +112,37 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
     atomic_write_text(folder / "compare.md", _markdown(rows, labels))
     write_results(folder, {"checkpoints": config.checkpoints, "columns": columns, "wall_seconds": clock()})
     return folder
+
+
+def write_compare_page(folder: str | Path) -> Path:
+    """The comparison's page, `report.html` in its folder: the side-by-side table first, then every study
+    it ran, each with a note where its family endpoints were refused and encoded shapes used instead."""
+    import html as html_module
+
+    from weightspace.report.html import write_page
+
+    folder = Path(folder)
+    res = read_json(folder / "results.json")
+    columns: dict[str, dict[str, Any]] = res["columns"]
+    labels = list(columns)
+    keys: list[str] = []
+    for col in columns.values():
+        keys += [k for k in col if k not in keys and not k.endswith(("family_endpoints_refused", ".not_run", ".refused"))]
+    esc = html_module.escape
+    head = "".join(f"<th>{esc(lab)}</th>" for lab in labels)
+    body = "".join(f"<tr><td>{esc(k)}</td>" + "".join(f"<td>{esc(_fmt(columns[lab].get(k)))}</td>" for lab in labels) + "</tr>"
+                   for k in keys)
+    why = "".join(f"<li><b>{esc(lab)}</b>, {esc(k.rsplit('.', 1)[0] if k.count('.') else k)}: {esc(str(v))}</li>"
+                  for lab in labels for k, v in columns[lab].items() if k.endswith((".not_run", ".refused")))
+    section = (f"<section id=compare><h2>Side by side</h2><table><thead><tr><th>figure</th>{head}</tr></thead>"
+               f"<tbody>{body}</tbody></table>" + (f"<p>Not run or refused:</p><ul>{why}</ul>" if why else "")
+               + '<p class=files>files: <a href="compare.csv">compare.csv</a> · <a href="compare.md">compare.md</a></p></section>')
+    notes = {str(folder / _label(ckpt) / study): str(columns[_label(ckpt)][f"{study}.family_endpoints_refused"])
+             + " (ran between encoded shapes instead)"
+             for ckpt in res["checkpoints"] for study in ("interpolate",)
+             if f"{study}.family_endpoints_refused" in columns.get(_label(ckpt), {})}
+    return write_page([folder], folder / "report.html", title=f"compare: {', '.join(res['checkpoints'])}",
+                      extra=[section], notes=notes)[0]
 
 
 def _fmt(v: Any) -> str:

@@ -52,6 +52,7 @@ from weightspace.experiments.plots import plot_fit, plot_fit_curves, plot_fit_fo
 from weightspace.experiments.subspace_figures import ci_of
 from weightspace.generators.protocol import Generator, families_of
 from weightspace.generators.registry import generator_loader
+from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import executor_workers, make_executor, worker_cached
 from weightspace.runtime.io import atomic_write_text
@@ -106,6 +107,7 @@ class FitConfig:
     data_seed: int = 1
     seed: int = 0
     meshes: bool = True
+    overwrite: bool = False  # replace an earlier run with other settings in `out` (else it is refused)
 
     @classmethod
     def small(cls, checkpoint: str = "default", out: str = "results/demo/fit") -> "FitConfig":
@@ -132,7 +134,8 @@ class FitConfig:
         if self.batch_members is not None and self.batch_members < 1:
             raise InputError(f"batch_members must be >= 1 (or None: chosen per generator), got {self.batch_members}")
         if any(m.endswith("subspace") for m in self.methods) and not 1 <= self.subspace_k < self.subspace_examples:
-            raise InputError(f"subspace_k must satisfy 1 <= k < subspace_examples = {self.subspace_examples}, got {self.subspace_k}")
+            raise InputError(f"subspace_k (--k) must satisfy 1 <= k < subspace_examples (--members) = {self.subspace_examples}, "
+                             f"got {self.subspace_k}")
 
     def pool_workers(self) -> int:
         """Workers of the executor (`runtime.executors.executor_workers`)."""
@@ -346,10 +349,10 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     its early-stopped figures), `table` (one early-stopped row per views x sigma x method; also table.csv,
     with every budget in curves.csv), `by_method` means, the held-out shape and the wall time.
     """
-    config.validate()
+    config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
     config = given_checkpoint(config, generator)
     clock, cpu0 = Clock(), _cpu_seconds()
-    folder = start_results(config.out, config)
+    folder = start_results(config.out, config, overwrite=config.overwrite)
     gen = load_study_generator(config.checkpoint, generator)
     seed, N = config.seed, config.subspace_examples
     dseed = derive_seed(seed, "decode") % 2**31

@@ -34,6 +34,7 @@ from weightspace.experiments.path_study import (
 from weightspace.experiments.plots import plot_path
 from weightspace.experiments.weight_paths import run_weight_paths
 from weightspace.generators.protocol import Generator
+from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.results import write_csv, write_results
 
@@ -70,6 +71,7 @@ class InterpolateConfig:
     shapes_per_family: int = 2  # procedural shapes per family for --pairs
     volume_threshold: float = DEFAULT_VOLUME_THRESHOLD
     meshes: bool = True
+    overwrite: bool = False  # replace an earlier run with other settings in `out` (else it is refused)
     # where the --pairs paths run (results do not depend on it): inprocess | process (`workers` processes) |
     # ray (a local instance with `workers` CPUs, or the cluster at `address`: auto or HOST:PORT)
     executor: str = "inprocess"
@@ -82,6 +84,8 @@ class InterpolateConfig:
         return cls(checkpoint=checkpoint, out=out)
 
     def validate(self) -> None:
+        if not self.volume_threshold >= 0:
+            raise InputError(f"volume_threshold (world units^3; parts smaller are floaters) must be >= 0, got {self.volume_threshold}")
         check_choice("endpoints", self.endpoints, ENDPOINTS)
         check_choice("path", self.path, PATHS)
         if self.steps < 1:
@@ -113,10 +117,10 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
     nulls and a `reason` for other endpoints) and `topology_kept` ({space: {rate, ci_low, ci_high, n}}
     over the within-family paths; n = 0 and rate null for a path between two families).
     """
-    config.validate()
+    config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
     config = given_checkpoint(config, generator)
     clock = Clock()
-    folder = start_results(config.out, config)
+    folder = start_results(config.out, config, overwrite=config.overwrite)
     gen = load_study_generator(config.checkpoint, generator)
     if config.condition_paths:
         return run_weight_paths(config, gen, folder, clock)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from weightspace.analysis.measure import chamfer, finite_mean
+from weightspace.analysis.rates import wilson_interval
 from weightspace.experiments.common import mismatches, refuse
 from weightspace.experiments.endpoints import Endpoints_, endpoint_fidelity
 from weightspace.experiments.path_study import KEPT_MEANS, PathStudy, space_of, topology_kept, transition_rows
@@ -161,8 +162,11 @@ def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Ca
 
 def _pair_summary(pairs: list[dict[str, Any]], transitions: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(pairs)
-    return {"paths": n, "paths_with_transition": sum(r["transitions"] > 0 for r in pairs),
-            "rate": float(np.mean([r["transitions"] > 0 for r in pairs])) if n else float("nan"),
+    k = sum(r["transitions"] > 0 for r in pairs)
+    low, high = wilson_interval(k, n)
+    return {"paths": n, "paths_with_transition": k,
+            # the share of paths with a transition, with its sample size and Wilson 95% interval
+            "rate": k / n if n else float("nan"), "n": n, "ci_low": low, "ci_high": high,
             "transitions_per_path": float(np.mean([r["transitions"] for r in pairs])) if n else float("nan"),
             "mean_decodes_per_path": float(np.mean([r["decodes"] for r in pairs])) if n else float("nan"),
             "median_width": float(np.median([t["width"] for t in transitions])) if transitions else float("nan"),

@@ -38,7 +38,11 @@ def plot_pairs(path: Path, pairs: list[dict[str, Any]], transitions: list[dict[s
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     for within, lab in ((True, "within family"), (False, "across families")):
         ax1.hist([r["transitions"] for r in pairs if r["within_family"] == within], bins=range(0, 8), alpha=0.6, label=lab)
-        ax2.hist([t["width"] for t in transitions if t["within_family"] == within] or [0], bins=10, alpha=0.6, label=lab)
+        widths = [t["width"] for t in transitions if t["within_family"] == within]
+        if widths:  # no bar at all where no path of the kind has a transition
+            ax2.hist(widths, bins=10, alpha=0.6, label=lab)
+    if not transitions:
+        ax2.text(0.5, 0.5, "no transitions", ha="center", va="center", transform=ax2.transAxes)
     ax1.set_xlabel("transitions per path")
     ax2.set_xlabel("transition width in t")
     ax1.legend(fontsize=7)

@@ -31,6 +31,7 @@ from weightspace.experiments.common import (
     generator_pose,
     given_checkpoint,
     load_study_generator,
+    record_config,
     refuse,
     row_root,
     start_results,
@@ -45,6 +46,7 @@ from weightspace.experiments.subspace_figures import (
     pool_cells,
 )
 from weightspace.generators.protocol import EncodesPoints, Generator, require
+from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import executor_workers
 from weightspace.runtime.io import atomic_write_text, read_json
@@ -129,6 +131,8 @@ class SubspaceConfig:
         return max(1, K // 2) if self.k is None else int(self.k)
 
     def validate(self) -> None:
+        if not self.volume_threshold >= 0:
+            raise InputError(f"volume_threshold (world units^3; parts smaller are floaters) must be >= 0, got {self.volume_threshold}")
         check_choice("parameterisation", self.parameterisation, SUBSPACE_PARAMETERISATIONS)
         check_choice("lora_form", self.lora_form, LORA_FORMS)
         if not self.families or not self.Ks or not self.seeds:
@@ -257,10 +261,10 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     (family x K x kind), `by_family` (family x kind), `claim2` (the verdict and the rule behind it),
     `cells` and wall time. samples.csv: every decoded point of every cell.
     """
-    config.validate()
+    config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
     config = given_checkpoint(config, generator)
     clock = Clock()
-    folder = start_results(config.out, config)
+    folder = start_results(config.out, config, settings_may_differ=True)  # each cell checks its own settings
     gen = load_study_generator(config.checkpoint, generator)
     require(gen, EncodesPoints, "the subspace study (the examples' conditions and the condition-noise baseline)")
     settings = {k: getattr(config, k) for k in CELL_SETTINGS}
@@ -335,6 +339,7 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
         "cells_refused": sum("refused" in c for c in cells), "cells_waiting": waiting, "decodes": sum(c.get("decodes", len(c["examples_check"])) for c in cells),
         "wall_seconds": clock(),
     })
+    record_config(folder, config)
     return folder
 
 

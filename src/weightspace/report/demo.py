@@ -249,7 +249,8 @@ def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
     from weightspace.experiments import InterpolateConfig, SubspaceConfig, run_interpolate, run_subspace, summarize
     from weightspace.experiments.common import refusal
 
-    interpolate = InterpolateConfig.small(checkpoint, out=str(out / "interpolate"))
+    # overwrite: the demo owns this folder; a rerun tries the family endpoints again, whatever ran last
+    interpolate = dataclasses.replace(InterpolateConfig.small(checkpoint, out=str(out / "interpolate")), overwrite=True)
     studies = (
         # when the family conditions do not decode to their families, the same families' shapes, encoded
         ("interpolate", run_interpolate, [interpolate, dataclasses.replace(

@@ -6,6 +6,7 @@ The page works offline: plotly.js is inlined once, images are data URLs, and not
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
 from dataclasses import dataclass, field
@@ -128,7 +129,10 @@ def _badge(verdict: str) -> str:
 
 
 def _anchor(f: Finding) -> str:
-    return "s-" + "-".join("".join(c if c.isalnum() else "-" for c in x) for x in (f.study, f.checkpoint, f.folder.name))
+    """The section id of a finding: readable, and unique on a page that holds two folders of one name
+    (a short hash of the folder's full path)."""
+    readable = "-".join("".join(c if c.isalnum() else "-" for c in x) for x in (f.study, f.checkpoint, f.folder.name))
+    return f"s-{readable}-{hashlib.sha1(str(f.folder.resolve()).encode()).hexdigest()[:6]}"
 
 
 def _body(page: Page, out: Path, title: str, notes: dict[str, str]) -> str:
@@ -139,6 +143,9 @@ def _body(page: Page, out: Path, title: str, notes: dict[str, str]) -> str:
     for f in page.findings:  # a refused study may not name its generator's kind; another study of it does
         if kinds.get(f.checkpoint, "?") == "?":
             kinds[f.checkpoint] = f.generator
+    for f in page.findings:
+        f.generator = kinds[f.checkpoint]
+    kinds = {g: ("kind not recorded" if k == "?" else k) for g, k in kinds.items()}  # a study refused before loading it
     for f in page.findings:
         f.generator = kinds[f.checkpoint]
     gens = ", ".join(f"<b>{html.escape(g)}</b> ({html.escape(kinds[g])})" for g in generators)

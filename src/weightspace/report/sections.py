@@ -41,6 +41,8 @@ class Section:
 
 
 def _f(v: Any, digits: int = 4) -> str:
+    if v is None:  # a figure not measured for this row (a baseline without weights): an empty cell
+        return "–"
     try:
         x = float(v)
     except (TypeError, ValueError):
@@ -102,11 +104,16 @@ def interpolate_section(f: Finding) -> Section:
     s = Section(f, files=_files(folder))
     if "summary" in res:  # pairs: tables of the pairs, no single path to draw
         pairs = read_rows(folder / "pairs.csv")
-        s.figures.append({"data": [{"type": "histogram", "x": [int(p["transitions"]) for p in pairs if p["within_family"] == w],
-                                    "name": lab, "opacity": 0.7} for w, lab in (("True", "within family"), ("False", "across families"))],
+        spaces = list(dict.fromkeys(p.get("space", "") for p in pairs))  # weight and condition paths: one series each
+        groups = [(w, sp, lab if len(spaces) < 2 else f"{lab}, {sp} space")
+                  for sp in spaces for w, lab in (("True", "within family"), ("False", "across families"))]
+        s.figures.append({"data": [{"type": "histogram", "x": [int(p["transitions"]) for p in pairs
+                                                               if p["within_family"] == w and p.get("space", "") == sp],
+                                    "name": lab, "opacity": 0.7} for w, sp, lab in groups],
                           "layout": _layout("topology changes per path", barmode="overlay",
                                             xaxis={"title": {"text": "changes per path"}}, yaxis={"title": {"text": "paths"}})})
-        cols = [Column("a", "start"), Column("b", "end"), Column("within_family", "within family", _yes),
+        cols = [Column("space", "space")] if len(spaces) > 1 else []
+        cols += [Column("a", "start"), Column("b", "end"), Column("within_family", "within family", _yes),
                 Column("start", "robust at start"), Column("end", "robust at end"), Column("transitions", "changes"),
                 Column("min_width", "narrowest width in t", _f), Column("chamfer_start_end", "Chamfer-L1 start-end", _f)]
         s.tables.append(("paths", table(pairs, cols, source="pairs.csv")))
