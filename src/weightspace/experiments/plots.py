@@ -58,9 +58,9 @@ def plot_subspace(path: Path, summary: dict[str, dict[str, Any]], *, title: str)
     w = 0.8 / len(keys)
     for j, key in enumerate(keys):
         ax.bar(np.arange(len(names)) + j * w, [summary[n][key] for n in names], width=w, label=key)
-    ax.set_xticks(np.arange(len(names)) + w, names)
+    ax.set_xticks(np.arange(len(names)) + w, [n.replace("_", " ") for n in names], fontsize=8)
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: bars reach 1.0
     ax.set_title(title, fontsize=9)
     save_figure(fig, path)
 
@@ -79,7 +79,9 @@ def plot_fit(path: Path, table: list[dict[str, Any]], *, views: list[int], sigma
     for ax, name in ((ax1, "Chamfer-L1 to the clean shape"), (ax2, "forgetting (Chamfer after - before)")):
         ax.set_xticks(np.arange(len(labels)) + 0.4 - w / 2, labels, fontsize=7)
         ax.set_title(name, fontsize=9)
-    ax1.legend(fontsize=7)
+    # one legend under both panels: inside, it hid the bars of the last methods
+    fig.legend(*ax1.get_legend_handles_labels(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(methods), 6))
     save_figure(fig, path)
 
 
