@@ -337,7 +337,9 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
         "cells": [{k: c.get(k) for k in ("family", "K", "k", "seed", "folder", "K_used", "refused", "examples_dropped",
                                          "explained_variance_ratio", "wall_seconds")} for c in cells],
         "cells_refused": sum("refused" in c for c in cells), "cells_waiting": waiting, "decodes": sum(c.get("decodes", len(c["examples_check"])) for c in cells),
-        "wall_seconds": clock(),
+        # this run's wall time; a resumed run reads its finished cells back, so the cells' own times add up
+        # what every piece spent on them
+        "wall_seconds": clock(), "cells_seconds": sum(float(c.get("wall_seconds") or 0.0) for c in cells),
     })
     record_config(folder, config)
     return folder
