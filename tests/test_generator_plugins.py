@@ -277,3 +277,17 @@ def test_a_study_on_a_generator_built_in_code_records_no_made_up_checkpoint(tmp_
     assert json.loads((out / "results.json").read_text())["checkpoint"] == "toy"
     loaded = load_generator("default-field")
     assert loaded.source == "default-field"
+
+
+def test_a_plugin_sdf_grid_of_the_wrong_shape_is_named_at_decode():
+    from weightspace.decode.points import decode_points
+    from weightspace.space.parameterisations import make_parameterisation
+
+    class Flat(FieldGenerator):
+        def sdf_grid(self, condition, seeds, *, params=None, resolution=None):
+            return super().sdf_grid(condition, seeds, params=params, resolution=resolution)[:, 0]  # (B, R, R)
+
+    gen = Flat(Ball(), condition_shape=(1,), kind="test-flat", resolution=8)
+    param = make_parameterisation(gen, "condition")
+    with pytest.raises(InputError, match=r"'test-flat' \(Flat\): sdf_grid must return grids \(B, R, R, R\) = \(2, 8, 8, 8\), got \(2, 8, 8\)"):
+        decode_points(gen, param, torch.zeros(2, 1), [0, 1])

@@ -48,7 +48,12 @@ def decode_points(gen: Generator, param: Parameterisation, points: torch.Tensor,
             else:
                 for j in range(chunk.shape[0]):
                     out.append(gen.sdf_grid(conds[j : j + 1], s[j : j + 1], params={k: v[j] for k, v in pb.items()}, resolution=resolution))
-    return torch.cat(out).float().cpu()
+    grids = torch.cat(out).float().cpu()
+    R = int(resolution or gen.resolution)
+    if tuple(grids.shape) != (points.shape[0], R, R, R):  # a plug-in's sdf_grid that breaks the protocol, named here
+        raise InputError(f"generator {gen.name}: sdf_grid must return grids (B, R, R, R) = {(points.shape[0], R, R, R)}, "
+                         f"got {tuple(grids.shape)}")
+    return grids
 
 
 def decode_conditions(gen: Generator, conditions: torch.Tensor, seed: int, *, params: dict[str, torch.Tensor] | None = None,
