@@ -16,6 +16,7 @@ A factory takes (state, config) — the checkpoint's tensors and its config.json
 
 from __future__ import annotations
 
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -88,7 +89,13 @@ def unregister(kind: str) -> None:
 
 
 def _entry_points() -> dict[str, metadata.EntryPoint]:
-    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    for name in sorted(n for n in eps if n.lower() in BUILTIN_KINDS):
+        # a plug-in cannot take over a built-in kind: say so instead of ignoring it in silence
+        warnings.warn(f"entry point {name!r} of group {ENTRY_POINT_GROUP!r} ({eps[name].value}) names a built-in kind "
+                      f"and is ignored; rename it", stacklevel=3)
+        del eps[name]
+    return eps
 
 
 def known_kinds() -> list[str]:
