@@ -151,7 +151,7 @@ def test_bad_config_values_are_named(data, tmp_path):
                       ({"lr": "x"}, r"PopulationConfig\.lr: expected a number"),
                       ({"options": {"rank": 2.5, "targets": "mid|vol"}}, "lora rank must be an integer >= 1, got 2.5"),
                       ({"options": {"rank": True, "targets": "mid|vol"}}, "lora rank must be an integer >= 1, got True"),
-                      ({"options": {"alpha": "x", "targets": "mid|vol"}}, "lora alpha must be a number > 0")):
+                      ({"options": {"alpha": "x", "targets": "mid|vol"}}, "lora alpha must be a number >= 0")):
         with pytest.raises(InputError, match=match):
             build_population(_config(data, tmp_path / "y", **kw), generator=LOADER)
 

@@ -117,8 +117,8 @@ class LoraParameterisation(Parameterisation):
             raise InputError(f"lora form must be one of {', '.join(LORA_FORMS)}, got {form!r}")
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise InputError(f"lora rank must be an integer >= 1, got {rank!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-            raise InputError(f"lora alpha must be a number > 0, got {alpha!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+            raise InputError(f"lora alpha must be a number >= 0 (0: the adapter does nothing), got {alpha!r}")
         if not isinstance(targets, str):
             raise InputError(f"lora targets must be a string (a group name, 'all', or a pattern), got {targets!r}")
         self.rank, self.alpha, self.targets, self.form = int(rank), float(alpha), targets, form
