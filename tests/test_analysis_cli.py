@@ -103,3 +103,49 @@ def test_bad_files_name_the_file(files: dict[str, Path], capsys: pytest.CaptureF
         main(["analyze", "topology", str(missing)])
     assert ex.value.code == 2
     assert "missing.npy" in capsys.readouterr().err
+
+
+def test_topology_measures_the_good_files_when_one_fails(files: dict[str, Path], tmp_path: Path) -> None:
+    """One bad file is named on stderr with its reason (and an "error" entry in --json); the others are still printed; exit 2."""
+    empty = tmp_path / "empty.obj"
+    empty.write_bytes(b"")
+    paths = [files["torus"], empty, files["two_balls"]]
+    r = _invoke(["analyze", "topology", *map(str, paths), "--json"])
+    assert r.exit_code == 2
+    rows = json.loads(r.stdout)
+    assert [row["path"] for row in rows] == [str(p) for p in paths]
+    assert [(row["b0"], row["b1"], row["b2"]) for row in rows] == [(1, 1, 0), (None, None, None), (2, 0, 0)]
+    assert "error" not in rows[0] and rows[1]["error"] == f"{empty}: empty file"
+    assert r.stderr.strip() == f"error: {empty}: empty file"
+    table = _invoke(["analyze", "topology", *map(str, paths)])
+    assert table.exit_code == 2 and "balls.npy" in table.stdout and "empty.obj" in table.stderr
+
+
+def test_topology_of_a_folder_and_of_an_empty_mesh(files: dict[str, Path], tmp_path: Path) -> None:
+    """A folder stands for its shape files; a mesh file with no vertices and no faces (what generate writes
+    for an empty decode) is the empty shape, as an all-positive grid is; vertices without faces stay refused."""
+    nothing = grid_to_mesh(np.full((8, 8, 8), 0.5, np.float32))  # (0, 3) vertices and faces
+    folder = tmp_path / "gen"
+    (folder / "meshes").mkdir(parents=True)
+    for fmt in ("ply", "obj", "glb"):
+        nothing.export(folder / "meshes" / f"empty.{fmt}", file_type=fmt)
+    np.save(folder / "all_positive.npy", np.full((8, 8, 8), 0.5, np.float32))
+    (folder / "notes.txt").write_text("not a shape")
+    r = _invoke(["analyze", "topology", str(folder), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [Path(row["path"]).name for row in rows] == ["all_positive.npy", "empty.glb", "empty.obj", "empty.ply"]
+    assert all((row["b0"], row["b1"], row["b2"], row["empty"]) == (0, 0, 0, True) for row in rows)
+    assert "empty (no surface)" in _invoke(["analyze", "topology", str(folder / "meshes" / "empty.ply")]).stdout
+    assert analyze_file(files["mesh"])["empty"] is False
+    points = tmp_path / "points.obj"
+    points.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
+    (tmp_path / "none").mkdir()
+    r = _invoke(["analyze", "topology", str(points), str(tmp_path / "none"), "--json"])
+    assert r.exit_code == 2
+    assert [row["error"] for row in json.loads(r.stdout)] == [
+        f"{points}: no triangle faces (read a PointCloud, not a triangle mesh)",
+        f"{tmp_path / 'none'}: a directory holding no grid (.npy) or mesh (.obj .ply .stl .off .glb .gltf) files",
+    ]
+    with pytest.raises(InputError, match="is a directory"):
+        compare_files(folder, files["torus"])

@@ -4,7 +4,10 @@ Accepted inputs:
 - ``.npy`` grids (X, Y, Z): bool = occupancy, numeric = SDF (solid where value < level). The
   project's dataset grids (``grids/<id>.npy``, (R, R, R) float32 truncated SDF) are such files.
 - meshes that trimesh reads: ``.obj .ply .stl .off .glb .gltf``; topology comes from the mesh
-  (`mesh_topology`), which requires it to be watertight for b0, b1, b2.
+  (`mesh_topology`), which requires it to be watertight for b0, b1, b2. A well-formed mesh file
+  that declares no vertices and no faces (what `weightspace generate` writes when nothing decoded
+  solid) is the empty shape, as a grid with nothing solid is: (0, 0, 0), ``empty`` true.
+- folders, for `analyze_files`: the grid and mesh files under them, sorted.
 """
 
 from __future__ import annotations
@@ -46,16 +49,20 @@ def load_grid(path: str | os.PathLike) -> np.ndarray:
 def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
     """Read a triangle mesh (scenes are concatenated into one mesh). Errors name the file.
 
-    The data stage's validating reader: an empty or unparsable file, NaN or infinite vertices,
-    faces indexing past the vertex list, no faces or zero extent are refused with the reason
-    (they used to measure as an empty solid, b = (0, 0, 0), which hid the broken file).
+    The data stage's validating reader: an empty (0-byte) or unparsable file, NaN or infinite
+    vertices, faces indexing past the vertex list, vertices without faces or zero extent are refused
+    with the reason (they used to measure as an empty solid, b = (0, 0, 0), which hid the broken
+    file). A well-formed file declaring no vertices and no faces is the empty surface: a Trimesh
+    with (0, 3) vertices and faces.
     """
     from weightspace.data.importer import load_mesh as validated_mesh
 
-    return validated_mesh(path)
+    return validated_mesh(path, allow_empty=True)
 
 
 def _kind(path: Path) -> str:
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a grid (.npy) or mesh file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -72,8 +79,9 @@ def analyze_file(path: str | os.PathLike, level: float = 0.0) -> dict:
     Returns
     -------
     dict with ``path``, ``kind`` ("grid" or "mesh"), ``b0``, ``b1``, ``b2``, ``euler`` (of the
-    solid), ``genus``; grids add ``components_volumes``; meshes add ``watertight`` and
-    ``surfaces`` (b0..b2 are None for a mesh that is not watertight).
+    solid), ``genus``, ``empty`` (nothing solid: a grid with no voxel below `level`, a mesh file
+    with no vertices and no faces; then (0, 0, 0)); grids add ``component_volumes``; meshes add
+    ``watertight`` and ``surfaces`` (b0..b2 are None for a mesh that is not watertight).
     """
     path = Path(path)
     kind = _kind(path)
@@ -81,18 +89,45 @@ def analyze_file(path: str | os.PathLike, level: float = 0.0) -> dict:
         t = topology(load_grid(path), level=level)
         return {
             "path": str(path), "kind": kind, "b0": t.b0, "b1": t.b1, "b2": t.b2, "euler": t.euler,
-            "genus": t.genus, "component_volumes": [float(v) for v in t.component_volumes],
+            "genus": t.genus, "empty": t.b0 == 0, "component_volumes": [float(v) for v in t.component_volumes],
         }  # fmt: skip
-    m = mesh_topology(load_mesh(path))
+    mesh = load_mesh(path)
+    m = mesh_topology(mesh)
     return {
         "path": str(path), "kind": kind, "b0": m.b0, "b1": m.b1, "b2": m.b2, "euler": m.solid_euler,
-        "genus": m.genus, "watertight": m.watertight, "surfaces": m.components,
+        "genus": m.genus, "empty": len(mesh.faces) == 0, "watertight": m.watertight, "surfaces": m.components,
     }  # fmt: skip
 
 
+def _failed(path: str | os.PathLike, error: InputError) -> dict:
+    """The row of a file that could not be measured: the figures None, ``error`` the reason."""
+    return {"path": str(path), "kind": None, "b0": None, "b1": None, "b2": None, "euler": None, "genus": None, "error": str(error)}
+
+
 def analyze_files(paths: list[str | os.PathLike], level: float = 0.0) -> list[dict]:
-    """`analyze_file` for each path, in order."""
-    return [analyze_file(p, level=level) for p in paths]
+    """`analyze_file` for each path, in order; a folder stands for the grid and mesh files under it (sorted).
+
+    A file that cannot be measured (missing, empty, unreadable, not a shape; a folder holding no
+    shape file) does not stop the others: its row holds ``path``, ``error`` (the reason, naming the
+    file) and None for every figure.
+    """
+    from weightspace.data.importer import expand_paths
+
+    rows = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = expand_paths([given], suffixes=GRID_SUFFIXES + MESH_SUFFIXES)
+            if not found:
+                why = f"{given}: a directory holding no grid (.npy) or mesh ({' '.join(MESH_SUFFIXES)}) files"
+                rows.append(_failed(given, InputError(why)))
+        else:
+            found = [given]
+        for path in found:
+            try:
+                rows.append(analyze_file(path, level=level))
+            except InputError as e:
+                rows.append(_failed(path, e))
+    return rows
 
 
 def _as_mesh(path: Path, level: float) -> tuple[trimesh.Trimesh, np.ndarray | None]:

@@ -21,29 +21,47 @@ def _fmt(v: object) -> str:
 
 @analyze_app.command("topology")
 def topology_cmd(
-    files: list[Path] = typer.Argument(..., help="Grid files (.npy: bool = occupancy, float = SDF) or meshes (.obj .ply .stl .off .glb)."),
+    files: list[Path] = typer.Argument(..., help="Grid files (.npy: bool = occupancy, float = SDF), meshes (.obj .ply .stl .off .glb), or folders of them."),
     level: float = typer.Option(0.0, "--level", help="Iso level for SDF grids: solid where value < level."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON list (keys path, b0, b1, b2, euler, genus, ...)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list (keys path, b0, b1, b2, euler, genus, empty, ...; error for a file that failed)."),
 ) -> None:
     """Betti numbers (b0 components, b1 tunnels, b2 cavities), Euler characteristic and genus, one row per file.
 
-    Grids use 26-connected solid / 6-connected background (union of closed voxel cubes).
+    Grids use 26-connected solid / 6-connected background (union of closed voxel cubes). A folder
+    stands for the grid and mesh files under it. A grid with nothing solid, or a mesh file with no
+    vertices and no faces, is the empty shape (0, 0, 0). A file that cannot be measured is named
+    with its reason on stderr (and has an entry with "error" in --json) while the others are still
+    measured; the exit status is then 2.
 
     Example: weightspace analyze topology runs/data32/grids/*.npy --json
     """
     from weightspace.analysis.files import analyze_files
 
     rows = analyze_files(files, level=level)
+    failed = [r for r in rows if "error" in r]
+    for r in failed:
+        typer.echo(f"error: {r['error']}", err=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-        return
+    elif len(failed) < len(rows):
+        _topology_table([r for r in rows if "error" not in r])
+    if failed:
+        raise typer.Exit(code=2)
+
+
+def _topology_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table("kind", "b0", "b1", "b2", "euler", "genus", "note")
     table.add_column("path", overflow="fold")
     for r in rows:
-        note = f"max vol {max(r['component_volumes'], default=0.0):.3g}" if r["kind"] == "grid" else ("watertight" if r["watertight"] else "not watertight")
+        if r["empty"]:
+            note = "empty (nothing solid)" if r["kind"] == "grid" else "empty (no surface)"
+        elif r["kind"] == "grid":
+            note = f"max vol {max(r['component_volumes'], default=0.0):.3g}"
+        else:
+            note = "watertight" if r["watertight"] else "not watertight"
         table.add_row(r["kind"], *(_fmt(r[k]) for k in ("b0", "b1", "b2", "euler", "genus")), note, r["path"])
     Console().print(table)
 

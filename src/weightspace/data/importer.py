@@ -56,21 +56,73 @@ class Normalisation:
     scale: float
 
 
-def expand_paths(paths: list[str | Path]) -> list[Path]:
-    """Files as given, and the supported mesh files under any folder (sorted), in order."""
+def expand_paths(paths: list[str | Path], suffixes: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Files as given, and the files under any folder (sorted) whose suffix is one of `suffixes`
+    (default: the supported mesh formats), in order."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in FORMATS))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes))
         else:
             out.append(p)
     return out
 
 
-def load_mesh(path: str | Path) -> trimesh.Trimesh:
+def _holds_nothing(loaded: object) -> bool:
+    """trimesh read no geometry at all: a scene without any, or a mesh or point cloud without vertices."""
+    if isinstance(loaded, trimesh.Scene):
+        return len(loaded.geometry) == 0
+    return np.asarray(getattr(loaded, "vertices", np.zeros((1, 3)))).size == 0
+
+
+_OBJ_NAMING = {"o", "g", "s", "usemtl", "mtllib"}  # OBJ lines that may carry words and still hold no geometry
+_OBJ_DATA = {"v", "vt", "vn", "vp", "f", "l", "p"}  # trimesh writes an empty mesh's as bare "v" and "f" lines
+
+
+def declares_nothing(path: Path) -> bool:
+    """The file is a well-formed mesh file of its format that declares no vertices and no faces (what
+    trimesh writes for an empty mesh), as opposed to garbage that trimesh also reads as nothing.
+
+    PLY: a header whose every element count is 0. OBJ: only bare data keywords and naming lines.
+    STL: a binary file of 0 triangles (84 bytes) or ASCII ``solid ... endsolid`` without facets.
+    OFF: ``OFF 0 0 ...``. GLB/GLTF: trimesh parsed the container, whose header it checks.
+    """
+    suffix = path.suffix.lower()
+    if suffix in (".glb", ".gltf"):
+        return True
+    size = path.stat().st_size
+    data = path.read_bytes()[:65536]
+    if suffix == ".ply":
+        header, found, _ = data.partition(b"end_header")
+        words = [ln.split() for ln in header.decode("ascii", errors="replace").splitlines()]
+        counts = [w[2] for w in words if len(w) == 3 and w[0] == "element"]
+        return bool(found) and header.startswith(b"ply") and bool(counts) and all(c == "0" for c in counts)
+    if suffix == ".stl" and size == 84:
+        return int.from_bytes(data[80:84], "little") == 0
+    if size > len(data):
+        return False  # an empty OBJ, STL or OFF is a few lines
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    words = text.split()
+    if suffix == ".obj":
+        lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        return bool(lines) and all(w[0] in _OBJ_NAMING or (w[0] in _OBJ_DATA and len(w) == 1) for w in lines)
+    if suffix == ".stl":
+        return bool(words) and words[0] == "solid" and "endsolid" in words and "facet" not in words
+    if suffix == ".off":
+        return len(words) >= 3 and words[0] == "OFF" and words[1] == words[2] == "0"
+    return False
+
+
+def load_mesh(path: str | Path, *, allow_empty: bool = False) -> trimesh.Trimesh:
     """Read one mesh file (scenes are concatenated with their transforms) and validate it.
 
-    Raises MeshImportError with a reason code for every bad-input case of REASONS.
+    Raises MeshImportError with a reason code for every bad-input case of REASONS. With
+    `allow_empty`, a well-formed file that declares no vertices and no faces (`declares_nothing`:
+    what `weightspace generate` writes for a decode with nothing solid) is the empty surface, a
+    Trimesh of (0, 3) vertices and faces; without it, it is refused as "no-faces" (nothing to import).
     """
     path = Path(path)
     if not path.is_file():
@@ -89,6 +141,8 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
         if _FACE_INDEX_MESSAGE.search(msg):
             raise MeshImportError(path, "bad-face-index", msg) from None
         raise MeshImportError(path, "unreadable", f"{type(e).__name__}: {msg}"[:200]) from None
+    if allow_empty and _holds_nothing(loaded) and declares_nothing(path):
+        return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64), process=False)
     if isinstance(loaded, trimesh.Scene):
         meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)]  # transforms applied
         if not meshes:
