@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from weightspace.analysis.rates import format_rate, rate, wilson_interval
+from weightspace.analysis.rates import format_rate, rate, rate_fields, wilson_interval
 
 
 @pytest.mark.parametrize("k, n, low, high", [
@@ -36,3 +36,19 @@ def test_rate_counts_and_formats():
     assert rate([])["n"] == 0 and wilson_interval(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError):
         wilson_interval(5, 4)
+
+
+def test_rate_fields_say_unmeasured_instead_of_zero():
+    """A figure of no items is None with the reason, never a 0.0 that reads as every item failing; a set
+    metric of one shape a side (1-NNA 0, COV 1 whatever the shapes) carries a caveat."""
+    import numpy as np
+
+    from weightspace.analysis.sets import set_caveat, set_metrics
+
+    assert rate_fields("m", [True, False, True, True], why_unmeasured="-") == {
+        "m": 0.75, "m_n": 4, "m_low": pytest.approx(0.3006, abs=5e-4), "m_high": pytest.approx(0.9544, abs=5e-4)}
+    assert rate_fields("m", [], why_unmeasured="no families") == {
+        "m": None, "m_n": 0, "m_low": None, "m_high": None, "m_not_measured": "no families"}
+    one = set_metrics([np.zeros((4, 3))], [np.ones((4, 3))])
+    assert (one["nna"], one["cov"]) == (0.0, 1.0) and "1 generated and 1 reference" in set_caveat(1, 1)
+    assert set_caveat(8, 8) is None and set_caveat(8, 7) is not None

@@ -1,6 +1,7 @@
 """`weightspace generate` and `weightspace evaluate generator` end to end on a tiny latent diffusion checkpoint."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -154,9 +155,13 @@ def test_evaluate_dispatch_table_and_keys(ckpt, tmp_path):
         assert 0.0 <= figures[key] <= 1.0, key
     assert figures["seconds_per_shape"] > 0
     assert figures["held_out_shapes"] == 2 and figures["held_out_from"].startswith("every shape")  # not its training folder
+    # every rate carries its n and Wilson interval; 2 shapes a side are too few for the set metrics to mean much
+    for key in ("ae_betti_match", "points_betti_match", "family_betti_match"):
+        assert figures[f"{key}_n"] == 2 and figures[f"{key}_low"] <= figures[key] <= figures[f"{key}_high"], key
+    assert figures["set_metrics_n"] == 2 and "2 generated and 2 reference shapes" in figures["set_metrics_caveat"]
     # the training folder, recognised by the hash of its training rows: only its test split is held out
     own = evaluate_generator(load_generator(ckpt), data, max_shapes=64, training_hash=rows_hash(ShapeDataset(data, "train").rows))
-    assert own["held_out_shapes"] == len(ShapeDataset(data, "test")) and own["held_out_from"].startswith("the training folder")
+    assert own["held_out_shapes"] == len(ShapeDataset(data, "test")) and own["held_out_from"] == "the training folder's test split"
 
 
 def test_evaluate_latent_diffusion_on_an_imported_folder(ckpt, tmp_path):
@@ -176,8 +181,14 @@ def test_evaluate_latent_diffusion_on_an_imported_folder(ckpt, tmp_path):
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["held_out_shapes"] == 2 and figures["family_unknown_shapes"] == 2  # family "imported"
-    assert "imported" in figures["family_figures_note"] and not set(FAMILY_KEYS) & set(figures)
+    assert "imported" in figures["family_figures_note"]
+    # unmeasured, not 0: null, with the reason; the text table says so
+    assert all(figures[k] is None and "no held-out shape is of a family" in figures[f"{k}_not_measured"] for k in FAMILY_KEYS)
+    assert figures["family_betti_match_n"] == 0 and "set_metrics_caveat" not in figures
     assert all(0.0 <= figures[k] <= 1.0 for k in ("ae_iou", "ae_betti_match", "points_iou", "points_betti_match"))
+    text = CliRunner().invoke(app, ["evaluate", "generator", str(ckpt), "--data", str(tmp_path / "imported")]).output
+    assert "family_betti_match     not measured (no held-out shape is of a family" in text
+    assert "ae_betti_match_n" not in text and "(n=2)" in text
     # a folder at another resolution is refused with the one to import at
     import_meshes([meshes / "ring.obj"], tmp_path / "at24", resolution=24, n_points=64, progress=False)
     result = CliRunner().invoke(app, ["evaluate", "generator", str(ckpt), "--data", str(tmp_path / "at24"), "--json"])
@@ -284,3 +295,27 @@ def test_generate_an_unconditional_model_needs_no_condition(tmp_path, monkeypatc
     with pytest.raises(InputError, match="give exactly one of --family, --points, --voxels: toy is a conditional toy model"):
         generate_module.generate_shapes("toy", tmp_path / "h", family=None, points=None, voxels=None, seed=0, count=1,
                                         fmt="ply", resolution=None)
+
+
+def test_evaluate_neural_field_without_families_says_not_measured(tmp_path):
+    """A field trained on shapes without families samples none: family_betti_match is null with the reason
+    (it printed 0.0000), every rate carries n and its Wilson interval, and the held-out shapes are named."""
+    from weightspace.data.make import make_dataset
+
+    gen = tiny_field()
+    gen.config["data"] = {"families": []}  # as a training on imported meshes records it
+    ck = gen.save(tmp_path / "nf")
+    data = tmp_path / "data"
+    make_dataset(data, family="torus", count=1, resolution=16, seed=0, n_points=256, progress=False)
+    _register()
+    r = CliRunner().invoke(app, ["evaluate", "generator", str(ck), "--data", str(data), "--json", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    figures = json.loads(r.output)
+    assert figures["family_betti_match"] is None and figures["family_betti_match_n"] == 0
+    assert figures["family_betti_match_not_measured"] == "the checkpoint has no families (its training shapes had none)"
+    assert figures["points_betti_match_n"] == figures["held_out_shapes"] == 1
+    assert figures["points_betti_match_low"] <= figures["points_betti_match"] <= figures["points_betti_match_high"]
+    assert figures["held_out_from"] == "every shape (not the checkpoint's training folder)"
+    text = CliRunner().invoke(app, ["evaluate", "generator", str(ck), "--data", str(data), "--device", "cpu"]).output
+    assert "family_betti_match     not measured (the checkpoint has no families" in text
+    assert re.search(r"points_betti_match +[01]\.0000 \[\d\.\d{4}, \d\.\d{4}\] \(n=1\)", text), text

@@ -68,10 +68,12 @@ def test_tiny_train_resume_load_and_evaluate(tiny_data, tmp_path):
     back = load_generator(out)
     assert torch.allclose(back.training_codes().mean(0), back.net.global_mean, atol=1e-5)  # priors were fitted
     figures = evaluate_generator(back, tiny_data, max_shapes=1, samples_per_family=1)
+    rate_keys = {f"{k}{end}" for k in ("points_betti_match", "family_betti_match") for end in ("_n", "_low", "_high")}
     assert set(figures) == {"train_iou", "points_iou", "points_betti_match", "family_betti_match", "seconds_per_shape",
-                            "held_out_shapes"}  # the training folder, recognised by its manifest hash
-    assert all(0.0 <= figures[k] <= 1.0 for k in figures if k not in ("seconds_per_shape", "held_out_shapes"))
-    assert figures["seconds_per_shape"] > 0 and figures["held_out_shapes"] == 1
+                            "held_out_shapes", "held_out_from", *rate_keys}  # the training folder, recognised by its manifest hash
+    assert all(0.0 <= figures[k] <= 1.0 for k in ("train_iou", "points_iou", "points_betti_match", "family_betti_match"))
+    assert figures["seconds_per_shape"] > 0 and figures["held_out_shapes"] == figures["points_betti_match_n"] == 1
+    assert figures["held_out_from"] in ("the training folder's test split", "the training folder's val split")
 
 
 def test_evaluate_on_a_folder_it_was_not_trained_on(tiny_data, tmp_path):

@@ -28,3 +28,14 @@ def rate(flags: Iterable[bool], confidence: float = 0.95) -> dict[str, float | i
 def format_rate(r: dict) -> str:
     """'0.81 [0.71, 0.88] (n=80)'."""
     return f"{r['rate']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (n={r['n']})"
+
+
+def rate_fields(name: str, flags: Iterable[bool], *, why_unmeasured: str, confidence: float = 0.95) -> dict:
+    """The flat JSON fields of one rate figure: ``name`` (the rate), ``name_n`` (its items), ``name_low``
+    and ``name_high`` (Wilson interval). With no items nothing was measured: ``name``, ``name_low`` and
+    ``name_high`` are None (never a 0 that reads as a measured failure) and ``name_not_measured`` is
+    `why_unmeasured`. Flat, so that `pytest.approx` and the number-only training records take them."""
+    r = rate(flags, confidence)
+    if r["n"] == 0:
+        return {name: None, f"{name}_n": 0, f"{name}_low": None, f"{name}_high": None, f"{name}_not_measured": why_unmeasured}
+    return {name: r["rate"], f"{name}_n": r["n"], f"{name}_low": r["low"], f"{name}_high": r["high"]}

@@ -104,6 +104,18 @@ def nna_hits(d_gg: np.ndarray, d_gr: np.ndarray, d_rr: np.ndarray) -> np.ndarray
     return labels[full.argmin(axis=1)] == labels
 
 
+SET_MIN_SHAPES = 8  # below this many shapes on either side, MMD, COV and 1-NNA say little
+
+
+def set_caveat(n_generated: int, n_reference: int) -> str | None:
+    """A warning to print beside MMD, COV and 1-NNA of sets this small (fewer than SET_MIN_SHAPES shapes on
+    either side), else None. With one shape each, 1-NNA is 0 and COV 1 whatever the shapes are."""
+    if min(n_generated, n_reference) >= SET_MIN_SHAPES:
+        return None
+    return (f"{n_generated} generated and {n_reference} reference shapes: MMD, COV and 1-NNA of fewer than "
+            f"{SET_MIN_SHAPES} shapes a side say little (with 1 each, 1-NNA is 0 and COV 1 for any shapes)")
+
+
 def set_metrics(
     generated: list[np.ndarray],
     reference: list[np.ndarray],

@@ -78,6 +78,26 @@ def evaluate_checkpoint(checkpoint: str, data: Path, *, max_shapes: int, seed: i
     return EVALUATORS[kind]()(gen, data, max_shapes=max_shapes, seed=seed, training_hash=training_hash, executor=executor, loader=loader)
 
 
+def figure_lines(figures: dict) -> list[str]:
+    """The text table of `evaluate generator`: a rate with its Wilson 95% interval and n on one line
+    (`<key>_n`, `<key>_low`, `<key>_high` folded in), an unmeasured figure (None) as "not measured (why)"
+    from its `<key>_not_measured`."""
+    folded = {f"{key}{end}" for key in figures if f"{key}_n" in figures for end in ("_n", "_low", "_high", "_not_measured")}
+    folded |= {f"{key}_not_measured" for key, value in figures.items() if value is None}
+    lines = []
+    for key, value in figures.items():
+        if key in folded:
+            continue
+        if value is None:
+            text = f"not measured ({figures.get(f'{key}_not_measured', 'nothing to measure')})"
+        elif f"{key}_n" in figures and f"{key}_low" in figures:
+            text = f"{value:.4f} [{figures[f'{key}_low']:.4f}, {figures[f'{key}_high']:.4f}] (n={figures[f'{key}_n']})"
+        else:
+            text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{key:22s} {text}")
+    return lines
+
+
 def register(app: typer.Typer) -> None:
     evaluate_app = typer.Typer(help="Measure generators against held-out data.", no_args_is_help=True)
 
@@ -121,8 +141,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(figures, sort_keys=False))
         else:
-            for key, value in figures.items():
-                typer.echo(f"{key:22s} {value:.4f}" if isinstance(value, float) else f"{key:22s} {value}")
+            for line in figure_lines(figures):
+                typer.echo(line)
 
     @evaluate_app.command("families")
     def families(

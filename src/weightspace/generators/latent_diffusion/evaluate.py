@@ -6,7 +6,10 @@ hash of its training rows that the checkpoint records (`data.manifest_hash`), an
 any other folder (an imported one included: rows an import failed on or skipped are left out).
 Shapes of a family the checkpoint does not know are measured for the autoencoder and from points,
 and left out of the family figures (family_betti_match, MMD, COV, 1-NNA, seconds_per_shape);
-`family_unknown_shapes` counts them and `family_figures_note` says so.
+`family_unknown_shapes` counts them and `family_figures_note` says so. A figure with nothing to
+measure is None (null), never 0, and `<figure>_not_measured` says why. Every rate (the Betti
+matches) comes with `<rate>_n` and its Wilson 95% interval `<rate>_low`, `<rate>_high`; MMD, COV
+and 1-NNA of fewer than 8 shapes a side come with `set_metrics_caveat`.
 """
 
 from __future__ import annotations
@@ -133,7 +136,8 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
     """
     from weightspace.analysis import topology
     from weightspace.analysis.geometry import iou
-    from weightspace.analysis.sets import set_metrics
+    from weightspace.analysis.rates import rate_fields
+    from weightspace.analysis.sets import set_caveat, set_metrics
     from weightspace.data.families import FAMILIES
     from weightspace.data.observe import observe
 
@@ -183,22 +187,31 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
             row.update(family_betti=list(fam_b), family_declared=list(declared), family_match=tuple(fam_b[:2]) == tuple(declared[:2]))
         per_shape.append(row)
 
-    figures = dict(
-        ae_iou=float(np.mean([r["ae_iou"] for r in per_shape])),
-        ae_betti_match=float(np.mean([r["ae_betti"] == r["target_betti"] for r in per_shape])),
-        points_iou=float(np.mean([r["points_iou"] for r in per_shape])),
-        points_betti_match=float(np.mean([r["points_betti"] == r["target_betti"] for r in per_shape])),
-    )
+    no_family = f"no held-out shape is of a family the checkpoint knows ({', '.join(gen.cfg.families) or 'none'})"
+    rates = [rate_fields("ae_betti_match", [r["ae_betti"] == r["target_betti"] for r in per_shape], why_unmeasured="no held-out shapes"),
+             rate_fields("points_betti_match", [r["points_betti"] == r["target_betti"] for r in per_shape], why_unmeasured="no held-out shapes"),
+             rate_fields("family_betti_match", [per_shape[k]["family_match"] for k in order], why_unmeasured=no_family)]
+    sets: dict = {}
     if order:
         gen_clouds = [surface_cloud(fam_grids[k], derive_seed(seed, "set-gen", k)) for k in order]
         ref_clouds = [surface_cloud(targets[k], derive_seed(seed, "set-ref", k)) for k in order]
-        sets = set_metrics(gen_clouds, ref_clouds)
-        figures.update(family_betti_match=float(np.mean([per_shape[k]["family_match"] for k in order])),
-                       mmd=float(sets["mmd"]), cov=float(sets["cov"]), nna=float(sets["nna"]),
-                       seconds_per_shape=float(seconds_per_shape))
+        sets = {k: float(v) for k, v in set_metrics(gen_clouds, ref_clouds).items() if k in ("mmd", "cov", "nna")}
+    figures = dict(  # FIGURE_KEYS first, in order
+        ae_iou=float(np.mean([r["ae_iou"] for r in per_shape])), ae_betti_match=rates[0].pop("ae_betti_match"),
+        points_iou=float(np.mean([r["points_iou"] for r in per_shape])), points_betti_match=rates[1].pop("points_betti_match"),
+        family_betti_match=rates[2].pop("family_betti_match"), mmd=sets.get("mmd"), cov=sets.get("cov"), nna=sets.get("nna"),
+        seconds_per_shape=float(seconds_per_shape) if order else None,
+    )
     unknown = len(items) - len(order)
     figures["held_out_shapes"] = len(items)
-    figures["held_out_from"] = "the training folder's test/val split" if own else "every shape (not the checkpoint's training folder)"
+    figures["held_out_from"] = f"the training folder's {ds.split} split" if own else "every shape (not the checkpoint's training folder)"
+    for fields in rates:
+        figures.update(fields)
+    figures["set_metrics_n"] = len(order)  # generated and reference shapes alike: one sample per held-out shape
+    if not order:
+        figures.update({f"{k}_not_measured": no_family for k in ("mmd", "cov", "nna", "seconds_per_shape")})
+    elif set_caveat(len(order), len(order)):
+        figures["set_metrics_caveat"] = set_caveat(len(order), len(order))
     if unknown:
         figures["family_unknown_shapes"] = unknown
         names = sorted({fams[k] for k in range(len(items)) if k not in fam_grids})
@@ -219,10 +232,13 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
 
 def evaluate_generator(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: int = 0, training_hash: str | None = None,
                        executor: Executor | None = None, loader: Callable[[], Any] | None = None) -> dict:
-    """The figures of issue 4 (fractions in [0, 1]): the keys FIGURE_KEYS, those of FAMILY_KEYS only
-    where some held-out shape is of a family the checkpoint knows, then `held_out_shapes`,
-    `held_out_from` and, where shapes of unknown families were left out of the family figures,
-    `family_unknown_shapes` and `family_figures_note`.
+    """The figures of issue 4 (fractions in [0, 1]): the keys FIGURE_KEYS first (those of FAMILY_KEYS
+    None where no held-out shape is of a family the checkpoint knows, each with `<key>_not_measured`),
+    then `held_out_shapes`, `held_out_from` (which shapes: the training folder's split, or every
+    shape), `<rate>_n`, `<rate>_low`, `<rate>_high` (Wilson 95%) of each Betti match, `set_metrics_n`
+    (shapes a side of MMD, COV, 1-NNA), `set_metrics_caveat` when that is under 8 and, where shapes
+    of unknown families were left out of the family figures, `family_unknown_shapes` and
+    `family_figures_note`.
 
     Held-out shapes: see the module docstring (at most `max_shapes`, spread evenly); `seed` fixes
     every observation and every sample; `executor` and `loader`: see `evaluate_details`.

@@ -9,8 +9,12 @@ Figures (all fractions in [0, 1]):
                         of the training folder, and every shape of any other folder
     points_betti_match  share of those reconstructions whose (b0, b1, b2) equal the ground truth grid's
     family_betti_match  share of codes sampled from each family's Gaussian whose decoded grid has
-                        the family's declared (b0, b1), as for the latent diffusion model
+                        the family's declared (b0, b1), as for the latent diffusion model; None
+                        (null) when the checkpoint has no family with a declared topology, and
+                        `family_betti_match_not_measured` says why
     seconds_per_shape   wall seconds per held-out shape of reconstruction plus decoding
+    held_out_shapes     how many held-out shapes were measured; `held_out_from` says which
+Each Betti match also gives `<rate>_n` (items) and its Wilson 95% interval `<rate>_low`, `<rate>_high`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 
 from weightspace.analysis import topology
 from weightspace.analysis.geometry import iou
+from weightspace.analysis.rates import rate_fields
 from weightspace.data.families import FAMILIES
 from weightspace.data.observe import observe
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
@@ -133,11 +138,14 @@ def evaluate_generator(
     if own and len(train_rows) != gen.cfg.n_codes:
         raise InputError(f"{folder}: has the checkpoint's manifest hash but {len(train_rows)} training shapes for {gen.cfg.n_codes} codes")
     if own:
-        held = [r for r in all_rows if r["split"] == "test"] or [r for r in all_rows if r["split"] == "val"]
+        held_split = "test" if any(r["split"] == "test" for r in all_rows) else "val"
+        held = [r for r in all_rows if r["split"] == held_split]
         if not held:
             raise InputError(f"{folder}: the checkpoint's training folder holds no held-out shapes (split test or val)")
+        held_from = f"the training folder's {held_split} split"
     else:
         held = all_rows  # the checkpoint has seen none of them
+        held_from = "every shape (not the checkpoint's training folder)"
     R = int(all_rows[0].get("resolution", gen.cfg.resolution))
     say = log or (lambda s: None)
     gen.net.eval()
@@ -191,13 +199,22 @@ def evaluate_generator(
                for name, (grids, _) in zip(names, batches(jobs)) for g in grids]
     say(f"family Betti match {np.mean(f_match) if f_match else float('nan'):.2f}")
 
+    if not gen.families:
+        no_family = "the checkpoint has no families (its training shapes had none)"
+    else:
+        no_family = f"none of the checkpoint's families ({', '.join(gen.families)}) has a declared topology to check samples against"
+    points_rate = rate_fields("points_betti_match", p_match, why_unmeasured="no held-out shapes")
+    family_rate = rate_fields("family_betti_match", f_match, why_unmeasured=no_family)
     return {
         **figures,
         "points_iou": float(np.mean(p_ious)),
-        "points_betti_match": float(np.mean(p_match)),
-        "family_betti_match": float(np.mean(f_match)) if f_match else 0.0,
+        "points_betti_match": points_rate.pop("points_betti_match"),
+        "family_betti_match": family_rate.pop("family_betti_match"),
         "seconds_per_shape": seconds / len(hidx),
         "held_out_shapes": len(hidx),
+        "held_out_from": held_from,
+        **points_rate,
+        **family_rate,
     }
 
 
@@ -209,7 +226,7 @@ def record_figures(folder: str | Path, figures: dict[str, float | str], command:
     record = read_json(path) if path.is_file() else {}
     if not isinstance(record, dict):
         raise InputError(f"{path}: expected a JSON object")
-    record["figures"] = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}
+    record["figures"] = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}  # None: not measured
     record["figures_command"] = command
     atomic_write_json(path, record)
     return path
