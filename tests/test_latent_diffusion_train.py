@@ -10,6 +10,7 @@ from weightspace.cli import _register, app
 from weightspace.generators import load_generator
 from weightspace.generators.latent_diffusion.config import ModelConfig, TrainConfig
 from weightspace.generators.latent_diffusion.train import LOSS_LOG, TRAIN_STATE, train_latent_diffusion
+from weightspace.runtime.errors import InputError
 
 TINY_MODEL = dict(ae_channels=[8, 16], latent_channels=2, patch=2, width=32, depth=1, heads=2,
                   cond_dim=8, timesteps=50, sample_steps=3)
@@ -54,6 +55,22 @@ def test_tiny_train_resume_and_load(tiny_data, tmp_path):
     with torch.no_grad():
         grid = loaded.sdf_grid(loaded.condition(family=["torus"]), [0])
     assert grid.shape == (1, 16, 16, 16) and torch.isfinite(grid).all()
+
+    # a resume on other data, or with another model, is refused before anything is written
+    from weightspace.data.make import make_dataset
+
+    other = tmp_path / "other"
+    make_dataset(other, family="all", count=20, resolution=16, seed=3, n_points=256, progress=False)
+    before = (out / "config.json").read_bytes()
+    with pytest.raises(InputError, match="was trained on other data"):
+        train_latent_diffusion(other, out, train=tc2, stage="diffusion", echo=lambda s: None)
+    with pytest.raises(InputError, match=r"another model \(width 32 -> 48\)"):
+        train_latent_diffusion(tiny_data, out, model=ModelConfig(**{**TINY_MODEL, "width": 48}), train=tc2, stage="diffusion",
+                               echo=lambda s: None)
+    assert (out / "config.json").read_bytes() == before
+    # each logged step once per stage
+    keys = [(r["stage"], r["step"], "val_iou" in r) for r in map(json.loads, (out / LOSS_LOG).read_text().splitlines())]
+    assert len(keys) == len(set(keys))
 
 
 def test_train_cli_rejects_bad_config(tiny_data, tmp_path):

@@ -1,6 +1,29 @@
 """CLI group `weightspace train`: one command per generator architecture."""
 
+import os
+import sys
+from typing import Callable
+
 import typer
+
+
+def pipe_safe_echo() -> Callable[[str], None]:
+    """typer.echo for a long training run whose stdout may be closed by its reader (`... | head`): the run
+    goes on silently to its checkpoint instead of dying on BrokenPipeError mid-step."""
+    closed = False
+
+    def echo(message: str) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            typer.echo(message)
+        except BrokenPipeError:
+            closed = True
+            # stdout stays closed: point it at devnull so the interpreter's own flush at exit does not fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    return echo
 
 
 def register(app: typer.Typer) -> None:

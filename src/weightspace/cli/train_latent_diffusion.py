@@ -56,7 +56,9 @@ def register(app: typer.Typer) -> None:
         unknown = sorted(set(raw) - {"model", "train"})
         if unknown:
             raise InputError(f"{config}: unknown top-level field(s) {unknown}; valid: ['model', 'train']")
-        model_cfg = config_from_dict(ModelConfig, raw.get("model"), where=f"{config}: model" if config else "model")
+        # no model section: the defaults for a new run, the run's own model for a resume
+        model_cfg = (config_from_dict(ModelConfig, raw["model"], where=f"{config}: model") if raw.get("model") is not None
+                     else None)
         train_raw = json_section(raw, "train", str(config))
         if minutes is not None:
             if not minutes > 0:
@@ -64,10 +66,11 @@ def register(app: typer.Typer) -> None:
             train_raw["minutes"] = float(minutes)
         train_cfg = config_from_dict(TrainConfig, train_raw, where=f"{config}: train" if config else "train")
         command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        from weightspace.cli.train import pipe_safe_echo
         from weightspace.runtime.distributed import finish_ranks
 
         try:
             train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command,
-                                   autoencoder_from=autoencoder_from, continue_from=continue_from, device=device, echo=typer.echo)
+                                   autoencoder_from=autoencoder_from, continue_from=continue_from, device=device, echo=pipe_safe_echo())
         finally:
             finish_ranks()

@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         for derived in ("n_codes", "families"):
             if derived in model_raw:
                 raise InputError(f"{where}: model.{derived} is set from the data folder; remove it")
-        model_cfg = config_from_dict(FieldConfig, model_raw, where=f"{where}: model")
+        # no model section: the defaults for a new run, the run's own network for a resume
+        model_cfg = config_from_dict(FieldConfig, model_raw, where=f"{where}: model") if model_raw else None
         train_raw = json_section(raw, "train", where)
         if minutes is not None:
             if not minutes > 0:
@@ -57,10 +58,11 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"--threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         command = "weightspace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        from weightspace.cli.train import pipe_safe_echo
         from weightspace.runtime.distributed import finish_ranks
 
         try:
             train_neural_field(data, out, model_cfg=model_cfg, train_cfg=train_cfg, command=command, resume=not fresh,
-                               device=device, log=typer.echo)
+                               device=device, log=pipe_safe_echo())
         finally:
             finish_ranks()

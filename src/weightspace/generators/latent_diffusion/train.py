@@ -52,6 +52,7 @@ from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
 from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.seeding import item_generator
+from weightspace.runtime.train_folder import TrainLock, changed, check_out, trim_log
 
 TRAIN_STATE = "train_state.safetensors"
 LOSS_LOG = "loss_log.jsonl"
@@ -421,7 +422,38 @@ def _diffusion_stage(run: StageRun, net, ema: EMA, data: TrainingData, latents: 
     return opt
 
 
-def train_latent_diffusion(
+def train_latent_diffusion(data_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> LatentDiffusionGenerator:
+    """Train (or resume training of) a latent diffusion generator on a data folder; keywords as
+    `_train_latent_diffusion`'s. `out_dir` is checked first (a file, the data folder or a folder of
+    something else is refused) and held by this run alone while it trains (`runtime.train_folder`)."""
+    check_out(Path(out_dir), Path(data_dir), "latent-diffusion", (TRAIN_STATE,))
+    with TrainLock(Path(out_dir)):
+        return _train_latent_diffusion(data_dir, out_dir, **kwargs)
+
+
+# settings a resume may change: the sampler's defaults; every other model field shapes the weights
+SAMPLING_FIELDS = ("sample_steps", "guidance", "sampler")
+
+
+def _check_resume(out: Path, config: dict[str, Any], model: ModelConfig | None, tc: TrainConfig, data: "TrainingData",
+                  data_dir: str | Path, echo: Callable[[str], None]) -> None:
+    """Refuse a resume on other data or with another model; say which training settings changed."""
+    was = config.get("data", {}).get("manifest_hash")
+    if was is not None and was != data.manifest_hash:
+        raise InputError(f"--out: {out} was trained on other data ({config['data'].get('folder')}, hash {was}); {data_dir} "
+                         f"hashes to {data.manifest_hash}. Resume with the same data folder, or use a new --out")
+    if model is not None:
+        skip = ("families", "resolution", "truncation", *SAMPLING_FIELDS)  # the first three come from the data
+        arch = changed(config["model"], dataclasses.asdict(model), skip=skip)
+        if arch:
+            raise InputError(f"--out: {out} holds a run of another model ({'; '.join(arch[:4])}); its weights cannot take "
+                             f"that shape. Resume without the change (leave out --config's model), or use a new --out")
+    settings = changed(config.get("train", {}), dataclasses.asdict(tc))
+    if settings:
+        echo(f"resuming with changed training settings: {'; '.join(settings)}")
+
+
+def _train_latent_diffusion(
     data_dir: str | Path,
     out_dir: str | Path,
     *,
@@ -473,6 +505,7 @@ def train_latent_diffusion(
             raise InputError(f"{out}: already holds a run to resume; --autoencoder-from and --continue-from start a new one "
                              "(use a new --out)")
         config, resume_state, ema_state = _load_resume_state(out)
+        _check_resume(out, config, model, tc, data, data_dir, echo)
         cfg = saved_model_config(config["model"], where=f"{out / TRAIN_STATE}: model")
         progress.update({k: v for k, v in config.get("progress", {}).items() if k in progress})
         ae_source = config.get("autoencoder_from")
@@ -502,6 +535,8 @@ def train_latent_diffusion(
     if (cfg.resolution, cfg.truncation) != (data.resolution, data.truncation) or cfg.families[: len(data.families)] != data.families:
         raise InputError(f"{data_dir}: data (resolution {data.resolution}, truncation {data.truncation}) does not match the checkpoint in {out}")
     logger = Logger(out, echo, write=ranks.main)
+    if ranks.main:  # rows logged after the last save are logged again from here; a new run starts a new log
+        trim_log(logger.path, lambda row: int(row.get("step", 0)) <= int(progress.get(f"{row.get('stage')}_steps", 0)))
 
     def extra() -> dict:
         return {

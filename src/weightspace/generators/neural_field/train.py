@@ -34,7 +34,7 @@ from weightspace.generators.neural_field.losses import clamped_l1, code_prior
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, manifest_hash, read_manifest
 from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint, load_state, state_metadata
-from weightspace.runtime.config import check_config, config_to_dict
+from weightspace.runtime.config import check_config, config_from_dict, config_to_dict
 from weightspace.runtime.distributed import STOPPED_NOTE, Stopped, StopRequests, barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json, parse_json
@@ -42,6 +42,7 @@ from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.progress import progress_enabled
 from weightspace.runtime.safe_load import load_torch_object
 from weightspace.runtime.seeding import item_generator
+from weightspace.runtime.train_folder import TrainLock, changed, check_out, trim_log
 
 STATE_NAME = "train_state.safetensors"  # weights, EMA, Adam moments; step and elapsed in its metadata
 OLD_STATE_NAME = "trainer_state.pt"  # the torch.save pickle of runs started before STATE_NAME, read only to resume them
@@ -98,11 +99,22 @@ def _load_resume_state(out: Path, net: torch.nn.Module, opt: torch.optim.Optimiz
     return ema or None, int(counters["step"]), float(counters["elapsed"])
 
 
-def train_neural_field(
+def train_neural_field(data_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> NeuralFieldGenerator:
+    """Train on the `train` split of `data_dir`; write checkpoint, trainer state and loss log to `out_dir`.
+
+    Keywords as `_train_neural_field`'s. `out_dir` is checked first (a file, the data folder or a folder
+    of something else is refused) and held by this run alone while it trains (`runtime.train_folder`).
+    """
+    check_out(Path(out_dir), Path(data_dir), "neural-field", (STATE_NAME, OLD_STATE_NAME))
+    with TrainLock(Path(out_dir)):
+        return _train_neural_field(data_dir, out_dir, **kwargs)
+
+
+def _train_neural_field(
     data_dir: str | Path,
     out_dir: str | Path,
     *,
-    model_cfg: FieldConfig,
+    model_cfg: FieldConfig | None = None,
     train_cfg: TrainConfig,
     command: str = "",
     resume: bool = True,
@@ -111,6 +123,8 @@ def train_neural_field(
 ) -> NeuralFieldGenerator:
     """Train on the `train` split of `data_dir`; write checkpoint, trainer state and loss log to `out_dir`.
 
+    model_cfg : the network (None: the defaults, or on resume the run's own). A resume keeps its
+        architecture (ARCHITECTURE fields) and its data (the manifest's hash); either changed is refused.
     device : auto (CUDA when present) | cpu | cuda[:N]; the returned generator is on the CPU.
     """
     train_cfg = check_config(train_cfg, where="train")
@@ -119,13 +133,24 @@ def train_neural_field(
         log = lambda message: None  # noqa: E731 (rank 0 alone speaks)
     data_dir, out = Path(data_dir), Path(out_dir)
     rows = read_manifest(data_dir, "train")
+    resolution = int(rows[0].get("resolution", 32))
+    saved = (out / STATE_NAME).is_file() or (out / OLD_STATE_NAME).is_file()
+    old_config = load_checkpoint(out)[1] if resume and saved and (out / CONFIG_NAME).is_file() else None
+    if old_config is not None:
+        _check_resume(out, old_config, model_cfg, train_cfg, data_dir, log)
+        if model_cfg is None:  # the run's own network, with its inference settings
+            kept = {k: v for k, v in old_config["model"].items() if k not in ("n_codes", "families", "resolution")}
+            model_cfg = config_from_dict(FieldConfig, kept, where=f"{out / CONFIG_NAME}: model")
+    model_cfg = model_cfg if model_cfg is not None else FieldConfig()
+    if model_cfg.resolution not in (FieldConfig().resolution, resolution):
+        raise InputError(f"model.resolution {model_cfg.resolution} is not the data's ({resolution}, {data_dir}); a field "
+                         f"decodes at the resolution of its training grids: remove model.resolution or use matching data")
     t0 = time.perf_counter()
     bank = build_bank(data_dir, rows, size=train_cfg.bank_size, sigmas=train_cfg.near_sigmas,
                       uniform_fraction=train_cfg.uniform_fraction, seed=train_cfg.seed,
                       grid_fraction=train_cfg.grid_fraction, band_width=model_cfg.clamp)
     log(f"sample bank: {len(rows)} shapes x {train_cfg.bank_size} points ({bank.exact} analytic) "
         f"in {time.perf_counter() - t0:.1f}s")
-    resolution = int(rows[0].get("resolution", model_cfg.resolution))
     model_cfg.n_codes, model_cfg.families, model_cfg.resolution = len(rows), list(FAMILY_NAMES), resolution
     torch.manual_seed(train_cfg.seed)
     gen = NeuralFieldGenerator(model_cfg)  # checks the config
@@ -136,15 +161,14 @@ def train_neural_field(
     ema = copy.deepcopy(net.state_dict()) if train_cfg.ema_decay > 0 else None
     step, elapsed = 0, 0.0
 
-    saved = (out / STATE_NAME).is_file() or (out / OLD_STATE_NAME).is_file()
-    if resume and saved and (out / CONFIG_NAME).is_file():
-        _, old_config = load_checkpoint(out)
-        if old_config.get("model", {}).get("n_codes") != len(rows):
-            raise InputError(f"{out}: its checkpoint was trained on another data set; use a new --out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    if old_config is not None:
         saved_ema, step, elapsed = _load_resume_state(out, net, opt)
         if ema is not None:
             ema = {k: v.to(dev, copy=True) for k, v in (saved_ema or net.state_dict()).items()}  # never aliases the weights
         log(f"resumed from {out} at step {step} ({elapsed / 60:.1f} min)")
+    if ranks.main:  # rows logged after the last save are logged again from here; a fresh run starts a new log
+        trim_log(out / LOG_NAME, lambda row: int(row.get("step", 0)) <= step)
     barrier(ranks)  # every rank has read the state before rank 0 writes the next one
 
     rows_r = shard(len(rows), ranks)  # this rank's shapes in every step
@@ -163,7 +187,6 @@ def train_neural_field(
     extra = {"train": config_to_dict(train_cfg), "data": data_info, "command": command, "device": str(dev)}
     budget = train_cfg.minutes * 60.0
     N, S = bank.points.shape[:2]
-    out.mkdir(parents=True, exist_ok=True)
     log_file = open(out / LOG_NAME, "a", encoding="utf-8") if ranks.main else None
     last_save, start, last_print = time.perf_counter(), time.perf_counter() - elapsed, 0.0
     with StopRequests() as stop:  # SIGINT / SIGTERM end the loop after the step in flight
@@ -225,6 +248,30 @@ def train_neural_field(
     return final
 
 
+ARCHITECTURE = ("d_z", "width", "depth", "skip", "pe_freqs")  # what the saved weights are shaped by
+
+
+def _check_resume(out: Path, old: dict[str, Any], model_cfg: FieldConfig | None, train_cfg: TrainConfig, data_dir: Path,
+                  log: Callable[[str], None]) -> None:
+    """Refuse a resume on other data or with another network; say which training settings changed."""
+    was = old.get("data", {}).get("manifest_sha256")
+    now = manifest_hash(data_dir)
+    if was is not None and was != now:
+        raise InputError(f"--out: {out} was trained on other data ({old['data'].get('folder')}, manifest {was}); "
+                         f"{data_dir} has manifest {now}. Resume with the same data folder, or start over with --fresh "
+                         f"or a new --out")
+    if model_cfg is not None:
+        arch = changed(old.get("model", {}), {k: getattr(model_cfg, k) for k in ARCHITECTURE})
+        if arch:
+            raise InputError(f"--out: {out} holds a run of another network ({'; '.join(arch)}); its weights cannot take "
+                             f"that shape. Resume without the change, or start over with --fresh or a new --out")
+    settings = changed(old.get("train", {}), config_to_dict(train_cfg))
+    if model_cfg is not None and model_cfg.clamp != old.get("model", {}).get("clamp", model_cfg.clamp):
+        settings.append(f"clamp {old['model']['clamp']!r} -> {model_cfg.clamp!r}")
+    if settings:
+        log(f"resuming with changed settings: {'; '.join(settings)}")
+
+
 def training_record(out: Path, command: str, steps: int, elapsed: float, data_dir: Path) -> dict[str, Any]:
     """The record shipped beside a checkpoint: command, data, wall time, loss log (figures are added by evaluation)."""
     log_rows = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines() if line.strip()]
@@ -238,8 +285,9 @@ def training_record(out: Path, command: str, steps: int, elapsed: float, data_di
     if summary.is_file():
         made = json.loads(summary.read_text())
         data_info.update({k: made[k] for k in ("seed", "count", "resolution", "family") if k in made})
+        pose = f" --pose {made['pose']}" if made.get("pose") not in (None, "random") else ""
         data_info["command"] = (f"weightspace data make --family {made.get('family')} --count {made.get('count')} "
-                                f"--resolution {made.get('resolution')} --seed {made.get('seed')} --out {data_dir}")
+                                f"--resolution {made.get('resolution')} --seed {made.get('seed')}{pose} --out {data_dir}")
     return {
         "command": command,
         "data": data_info,

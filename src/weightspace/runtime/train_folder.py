@@ -1,0 +1,127 @@
+"""A training run's --out folder: refused when it holds something else, written by one run at a time,
+its loss log cut back to the step a resume starts from."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_write_text
+
+LOCK_NAME = ".train.lock"
+# what a run of any trainer may leave before its first checkpoint (a run killed early)
+EARLY_FILES = frozenset({"loss_log.jsonl", LOCK_NAME, "training_record.json"})
+
+
+def check_out(out: Path, data_dir: Path, kind: str, state_files: Iterable[str]) -> None:
+    """Refuse an --out that is a file, the data folder itself, or a folder holding anything but a run of
+    this trainer (`kind` in its config.json, or one of its `state_files`), so that no file of the user's
+    is overwritten and no other run's log is appended to."""
+    out, data_dir = Path(out), Path(data_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} is a file; give a folder (new, or one holding a run to resume)")
+    if out.exists() and out.resolve() == data_dir.resolve():
+        raise InputError(f"--out: {out} is the data folder; give the checkpoint its own folder")
+    if not out.is_dir():
+        return
+    config = out / "config.json"
+    if config.is_file():
+        try:
+            found = json.loads(config.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            found = None
+        other = found.get("kind") if isinstance(found, dict) else None
+        if other != kind:
+            what = f"a {other} checkpoint" if isinstance(other, str) else "a config.json that is not a weightspace checkpoint's"
+            raise InputError(f"--out: {out} holds {what}, not a {kind} run to resume; choose a new or empty folder")
+        return
+    names = {p.name for p in out.iterdir()}
+    if names & set(state_files):
+        return  # a run saved its resume state and was stopped before its checkpoint
+    foreign = sorted(names - EARLY_FILES)
+    if foreign:
+        raise InputError(f"--out: {out} holds files that are not a {kind} run ({', '.join(foreign[:5])}); "
+                         f"choose a new or empty folder")
+
+
+class TrainLock:
+    """One writer per --out: an exclusive, non-blocking lock on `out/.train.lock` for as long as the run
+    lasts (the kernel drops it when the process ends, even by SIGKILL). A second run on the same folder,
+    or a data-parallel rank orphaned by a killed launcher, is named instead of writing over the first.
+    Taken by rank 0 alone. POSIX only (fcntl); elsewhere no lock is taken."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out) / LOCK_NAME
+        self.fd: int | None = None
+        self.created = False
+        # rank 0 of a torchrun launch (or a plain run) locks; the other ranks write nothing
+        self.active = int(os.environ.get("RANK", "0")) == 0
+
+    def __enter__(self) -> "TrainLock":
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: nothing to lock with
+            return self
+        if not self.active:
+            return self
+        self.created = not self.path.parent.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise InputError(f"--out: {self.path.parent} is being written by another training run (process {holder}); "
+                             f"wait for it, stop it, or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the lock; the file stays, empty of meaning
+            self.fd = None
+            folder = self.path.parent
+            if self.created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:  # a run refused before it wrote
+                self.path.unlink()
+                folder.rmdir()
+
+
+def trim_log(path: Path, keep: Callable[[Mapping[str, Any]], bool]) -> int:
+    """Rewrite a JSONL loss log with only the rows `keep` accepts (a resume keeps the rows up to the step it
+    starts from: rows logged after the last save are logged again); returns how many were dropped. A line
+    that is not a JSON object is dropped too (a write cut by a kill)."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and keep(row):
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return dropped
+
+
+def changed(old: Mapping[str, Any], new: Mapping[str, Any], skip: Iterable[str] = ()) -> list[str]:
+    """`field old -> new` for every field of `new` whose value in `old` (as saved JSON) differs."""
+    skip = set(skip)
+    out = []
+    for k, v in new.items():
+        v = json.loads(json.dumps(v))  # tuples as lists, as the saved config has them
+        if k not in skip and k in old and old[k] != v:
+            out.append(f"{k} {old[k]!r} -> {v!r}")
+    return out
