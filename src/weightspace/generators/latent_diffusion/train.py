@@ -205,12 +205,19 @@ class Logger:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 
-    def progress(self, stage: str, step: int, used: float, budget: float, loss: float, extra: str = "") -> None:
-        eta = max(0.0, budget - used)
+    def progress(self, stage: str, step: int, used: float, budget: float, loss: float, extra: str = "",
+                 total_steps: int = 0) -> None:
+        """One progress line; a stage with a step budget (`total_steps`) ends on steps, not on the clock."""
+        if total_steps:
+            done = min(1.0, step / total_steps)
+            eta = used / max(step, 1) * max(total_steps - step, 0)
+            where = f"step {step:6d}/{total_steps}"
+        else:
+            done, eta, where = min(1.0, used / budget), max(0.0, budget - used), f"step {step:6d}"
         width = 30
-        filled = int(width * min(1.0, used / budget))
-        self.echo(f"[{stage:9s}] [{'#' * filled}{'.' * (width - filled)}] step {step:6d}  loss {loss:.4f}{extra}  "
-                  f"{used / 60:5.1f}/{budget / 60:.1f} min  ETA {eta / 60:4.1f} min")
+        filled = int(width * done)
+        self.echo(f"[{stage:9s}] [{'#' * filled}{'.' * (width - filled)}] {where}  loss {loss:.4f}{extra}  "
+                  f"{used / 60:5.1f}{'' if total_steps else f'/{budget / 60:.1f}'} min  ETA {eta / 60:4.1f} min")
 
 
 @torch.no_grad()
@@ -292,7 +299,8 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
                         row["val_iou"] = round(validate(), 4)
                         t_prev = time.time()  # validation time is not training time
                     logger.row(**row)
-                    logger.progress(name, step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "")
+                    logger.progress(name, step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "",
+                                    total_steps=total_steps)
             stopping = stop.check(ranks)
             if stopping or now - last_save > tc.checkpoint_seconds:
                 progress.update({f"{name}_steps": step, f"{name}_seconds": used})
