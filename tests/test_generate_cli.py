@@ -319,3 +319,36 @@ def test_evaluate_neural_field_without_families_says_not_measured(tmp_path):
     text = CliRunner().invoke(app, ["evaluate", "generator", str(ck), "--data", str(data), "--device", "cpu"]).output
     assert "family_betti_match     not measured (the checkpoint has no families" in text
     assert re.search(r"points_betti_match +[01]\.0000 \[\d\.\d{4}, \d\.\d{4}\] \(n=1\)", text), text
+
+
+def test_latent_diffusion_samples_only_the_families_its_data_held(tmp_path):
+    """Where a checkpoint's config records its training data's families (data.families), it samples those
+    and refuses the others by name, as the neural field does (a tori-only checkpoint made a 201-part blob for
+    chair); one that records none, as the shipped ones, keeps every family of its model."""
+    import dataclasses
+
+    from weightspace.generators.latent_diffusion.evaluate import family_samples
+    from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
+
+    gen = tiny_generator(seed=1)
+    gen.config["data"] = {"manifest_hash": "0", "families": ["torus"]}
+    ck = gen.save(tmp_path / "tori")
+    _register()
+    r = CliRunner().invoke(app, ["generate", "--checkpoint", str(ck), "--family", "mug", "--out", str(tmp_path / "g")])
+    assert isinstance(r.exception, InputError) and "no training shapes of family 'mug'; it samples torus" in str(r.exception)
+    r = CliRunner().invoke(app, ["evaluate", "families", str(ck), "--per-family", "1", "--json", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert list(json.loads(r.output)["per_family"]) == ["torus"]
+    # trained on imported meshes: its one family has no declared topology (it listed the 10 procedural ones)
+    imported = LatentDiffusionGenerator(dataclasses.replace(gen.cfg, families=["torus", "imported"]),
+                                        extra_config={"data": {"families": ["imported"]}})
+    with pytest.raises(InputError, match=r"families \(imported\) have no declared topology"):
+        family_samples(imported, per_family=1)
+    assert tiny_generator(seed=1).families == ["torus", "mug", "shell"]  # records none: every family
+
+
+def test_the_shipped_default_samples_every_family():
+    from weightspace.data.families import FAMILY_NAMES
+    from weightspace.generators import load_generator
+
+    assert load_generator("default").families == list(FAMILY_NAMES)

@@ -4,7 +4,8 @@ conditioned reconstruction, family-conditioned topology, and set metrics against
 Held out are the test split (else val) of the checkpoint's own training folder, recognised by the
 hash of its training rows that the checkpoint records (`data.manifest_hash`), and every shape of
 any other folder (an imported one included: rows an import failed on or skipped are left out).
-Shapes of a family the checkpoint does not know are measured for the autoencoder and from points,
+Shapes of a family the checkpoint does not know (`gen.families`: where its config records its training
+data's families, those only) are measured for the autoencoder and from points,
 and left out of the family figures (family_betti_match, MMD, COV, 1-NNA, seconds_per_shape);
 `family_unknown_shapes` counts them and `family_figures_note` says so. A figure with nothing to
 measure is None (null), never 0, and `<figure>_not_measured` says why. Every rate (the Betti
@@ -171,7 +172,7 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
     pt_grids = _decodes(gen, executor, loader, "points", clouds, seeds)
 
     # 3. family-conditioned samples, one per held-out shape of a family the checkpoint knows (timed).
-    order = [k for k, f in enumerate(fams) if f in gen.cfg.families]
+    order = [k for k, f in enumerate(fams) if f in gen.families]
     t0 = time.perf_counter()
     fam_grids = dict(zip(order, _decodes(gen, executor, loader, "family", [fams[k] for k in order], [seeds[k] for k in order])))
     seconds_per_shape = (time.perf_counter() - t0) / max(len(order), 1)
@@ -187,7 +188,7 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
             row.update(family_betti=list(fam_b), family_declared=list(declared), family_match=tuple(fam_b[:2]) == tuple(declared[:2]))
         per_shape.append(row)
 
-    no_family = f"no held-out shape is of a family the checkpoint knows ({', '.join(gen.cfg.families) or 'none'})"
+    no_family = f"no held-out shape is of a family the checkpoint knows ({', '.join(gen.families) or 'none'})"
     rates = [rate_fields("ae_betti_match", [r["ae_betti"] == r["target_betti"] for r in per_shape], why_unmeasured="no held-out shapes"),
              rate_fields("points_betti_match", [r["points_betti"] == r["target_betti"] for r in per_shape], why_unmeasured="no held-out shapes"),
              rate_fields("family_betti_match", [per_shape[k]["family_match"] for k in order], why_unmeasured=no_family)]
@@ -275,6 +276,8 @@ def family_samples(gen, *, families=None, per_family: int = 8, seed: int = 0, gu
     if sampler and gen.kind != "latent-diffusion":
         raise InputError(f"guidance and steps set a latent diffusion sampler; this is a {gen.kind} generator")
     families = [f for f in known if f in FAMILIES] if families is None else list(families)
+    if not families:
+        raise InputError(f"this {gen.kind} generator's families ({', '.join(known)}) have no declared topology to check samples against")
     unknown = [f for f in families if f not in known]
     if unknown:
         raise InputError(f"families {unknown} are unknown to this checkpoint; it knows {known}")

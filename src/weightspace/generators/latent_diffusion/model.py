@@ -90,7 +90,13 @@ class LatentDiffusionGenerator(Generator):
     # --- conditions (capabilities EncodesPoints, EncodesVoxels, HasFamilies) --------------
     @property
     def families(self) -> list[str]:
-        return list(self.cfg.families)
+        """The families this checkpoint can sample: those its training data held, where its config records
+        them (data.families, as a neural field's does); one that records none (the shipped checkpoints),
+        every family of its model (cfg.families). The token of a family without training shapes is its
+        random initialisation: it decodes a shape of no family."""
+        data = self.config.get("data")
+        trained = data.get("families") if isinstance(data, dict) else None
+        return [f for f in self.cfg.families if f in trained] if isinstance(trained, list) else list(self.cfg.families)
 
     def encode_families(self, names, seeds=None) -> torch.Tensor:
         """Family names (B,) -> their learnt condition tokens (B, M, d); seeds unused (no randomness)."""
@@ -98,6 +104,11 @@ class LatentDiffusionGenerator(Generator):
         unknown = [f for f in names if f not in self.cfg.families]
         if unknown:
             raise InputError(f"unknown family {unknown[0]!r}; this checkpoint knows {self.cfg.families}")
+        trained = self.families
+        untrained = [f for f in names if f not in trained]
+        if untrained:
+            raise InputError(f"condition: this checkpoint had no training shapes of family {untrained[0]!r}; "
+                             f"it samples {', '.join(trained) or 'no family'}")
         labels = torch.tensor([self.cfg.families.index(f) for f in names], dtype=torch.int64, device=self.device)
         return self.net("family", labels)  # (B, M, d)
 
