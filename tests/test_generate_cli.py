@@ -352,3 +352,19 @@ def test_the_shipped_default_samples_every_family():
     from weightspace.generators import load_generator
 
     assert load_generator("default").families == list(FAMILY_NAMES)
+
+
+def test_generate_says_its_betti_numbers_are_the_grids(ckpt, tmp_path):
+    """The Betti numbers beside each mesh path are its SDF grid's (a mesh's own can differ): the line and
+    generate.json (`betti_of`) say so, and they are what `analyze topology` gives for the grid file."""
+    from weightspace.analysis.files import analyze_file
+
+    out = tmp_path / "gen"
+    r = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--family", "torus", "--count", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "generate.json").read_text())
+    (shape,) = summary["shapes"]
+    assert summary["betti_of"].startswith("the SDF grid") and "analyze topology" in summary["betti_of"]
+    grid = analyze_file(out / shape["grid"])
+    assert shape["betti"] == [grid["b0"], grid["b1"], grid["b2"]]
+    assert f"{shape['mesh']}  {shape['faces']} faces  grid betti {tuple(shape['betti'])}" in r.output

@@ -70,6 +70,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate shapes from a checkpoint and write their SDF grids and meshes.
 
+        Each line gives a mesh and the Betti numbers of its SDF grid (generate.json: `betti`, and `betti_of`
+        says so); the mesh's own can differ, `weightspace analyze topology` on the mesh file measures them.
+
         Example: weightspace generate --checkpoint default --family torus --seed 0 --count 4 --out runs/gen
         Example: weightspace generate --points scan.ply --original-frame --out runs/scan
         """
@@ -91,6 +94,6 @@ def register(app: typer.Typer) -> None:
         if norm is not None:
             _record_frame(out, rows, points, norm, margin=margin, original_frame=original_frame, fmt=fmt)
         remove_stale(out, earlier, rows)
-        for r in rows:
-            typer.echo(f"{r['mesh']}  betti {tuple(r['betti'])}  {r['faces']} faces")
-        typer.echo(f"wrote {len(rows)} shapes to {out}")
+        for r in rows:  # the grid's Betti numbers, not the mesh's (they can differ): said on the line itself
+            typer.echo(f"{r['mesh']}  {r['faces']} faces  grid betti {tuple(r['betti'])}")
+        typer.echo(f"wrote {len(rows)} shapes to {out} (grid betti: of grids/NAME.npy; a mesh's own: weightspace analyze topology MESH)")

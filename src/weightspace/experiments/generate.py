@@ -23,6 +23,11 @@ from weightspace.runtime.io import atomic_path, atomic_write_json
 
 MeshFormat = Literal["ply", "obj", "glb"]
 RECORD = "generate.json"
+# what each shape's `betti` is of: the mesh's own can differ (marching cubes joins or splits voxels that
+# touch at an edge or a corner differently from the grid's 26-connected solid), and measuring it on every
+# mesh is not cheap (seconds for a 64^3 decode of hundreds of parts)
+BETTI_OF = ("the SDF grid (grids/NAME.npy: solid where < 0, 26-connected voxels, as `analyze topology` counts a grid); "
+            "the mesh's own Betti numbers may differ: `weightspace analyze topology meshes/NAME`")
 
 
 def earlier_output(out: Path, *, overwrite: bool) -> list[str]:
@@ -64,7 +69,7 @@ def generate_shapes(
     conditions every shape; an unconditional generator (`gen.unconditional`) takes none. `steps` and
     `guidance` (latent diffusion only) override the checkpoint's sampler settings; generate.json
     records the ones used. Returns one row per shape: name, seed, grid
-    and mesh paths, betti, sizes.
+    and mesh paths, betti (of the grid, not the mesh: generate.json's `betti_of` says so), sizes.
     """
     given = [n for n, v in (("--family", family), ("--points", points), ("--voxels", voxels)) if v is not None]
     if len(given) > 1:
@@ -110,5 +115,5 @@ def generate_shapes(
     condition = ({"family": family} if family else {"points": str(points)} if points else {"voxels": str(voxels)} if voxels
                  else {"unconditional": True})
     atomic_write_json(out / RECORD, {"checkpoint": str(checkpoint), "kind": gen.kind, "condition": condition,
-                                     **({"sampler": sampler} if sampler else {}), "shapes": rows})
+                                     **({"sampler": sampler} if sampler else {}), "betti_of": BETTI_OF, "shapes": rows})
     return rows
