@@ -282,3 +282,17 @@ def test_a_gaussian_latent_trains_on_draws_and_its_kl_term_regularises_it(tiny_d
     with pytest.raises(InputError, match="latent_posterior"):
         train_latent_diffusion(tiny_data, tmp_path / "point", model=ModelConfig(**TINY_MODEL), train=tc, stage="diffusion",
                                autoencoder_from=tmp_path / "kl0.0", echo=lambda s: None)
+
+
+def test_a_run_records_the_families_its_data_held_and_samples_only_those(tmp_path):
+    from weightspace.data.make import make_dataset
+
+    data = tmp_path / "tori"
+    make_dataset(data, family="torus", count=8, resolution=16, seed=0, n_points=128, progress=False)
+    tc = TrainConfig(ae_steps=2, diffusion_steps=2, ae_batch=2, diffusion_batch=2, train_points=32, log_every=1)
+    gen = train_latent_diffusion(data, tmp_path / "ck", model=ModelConfig(**TINY_MODEL), train=tc, echo=lambda s: None)
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["data"]["families"] == ["torus"]
+    loaded = load_generator(tmp_path / "ck")
+    assert loaded.families == ["torus"] and gen.families == ["torus"]
+    with pytest.raises(InputError, match="no training shapes of family 'chair'"):
+        loaded.condition(family=["chair"])

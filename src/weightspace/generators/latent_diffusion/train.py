@@ -542,6 +542,8 @@ def _train_latent_diffusion(
         ema = EMA(net.to(dev), tc.ema_decay)
     if (cfg.resolution, cfg.truncation) != (data.resolution, data.truncation) or cfg.families[: len(data.families)] != data.families:
         raise InputError(f"{data_dir}: data (resolution {data.resolution}, truncation {data.truncation}) does not match the checkpoint in {out}")
+    present = set(data.labels.tolist())
+    trained_families = [f for i, f in enumerate(data.families) if i in present]
     logger = Logger(out, echo, write=ranks.main)
     if ranks.main:  # rows logged after the last save are logged again from here; a new run starts a new log
         trim_log(logger.path, lambda row: int(row.get("step", 0)) <= int(progress.get(f"{row.get('stage')}_steps", 0)))
@@ -553,7 +555,7 @@ def _train_latent_diffusion(
             "train": dataclasses.asdict(tc),
             "progress": dict(progress),
             "data": {"folder": Path(data_dir).name, "manifest_hash": data.manifest_hash, "train_shapes": int(data.grids.shape[0]),
-                     "pose": data.pose},
+                     "pose": data.pose, "families": trained_families},  # the families whose tokens saw shapes
             "command": command,
             "device": str(dev),
         }
