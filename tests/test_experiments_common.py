@@ -71,9 +71,11 @@ def test_a_results_folder_with_another_run_is_refused_replaced_or_resumed(tmp_pa
         start_results(out, PathStudy(str(out), a="pair"))
     assert json.loads((out / "config.json").read_bytes()) == json.loads(before)
     assert json.loads((out / "results.json").read_text())["transitions"] == 1
-    # --overwrite replaces it whole: none of the earlier run's files stay beside the new ones
-    start_results(out, PathStudy(str(out), a="pair"), overwrite=True)
+    # --overwrite replaces it: none of the earlier run's outputs stay beside the new ones, a file of the user's does
+    (out / "notes.txt").write_text("mine")
+    start_results(out, PathStudy(str(out), a="pair"), overwrite=True, outputs=("meshes", "steps.csv"))
     assert not (out / "meshes").exists() and not (out / "results.json").exists()
+    assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "config.json").read_text())["a"] == "pair"
     # a refused run is replaced without asking
     write_results(out, {"refused": "endpoint decodes empty"})

@@ -8,6 +8,7 @@ import pytest
 
 from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.train import LOG_NAME, train_neural_field
+from weightspace.runtime.checkpoint import load_checkpoint
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.train_folder import LOCK_NAME, TrainLock, check_out, trim_log
 
@@ -46,9 +47,16 @@ def test_out_that_is_not_a_run_of_this_trainer_is_refused_before_anything_is_wri
     with pytest.raises(InputError, match="not a weightspace checkpoint's"):
         check_out(mine, data, "neural-field", ())
     (mine / "config.json").unlink()
-    with pytest.raises(InputError, match=r"holds files that are not a neural-field run \(notes.txt\)"):
-        check_out(mine, data, "neural-field", ())
+    check_out(mine, data, "neural-field", ())  # files a run does not write (a log, notes) do not stop it
     assert (mine / "notes.txt").read_text() == "keep me"
+    done = tmp_path / "shipped"  # a finished checkpoint without its resume state: a run would replace it
+    done.mkdir()
+    (done / "config.json").write_text('{"kind": "neural-field"}')
+    with pytest.raises(InputError, match="without its resume state"):
+        check_out(done, data, "neural-field", ("train_state.safetensors",))
+    check_out(done, data, "neural-field", ("train_state.safetensors",), fresh=True)
+    (done / "train_state.safetensors").write_bytes(b"")
+    check_out(done, data, "neural-field", ("train_state.safetensors",))
     other = tmp_path / "ld"
     other.mkdir()
     (other / "config.json").write_text('{"kind": "latent-diffusion"}')
@@ -115,3 +123,21 @@ def test_resume_refuses_other_data_or_another_network_and_logs_each_step_once(tm
     assert [r["step"] for r in record["loss_log"]] == steps
     with pytest.raises(InputError, match="model.resolution 24 is not the data's"):
         _train(a, tmp_path / "res", 5, resolution=24)
+
+
+def test_diverged_weights_replace_neither_the_resume_state_nor_the_checkpoint(tmp_path, two_datasets):
+    import torch
+
+    from weightspace.generators.neural_field.model import NeuralFieldGenerator
+    from weightspace.generators.neural_field.train import STATE_NAME, _save
+
+    out = tmp_path / "nf"
+    _train(two_datasets[0], out, 10)
+    before = {name: (out / name).read_bytes() for name in (STATE_NAME, "model.safetensors", "config.json")}
+    gen = NeuralFieldGenerator.from_checkpoint(*load_checkpoint(out))
+    with torch.no_grad():
+        next(gen.net.parameters()).fill_(float("nan"))
+    opt = torch.optim.Adam(gen.net.parameters())
+    with pytest.raises(InputError, match="not saved: tensor 'net."):
+        _save(out, gen, None, opt, 11, 1.0, torch.zeros(gen.cfg.n_codes, dtype=torch.int64), {})
+    assert {name: (out / name).read_bytes() for name in before} == before

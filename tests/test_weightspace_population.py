@@ -184,3 +184,12 @@ def test_progress_goes_to_stderr_not_stdout(data, tmp_path, capsys, monkeypatch)
     build_population(_config(data, tmp_path / "p", members=2), generator=LOADER)
     out, err = capsys.readouterr()
     assert out == "" and "2/2" in err
+
+
+def test_numpy_numbers_in_a_config_built_in_code_are_taken_as_python_numbers(data, tmp_path):
+    import numpy as np
+
+    from weightspace.runtime.config import check_config
+
+    cfg = check_config(_config(data, tmp_path / "np", members=np.int64(2), lr=np.float32(0.02)), where="PopulationConfig")
+    assert cfg.members == 2 and type(cfg.members) is int and cfg.lr == pytest.approx(0.02)

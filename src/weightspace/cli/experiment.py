@@ -187,8 +187,6 @@ def fit_cmd(
     data: Optional[str] = typer.Option(None, "--data", help="Data folder (default: made procedurally)."),
     seed: int = typer.Option(0, "--seed", help="Observation, fitting and sampler seed."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write each fitted mesh."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run with other settings in --out "
-                                   "(without it, such a folder is refused; one with the same settings resumes)."),
 ) -> None:
     """Fit a held-out shape from few noisy partial views by six methods, with early stopping on held-out views;
     measure fit and forgetting over step budgets (paper claim 3).
@@ -203,8 +201,7 @@ def fit_cmd(
 
     options = dict(checkpoint=checkpoint, out=out, family=family, views=_ints(views, "views"), sigmas=_floats(sigmas, "sigmas"),
                    methods=_names(methods), steps=steps, subspace_examples=subspace_examples, subspace_k=subspace_k, data=data,
-                   seed=seed, meshes=meshes, executor=executor, workers=workers, batch_members=batch_members,
-                   overwrite=overwrite)
+                   seed=seed, meshes=meshes, executor=executor, workers=workers, batch_members=batch_members)
     if small:
         if config is not None:
             raise InputError("--small and --config both set a whole config; give one of them")

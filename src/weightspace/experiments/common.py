@@ -30,15 +30,17 @@ from weightspace.runtime.seeding import derive_seed
 RUNTIME_FIELDS = frozenset({"out", "executor", "workers", "address", "meshes", "batch_members", "overwrite"})
 
 
-def start_results(out: str | Path, config: Any, *, settings_may_differ: bool = False, overwrite: bool = False) -> Path:
+def start_results(out: str | Path, config: Any, *, settings_may_differ: bool = False, overwrite: bool = False,
+                  outputs: Sequence[str] = ()) -> Path:
     """Create the results folder and write `config.json` (the dataclass config, as given).
 
     A folder that holds an earlier run of another study, or of this study with other settings (any
     field but RUNTIME_FIELDS; fields the earlier config.json lacks are not compared), is refused
     before anything is written there, so the earlier run's results stay whole and described by
-    their own config.json. Such a run of this study is replaced instead (the folder emptied first,
-    so no file of it is left beside the new ones) when it was refused (its results.json says why)
-    or with `overwrite`. With `settings_may_differ` (a study that checks per item what it can
+    their own config.json. Such a run of this study is replaced instead when it was refused (its
+    results.json says why) or with `overwrite`: its `outputs` (the names of the files and folders the
+    study writes there), results.json and report.html are removed first, so none of them is left
+    beside the new ones; anything else in the folder stays. With `settings_may_differ` (a study that checks per item what it can
     resume, as the subspace grid does) the run goes on and leaves config.json alone; the study
     calls `record_config` once it has finished.
     """
@@ -57,7 +59,12 @@ def start_results(out: str | Path, config: Any, *, settings_may_differ: bool = F
         if differ and settings_may_differ:
             return folder
         if differ and (overwrite or refusal(folder) is not None):
-            shutil.rmtree(folder)
+            for name in ("results.json", "report.html", *outputs):
+                path = folder / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
         elif differ:
             changes = ", ".join(f"{k} {old[k]!r} -> {body[k]!r}" for k in differ[:4])
             raise InputError(f"out: {folder} holds a finished or interrupted run with other settings ({changes}"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from weightspace.experiments.common import Clock, refusal, start_results
+from weightspace.experiments.common import Clock, record_config, refusal, start_results
 from weightspace.experiments.fit import FitConfig, run_fit
 from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
 from weightspace.experiments.subspace import SubspaceConfig, run_subspace
@@ -51,7 +51,7 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
     """
     config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
     clock = Clock()
-    folder = start_results(config.out, config)
+    folder = start_results(config.out, config, settings_may_differ=True)  # its studies check their own folders
     runners = {"interpolate": (InterpolateConfig, run_interpolate), "subspace": (SubspaceConfig, run_subspace),
                "fit": (FitConfig, run_fit)}
     columns: dict[str, dict[str, Any]] = {}
@@ -69,7 +69,7 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
         for study in config.studies:
             cfg_cls, run = runners[study]
             cfg = cfg_cls.small(ckpt, out=str(folder / label / study))
-            if study != "subspace":  # compare owns these folders and reruns them whole (subspace resumes by cell)
+            if study == "interpolate":  # compare owns this folder and reruns it whole (subspace and fit resume by item)
                 cfg = dataclasses.replace(cfg, overwrite=True)
             if configure is not None:
                 cfg = configure(study, cfg)
@@ -111,6 +111,7 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
     write_csv(folder / "compare.csv", rows)
     atomic_write_text(folder / "compare.md", _markdown(rows, labels))
     write_results(folder, {"checkpoints": config.checkpoints, "columns": columns, "wall_seconds": clock()})
+    record_config(folder, config)
     return folder
 
 

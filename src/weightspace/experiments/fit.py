@@ -41,6 +41,7 @@ from weightspace.experiments.common import (
     generator_pose,
     given_checkpoint,
     load_study_generator,
+    record_config,
     row_root,
     start_results,
     study_data,
@@ -107,7 +108,6 @@ class FitConfig:
     data_seed: int = 1
     seed: int = 0
     meshes: bool = True
-    overwrite: bool = False  # replace an earlier run with other settings in `out` (else it is refused)
 
     @classmethod
     def small(cls, checkpoint: str = "default", out: str = "results/demo/fit") -> "FitConfig":
@@ -352,7 +352,7 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
     config = given_checkpoint(config, generator)
     clock, cpu0 = Clock(), _cpu_seconds()
-    folder = start_results(config.out, config, overwrite=config.overwrite)
+    folder = start_results(config.out, config, settings_may_differ=True)  # items resume by their own fingerprint
     gen = load_study_generator(config.checkpoint, generator)
     seed, N = config.seed, config.subspace_examples
     dseed = derive_seed(seed, "decode") % 2**31
@@ -449,4 +449,5 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
         "methods": methods, "table": table, "by_method": by_method, "population_seconds": population_seconds,
         "wall_seconds": clock(), "cpu_seconds": _cpu_seconds() - cpu0,  # wall time inflates on a shared machine
     })
+    record_config(folder, config)
     return folder

@@ -41,6 +41,10 @@ from weightspace.runtime.results import write_csv, write_results
 Endpoints = Literal["family", "data", "population", "points"]
 ENDPOINTS = ("family", "data", "population", "points")
 PATHS = ("lerp", "slerp")
+# what the study writes into its folder (besides config.json, results.json and report.html); `data` too when it
+# makes its own shapes there
+OUTPUTS = ("steps.csv", "transitions.csv", "path.png", "attribution.csv", "pairs.csv", "pairs.png", "weight_paths.png",
+           "meshes", "renders")
 
 
 @dataclass
@@ -120,7 +124,7 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
     config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
     config = given_checkpoint(config, generator)
     clock = Clock()
-    folder = start_results(config.out, config, overwrite=config.overwrite)
+    folder = start_results(config.out, config, overwrite=config.overwrite, outputs=OUTPUTS + (() if config.data else ("data",)))
     gen = load_study_generator(config.checkpoint, generator)
     if config.condition_paths:
         return run_weight_paths(config, gen, folder, clock)

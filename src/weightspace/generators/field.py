@@ -27,6 +27,9 @@ from weightspace.runtime.checkpoint import save_checkpoint
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import item_generator
 
+# how torch words a shape the net cannot take (matmul, cat, broadcasting, view)
+SHAPE_ERRORS = ("shape", "must match the size", "Expected size", "size mismatch", "Sizes of tensors must match")
+
 
 class FieldGenerator(Generator):
     """Wraps `net(x (B, P, 3), cond (B, *condition_shape)) -> sdf (B, P)` (or (B, P, 1)) in world units."""
@@ -66,9 +69,10 @@ class FieldGenerator(Generator):
     def _f(self, x: torch.Tensor, cond: torch.Tensor, params: Params | None) -> torch.Tensor:
         try:
             out = self.net(x, cond) if params is None else functional_call(self.net, dict(params), (x, cond), strict=False)
-        except torch.OutOfMemoryError:
-            raise
-        except RuntimeError as e:  # shapes the net cannot take: most often a condition_shape that is not its own
+        except RuntimeError as e:
+            if not any(k in str(e) for k in SHAPE_ERRORS):
+                raise  # a device mismatch, a CUDA fault, memory: not ours to rename
+            # shapes the net cannot take: most often a condition_shape that is not its own
             raise InputError(f"FieldGenerator {self.kind!r}: net(x {tuple(x.shape)}, cond {tuple(cond.shape)}) failed "
                              f"({e}); is condition_shape {list(self._condition_shape)} the code size the net takes?") from e
         if out.dim() == 3 and out.shape[-1] == 1:

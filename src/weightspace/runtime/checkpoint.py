@@ -31,11 +31,7 @@ def save_checkpoint(folder: str | os.PathLike, state: Mapping[str, torch.Tensor]
     """
     folder = Path(folder)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    for name, t in tensors.items():  # load_state refuses such weights, so a save must not write them
-        bad = _non_finite(t)
-        if bad:
-            raise InputError(f"{folder}: not saved: tensor {name!r} has {bad} NaN or infinite value(s) "
-                             f"(the weights diverged); any earlier save there is kept")
+    refuse_non_finite(tensors, folder)  # load_state refuses such weights, so a save must not write them
     folder.mkdir(parents=True, exist_ok=True)
     config = {**dict(config), "weights_hash": state_hash(tensors)}
     text = json.dumps(config, sort_keys=True, allow_nan=False)
@@ -43,6 +39,16 @@ def save_checkpoint(folder: str | os.PathLike, state: Mapping[str, torch.Tensor]
         save_file(tensors, str(tmp), metadata={"config": text, "weights_hash": config["weights_hash"]})
     atomic_write_json(folder / CONFIG_NAME, config)
     return folder
+
+
+def refuse_non_finite(tensors: Mapping[str, torch.Tensor], folder: str | os.PathLike) -> None:
+    """InputError naming the first tensor (CPU) with a NaN or infinite value: a save into `folder` must not
+    replace what is there with diverged weights (trainers call this before their resume state too)."""
+    for name, t in tensors.items():
+        bad = _non_finite(t)
+        if bad:
+            raise InputError(f"{folder}: not saved: tensor {name!r} has {bad} NaN or infinite value(s) "
+                             f"(the weights diverged); any earlier save there is kept")
 
 
 def _non_finite(t: torch.Tensor) -> int:

@@ -211,6 +211,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     def plain(v: Any) -> Any:
         if isinstance(v, Path):
             return str(v)
+        if type(v).__module__ == "numpy" and hasattr(v, "item") and getattr(v, "ndim", None) == 0:
+            return v.item()  # a NumPy scalar (np.int64 from an array, np.float32) as the Python number it holds
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):

@@ -3,6 +3,7 @@ its loss log cut back to the step a resume starts from."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -12,39 +13,34 @@ from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_text
 
 LOCK_NAME = ".train.lock"
-# what a run of any trainer may leave before its first checkpoint (a run killed early)
-EARLY_FILES = frozenset({"loss_log.jsonl", LOCK_NAME, "training_record.json"})
 
 
-def check_out(out: Path, data_dir: Path, kind: str, state_files: Iterable[str]) -> None:
-    """Refuse an --out that is a file, the data folder itself, or a folder holding anything but a run of
-    this trainer (`kind` in its config.json, or one of its `state_files`), so that no file of the user's
-    is overwritten and no other run's log is appended to."""
+def check_out(out: Path, data_dir: Path, kind: str, state_files: Iterable[str], *, fresh: bool = False) -> None:
+    """Refuse an --out that is a file, the data folder itself, a folder whose config.json is not a
+    checkpoint of this trainer (it would be overwritten), or a finished checkpoint without the resume
+    state beside it (a shipped or downloaded one: training would start over and replace it; `fresh`
+    asks for exactly that). Other files in the folder (a log the user pointed there, .gitkeep) are
+    left alone and do not stop a run."""
     out, data_dir = Path(out), Path(data_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} is a file; give a folder (new, or one holding a run to resume)")
     if out.exists() and out.resolve() == data_dir.resolve():
         raise InputError(f"--out: {out} is the data folder; give the checkpoint its own folder")
-    if not out.is_dir():
-        return
     config = out / "config.json"
-    if config.is_file():
-        try:
-            found = json.loads(config.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            found = None
-        other = found.get("kind") if isinstance(found, dict) else None
-        if other != kind:
-            what = f"a {other} checkpoint" if isinstance(other, str) else "a config.json that is not a weightspace checkpoint's"
-            raise InputError(f"--out: {out} holds {what}, not a {kind} run to resume; choose a new or empty folder")
+    if not config.is_file():
         return
-    names = {p.name for p in out.iterdir()}
-    if names & set(state_files):
-        return  # a run saved its resume state and was stopped before its checkpoint
-    foreign = sorted(names - EARLY_FILES)
-    if foreign:
-        raise InputError(f"--out: {out} holds files that are not a {kind} run ({', '.join(foreign[:5])}); "
-                         f"choose a new or empty folder")
+    try:
+        found = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        found = None
+    other = found.get("kind") if isinstance(found, dict) else None
+    if other != kind:
+        what = f"a {other} checkpoint" if isinstance(other, str) else "a config.json that is not a weightspace checkpoint's"
+        raise InputError(f"--out: {out} holds {what}, not a {kind} run to resume; choose a new or empty folder")
+    if not fresh and not any((out / name).is_file() for name in state_files):
+        raise InputError(f"--out: {out} holds a finished {kind} checkpoint without its resume state (a shipped or "
+                         f"copied one): training there would start over and replace it. Choose a new --out"
+                         + (" (or --continue-from it)" if kind == "latent-diffusion" else " (or --fresh to replace it)"))
 
 
 class TrainLock:
@@ -57,8 +53,10 @@ class TrainLock:
         self.path = Path(out) / LOCK_NAME
         self.fd: int | None = None
         self.created = False
-        # rank 0 of a torchrun launch (or a plain run) locks; the other ranks write nothing
-        self.active = int(os.environ.get("RANK", "0")) == 0
+        # a plain run, or rank 0 of a torchrun launch, locks; the other ranks write nothing (as init_ranks:
+        # WORLD_SIZE 1 is one process whatever RANK says)
+        single = os.environ.get("WORLD_SIZE", "1").strip() in ("", "1")
+        self.active = single or os.environ.get("RANK", "0").strip() in ("", "0")
 
     def __enter__(self) -> "TrainLock":
         try:
@@ -72,7 +70,10 @@ class TrainLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a filesystem without flock
+                os.close(fd)  # (some NFS, Lustre, FUSE mounts): train unlocked, as before this lock existed
+                return self
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise InputError(f"--out: {self.path.parent} is being written by another training run (process {holder}); "

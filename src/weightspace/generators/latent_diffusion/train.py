@@ -33,7 +33,7 @@ from weightspace.generators.latent_diffusion.config import ModelConfig, Stage, T
 from weightspace.generators.latent_diffusion.losses import augment_points, autoencoder_loss, diffusion_loss, gaussian_kl, voxels_from_grids
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
-from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, state_hash, state_metadata
+from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, refuse_non_finite, state_hash, state_metadata
 from weightspace.runtime.config import check_config
 from weightspace.runtime.distributed import (
     STOPPED_NOTE,
@@ -137,8 +137,10 @@ def _save_all(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, cfg: ModelCo
     state.update({f"ema.{k}": v for k, v in ema.shadow.state_dict().items()})
     state.update(adam_tensors(opt, net))
     config = {"kind": "latent-diffusion", "model": dataclasses.asdict(cfg), **extra}
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    refuse_non_finite(state, out)  # before either write: a diverged run keeps its last good state and checkpoint
     with atomic_path(out / TRAIN_STATE) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata={"config": json.dumps(config)})
+        save_file(state, str(tmp), metadata={"config": json.dumps(config)})
     LatentDiffusionGenerator(cfg, ema.shadow).save(out, extra_config=extra)
 
 

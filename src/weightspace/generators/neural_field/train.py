@@ -33,7 +33,7 @@ from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.losses import clamped_l1, code_prior
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, manifest_hash, read_manifest
-from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint, load_state, state_metadata
+from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint, load_state, refuse_non_finite, state_metadata
 from weightspace.runtime.config import check_config, config_from_dict, config_to_dict
 from weightspace.runtime.distributed import STOPPED_NOTE, Stopped, StopRequests, barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
 from weightspace.runtime.errors import InputError
@@ -66,8 +66,10 @@ def _save(out: Path, gen: NeuralFieldGenerator, ema: dict | None, opt, step: int
     state.update({f"ema.{k}": v for k, v in (ema or {}).items()})
     state.update(adam_tensors(opt, gen.net))
     counters = json.dumps({"step": step, "elapsed": elapsed})  # a float's repr reads back to the same float
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    refuse_non_finite(state, out)  # before either write: a diverged run keeps its last good state and checkpoint
     with atomic_path(out / STATE_NAME) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata={"train_state": counters})
+        save_file(state, str(tmp), metadata={"train_state": counters})
     (out / OLD_STATE_NAME).unlink(missing_ok=True)  # a resumed old run's pickle, superseded by the file above
     snapshot = NeuralFieldGenerator(gen.cfg)  # on the CPU (load_state_dict copies across devices): the checkpoint holds CPU tensors
     snapshot.net.load_state_dict(ema if ema is not None else gen.net.state_dict())
@@ -105,7 +107,7 @@ def train_neural_field(data_dir: str | Path, out_dir: str | Path, **kwargs: Any)
     Keywords as `_train_neural_field`'s. `out_dir` is checked first (a file, the data folder or a folder
     of something else is refused) and held by this run alone while it trains (`runtime.train_folder`).
     """
-    check_out(Path(out_dir), Path(data_dir), "neural-field", (STATE_NAME, OLD_STATE_NAME))
+    check_out(Path(out_dir), Path(data_dir), "neural-field", (STATE_NAME, OLD_STATE_NAME), fresh=not kwargs.get("resume", True))
     with TrainLock(Path(out_dir)):
         return _train_neural_field(data_dir, out_dir, **kwargs)
 
