@@ -88,3 +88,23 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
         decode_source(DecodeConfig(source=str(tmp_path / "nowhere"), out=str(tmp_path / "d5")), generator=gen)
     with pytest.raises(InputError, match="names no kind .a population's member shard"):
         decode_source(DecodeConfig(source=str(tmp_path / "pop" / pop.rows[0]["shard"]), out=str(tmp_path / "d6")), generator=gen)
+    # a subspace file by its path decodes as its folder does
+    from weightspace.decode.sources import recorded_checkpoint
+
+    assert recorded_checkpoint(tmp_path / "sub" / "subspace.safetensors") == recorded_checkpoint(tmp_path / "sub") == "toy"
+    rows = decode_source(DecodeConfig(source=str(tmp_path / "sub" / "subspace.safetensors"), out=str(tmp_path / "d7"),
+                                      samples=3, seed=5, meshes=False), generator=gen)
+    np.testing.assert_array_equal(np.load(tmp_path / "d7" / "grids" / "sample-0000.npy"),
+                                  np.load(tmp_path / "d2" / "grids" / "sample-0000.npy"))
+    # decoding into a data folder or a population would replace their manifest and grids: refused, nothing written
+    before = (data / "manifest.jsonl").read_bytes()
+    for out, what in ((data, "a data folder"), (tmp_path / "pop", "a population")):
+        with pytest.raises(InputError, match=f"holds {what}, not an earlier decode"):
+            decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(out)), generator=gen)
+    assert (data / "manifest.jsonl").read_bytes() == before
+    decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False), generator=gen)
+    # observing into a population is refused the same way
+    from weightspace.data.observe import observe_folder
+
+    with pytest.raises(InputError, match="not an earlier observation set"):
+        observe_folder(data, tmp_path / "pop", kind="clean", n=16)

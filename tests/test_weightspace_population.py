@@ -193,3 +193,23 @@ def test_numpy_numbers_in_a_config_built_in_code_are_taken_as_python_numbers(dat
 
     cfg = check_config(_config(data, tmp_path / "np", members=np.int64(2), lr=np.float32(0.02)), where="PopulationConfig")
     assert cfg.members == 2 and type(cfg.members) is int and cfg.lr == pytest.approx(0.02)
+
+
+def test_a_resume_with_another_split_is_refused_before_any_shard_is_overwritten(tmp_path):
+    data = make_toy_data(tmp_path / "d", count=6, resolution=10)
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["split"] = "train" if i < 3 else "test"
+    rows.append({"id": "broken", "status": "failed", "error": "empty file"})  # `data import` reports these
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pop = build_population(_config(data, tmp_path / "p", members=2), generator=LOADER)  # a failed row is skipped
+    shard = (tmp_path / "p" / pop.rows[0]["shard"]).read_bytes()
+    with pytest.raises(InputError, match="another --split or another order"):
+        build_population(_config(data, tmp_path / "p", split="test"), generator=LOADER)
+    assert (tmp_path / "p" / pop.rows[0]["shard"]).read_bytes() == shard
+    # a setting that can only fail is refused before the folder is started; a data folder is not a population
+    with pytest.raises(InputError, match="observation noisy needs noise > 0"):
+        build_population(_config(data, tmp_path / "n", fit="points", observation="noisy"), generator=LOADER)
+    assert not (tmp_path / "n").exists()
+    with pytest.raises(InputError, match="holds a manifest.jsonl but no population"):
+        build_population(_config(data, data), generator=LOADER)

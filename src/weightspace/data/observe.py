@@ -115,6 +115,11 @@ def observe_folder(
     `out/manifest.jsonl` lists, row by row, the shape id, its family and label, and the seed of
     its observation, derive_seed(seed, "observe", id) (the seed `ShapeDataset` uses too).
     """
+    out_dir = Path(out)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "observations.npy").is_file():
+        raise InputError(f"--out: {out_dir} holds files that are not an earlier observation set (a data folder or a "
+                         f"population?); observing there would replace its manifest.jsonl and config.json. Choose a "
+                         f"new or empty folder")
     from weightspace.data.dataset import load_points, read_manifest
     from weightspace.data.make import save_npy, write_manifest
     from weightspace.runtime.io import atomic_write_json

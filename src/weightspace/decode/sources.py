@@ -51,6 +51,18 @@ def source_kind(path: Path) -> str:
     raise InputError(f"{path}: not a point file, population folder or subspace folder")
 
 
+def check_decode_out(out: Path) -> None:
+    """Refuse an --out that holds anything but an earlier decode (its decode.json): decoding writes
+    manifest.jsonl and grids/ there, which would replace a data folder's or a population's own."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "decode.json").is_file():
+        what = "a population" if (out / "layout.json").is_file() else \
+            "a data folder" if (out / "manifest.jsonl").is_file() else "files of another kind"
+        raise InputError(f"--out: {out} holds {what}, not an earlier decode; decoding there would replace its "
+                         f"manifest.jsonl and grids. Choose a new or empty folder")
+
+
 def recorded_checkpoint(source: str | Path) -> str:
     """The checkpoint a point file, population or subspace was made with ('' when it records none);
     reads metadata only."""
@@ -58,7 +70,7 @@ def recorded_checkpoint(source: str | Path) -> str:
     kind = source_kind(src)
     if kind == "population":
         return str(read_json(src / "config.json").get("checkpoint", ""))
-    meta = read_metadata(src / SUBSPACE_FILE if kind == "subspace" else src)
+    meta = read_metadata(src / SUBSPACE_FILE if kind == "subspace" and src.is_dir() else src)  # a folder or its file
     return str(meta.get("checkpoint", ""))
 
 
@@ -111,6 +123,7 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
 
     src = Path(config.source)
     kind = source_kind(src)
+    check_decode_out(Path(config.out))
     frame, points, ids = read_source(src, kind, config)
     checkpoint = config.checkpoint or frame.checkpoint
     if not checkpoint and generator is None:

@@ -91,6 +91,8 @@ class PopulationConfig:
                 or (self.draws is not None and self.draws < 1) or self.observations < 1 or self.noise < 0:
             raise InputError(f"steps must be >= 0, lr > 0, draws >= 1, observations >= 1 and noise >= 0; got steps "
                              f"{self.steps}, lr {self.lr}, draws {self.draws}, observations {self.observations}, noise {self.noise}")
+        if self.fit == "points" and self.observation == "noisy" and not self.noise > 0:
+            raise InputError(f"observation noisy needs noise > 0 (world units, e.g. 0.01), got {self.noise}")
         if self.members is not None and self.members < 1:
             raise InputError(f"members must be >= 1, got {self.members}")
         if self.batch_members is not None and self.batch_members < 1:
@@ -152,6 +154,8 @@ def read_shapes(data: str | Path, *, split: str | None = None, members: int | No
                 row = json.loads(line)
             except json.JSONDecodeError:
                 raise InputError(f"{path}: line {i} is not valid JSON") from None
+            if isinstance(row, dict) and row.get("status", "ok") != "ok":
+                continue  # a file `data import` reported as failed or skipped: no shape to fit
             if "id" not in row or "grid" not in row:
                 raise InputError(f"{path}: line {i} lacks field 'id' or 'grid'")
             rows.append(row)
@@ -431,12 +435,29 @@ def _anchor(gen: Generator, kind: str, data: Path, rows: list[dict[str, Any]], s
 
 def _check_resume(out: Path, expected: dict[str, Any]) -> None:
     old = read_json(out / "config.json")
+    if not isinstance(old, dict) or old.get("kind", "population") != "population" or "settings" not in old:
+        raise InputError(f"--out: {out} holds a config.json that is not a population's; choose a new --out")
     diff = [k for k in ("base_hash", "data_hash", "settings") if old.get(k) != expected.get(k)]
     if "settings" in diff:
         diff += [f"settings.{k}" for k in expected["settings"] if old.get("settings", {}).get(k) != expected["settings"][k]]
     if diff:
         raise InputError(f"{out}: an existing population was built with different {', '.join(diff)}; "
                          "use a new --out folder or the original settings to resume")
+
+
+def _check_indices(out: Path, manifest: list[dict[str, Any]], rows: list[dict[str, Any]], todo: list[tuple[int, Any]]) -> None:
+    """A member's index names its shard: a resume whose shapes come in another order (another --split or
+    data order) would fit new members onto finished members' shards. Refused, naming the first."""
+    position = {str(r["id"]): i for i, r in enumerate(rows)}
+    taken = {int(r["index"]): str(r["id"]) for r in manifest}
+    moved = [(str(r["id"]), int(r["index"]), position[str(r["id"])]) for r in manifest
+             if str(r["id"]) in position and position[str(r["id"])] != int(r["index"])]
+    clash = [(str(r["id"]), i, taken[i]) for i, r in todo if i in taken]
+    if moved or clash:
+        what = (f"member {moved[0][0]!r} was fitted as index {moved[0][1]}, the data now put it at {moved[0][2]}" if moved
+                else f"shape {clash[0][0]!r} would be fitted as index {clash[0][1]}, the shard of finished member {clash[0][2]!r}")
+        raise InputError(f"{out}: {what} (another --split or another order of shapes than the build began with); "
+                         f"resume with the original --split and data, or use a new --out")
 
 
 FAILURES_NAME = "failures.jsonl"  # members whose task kept failing: id, index, error (the driver writes it)
@@ -515,6 +536,9 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     rows = read_shapes(data, split=config.split, members=config.members)
     settings = config.fit_settings()
     expected = {"base_hash": base_hash(gen), "data_hash": manifest_hash(data), "settings": settings}
+    if (out / "manifest.jsonl").is_file() and not (out / "config.json").is_file():
+        raise InputError(f"--out: {out} holds a manifest.jsonl but no population (a data or decode folder?); "
+                         f"choose a new --out")
     if (out / "config.json").is_file():
         _check_resume(out, expected)
         remove_stale_temps(out)  # a killed member's half-written shard; no writer runs on `out` now
@@ -527,6 +551,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     manifest = _drop_unreadable(pop, log)
     done = {str(r["id"]) for r in manifest}
     todo = [(i, r) for i, r in enumerate(rows) if str(r["id"]) not in done]
+    _check_indices(out, manifest, rows, todo)
     if todo:
         # in-process work reuses the generator loaded here instead of loading it again
         _WORKER_CACHE.clear()
