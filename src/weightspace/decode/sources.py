@@ -56,7 +56,14 @@ def check_decode_out(out: Path) -> None:
     manifest.jsonl and grids/ there, which would replace a data folder's or a population's own."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "decode.json").is_file():
+    if not out.is_dir() or (out / "decode.json").is_file():
+        return
+    markers = ("layout.json", "config.json", "summary.json", "observations.npy", SUBSPACE_FILE, "anchor.safetensors")
+    data_rows = False
+    if (out / "manifest.jsonl").is_file():  # a decode killed while writing has decode rows and no decode.json yet
+        first = next((line for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()), "")
+        data_rows = any(f'"{k}"' in first for k in ("split", "family", "shard", "status"))
+    if any((out / m).exists() for m in markers) or data_rows:
         what = "a population" if (out / "layout.json").is_file() else \
             "a data folder" if (out / "manifest.jsonl").is_file() else "files of another kind"
         raise InputError(f"--out: {out} holds {what}, not an earlier decode; decoding there would replace its "
