@@ -313,3 +313,22 @@ def test_adaptive_decode_of_the_generator(gen):
     near = dense.abs() < gen.cfg.clamp  # where the field is inside the band the fast path evaluated f exactly
     assert torch.allclose(fast[near], dense[near], atol=1e-6)
     assert ((fast < 0) == (dense < 0)).float().mean() > 0.99
+
+
+def test_observation_loss_does_not_reward_a_field_that_is_zero_everywhere():
+    """Fitting to points with |f| at the points alone is met by f = 0 everywhere (members decoded near-empty,
+    IoU 0.05 on default-field); the field's own loss also asks free space to sit at its distance from the cloud."""
+    from weightspace.generators.neural_field.config import FieldConfig
+    from weightspace.generators.neural_field.model import NeuralFieldGenerator
+    from weightspace.generators.protocol import Generator
+
+    gen = NeuralFieldGenerator(FieldConfig(d_z=8, width=16, depth=3, skip=1, n_codes=2, families=["torus"], recon_queries=256))
+    zero = {n: torch.zeros_like(p) if n.startswith("out.") else p for n, p in gen.net.named_parameters()}
+    u = torch.linspace(0, 2 * np.pi, 40)
+    ring = torch.stack(torch.meshgrid(u, u, indexing="ij"), -1).reshape(-1, 2)
+    pts = torch.stack([(0.5 + 0.2 * ring[:, 1].cos()) * ring[:, 0].cos(), (0.5 + 0.2 * ring[:, 1].cos()) * ring[:, 0].sin(),
+                       0.2 * ring[:, 1].sin()], -1)[None]  # (1, 1600, 3) a torus's surface
+    cond = torch.zeros(1, 8)
+    with torch.no_grad():
+        assert float(Generator.observation_loss(gen, pts, cond, [0], params=zero)) == 0.0  # the protocol default's hole
+        assert float(gen.observation_loss(pts, cond, [0], params=zero)) > 0.02
