@@ -108,3 +108,4 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
 
     with pytest.raises(InputError, match="not an earlier observation set"):
         observe_folder(data, tmp_path / "pop", kind="clean", n=16)
+

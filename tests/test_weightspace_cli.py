@@ -45,6 +45,8 @@ def test_bad_options_are_input_errors(runner, tmp_path):
     assert isinstance(r.exception, InputError) and "condition, lora, layers" in str(r.exception)
     r = runner.invoke(app, ["decode", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert isinstance(r.exception, InputError)
+    r = runner.invoke(app, ["decode", str(tmp_path / "nothing"), "--resolution", "0", "--out", str(tmp_path / "o")])
+    assert isinstance(r.exception, InputError) and "--resolution must be at least 16" in str(r.exception)
 
 
 def test_every_command_has_help_with_an_example(runner):

@@ -101,7 +101,7 @@ def test_subspace_project_reconstruct_sample_and_save(tmp_path):
     assert torch.equal(sub.sample_coords(3, seed=1), z[:3])  # one generator per item
     assert torch.allclose(sub.sample_coords(2, seed=1, temperature=0.5), 0.5 * z[:2])
     for bad in (-1.0, float("nan"), float("inf")):  # refused by name, not found later as a NaN grid
-        with pytest.raises(InputError, match="temperature >= 0"):
+        with pytest.raises(InputError, match=r"temperature \(--temperature\) a finite number >= 0"):
             sub.sample_coords(2, temperature=bad)
     sub.save(tmp_path / "sub")
     back = Subspace.load(tmp_path / "sub")

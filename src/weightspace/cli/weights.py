@@ -214,8 +214,11 @@ def decode(
 
     On a Ray cluster: weightspace decode runs/pop --out runs/decoded --executor ray --address auto (docs/scaling.md).
     """
+    from weightspace.data.grid import check_resolution
     from weightspace.decode.sources import DecodeConfig, decode_source, recorded_checkpoint
 
+    if resolution is not None:  # 0 too: it is no resolution, not "the generator's"
+        check_resolution(resolution, "--resolution")
     cfg = DecodeConfig(source=str(source), out=str(out), checkpoint=checkpoint, samples=samples, temperature=temperature,
                        seed=seed, resolution=resolution, batch_size=batch_size, meshes=meshes)
     name = checkpoint or recorded_checkpoint(source)

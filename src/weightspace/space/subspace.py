@@ -81,7 +81,8 @@ class Subspace:
     def sample_coords(self, n: int, *, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
         """Gaussian coordinates (n, k): z_i ~ N(0, (temperature * sigma_i)^2), one generator per item."""
         if n < 1 or not 0 <= temperature < float("inf"):  # NaN fails the comparison too
-            raise InputError(f"need n >= 1 and temperature >= 0, got n={n}, temperature={temperature}")
+            raise InputError(f"samples (--samples) must be >= 1 and temperature (--temperature) a finite number >= 0, "
+                             f"got {n} and {temperature}")
         eps = torch.stack([torch.randn(self.k, generator=item_generator(seed, "subspace-sample", i)) for i in range(n)])
         return eps * (temperature * self.sigma)  # (n, k)
 
