@@ -208,6 +208,8 @@ def test_a_resume_with_another_split_is_refused_before_any_shard_is_overwritten(
         build_population(_config(data, tmp_path / "p", split="test"), generator=LOADER)
     assert (tmp_path / "p" / pop.rows[0]["shard"]).read_bytes() == shard
     # a setting that can only fail is refused before the folder is started; a data folder is not a population
+    with pytest.raises(InputError, match="apply to fit points only"):
+        build_population(_config(data, tmp_path / "g", observation="noisy", noise=0.01), generator=LOADER)
     with pytest.raises(InputError, match="observation noisy needs noise > 0"):
         build_population(_config(data, tmp_path / "n", fit="points", observation="noisy"), generator=LOADER)
     assert not (tmp_path / "n").exists()

@@ -91,6 +91,10 @@ class PopulationConfig:
                 or (self.draws is not None and self.draws < 1) or self.observations < 1 or self.noise < 0:
             raise InputError(f"steps must be >= 0, lr > 0, draws >= 1, observations >= 1 and noise >= 0; got steps "
                              f"{self.steps}, lr {self.lr}, draws {self.draws}, observations {self.observations}, noise {self.noise}")
+        if self.fit == "grid" and (self.observation != "clean" or self.noise > 0):
+            # recorded in the fit settings, a setting that does nothing would refuse a later resume without it
+            raise InputError(f"observation {self.observation!r} and noise {self.noise} apply to fit points only "
+                             f"(members fitted to grids see no observation); drop them or use fit points")
         if self.fit == "points" and self.observation == "noisy" and not self.noise > 0:
             raise InputError(f"observation noisy needs noise > 0 (world units, e.g. 0.01), got {self.noise}")
         if self.members is not None and self.members < 1:
