@@ -40,9 +40,9 @@ def start_results(out: str | Path, config: Any, *, settings_may_differ: bool = F
     their own config.json. Such a run of this study is replaced instead when it was refused (its
     results.json says why) or with `overwrite`: its `outputs` (the names of the files and folders the
     study writes there), results.json and report.html are removed first, so none of them is left
-    beside the new ones; anything else in the folder stays. With `settings_may_differ` (a study that checks per item what it can
-    resume, as the subspace grid does) the run goes on and leaves config.json alone; the study
-    calls `record_config` once it has finished.
+    beside the new ones; anything else in the folder stays. With `settings_may_differ` (a study that
+    checks per item what it can resume, as the subspace grid does) the run goes on and leaves
+    config.json alone; the study calls `record_config` once it has finished.
     """
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
