@@ -43,6 +43,10 @@ def test_bad_options_are_input_errors(runner, tmp_path):
     data = make_toy_data(tmp_path / "data", count=2, resolution=10)
     r = runner.invoke(app, ["population", "build", "--parameterisation", "dora", "--data", str(data), "--out", str(tmp_path / "p")])
     assert isinstance(r.exception, InputError) and "condition, lora, layers" in str(r.exception)
+    r = runner.invoke(app, ["population", "build", "--parameterisation", "condition", "--rank", "2", "--data", str(data),
+                            "--out", str(tmp_path / "p")])
+    assert isinstance(r.exception, InputError) and "--rank: not an option of --parameterisation condition" in str(r.exception)
+    assert not (tmp_path / "p").exists()
     r = runner.invoke(app, ["decode", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert isinstance(r.exception, InputError)
     r = runner.invoke(app, ["decode", str(tmp_path / "nothing"), "--resolution", "0", "--out", str(tmp_path / "o")])

@@ -37,6 +37,7 @@ def executor_from_options(executor: Optional[str], workers: int, address: Option
 
 @population_app.command("build")
 def population_build(
+    ctx: typer.Context,
     checkpoint: str = typer.Option("default", "--checkpoint", help="Generator: `default`, `default-field` or a checkpoint folder."),
     parameterisation: str = typer.Option("lora", "--parameterisation", help="condition | lora | layers."),
     data: Path = typer.Option(..., "--data", help="Data folder with manifest.jsonl (from `weightspace data make`)."),
@@ -78,6 +79,14 @@ def population_build(
 
         raise InputError(f"--parameterisation must be one of {', '.join(OPTIONS)}, got {parameterisation!r}")
     given = {"rank": rank, "alpha": alpha, "targets": targets, "form": form}
+    # an option typed for another parameterisation would do nothing: say so instead of dropping it
+    typed = [k for k in given if ctx.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")]
+    unused = [k for k in typed if k not in OPTIONS[parameterisation]]
+    if unused:
+        from weightspace.runtime.errors import InputError
+
+        raise InputError(f"{', '.join('--' + k for k in unused)}: not an option of --parameterisation {parameterisation} "
+                         f"(it takes {', '.join('--' + k for k in OPTIONS[parameterisation]) or 'none'})")
     options = {k: v for k, v in given.items() if k in OPTIONS[parameterisation]}
     config = PopulationConfig(
         checkpoint=checkpoint, parameterisation=parameterisation, data=str(data), out=str(out), options=options,
