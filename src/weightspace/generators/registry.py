@@ -137,7 +137,9 @@ def load_generator(name_or_path: str | Path, device: str = "cpu"):
     """Load any generator checkpoint; the factory is chosen by `config.json`'s `kind`."""
     from weightspace.generators.protocol import Generator
     from weightspace.runtime.checkpoint import load_checkpoint
-    target = _device(device)  # before reading the files: a bad device name is the caller's first error
+    from weightspace.runtime.device import pick_device
+
+    target = pick_device(device)  # before reading the files: a bad device name is the caller's first error
     folder = resolve_checkpoint(name_or_path)
     state, config = load_checkpoint(folder)
     kind = config.get("kind")
@@ -160,22 +162,6 @@ def load_generator(name_or_path: str | Path, device: str = "cpu"):
     gen.source = str(name_or_path)
     gen.net.eval()
     return gen.to(target)
-
-
-def _device(device: Any) -> Any:
-    """auto / cpu / cuda[:N] through `pick_device` (auto resolved, CUDA checked); any other device torch
-    knows (mps, xpu, a torch.device) as given; a name torch does not know is an InputError."""
-    import torch
-
-    from weightspace.runtime.device import DEVICE_NAMES, pick_device
-
-    name = str(device)
-    if name in DEVICE_NAMES or name.startswith("cuda"):
-        return pick_device(name)
-    try:
-        return torch.device(name)
-    except (RuntimeError, ValueError) as e:
-        raise InputError(f"device must be one of {', '.join(DEVICE_NAMES)}, cuda:N or another torch device, got {name!r} ({e})") from None
 
 
 def as_generator(generator: Any, device: str = "cpu"):

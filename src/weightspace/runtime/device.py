@@ -12,10 +12,16 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """Return the torch device for `name`: `auto` is CUDA when available, else CPU."""
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """Return the torch device for `name`: `auto` is CUDA when available, else CPU; cuda[:N] only where
+    CUDA is; any other device torch knows (mps, xpu, a torch.device) as given."""
+    name = str(name)
     if name not in DEVICE_NAMES and not name.startswith("cuda:"):
-        raise InputError(f"device must be one of {', '.join(DEVICE_NAMES)} (or cuda:N), got {name!r}")
+        try:
+            return torch.device(name)
+        except (RuntimeError, ValueError):
+            raise InputError(f"device must be one of {', '.join(DEVICE_NAMES)} (or cuda:N, or another torch device "
+                             f"such as mps), got {name!r}") from None
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
