@@ -86,10 +86,9 @@ def load_state(path: str | os.PathLike, *, finite: bool = True) -> dict[str, tor
         raise InputError(f"{path}: not a valid safetensors file ({type(e).__name__}: {str(e)[:200]})") from None
     if finite:
         for name, t in state.items():
-            if t.is_floating_point() or t.is_complex():
-                bad = int((~torch.isfinite(t)).sum())
-                if bad:
-                    raise InputError(f"{path}: tensor {name!r} has {bad} NaN or infinite value(s) of {t.numel()}")
+            bad = _non_finite(t)
+            if bad:
+                raise InputError(f"{path}: tensor {name!r} has {bad} NaN or infinite value(s) of {t.numel()}")
     return state
 
 
