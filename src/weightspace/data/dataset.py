@@ -111,14 +111,12 @@ class ShapeDataset(Dataset):
         self.folder = Path(folder)
         if split is not None and split not in SPLITS:
             raise InputError(f"split must be one of {', '.join(SPLITS)} (or None for all), got {split!r}")
+        check_shape_folder(self.folder, "data")  # a population, subspace or observation set is named as such
         rows = [r for r in read_manifest(self.folder) if r.get("status", "ok") == "ok"]
         if split is not None:
             rows = [r for r in rows if r.get("split") == split]
         if not rows:
             raise InputError(f"{self.folder / MANIFEST}: no shapes" + (f" in split {split!r}" if split else ""))
-        if (self.folder / "observations.npy").is_file() and not any("grid" in r for r in rows):
-            raise InputError(f"{self.folder}: an observations folder (`weightspace data observe`), not a shape dataset; "
-                             f"give the dataset it was made from (its config.json names it as source)")
         if observation is not None:
             from weightspace.data.observe import check_kind
 
