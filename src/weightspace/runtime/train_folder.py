@@ -117,6 +117,22 @@ def trim_log(path: Path, keep: Callable[[Mapping[str, Any]], bool]) -> int:
     return dropped
 
 
+def check_resume(out: Path, *, data_was: str | None, data_now: str, data_folder: Any, data_dir: Path, what: str,
+                 arch: list[str], settings: list[str], start_over: str, echo: Callable[[str], None]) -> None:
+    """What every trainer checks before it resumes the run in `out`: the data (its hash `data_was`, when
+    the run recorded one, against this folder's `data_now`) and the architecture (`arch`, the fields
+    changed, as `changed` gives them) must be the run's own, refused otherwise, naming `start_over`
+    (how to begin again instead); changed training `settings` go on and are said in one line."""
+    if data_was is not None and data_was != data_now:
+        raise InputError(f"--out: {out} was trained on other data ({data_folder}, hash {data_was}); {data_dir} hashes "
+                         f"to {data_now}. Resume with the same data folder, or {start_over}")
+    if arch:
+        raise InputError(f"--out: {out} holds a run of another {what} ({'; '.join(arch[:4])}); its weights cannot take "
+                         f"that shape. Resume without the change, or {start_over}")
+    if settings:
+        echo(f"resuming with changed settings: {'; '.join(settings)}")
+
+
 def changed(old: Mapping[str, Any], new: Mapping[str, Any], skip: Iterable[str] = ()) -> list[str]:
     """`field old -> new` for every field of `new` whose value in `old` (as saved JSON) differs."""
     skip = set(skip)

@@ -52,7 +52,7 @@ from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
 from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.seeding import item_generator
-from weightspace.runtime.train_folder import TrainLock, changed, check_out, trim_log
+from weightspace.runtime.train_folder import TrainLock, changed, check_out, check_resume, trim_log
 
 TRAIN_STATE = "train_state.safetensors"
 LOSS_LOG = "loss_log.jsonl"
@@ -448,19 +448,12 @@ SAMPLING_FIELDS = ("sample_steps", "guidance", "sampler")
 def _check_resume(out: Path, config: dict[str, Any], model: ModelConfig | None, tc: TrainConfig, data: "TrainingData",
                   data_dir: str | Path, echo: Callable[[str], None]) -> None:
     """Refuse a resume on other data or with another model; say which training settings changed."""
-    was = config.get("data", {}).get("manifest_hash")
-    if was is not None and was != data.manifest_hash:
-        raise InputError(f"--out: {out} was trained on other data ({config['data'].get('folder')}, hash {was}); {data_dir} "
-                         f"hashes to {data.manifest_hash}. Resume with the same data folder, or use a new --out")
-    if model is not None:
-        skip = ("families", "resolution", "truncation", *SAMPLING_FIELDS)  # the first three come from the data
-        arch = changed(config["model"], dataclasses.asdict(model), skip=skip)
-        if arch:
-            raise InputError(f"--out: {out} holds a run of another model ({'; '.join(arch[:4])}); its weights cannot take "
-                             f"that shape. Resume without the change (leave out --config's model), or use a new --out")
-    settings = changed(config.get("train", {}), dataclasses.asdict(tc))
-    if settings:
-        echo(f"resuming with changed training settings: {'; '.join(settings)}")
+    skip = ("families", "resolution", "truncation", *SAMPLING_FIELDS)  # the first three come from the data
+    check_resume(out, data_was=config.get("data", {}).get("manifest_hash"), data_now=data.manifest_hash,
+                 data_folder=config.get("data", {}).get("folder"), data_dir=Path(data_dir), what="model",
+                 arch=changed(config["model"], dataclasses.asdict(model), skip=skip) if model is not None else [],
+                 settings=changed(config.get("train", {}), dataclasses.asdict(tc)),
+                 start_over="use a new --out (leave out --config's model to resume with the run's own)", echo=echo)
 
 
 def _train_latent_diffusion(

@@ -42,7 +42,7 @@ from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.progress import progress_enabled
 from weightspace.runtime.safe_load import load_torch_object
 from weightspace.runtime.seeding import item_generator
-from weightspace.runtime.train_folder import TrainLock, changed, check_out, trim_log
+from weightspace.runtime.train_folder import TrainLock, changed, check_out, check_resume, trim_log
 
 STATE_NAME = "train_state.safetensors"  # weights, EMA, Adam moments; step and elapsed in its metadata
 OLD_STATE_NAME = "trainer_state.pt"  # the torch.save pickle of runs started before STATE_NAME, read only to resume them
@@ -256,22 +256,14 @@ ARCHITECTURE = ("d_z", "width", "depth", "skip", "pe_freqs")  # what the saved w
 def _check_resume(out: Path, old: dict[str, Any], model_cfg: FieldConfig | None, train_cfg: TrainConfig, data_dir: Path,
                   log: Callable[[str], None]) -> None:
     """Refuse a resume on other data or with another network; say which training settings changed."""
-    was = old.get("data", {}).get("manifest_sha256")
-    now = manifest_hash(data_dir)
-    if was is not None and was != now:
-        raise InputError(f"--out: {out} was trained on other data ({old['data'].get('folder')}, manifest {was}); "
-                         f"{data_dir} has manifest {now}. Resume with the same data folder, or start over with --fresh "
-                         f"or a new --out")
-    if model_cfg is not None:
-        arch = changed(old.get("model", {}), {k: getattr(model_cfg, k) for k in ARCHITECTURE})
-        if arch:
-            raise InputError(f"--out: {out} holds a run of another network ({'; '.join(arch)}); its weights cannot take "
-                             f"that shape. Resume without the change, or start over with --fresh or a new --out")
+    model_old = old.get("model", {})
     settings = changed(old.get("train", {}), config_to_dict(train_cfg))
-    if model_cfg is not None and model_cfg.clamp != old.get("model", {}).get("clamp", model_cfg.clamp):
-        settings.append(f"clamp {old['model']['clamp']!r} -> {model_cfg.clamp!r}")
-    if settings:
-        log(f"resuming with changed settings: {'; '.join(settings)}")
+    if model_cfg is not None:
+        settings += changed(model_old, {"clamp": model_cfg.clamp})  # the loss's clamp: a setting, not the shape
+    check_resume(out, data_was=old.get("data", {}).get("manifest_sha256"), data_now=manifest_hash(data_dir),
+                 data_folder=old.get("data", {}).get("folder"), data_dir=data_dir, what="network",
+                 arch=changed(model_old, {k: getattr(model_cfg, k) for k in ARCHITECTURE}) if model_cfg is not None else [],
+                 settings=settings, start_over="start over with --fresh or a new --out", echo=log)
 
 
 def training_record(out: Path, command: str, steps: int, elapsed: float, data_dir: Path) -> dict[str, Any]:
