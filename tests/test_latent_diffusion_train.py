@@ -296,3 +296,14 @@ def test_a_run_records_the_families_its_data_held_and_samples_only_those(tmp_pat
     assert loaded.families == ["torus"] and gen.families == ["torus"]
     with pytest.raises(InputError, match="no training shapes of family 'chair'"):
         loaded.condition(family=["chair"])
+
+
+def test_last_validation_row_not_written_twice(tiny_data, tmp_path):
+    """A stage whose last step is also a validation step (here step 8 with log_every 1) logs that step's
+    val_iou once: the end-of-stage validation reuses the loop's row instead of adding a second one."""
+    out = tmp_path / "ck"
+    tc = TrainConfig(ae_steps=8, ae_batch=4, train_points=64, log_every=1, checkpoint_seconds=30.0)
+    train_latent_diffusion(tiny_data, out, model=ModelConfig(**TINY_MODEL), train=tc, stage="ae", echo=lambda s: None)
+    rows = [json.loads(line) for line in (out / LOSS_LOG).read_text().splitlines()]
+    validated = [r["step"] for r in rows if "val_iou" in r]
+    assert validated == [8]

@@ -200,8 +200,11 @@ class Logger:
         self.path = out / LOSS_LOG
         self.echo = echo
         self.write = write
+        self.validated: dict[str, tuple[int, float]] = {}  # stage -> (step, val_iou) of its last validation row
 
     def row(self, **row: Any) -> None:
+        if "val_iou" in row:
+            self.validated[row["stage"]] = (row["step"], row["val_iou"])
         if not self.write:
             return
         with open(self.path, "a", encoding="utf-8") as f:
@@ -584,8 +587,10 @@ def _stages(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, stage: 
             ae_budget += progress["ae_seconds"]  # --stage ae --minutes M adds M minutes
         _ae_stage(run, net, ema, data, val_grids, ae_budget)
         if val_grids is not None:
-            iou = reconstruction_iou(ema.shadow, val_grids, cfg.truncation)
-            logger.row(stage="ae", step=progress["ae_steps"], seconds=round(progress["ae_seconds"], 2), val_iou=round(iou, 4))
+            done_at, iou = logger.validated.get("ae", (-1, 0.0))
+            if done_at != progress["ae_steps"]:  # the loop's own validation row may already be at the last step
+                iou = reconstruction_iou(ema.shadow, val_grids, cfg.truncation)
+                logger.row(stage="ae", step=progress["ae_steps"], seconds=round(progress["ae_seconds"], 2), val_iou=round(iou, 4))
             echo(f"autoencoder done: {progress['ae_steps']} steps, val IoU {iou:.3f} (EMA weights, first {len(val_grids)} val shapes)")
     if stage in ("diffusion", "all"):
         if not progress["ae_steps"]:
