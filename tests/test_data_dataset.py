@@ -146,3 +146,32 @@ def test_pickles_without_the_mapped_arrays(folder):
     assert torch.equal(again[3]["grid"], ds[3]["grid"])
     loader = torch.utils.data.DataLoader(ds, batch_size=8)
     assert next(iter(loader))["grid"].shape == (8, 32, 32, 32)
+
+
+def test_read_shapes_is_the_one_reader_of_usable_rows(folder, tmp_path):
+    """Populations, the field's trainer and the studies read a data folder through `read_shapes`: an
+    import's failed rows are left out, a row lacking a field is named by its shape, an empty split is named."""
+    import json
+    import shutil
+
+    from weightspace.data.dataset import read_shapes
+    from weightspace.generators.neural_field.samples import read_manifest as field_rows
+    from weightspace.space.population import read_shapes as population_rows
+
+    copy = tmp_path / "d"
+    shutil.copytree(folder, copy)
+    lines = (copy / "manifest.jsonl").read_text().splitlines()
+    failed = json.dumps({"id": "broken.obj", "status": "failed", "error": "not a mesh"})
+    (copy / "manifest.jsonl").write_text("\n".join([*lines, failed, ""]))
+    ids = [r["id"] for r in read_shapes(copy)]
+    assert len(ids) == 20 and "broken.obj" not in ids
+    assert [r["id"] for r in population_rows(copy, split="train", members=3)] == [r["id"] for r in read_shapes(copy, split="train")][:3]
+    assert all(r["split"] == "train" for r in field_rows(copy))
+    with pytest.raises(InputError, match="no shapes in split 'nope'"):
+        read_shapes(copy, split="nope")
+    row = json.loads(lines[4])
+    del row["points"]
+    (copy / "manifest.jsonl").write_text("\n".join([*lines[:4], json.dumps(row), *lines[5:]]))
+    with pytest.raises(InputError, match=rf"shape {row['id']!r} lacks field\(s\) \['points'\]"):
+        field_rows(copy, None)
+    assert len(population_rows(copy)) == 20  # a population of grids does not need the points

@@ -143,7 +143,7 @@ def test_process_pool_gives_the_same_points(data, tmp_path):
 def test_bad_config_values_are_named(data, tmp_path):
     with pytest.raises(InputError, match="fit must be one of"):
         build_population(_config(data, tmp_path / "x", fit="mesh"), generator=LOADER)
-    with pytest.raises(InputError, match="no manifest"):
+    with pytest.raises(InputError, match="manifest.jsonl: not found"):
         build_population(_config(tmp_path, tmp_path / "x"), generator=LOADER)
     # types are checked as a config file's would be, naming the field
     for kw, match in (({"steps": "5"}, r"PopulationConfig\.steps: expected an integer"),

@@ -35,6 +35,26 @@ def read_manifest(folder: str | Path) -> list[dict]:
     return rows
 
 
+def read_shapes(folder: str | Path, *, split: str | None = None, require: tuple[str, ...] = ("id", "grid")) -> list[dict]:
+    """The usable shapes of a data folder: its manifest rows whose `status` is "ok" (`data import`
+    writes rows for the files it failed on or skipped, with no shape), each holding the fields
+    `require`, in split `split` (None: every split). A row lacking a field, or no shape at all,
+    raises InputError naming the manifest."""
+    path = Path(folder) / MANIFEST
+    rows = []
+    for row in read_manifest(folder):
+        if row.get("status", "ok") != "ok":
+            continue
+        missing = [k for k in require if k not in row]
+        if missing:
+            raise InputError(f"{path}: shape {row.get('id', '(no id)')!r} lacks field(s) {missing}")
+        if split is None or row.get("split") == split:
+            rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no shapes{f' in split {split!r}' if split is not None else ''}")
+    return rows
+
+
 def check_shape_folder(folder: str | Path, option: str = "--data") -> None:
     """Refuse, by name, a folder handed in as a shape dataset that is a population, a subspace or a
     set of observations (each has a manifest.jsonl or files a study would otherwise misread)."""
@@ -112,11 +132,7 @@ class ShapeDataset(Dataset):
         if split is not None and split not in SPLITS:
             raise InputError(f"split must be one of {', '.join(SPLITS)} (or None for all), got {split!r}")
         check_shape_folder(self.folder, "data")  # a population, subspace or observation set is named as such
-        rows = [r for r in read_manifest(self.folder) if r.get("status", "ok") == "ok"]
-        if split is not None:
-            rows = [r for r in rows if r.get("split") == split]
-        if not rows:
-            raise InputError(f"{self.folder / MANIFEST}: no shapes" + (f" in split {split!r}" if split else ""))
+        rows = read_shapes(self.folder, split=split)
         if observation is not None:
             from weightspace.data.observe import check_kind
 

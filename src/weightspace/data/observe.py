@@ -120,7 +120,7 @@ def observe_folder(
         raise InputError(f"--out: {out_dir} holds files that are not an earlier observation set (a data folder or a "
                          f"population?); observing there would replace its manifest.jsonl and config.json. Choose a "
                          f"new or empty folder")
-    from weightspace.data.dataset import load_points, read_manifest
+    from weightspace.data.dataset import load_points, read_shapes
     from weightspace.data.make import save_npy, write_manifest
     from weightspace.runtime.io import atomic_write_json
     from weightspace.runtime.seeding import derive_seed
@@ -128,9 +128,7 @@ def observe_folder(
     check_kind(kind)
     if kind == "clean" and sigma > 0:  # the folder's config would call noisy points clean
         raise InputError(f"a clean observation has no noise, got sigma {sigma}; use kind noisy for noise on the whole cloud")
-    rows = [r for r in read_manifest(folder) if r.get("status", "ok") == "ok" and (split is None or r.get("split") == split)]
-    if not rows:
-        raise InputError(f"{folder}: no shapes" + (f" in split {split!r}" if split else ""))
+    rows = read_shapes(folder, split=split)
     obs, out_rows = [], []
     for r in rows:
         points, normals = load_points(folder, r)

@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterable, Literal
 import numpy as np
 import torch
 
+from weightspace.data.dataset import load_grid
+from weightspace.data.dataset import read_shapes as dataset_shapes
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS
 from weightspace.data.observe import observe
 from weightspace.generators.protocol import BatchedTrainingLoss, Generator, require
@@ -29,7 +31,7 @@ from weightspace.runtime.allocator import retain_freed_memory
 from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.executors import Executor, TaskFailure, in_calling_process, make_executor
-from weightspace.runtime.io import atomic_write_text, read_json, read_npy, remove_stale_temps, safe_child
+from weightspace.runtime.io import atomic_write_text, read_json, remove_stale_temps, safe_child
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import decode_seed, derive_seed
 from weightspace.space.frame import Frame
@@ -146,27 +148,8 @@ def auto_batch_members(gen: Generator, config: PopulationConfig) -> int:
 
 # --- data ----------------------------------------------------------------------------------------
 def read_shapes(data: str | Path, *, split: str | None = None, members: int | None = None) -> list[dict[str, Any]]:
-    """Rows of a data folder's manifest.jsonl (see weightspace.data), filtered and truncated."""
-    folder = Path(data)
-    path = folder / "manifest.jsonl"
-    if not path.is_file():
-        raise InputError(f"{folder}: data folder has no manifest.jsonl")
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError(f"{path}: line {i} is not valid JSON") from None
-            if isinstance(row, dict) and row.get("status", "ok") != "ok":
-                continue  # a file `data import` reported as failed or skipped: no shape to fit
-            if "id" not in row or "grid" not in row:
-                raise InputError(f"{path}: line {i} lacks field 'id' or 'grid'")
-            rows.append(row)
-    if split is not None:
-        rows = [r for r in rows if r.get("split") == split]
-    if not rows:
-        raise InputError(f"{path}: no shapes{f' in split {split!r}' if split else ''}")
+    """The shapes a population fits (`data.dataset.read_shapes`), the first `members` of them."""
+    rows = dataset_shapes(data, split=split)
     return rows[:members] if members else rows
 
 
@@ -179,11 +162,7 @@ def load_target(data: Path, row: dict[str, Any], *, fit: str, observations: int,
     """The member's target: its grid (R, R, R), or one seeded observation (n, 3) of its surface points
     (`weightspace.data.observe`: clean | noisy | partial | subsampled, noise sigma in world units)."""
     if fit == "grid":
-        path = safe_child(data, row["grid"])
-        grid = read_npy(path, what="SDF grid").astype(np.float32)  # (R, R, R)
-        if grid.ndim != 3 or len(set(grid.shape)) != 1 or not np.isfinite(grid).all():
-            raise InputError(f"{path}: an SDF grid must be a finite cube (R, R, R), got shape {grid.shape}")
-        return torch.from_numpy(grid)
+        return torch.from_numpy(load_grid(data, row))  # (R, R, R)
     if "points" not in row:
         raise InputError(f"{data / 'manifest.jsonl'}: shape {row['id']!r} has no 'points' (needed for fit=points)")
     path = safe_child(data, row["points"])

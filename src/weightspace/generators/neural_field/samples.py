@@ -6,7 +6,6 @@ reads of the shape's grid otherwise (imported meshes), as DeepSDF precomputes it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,6 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from weightspace.data.dataset import load_grid as dataset_grid
+from weightspace.data.dataset import read_shapes
 from weightspace.data.families import FAMILIES, FAMILY_NAMES
 from weightspace.data.grid import grid_coords
 from weightspace.generators.neural_field.losses import sample_grid
@@ -32,41 +33,14 @@ def manifest_hash(folder: str | Path) -> str:
 
 
 def read_manifest(folder: str | Path, split: str | None = "train") -> list[dict[str, Any]]:
-    """Rows of `folder/manifest.jsonl` (all rows, or those whose `split` equals `split`); the rows of
-    files an import failed on or skipped (status other than "ok") are left out."""
-    path = Path(folder) / "manifest.jsonl"
-    if not path.is_file():
-        raise InputError(f"{path}: data manifest not found (make one with `weightspace data make`)")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-        if row.get("status", "ok") != "ok":
-            continue
-        missing = [k for k in REQUIRED if k not in row]
-        if missing:
-            raise InputError(f"{path}: line {n} lacks field(s) {missing}")
-        if split is None or row["split"] == split:
-            rows.append(row)
-    if not rows:
-        raise InputError(f"{path}: no rows with split {split!r}")
-    return rows
+    """The shapes of `folder` in `split` (None: all) that a field trains on: `data.dataset.read_shapes`
+    with the fields a sample bank needs."""
+    return read_shapes(folder, split=split, require=REQUIRED)
 
 
 def load_grid(folder: str | Path, row: dict[str, Any]) -> np.ndarray:
-    """The row's SDF grid (R, R, R) float32."""
-    path = safe_child(folder, row["grid"])
-    try:
-        grid = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read grid ({e})") from None
-    if grid.ndim != 3 or len(set(grid.shape)) != 1:
-        raise InputError(f"{path}: grid must be (R, R, R), got {grid.shape}")
-    return grid.astype(np.float32)
+    """The row's SDF grid (R, R, R) float32, through the data folder's one checked reader."""
+    return dataset_grid(folder, row)
 
 
 def load_surface(folder: str | Path, row: dict[str, Any]) -> np.ndarray:
