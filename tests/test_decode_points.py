@@ -98,8 +98,8 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
                                   np.load(tmp_path / "d2" / "grids" / "sample-0000.npy"))
     # decoding into a data folder or a population would replace their manifest and grids: refused, nothing written
     before = (data / "manifest.jsonl").read_bytes()
-    for out, what in ((data, "a data folder"), (tmp_path / "pop", "a population")):
-        with pytest.raises(InputError, match=f"holds {what}, not an earlier decode"):
+    for out, what in ((data, "a shape dataset"), (tmp_path / "pop", "a population")):
+        with pytest.raises(InputError, match=f"holds {what}.*, not an earlier decode"):
             decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(out)), generator=gen)
     assert (data / "manifest.jsonl").read_bytes() == before
     decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False), generator=gen)
@@ -109,3 +109,22 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
     with pytest.raises(InputError, match="not an earlier observation set"):
         observe_folder(data, tmp_path / "pop", kind="clean", n=16)
 
+    # every folder made above is told apart by runtime.folders.folder_kind
+    from weightspace.runtime.folders import folder_kind
+
+    observe_folder(data, tmp_path / "obs", kind="clean", n=16)
+    kinds = {name: folder_kind(tmp_path / name) for name in ("data", "pop", "sub", "d1", "obs", "nowhere")}
+    assert kinds == {"data": "data", "pop": "population", "sub": "subspace", "d1": "decode", "obs": "observations", "nowhere": None}
+    # a decode killed before its decode.json is still an earlier decode (decoding there again is allowed)
+    (tmp_path / "d3" / "decode.json").unlink()
+    assert folder_kind(tmp_path / "d3") == "decode"
+    decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False), generator=gen)
+    # a subspace written into the data folder would replace its summary.json; into the population, sit in it
+    (data / "summary.json").write_text('{"count": 4}')  # as `data make` writes (the toy data has none)
+    summary = (data / "summary.json").read_bytes()
+    for out, what in ((data, "a shape dataset"), (tmp_path / "pop", "a population"), (tmp_path / "d1", "an earlier decode")):
+        with pytest.raises(InputError, match=f"--out: .* holds {what}.*, not a subspace"):
+            fit_subspace(pop, 2, out=out)
+        assert not (out / "subspace.safetensors").exists()
+    assert (data / "summary.json").read_bytes() == summary
+    fit_subspace(pop, 1, out=tmp_path / "sub")  # an earlier subspace is replaced

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from weightspace.data.make import SPLITS, save_npy
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.folders import folder_kind
 from weightspace.runtime.io import parse_json, read_npy, read_npz, safe_child
 from weightspace.runtime.seeding import derive_seed
 
@@ -59,20 +60,14 @@ def check_shape_folder(folder: str | Path, option: str = "--data") -> None:
     """Refuse, by name, a folder handed in as a shape dataset that is a population, a subspace or a
     set of observations (each has a manifest.jsonl or files a study would otherwise misread)."""
     folder = Path(folder)
-    config = folder / "config.json"
-    kind = None
-    if config.is_file():
-        try:
-            kind = json.loads(config.read_text(encoding="utf-8")).get("kind")
-        except (ValueError, AttributeError, OSError):
-            kind = None
+    kind = folder_kind(folder)
     if kind == "population":
         raise InputError(f"{option}: {folder} is a population folder (fitted members), not a shape dataset; "
                          f"give the data folder it was built from (its config.json names it as 'data'), or pass the "
                          f"population with --population")
-    if (folder / "subspace.safetensors").is_file():
+    if kind == "subspace":
         raise InputError(f"{option}: {folder} is a subspace folder, not a shape dataset")
-    if (folder / "observations.npy").is_file():
+    if kind == "observations":
         raise InputError(f"{option}: {folder} is an observations folder (`weightspace data observe`), not a shape "
                          f"dataset; give the dataset it was made from (its config.json names it as source)")
 

@@ -12,6 +12,7 @@ import torch
 from weightspace.decode.points import decode_points, point_seeds, write_decoded
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, worker_cached
+from weightspace.runtime.folders import check_out_folder
 from weightspace.runtime.io import atomic_write_json, read_json
 from weightspace.runtime.progress import track
 from weightspace.space.frame import Frame
@@ -52,22 +53,9 @@ def source_kind(path: Path) -> str:
 
 
 def check_decode_out(out: Path) -> None:
-    """Refuse an --out that holds anything but an earlier decode (its decode.json): decoding writes
-    manifest.jsonl and grids/ there, which would replace a data folder's or a population's own."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} is a file; give a folder")
-    if not out.is_dir() or (out / "decode.json").is_file():
-        return
-    markers = ("layout.json", "config.json", "summary.json", "observations.npy", SUBSPACE_FILE, "anchor.safetensors")
-    data_rows = False
-    if (out / "manifest.jsonl").is_file():  # a decode killed while writing has decode rows and no decode.json yet
-        first = next((line for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()), "")
-        data_rows = any(f'"{k}"' in first for k in ("split", "family", "shard", "status"))
-    if any((out / m).exists() for m in markers) or data_rows:
-        what = "a population" if (out / "layout.json").is_file() else \
-            "a data folder" if (out / "manifest.jsonl").is_file() else "files of another kind"
-        raise InputError(f"--out: {out} holds {what}, not an earlier decode; decoding there would replace its "
-                         f"manifest.jsonl and grids. Choose a new or empty folder")
+    """Refuse an --out that holds anything but an earlier decode: decoding writes manifest.jsonl and
+    grids/ there, which would replace a data folder's or a population's own."""
+    check_out_folder(out, "decode", writes="manifest.jsonl and grids/")
 
 
 def recorded_checkpoint(source: str | Path) -> str:

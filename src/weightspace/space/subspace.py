@@ -21,6 +21,7 @@ import torch
 
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.folders import check_out_folder
 from weightspace.runtime.io import atomic_write_json
 from weightspace.runtime.seeding import item_generator
 from weightspace.space.frame import Frame
@@ -219,6 +220,8 @@ def fit_subspace(population: str | Path | Population, k: int, *, form: str | Non
         variance mostly follows each member's random start of A (for comparison). Leave it None for
         condition and layers populations (one form).
     """
+    if out is not None:  # the population itself, a data folder (its summary.json) or a checkpoint: named, untouched
+        check_out_folder(out, "subspace", writes="subspace.safetensors and summary.json")
     pop = population if isinstance(population, Population) else Population(population)
     n = len(pop)
     if n < 2:

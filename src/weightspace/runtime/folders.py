@@ -1,0 +1,88 @@
+"""What a folder on disk holds, told from the files weightspace writes there, so every command that
+reads or writes a folder names a wrong one the same way instead of misreading it or writing over it.
+
+A folder's kind, from its marker files (the first that matches):
+
+  decode        decode.json (`weightspace decode`), or a manifest.jsonl of decoded rows (one killed
+                before writing decode.json)
+  subspace      subspace.safetensors (`weightspace subspace fit`)
+  population    layout.json beside config.json or anchor.safetensors (`weightspace population build`)
+  observations  observations.npy (`weightspace data observe`)
+  study         results.json (`weightspace experiment ...`)
+  checkpoint    config.json naming a generator kind (a trained or shipped generator)
+  data          manifest.jsonl of shape rows, or summary.json with grids/ (`data make` / `data import`)
+  None          none of these: new, empty, or only files weightspace does not write
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from weightspace.runtime.errors import InputError
+
+WHAT = {
+    "decode": "an earlier decode",
+    "subspace": "a subspace",
+    "population": "a population (fitted members)",
+    "observations": "an observations set",
+    "checkpoint": "a generator checkpoint",
+    "study": "a study's results",
+    "data": "a shape dataset",
+}
+
+
+def folder_kind(folder: str | Path) -> str | None:
+    """The kind of weightspace folder `folder` is (module docstring), or None; a path that is not a
+    folder is None too (callers name a file themselves)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if (folder / "decode.json").is_file():
+        return "decode"
+    if (folder / "subspace.safetensors").is_file():
+        return "subspace"
+    if (folder / "layout.json").is_file() and ((folder / "config.json").is_file() or (folder / "anchor.safetensors").is_file()):
+        return "population"
+    if (folder / "observations.npy").is_file():
+        return "observations"
+    if (folder / "results.json").is_file():
+        return "study"
+    if (folder / "config.json").is_file():
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            config = None
+        if isinstance(config, dict) and config.get("kind") == "population":
+            return "population"  # one whose layout.json is not written yet
+        if isinstance(config, dict) and isinstance(config.get("kind"), str):
+            return "checkpoint"
+    if (folder / "manifest.jsonl").is_file():
+        return "data" if _data_rows(folder / "manifest.jsonl") else "decode"  # a decode killed before its decode.json
+    if (folder / "summary.json").is_file() and (folder / "grids").is_dir():
+        return "data"
+    return None
+
+
+def _data_rows(manifest: Path) -> bool:
+    """Whether the first row of `manifest` is a data folder's (it has a split, a family or an import
+    status) rather than a decode's."""
+    try:
+        with open(manifest, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+    except (OSError, UnicodeDecodeError):
+        return True  # unreadable: not ours to write over
+    return any(f'"{k}"' in first for k in ("split", "family", "status"))
+
+
+def check_out_folder(out: str | Path, own: str, *, option: str = "--out", writes: str = "") -> None:
+    """Refuse an output folder `out` that is a file, or a weightspace folder of a kind other than `own`
+    (what this command writes there would replace that folder's own files, `writes`), before anything
+    is written. A new folder, an empty one, one of only other files, or an earlier `own` is accepted."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{option}: {out} is a file; give a folder")
+    kind = folder_kind(out)
+    if kind is not None and kind != own:
+        replaced = f"; writing {writes} there would replace its own" if writes else ""
+        raise InputError(f"{option}: {out} holds {WHAT[kind]}, not {WHAT[own]}{replaced}. Choose a new or empty folder")
