@@ -6,7 +6,7 @@ writes OUT/interpolate/results.json (topology transitions along a path between t
 and OUT/subspace/results.json (does a PCA subspace of four examples keep their topology?), plus
 the model's checkpoint in OUT/checkpoint, loadable by `weightspace ... --checkpoint OUT/checkpoint`
 once the kind is registered (or installed through the `weightspace.generators` entry-point group).
-It takes about a minute on a laptop CPU, most of it training the model for ~30 seconds.
+It takes about a minute on one CPU core, half of it training the model.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class MLPSDF(nn.Module):
         self.register_buffer("codes", torch.zeros(n_codes, d_z))  # the training shapes' codes (N, d_z), saved along
         layers, d_in = [], 3 + d_z
         for _ in range(depth):
-            layers += [nn.Linear(d_in, width), nn.Softplus(beta=100)]
+            layers += [nn.Linear(d_in, width), nn.ReLU()]
             d_in = width
         self.mlp = nn.Sequential(*layers, nn.Linear(width, 1))
 
@@ -78,7 +78,7 @@ def train(data: Path, steps: int = 600) -> MLPGenerator:
     opt = torch.optim.Adam([*gen.net.parameters(), codes], lr=1e-3)
     for step in range(steps):
         idx = torch.randperm(len(rows))[:8]
-        loss = gen.training_loss(grids[idx], codes[idx], [step * 8 + i for i in range(len(idx))], n_points=2048)
+        loss = gen.training_loss(grids[idx], codes[idx], [step * 8 + i for i in range(len(idx))], n_points=1024)
         loss = loss + 1e-4 * codes[idx].pow(2).sum(-1).mean()
         opt.zero_grad()
         loss.backward()
