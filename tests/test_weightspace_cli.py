@@ -37,6 +37,20 @@ def test_build_fit_decode(runner, tmp_path):
     assert r.exit_code == 0, r.output
     rows = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all((out / row["grid"]).is_file() and (out / row["mesh"]).is_file() for row in rows)
+    assert json.loads((out / "decode.json").read_text())["samples"] == 2
+    # a smaller decode into the same folder leaves none of the earlier decode's items behind
+    (out / "notes.txt").write_text("mine")
+    r = runner.invoke(app, ["decode", str(sub), "--samples", "1", "--out", str(out), "--no-meshes"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["sample-0000.npy"] and not any((out / "meshes").iterdir())
+    assert (out / "notes.txt").read_text() == "mine"
+    # a population decodes as stored: --samples / --temperature would be ignored, so they are refused
+    r = runner.invoke(app, ["decode", str(pop), "--samples", "4", "--temperature", "0.5", "--out", str(tmp_path / "d")])
+    assert isinstance(r.exception, InputError) and "--samples and --temperature" in str(r.exception) and "is a population" in str(r.exception)
+    assert not (tmp_path / "d").exists()
+    r = runner.invoke(app, ["decode", str(pop), "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    assert "temperature" not in json.loads((tmp_path / "d" / "decode.json").read_text())
 
 
 def test_bad_options_are_input_errors(runner, tmp_path):

@@ -206,8 +206,8 @@ def decode(
     source: Path = typer.Argument(..., help="A point .safetensors file, a population folder or a subspace folder."),
     out: Path = typer.Option(..., "--out", help="Output folder: grids/, meshes/ (PLY), manifest.jsonl."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Generator (default: the one the source records)."),
-    samples: int = typer.Option(8, "--samples", help="Samples to draw from a subspace."),
-    temperature: float = typer.Option(1.0, "--temperature", help="Scale of subspace samples (1: training spread)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Samples to draw from a subspace [default: 8]."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Scale of subspace samples (1: training spread) [default: 1]."),
     seed: int = typer.Option(0, "--seed", help="Base seed: per-item sample and decode seeds derive from it."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Grid resolution (default: the generator's)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Points decoded per call."),
@@ -224,16 +224,20 @@ def decode(
     On a Ray cluster: weightspace decode runs/pop --out runs/decoded --executor ray --address auto (docs/scaling.md).
     """
     from weightspace.data.grid import check_resolution
-    from weightspace.decode.sources import DecodeConfig, decode_source, recorded_checkpoint
+    from weightspace.decode.sources import DecodeConfig, decode_source, recorded_checkpoint, source_kind
+    from weightspace.runtime.errors import InputError
 
     if resolution is not None:  # 0 too: it is no resolution, not "the generator's"
         check_resolution(resolution, "--resolution")
-    cfg = DecodeConfig(source=str(source), out=str(out), checkpoint=checkpoint, samples=samples, temperature=temperature,
-                       seed=seed, resolution=resolution, batch_size=batch_size, meshes=meshes)
+    kind = source_kind(source)
+    given = [name for name, value in (("--samples", samples), ("--temperature", temperature)) if value is not None]
+    if given and kind != "subspace":  # a population or point decodes as stored: nothing is drawn
+        raise InputError(f"{' and '.join(given)}: {source} is a {kind}, which decodes as stored; only a subspace draws samples")
+    cfg = DecodeConfig(source=str(source), out=str(out), checkpoint=checkpoint, samples=8 if samples is None else samples,
+                       temperature=1.0 if temperature is None else temperature, seed=seed, resolution=resolution,
+                       batch_size=batch_size, meshes=meshes)
     name = checkpoint or recorded_checkpoint(source)
     if not name:
-        from weightspace.runtime.errors import InputError
-
         raise InputError(f"{source}: records no checkpoint; pass --checkpoint")
     if executor is None and address is None and workers == 1:
         rows = decode_source(cfg, generator=_load(name))

@@ -88,5 +88,28 @@ def write_decoded(out: str | Path, grids: torch.Tensor | np.ndarray, ids: Sequen
         if extra is not None:
             row.update(extra[i])
         rows.append(row)
+    earlier = _written_files(out)
     atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    now = {r[k] for r in rows for k in ("grid", "mesh") if k in r}
+    for name in sorted(earlier - now):  # an earlier decode's items this one did not write: not left to pass as its own
+        (out / name).unlink(missing_ok=True)
     return rows
+
+
+def _written_files(out: Path) -> set[str]:
+    """The grids/ and meshes/ files an earlier decode in `out` lists in its manifest.jsonl (none when
+    there is none or it cannot be read: only files a decode named are ever removed)."""
+    path = out / "manifest.jsonl"
+    if not path.is_file():
+        return set()
+    names = set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        for key, folder in (("grid", "grids/"), ("mesh", "meshes/")):
+            name = row.get(key) if isinstance(row, dict) else None
+            if isinstance(name, str) and name.startswith(folder) and "/" not in name[len(folder):] and ".." not in name:
+                names.add(name)
+    return names

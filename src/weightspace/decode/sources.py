@@ -141,8 +141,10 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
         grids = np.concatenate(list(track(executor.map(decode_chunk, tasks), "decode", total=len(tasks), status=executor.status)))
     rows = write_decoded(config.out, grids, ids, seeds, meshes=config.meshes)
     atomic_write_json(Path(config.out) / "decode.json", {"source": str(config.source), "kind": kind, "checkpoint": checkpoint,
-                                                         "count": len(rows), "seed": config.seed, "temperature": config.temperature,
-                                                         "layout_size": frame.layout.size, "parameterisation": frame.parameterisation})
+                                                         "count": len(rows), "seed": config.seed, "layout_size": frame.layout.size,
+                                                         "parameterisation": frame.parameterisation,
+                                                         **({"samples": config.samples, "temperature": config.temperature}
+                                                            if kind == "subspace" else {})})
     return rows
 
 
