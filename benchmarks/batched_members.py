@@ -12,7 +12,7 @@ a shared machine wall time counts the other jobs), their ratios to `merged one` 
 and how far each population's members are from `merged one`'s. Then the
 median CPU time of one fit step (loss of B members and its backward) per method against B one-member
 steps: `low-rank` (LoRA factors kept factored, `generators.lowrank`, what a build uses) and the merged
-weights' method of the generator. One thread unless `--threads`. `--allocator default` measures without
+weights' method of the generator. One thread unless `--threads`; `--clock wall` times elapsed seconds instead. `--allocator default` measures without
 `runtime.allocator.retain_freed_memory`, which a pool or Ray worker applies (it cannot be undone in a process;
 the builds here run in process, which leaves it to `--allocator`).
 """
@@ -37,27 +37,30 @@ from weightspace.space.population import PopulationConfig, build_population, dra
 from weightspace.space.store import Population
 
 
-def build(gen, name: str, data: str, out: Path, *, steps: int, batch: int, merged: bool = False) -> tuple[float, float, torch.Tensor]:
-    """(members per CPU second of the build, members per CPU second of the fits, the points (N, D)).
-    merged: members one at a time through merged weights (`fit_member`), what a build did before it fitted
-    a lone LoRA member of a generator that `accepts_low_rank` through the factored path too."""
+def build(gen, name: str, data: str, out: Path, *, steps: int, batch: int, merged: bool = False,
+          wall: bool = False) -> tuple[float, float, torch.Tensor]:
+    """(members per CPU second of the build, members per CPU second of the fits, the points (N, D)); per
+    wall second with `wall`. merged: members one at a time through merged weights (`fit_member`), what a
+    build did before it fitted a lone LoRA member of a generator that `accepts_low_rank` through the
+    factored path too."""
+    clock = time.perf_counter if wall else time.process_time
     shutil.rmtree(out, ignore_errors=True)
     config = PopulationConfig(checkpoint=name, parameterisation="lora", data=data, out=str(out), steps=steps, batch_members=batch)
     factored = population_module.factored_fits
     if merged:
         population_module.factored_fits = lambda gen, config: False
-    c0 = time.process_time()
+    c0 = clock()
     try:
         pop = build_population(config, generator=gen)
     finally:
         population_module.factored_fits = factored
-    cpu = time.process_time() - c0
-    fit = sum(r["metrics"]["cpu_seconds"] for r in pop.rows)
+    cpu = clock() - c0
+    fit = sum(r["seconds"] if wall else r["metrics"]["cpu_seconds"] for r in pop.rows)
     return len(pop) / cpu, len(pop) / fit, Population(out).matrix()
 
 
-def step_times(gen, pop_dir: Path, batch: int, reps: int) -> dict[str, float]:
-    """Median CPU seconds of one fit step of `batch` members: a loop of one-member steps, and each batched method."""
+def step_times(gen, pop_dir: Path, batch: int, reps: int, clock=time.process_time) -> dict[str, float]:
+    """Median seconds (`clock`) of one fit step of `batch` members: a loop of one-member steps, and each batched method."""
     pop = Population(pop_dir)
     param = pop.frame.build(gen)
     x = pop.matrix()[:batch].to(gen.device).requires_grad_(True)  # (B, D)
@@ -86,9 +89,9 @@ def step_times(gen, pop_dir: Path, batch: int, reps: int) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps + 1):  # the first round warms up
         for k, f in fns.items():
-            c0 = time.process_time()
+            c0 = clock()
             f()
-            times[k].append(time.process_time() - c0)
+            times[k].append(clock() - c0)
     return {k: statistics.median(v[1:]) for k, v in times.items()}
 
 
@@ -101,6 +104,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--allocator", choices=("retain", "default"), default="retain")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="cpu: process time (all threads summed; robust on a shared machine); wall: elapsed time, "
+                         "what --threads > 1 gains (needs otherwise idle cores)")
     args = ap.parse_args()
     sizes = [int(b) for b in args.batch.split(",")]
     torch.set_num_threads(args.threads)
@@ -110,7 +116,7 @@ def main() -> None:
     else:  # an in-process build leaves the allocator of its caller alone (runtime.executors.in_calling_process)
         print("allocator: glibc defaults")
     root = Path(tempfile.mkdtemp(prefix="batched-members-"))
-    print(f"threads {args.threads}, steps {args.steps}, B {sizes}, reps {args.reps} (interleaved; medians of CPU time)")
+    print(f"threads {args.threads}, steps {args.steps}, B {sizes}, reps {args.reps} (interleaved; medians of {args.clock} time)")
     try:
         for name in args.generators.split(","):
             gen = load_generator(name)
@@ -122,7 +128,7 @@ def main() -> None:
             for _ in range(args.reps):
                 for kind, (B, merged) in kinds.items():
                     whole, fit, points[kind] = build(gen, name, args.data, root / f"{name}-{B}-{merged}", steps=args.steps,
-                                                     batch=B, merged=merged)
+                                                     batch=B, merged=merged, wall=args.clock == "wall")
                     rates[kind].append((whole, fit))
             med = {k: (statistics.median(w for w, _ in v), statistics.median(f for _, f in v)) for k, v in rates.items()}
             base = med["merged one"]
@@ -133,8 +139,9 @@ def main() -> None:
                 ref = points["merged one"]
                 diff = ((points[k] - ref).norm(dim=1) / ref.norm(dim=1)).max()
                 print(f"  {k:10s} {w:16.3f} {w / base[0]:6.2f} {f:14.3f} {f / base[1]:6.2f} {f / med['one'][1]:7.2f} {float(diff):18.1e}")
-            steps = step_times(gen, root / f"{name}-1-False", sizes[0], args.reps)
-            print(f"  one fit step of {sizes[0]} members (median CPU s): " +
+            steps = step_times(gen, root / f"{name}-1-False", sizes[0], args.reps,
+                               time.perf_counter if args.clock == "wall" else time.process_time)
+            print(f"  one fit step of {sizes[0]} members (median {args.clock} s): " +
                   ", ".join(f"{k} {v:.3f} (x{steps['one-at-a-time'] / v:.2f})" for k, v in steps.items()))
     finally:
         shutil.rmtree(root, ignore_errors=True)
