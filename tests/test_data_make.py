@@ -107,6 +107,40 @@ def test_refuses_to_overwrite_without_the_flag(tmp_path):
     make_dataset(tmp_path / "d", family="torus", count=1, n_points=16, progress=False, overwrite=True)
 
 
+def test_an_interrupted_overwrite_leaves_no_dataset_and_a_finished_one_no_old_files(tmp_path, monkeypatch):
+    """--overwrite killed part-way used to leave the earlier manifest over a mix of old and new grids (another
+    resolution, even), which every later command read as the earlier dataset. Now the earlier manifest and
+    summary go first, and a finished overwrite removes the earlier shapes it did not rewrite."""
+    from weightspace.data import make as make_module
+    from weightspace.data.dataset import read_shapes
+
+    out = tmp_path / "d"
+    make_dataset(out, family="torus,pair", count=6, resolution=32, n_points=16, progress=False)
+    (out / "notes.txt").write_text("mine")
+    real, calls = make_module._make_item, []
+
+    def dies_on_the_third(cfg, job):
+        calls.append(job)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a Ctrl-C (or a kill) between two shapes
+        return real(cfg, job)
+
+    monkeypatch.setattr(make_module, "_make_item", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        make_dataset(out, family="torus,pair", count=4, resolution=16, n_points=16, progress=False, overwrite=True)
+    assert not (out / "manifest.jsonl").exists() and not (out / "summary.json").exists()
+    with pytest.raises(InputError, match="manifest.jsonl: not found"):
+        read_shapes(out)
+    monkeypatch.setattr(make_module, "_make_item", real)
+    make_dataset(out, family="torus,pair", count=4, resolution=16, n_points=16, progress=False)  # no --overwrite needed now
+    rows = _rows(out)
+    assert len(rows) == 4 and all(np.load(out / r["grid"]).shape == (16, 16, 16) for r in rows)
+    make_dataset(out, family="torus", count=1, resolution=16, n_points=16, progress=False, overwrite=True)
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["torus-00000.npy"]
+    assert sorted(p.name for p in (out / "points").iterdir()) == ["torus-00000.npz"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_cli_make_and_families(tmp_path):
     _register()
     runner = CliRunner()

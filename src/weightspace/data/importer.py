@@ -15,7 +15,7 @@ import numpy as np
 import trimesh
 
 from weightspace.data.grid import check_resolution, grid_points
-from weightspace.data.make import assign_splits, measure_betti, save_npy, save_npz, write_manifest
+from weightspace.data.make import assign_splits, finish_replacing, measure_betti, save_npy, save_npz, start_replacing, write_manifest
 from weightspace.data.repair import SOLIDITY_RESOLUTION, repair_orientation, solidity, solidity_points, winding_number
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json, remove_stale_temps
@@ -342,6 +342,7 @@ def import_meshes(
         raise InputError(f"no mesh files found in {', '.join(map(str, paths))} (supported: {', '.join(FORMATS)})")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # left by a writer killed in an earlier run; nothing else writes here now
+    earlier = start_replacing(out, overwrite)
     cfg = ImportConfig(out, resolution, truncation, n_points, margin, seed, keep_non_solid)
     item = functools.partial(_import_one, cfg)
     jobs = list(enumerate(files))
@@ -388,4 +389,5 @@ def import_meshes(
         sign_methods={m: sum(r["sign_method"] == m for r in ok) for m in ("pseudonormal", "fast_winding_number")},
     )
     atomic_write_json(out / "summary.json", summary)
+    finish_replacing(out, earlier, rows)
     return dict(summary, seconds_per_mesh=float(np.mean(seconds)) if seconds else None)

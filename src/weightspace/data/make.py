@@ -155,6 +155,55 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in rows))
 
 
+DATA_FILES = ("grid", "points")  # the manifest fields that name a shape's files
+
+
+REPLACING = ".replacing.json"  # the earlier dataset's files, while a replacement is being written
+
+
+def start_replacing(out: Path, overwrite: bool) -> set[str]:
+    """Before a dataset is written into `out`: with `overwrite`, remove the earlier dataset's
+    manifest.jsonl and summary.json first, so that a run killed part-way leaves a folder no command
+    takes for a dataset (it used to leave the earlier manifest describing a mix of old and new shape
+    files). Returns the files the earlier manifest listed, also kept in REPLACING until the new
+    dataset is complete, so a rerun after such a kill still knows them; `finish_replacing` removes
+    those the new dataset does not rewrite."""
+    earlier: set[str] = set()
+    marker = out / REPLACING
+    if marker.is_file():  # a replacement killed part-way: its earlier files are still to be removed
+        try:
+            earlier.update(n for n in json.loads(marker.read_text(encoding="utf-8")) if isinstance(n, str) and _own_file(n))
+        except (ValueError, TypeError, OSError):
+            pass
+    path = out / "manifest.jsonl"
+    if overwrite and path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                earlier.update(v for k in DATA_FILES if isinstance(v := row.get(k), str) and _own_file(v))
+        atomic_write_text(marker, json.dumps(sorted(earlier)))
+        path.unlink()
+        (out / "summary.json").unlink(missing_ok=True)
+    return earlier
+
+
+def finish_replacing(out: Path, earlier: set[str], rows: list[dict]) -> None:
+    """Remove the earlier dataset's files (`start_replacing`) that the new rows do not name."""
+    now = {r[k] for r in rows for k in DATA_FILES if k in r}
+    for name in sorted(earlier - now):
+        (out / name).unlink(missing_ok=True)
+    (out / REPLACING).unlink(missing_ok=True)
+
+
+def _own_file(name: str) -> bool:
+    """A manifest path this package writes (grids/<id>.npy, points/<id>.npz): nothing else is removed."""
+    parts = name.split("/")
+    return len(parts) == 2 and parts[0] in ("grids", "points") and parts[1] not in ("", ".", "..")
+
+
 # ---------------------------------------------------------------- one sample
 
 
@@ -302,6 +351,7 @@ def make_dataset(
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # left by a writer killed in an earlier run; nothing else writes here now
+    earlier = start_replacing(out, overwrite)
     item = functools.partial(_make_item, cfg)
     t0 = time.perf_counter()
     label = f"making {family} at {resolution}^3"
@@ -332,5 +382,6 @@ def make_dataset(
     )
     write_manifest(out / "manifest.jsonl", rows)
     atomic_write_json(out / "summary.json", summary)
+    finish_replacing(out, earlier, rows)
     # timing goes to the caller only: summary.json stays byte-identical for the same seed
     return dict(summary, seconds=seconds, shapes_per_second=len(rows) / max(seconds, 1e-9))
