@@ -215,3 +215,45 @@ def test_a_resume_with_another_split_is_refused_before_any_shard_is_overwritten(
     assert not (tmp_path / "n").exists()
     with pytest.raises(InputError, match="holds a manifest.jsonl but no population"):
         build_population(_config(data, data), generator=LOADER)
+
+
+def test_a_hand_edited_population_is_refused_by_name(data, tmp_path):
+    """A repeated member line, bytes that are not UTF-8, a member index that is not an integer, or a
+    parameterisation option of the wrong kind in config.json: each is named when the population opens,
+    before a subspace or decode writes anything."""
+    import shutil
+
+    from weightspace.space.subspace import fit_subspace
+
+    build_population(_config(data, tmp_path / "pop"), generator=LOADER)
+
+    def edited(name, edit):
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "pop", folder)
+        edit(folder)
+        return folder
+
+    lines = (tmp_path / "pop" / "manifest.jsonl").read_text().splitlines()
+    dup = edited("dup", lambda f: (f / "manifest.jsonl").write_text("\n".join([*lines, lines[1]]) + "\n"))
+    with pytest.raises(InputError, match=r"line 5 repeats member index 1 of line 2"):
+        Population(dup)
+    bad_bytes = edited("bytes", lambda f: (f / "manifest.jsonl").write_bytes((tmp_path / "pop" / "manifest.jsonl").read_bytes() + b"\xff\xfe\n"))
+    with pytest.raises(InputError, match=r"manifest.jsonl:5: not UTF-8"):
+        Population(bad_bytes)
+    row = json.loads(lines[0]) | {"index": "zero"}
+    index = edited("index", lambda f: (f / "manifest.jsonl").write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n"))
+    with pytest.raises(InputError, match=r"line 1: index must be an integer, got 'zero'"):
+        Population(index)
+    for name, value, match in (("nan", float("nan"), r"parameterisation: lora alpha must be a number >= 0"),
+                               ("unknown", None, r"parameterisation 'lora' takes options .* got unknown \['bogus'\]")):
+        def edit(f, value=value):
+            config = json.loads((f / "config.json").read_text())
+            if value is None:
+                config["parameterisation"]["bogus"] = 1
+            else:
+                config["parameterisation"]["alpha"] = value
+            (f / "config.json").write_text(json.dumps(config))
+        folder = edited(name, edit)
+        with pytest.raises(InputError, match=rf"{name}/config.json: {match}"):
+            fit_subspace(folder, 2, out=tmp_path / f"sub-{name}")
+        assert not (tmp_path / f"sub-{name}").exists()

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from weightspace.data.make import SPLITS, save_npy
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.folders import folder_kind
-from weightspace.runtime.io import parse_json, read_npy, read_npz, safe_child
+from weightspace.runtime.io import read_jsonl, read_npy, read_npz, safe_child
 from weightspace.runtime.seeding import derive_seed
 
 MANIFEST = "manifest.jsonl"
@@ -25,15 +25,7 @@ def read_manifest(folder: str | Path) -> list[dict]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise InputError(f"{path}: not found; make a dataset with `weightspace data make` or `weightspace data import`")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        row = parse_json(line, f"{path}:{n}")
-        if not isinstance(row, dict):
-            raise InputError(f"{path}:{n}: expected a JSON object per line")
-        rows.append(row)
-    return rows
+    return [row for _, row in read_jsonl(path)]
 
 
 def read_shapes(folder: str | Path, *, split: str | None = None, require: tuple[str, ...] = ("id", "grid")) -> list[dict]:

@@ -120,6 +120,29 @@ def read_json(path: str | os.PathLike) -> Any:
     return parse_json(text, str(path))
 
 
+def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """The rows of a JSON-lines file (a manifest) as (line number, object), blank lines skipped; a
+    line that is not UTF-8, not JSON or not an object raises InputError naming the file and line."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
+    rows = []
+    for n, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}:{n}: not UTF-8 text") from None
+        if not line.strip():
+            continue
+        row = parse_json(line, f"{path}:{n}")
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{n}: expected a JSON object per line")
+        rows.append((n, row))
+    return rows
+
+
 def parse_json(text: str, where: str) -> Any:
     """`json.loads` whose every failure is an InputError naming `where` (file, or file:line).
 

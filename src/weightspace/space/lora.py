@@ -105,6 +105,18 @@ def _unwrap(pattern: str) -> str:
     return pattern[2:-2] if pattern.startswith("^(") and pattern.endswith(")$") else pattern
 
 
+def check_lora_options(*, rank: Any = 4, alpha: Any = 8.0, targets: Any = "all", form: Any = "factors") -> None:
+    """The LoRA options' types and bounds, checked without a generator (also for a saved config)."""
+    if form not in LORA_FORMS:
+        raise InputError(f"lora form must be one of {', '.join(LORA_FORMS)}, got {form!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise InputError(f"lora rank must be an integer >= 1, got {rank!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        raise InputError(f"lora alpha must be a number >= 0 (0: the adapter does nothing), got {alpha!r}")
+    if not isinstance(targets, str):
+        raise InputError(f"lora targets must be a string (a group name, 'all', or a pattern), got {targets!r}")
+
+
 class LoraParameterisation(Parameterisation):
     """Point = LoRA factors (`lora_A`, `lora_B` per target module) or their products (`form="delta"`)."""
 
@@ -113,14 +125,7 @@ class LoraParameterisation(Parameterisation):
     def __init__(self, gen: Generator, *, rank: int = 4, alpha: float = 8.0, targets: str = "all",
                  form: str = "factors") -> None:
         super().__init__(gen)
-        if form not in LORA_FORMS:
-            raise InputError(f"lora form must be one of {', '.join(LORA_FORMS)}, got {form!r}")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise InputError(f"lora rank must be an integer >= 1, got {rank!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-            raise InputError(f"lora alpha must be a number >= 0 (0: the adapter does nothing), got {alpha!r}")
-        if not isinstance(targets, str):
-            raise InputError(f"lora targets must be a string (a group name, 'all', or a pattern), got {targets!r}")
+        check_lora_options(rank=rank, alpha=alpha, targets=targets, form=form)
         self.rank, self.alpha, self.targets, self.form = int(rank), float(alpha), targets, form
         self.scaling = self.alpha / self.rank  # PEFT's scaling without rsLoRA
         self.modules = resolve_targets(gen, targets, kinds=LORA_KINDS)

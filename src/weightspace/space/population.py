@@ -31,7 +31,7 @@ from weightspace.runtime.allocator import retain_freed_memory
 from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.executors import Executor, TaskFailure, in_calling_process, make_executor
-from weightspace.runtime.io import atomic_write_text, read_json, remove_stale_temps, safe_child
+from weightspace.runtime.io import atomic_write_text, read_json, read_jsonl, remove_stale_temps, safe_child
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import decode_seed, derive_seed
 from weightspace.space.frame import Frame
@@ -451,7 +451,7 @@ def read_failures(out: Path) -> list[dict[str, Any]]:
     path = Path(out) / FAILURES_NAME
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row for _, row in read_jsonl(path)]
 
 
 def write_failures(out: Path, failures: Iterable[dict[str, Any]]) -> None:

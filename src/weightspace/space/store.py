@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, read_json, safe_child
+from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, read_json, read_jsonl, safe_child
 from weightspace.space.frame import Frame
 from weightspace.space.layout import Layout
 
@@ -62,6 +62,9 @@ def read_frame(meta: dict[str, str], anchor: torch.Tensor | None, path: Path) ->
     if anchor is None:
         raise InputError(f"{path}: tensor 'anchor' missing")
     layout = Layout.from_dict(_meta_json(meta, "layout", path), source=str(path))
+    from weightspace.space.parameterisations import check_parameterisation_config  # it imports the generators
+
+    check_parameterisation_config(_meta_json(meta, "parameterisation", path), f"{path} (metadata)")
     try:
         return Frame(layout, _meta_json(meta, "parameterisation", path), anchor, meta.get("checkpoint", ""))
     except InputError as e:
@@ -105,19 +108,19 @@ def read_manifest(folder: Path) -> list[dict[str, Any]]:
     path = folder / MANIFEST
     if not path.exists():
         return []
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"{path}: line {i} is not valid JSON") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{path}: line {i} is not a JSON object")
+    rows, seen = [], {}
+    for i, row in read_jsonl(path):
         missing = [k for k in ("index", "id", "shard") if k not in row]
-        if missing or not isinstance(row["index"], int) or not isinstance(row["shard"], str):
-            raise InputError(f"{path}: line {i} lacks fields {missing or ['index (int)', 'shard (str)']}")
+        if missing:
+            raise InputError(f"{path}: line {i} lacks field(s) {missing}")
+        if not isinstance(row["index"], int) or isinstance(row["index"], bool):
+            raise InputError(f"{path}: line {i}: index must be an integer, got {row['index']!r}")
+        if not isinstance(row["shard"], str):
+            raise InputError(f"{path}: line {i}: shard must be a string, got {row['shard']!r}")
+        for key in ("index", "id"):  # one row per member: a repeated one would count a member twice
+            earlier = seen.setdefault((key, row[key] if key == "index" else str(row[key])), i)
+            if earlier != i:
+                raise InputError(f"{path}: line {i} repeats member {key} {row[key]!r} of line {earlier}")
         rows.append(row)
     return rows
 
@@ -150,6 +153,9 @@ class Population:
         self.config: dict[str, Any] = read_json(self.folder / "config.json")
         if not isinstance(self.config, dict) or not isinstance(self.config.get("parameterisation"), dict):
             raise InputError(f"{self.folder / 'config.json'}: expected a JSON object with a 'parameterisation' object")
+        from weightspace.space.parameterisations import check_parameterisation_config  # it imports the generators
+
+        check_parameterisation_config(self.config["parameterisation"], str(self.folder / "config.json"))
         layout = read_json(self.folder / "layout.json")
         if not isinstance(layout, dict):
             raise InputError(f"{self.folder / 'layout.json'}: expected a JSON object")

@@ -11,6 +11,7 @@ LoRA populations are learned in delta form by default (Delta W = s B A per layer
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.folders import check_out_folder
-from weightspace.runtime.io import atomic_write_json
+from weightspace.runtime.io import atomic_write_text
 from weightspace.runtime.seeding import item_generator
 from weightspace.space.frame import Frame
 from weightspace.space.layout import Layout
@@ -122,12 +123,17 @@ class Subspace:
         if self.scale is not None:
             tensors["scale"] = self.scale
         meta = {"kind": "subspace", **self.frame.metadata(), "n": self.n, "solver": self.solver}
-        save_tensors(folder / SUBSPACE_FILE, tensors, meta)
-        atomic_write_json(folder / "summary.json", {
+        summary = {
             "k": self.k, "n": self.n, "d": self.frame.layout.size, "solver": self.solver, "standardized": self.scale is not None,
             "parameterisation": self.frame.parameterisation, "checkpoint": self.frame.checkpoint,
             "explained_variance_ratio": [float(v) for v in self.explained_variance_ratio],
-            "singular_values": [float(v) for v in self.singular_values]})
+            "singular_values": [float(v) for v in self.singular_values]}
+        try:  # serialised before anything is written: a value JSON cannot hold leaves no half-written subspace
+            text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        except ValueError as e:
+            raise InputError(f"{folder}: the subspace's summary holds a value JSON cannot store ({e}); nothing written") from None
+        save_tensors(folder / SUBSPACE_FILE, tensors, meta)
+        atomic_write_text(folder / "summary.json", text)
         return folder
 
     @classmethod
