@@ -1,6 +1,9 @@
 """Training under torchrun (issue 18, part 3): 2 gloo processes give the loss curve and weights of 1
 process with the same global batch, for the neural field and for latent diffusion through a resume.
 
+Ranks started with different settings are refused by all of them at once, before training (a rank
+with more steps than rank 0 used to wait for it forever).
+
 Tolerance: every rank draws the whole batch from the same seeded generator and computes its share,
 and DDP averages the shares' gradients, so the two runs differ only in the order float32 sums are
 taken (one sum over the batch against two half sums and an all-reduce): a relative difference of a
@@ -13,6 +16,7 @@ the loss by percents.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +107,49 @@ def test_two_gloo_processes_train_a_gaussian_latent_autoencoder_as_one(data, tmp
     assert [r["step"] for r in one if "loss" in r] == [1, 2, 3, 4, 5]
     _same_curve(one, two)
     _same_weights(tmp_path / "p1", tmp_path / "p2")
+
+
+def _two_ranks(kind: str, data: Path, out: Path, configs: list[dict]) -> list[tuple[int, str]]:
+    """(exit code, stderr) of rank 0 and rank 1 of one gloo run, each started with its own config (the
+    environment two torchrun launchers joining one job give their workers), or a failure when either hangs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank, config in enumerate(configs):
+        cfg = out.parent / f"{out.name}-rank{rank}.json"
+        cfg.write_text(json.dumps(config))
+        env = {**os.environ, "WEIGHTSPACE_QUIET": "1", "OMP_NUM_THREADS": "1", "RANK": str(rank), "WORLD_SIZE": "2",
+               "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        argv = [sys.executable, "-m", "weightspace", "train", kind, "--data", str(data), "--out", str(out), "--config", str(cfg),
+                "--device", "cpu"]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env))
+    try:
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail("a rank hung instead of refusing settings that differ from rank 0's")
+    return [(p.returncode, err) for p, err in zip(procs, errs)]
+
+
+@pytest.mark.parametrize("kind, rank1, message", [
+    ("neural-field", {**TINY_FIELD, "train": {**TINY_FIELD["train"], "steps": 40}}, "train.steps: rank 1 has 40, rank 0 has 16"),
+    # train.threads is each machine's own: the first difference named is the one after it
+    ("latent-diffusion", {**TINY_LD, "train": {**TINY_LD["train"], "threads": 2, "log_every": 2}}, "train.log_every: rank 1 has 2, rank 0 has 1"),
+])
+def test_ranks_started_with_different_settings_all_stop_with_the_first_difference(data, tmp_path, kind, rank1, message):
+    rank0 = TINY_FIELD if kind == "neural-field" else TINY_LD
+    for code, err in _two_ranks(kind, data, tmp_path / "out", [rank0, rank1]):
+        assert code == 2 and f"error: {message}" in err, err[-2000:]
+    assert not (tmp_path / "out" / "loss_log.jsonl").exists()  # stopped before training
+
+
+def test_first_difference_names_the_field_in_rank_0s_order():
+    from weightspace.runtime.distributed import first_difference
+
+    main = {"model": {"width": 16, "depth": 3}, "train": {"threads": 1, "steps": 30}}
+    assert first_difference(main, main) is None
+    assert first_difference(main, {**main, "model": {"depth": 4, "width": 16}}) == ("model.depth", 3, 4)
+    assert first_difference(main, {**main, "model": None}) == ("model", main["model"], None)
+    assert first_difference(main, {**main, "train": {"threads": 2}}, skip=("train.threads",)) == ("train.steps", 30, "(not set)")

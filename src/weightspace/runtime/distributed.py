@@ -5,22 +5,28 @@ forward per step, and the few values every rank must agree on.
 trainers call `init_ranks` and then: every rank draws the whole global batch from the step's own
 generator (so draws do not depend on the number of ranks), computes the loss of its contiguous
 share of it (`shard`), scaled by `share` so that DistributedDataParallel's gradient average is
-the gradient of the global batch's mean loss; rank 0 alone writes checkpoints and logs. Without
-torchrun every function here is the identity of one process.
+the gradient of the global batch's mean loss; rank 0 alone writes checkpoints and logs. Before any
+of that, `same_settings` refuses ranks started with different settings, on every rank at once (a
+rank with more steps than rank 0 would otherwise wait for it forever). Without torchrun every
+function here is the identity of one process.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import os
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
+from weightspace.runtime.checkpoint import state_metadata
 from weightspace.runtime.device import pick_device
 from weightspace.runtime.errors import InputError
 
@@ -67,6 +73,83 @@ def finish_ranks() -> None:
     never waits on the others; a no-op in one process)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def same_settings(settings: dict[str, Any], ranks: Ranks, *, skip: tuple[str, ...] = ()) -> None:
+    """Refuse, on every rank, a run whose ranks were started with settings other than rank 0's.
+
+    settings : what every rank must agree on, as JSON-able values; a nested dict's fields are named
+        `section.field` (`train.steps`). Leave out what may differ per rank: the device, CPU threads,
+        the command line and the local paths in it (compare a file's content, `file_digest` or
+        `saved_state`, where it matters).
+    skip : dotted fields of `settings` not compared (`train.threads`).
+
+    One all-gather of every rank's settings as JSON, called before the first collective of training:
+    every rank sees every rank's settings, finds the same first difference (of the lowest rank that
+    differs from rank 0, in rank 0's field order) and raises the same InputError naming the field
+    and both values, so no rank goes on to wait in a collective the others never reach.
+    """
+    if not ranks.distributed:
+        return
+    gathered: list[Any] = [None] * ranks.world
+    dist.all_gather_object(gathered, json.dumps(settings, default=str))  # one JSON string per rank
+    main = json.loads(gathered[0])
+    for r in range(1, ranks.world):
+        found = first_difference(main, json.loads(gathered[r]), skip=skip)
+        if found is not None:
+            field, at_main, at_r = found
+            raise InputError(f"{field}: rank {r} has {_shown(at_r)}, rank 0 has {_shown(at_main)}; every rank of a torchrun run "
+                             "must start with the same settings (--config, --stage, data and the state in --out)")
+
+
+_UNSET = "(not set)"
+
+
+def first_difference(a: Any, b: Any, field: str = "", skip: tuple[str, ...] = ()) -> tuple[str, Any, Any] | None:
+    """(dotted field, value in a, value in b) of the first field, in a's order, where JSON values a and
+    b differ (a field only one of them has counts as differing; `skip` names fields not compared);
+    None where they agree."""
+    if field in skip:
+        return None
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in [*a, *(k for k in b if k not in a)]:
+            found = first_difference(a.get(k, _UNSET), b.get(k, _UNSET), f"{field}.{k}" if field else str(k), skip)
+            if found is not None:
+                return found
+        return None
+    return None if a == b else (field, a, b)
+
+
+def _shown(value: Any, limit: int = 160) -> str:
+    text = value if value == _UNSET else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def file_digest(path: str | os.PathLike) -> str | None:
+    """The first 16 hex digits of the SHA-256 of a file's bytes (as `manifest_sha256`), None where there
+    is no readable file: a file's identity that does not depend on where a machine mounts it."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def saved_state(path: str | os.PathLike) -> dict[str, Any] | str | None:
+    """What a rank would resume from: the metadata of the safetensors resume state at `path` (its
+    header alone is read), JSON values parsed; None where there is no file."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        meta = state_metadata(path)
+    except InputError as e:
+        return f"unreadable ({e})"
+    parsed: dict[str, Any] = {}
+    for k, v in meta.items():
+        try:
+            parsed[k] = json.loads(v)
+        except json.JSONDecodeError:
+            parsed[k] = v
+    return parsed
 
 
 def shard(n: int, ranks: Ranks) -> slice:
@@ -178,5 +261,5 @@ class StopRequests:
         return from_main(float(self.requested), ranks) > 0
 
 
-__all__ = ["STOPPED_NOTE", "Ranks", "StopRequests", "Stopped", "barrier", "data_parallel", "finish_ranks", "from_main", "init_ranks",
-           "mean_over_ranks", "shard", "share"]
+__all__ = ["STOPPED_NOTE", "Ranks", "StopRequests", "Stopped", "barrier", "data_parallel", "file_digest", "finish_ranks",
+           "first_difference", "from_main", "init_ranks", "mean_over_ranks", "same_settings", "saved_state", "shard", "share"]

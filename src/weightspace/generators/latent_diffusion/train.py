@@ -42,9 +42,12 @@ from weightspace.runtime.distributed import (
     StopRequests,
     barrier,
     data_parallel,
+    file_digest,
     from_main,
     init_ranks,
     mean_over_ranks,
+    same_settings,
+    saved_state,
     shard,
     share,
 )
@@ -494,6 +497,14 @@ def _train_latent_diffusion(
     if not ranks.main:
         echo = lambda message: None  # noqa: E731 (rank 0 alone speaks)
     out = Path(out_dir)
+    # every rank must run what rank 0 runs, or one waits in a collective the others never reach; data, --out and
+    # the sources are compared by what they hold (machines may mount a shared folder at different paths), and
+    # train.threads (this machine's cores), the device and the command line are each rank's own
+    sources = {k: None if v is None else file_digest(Path(v) / "config.json") or str(v)
+               for k, v in (("autoencoder_from", autoencoder_from), ("continue_from", continue_from))}
+    same_settings({"model": dataclasses.asdict(model) if model is not None else None, "train": dataclasses.asdict(tc), "stage": stage,
+                   "data": {"manifest_sha256": file_digest(Path(data_dir) / "manifest.jsonl")}, **sources,
+                   "saved": saved_state(out / TRAIN_STATE)}, ranks, skip=("train.threads",))
     torch.set_num_threads(tc.threads)
     data = load_training_data(data_dir, "train")
     out.mkdir(parents=True, exist_ok=True)  # after the data loaded: a run refused for its data leaves no folder

@@ -35,7 +35,21 @@ from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, manifest_hash, read_manifest
 from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint, load_state, refuse_non_finite, state_metadata
 from weightspace.runtime.config import check_config, config_from_dict, config_to_dict
-from weightspace.runtime.distributed import STOPPED_NOTE, Stopped, StopRequests, barrier, data_parallel, from_main, init_ranks, mean_over_ranks, shard, share
+from weightspace.runtime.distributed import (
+    STOPPED_NOTE,
+    Stopped,
+    StopRequests,
+    barrier,
+    data_parallel,
+    file_digest,
+    from_main,
+    init_ranks,
+    mean_over_ranks,
+    same_settings,
+    saved_state,
+    shard,
+    share,
+)
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json, parse_json
 from weightspace.runtime.optim_state import adam_tensors, restore_adam
@@ -134,6 +148,12 @@ def _train_neural_field(
     if not ranks.main:
         log = lambda message: None  # noqa: E731 (rank 0 alone speaks)
     data_dir, out = Path(data_dir), Path(out_dir)
+    # every rank must run what rank 0 runs, or one waits in a collective the others never reach; data and --out
+    # are compared by what they hold (machines may mount a shared folder at different paths), and the device,
+    # --threads and the command line are each rank's own
+    same_settings({"model": config_to_dict(model_cfg) if model_cfg is not None else None, "train": config_to_dict(train_cfg),
+                   "data": {"manifest_sha256": file_digest(data_dir / "manifest.jsonl")}, "fresh": not resume,
+                   "saved": saved_state(out / STATE_NAME) if resume else None}, ranks)
     rows = read_manifest(data_dir, "train")
     resolution = int(rows[0].get("resolution", 32))
     saved = (out / STATE_NAME).is_file() or (out / OLD_STATE_NAME).is_file()
