@@ -1,11 +1,14 @@
 """Populations on Ray (issue 18): the same members as the process pool, a killed worker or driver loses
 nothing, and a member that keeps failing is recorded while the build goes on; an address where no
-cluster answers is bad input, named within seconds."""
+cluster answers, or whose cluster wants a token this command does not send, is bad input, named within
+seconds."""
 
 import functools
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -78,13 +81,96 @@ def test_the_cli_answers_an_unknown_host_with_one_line_and_exit_2(tmp_path, caps
     assert "ray start --head" in err and "leave out --address" in err
 
 
-@pytest.fixture(scope="module")
-def ray_executor():
+FORM = "--address must be auto or HOST:PORT (the head's GCS port, 6379 by default), got"
+
+
+@pytest.mark.parametrize(("address", "says"), [
+    ("127.0.0.1:99999", f"{FORM} '127.0.0.1:99999': the port must be from 1 to 65535"),
+    ("127.0.0.1:0", f"{FORM} '127.0.0.1:0': the port must be from 1 to 65535"),
+    ("ray://127.0.0.1:10001", f"{FORM} 'ray://127.0.0.1:10001': a URL such as ray://HOST:10001 (Ray Client) is not supported; "
+                              "run the command on a node of the cluster with --address auto or HEAD_IP:6379"),
+])
+def test_the_cli_refuses_a_port_out_of_range_or_a_ray_client_url_at_once(address, says, tmp_path, capsys):
+    from weightspace.cli import main
+
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is running in this process: the executor would not connect")
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as stop:
+        main(["population", "build", "--data", str(tmp_path), "--out", str(tmp_path / "pop"), "--executor", "ray",
+              "--address", address])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err == f"error: {says}\n"
+    assert time.perf_counter() - t0 < 5 and not ray.is_initialized()
+
+
+def test_a_driver_with_token_authentication_on_but_no_token_is_told_where_ray_looks(tmp_path, monkeypatch):
+    """RAY_AUTH_MODE=token and a token file that is not there: Ray's AuthenticationError, before it connects."""
+    from ray._raylet import Config
+
     from weightspace.runtime.ray_executor import RayExecutor
 
-    ex = RayExecutor(workers=2, max_retries=2)
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is running in this process: the executor would not connect")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "no-token"))
+    try:
+        with pytest.raises(InputError, match=r"^--address 127\.0\.0\.1:1: token authentication failed "
+                                             r"\(RAY_AUTH_TOKEN_PATH is set but file cannot be opened or is empty: .*no-token\); "
+                                             r"RAY_AUTH_MODE=token is set here.*RAY_AUTH_TOKEN_PATH.*docs/scaling\.md$"):
+            RayExecutor(workers=1, address="127.0.0.1:1")
+    finally:
+        monkeypatch.undo()
+        Config.initialize("")  # Ray's C++ side reads RAY_AUTH_MODE when initialised: back to this environment's mode
+    assert not ray.is_initialized()
+
+
+STARTED: list[str] = []  # what Ray logged as the module's local instance started
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    """The local Ray instance of the tests below, started where ray.init on its own would join another
+    cluster (RAY_ADDRESS names one, as `ray start` on this machine leaves one for it to find) and with
+    Ray's token authentication on by default (RAY_AUTH_MODE unset)."""
+    import logging
+
+    from weightspace.runtime.ray_executor import RayExecutor
+
+    seen = logging.Handler()
+    seen.emit = lambda record: STARTED.append(record.getMessage())
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_ADDRESS", "127.0.0.1:1")
+        env.delenv("RAY_AUTH_MODE", raising=False)
+        logging.getLogger("ray").addHandler(seen)  # where Ray's handler writes to the terminal
+        try:
+            ex = RayExecutor(workers=2, max_retries=2)
+        finally:
+            logging.getLogger("ray").removeHandler(seen)
     yield ex
     ex.close()
+
+
+def test_a_local_instance_starts_whatever_cluster_runs_here_and_says_nothing_of_tokens(ray_executor):
+    assert ray.cluster_resources()["CPU"] == 2  # its own --workers CPUs: no other cluster joined
+    assert not [line for line in STARTED if "Token authentication" in line], STARTED
+
+
+def test_joining_a_cluster_that_wants_a_token_without_sending_one_says_how_to(ray_executor, tmp_path):
+    """The CLI in a fresh process joins this module's instance (token authentication on) by its address
+    without RAY_AUTH_MODE=token: Ray's refusal becomes one line saying what to set."""
+    address = ray.get_runtime_context().gcs_address
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH_", "RAY_ADDRESS"))}
+    code = ("import sys; from weightspace.cli import main; main(['population', 'build', '--data', sys.argv[1], "
+            "'--out', sys.argv[2], '--executor', 'ray', '--address', sys.argv[3]])")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(tmp_path / "pop"), address], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"error: --address {address}: token authentication failed (RPC error: InvalidAuthToken: "
+                                  "Authentication token is missing or incorrect); the cluster uses token authentication"), done.stderr
+    assert "set RAY_AUTH_MODE=token" in done.stderr and done.stderr.strip().endswith("see docs/scaling.md")
 
 
 @pytest.fixture(scope="module")

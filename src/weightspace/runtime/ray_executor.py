@@ -6,12 +6,14 @@ Ray does the scheduling, placement, retries and transport; this class only adapt
 item whose task still fails comes back as a `TaskFailure` (`errors="return"`) or raises. At most
 `2 * workers` tasks are in flight, so results stream back to the driver, which alone writes files.
 Objects every task needs go through `share`: `ray.put` once, then each task carries a reference.
-An `address` where no cluster answers is an InputError, within about 21 s (`_connect`).
+An `address` where no cluster answers, or whose cluster refuses this driver's authentication token,
+is an InputError, within about 21 s (`_connect`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -145,14 +147,7 @@ def _connect(ray: Any, address: str) -> None:
     """Join the running cluster at `address` (`auto` or HOST:PORT) within about 21 s, or raise an
     InputError naming the address and what to do; Ray's own log lines from the attempt are dropped
     when it fails (the error says why) and shown when it succeeds."""
-    host, sep, port = address.rpartition(":")
-    if address != "auto" and "://" not in address:
-        if not sep or not host or not port.isdigit():
-            raise InputError(f"--address must be auto or HOST:PORT (the head's GCS port, 6379 by default), got {address!r}")
-        try:
-            socket.getaddrinfo(host.strip("[]"), int(port))
-        except (OSError, UnicodeError) as e:
-            raise InputError(f"--address {address}: host {host!r} is not known here ({e}); {JOIN_HINT}") from None
+    _check_address(address)
     from ray._raylet import Config  # RayConfig: read from the environment at import, set again here
 
     limits = {k: v for k, v in CONNECT_LIMITS.items() if f"RAY_{k}" not in os.environ}
@@ -160,15 +155,64 @@ def _connect(ray: Any, address: str) -> None:
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", CONNECT_ATTEMPTS)
     Config.initialize(json.dumps(limits) if limits else "")
     try:
-        with _stderr_kept_on_success():
+        with _stderr_kept_on_success(), _token_auth_notice_dropped():
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
                      logging_level="warning")
-    except (ConnectionError, RuntimeError) as e:
+    except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as e:
         Config.initialize("")  # the environment's (Ray's default) limits again, for a later local start
+        refused = _authentication_refused(e)
+        if refused is not None:
+            raise InputError(f"--address {address}: token authentication failed ({refused}); {_token_hint()}") from None
         raise InputError(f"--address {address}: could not join a Ray cluster ({_reason(e)}); {JOIN_HINT}") from None
     finally:
         if before is None:
             os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
+
+
+def _check_address(address: str) -> None:
+    """Refuse at once an address `ray.init` would wait on or fail in unexpectedly: anything but `auto` or
+    HOST:PORT with a port from 1 to 65535 and a host name that resolves here."""
+    if address == "auto":
+        return
+    form = "--address must be auto or HOST:PORT (the head's GCS port, 6379 by default)"
+    if "://" in address:
+        raise InputError(f"{form}, got {address!r}: a URL such as ray://HOST:10001 (Ray Client) is not supported; "
+                         "run the command on a node of the cluster with --address auto or HEAD_IP:6379")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"{form}, got {address!r}")
+    if not 1 <= int(port) <= 65535:
+        raise InputError(f"{form}, got {address!r}: the port must be from 1 to 65535")
+    try:
+        socket.getaddrinfo(host.strip("[]"), int(port))
+    except (OSError, UnicodeError) as e:
+        raise InputError(f"--address {address}: host {host!r} is not known here ({e}); {JOIN_HINT}") from None
+
+
+def _authentication_refused(e: BaseException) -> str | None:
+    """Ray's reason when `ray.init` failed on token authentication, else None. Ray raises its
+    AuthenticationError itself when this driver has no token to send (RAY_AUTH_MODE=token); when the
+    cluster refuses the driver's token, a ConnectionError caused by a RuntimeError holding its text."""
+    from ray.exceptions import AuthenticationError
+
+    if isinstance(e, AuthenticationError):
+        text = e.message
+    else:
+        _, found, text = str(e.__cause__ if e.__cause__ is not None else e).rpartition("AuthenticationError: ")
+        if not found:
+            return None
+    lines = text.strip().splitlines()
+    return lines[0].split(". ")[0].rstrip(".") if lines else "AuthenticationError"
+
+
+def _token_hint() -> str:
+    """What to do when a cluster refused this driver's token: send one, or the cluster's."""
+    where = ("Ray reads it from RAY_AUTH_TOKEN, from the file RAY_AUTH_TOKEN_PATH names, or from ~/.ray/auth_token "
+             "(`ray get-auth-token` on the head prints the cluster's); see docs/scaling.md")
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return ("the cluster uses token authentication (`ray start --head` turns it on where the head has a token): "
+                f"set RAY_AUTH_MODE=token so that this command sends its token; {where}")
+    return f"RAY_AUTH_MODE=token is set here, so the token found here is missing or not the cluster's; {where}"
 
 
 def _reason(e: BaseException) -> str:
@@ -197,15 +241,38 @@ def _stderr_kept_on_success() -> Iterator[None]:
         sys.stderr.write(held.read().decode(errors="replace"))
 
 
+TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"  # Ray's warning on each start (docs/scaling.md)
+
+
+class _DropTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TOKEN_NOTICE)
+
+
+@contextmanager
+def _token_auth_notice_dropped() -> Iterator[None]:
+    """Keep Ray's warning that the cluster it starts or joins uses token authentication off the terminal
+    for the block: it comes with every `ray.init` and asks nothing of the user."""
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    drop = _DropTokenNotice()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
 def _init_local(ray: Any, workers: int, num_gpus: float) -> None:
-    """A local Ray instance with `workers` CPUs whose workers import what this process imports: the
-    raylet starts them with its environment, so PYTHONPATH carries this sys.path while it starts."""
+    """A new local Ray instance with `workers` CPUs (`address="local"`: never a cluster already running
+    here, nor the one RAY_ADDRESS names) whose workers import what this process imports: the raylet
+    starts them with its environment, so PYTHONPATH carries this sys.path while it starts."""
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, before or ""] if p and os.path.isdir(p))
     try:
         gpus = None if num_gpus else 0
-        ray.init(num_cpus=workers, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=True, logging_level="warning")
+        with _token_auth_notice_dropped():
+            ray.init(address="local", num_cpus=workers, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=True, logging_level="warning")
     finally:
         if before is None:
             os.environ.pop("PYTHONPATH", None)
