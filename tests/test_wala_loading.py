@@ -220,6 +220,23 @@ def test_generator_core_and_capabilities(pc_gen):
         assert any(n.startswith(p) for p in prefixes for n in names), group
 
 
+def test_the_python_api_keeps_no_graph_and_the_generator_stays_differentiable(pc_gen):
+    """encode_condition -> sample -> decode_latent, as a user calls them, keep no autograd graph (it held
+    every sampling step's activations); the generator's sampler, which fits run, still keeps it."""
+    m = pc_gen.model
+    assert all(p.requires_grad for p in m.net.parameters())
+    cond = m.encode_condition(points=torch.rand(300, 3) * 2 - 1)  # (1, 16, 32)
+    z = m.sample(cond, seed=0, steps=2)  # (1, e, g, g, g)
+    grid = m.decode_latent(z)  # (32, 32, 32)
+    assert [(t.requires_grad, t.grad_fn) for t in (cond, z, grid)] == [(False, None)] * 3
+
+    c = cond.clone().requires_grad_(True)
+    params = {k: v for k, v in m.net.named_parameters() if k.startswith("network.unet.blocks.0.")}
+    pc_gen.sample_latents(c, [0], params=params).pow(2).sum().backward()  # the generator's sampler, as a fit runs it
+    assert c.grad.abs().sum() > 0 and all(p.grad.abs().sum() > 0 for p in params.values())
+    m.net.zero_grad(set_to_none=True)
+
+
 def test_unconditional_generator_reproduces_wala_from_a_seed():
     state = load_file(str(FIX / "un" / "model.safetensors"))
     state.update({k: v for k, v in _pc_state().items() if k.startswith("autoencoder.")})

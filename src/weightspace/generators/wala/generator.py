@@ -92,7 +92,7 @@ class WaLaGenerator(Generator):
 
     def sample_latents(self, condition: torch.Tensor, seeds: Sequence[int], *, params: Params | None = None,
                        steps: int | None = None) -> torch.Tensor:
-        """Latents (B, e, g, g, g), one noise generator per item."""
+        """Latents (B, e, g, g, g), one noise generator per item; differentiable (fits run through the sampler)."""
         self._check(condition, seeds)
         m = self.model
         cond = None if m.cfg.kind == "un" else condition.to(m.device, m.dtype)
@@ -100,7 +100,7 @@ class WaLaGenerator(Generator):
         latents = []
         for i, seed in enumerate(seeds):
             c = None if cond is None else cond[i : i + 1]
-            latents.append(m.sample(c, seed=int(seed), steps=steps or self.steps, guidance=self.guidance, call=call))
+            latents.append(m.sample(c, seed=int(seed), steps=steps or self.steps, guidance=self.guidance, call=call, grad=True))
         return torch.cat(latents)
 
     def decode_latents(self, z: torch.Tensor, *, params: Params | None = None, resolution: int | None = None) -> torch.Tensor:

@@ -4,10 +4,14 @@
     cond = model.encode_condition(points=p)      # or voxels=v; None for an unconditional model
     z = model.sample(cond, noises=[n0, n1, ...]) # the initial draw, then one per step; or seed=
     grid = model.decode_latent(z)                # (R, R, R) float32
+
+These calls run without autograd (no graph is kept through the sampling steps); `sample(..., grad=True)`
+keeps it, for fits that differentiate through the sampler (`WaLaGenerator`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -99,6 +103,7 @@ class WaLa:
         return spaced_schedule(base, steps, cfg.diffusion_model_var_type)
 
     # --- conditions -------------------------------------------------------------------
+    @torch.no_grad()
     def encode_condition(self, *, points: Any = None, voxels: Any = None) -> torch.Tensor | None:
         """Raw condition tokens (B, T, c): points (N, 3) or (B, N, 3) as given (no normalisation, as WaLa);
         voxels (16,)*3, (B, 16, 16, 16) or (B, 1, 16, 16, 16) occupancy. None for an unconditional model."""
@@ -144,14 +149,17 @@ class WaLa:
         guidance: float | None = WALA_GUIDANCE,
         call: Callable | None = None,
         callback: Callable[[dict], None] | None = None,
+        grad: bool = False,
     ) -> torch.Tensor:
-        """Latents (B, e, g, g, g) by WaLa's spaced DDPM.
+        """Latents (B, e, g, g, g) by WaLa's spaced DDPM, without autograd unless `grad`.
 
         noises : K + 1 tensors (B or 1, e, g, g, g): the initial draw, then one per step (the last is masked).
         seed : one int (B = 1: the same draws as `torch.manual_seed(seed)` in WaLa) or one per item.
         guidance : classifier-free guidance scale for a conditioned model whose args set dp_cond
             (WaLa always uses 3.0); None samples the conditional branch alone.
         call : runs a stage of the network, call(mode, *args), in place of `self.net` (the generator swaps weights in through it).
+        grad : keep autograd's graph through every step, as the caller's grad mode has it (a fit differentiates
+            through the sampler); off, no step's activations are kept.
         """
         cfg = self.cfg
         if (cond is None) != (cfg.kind == "un"):
@@ -162,13 +170,14 @@ class WaLa:
         draws = self._draws(noises, seed, B, K)
         call = call or self.net
         unet = lambda x, t, ctx: call("denoise", x, t, ctx)  # noqa: E731
-        if cond is not None:
-            ctx_uncond, ctx_cond = call("process", cond.to(self.device, self.dtype))
-        else:
-            ctx_uncond = ctx_cond = None
-        scale = guidance if cfg.guided else None
-        fn = guided(unet, ctx_uncond, ctx_cond, scale)
-        return spaced_ddpm(fn, draws(0), schedule, mean_type=cfg.diffusion_model_mean_type, noise=lambda i: draws(i + 1), callback=callback)
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            if cond is not None:
+                ctx_uncond, ctx_cond = call("process", cond.to(self.device, self.dtype))
+            else:
+                ctx_uncond = ctx_cond = None
+            fn = guided(unet, ctx_uncond, ctx_cond, guidance if cfg.guided else None)
+            return spaced_ddpm(fn, draws(0), schedule, mean_type=cfg.diffusion_model_mean_type, noise=lambda i: draws(i + 1),
+                               callback=callback)
 
     def _draws(self, noises, seed, B: int, K: int) -> Callable[[int], torch.Tensor]:
         shape = self.latent_shape(1)[1:]
@@ -188,8 +197,9 @@ class WaLa:
         return lambda i: torch.cat([torch.randn(1, *shape, generator=g) for g in gens]).to(self.device, self.dtype)
 
     # --- decoding ---------------------------------------------------------------------
+    @torch.no_grad()
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents (B, e, g, g, g) -> grids (B, R, R, R) float32 (snapped to the codebook first)."""
+        """Latents (B, e, g, g, g) -> grids (B, R, R, R) float32 (snapped to the codebook first), without autograd."""
         if z.dim() != 5 or tuple(z.shape[1:]) != self.latent_shape(1)[1:]:
             raise InputError(f"latents must have shape (B, {', '.join(map(str, self.latent_shape(1)[1:]))}), got {tuple(z.shape)}")
         return self.net("decode", z.to(self.device, self.dtype)).float()
