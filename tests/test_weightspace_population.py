@@ -105,9 +105,9 @@ def test_resume_refits_members_whose_weights_file_is_damaged_or_missing(data, tm
 
 def test_resume_with_other_settings_is_refused(data, tmp_path):
     build_population(_config(data, tmp_path / "pop", members=1), generator=LOADER)
-    with pytest.raises(InputError, match="settings.steps"):
+    with pytest.raises(InputError, match="other steps 6 -> 7"):
         build_population(_config(data, tmp_path / "pop", members=1, steps=7), generator=LOADER)
-    with pytest.raises(InputError, match="base_hash"):
+    with pytest.raises(InputError, match="other base weights"):
         build_population(_config(data, tmp_path / "pop", members=1), generator=functools.partial(make_toy, seed=1))
 
 
@@ -257,3 +257,20 @@ def test_a_hand_edited_population_is_refused_by_name(data, tmp_path):
         with pytest.raises(InputError, match=rf"{name}/config.json: {match}"):
             fit_subspace(folder, 2, out=tmp_path / f"sub-{name}")
         assert not (tmp_path / f"sub-{name}").exists()
+
+
+def test_a_resume_names_what_changed_and_a_memberless_folder_pins_nothing(data, tmp_path):
+    out = tmp_path / "pop"
+    build_population(_config(data, out, members=2), generator=LOADER)
+    with pytest.raises(InputError, match=r"built with other steps 6 -> 5; use a new --out"):
+        build_population(_config(data, out, members=2, steps=5), generator=LOADER)
+    other = make_toy_data(tmp_path / "other", count=3, resolution=10)
+    with pytest.raises(InputError, match=r"other data \(its manifest.jsonl differs\)"):
+        build_population(_config(other, out, members=2), generator=LOADER)
+    # a build that stopped before its first member (its first fit failed, say): the corrected command starts afresh
+    import shutil
+
+    shutil.rmtree(out / "shards")
+    (out / "manifest.jsonl").unlink()
+    pop = build_population(_config(data, out, members=2, steps=5), generator=LOADER)
+    assert len(pop) == 2 and json.loads((out / "config.json").read_text())["settings"]["steps"] == 5

@@ -37,7 +37,7 @@ from weightspace.runtime.seeding import decode_seed, derive_seed
 from weightspace.space.frame import Frame
 from weightspace.space.parameterisation import Parameterisation, base_hash
 from weightspace.space.parameterisations import PARAMETERISATIONS, make_parameterisation
-from weightspace.space.store import Population, save_population_frame, save_tensors, shard_name, write_manifest
+from weightspace.space.store import Population, read_manifest, save_population_frame, save_tensors, shard_name, write_manifest
 
 FitTarget = Literal["grid", "points"]
 FIT_TARGETS = ("grid", "points")
@@ -416,16 +416,23 @@ def _anchor(gen: Generator, kind: str, data: Path, rows: list[dict[str, Any]], s
     return torch.cat(conds).mean(0, keepdim=True)  # (1, *condition_shape)
 
 
-def _check_resume(out: Path, expected: dict[str, Any]) -> None:
+def _check_resume(out: Path, expected: dict[str, Any]) -> bool:
+    """Refuse to resume the population in `out` with other base weights, data or settings; True when
+    it is to be started afresh instead: an earlier build that stopped before its first member (a
+    failure in the first fit, say) pins no settings, so the corrected command is not refused."""
     old = read_json(out / "config.json")
     if not isinstance(old, dict) or old.get("kind", "population") != "population" or "settings" not in old:
         raise InputError(f"--out: {out} holds a config.json that is not a population's; choose a new --out")
     diff = [k for k in ("base_hash", "data_hash", "settings") if old.get(k) != expected.get(k)]
-    if "settings" in diff:
-        diff += [f"settings.{k}" for k in expected["settings"] if old.get("settings", {}).get(k) != expected["settings"][k]]
+    if diff and not read_manifest(out) and not read_failures(out):
+        return True
     if diff:
-        raise InputError(f"{out}: an existing population was built with different {', '.join(diff)}; "
-                         "use a new --out folder or the original settings to resume")
+        was = old.get("settings") if isinstance(old.get("settings"), dict) else {}
+        what = [{"base_hash": "base weights (another checkpoint or its weights changed)",
+                 "data_hash": "data (its manifest.jsonl differs)"}[k] for k in diff if k != "settings"]
+        what += [f"{k} {was.get(k)!r} -> {v!r}" for k, v in expected["settings"].items() if was.get(k) != v]
+        raise InputError(f"{out}: an existing population was built with other {'; '.join(what)}; "
+                         "use a new --out folder, or the original settings to resume")
 
 
 def _check_indices(out: Path, manifest: list[dict[str, Any]], rows: list[dict[str, Any]], todo: list[tuple[int, Any]]) -> None:
@@ -522,10 +529,11 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     if (out / "manifest.jsonl").is_file() and not (out / "config.json").is_file():
         raise InputError(f"--out: {out} holds a manifest.jsonl but no population (a data or decode folder?); "
                          f"choose a new --out")
-    if (out / "config.json").is_file():
-        _check_resume(out, expected)
+    starting = not (out / "config.json").is_file()
+    if not starting:
+        starting = _check_resume(out, expected)
         remove_stale_temps(out)  # a killed member's half-written shard; no writer runs on `out` now
-    else:
+    if starting:
         anchor = _anchor(gen, config.anchor if param.name != "condition" else "zeros", data, rows, settings)
         frame = Frame(param.layout, param.config(), anchor, checkpoint_of(generator, config.checkpoint))
         save_population_frame(out, frame, {**expected, "kind": "population", "data": str(config.data)})

@@ -214,7 +214,8 @@ class LatentDiffusionGenerator(Generator):
         """TSDF grids (B, R, R, R) in world units -> normalised latents (B, C, r, r, r)."""
         R = self.cfg.resolution
         if grids.dim() != 4 or tuple(grids.shape[1:]) != (R, R, R):
-            raise InputError(f"grids must have shape (B, {R}, {R}, {R}), got {tuple(grids.shape)}")
+            got = f"; this generator takes {R}^3 grids: make the data with --resolution {R}" if grids.dim() == 4 else ""
+            raise InputError(f"grids must have shape (B, {R}, {R}, {R}), got {tuple(grids.shape)}{got}")
         tsdf = (grids.to(torch.float32) / self.cfg.truncation).clamp(-1.0, 1.0)  # (B, R, R, R)
         return self._call(params, "encode", tsdf)
 
