@@ -33,3 +33,45 @@ def test_help_texts_survive_rich_markup():
 
     walk(typer.main.get_command(app), [])
     assert not eaten
+
+
+def test_natural_mistakes_are_named_before_any_work(tmp_path):
+    """A file given as an output folder, options that do not apply to what was asked, a misspelt split:
+    each is one named error, raised before anything is computed or written."""
+    from weightspace.data.make import make_dataset
+    from weightspace.runtime.errors import InputError
+
+    _register()
+    runner = CliRunner()
+    afile = tmp_path / "f.txt"
+    afile.write_text("hi")
+    data = tmp_path / "d"
+    make_dataset(data, family="torus", count=2, resolution=16, n_points=32, progress=False)
+    cases = [
+        (["data", "make", "--family", "torus", "--count", "2", "--out", str(afile)], "--out: .*f.txt is a file"),
+        (["generate", "--family", "torus", "--out", str(afile)], "--out: .*f.txt is a file"),
+        (["generate", "--family", "torus", "--margin", "0.3", "--out", str(tmp_path / "g")], "--margin sizes the box a scan"),
+        (["data", "observe", str(data), "--kind", "clean", "--partial-mode", "view", "--out", str(tmp_path / "o")],
+         "--partial-mode chooses how a partial observation is cut; --kind is 'clean'"),
+        (["data", "observe", str(data), "--split", "tst", "--out", str(tmp_path / "o")], r"--split must be one of train \| val \| test"),
+        (["evaluate", "families", "default", "--per-family", "1", "--gallery", str(tmp_path)], "--gallery: .* is a folder"),
+        (["evaluate", "families", "default", "--per-family", "1", "--gallery", str(tmp_path / "g.jpg")], "does not end in .png"),
+    ]
+    import re
+
+    for args, match in cases:
+        result = runner.invoke(app, args)
+        assert isinstance(result.exception, InputError) and re.search(match, str(result.exception)), (args, result.exception)
+    assert afile.read_text() == "hi" and not (tmp_path / "g").exists() and not (tmp_path / "o").exists()
+
+
+def test_evaluating_on_shapes_of_another_pose_warns(tmp_path):
+    import json
+
+    from weightspace.cli.evaluate import pose_mismatch
+
+    (tmp_path / "summary.json").write_text(json.dumps({"pose": "random"}))
+    warning = pose_mismatch({"data": {"pose": "canonical"}}, tmp_path)
+    assert warning is not None and "'random' pose" in warning and "--pose canonical" in warning
+    assert pose_mismatch({"data": {"pose": "random"}}, tmp_path) is None
+    assert pose_mismatch({}, tmp_path) is None and pose_mismatch({"data": {"pose": "canonical"}}, tmp_path / "nowhere") is None

@@ -90,6 +90,10 @@ def test_cli_report_writes_one_page(studies, tmp_path):
     result = CliRunner().invoke(app, ["report", str(studies["fit"]), "--out", str(tmp_path / "fit.html")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "fit.html").is_file() and "faces" in result.output
+    (tmp_path / "pages").mkdir()  # a folder as --out: the page goes inside it (it crashed in the final rename)
+    result = CliRunner().invoke(app, ["report", str(studies["fit"]), "--out", str(tmp_path / "pages")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pages" / "report.html").is_file()
 
 
 def test_report_of_missing_folder_is_a_clear_error(tmp_path):

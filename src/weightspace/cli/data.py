@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -38,7 +39,7 @@ def families(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
 def make(
     out: Path = typer.Option(..., "--out", help="Output folder (manifest.jsonl, grids/, points/, summary.json)."),
     family: str = typer.Option("all", "--family", help="A family name (see `data families`), a comma-separated list of names, or `all` for a balanced mix."),
-    count: int = typer.Option(640, "--count", help="Number of shapes in total, spread evenly over the families (at least one each)."),
+    count: int = typer.Option(640, "--count", help="Number of shapes in total, spread evenly over the families; at least one per family (10 for --family all)."),
     resolution: int = typer.Option(32, "--resolution", help="Grid resolution R (R^3 samples of [-1, 1]^3)."),
     seed: int = typer.Option(0, "--seed", help="Base seed; the same seed gives byte-identical files."),
     truncation: float = typer.Option(0.2, "--truncation", help="SDF values are clipped to [-t, t] (world units)."),
@@ -136,7 +137,7 @@ def observe_(
     kind: str = typer.Option("clean", "--kind", help="clean | noisy | partial | subsampled."),
     n: int = typer.Option(2048, "--n", help="Points per observation."),
     sigma: float = typer.Option(0.0, "--sigma", help="Gaussian noise standard deviation, world units (noisy: > 0)."),
-    partial_mode: str = typer.Option("cut", "--partial-mode", help="partial: cut (random half-space) | view (one side)."),
+    partial_mode: Optional[str] = typer.Option(None, "--partial-mode", help="partial: cut (random half-space; the default) | view (one side)."),
     split: str = typer.Option(None, "--split", help="Only this split (train | val | test); default all."),
     seed: int = typer.Option(0, "--seed", help="Base seed; each shape's observation uses a seed derived from it and the id."),
 ) -> None:
@@ -145,7 +146,11 @@ def observe_(
     Example: weightspace data observe runs/data32 --kind partial --n 1024 --split test --out runs/obs-partial
     """
     from weightspace.data.observe import observe_folder
+    from weightspace.runtime.errors import InputError
 
+    if partial_mode is not None and kind != "partial":
+        raise InputError(f"--partial-mode chooses how a partial observation is cut; --kind is {kind!r}, not partial")
+    partial_mode = partial_mode or "cut"
     s = observe_folder(folder, out, kind=kind, n=n, sigma=sigma, partial_mode=partial_mode, split=split, seed=seed)
     typer.echo(f"wrote {s['count']} {kind} observations of {n} points to {out}")
 

@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("ply", "--format", help="Mesh format: ply | obj | glb."),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="Output grid resolution (default: the generator's)."),
         original_frame: bool = typer.Option(False, "--original-frame", help="With --points: write the meshes in the scan's frame (its position and scale) instead of the normalised one; grids stay normalised."),
-        margin: float = typer.Option(0.1, "--margin", help="With --points: the margin of the normalised box, as in `data import --margin`."),
+        margin: Optional[float] = typer.Option(None, "--margin", help="With --points: the margin of the normalised box, as in `data import --margin` (default 0.1)."),
         steps: Optional[int] = typer.Option(None, "--steps", help="Latent diffusion: DDIM steps (default: the checkpoint's sample_steps)."),
         guidance: Optional[float] = typer.Option(None, "--guidance", help="Latent diffusion: classifier-free guidance (default: the checkpoint's)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
@@ -84,6 +84,9 @@ def register(app: typer.Typer) -> None:
         earlier = earlier_output(out, overwrite=overwrite)  # refused before anything is written
         if points is None and original_frame:
             raise InputError("--original-frame maps meshes back to a scan's frame: give the scan with --points")
+        if points is None and margin is not None:
+            raise InputError("--margin sizes the box a scan is normalised into: give the scan with --points")
+        margin = 0.1 if margin is None else margin
         norm = None
         if points is not None and family is None and voxels is None:
             condition, norm = _normalised_condition(points, out, seed=seed, margin=margin)

@@ -10,7 +10,7 @@ import typer
 
 def report(
     results: List[Path] = typer.Argument(..., help="Results folders: a study's, a compare run's or a demo's (searched 3 levels down)."),
-    out: Path = typer.Option(Path("report.html"), "--out", help="The page to write (renders go to each study's renders/)."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="The page to write, or a folder to write report.html into (renders go to each study's renders/)."),
     title: str = typer.Option("", "--title", help="Page title (default: the studies and generators it shows)."),
 ) -> None:
     """Build one page, readable offline, from any studies on any generators: verdicts, figures, shapes, tables.
@@ -20,6 +20,8 @@ def report(
     from weightspace.report.demo import demo_extras
     from weightspace.report.html import write_page
 
+    if out.is_dir():  # a folder: the page goes inside it, as report.html
+        out = out / "report.html"
     extra, notes = demo_extras(results)
     page, dec = write_page(results, out, title=title or None, extra=extra, notes=notes)
     typer.echo(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB); {dec.text()}")

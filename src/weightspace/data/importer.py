@@ -335,6 +335,8 @@ def import_meshes(
         raise InputError(f"--points must be at least 1, got {n_points}")
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} is a file; give a folder")
     if (out / "manifest.jsonl").exists() and not overwrite:
         raise InputError(f"{out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
     files = expand_paths(paths)

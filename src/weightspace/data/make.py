@@ -307,6 +307,8 @@ def _check(cfg: MakeConfig) -> None:
         raise InputError(f"--points must be at least 1, got {cfg.n_points}")
     if len(cfg.split) != 3 or min(cfg.split) < 0 or abs(sum(cfg.split) - 1.0) > 1e-6:
         raise InputError(f"--split must be three non-negative fractions summing to 1, got {cfg.split}")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise InputError(f"--out: {cfg.out} is a file; give a folder")
     if (Path(cfg.out) / "manifest.jsonl").exists() and not cfg.overwrite:
         raise InputError(f"{cfg.out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
 

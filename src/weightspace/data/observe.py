@@ -128,6 +128,10 @@ def observe_folder(
     check_kind(kind)
     if kind == "clean" and sigma > 0:  # the folder's config would call noisy points clean
         raise InputError(f"a clean observation has no noise, got sigma {sigma}; use kind noisy for noise on the whole cloud")
+    from weightspace.data.make import SPLITS
+
+    if split is not None and split not in SPLITS:
+        raise InputError(f"--split must be one of {' | '.join(SPLITS)} (or left out for all), got {split!r}")
     rows = read_shapes(folder, split=split)
     obs, out_rows = [], []
     for r in rows:

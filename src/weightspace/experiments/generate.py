@@ -71,6 +71,8 @@ def generate_shapes(
     records the ones used. Returns one row per shape: name, seed, grid
     and mesh paths, betti (of the grid, not the mesh: generate.json's `betti_of` says so), sizes.
     """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} is a file; give a folder")
     given = [n for n, v in (("--family", family), ("--points", points), ("--voxels", voxels)) if v is not None]
     if len(given) > 1:
         raise InputError(f"give exactly one of --family, --points, --voxels (got {', '.join(given)})")
