@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import pickle
 import re
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hostile import checkpoints, pickles
@@ -88,6 +90,46 @@ def test_benign_torch_files_import_exactly(tmp_path):
     assert safe_load.load_torch_object(tmp_path / "trainer.pt")["step"] == 7
     with pytest.raises(InputError, match="expected a flat state dict"):
         safe_load.load_torch_weights(tmp_path / "trainer.pt")
+
+
+def _no_protocol_warning(call):
+    """Run `call`, failing on PyTorch's 'Detected pickle protocol' warning (it reached the terminal before its refusal)."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        call()
+    assert not [w for w in seen if "pickle protocol" in str(w.message)], [str(w.message) for w in seen]
+
+
+def test_refusals_of_numpy_and_newer_pickles_say_why_without_torchs_advice_or_warning(tmp_path):
+    """A plain pickle of NumPy arrays, torch.save at protocol 4, NumPy arrays in torch.save, a plain pickle of plain
+    data: each refusal names what the file holds and what to save instead, not PyTorch's advice to load it unsafely."""
+    arrays = {"state_dict": {"w": np.zeros(3, np.float32)}}
+    with open(tmp_path / "plain.ckpt", "wb") as f:
+        pickle.dump(arrays, f, protocol=4)
+    with open(tmp_path / "data.bin", "wb") as f:
+        pickle.dump({"w": [1.0, 2.0]}, f, protocol=4)
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, tmp_path / "p4.ckpt", pickle_protocol=4)
+    torch.save(arrays, tmp_path / "numpy.ckpt")
+    save = r"save a state dict of torch tensors with torch\.save \(its default protocol\), or as \.safetensors$"
+    cases = [
+        (safe_load.load_lightning_checkpoint, "plain.ckpt",
+         r"plain\.ckpt: a plain Python pickle \(pickle\.dump\), not a file torch\.save wrote; it holds objects outside "
+         r"PyTorch's weights-only allow-list \(numpy\..*: NumPy arrays\); weightspace will not unpickle it: " + save),
+        (safe_load.load_torch_object, "data.bin", r"data\.bin: a plain Python pickle \(pickle\.dump\), not a file torch\.save "
+                                                  r"wrote; weightspace will not unpickle it: " + save),
+        (safe_load.load_lightning_checkpoint, "p4.ckpt", r"p4\.ckpt: refused by PyTorch's safe loader \(Unsupported operand 149\): "
+                                                         r"the file was pickled with protocol 4 or above.*; " + save),
+        (safe_load.load_torch_object, "p4.ckpt", r"p4\.ckpt: refused by PyTorch's safe loader \(Unsupported operand 149\)"),
+        (safe_load.load_lightning_checkpoint, "numpy.ckpt", r"numpy\.ckpt: state_dict\['w'\] is not a tensor but a numpy\..* object "
+                                                            r"\(a NumPy array\), which weightspace does not unpickle; " + save),
+    ]
+    for load, name, says in cases:
+        def call(load=load, name=name, says=says):
+            with pytest.raises(InputError, match=says) as refused:
+                load(tmp_path / name)
+            assert "weights_only" not in str(refused.value) and "Re-running" not in str(refused.value)
+
+        _no_protocol_warning(call)
 
 
 def test_torn_or_foreign_torch_files_give_clean_errors(tmp_path):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +135,24 @@ def test_cli_convert(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["convert", "wala", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and "nowhere: WaLa folder not found" in capsys.readouterr().err
+
+
+def test_cli_convert_names_a_plain_pickle_of_numpy_arrays_in_one_line(tmp_path, capsys):
+    """A checkpoint.ckpt written by pickle.dump with NumPy arrays: one error line naming what it holds, no warning
+    from PyTorch, and not PyTorch's advice to load it with weights_only=False."""
+    folder = _folder(tmp_path)
+    with open(folder / "checkpoint.ckpt", "wb") as f:
+        pickle.dump({"state_dict": {k: v.numpy() for k, v in _pc_state().items()}}, f, protocol=4)
+    with warnings.catch_warnings(record=True) as seen, pytest.raises(SystemExit) as e:
+        warnings.simplefilter("always")
+        main(["convert", "wala", str(folder), "--out", str(tmp_path / "ck")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {folder / 'checkpoint.ckpt'}: a plain Python pickle (pickle.dump), not a file torch.save wrote; "
+                          "it holds objects outside PyTorch's weights-only allow-list (numpy."), err
+    assert "NumPy arrays); weightspace will not unpickle it" in err and "weights_only" not in err
+    assert not [w for w in seen if "pickle protocol" in str(w.message)]
+    assert not (tmp_path / "ck").exists()
 
 
 def test_missing_files_are_named(tmp_path):

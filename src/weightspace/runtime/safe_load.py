@@ -9,7 +9,9 @@ independent layers:
    functions, storages, dtypes and `collections.OrderedDict`; anything else (`os.system`,
    `builtins.exec`, ...) is refused with a message naming it, before any unpickling;
 2. only then is it read with `torch.load(..., weights_only=True)`, PyTorch's restricted
-   unpickler, whose refusals also become `InputError`.
+   unpickler, whose refusals also become `InputError` (saying what the file holds, not PyTorch's
+   advice to load it unrestricted). A plain `pickle.dump` file, which that loader cannot read, is
+   named as one before it is tried.
 
 The result must be a flat mapping of names to tensors (optionally under one `state_dict` or
 `model` key).
@@ -31,9 +33,11 @@ import io
 import os
 import pickle  # only for the exception type torch.load(weights_only=True) raises; nothing is unpickled here
 import pickletools
+import warnings
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 
@@ -198,13 +202,58 @@ def load_torch_object(path: str | os.PathLike) -> object:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     check_pickle(path)
+    kind = sniff(path)
+    if not _written_by_torch_save(kind, _pickle_streams(path, kind)):
+        raise InputError(f"{path}: {PLAIN_PICKLE}; weightspace will not unpickle it: {SAVE_HINT}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with _protocol_warning_silenced():
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: refused by PyTorch's safe loader ({first[:200]})") from None
+        raise _refusal(path, e) from None
     except Exception as e:  # a torn or foreign file: torch raises RuntimeError, EOFError, ...
         raise InputError(f"{path}: cannot be read as a PyTorch file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+PLAIN_PICKLE = "a plain Python pickle (pickle.dump), not a file torch.save wrote"
+SAVE_HINT = "save a state dict of torch tensors with torch.save (its default protocol), or as .safetensors"
+
+
+def _written_by_torch_save(kind: FileFormat, streams: list[bytes]) -> bool:
+    """Whether a pickle-based file is torch.save's: a zip archive, or the legacy format whose first pickle is
+    PyTorch's magic number (read as an opcode argument, nothing unpickled). PyTorch's loader reads no other."""
+    if kind == "torch-zip" or not streams:
+        return True
+    try:
+        return any(arg == torch.serialization.MAGIC_NUMBER for _, arg, _ in pickletools.genops(streams[0]))
+    except Exception:  # a corrupt stream: PyTorch's loader names it
+        return True
+
+
+@contextmanager
+def _protocol_warning_silenced() -> Iterator[None]:
+    """PyTorch warns on a pickle protocol above 2 before its loader refuses the file; the refusal says why."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        yield
+
+
+def _refusal(path: Path, e: pickle.UnpicklingError) -> InputError:
+    """PyTorch's weights-only refusal in one line: its reason, without its advice to load the file unsafely."""
+    text = str(e)
+    _, found, detail = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (detail if found else text).splitlines() if line.strip()]
+    reason = lines[0].split(". ")[0].rstrip(".")[:200] if lines else type(e).__name__
+    if reason == "Unsupported operand 149":  # FRAME, which pickle protocols 4 and 5 write
+        return InputError(f"{path}: refused by PyTorch's safe loader ({reason}): the file was pickled with protocol 4 "
+                          f"or above, which that loader does not read; {SAVE_HINT}")
+    return InputError(f"{path}: refused by PyTorch's safe loader ({reason}): the file holds objects outside its "
+                      f"weights-only allow-list (NumPy arrays, say), which weightspace will not unpickle; {SAVE_HINT}")
+
+
+def _held(names: list[str]) -> str:
+    """Globals a file names, for a message: the first three, and what NumPy's are."""
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return listed + (": NumPy arrays" if any(n.startswith("numpy") for n in names) else "")
 
 
 def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -313,7 +362,12 @@ def _tensor_dict(obj: object, path: Path, key: str) -> dict[str, torch.Tensor]:
         raise InputError(f"{path}: {key!r} must be a non-empty mapping of names to tensors, got {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise InputError(f"{path}: {key}[{bad[0]!r}] is not a tensor ({type(obj[bad[0]]).__name__})")
+        value = obj[bad[0]]
+        if isinstance(value, Placeholder):
+            numpy = " (a NumPy array)" if value.origin.startswith("numpy") else ""
+            raise InputError(f"{path}: {key}[{bad[0]!r}] is not a tensor but a {value.origin} object{numpy}, which "
+                             f"weightspace does not unpickle; {SAVE_HINT}")
+        raise InputError(f"{path}: {key}[{bad[0]!r}] is not a tensor ({type(value).__name__})")
     return {k: v.detach().contiguous() for k, v in obj.items()}
 
 
@@ -355,12 +409,14 @@ def load_lightning_checkpoint(path: str | os.PathLike, *, strip_compile: bool = 
                          + " when unpickled, which can run code; nothing was loaded")
     unknown = [(m, n) for m, n in refs if _classify(m, n) == "unknown"]
     holders = _placeholders(unknown)
+    if not _written_by_torch_save(kind, streams):
+        held = f"; it holds objects outside PyTorch's weights-only allow-list ({_held([n for _, n in holders])})" if holders else ""
+        raise InputError(f"{path}: {PLAIN_PICKLE}{held}; weightspace will not unpickle it: {SAVE_HINT}")
     try:
-        with torch.serialization.safe_globals(holders):
+        with _protocol_warning_silenced(), torch.serialization.safe_globals(holders):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: refused by PyTorch's safe loader ({first[:200]})") from None
+        raise _refusal(path, e) from None
     except Exception as e:  # torn storage records: RuntimeError, EOFError, ...
         raise InputError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(obj, dict) or "state_dict" not in obj:
