@@ -175,3 +175,16 @@ def test_read_shapes_is_the_one_reader_of_usable_rows(folder, tmp_path):
     with pytest.raises(InputError, match=rf"shape {row['id']!r} lacks field\(s\) \['points'\]"):
         field_rows(copy, None)
     assert len(population_rows(copy)) == 20  # a population of grids does not need the points
+
+
+def test_an_observation_set_is_replaced_only_when_asked(folder, tmp_path):
+    from weightspace.data.observe import observe_folder
+
+    out = tmp_path / "obs"
+    observe_folder(folder, out, kind="noisy", sigma=0.01, n=16)
+    before = (out / "observations.npy").read_bytes()
+    with pytest.raises(InputError, match="already holds an observation set .* pass --overwrite"):
+        observe_folder(folder, out, kind="clean", n=16)
+    assert (out / "observations.npy").read_bytes() == before
+    observe_folder(folder, out, kind="clean", n=16, overwrite=True)
+    assert (out / "observations.npy").read_bytes() != before

@@ -102,7 +102,11 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
         with pytest.raises(InputError, match=f"holds {what}.*, not an earlier decode"):
             decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(out)), generator=gen)
     assert (data / "manifest.jsonl").read_bytes() == before
-    decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False), generator=gen)
+    # a finished decode is replaced only when asked
+    with pytest.raises(InputError, match="already holds an earlier decode .decode.json.; pass --overwrite"):
+        decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False), generator=gen)
+    decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False, overwrite=True),
+                  generator=gen)
     # observing into a population is refused the same way
     from weightspace.data.observe import observe_folder
 
@@ -127,4 +131,6 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
             fit_subspace(pop, 2, out=out)
         assert not (out / "subspace.safetensors").exists()
     assert (data / "summary.json").read_bytes() == summary
-    fit_subspace(pop, 1, out=tmp_path / "sub")  # an earlier subspace is replaced
+    with pytest.raises(InputError, match="already holds a subspace .* pass --overwrite"):
+        fit_subspace(pop, 1, out=tmp_path / "sub")
+    fit_subspace(pop, 1, out=tmp_path / "sub", overwrite=True)

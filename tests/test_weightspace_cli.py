@@ -29,7 +29,12 @@ def test_build_fit_decode(runner, tmp_path):
     assert r.exit_code == 0, r.output
     assert "3 members" in r.output
     assert len((pop / "manifest.jsonl").read_text().splitlines()) == 3
+    r = runner.invoke(app, ["subspace", "fit", str(pop), "--components", "1", "--solver", "gram", "--out", str(sub)])
+    assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["subspace", "fit", str(pop), "--components", "2", "--solver", "gram", "--out", str(sub)])
+    assert isinstance(r.exception, InputError) and "already holds a subspace" in str(r.exception)
+    assert json.loads((sub / "summary.json").read_text())["k"] == 1
+    r = runner.invoke(app, ["subspace", "fit", str(pop), "--components", "2", "--solver", "gram", "--out", str(sub), "--overwrite"])
     assert r.exit_code == 0, r.output
     summary = json.loads((sub / "summary.json").read_text())
     assert summary["k"] == 2 and summary["n"] == 3 and summary["solver"] == "gram"
@@ -41,6 +46,8 @@ def test_build_fit_decode(runner, tmp_path):
     # a smaller decode into the same folder leaves none of the earlier decode's items behind
     (out / "notes.txt").write_text("mine")
     r = runner.invoke(app, ["decode", str(sub), "--samples", "1", "--out", str(out), "--no-meshes"])
+    assert isinstance(r.exception, InputError) and "pass --overwrite" in str(r.exception)
+    r = runner.invoke(app, ["decode", str(sub), "--samples", "1", "--out", str(out), "--no-meshes", "--overwrite"])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["sample-0000.npy"] and not any((out / "meshes").iterdir())
     assert (out / "notes.txt").read_text() == "mine"

@@ -140,6 +140,7 @@ def observe_(
     partial_mode: Optional[str] = typer.Option(None, "--partial-mode", help="partial: cut (random half-space; the default) | view (one side)."),
     split: str = typer.Option(None, "--split", help="Only this split (train | val | test); default all."),
     seed: int = typer.Option(0, "--seed", help="Base seed; each shape's observation uses a seed derived from it and the id."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an observation set already in --out."),
 ) -> None:
     """Sample one observation point cloud per shape: clean, noisy, partial or subsampled.
 
@@ -151,7 +152,8 @@ def observe_(
     if partial_mode is not None and kind != "partial":
         raise InputError(f"--partial-mode chooses how a partial observation is cut; --kind is {kind!r}, not partial")
     partial_mode = partial_mode or "cut"
-    s = observe_folder(folder, out, kind=kind, n=n, sigma=sigma, partial_mode=partial_mode, split=split, seed=seed)
+    s = observe_folder(folder, out, kind=kind, n=n, sigma=sigma, partial_mode=partial_mode, split=split, seed=seed,
+                      overwrite=overwrite)
     typer.echo(f"wrote {s['count']} {kind} observations of {n} points to {out}")
 
 

@@ -185,6 +185,7 @@ def subspace_fit(
     form: Optional[str] = typer.Option(None, "--form", help="LoRA populations: delta (default; Delta W = B A per layer, "
                                        "converted exactly from stored factors) or factors (the stored A, B, for comparison)."),
     out: Path = typer.Option(..., "--out", help="Subspace folder (subspace.safetensors + summary.json)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a subspace already in --out."),
 ) -> None:
     """Fit a PCA subspace to a population: mean, basis, singular values, explained variance.
 
@@ -195,7 +196,8 @@ def subspace_fit(
     """
     from weightspace.space.subspace import fit_subspace
 
-    sub = fit_subspace(population, components, form=form, solver=solver, standardize=standardize, seed=seed, out=out)
+    sub = fit_subspace(population, components, form=form, solver=solver, standardize=standardize, seed=seed, out=out,
+                       overwrite=overwrite)
     ratio = [round(float(v), 4) for v in sub.explained_variance_ratio]
     pconf = sub.frame.parameterisation
     shown = f", form {pconf['form']}" if "form" in pconf else ""
@@ -212,6 +214,7 @@ def decode(
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Grid resolution (default: the generator's)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Points decoded per call."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Also write PLY meshes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished decode already in --out (a killed one is taken up again without it)."),
     workers: int = typer.Option(1, "--workers", help="Parallel workers decoding chunks of --batch-size points (1: in this process)."),
     executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
@@ -224,18 +227,19 @@ def decode(
     On a Ray cluster: weightspace decode runs/pop --out runs/decoded --executor ray --address auto (docs/scaling.md).
     """
     from weightspace.data.grid import check_resolution
-    from weightspace.decode.sources import DecodeConfig, decode_source, recorded_checkpoint, source_kind
+    from weightspace.decode.sources import DecodeConfig, check_decode_out, decode_source, recorded_checkpoint, source_kind
     from weightspace.runtime.errors import InputError
 
     if resolution is not None:  # 0 too: it is no resolution, not "the generator's"
         check_resolution(resolution, "--resolution")
+    check_decode_out(out, overwrite)  # before the generator loads
     kind = source_kind(source)
     given = [name for name, value in (("--samples", samples), ("--temperature", temperature)) if value is not None]
     if given and kind != "subspace":  # a population or point decodes as stored: nothing is drawn
         raise InputError(f"{' and '.join(given)}: {source} is a {kind}, which decodes as stored; only a subspace draws samples")
     cfg = DecodeConfig(source=str(source), out=str(out), checkpoint=checkpoint, samples=8 if samples is None else samples,
                        temperature=1.0 if temperature is None else temperature, seed=seed, resolution=resolution,
-                       batch_size=batch_size, meshes=meshes)
+                       batch_size=batch_size, meshes=meshes, overwrite=overwrite)
     name = checkpoint or recorded_checkpoint(source)
     if not name:
         raise InputError(f"{source}: records no checkpoint; pass --checkpoint")

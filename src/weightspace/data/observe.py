@@ -109,8 +109,10 @@ def observe_folder(
     partial_mode: PartialMode = "cut",
     split: str | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict:
-    """One observation per shape of a data folder, into `out/observations.npy` (N, n, 3) float32.
+    """One observation per shape of a data folder, into `out/observations.npy` (N, n, 3) float32
+    (an earlier observation set there is replaced only with `overwrite`).
 
     `out/manifest.jsonl` lists, row by row, the shape id, its family and label, and the seed of
     its observation, derive_seed(seed, "observe", id) (the seed `ShapeDataset` uses too).
@@ -120,6 +122,9 @@ def observe_folder(
         raise InputError(f"--out: {out_dir} holds files that are not an earlier observation set (a data folder or a "
                          f"population?); observing there would replace its manifest.jsonl and config.json. Choose a "
                          f"new or empty folder")
+    if (out_dir / "observations.npy").is_file() and not overwrite:
+        raise InputError(f"--out: {out_dir} already holds an observation set (observations.npy); pass --overwrite to "
+                         f"replace it, or choose another folder")
     from weightspace.data.dataset import load_points, read_shapes
     from weightspace.data.make import save_npy, write_manifest
     from weightspace.runtime.io import atomic_write_json

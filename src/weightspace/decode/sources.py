@@ -33,6 +33,7 @@ class DecodeConfig:
     resolution: int | None = None
     batch_size: int = 8
     meshes: bool = True
+    overwrite: bool = False  # replace a finished earlier decode in `out`
 
 
 def source_kind(path: Path) -> str:
@@ -52,10 +53,11 @@ def source_kind(path: Path) -> str:
     raise InputError(f"{path}: not a point file, population folder or subspace folder")
 
 
-def check_decode_out(out: Path) -> None:
-    """Refuse an --out that holds anything but an earlier decode: decoding writes manifest.jsonl and
-    grids/ there, which would replace a data folder's or a population's own."""
-    check_out_folder(out, "decode", writes="manifest.jsonl and grids/")
+def check_decode_out(out: Path, overwrite: bool = False) -> None:
+    """Refuse an --out that holds anything but an earlier decode (decoding writes manifest.jsonl and
+    grids/ there, which would replace a data folder's or a population's own), and a finished earlier
+    decode unless `overwrite` (one killed before its decode.json is taken up again)."""
+    check_out_folder(out, "decode", writes="manifest.jsonl and grids/", overwrite=overwrite, finished="decode.json")
 
 
 def recorded_checkpoint(source: str | Path) -> str:
@@ -118,7 +120,7 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
 
     src = Path(config.source)
     kind = source_kind(src)
-    check_decode_out(Path(config.out))
+    check_decode_out(Path(config.out), config.overwrite)
     frame, points, ids = read_source(src, kind, config)
     checkpoint = config.checkpoint or frame.checkpoint
     if not checkpoint and generator is None:

@@ -75,10 +75,13 @@ def _data_rows(manifest: Path) -> bool:
     return any(f'"{k}"' in first for k in ("split", "family", "status"))
 
 
-def check_out_folder(out: str | Path, own: str, *, option: str = "--out", writes: str = "") -> None:
+def check_out_folder(out: str | Path, own: str, *, option: str = "--out", writes: str = "", overwrite: bool = True,
+                     finished: str | None = None) -> None:
     """Refuse an output folder `out` that is a file, or a weightspace folder of a kind other than `own`
     (what this command writes there would replace that folder's own files, `writes`), before anything
-    is written. A new folder, an empty one, one of only other files, or an earlier `own` is accepted."""
+    is written. A new folder, an empty one, or one of only other files is accepted; so is an earlier
+    `own`, unless `overwrite` is False and it holds the file `finished` (its record of a finished
+    run): replacing earlier results then takes --overwrite, as `data make` and `generate` ask."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{option}: {out} is a file; give a folder")
@@ -86,3 +89,6 @@ def check_out_folder(out: str | Path, own: str, *, option: str = "--out", writes
     if kind is not None and kind != own:
         replaced = f"; writing {writes} there would replace its own" if writes else ""
         raise InputError(f"{option}: {out} holds {WHAT[kind]}, not {WHAT[own]}{replaced}. Choose a new or empty folder")
+    if kind == own and not overwrite and finished is not None and (out / finished).is_file():
+        raise InputError(f"{option}: {out} already holds {WHAT[own]} ({finished}); pass --overwrite to replace it, "
+                         f"or choose another folder")

@@ -216,7 +216,7 @@ def _delta_memmap(pop: Population, path: Path, layout: Layout) -> None:
 
 
 def fit_subspace(population: str | Path | Population, k: int, *, form: str | None = None, solver: str = "auto",
-                 standardize: bool = False, seed: int = 0, out: str | Path | None = None) -> Subspace:
+                 standardize: bool = False, seed: int = 0, out: str | Path | None = None, overwrite: bool = False) -> Subspace:
     """Fit a k-component subspace to a population (streamed through a memory map when large).
 
     form : the LoRA point form the subspace is learned in. `delta` (the default for LoRA): every factor
@@ -225,9 +225,11 @@ def fit_subspace(population: str | Path | Population, k: int, *, form: str | Non
         (form `delta`) so its points decode on their own. `factors`: the stored (A, B) coordinates, whose
         variance mostly follows each member's random start of A (for comparison). Leave it None for
         condition and layers populations (one form).
+    out : the folder to save it in; an earlier subspace there is replaced only with `overwrite`.
     """
     if out is not None:  # the population itself, a data folder (its summary.json) or a checkpoint: named, untouched
-        check_out_folder(out, "subspace", writes="subspace.safetensors and summary.json")
+        check_out_folder(out, "subspace", writes="subspace.safetensors and summary.json", overwrite=overwrite,
+                         finished=SUBSPACE_FILE)
     pop = population if isinstance(population, Population) else Population(population)
     n = len(pop)
     if n < 2:
