@@ -169,7 +169,7 @@ def _point_files(tmp_path: Path, ck: Path) -> dict[str, Path]:
 def test_hostile_weights(tmp_path):
     ck = checkpoints.tiny_neural_field(tmp_path / "ck")
     bad_cks = {}
-    for name in ("nan", "wrong_shape", "torn", "no_config", "bad_kind", "not_json"):
+    for name in ("nan", "wrong_shape", "int_dtype", "torn", "no_config", "bad_kind", "not_json"):
         bad_cks[name] = shutil.copytree(ck, tmp_path / f"ck-{name}")
     state = load_state(ck / "model.safetensors")
     from safetensors.torch import save_file
@@ -177,6 +177,12 @@ def test_hostile_weights(tmp_path):
     name0 = sorted(state)[0]
     save_file({**state, name0: torch.full_like(state[name0], float("nan"))}, str(bad_cks["nan"] / "model.safetensors"))
     save_file({**state, name0: torch.zeros(3, 3)}, str(bad_cks["wrong_shape"] / "model.safetensors"))
+    # integers where the network holds real numbers: loaded silently (cast to float) until they were refused
+    from safetensors import safe_open
+
+    with safe_open(str(ck / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    save_file({**state, name0: state[name0].to(torch.int32)}, str(bad_cks["int_dtype"] / "model.safetensors"), metadata=meta)
     raw = (ck / "model.safetensors").read_bytes()
     (bad_cks["torn"] / "model.safetensors").write_bytes(raw[: len(raw) // 3])
     (bad_cks["no_config"] / "config.json").unlink()

@@ -23,7 +23,7 @@ from torch.func import functional_call
 from weightspace.data.grid import grid_points
 from weightspace.generators.neural_field.losses import clamped_l1, sample_grid
 from weightspace.generators.protocol import Generator, Params
-from weightspace.runtime.checkpoint import save_checkpoint
+from weightspace.runtime.checkpoint import check_state_matches, save_checkpoint
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import item_generator
 
@@ -131,13 +131,7 @@ class FieldGenerator(Generator):
         field = config.get("field")
         if not isinstance(field, Mapping) or "condition_shape" not in field:
             raise InputError("config.json: missing field 'field.condition_shape' (written by FieldGenerator.save)")
-        expected = net.state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise InputError(f"model.safetensors does not match the network: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        for name, t in expected.items():
-            if tuple(state[name].shape) != tuple(t.shape):
-                raise InputError(f"model.safetensors: tensor {name!r} has shape {tuple(state[name].shape)}, the network has {tuple(t.shape)}")
+        check_state_matches(state, net.state_dict(), "the network")
         net.load_state_dict({k: v.float() for k, v in state.items()})
         rest = {k: v for k, v in config.items() if k not in ("kind", "field")}
         try:

@@ -144,3 +144,22 @@ def state_hash(state: Mapping[str, torch.Tensor]) -> str:
         h.update(str(t.dtype).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # reshape: 0-dim tensors cannot be viewed as bytes
     return h.hexdigest()[:16]
+
+
+def check_state_matches(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], against: str,
+                        where: str = "model.safetensors") -> None:
+    """Refuse a checkpoint's tensors `state` that are not the network's `expected` state dict (named
+    `against`, e.g. "config.json model"): missing or unexpected names, another shape, or an integer
+    or bool tensor where the network holds real numbers (it loaded silently, cast to float, and the
+    generator then sampled noise), each named with the tensor."""
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise InputError(f"{where} does not match {against}: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                         f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+    for name, tensor in expected.items():
+        got = state[name]
+        if tuple(got.shape) != tuple(tensor.shape):
+            raise InputError(f"{where}: tensor {name!r} has shape {tuple(got.shape)}, {against} implies {tuple(tensor.shape)}")
+        if tensor.is_floating_point() and not got.is_floating_point():
+            raise InputError(f"{where}: tensor {name!r} holds {str(got.dtype).removeprefix('torch.')} values, "
+                             f"{against} has real numbers ({str(tensor.dtype).removeprefix('torch.')}) there")

@@ -19,7 +19,7 @@ from weightspace.generators.latent_diffusion.samplers import get_sampler
 from weightspace.generators.latent_diffusion.schedule import ddim_timesteps, q_sample
 from weightspace.generators.lowrank import StackedLowRank, is_low_rank, low_rank_hooks, merge_low_rank
 from weightspace.generators.protocol import Generator, Params
-from weightspace.runtime.checkpoint import save_checkpoint
+from weightspace.runtime.checkpoint import check_state_matches, save_checkpoint
 from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import item_generator
@@ -414,17 +414,7 @@ class LatentDiffusionGenerator(Generator):
             raise InputError("config.json: missing field 'model' (the architecture)")
         cfg = saved_model_config(config["model"], where="config.json: model")
         net = LatentDiffusionNet(cfg)
-        expected = net.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise InputError(
-                f"model.safetensors does not match config.json model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
-            )
-        for name, tensor in expected.items():
-            if tuple(state[name].shape) != tuple(tensor.shape):
-                raise InputError(f"model.safetensors: tensor {name!r} has shape {tuple(state[name].shape)}, config.json model implies {tuple(tensor.shape)}")
+        check_state_matches(state, net.state_dict(), "config.json model")
         net.load_state_dict(state, strict=True)
         extra = {k: v for k, v in config.items() if k not in ("kind", "model")}
         return cls(cfg, net, extra)

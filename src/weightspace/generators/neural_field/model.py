@@ -16,7 +16,7 @@ from weightspace.generators.neural_field.losses import clamped_l1, sample_grid
 from weightspace.generators.neural_field.network import FieldNet
 from weightspace.generators.neural_field.reconstruct import fit_priors, reconstruct_codes, sample_codes
 from weightspace.generators.protocol import Generator, Params
-from weightspace.runtime.checkpoint import save_checkpoint
+from weightspace.runtime.checkpoint import check_state_matches, save_checkpoint
 from weightspace.runtime.config import check_config, config_from_dict, config_to_dict
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.seeding import item_generator
@@ -359,16 +359,7 @@ class NeuralFieldGenerator(Generator):
             raise InputError("config.json: missing field 'model' (the architecture)")
         cfg = config_from_dict(FieldConfig, config["model"], where="config.json: model")
         gen = cls(cfg)
-        expected = gen.net.state_dict()
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        if missing or extra:
-            raise InputError(f"model.safetensors: tensors do not match config.json model (missing {missing[:5]}, unexpected {extra[:5]})")
-        for name, t in expected.items():
-            if tuple(state[name].shape) != tuple(t.shape):
-                raise InputError(
-                    f"model.safetensors: tensor {name!r} has shape {tuple(state[name].shape)}, config.json model implies {tuple(t.shape)}"
-                )
+        check_state_matches(state, gen.net.state_dict(), "config.json model")
         gen.net.load_state_dict({k: v.float() for k, v in state.items()})
         gen.config.update({k: v for k, v in config.items() if k not in ("kind", "model")})
         return gen
