@@ -54,7 +54,10 @@ def test_batched_and_looped_decodes_agree(name, options):
 
 def test_written_grids_and_meshes(tmp_path):
     grid = np.linalg.norm(np.stack(np.meshgrid(*[np.linspace(-1, 1, 16)] * 3, indexing="ij"), -1), axis=-1) - 0.5
+    (tmp_path / "meshes").mkdir()
+    (tmp_path / "meshes" / ".sample-0028.ply.k3j9.tmp").write_text("half a mesh")  # what a killed decode leaves
     rows = write_decoded(tmp_path, grid[None].astype(np.float32), ["ball"], [7])
+    assert not (tmp_path / "meshes" / ".sample-0028.ply.k3j9.tmp").exists()
     assert rows[0]["seed"] == 7 and rows[0]["vertices"] > 0
     assert np.array_equal(np.load(tmp_path / rows[0]["grid"], allow_pickle=False), grid.astype(np.float32))
     mesh = trimesh.load(tmp_path / rows[0]["mesh"])

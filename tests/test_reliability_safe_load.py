@@ -297,3 +297,15 @@ def test_a_safetensors_file_that_starts_like_a_pickle_still_loads(tmp_path):
         pytest.fail("no padding gave the pickle-like prefix")
     assert safe_load.sniff(tmp_path / "w.safetensors") == "safetensors"
     assert torch.equal(load_state(tmp_path / "w.safetensors")["a"], torch.ones(2))
+
+
+def test_a_pickle_given_as_a_point_file_is_named_as_a_pickle(tmp_path):
+    """`decode` reads a point file's metadata first; a pickle renamed .safetensors was called "not a valid
+    safetensors file (header too large)" there, not a pickle as everywhere else (it was never unpickled)."""
+    from weightspace.runtime.errors import InputError
+    from weightspace.space.store import read_metadata
+
+    path = tmp_path / "point.safetensors"
+    torch.save({"point": torch.zeros(3)}, path)
+    with pytest.raises(InputError, match="is a Python pickle"):
+        read_metadata(path)

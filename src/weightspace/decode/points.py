@@ -19,7 +19,7 @@ import torch
 from weightspace.decode.mesh import grid_to_mesh
 from weightspace.generators.protocol import BatchedDecode, Generator
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, atomic_write_text
+from weightspace.runtime.io import atomic_path, atomic_write_text, remove_stale_temps
 from weightspace.runtime.seeding import point_seeds  # noqa: F401 (moved to runtime.seeding; still importable here)
 from weightspace.space.parameterisation import Parameterisation
 
@@ -71,6 +71,8 @@ def write_decoded(out: str | Path, grids: torch.Tensor | np.ndarray, ids: Sequen
                   extra: Sequence[dict[str, Any]] | None = None, meshes: bool = True) -> list[dict[str, Any]]:
     """Write grids/<id>.npy, meshes/<id>.ply and manifest.jsonl (one row per item) into `out`."""
     out = Path(out)
+    for folder in (out / "grids", out / "meshes"):  # a killed earlier decode's half-written files; no writer runs here now
+        remove_stale_temps(folder)
     grids = grids.numpy() if isinstance(grids, torch.Tensor) else np.asarray(grids)
     rows = []
     for i, (item, seed) in enumerate(zip(ids, seeds)):

@@ -61,6 +61,20 @@ def _non_finite(t: torch.Tensor) -> int:
     return int(t.numel() - np.count_nonzero(np.isfinite(t.numpy())))
 
 
+def refuse_pickle(path: Path) -> None:
+    """Refuse, as a pickle, a file expected to be safetensors that is one (a PyTorch `.pt` renamed, or
+    anything else that could run code when unpickled); it is never unpickled."""
+    from weightspace.runtime.safe_load import sniff
+
+    kind = sniff(path)
+    if kind in ("pickle", "torch-zip"):
+        raise InputError(
+            f"{path}: is a Python pickle ({'PyTorch zip' if kind == 'torch-zip' else 'raw pickle'}), not safetensors; "
+            "weightspace never unpickles weights because a pickle can run code. Import a trusted PyTorch file "
+            "explicitly with weightspace.runtime.safe_load.convert_to_safetensors."
+        )
+
+
 def load_state(path: str | os.PathLike, *, finite: bool = True) -> dict[str, torch.Tensor]:
     """Load a safetensors file; a missing, truncated or foreign file raises InputError naming it.
 
@@ -71,15 +85,7 @@ def load_state(path: str | os.PathLike, *, finite: bool = True) -> dict[str, tor
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
-    from weightspace.runtime.safe_load import sniff
-
-    kind = sniff(path)
-    if kind in ("pickle", "torch-zip"):
-        raise InputError(
-            f"{path}: is a Python pickle ({'PyTorch zip' if kind == 'torch-zip' else 'raw pickle'}), not safetensors; "
-            "weightspace never unpickles weights because a pickle can run code. Import a trusted PyTorch file "
-            "explicitly with weightspace.runtime.safe_load.convert_to_safetensors."
-        )
+    refuse_pickle(path)
     try:
         state = load_file(str(path))
     except Exception as e:  # SafetensorError, OSError, and others on foreign bytes

@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from weightspace.runtime.checkpoint import load_state
+from weightspace.runtime.checkpoint import load_state, refuse_pickle
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, read_json, read_jsonl, safe_child
 from weightspace.space.frame import Frame
@@ -40,6 +40,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    refuse_pickle(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
