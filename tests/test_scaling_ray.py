@@ -261,13 +261,14 @@ def test_decode_of_a_population_and_a_subspace_on_ray_equals_decoding_here(ray_e
     pop = build_population(_config(data, tmp_path / "pop", steps=2), generator=LOADER)
     fit_subspace(pop, 2, out=tmp_path / "sub")
     for source, extra in ((pop.folder, {}), (tmp_path / "sub", {"samples": 5, "seed": 3})):
-        here = decode_source(DecodeConfig(source=str(source), out=str(tmp_path / "here"), batch_size=2, meshes=False, **extra),
-                             generator=LOADER())
-        there = decode_source(DecodeConfig(source=str(source), out=str(tmp_path / "ray"), batch_size=2, meshes=False, **extra),
-                              generator=LOADER, executor=ray_executor)
-        assert [r["id"] for r in there] == [r["id"] for r in here] and [r["seed"] for r in there] == [r["seed"] for r in here]
-        for r in here:
-            a, b = (np.load(tmp_path / d / r["grid"], allow_pickle=False) for d in ("here", "ray"))
+        here, ray_out = (tmp_path / f"{source.name}-{where}" for where in ("here", "ray"))  # a decode's own folders
+        rows_here = decode_source(DecodeConfig(source=str(source), out=str(here), batch_size=2, meshes=False, **extra),
+                                  generator=LOADER())
+        rows_ray = decode_source(DecodeConfig(source=str(source), out=str(ray_out), batch_size=2, meshes=False, **extra),
+                                 generator=LOADER, executor=ray_executor)
+        assert [r["id"] for r in rows_ray] == [r["id"] for r in rows_here] and [r["seed"] for r in rows_ray] == [r["seed"] for r in rows_here]
+        for r in rows_here:
+            a, b = (np.load(d / r["grid"], allow_pickle=False) for d in (here, ray_out))
             np.testing.assert_array_equal(a, b)
 
 
