@@ -287,3 +287,27 @@ def test_interpolation_study_end_to_end(tmp_path):
                             a=files[0], b=files[1], steps=2, tolerance=0.3, meshes=False)
     results = json.loads((run_interpolate(cfg) / "results.json").read_text())
     assert results["generator"] == "wala" and results["endpoints"] == "points" and results["decodes"] >= 1
+
+
+def test_a_fit_through_the_decoder_reaches_the_denoiser(pc_gen):
+    """The codebook snap is straight-through: WaLa's grid loss sends gradient back through the decoder to
+    the condition and the denoiser (it was exactly zero, so a fit moved nothing before the decoder), while
+    the snapped values stay the reference's, bit for bit."""
+    from weightspace.generators.wala.decoder import quantize
+
+    z = torch.randn(1, 4, 2, 2, 2, requires_grad=True)
+    book = torch.randn(8, 4)
+    snapped, idx = quantize(z, book, None)
+    flat = z.detach().permute(0, 2, 3, 4, 1).reshape(-1, 4)
+    assert torch.equal(snapped.detach().permute(0, 2, 3, 4, 1).reshape(-1, 4), flat + (book[idx] - flat))
+    snapped.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))
+
+    m = pc_gen.model
+    cond = m.encode_condition(points=torch.rand(300, 3) * 2 - 1).clone().requires_grad_(True)  # (1, 16, 32)
+    params = {k: v for k, v in m.net.named_parameters() if k.startswith("network.unet.blocks.0.")}
+    R = pc_gen.resolution
+    target = torch.linspace(-0.2, 0.2, R).expand(R, R, R)[None].clone()  # (1, R, R, R) any grid
+    pc_gen.training_loss(target, cond, [0], params=params).backward()
+    assert cond.grad.abs().sum() > 0 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in params.values())
+    m.net.zero_grad(set_to_none=True)

@@ -20,8 +20,9 @@ def quantize(z: torch.Tensor, codebook: torch.Tensor, normalize: str | None) -> 
     """Snap each latent vector to its nearest codebook row: z (B, e, g, g, g) -> (z_q same shape, indices (B g^3,)).
 
     Vectors are taken at the g^3 positions in (d, h, w) order. With `l2_norm`, z and the rows are
-    L2-normalised first and the output is the normalised row. The output is z + (e_j - z) in float32
-    (straight-through), as the reference computes it; ties go to the lowest index.
+    L2-normalised first and the output is the normalised row. The output is z + (e_j - z) in float32,
+    as the reference computes it, with the difference detached (a straight-through gradient); ties go to
+    the lowest index.
     """
     B, e = z.shape[:2]
     flat = z.permute(0, 2, 3, 4, 1).reshape(-1, e)  # (B g^3, e)
@@ -30,7 +31,10 @@ def quantize(z: torch.Tensor, codebook: torch.Tensor, normalize: str | None) -> 
         flat, book = F.normalize(flat, dim=-1, eps=1e-12), F.normalize(book, dim=-1, eps=1e-12)
     d = flat.pow(2).sum(1, keepdim=True) + book.pow(2).sum(1) - 2 * flat @ book.t()  # (B g^3, n_e)
     idx = torch.argmin(d, dim=1)
-    snapped = flat + (book[idx] - flat)  # (B g^3, e)
+    # straight-through: the forward value is the row (computed as the reference does, so the bits match it),
+    # and the gradient passes to z unchanged; without the detach it was exactly zero (d/dz of z + (e_j - z)),
+    # and a fit through the decoder could move nothing before it
+    snapped = flat + (book[idx] - flat).detach()  # (B g^3, e)
     return snapped.reshape(B, *z.shape[2:], e).permute(0, 4, 1, 2, 3).contiguous(), idx
 
 
