@@ -53,9 +53,10 @@ def study_config(ctx: typer.Context, cls: type, config: Path | None, options: di
     the config's defaults and the options typed on the command line over the file's (an option left
     at its default does not hide the file's value). `options` is keyed by config field and parameter name.
     """
-    if config is None:
-        return cls(**options)
-    from weightspace.runtime.config import load_config
+    from weightspace.runtime.config import COMMAND_LINE, check_config, load_config
+
+    if config is None:  # checked here, so that a bad value is named by its option (--pairs), not its field
+        return check_config(cls(**options), where=COMMAND_LINE)
 
     # the source's class is typer's own copy of click's ParameterSource: compare by name
     given = {name: value for name, value in options.items()

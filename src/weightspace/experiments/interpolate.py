@@ -97,14 +97,14 @@ class InterpolateConfig:
         if not 0 < self.tolerance < 1:
             raise InputError(f"tolerance must be in (0, 1), got {self.tolerance}")
         if self.pairs < 0 or self.attribute_margin < 0 or self.observations < 1 or self.shapes_per_family < 1:
-            raise InputError("pairs and attribute_margin must be >= 0, observations and shapes_per_family >= 1")
+            raise InputError("pairs (--pairs) and attribute_margin must be >= 0, observations and shapes_per_family >= 1")
         if self.endpoints == "population" and not self.population:
-            raise InputError("endpoints=population needs population (a population folder)")
+            raise InputError("endpoints 'population' needs a population folder (--population)")
         if self.condition_paths and self.endpoints != "population":
-            raise InputError(f"condition_paths compares paths between population members; needs endpoints=population, "
-                             f"got {self.endpoints!r}")
+            raise InputError(f"condition_paths (--condition-paths) compares paths between population members; it needs "
+                             f"endpoints 'population' (--endpoints population), got {self.endpoints!r}")
         if self.pairs and self.endpoints == "points":
-            raise InputError("pairs needs endpoints family, data or population (points files name one pair)")
+            raise InputError("pairs (--pairs) needs endpoints family, data or population (--endpoints; points files name one pair)")
         check_choice("executor", self.executor, ("inprocess", "process", "ray"))
         if self.workers < 1:
             raise InputError(f"workers must be >= 1, got {self.workers}")

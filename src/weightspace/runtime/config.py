@@ -54,8 +54,14 @@ def option(default: Any = dataclasses.MISSING, *, default_factory: Any = datacla
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 
+COMMAND_LINE = "the command line"  # `where` of a config built from a command's options: a field is named as its option
+
+
 def field_path(where: str, key: str) -> str:
-    """`file.json: a.b` style paths: the first key after a bare file name follows ': '."""
+    """`file.json: a.b` style paths: the first key after a bare file name follows ': '; a field of a
+    config from the command line (`COMMAND_LINE`) is its option, `--key-name`."""
+    if where == COMMAND_LINE:
+        return "--" + key.replace("_", "-")
     return f"{where}.{key}" if ": " in where or not where.endswith(".json") else f"{where}: {key}"
 
 
@@ -174,6 +180,8 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str
             try:
                 out = validate()
             except InputError as e:  # its messages name the field, not the file: add it
+                if where == COMMAND_LINE:
+                    raise
                 raise InputError(f"{where}: {e}") from None
         cfg = out if isinstance(out, cls) else cfg
     return cfg
