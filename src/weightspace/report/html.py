@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import html
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -163,9 +164,15 @@ def _body(page: Page, out: Path, title: str, notes: dict[str, str]) -> str:
 def _found(findings: list[Finding], generators: list[str]) -> str:
     claims = "".join(f"<li><b>Claim {n}</b> ({html.escape(study)}): {html.escape(text)}</li>"
                      for study, (n, text) in CLAIMS.items() if any(f.study == study for f in findings))
+    # several studies of one kind on one generator are told apart by their folders' names
+    shared = Counter((f.study, f.checkpoint) for f in findings)
+
+    def which(f: Finding) -> str:
+        return f" · {html.escape(f.folder.name)}" if shared[(f.study, f.checkpoint)] > 1 else ""
+
     lines = "".join(
         f'<p class="verdict-line" data-verdict="{html.escape(f.verdict)}">{_badge(f.verdict)} '
-        f'<a href="#{_anchor(f)}"><b>Claim {f.claim[0]} · {html.escape(f.study)} · {html.escape(f.checkpoint)}</b></a> '
+        f'<a href="#{_anchor(f)}"><b>Claim {f.claim[0]} · {html.escape(f.study)} · {html.escape(f.checkpoint)}{which(f)}</b></a> '
         f'({html.escape(f.generator)}): {html.escape(f.line)}</p>' for f in findings)
     grid = ""
     if len(generators) > 1:
@@ -176,7 +183,9 @@ def _found(findings: list[Finding], generators: list[str]) -> str:
             cells = ""
             for g in generators:
                 fs = [f for f in findings if f.study == s and f.checkpoint == g]
-                cells += "<td>" + ("".join(f'<a href="#{_anchor(f)}">{_badge(f.verdict)}</a>' for f in fs) or "–") + "</td>"
+                cells += "<td>" + (" ".join(f'<a href="#{_anchor(f)}">{_badge(f.verdict)}'
+                                            + (f" <small>{html.escape(f.folder.name)}</small>" if len(fs) > 1 else "") + "</a>"
+                                            for f in fs) or "–") + "</td>"
             rows += f"<tr><th>Claim {CLAIMS[s][0]} · {s}</th>{cells}</tr>"
         grid = f"<table class=glance><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>"
     return f"<section id=found><h2>What was found</h2><ul class=claims>{claims}</ul>{grid}{lines}</section>"
