@@ -134,7 +134,7 @@ def test_subspace_sizes_full_and_small(ran, tmp_path):
         assert not isinstance(result.exception, Ran) and "give one of them" in str(result.exception), result.output
 
 
-def test_a_bad_option_is_named_as_the_option():
+def test_a_bad_option_is_named_as_the_option(tmp_path):
     """Without --config, a study's options are checked where the command reads them: a bad value names
     `--pairs`, not the config class's field (`InterpolateConfig.pairs`)."""
     import re
@@ -148,5 +148,6 @@ def test_a_bad_option_is_named_as_the_option():
     for args, match in ((["experiment", "interpolate", "--pairs", "-1"], "--pairs: must be >= 0, got -1"),
                         (["experiment", "subspace", "--k", "-3"], "--k: must be >= 0, got -3"),
                         (["experiment", "interpolate", "--condition-paths"], r"needs endpoints 'population' \(--endpoints population\)")):
-        result = CliRunner().invoke(app, [*args, "--out", "nowhere-written"])
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "study")])
         assert isinstance(result.exception, InputError) and re.search(match, str(result.exception)), (args, result.exception)
+        assert not (tmp_path / "study").exists()

@@ -149,8 +149,9 @@ def test_pickles_without_the_mapped_arrays(folder):
 
 
 def test_read_shapes_is_the_one_reader_of_usable_rows(folder, tmp_path):
-    """Populations, the field's trainer and the studies read a data folder through `read_shapes`: an
-    import's failed rows are left out, a row lacking a field is named by its shape, an empty split is named."""
+    """Populations, the field's trainer, ShapeDataset and observe read a data folder through `read_shapes`:
+    an import's failed rows are left out, a row lacking a field is named by its shape, an empty split is
+    named, and two shapes with one id are refused (a population of them could not be read back)."""
     import json
     import shutil
 
@@ -175,6 +176,9 @@ def test_read_shapes_is_the_one_reader_of_usable_rows(folder, tmp_path):
     with pytest.raises(InputError, match=rf"shape {row['id']!r} lacks field\(s\) \['points'\]"):
         field_rows(copy, None)
     assert len(population_rows(copy)) == 20  # a population of grids does not need the points
+    (copy / "manifest.jsonl").write_text("\n".join([*lines, lines[3]]) + "\n")
+    with pytest.raises(InputError, match=rf"shape id {json.loads(lines[3])['id']!r} appears twice"):
+        read_shapes(copy)
 
 
 def test_an_observation_set_is_replaced_only_when_asked(folder, tmp_path):
@@ -183,7 +187,7 @@ def test_an_observation_set_is_replaced_only_when_asked(folder, tmp_path):
     out = tmp_path / "obs"
     observe_folder(folder, out, kind="noisy", sigma=0.01, n=16)
     before = (out / "observations.npy").read_bytes()
-    with pytest.raises(InputError, match="already holds an observation set .* pass --overwrite"):
+    with pytest.raises(InputError, match=r"already holds an observations set \(config.json\); pass --overwrite"):
         observe_folder(folder, out, kind="clean", n=16)
     assert (out / "observations.npy").read_bytes() == before
     observe_folder(folder, out, kind="clean", n=16, overwrite=True)

@@ -54,10 +54,7 @@ def test_batched_and_looped_decodes_agree(name, options):
 
 def test_written_grids_and_meshes(tmp_path):
     grid = np.linalg.norm(np.stack(np.meshgrid(*[np.linspace(-1, 1, 16)] * 3, indexing="ij"), -1), axis=-1) - 0.5
-    (tmp_path / "meshes").mkdir()
-    (tmp_path / "meshes" / ".sample-0028.ply.k3j9.tmp").write_text("half a mesh")  # what a killed decode leaves
     rows = write_decoded(tmp_path, grid[None].astype(np.float32), ["ball"], [7])
-    assert not (tmp_path / "meshes" / ".sample-0028.ply.k3j9.tmp").exists()
     assert rows[0]["seed"] == 7 and rows[0]["vertices"] > 0
     assert np.array_equal(np.load(tmp_path / rows[0]["grid"], allow_pickle=False), grid.astype(np.float32))
     mesh = trimesh.load(tmp_path / rows[0]["mesh"])
@@ -108,12 +105,15 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
     # a finished decode is replaced only when asked
     with pytest.raises(InputError, match="already holds an earlier decode .decode.json.; pass --overwrite"):
         decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False), generator=gen)
+    (tmp_path / "d3" / "meshes").mkdir(exist_ok=True)
+    (tmp_path / "d3" / "meshes" / ".sample-0028.ply.k3j9.tmp").write_text("half a mesh")  # what a killed decode leaves
     decode_source(DecodeConfig(source=str(tmp_path / "p.safetensors"), out=str(tmp_path / "d3"), meshes=False, overwrite=True),
                   generator=gen)
+    assert not (tmp_path / "d3" / "meshes" / ".sample-0028.ply.k3j9.tmp").exists()
     # observing into a population is refused the same way
     from weightspace.data.observe import observe_folder
 
-    with pytest.raises(InputError, match="not an earlier observation set"):
+    with pytest.raises(InputError, match="holds a population .*, not an observations set"):
         observe_folder(data, tmp_path / "pop", kind="clean", n=16)
 
     # every folder made above is told apart by runtime.folders.folder_kind
@@ -137,3 +137,32 @@ def test_decode_point_population_and_subspace_sources(tmp_path):
     with pytest.raises(InputError, match="already holds a subspace .* pass --overwrite"):
         fit_subspace(pop, 1, out=tmp_path / "sub")
     fit_subspace(pop, 1, out=tmp_path / "sub", overwrite=True)
+
+
+def test_every_output_folder_refuses_another_kind(tmp_path):
+    """data make, population build, subspace fit, decode and data observe each refuse a folder of another
+    kind by name, before writing (data make once rewrote a subspace's summary.json; an --overwrite of it
+    deleted a decode's grids), and a file given as --out."""
+    from weightspace.data.make import make_dataset
+    from weightspace.data.observe import observe_folder
+    from weightspace.runtime.errors import InputError
+
+    loader = functools.partial(make_toy, seed=0)
+    data = make_toy_data(tmp_path / "data", count=3, resolution=10)
+    (data / "summary.json").write_text("{}")
+    pop = build_population(PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"),
+                                            options={"rank": 2, "targets": "mid"}, steps=2), generator=loader)
+    fit_subspace(pop, 1, out=tmp_path / "sub")
+    decode_source(DecodeConfig(source=str(tmp_path / "sub"), out=str(tmp_path / "dec"), samples=2, meshes=False), generator=loader())
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for folder in ("sub", "dec", "pop"):
+        with pytest.raises(InputError, match=f"{folder} holds .*, not a shape dataset"):
+            make_dataset(tmp_path / folder, family="torus", count=1, resolution=16, n_points=8, progress=False, overwrite=True)
+    for folder in ("sub", "dec", "data"):
+        with pytest.raises(InputError, match=f"{folder} holds .*, not a population"):
+            build_population(PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / folder),
+                                              options={"rank": 2, "targets": "mid"}, steps=2), generator=loader)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="afile is a file"):
+        observe_folder(data, tmp_path / "afile", kind="clean", n=8)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "afile"} == before

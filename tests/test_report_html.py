@@ -86,13 +86,15 @@ def test_a_page_of_several_folders_puts_generators_side_by_side(studies, tmp_pat
 def test_two_studies_of_one_kind_on_one_generator_are_labelled(studies, tmp_path):
     """The glance table put two verdicts in one cell with nothing to tell them apart; each is now labelled
     with its folder's name, there and in the verdict lines."""
-    for name in ("run-a", "run-b"):
-        shutil.copytree(studies["subspace"], tmp_path / name)
-    out, _ = write_page([tmp_path / "run-a", tmp_path / "run-b", studies["other"]], tmp_path / "page.html")
+    for name in ("results-a", "results-b"):  # the default --out is results/<study>: the last names are the same
+        shutil.copytree(studies["subspace"], tmp_path / name / "subspace")
+    out, _ = write_page([tmp_path / "results-a" / "subspace", tmp_path / "results-b" / "subspace", studies["other"]],
+                        tmp_path / "page.html")
     page = _ours(out.read_text())
     cell = re.search(r"<table class=glance>.*?</table>", page, flags=re.S).group(0)
-    assert "<small>run-a</small>" in cell and "<small>run-b</small>" in cell
-    assert "· run-a</b>" in page and "· run-b</b>" in page and "· subspace</b>" not in page  # the lone study needs no label
+    assert "<small>results-a/subspace</small>" in cell and "<small>results-b/subspace</small>" in cell
+    assert "· results-a/subspace</b>" in page and "· results-b/subspace</b>" in page
+    assert page.count("/subspace</b>") == 2  # the study alone on its generator needs no label
 
 
 def test_cli_report_writes_one_page(studies, tmp_path):

@@ -315,3 +315,16 @@ def test_evaluate_a_neural_field_on_ray_gives_the_figures_computed_here(ray_exec
     there = evaluate_generator(gen, data, max_shapes=4, samples_per_family=1, executor=ray_executor)
     assert here.pop("seconds_per_shape") > 0 and there.pop("seconds_per_shape") > 0
     assert here["held_out_shapes"] >= 3 and there == pytest.approx(here, abs=1e-9)
+
+
+def test_a_ray_without_token_authentication_is_handled():
+    """Ray has AuthenticationError from 2.52 on; on the older Rays the extra allows, the except clause
+    that names it must catch nothing rather than raise AttributeError on every failed connection."""
+    from types import SimpleNamespace
+
+    from weightspace.runtime.ray_executor import _auth_error
+
+    assert _auth_error(SimpleNamespace(exceptions=SimpleNamespace())) == ()
+    import ray
+
+    assert _auth_error(ray) is getattr(ray.exceptions, "AuthenticationError", ())

@@ -213,7 +213,7 @@ def test_a_resume_with_another_split_is_refused_before_any_shard_is_overwritten(
     with pytest.raises(InputError, match="observation noisy needs noise > 0"):
         build_population(_config(data, tmp_path / "n", fit="points", observation="noisy"), generator=LOADER)
     assert not (tmp_path / "n").exists()
-    with pytest.raises(InputError, match="holds a manifest.jsonl but no population"):
+    with pytest.raises(InputError, match="holds a shape dataset, not a population"):
         build_population(_config(data, data), generator=LOADER)
 
 
@@ -244,6 +244,12 @@ def test_a_hand_edited_population_is_refused_by_name(data, tmp_path):
     index = edited("index", lambda f: (f / "manifest.jsonl").write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n"))
     with pytest.raises(InputError, match=r"line 1: index must be an integer, got 'zero'"):
         Population(index)
+    def listed_name(f):
+        config = json.loads((f / "config.json").read_text())
+        config["parameterisation"]["name"] = ["lora"]
+        (f / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"listed/config.json: parameterisation.name must be one of .* got \['lora'\]"):
+        Population(edited("listed", listed_name))
     for name, value, match in (("nan", float("nan"), r"parameterisation: lora alpha must be a number >= 0"),
                                ("unknown", None, r"parameterisation 'lora' takes options .* got unknown \['bogus'\]")):
         def edit(f, value=value):
@@ -274,3 +280,9 @@ def test_a_resume_names_what_changed_and_a_memberless_folder_pins_nothing(data, 
     (out / "manifest.jsonl").unlink()
     pop = build_population(_config(data, out, members=2, steps=5), generator=LOADER)
     assert len(pop) == 2 and json.loads((out / "config.json").read_text())["settings"]["steps"] == 5
+    # a setting only the earlier build recorded (an older version's) is named too
+    config = json.loads((out / "config.json").read_text())
+    config["settings"]["batch"] = 4
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"built with other batch 4 -> \(not set\)"):
+        build_population(_config(data, out, members=2, steps=5), generator=LOADER)

@@ -34,13 +34,17 @@ def read_shapes(folder: str | Path, *, split: str | None = None, require: tuple[
     `require`, in split `split` (None: every split). A row lacking a field, or no shape at all,
     raises InputError naming the manifest."""
     path = Path(folder) / MANIFEST
-    rows = []
+    rows, seen = [], set()
     for row in read_manifest(folder):
         if row.get("status", "ok") != "ok":
             continue
         missing = [k for k in require if k not in row]
         if missing:
             raise InputError(f"{path}: shape {row.get('id', '(no id)')!r} lacks field(s) {missing}")
+        if "id" in row:  # an id names a shape's member, grid and decode: two shapes cannot share one
+            if str(row["id"]) in seen:
+                raise InputError(f"{path}: shape id {row['id']!r} appears twice; every shape needs its own id")
+            seen.add(str(row["id"]))
         if split is None or row.get("split") == split:
             rows.append(row)
     if not rows:

@@ -18,6 +18,7 @@ from weightspace.data.grid import check_resolution, grid_points
 from weightspace.data.make import assign_splits, finish_replacing, measure_betti, save_npy, save_npz, start_replacing, write_manifest
 from weightspace.data.repair import SOLIDITY_RESOLUTION, repair_orientation, solidity, solidity_points, winding_number
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.folders import check_out_folder
 from weightspace.runtime.io import atomic_write_json, remove_stale_temps
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import derive_seed
@@ -335,8 +336,7 @@ def import_meshes(
         raise InputError(f"--points must be at least 1, got {n_points}")
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} is a file; give a folder")
+    check_out_folder(out, "data", writes="manifest.jsonl, summary.json, grids/ and points/")  # a file, a population, a decode...
     if (out / "manifest.jsonl").exists() and not overwrite:
         raise InputError(f"{out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
     files = expand_paths(paths)

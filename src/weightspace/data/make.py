@@ -19,6 +19,7 @@ import numpy as np
 from weightspace.data.families import FAMILIES, FAMILY_NAMES, POSES, Family, get_family
 from weightspace.data.grid import check_resolution, grid_points
 from weightspace.runtime.errors import InputError, WeightspaceError
+from weightspace.runtime.folders import check_out_folder, listed_files, own_file
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import derive_seed, item_rng
@@ -155,9 +156,7 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in rows))
 
 
-DATA_FILES = ("grid", "points")  # the manifest fields that name a shape's files
-
-
+DATA_FILES = {"grid": "grids", "points": "points"}  # the manifest fields that name a shape's files, and their folders
 REPLACING = ".replacing.json"  # the earlier dataset's files, while a replacement is being written
 
 
@@ -172,18 +171,13 @@ def start_replacing(out: Path, overwrite: bool) -> set[str]:
     marker = out / REPLACING
     if marker.is_file():  # a replacement killed part-way: its earlier files are still to be removed
         try:
-            earlier.update(n for n in json.loads(marker.read_text(encoding="utf-8")) if isinstance(n, str) and _own_file(n))
-        except (ValueError, TypeError, OSError):
-            pass
+            names = json.loads(marker.read_text(encoding="utf-8"))
+        except (ValueError, OSError, UnicodeDecodeError):
+            names = []
+        earlier.update(n for n in names if isinstance(names, list) and any(own_file(n, sub) for sub in DATA_FILES.values()))
     path = out / "manifest.jsonl"
     if overwrite and path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                earlier.update(v for k in DATA_FILES if isinstance(v := row.get(k), str) and _own_file(v))
+        earlier |= listed_files(path, DATA_FILES)
         atomic_write_text(marker, json.dumps(sorted(earlier)))
         path.unlink()
         (out / "summary.json").unlink(missing_ok=True)
@@ -196,12 +190,6 @@ def finish_replacing(out: Path, earlier: set[str], rows: list[dict]) -> None:
     for name in sorted(earlier - now):
         (out / name).unlink(missing_ok=True)
     (out / REPLACING).unlink(missing_ok=True)
-
-
-def _own_file(name: str) -> bool:
-    """A manifest path this package writes (grids/<id>.npy, points/<id>.npz): nothing else is removed."""
-    parts = name.split("/")
-    return len(parts) == 2 and parts[0] in ("grids", "points") and parts[1] not in ("", ".", "..")
 
 
 # ---------------------------------------------------------------- one sample
@@ -307,8 +295,7 @@ def _check(cfg: MakeConfig) -> None:
         raise InputError(f"--points must be at least 1, got {cfg.n_points}")
     if len(cfg.split) != 3 or min(cfg.split) < 0 or abs(sum(cfg.split) - 1.0) > 1e-6:
         raise InputError(f"--split must be three non-negative fractions summing to 1, got {cfg.split}")
-    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise InputError(f"--out: {cfg.out} is a file; give a folder")
+    check_out_folder(cfg.out, "data", writes="manifest.jsonl, summary.json, grids/ and points/")  # a file, a population, a decode...
     if (Path(cfg.out) / "manifest.jsonl").exists() and not cfg.overwrite:
         raise InputError(f"{cfg.out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
 

@@ -118,13 +118,14 @@ def observe_folder(
     its observation, derive_seed(seed, "observe", id) (the seed `ShapeDataset` uses too).
     """
     out_dir = Path(out)
+    from weightspace.runtime.folders import check_out_folder
+
+    # config.json is written last: an observe killed before it is taken up again without --overwrite
+    check_out_folder(out_dir, "observations", writes="observations.npy, manifest.jsonl and config.json",
+                     overwrite=overwrite, finished="config.json")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "observations.npy").is_file():
-        raise InputError(f"--out: {out_dir} holds files that are not an earlier observation set (a data folder or a "
-                         f"population?); observing there would replace its manifest.jsonl and config.json. Choose a "
-                         f"new or empty folder")
-    if (out_dir / "observations.npy").is_file() and not overwrite:
-        raise InputError(f"--out: {out_dir} already holds an observation set (observations.npy); pass --overwrite to "
-                         f"replace it, or choose another folder")
+        raise InputError(f"--out: {out_dir} holds files that are not an earlier observation set; observing there "
+                         f"would replace its manifest.jsonl and config.json. Choose a new or empty folder")
     from weightspace.data.dataset import load_points, read_shapes
     from weightspace.data.make import save_npy, write_manifest
     from weightspace.runtime.io import atomic_write_json

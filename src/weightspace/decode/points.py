@@ -19,7 +19,7 @@ import torch
 from weightspace.decode.mesh import grid_to_mesh
 from weightspace.generators.protocol import BatchedDecode, Generator
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, atomic_write_text, remove_stale_temps
+from weightspace.runtime.io import atomic_path, atomic_write_text
 from weightspace.runtime.seeding import point_seeds  # noqa: F401 (moved to runtime.seeding; still importable here)
 from weightspace.space.parameterisation import Parameterisation
 
@@ -71,8 +71,6 @@ def write_decoded(out: str | Path, grids: torch.Tensor | np.ndarray, ids: Sequen
                   extra: Sequence[dict[str, Any]] | None = None, meshes: bool = True) -> list[dict[str, Any]]:
     """Write grids/<id>.npy, meshes/<id>.ply and manifest.jsonl (one row per item) into `out`."""
     out = Path(out)
-    for folder in (out / "grids", out / "meshes"):  # a killed earlier decode's half-written files; no writer runs here now
-        remove_stale_temps(folder)
     grids = grids.numpy() if isinstance(grids, torch.Tensor) else np.asarray(grids)
     rows = []
     for i, (item, seed) in enumerate(zip(ids, seeds)):
@@ -90,28 +88,5 @@ def write_decoded(out: str | Path, grids: torch.Tensor | np.ndarray, ids: Sequen
         if extra is not None:
             row.update(extra[i])
         rows.append(row)
-    earlier = _written_files(out)
     atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    now = {r[k] for r in rows for k in ("grid", "mesh") if k in r}
-    for name in sorted(earlier - now):  # an earlier decode's items this one did not write: not left to pass as its own
-        (out / name).unlink(missing_ok=True)
     return rows
-
-
-def _written_files(out: Path) -> set[str]:
-    """The grids/ and meshes/ files an earlier decode in `out` lists in its manifest.jsonl (none when
-    there is none or it cannot be read: only files a decode named are ever removed)."""
-    path = out / "manifest.jsonl"
-    if not path.is_file():
-        return set()
-    names = set()
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        for key, folder in (("grid", "grids/"), ("mesh", "meshes/")):
-            name = row.get(key) if isinstance(row, dict) else None
-            if isinstance(name, str) and name.startswith(folder) and "/" not in name[len(folder):] and ".." not in name:
-                names.add(name)
-    return names

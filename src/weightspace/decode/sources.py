@@ -12,8 +12,8 @@ import torch
 from weightspace.decode.points import decode_points, point_seeds, write_decoded
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, worker_cached
-from weightspace.runtime.folders import check_out_folder
-from weightspace.runtime.io import atomic_write_json, read_json
+from weightspace.runtime.folders import check_out_folder, folder_kind, listed_files
+from weightspace.runtime.io import atomic_write_json, read_json, remove_stale_temps
 from weightspace.runtime.progress import track
 from weightspace.space.frame import Frame
 from weightspace.space.store import Population, load_point, read_metadata
@@ -34,6 +34,9 @@ class DecodeConfig:
     batch_size: int = 8
     meshes: bool = True
     overwrite: bool = False  # replace a finished earlier decode in `out`
+
+
+DECODED_FILES = {"grid": "grids", "mesh": "meshes"}  # a decode's manifest fields naming its files, and their folders
 
 
 def source_kind(path: Path) -> str:
@@ -141,7 +144,13 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
         tasks = [DecodeTask(loader, frame, points[i : i + B], [int(s) for s in seeds[i : i + B]], config.resolution, what)
                  for i in range(0, points.shape[0], B)]
         grids = np.concatenate(list(track(executor.map(decode_chunk, tasks), "decode", total=len(tasks), status=executor.status)))
-    rows = write_decoded(config.out, grids, ids, seeds, meshes=config.meshes)
+    out = Path(config.out)
+    for folder in (out / "grids", out / "meshes"):  # a killed earlier decode's half-written files; no writer runs here now
+        remove_stale_temps(folder)
+    earlier = listed_files(out / "manifest.jsonl", DECODED_FILES) if folder_kind(out) == "decode" else set()
+    rows = write_decoded(out, grids, ids, seeds, meshes=config.meshes)
+    for name in sorted(earlier - {r[k] for r in rows for k in DECODED_FILES if k in r}):
+        (out / name).unlink(missing_ok=True)  # the earlier decode's items this one did not rewrite: not left to pass as its own
     atomic_write_json(Path(config.out) / "decode.json", {"source": str(config.source), "kind": kind, "checkpoint": checkpoint,
                                                          "count": len(rows), "seed": config.seed, "layout_size": frame.layout.size,
                                                          "parameterisation": frame.parameterisation,

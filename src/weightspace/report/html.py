@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -161,14 +160,28 @@ def _body(page: Page, out: Path, title: str, notes: dict[str, str]) -> str:
     return page_assets.document(title, "\n".join(parts), figs, meshes, view_settings())
 
 
+def _labels(findings: list[Finding]) -> dict[Path, str]:
+    """Labels that tell apart several studies of one kind on one generator: each folder's path below
+    the folders' common parent (results-a/subspace, results-b/subspace), so the label differs even
+    where the folders share their last name. A study alone of its kind needs none."""
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for f in findings:
+        groups.setdefault((f.study, f.checkpoint), []).append(f.folder)
+    labels = {}
+    for folders in groups.values():
+        if len(folders) > 1:
+            common = Path(os.path.commonpath([str(p.resolve()) for p in folders]))
+            labels.update({p: str(p.resolve().relative_to(common)) or p.name for p in folders})
+    return labels
+
+
 def _found(findings: list[Finding], generators: list[str]) -> str:
     claims = "".join(f"<li><b>Claim {n}</b> ({html.escape(study)}): {html.escape(text)}</li>"
                      for study, (n, text) in CLAIMS.items() if any(f.study == study for f in findings))
-    # several studies of one kind on one generator are told apart by their folders' names
-    shared = Counter((f.study, f.checkpoint) for f in findings)
+    label = _labels(findings)
 
     def which(f: Finding) -> str:
-        return f" · {html.escape(f.folder.name)}" if shared[(f.study, f.checkpoint)] > 1 else ""
+        return f" · {html.escape(label[f.folder])}" if f.folder in label else ""
 
     lines = "".join(
         f'<p class="verdict-line" data-verdict="{html.escape(f.verdict)}">{_badge(f.verdict)} '
@@ -184,7 +197,7 @@ def _found(findings: list[Finding], generators: list[str]) -> str:
             for g in generators:
                 fs = [f for f in findings if f.study == s and f.checkpoint == g]
                 cells += "<td>" + (" ".join(f'<a href="#{_anchor(f)}">{_badge(f.verdict)}'
-                                            + (f" <small>{html.escape(f.folder.name)}</small>" if len(fs) > 1 else "") + "</a>"
+                                            + (f" <small>{html.escape(label[f.folder])}</small>" if f.folder in label else "") + "</a>"
                                             for f in fs) or "–") + "</td>"
             rows += f"<tr><th>Claim {CLAIMS[s][0]} · {s}</th>{cells}</tr>"
         grid = f"<table class=glance><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>"

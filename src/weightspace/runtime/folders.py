@@ -58,21 +58,50 @@ def folder_kind(folder: str | Path) -> str | None:
         if isinstance(config, dict) and isinstance(config.get("kind"), str):
             return "checkpoint"
     if (folder / "manifest.jsonl").is_file():
-        return "data" if _data_rows(folder / "manifest.jsonl") else "decode"  # a decode killed before its decode.json
+        first = _first_row(folder / "manifest.jsonl")
+        if '"inside_fraction"' in first and not any(f'"{k}"' in first for k in ("split", "family", "status")):
+            return "decode"  # a decode killed before its decode.json: its rows, and no data row's fields
+        return "data"
     if (folder / "summary.json").is_file() and (folder / "grids").is_dir():
         return "data"
     return None
 
 
-def _data_rows(manifest: Path) -> bool:
-    """Whether the first row of `manifest` is a data folder's (it has a split, a family or an import
-    status) rather than a decode's."""
+def _first_row(manifest: Path) -> str:
+    """The first non-blank line of `manifest` ('' when there is none or it cannot be read)."""
     try:
         with open(manifest, encoding="utf-8") as f:
-            first = next((line for line in f if line.strip()), "")
+            return next((line for line in f if line.strip()), "")
     except (OSError, UnicodeDecodeError):
-        return True  # unreadable: not ours to write over
-    return any(f'"{k}"' in first for k in ("split", "family", "status"))
+        return ""
+
+
+def listed_files(manifest: Path, fields: dict[str, str]) -> set[str]:
+    """The files the rows of `manifest` name in `fields` (field -> the subfolder such files live in,
+    e.g. {"grid": "grids"}), kept only when they are a plain file name inside that subfolder: what a
+    command may remove when it replaces its own earlier output. An unreadable manifest or line names
+    none (nothing is removed on its say)."""
+    names: set[str] = set()
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return names
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, dict):
+            continue
+        names.update(row[key] for key, sub in fields.items() if own_file(row.get(key), sub))
+    return names
+
+
+def own_file(name: object, sub: str) -> bool:
+    """Whether `name` is `sub/<plain file name>` (no further folders, no dot name): the only shape of
+    path a command removes on a manifest's say."""
+    parts = name.split("/") if isinstance(name, str) else []
+    return len(parts) == 2 and parts[0] == sub and parts[1] != "" and not parts[1].startswith(".")
 
 
 def check_out_folder(out: str | Path, own: str, *, option: str = "--out", writes: str = "", overwrite: bool = True,
@@ -87,8 +116,8 @@ def check_out_folder(out: str | Path, own: str, *, option: str = "--out", writes
         raise InputError(f"{option}: {out} is a file; give a folder")
     kind = folder_kind(out)
     if kind is not None and kind != own:
-        replaced = f"; writing {writes} there would replace its own" if writes else ""
-        raise InputError(f"{option}: {out} holds {WHAT[kind]}, not {WHAT[own]}{replaced}. Choose a new or empty folder")
+        mixed = f"; {writes} written there would replace or sit among its files" if writes else ""
+        raise InputError(f"{option}: {out} holds {WHAT[kind]}, not {WHAT[own]}{mixed}. Choose a new or empty folder")
     if kind == own and not overwrite and finished is not None and (out / finished).is_file():
         raise InputError(f"{option}: {out} already holds {WHAT[own]} ({finished}); pass --overwrite to replace it, "
                          f"or choose another folder")

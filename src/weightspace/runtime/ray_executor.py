@@ -158,7 +158,7 @@ def _connect(ray: Any, address: str) -> None:
         with _stderr_kept_on_success(), _token_auth_notice_dropped():
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
                      logging_level="warning")
-    except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as e:
+    except (ConnectionError, RuntimeError, _auth_error(ray)) as e:
         Config.initialize("")  # the environment's (Ray's default) limits again, for a later local start
         refused = _authentication_refused(e)
         if refused is not None:
@@ -189,14 +189,20 @@ def _check_address(address: str) -> None:
         raise InputError(f"--address {address}: host {host!r} is not known here ({e}); {JOIN_HINT}") from None
 
 
+def _auth_error(ray) -> type[BaseException] | tuple[()]:
+    """Ray's AuthenticationError, which Ray has from 2.52 on (token authentication); an empty tuple,
+    which catches nothing, on the older Rays the `ray` extra allows."""
+    return getattr(ray.exceptions, "AuthenticationError", ())
+
+
 def _authentication_refused(e: BaseException) -> str | None:
     """Ray's reason when `ray.init` failed on token authentication, else None. Ray raises its
     AuthenticationError itself when this driver has no token to send (RAY_AUTH_MODE=token); when the
     cluster refuses the driver's token, a ConnectionError caused by a RuntimeError holding its text."""
-    from ray.exceptions import AuthenticationError
+    import ray
 
-    if isinstance(e, AuthenticationError):
-        text = e.message
+    if isinstance(e, _auth_error(ray)):
+        text = getattr(e, "message", str(e))
     else:
         _, found, text = str(e.__cause__ if e.__cause__ is not None else e).rpartition("AuthenticationError: ")
         if not found:

@@ -48,7 +48,7 @@ def check_parameterisation_config(config: Any, where: str) -> None:
     if not isinstance(config, Mapping):
         raise InputError(f"{where}: parameterisation must be an object with a 'name', got {config!r}")
     name = config.get("name")
-    if name not in PARAMETERISATIONS:
+    if not isinstance(name, str) or name not in PARAMETERISATIONS:
         raise InputError(f"{where}: parameterisation.name must be one of {', '.join(PARAMETERISATIONS)}, got {name!r}")
     options = {k: v for k, v in config.items() if k != "name"}
     unknown = sorted(set(options) - set(OPTIONS[name]))

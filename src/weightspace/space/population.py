@@ -31,6 +31,7 @@ from weightspace.runtime.allocator import retain_freed_memory
 from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.executors import Executor, TaskFailure, in_calling_process, make_executor
+from weightspace.runtime.folders import check_out_folder
 from weightspace.runtime.io import atomic_write_text, read_json, read_jsonl, remove_stale_temps, safe_child
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import decode_seed, derive_seed
@@ -430,7 +431,8 @@ def _check_resume(out: Path, expected: dict[str, Any]) -> bool:
         was = old.get("settings") if isinstance(old.get("settings"), dict) else {}
         what = [{"base_hash": "base weights (another checkpoint or its weights changed)",
                  "data_hash": "data (its manifest.jsonl differs)"}[k] for k in diff if k != "settings"]
-        what += [f"{k} {was.get(k)!r} -> {v!r}" for k, v in expected["settings"].items() if was.get(k) != v]
+        what += [f"{k} {repr(was[k]) if k in was else '(not set)'} -> {v!r}" for k, v in expected["settings"].items() if was.get(k) != v]
+        what += [f"{k} {v!r} -> (not set)" for k, v in was.items() if k not in expected["settings"]]
         raise InputError(f"{out}: an existing population was built with other {'; '.join(what)}; "
                          "use a new --out folder, or the original settings to resume")
 
@@ -526,9 +528,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     rows = read_shapes(data, split=config.split, members=config.members)
     settings = config.fit_settings()
     expected = {"base_hash": base_hash(gen), "data_hash": manifest_hash(data), "settings": settings}
-    if (out / "manifest.jsonl").is_file() and not (out / "config.json").is_file():
-        raise InputError(f"--out: {out} holds a manifest.jsonl but no population (a data or decode folder?); "
-                         f"choose a new --out")
+    check_out_folder(out, "population", writes="config.json, manifest.jsonl and shards/")  # a data folder, a subspace...
     starting = not (out / "config.json").is_file()
     if not starting:
         starting = _check_resume(out, expected)
