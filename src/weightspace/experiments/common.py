@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from weightspace.data.dataset import check_shape_folder, load_points, read_manifest
+from weightspace.data.dataset import check_shape_folder, load_points, read_manifest, read_shapes
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json, read_json, safe_child
@@ -150,7 +150,7 @@ def study_data(folder: Path, *, data: str | None, families: Sequence[str], count
     if data is not None:
         root = Path(data)
         check_shape_folder(root)
-        rows = [r for r in read_manifest(root) if usable(r)]
+        rows = read_shapes(root)  # usable rows, each with its id and grid, no id twice
         if families:
             rows = [r for r in rows if r.get("family") in set(families)]
         if not rows:
