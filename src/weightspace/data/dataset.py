@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from weightspace.data.make import SPLITS, save_npy
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.folders import folder_kind
-from weightspace.runtime.io import read_jsonl, read_npy, read_npz, safe_child
+from weightspace.runtime.io import file_digest, read_jsonl, read_npy, read_npz, safe_child
 from weightspace.runtime.seeding import derive_seed
 
 MANIFEST = "manifest.jsonl"
@@ -26,6 +26,15 @@ def read_manifest(folder: str | Path) -> list[dict]:
     if not path.is_file():
         raise InputError(f"{path}: not found; make a dataset with `weightspace data make` or `weightspace data import`")
     return [row for _, row in read_jsonl(path)]
+
+
+def manifest_hash(folder: str | Path) -> str:
+    """The data folder's identity as checkpoints and populations record it: the first 16 hex digits of
+    the SHA-256 of its manifest.jsonl (a missing manifest raises InputError naming it)."""
+    digest = file_digest(Path(folder) / MANIFEST)
+    if digest is None:
+        raise InputError(f"{Path(folder) / MANIFEST}: not found or unreadable")
+    return digest
 
 
 def read_shapes(folder: str | Path, *, split: str | None = None, require: tuple[str, ...] = ("id", "grid")) -> list[dict]:

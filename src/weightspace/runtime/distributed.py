@@ -14,13 +14,11 @@ function here is the identity of one process.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import signal
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -29,6 +27,7 @@ import torch.distributed as dist
 from weightspace.runtime.checkpoint import state_metadata
 from weightspace.runtime.device import pick_device
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import file_digest
 
 
 @dataclass(frozen=True)
@@ -123,15 +122,6 @@ def first_difference(a: Any, b: Any, field: str = "", skip: tuple[str, ...] = ()
 def _shown(value: Any, limit: int = 160) -> str:
     text = value if value == _UNSET else json.dumps(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def file_digest(path: str | os.PathLike) -> str | None:
-    """The first 16 hex digits of the SHA-256 of a file's bytes (as `manifest_sha256`), None where there
-    is no readable file: a file's identity that does not depend on where a machine mounts it."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    except OSError:
-        return None
 
 
 def saved_state(path: str | os.PathLike) -> dict[str, Any] | str | None:

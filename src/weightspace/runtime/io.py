@@ -9,6 +9,7 @@ up (they open named files or glob by their own suffix) and `remove_stale_temps` 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -118,6 +119,15 @@ def read_json(path: str | os.PathLike) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot be read ({e})") from None
     return parse_json(text, str(path))
+
+
+def file_digest(path: str | os.PathLike) -> str | None:
+    """The first 16 hex digits of the SHA-256 of a file's bytes (what a checkpoint or population records
+    of its data's manifest.jsonl), None where there is no readable file."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:

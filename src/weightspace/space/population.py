@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterable, Literal
 import numpy as np
 import torch
 
-from weightspace.data.dataset import load_grid
+from weightspace.data.dataset import load_grid, manifest_hash
 from weightspace.data.dataset import read_shapes as dataset_shapes
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS
 from weightspace.data.observe import observe
@@ -154,8 +153,6 @@ def read_shapes(data: str | Path, *, split: str | None = None, members: int | No
     return rows[:members] if members else rows
 
 
-def manifest_hash(data: str | Path) -> str:
-    return hashlib.sha256((Path(data) / "manifest.jsonl").read_bytes()).hexdigest()[:16]
 
 
 def load_target(data: Path, row: dict[str, Any], *, fit: str, observations: int, noise: float, seed: int,

@@ -25,13 +25,6 @@ from weightspace.runtime.seeding import item_rng
 REQUIRED = ("id", "split", "grid", "points")
 
 
-def manifest_hash(folder: str | Path) -> str:
-    """The first 16 hex digits of the SHA-256 of `folder/manifest.jsonl`: what a checkpoint records of its data."""
-    import hashlib
-
-    return hashlib.sha256((Path(folder) / "manifest.jsonl").read_bytes()).hexdigest()[:16]
-
-
 def read_manifest(folder: str | Path, split: str | None = "train") -> list[dict[str, Any]]:
     """The shapes of `folder` in `split` (None: all) that a field trains on: `data.dataset.read_shapes`
     with the fields a sample bank needs."""

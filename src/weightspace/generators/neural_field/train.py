@@ -28,11 +28,12 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import save_file
 
+from weightspace.data.dataset import manifest_hash
 from weightspace.data.families import FAMILY_NAMES
 from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.losses import clamped_l1, code_prior
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
-from weightspace.generators.neural_field.samples import build_bank, manifest_hash, read_manifest
+from weightspace.generators.neural_field.samples import build_bank, read_manifest
 from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint, load_state, refuse_non_finite, state_metadata
 from weightspace.runtime.config import check_config, config_from_dict, config_to_dict
 from weightspace.runtime.distributed import (
@@ -292,9 +293,7 @@ def training_record(out: Path, command: str, steps: int, elapsed: float, data_di
     data_info = {"folder": data_dir.name}
     manifest = data_dir / "manifest.jsonl"
     if manifest.is_file():
-        import hashlib
-
-        data_info["manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+        data_info["manifest_sha256"] = manifest_hash(data_dir)
     summary = data_dir / "summary.json"
     if summary.is_file():
         made = json.loads(summary.read_text())
