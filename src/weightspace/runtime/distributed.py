@@ -27,7 +27,6 @@ import torch.distributed as dist
 from weightspace.runtime.checkpoint import state_metadata
 from weightspace.runtime.device import pick_device
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import file_digest
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def same_settings(settings: dict[str, Any], ranks: Ranks, *, skip: tuple[str, ..
 
     settings : what every rank must agree on, as JSON-able values; a nested dict's fields are named
         `section.field` (`train.steps`). Leave out what may differ per rank: the device, CPU threads,
-        the command line and the local paths in it (compare a file's content, `file_digest` or
+        the command line and the local paths in it (compare a file's content, `runtime.io.file_digest` or
         `saved_state`, where it matters).
     skip : dotted fields of `settings` not compared (`train.threads`).
 
@@ -251,5 +250,5 @@ class StopRequests:
         return from_main(float(self.requested), ranks) > 0
 
 
-__all__ = ["STOPPED_NOTE", "Ranks", "StopRequests", "Stopped", "barrier", "data_parallel", "file_digest", "finish_ranks",
+__all__ = ["STOPPED_NOTE", "Ranks", "StopRequests", "Stopped", "barrier", "data_parallel", "finish_ranks",
            "first_difference", "from_main", "init_ranks", "mean_over_ranks", "same_settings", "saved_state", "shard", "share"]

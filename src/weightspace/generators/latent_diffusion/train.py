@@ -42,7 +42,6 @@ from weightspace.runtime.distributed import (
     StopRequests,
     barrier,
     data_parallel,
-    file_digest,
     from_main,
     init_ranks,
     mean_over_ranks,
@@ -52,7 +51,7 @@ from weightspace.runtime.distributed import (
     share,
 )
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path
+from weightspace.runtime.io import atomic_path, file_digest
 from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.seeding import item_generator
 from weightspace.runtime.train_folder import TrainLock, changed, check_out, check_resume, trim_log

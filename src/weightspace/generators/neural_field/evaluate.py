@@ -30,11 +30,11 @@ import torch
 from weightspace.analysis import topology
 from weightspace.analysis.geometry import iou
 from weightspace.analysis.rates import rate_fields
-from weightspace.data.dataset import manifest_hash
+from weightspace.data.dataset import load_grid, manifest_hash
 from weightspace.data.families import FAMILIES
 from weightspace.data.observe import observe
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
-from weightspace.generators.neural_field.samples import load_grid, read_manifest
+from weightspace.generators.neural_field.samples import read_manifest
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, worker_cached
 from weightspace.runtime.io import safe_child

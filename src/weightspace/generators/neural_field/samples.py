@@ -13,8 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from weightspace.data.dataset import load_grid as dataset_grid
-from weightspace.data.dataset import read_shapes
+from weightspace.data.dataset import load_grid, read_shapes
 from weightspace.data.families import FAMILIES, FAMILY_NAMES
 from weightspace.data.grid import grid_coords
 from weightspace.generators.neural_field.losses import sample_grid
@@ -29,11 +28,6 @@ def read_manifest(folder: str | Path, split: str | None = "train") -> list[dict[
     """The shapes of `folder` in `split` (None: all) that a field trains on: `data.dataset.read_shapes`
     with the fields a sample bank needs."""
     return read_shapes(folder, split=split, require=REQUIRED)
-
-
-def load_grid(folder: str | Path, row: dict[str, Any]) -> np.ndarray:
-    """The row's SDF grid (R, R, R) float32, through the data folder's one checked reader."""
-    return dataset_grid(folder, row)
 
 
 def load_surface(folder: str | Path, row: dict[str, Any]) -> np.ndarray:

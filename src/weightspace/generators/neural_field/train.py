@@ -42,7 +42,6 @@ from weightspace.runtime.distributed import (
     StopRequests,
     barrier,
     data_parallel,
-    file_digest,
     from_main,
     init_ranks,
     mean_over_ranks,
@@ -52,7 +51,7 @@ from weightspace.runtime.distributed import (
     share,
 )
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, atomic_write_json, parse_json
+from weightspace.runtime.io import atomic_path, atomic_write_json, file_digest, parse_json
 from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.progress import progress_enabled
 from weightspace.runtime.safe_load import load_torch_object
