@@ -151,11 +151,10 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
     rows = write_decoded(out, grids, ids, seeds, meshes=config.meshes)
     for name in sorted(earlier - {r[k] for r in rows for k in DECODED_FILES if k in r}):
         (out / name).unlink(missing_ok=True)  # the earlier decode's items this one did not rewrite: not left to pass as its own
-    atomic_write_json(Path(config.out) / "decode.json", {"source": str(config.source), "kind": kind, "checkpoint": checkpoint,
-                                                         "count": len(rows), "seed": config.seed, "layout_size": frame.layout.size,
-                                                         "parameterisation": frame.parameterisation,
-                                                         **({"samples": config.samples, "temperature": config.temperature}
-                                                            if kind == "subspace" else {})})
+    drawn = {"samples": config.samples, "temperature": config.temperature} if kind == "subspace" else {}
+    atomic_write_json(out / "decode.json", {"source": str(config.source), "kind": kind, "checkpoint": checkpoint, "count": len(rows),
+                                            "seed": config.seed, "layout_size": frame.layout.size,
+                                            "parameterisation": frame.parameterisation, **drawn})
     return rows
 
 
