@@ -151,3 +151,21 @@ def test_a_bad_option_is_named_as_the_option(tmp_path):
         result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "study")])
         assert isinstance(result.exception, InputError) and re.search(match, str(result.exception)), (args, result.exception)
         assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("args, match", [
+    (["subspace", "--seeds", "0,0"], "seeds (--seeds): 0 is given twice"),
+    (["subspace", "-K", "2,4,2"], "examples (-K): 2 is given twice"),
+    (["subspace", "--families", "torus,pair,torus"], "families (--families): 'torus' is given twice"),
+    (["fit", "--views", "1,1"], "views (--views): 1 is given twice"),
+    (["fit", "--sigmas", "0.01,0.010"], "sigmas (--sigmas): '0.01' is given twice"),
+    (["fit", "--methods", "encode,lora,encode"], "methods (--methods): 'encode' is given twice"),
+    (["compare", "--studies", "fit,fit"], "studies (--studies): 'fit' is given twice"),
+    (["compare", "--checkpoints", "runs/a/model,runs/b/model"], "checkpoints (--checkpoints), by their folder names: 'model'"),
+])
+def test_a_value_given_twice_is_refused(ran, args, match):
+    """A repeated cell or item ran (or was read back) twice and counted twice in every pooled rate, and two
+    checkpoint folders of one name ran their studies into one folder."""
+    result = invoke(*args)
+    assert isinstance(result.exception, InputError) and match in str(result.exception), (args, result.exception)
+    assert not ran

@@ -196,6 +196,14 @@ def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
         raise InputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
 
 
+def check_distinct(name: str, values: Sequence[Any]) -> None:
+    """Each value of a list option once: a repeated one would run the same item or cell twice and count it
+    twice in every pooled rate (`--seeds 0,0` doubled n)."""
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise InputError(f"{name}: {repeated!r} is given twice in {list(values)}; name each value once")
+
+
 # --- checking what a study stands on ---------------------------------------------------------------
 def topology_check(ids: Sequence[str], decoded: Sequence[tuple[int, int, int]],
                    intended: Sequence[tuple[int, int, int] | None]) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from weightspace.experiments.common import Clock, record_config, refusal, start_results
+from weightspace.experiments.common import Clock, check_distinct, record_config, refusal, start_results
 from weightspace.experiments.fit import FitConfig, run_fit
 from weightspace.experiments.interpolate import InterpolateConfig, run_interpolate
 from weightspace.experiments.subspace import SubspaceConfig, run_subspace
@@ -35,6 +35,9 @@ class CompareConfig:
         bad = [s for s in self.studies if s not in STUDIES]
         if bad or not self.studies:
             raise InputError(f"studies must be among {', '.join(STUDIES)}, got {self.studies}")
+        check_distinct("studies (--studies)", self.studies)
+        # each generator's studies run in out/<label>: two checkpoints of one label would share (and mix) them
+        check_distinct("checkpoints (--checkpoints), by their folder names", [_label(c) for c in self.checkpoints])
 
 
 def _label(checkpoint: str) -> str:

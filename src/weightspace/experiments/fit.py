@@ -36,6 +36,7 @@ from weightspace.decode.points import decode_conditions
 from weightspace.experiments.common import (
     Clock,
     check_choice,
+    check_distinct,
     clean_surface,
     encode_points,
     generator_pose,
@@ -122,6 +123,9 @@ class FitConfig:
             raise InputError("methods, views, sigmas and budgets must each name at least one value")
         if any(v < 1 for v in self.views) or any(s < 0 for s in self.sigmas):
             raise InputError(f"views must be >= 1 and sigmas >= 0, got {self.views} and {self.sigmas}")
+        check_distinct("views (--views)", self.views)
+        check_distinct("sigmas (--sigmas)", [f"{s:g}" for s in self.sigmas])  # as an item's key writes it
+        check_distinct("methods (--methods)", self.methods)
         if self.points_per_view < 1 or self.validation_views < 1 or self.steps < 0 or self.forget_shapes < 0:
             raise InputError("points_per_view and validation_views must be >= 1, steps and forget_shapes >= 0")
         if self.eval_every < 1 or self.patience < 1:

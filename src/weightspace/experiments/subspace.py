@@ -28,6 +28,7 @@ from weightspace.data.dataset import load_grid, load_points, read_manifest
 from weightspace.experiments.common import (
     Clock,
     check_choice,
+    check_distinct,
     generator_pose,
     given_checkpoint,
     load_study_generator,
@@ -137,6 +138,9 @@ class SubspaceConfig:
         check_choice("lora_form", self.lora_form, LORA_FORMS)
         if not self.families or not self.Ks or not self.seeds:
             raise InputError("families, examples (K) and seeds each need at least one value")
+        check_distinct("families (--families)", self.families)
+        check_distinct("examples (-K)", self.Ks)
+        check_distinct("seeds (--seeds)", self.seeds)
         if min(self.Ks) < 2:
             raise InputError(f"examples (K) must be >= 2, got {self.Ks}")
         bad = [K for K in self.Ks if not 1 <= self.k_for(K) < K]
