@@ -166,3 +166,55 @@ def test_every_output_folder_refuses_another_kind(tmp_path):
     with pytest.raises(InputError, match="afile is a file"):
         observe_folder(data, tmp_path / "afile", kind="clean", n=8)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "afile"} == before
+
+
+def test_a_decode_killed_while_writing_leaves_no_item_to_a_later_smaller_decode(tmp_path, monkeypatch):
+    """A decode killed before its manifest left the grids it had written with nothing naming them. A later,
+    smaller decode into the same folder then left them beside its own, to pass as its items: now the files a
+    decode is about to write stay on record (.replacing.json) until its manifest is written."""
+    from weightspace.decode import points as points_module
+    from weightspace.decode import sources as sources_module
+    from weightspace.runtime.folders import REPLACING
+
+    gen = make_toy(seed=0)
+    data = make_toy_data(tmp_path / "data", count=4, resolution=10)
+    pop = build_population(PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"),
+                                            options={"rank": 2, "targets": "mid"}, steps=2), generator=lambda: gen)
+    fit_subspace(pop, 2, out=tmp_path / "sub")
+    out = tmp_path / "d"
+    real = points_module.grid_to_mesh
+    written = []
+
+    def dies_on_the_third_mesh(grid):
+        written.append(1)
+        if len(written) == 3:
+            raise KeyboardInterrupt  # a Ctrl-C between two items, before the manifest
+        return real(grid)
+
+    monkeypatch.setattr(points_module, "grid_to_mesh", dies_on_the_third_mesh)
+    with pytest.raises(KeyboardInterrupt):
+        decode_source(DecodeConfig(source=str(tmp_path / "sub"), out=str(out), samples=5), generator=gen)
+    assert len(list((out / "grids").iterdir())) == 3 and not (out / "manifest.jsonl").exists() and (out / REPLACING).is_file()
+    monkeypatch.setattr(points_module, "grid_to_mesh", real)
+    assert sources_module.write_decoded is points_module.write_decoded
+    rows = decode_source(DecodeConfig(source=str(tmp_path / "sub"), out=str(out), samples=1, meshes=False), generator=gen)
+    assert sorted(p.name for p in (out / "grids").iterdir()) == [rows[0]["grid"].split("/")[1]] == ["sample-0000.npy"]
+    assert list((out / "meshes").iterdir()) == [] and not (out / REPLACING).exists()
+
+
+def test_a_replacement_record_names_nothing_outside_its_own_subfolders(tmp_path):
+    """.replacing.json is read back after a kill: what it lists is removed only when it is a plain file in one
+    of the command's own subfolders, so an edited or foreign record cannot remove anything else."""
+    from weightspace.runtime.folders import REPLACING, finish_replacing, start_replacing
+
+    out = tmp_path / "d"
+    (out / "grids").mkdir(parents=True)
+    (tmp_path / "keep.npy").write_text("not ours")
+    (out / "notes.txt").write_text("not ours")
+    (out / "grids" / "old.npy").write_text("an earlier item")
+    (out / REPLACING).write_text('["../keep.npy", "notes.txt", "grids/../notes.txt", "grids/old.npy", 7, "grids/.hidden"]')
+    recorded = start_replacing(out, ["grids/new.npy", "/abs/path.npy"], {"grid": "grids"})
+    assert recorded == {"grids/old.npy", "grids/new.npy"}
+    finish_replacing(out, recorded, [{"grid": "grids/new.npy"}], {"grid": "grids"})
+    assert not (out / "grids" / "old.npy").exists() and not (out / REPLACING).exists()
+    assert (tmp_path / "keep.npy").exists() and (out / "notes.txt").exists()

@@ -368,3 +368,41 @@ def test_generate_says_its_betti_numbers_are_the_grids(ckpt, tmp_path):
     grid = analyze_file(out / shape["grid"])
     assert shape["betti"] == [grid["b0"], grid["b1"], grid["b2"]]
     assert f"{shape['mesh']}  {shape['faces']} faces  grid betti {tuple(shape['betti'])}" in r.output
+
+
+def test_a_killed_generate_leaves_no_shape_to_a_later_smaller_one(tmp_path, monkeypatch):
+    """A generate killed part-way left its first shapes with no generate.json naming them; a later, smaller
+    generate into the folder left them beside its own. They stay on record until generate.json is written."""
+    import sys
+    from pathlib import Path
+
+    from weightspace.experiments import generate as generate_module
+    from weightspace.runtime.folders import REPLACING
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy_generator import ToyGenerator
+
+    class Unconditional(ToyGenerator):
+        unconditional = True
+
+    monkeypatch.setattr(generate_module, "load_generator", lambda checkpoint, device: Unconditional(resolution=16))
+    real, made = generate_module.topology, []
+
+    def dies_on_the_second(grid):
+        made.append(1)
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        return real(grid)
+
+    monkeypatch.setattr(generate_module, "topology", dies_on_the_second)
+    out = tmp_path / "g"
+    with pytest.raises(KeyboardInterrupt):
+        generate_module.generate_shapes("toy", out, family=None, points=None, voxels=None, seed=3, count=3, fmt="ply",
+                                        resolution=None)
+    assert len(list((out / "grids").iterdir())) == 2 and not (out / "generate.json").exists()
+    monkeypatch.setattr(generate_module, "topology", real)
+    rows = generate_module.generate_shapes("toy", out, family=None, points=None, voxels=None, seed=4, count=1, fmt="obj",
+                                           resolution=None)
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["000-seed4.npy"]
+    assert sorted(p.name for p in (out / "meshes").iterdir()) == ["000-seed4.obj"] and rows[0]["mesh"] == "meshes/000-seed4.obj"
+    assert not (out / REPLACING).exists()

@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         Example: weightspace generate --points scan.ply --original-frame --out runs/scan
         """
         from weightspace.data.grid import check_resolution
-        from weightspace.experiments.generate import earlier_output, generate_shapes, remove_stale
+        from weightspace.experiments.generate import earlier_output, generate_shapes
 
         if resolution is not None:
             check_resolution(resolution)  # the floor data make and data import keep too
@@ -93,10 +93,10 @@ def register(app: typer.Typer) -> None:
         else:
             condition = points  # generate_shapes refuses the combination by name
         rows = generate_shapes(checkpoint, out, family=family, points=condition, voxels=voxels, seed=seed,
-                               count=count, fmt=fmt, resolution=resolution, device=device, steps=steps, guidance=guidance)
+                               count=count, fmt=fmt, resolution=resolution, device=device, steps=steps, guidance=guidance,
+                               earlier=earlier)
         if norm is not None:
             _record_frame(out, rows, points, norm, margin=margin, original_frame=original_frame, fmt=fmt)
-        remove_stale(out, earlier, rows)
         for r in rows:  # the grid's Betti numbers, not the mesh's (they can differ): said on the line itself
             typer.echo(f"{r['mesh']}  {r['faces']} faces  grid betti {tuple(r['betti'])}")
         typer.echo(f"wrote {len(rows)} shapes to {out} (grid betti: of grids/NAME.npy; a mesh's own: weightspace analyze topology MESH)")

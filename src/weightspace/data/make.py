@@ -19,7 +19,8 @@ import numpy as np
 from weightspace.data.families import FAMILIES, FAMILY_NAMES, POSES, Family, get_family
 from weightspace.data.grid import check_resolution, grid_points
 from weightspace.runtime.errors import InputError, WeightspaceError
-from weightspace.runtime.folders import check_out_folder, listed_files, own_file
+from weightspace.runtime import folders
+from weightspace.runtime.folders import check_out_folder, listed_files
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import derive_seed, item_rng
@@ -157,28 +158,19 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 
 
 DATA_FILES = {"grid": "grids", "points": "points"}  # the manifest fields that name a shape's files, and their folders
-REPLACING = ".replacing.json"  # the earlier dataset's files, while a replacement is being written
 
 
 def start_replacing(out: Path, overwrite: bool) -> set[str]:
     """Before a dataset is written into `out`: with `overwrite`, remove the earlier dataset's
     manifest.jsonl and summary.json first, so that a run killed part-way leaves a folder no command
     takes for a dataset (it used to leave the earlier manifest describing a mix of old and new shape
-    files). Returns the files the earlier manifest listed, also kept in REPLACING until the new
-    dataset is complete, so a rerun after such a kill still knows them; `finish_replacing` removes
-    those the new dataset does not rewrite."""
-    earlier: set[str] = set()
-    marker = out / REPLACING
-    if marker.is_file():  # a replacement killed part-way: its earlier files are still to be removed
-        try:
-            names = json.loads(marker.read_text(encoding="utf-8"))
-        except (ValueError, OSError, UnicodeDecodeError):
-            names = []
-        earlier.update(n for n in names if isinstance(names, list) and any(own_file(n, sub) for sub in DATA_FILES.values()))
+    files). Returns the files the earlier manifest listed, kept on record until the new dataset is
+    complete (`runtime.folders.start_replacing`), so a rerun after such a kill still knows them;
+    `finish_replacing` removes those the new dataset does not rewrite."""
     path = out / "manifest.jsonl"
-    if overwrite and path.is_file():
-        earlier |= listed_files(path, DATA_FILES)
-        atomic_write_text(marker, json.dumps(sorted(earlier)))
+    replace = overwrite and path.is_file()
+    earlier = folders.start_replacing(out, listed_files(path, DATA_FILES) if replace else (), DATA_FILES)
+    if replace:
         path.unlink()
         (out / "summary.json").unlink(missing_ok=True)
     return earlier
@@ -186,10 +178,7 @@ def start_replacing(out: Path, overwrite: bool) -> set[str]:
 
 def finish_replacing(out: Path, earlier: set[str], rows: list[dict]) -> None:
     """Remove the earlier dataset's files (`start_replacing`) that the new rows do not name."""
-    now = {r[k] for r in rows for k in DATA_FILES if k in r}
-    for name in sorted(earlier - now):
-        (out / name).unlink(missing_ok=True)
-    (out / REPLACING).unlink(missing_ok=True)
+    folders.finish_replacing(out, earlier, rows, DATA_FILES)
 
 
 # ---------------------------------------------------------------- one sample

@@ -67,24 +67,29 @@ def decode_conditions(gen: Generator, conditions: torch.Tensor, seed: int, *, pa
     return np.concatenate(out)
 
 
+def decoded_rows(ids: Sequence[str]) -> list[dict[str, str]]:
+    """The files `write_decoded` writes for each item: its grid and its mesh."""
+    return [{"grid": f"grids/{item}.npy", "mesh": f"meshes/{item}.ply"} for item in ids]
+
+
 def write_decoded(out: str | Path, grids: torch.Tensor | np.ndarray, ids: Sequence[str], seeds: Sequence[int], *,
                   extra: Sequence[dict[str, Any]] | None = None, meshes: bool = True) -> list[dict[str, Any]]:
     """Write grids/<id>.npy, meshes/<id>.ply and manifest.jsonl (one row per item) into `out`."""
     out = Path(out)
     grids = grids.numpy() if isinstance(grids, torch.Tensor) else np.asarray(grids)
     rows = []
-    for i, (item, seed) in enumerate(zip(ids, seeds)):
+    for i, (item, seed, files) in enumerate(zip(ids, seeds, decoded_rows(ids))):
         grid = grids[i].astype(np.float32)  # (R, R, R)
-        with atomic_path(out / "grids" / f"{item}.npy") as tmp:
+        with atomic_path(out / files["grid"]) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, grid)
-        row = {"id": item, "seed": int(seed), "grid": f"grids/{item}.npy", "resolution": int(grid.shape[0]),
+        row = {"id": item, "seed": int(seed), "grid": files["grid"], "resolution": int(grid.shape[0]),
                "inside_fraction": float((grid < 0).mean())}
         if meshes:
             mesh = grid_to_mesh(grid)
-            with atomic_path(out / "meshes" / f"{item}.ply") as tmp:
+            with atomic_path(out / files["mesh"]) as tmp:
                 mesh.export(str(tmp), file_type="ply")
-            row.update(mesh=f"meshes/{item}.ply", vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces)))
+            row.update(mesh=files["mesh"], vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces)))
         if extra is not None:
             row.update(extra[i])
         rows.append(row)

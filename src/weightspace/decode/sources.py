@@ -9,10 +9,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from weightspace.decode.points import decode_points, point_seeds, write_decoded
+from weightspace.decode.points import decode_points, decoded_rows, point_seeds, write_decoded
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, worker_cached
-from weightspace.runtime.folders import check_out_folder, folder_kind, listed_files
+from weightspace.runtime.folders import check_out_folder, finish_replacing, folder_kind, listed_files, named_files, start_replacing
 from weightspace.runtime.io import atomic_write_json, read_json, remove_stale_temps
 from weightspace.runtime.progress import track
 from weightspace.space.frame import Frame
@@ -147,10 +147,12 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
     out = Path(config.out)
     for folder in (out / "grids", out / "meshes"):  # a killed earlier decode's half-written files; no writer runs here now
         remove_stale_temps(folder)
+    # the earlier decode's items and this one's, on record until this one's manifest is written: those
+    # it does not rewrite (or a killed run wrote) are then removed, not left to pass as its own
     earlier = listed_files(out / "manifest.jsonl", DECODED_FILES) if folder_kind(out) == "decode" else set()
+    recorded = start_replacing(out, earlier | named_files(decoded_rows(ids), DECODED_FILES), DECODED_FILES)
     rows = write_decoded(out, grids, ids, seeds, meshes=config.meshes)
-    for name in sorted(earlier - {r[k] for r in rows for k in DECODED_FILES if k in r}):
-        (out / name).unlink(missing_ok=True)  # the earlier decode's items this one did not rewrite: not left to pass as its own
+    finish_replacing(out, recorded, rows, DECODED_FILES)
     drawn = {"samples": config.samples, "temperature": config.temperature} if kind == "subspace" else {}
     atomic_write_json(out / "decode.json", {"source": str(config.source), "kind": kind, "checkpoint": checkpoint, "count": len(rows),
                                             "seed": config.seed, "layout_size": frame.layout.size,

@@ -8,7 +8,7 @@ and topology from analysis.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Iterable, Literal, get_args
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from weightspace.decode.mesh import grid_to_mesh
 from weightspace.generators import load_generator
 from weightspace.runtime.device import pick_device
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.folders import finish_replacing, named_files, start_replacing
 from weightspace.runtime.io import atomic_path, atomic_write_json
 
 MeshFormat = Literal["ply", "obj", "glb"]
@@ -30,45 +31,46 @@ BETTI_OF = ("the SDF grid (grids/NAME.npy: solid where < 0, 26-connected voxels,
             "the mesh's own Betti numbers may differ: `weightspace analyze topology meshes/NAME`")
 
 
-def earlier_output(out: Path, *, overwrite: bool) -> list[str]:
+SHAPE_FILES = {"grid": "grids", "mesh": "meshes"}  # a shape row's files, and the subfolders they live in
+
+
+def shape_files(seeds: list[int], fmt: str) -> list[dict[str, str]]:
+    """Each shape's name and the files `generate_shapes` writes for it, in order."""
+    names = [f"{i:03d}-seed{s}" for i, s in enumerate(seeds)]
+    return [{"name": n, "grid": f"grids/{n}.npy", "mesh": f"meshes/{n}.{fmt}"} for n in names]
+
+
+def earlier_output(out: Path, *, overwrite: bool) -> set[str]:
     """The grids and meshes an earlier `generate` listed in `out`'s generate.json (empty when there is
     none). A folder holding one is refused unless `overwrite`: its shapes would sit beside the new
-    ones, half of them under the same names. Nothing is removed here (see `remove_stale`)."""
+    ones, half of them under the same names. Nothing is removed here: the caller puts them on record
+    (`runtime.folders.start_replacing`) and removes those the new run does not rewrite once it is done."""
     from weightspace.runtime.io import read_json
 
     record = out / RECORD
     if not record.exists():
-        return []
+        return set()
     if not overwrite:
         raise InputError(f"{out}: already holds generated shapes ({RECORD}); pass --overwrite to replace them, "
                          f"or choose another --out")
     earlier = read_json(record)
     shapes = earlier.get("shapes", []) if isinstance(earlier, dict) else []
-    return [row[key] for row in (shapes if isinstance(shapes, list) else []) if isinstance(row, dict)
-            for key in ("grid", "mesh") if isinstance(row.get(key), str)]
-
-
-def remove_stale(out: Path, earlier: list[str], rows: list[dict]) -> None:
-    """After a new `generate` has written `rows`: remove the earlier run's files it did not replace
-    (only files inside `out`), so the folder holds what its generate.json lists."""
-    now = {r[key] for r in rows for key in ("grid", "mesh")}
-    for name in set(earlier) - now:
-        path = out / name
-        if path.resolve().is_relative_to(out.resolve()):
-            path.unlink(missing_ok=True)
+    return named_files(shapes if isinstance(shapes, list) else [], SHAPE_FILES)
 
 
 def generate_shapes(
     checkpoint: str, out: Path, *, family: str | None, points: Path | None, voxels: Path | None,
     seed: int, count: int, fmt: MeshFormat, resolution: int | None, device: str = "cpu",
-    steps: int | None = None, guidance: float | None = None,
+    steps: int | None = None, guidance: float | None = None, earlier: Iterable[str] = (),
 ) -> list[dict]:
     """Generate `count` shapes (seeds seed..seed+count-1) and write grids, meshes and generate.json.
 
     Exactly one of family (a name), points (a points file) or voxels (an occupancy grid file)
     conditions every shape; an unconditional generator (`gen.unconditional`) takes none. `steps` and
     `guidance` (latent diffusion only) override the checkpoint's sampler settings; generate.json
-    records the ones used. Returns one row per shape: name, seed, grid
+    records the ones used. `earlier`: the files an earlier generate in `out` listed (`earlier_output`),
+    removed once generate.json is new unless this run rewrote them; they stay on record across a kill
+    (`runtime.folders.start_replacing`) with those this run writes. Returns one row per shape: name, seed, grid
     and mesh paths, betti (of the grid, not the mesh: generate.json's `betti_of` says so), sizes.
     """
     if out.exists() and not out.is_dir():
@@ -102,20 +104,22 @@ def generate_shapes(
             vox = torch.from_numpy(read_voxels_file(voxels)).unsqueeze(0).expand(count, -1, -1, -1)  # (count, V, V, V)
             cond = gen.condition(voxels=vox, seeds=seeds)
         grids = gen.sdf_grid(cond, seeds, resolution=resolution, **sampler).cpu().numpy()  # (count, R, R, R)
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = start_replacing(out, set(earlier) | named_files(shape_files(seeds, fmt), SHAPE_FILES), SHAPE_FILES)
     rows = []
-    for i, (s, grid) in enumerate(zip(seeds, grids)):
-        name = f"{i:03d}-seed{s}"
-        with atomic_path(out / "grids" / f"{name}.npy") as tmp:
+    for s, grid, files in zip(seeds, grids, shape_files(seeds, fmt)):
+        with atomic_path(out / files["grid"]) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, grid.astype(np.float32), allow_pickle=False)
         mesh = grid_to_mesh(grid)
-        with atomic_path(out / "meshes" / f"{name}.{fmt}") as tmp:
+        with atomic_path(out / files["mesh"]) as tmp:
             mesh.export(str(tmp), file_type=fmt)
         t = topology(grid)
-        rows.append(dict(name=name, seed=s, grid=f"grids/{name}.npy", mesh=f"meshes/{name}.{fmt}",
-                         betti=list(t.betti), vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces))))
+        rows.append(dict(name=files["name"], seed=s, grid=files["grid"], mesh=files["mesh"], betti=list(t.betti),
+                         vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces))))
     condition = ({"family": family} if family else {"points": str(points)} if points else {"voxels": str(voxels)} if voxels
                  else {"unconditional": True})
     atomic_write_json(out / RECORD, {"checkpoint": str(checkpoint), "kind": gen.kind, "condition": condition,
                                      **({"sampler": sampler} if sampler else {}), "betti_of": BETTI_OF, "shapes": rows})
+    finish_replacing(out, recorded, rows, SHAPE_FILES)
     return rows

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_write_text
 
 WHAT = {
     "decode": "an earlier decode",
@@ -77,24 +79,26 @@ def _first_row(manifest: Path) -> str:
 
 
 def listed_files(manifest: Path, fields: dict[str, str]) -> set[str]:
-    """The files the rows of `manifest` name in `fields` (field -> the subfolder such files live in,
-    e.g. {"grid": "grids"}), kept only when they are a plain file name inside that subfolder: what a
-    command may remove when it replaces its own earlier output. An unreadable manifest or line names
-    none (nothing is removed on its say)."""
-    names: set[str] = set()
+    """The files the rows of `manifest` name in `fields` (`named_files`). An unreadable manifest or
+    line names none (nothing is removed on its say)."""
     try:
         lines = manifest.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
-        return names
+        return set()
+    rows = []
     for line in lines:
         try:
-            row = json.loads(line)
+            rows.append(json.loads(line))
         except ValueError:
             continue
-        if not isinstance(row, dict):
-            continue
-        names.update(row[key] for key, sub in fields.items() if own_file(row.get(key), sub))
-    return names
+    return named_files(rows, fields)
+
+
+def named_files(rows: Iterable[object], fields: dict[str, str]) -> set[str]:
+    """The files `rows` name in `fields` (field -> the subfolder such files live in, e.g.
+    {"grid": "grids"}), kept only when they are a plain file name inside that subfolder (`own_file`):
+    what a command may remove when it replaces its own earlier output."""
+    return {row[key] for row in rows if isinstance(row, dict) for key, sub in fields.items() if own_file(row.get(key), sub)}
 
 
 def own_file(name: object, sub: str) -> bool:
@@ -121,3 +125,35 @@ def check_out_folder(out: str | Path, own: str, *, option: str = "--out", writes
     if kind == own and not overwrite and finished is not None and (out / finished).is_file():
         raise InputError(f"{option}: {out} already holds {WHAT[own]} ({finished}); pass --overwrite to replace it, "
                          f"or choose another folder")
+
+
+REPLACING = ".replacing.json"  # the files a command replacing its output may leave behind, until it is done
+
+
+def start_replacing(out: Path, names: Iterable[str], fields: dict[str, str]) -> set[str]:
+    """Before a command writes its files into `out`: `names` (the files an earlier run there listed,
+    and any this run is about to write), joined with those a replacement killed part-way recorded, are
+    kept in out/REPLACING until `finish_replacing`. So a rerun after a kill still knows every file
+    that may be left over, even when the earlier record is gone or was never written. Only files
+    inside the subfolders of `fields` are kept (`own_file`). Returns them."""
+    marker = out / REPLACING
+    recorded = set(names)
+    if marker.is_file():  # a replacement killed part-way: its files are still to be accounted for
+        try:
+            listed = json.loads(marker.read_text(encoding="utf-8"))
+        except (ValueError, OSError, UnicodeDecodeError):
+            listed = []
+        if isinstance(listed, list):
+            recorded.update(n for n in listed if isinstance(n, str))
+    recorded = {n for n in recorded if any(own_file(n, sub) for sub in fields.values())}
+    if recorded:
+        atomic_write_text(marker, json.dumps(sorted(recorded)))
+    return recorded
+
+
+def finish_replacing(out: Path, recorded: set[str], rows: Iterable[object], fields: dict[str, str]) -> None:
+    """Once a command's new record of `rows` is written: remove the files `start_replacing` recorded
+    that the rows do not name, and the record of them."""
+    for name in sorted(recorded - named_files(rows, fields)):
+        (out / name).unlink(missing_ok=True)
+    (out / REPLACING).unlink(missing_ok=True)
