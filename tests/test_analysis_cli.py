@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trimesh
 from typer.testing import CliRunner
 
 from weightspace.analysis import shapes as S
@@ -149,3 +150,15 @@ def test_topology_of_a_folder_and_of_an_empty_mesh(files: dict[str, Path], tmp_p
     ]
     with pytest.raises(InputError, match="is a directory"):
         compare_files(folder, files["torus"])
+
+
+def test_topology_of_overlapping_parts_is_not_guessed(tmp_path: Path) -> None:
+    """A mesh of two overlapping closed spheres is one ball, which its surfaces do not tell: no Betti numbers, a note."""
+    a, b = trimesh.creation.icosphere(2, radius=0.5), trimesh.creation.icosphere(2, radius=0.5)
+    b.apply_translation([0.4, 0.0, 0.0])
+    path = tmp_path / "overlap.obj"
+    trimesh.util.concatenate([a, b]).export(path)
+    row = analyze_file(path)
+    assert (row["b0"], row["b1"], row["b2"], row["watertight"], row["crossing"]) == (None, None, None, True, 1)
+    r = _invoke(["analyze", "topology", str(path)])
+    assert r.exit_code == 0 and "surfaces cross" in r.stdout, r.output

@@ -124,3 +124,22 @@ def test_set_metrics_and_novelty() -> None:
     assert nov["nearest"][0] == 2 and nov["ratio"][0] < 0.01
     with pytest.raises(InputError, match="normalize"):
         sets.set_metrics(gen, ref, normalize="box")  # type: ignore[arg-type]
+
+
+def test_mesh_topology_of_crossing_surfaces_is_unknown() -> None:
+    """Two overlapping closed spheres bound one ball, not (1, 0, 1) or (2, 0, 0): the surfaces cross,
+    so the solid's Betti numbers are not theirs and stay None; nested and apart ones still count."""
+
+    def sphere(r: float, x: float) -> trimesh.Trimesh:
+        s = trimesh.creation.icosphere(subdivisions=2, radius=r)
+        s.apply_translation([x, 0.0, 0.0])
+        return s
+
+    overlap = mesh_topology(trimesh.util.concatenate([sphere(0.5, 0.0), sphere(0.5, 0.4)]))
+    assert overlap.watertight and overlap.crossing == 1 and overlap.betti is None and overlap.solid_euler is None
+    inner = sphere(0.3, 0.1)
+    inner.invert()
+    shell = mesh_topology(trimesh.util.concatenate([sphere(0.8, 0.0), inner]))
+    assert shell.crossing == 0 and shell.betti == (1, 0, 1)
+    apart = mesh_topology(trimesh.util.concatenate([sphere(0.3, -0.5), sphere(0.3, 0.5), sphere(0.1, 0.5)]))
+    assert apart.crossing == 0 and apart.betti == (2, 0, 1)

@@ -4,7 +4,7 @@ Accepted inputs:
 - ``.npy`` grids (X, Y, Z): bool = occupancy, numeric = SDF (solid where value < level). The
   project's dataset grids (``grids/<id>.npy``, (R, R, R) float32 truncated SDF) are such files.
 - meshes that trimesh reads: ``.obj .ply .stl .off .glb .gltf``; topology comes from the mesh
-  (`mesh_topology`), which requires it to be watertight for b0, b1, b2. A well-formed mesh file
+  (`mesh_topology`), which requires it to be watertight, with no two surfaces crossing, for b0, b1, b2. A well-formed mesh file
   that declares no vertices and no faces (what `weightspace generate` writes when nothing decoded
   solid) is the empty shape, as a grid with nothing solid is: (0, 0, 0), ``empty`` true.
 - folders, for `analyze_files`: the grid and mesh files under them, sorted.
@@ -81,7 +81,8 @@ def analyze_file(path: str | os.PathLike, level: float = 0.0) -> dict:
     dict with ``path``, ``kind`` ("grid" or "mesh"), ``b0``, ``b1``, ``b2``, ``euler`` (of the
     solid), ``genus``, ``empty`` (nothing solid: a grid with no voxel below `level`, a mesh file
     with no vertices and no faces; then (0, 0, 0)); grids add ``component_volumes``; meshes add
-    ``watertight`` and ``surfaces`` (b0..b2 are None for a mesh that is not watertight).
+    ``watertight``, ``surfaces`` and ``crossing`` (pairs of surfaces that cross: overlapping
+    parts); b0..b2 are None for a mesh that is not watertight or whose surfaces cross.
     """
     path = Path(path)
     kind = _kind(path)
@@ -96,6 +97,7 @@ def analyze_file(path: str | os.PathLike, level: float = 0.0) -> dict:
     return {
         "path": str(path), "kind": kind, "b0": m.b0, "b1": m.b1, "b2": m.b2, "euler": m.solid_euler,
         "genus": m.genus, "empty": len(mesh.faces) == 0, "watertight": m.watertight, "surfaces": m.components,
+        "crossing": m.crossing,
     }  # fmt: skip
 
 

@@ -8,7 +8,9 @@ For a watertight mesh (what `weightspace.decode.mesh.grid_to_mesh` returns), the
 has Betti numbers b0 = outer surfaces, b2 = cavity walls, b1 = total genus of all surfaces, and
 euler(solid) = chi(surface) / 2, which is what ``weightspace.analysis.topology`` measures on the
 grid. Outer surface versus cavity wall is decided by nesting, not by face orientation: a surface
-enclosed by an odd number of other surfaces (winding number of one of its points) bounds a cavity.
+enclosed by an odd number of other surfaces (winding numbers of its points) bounds a cavity.
+Surfaces that cross one another (overlapping parts, as CAD exports and multi-mesh scenes often
+have) bound a union whose topology is not theirs: the Betti numbers are then None too.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ class MeshTopology:
     watertight : bool
         Every edge is shared by exactly two faces, with consistent winding.
     b0, b1, b2 : int or None
-        Betti numbers of the enclosed solid; None unless the mesh is watertight.
+        Betti numbers of the enclosed solid; None unless the mesh is watertight and no two of its
+        surfaces cross.
     solid_euler : int or None
-        euler / 2 when watertight (equals b0 - b1 + b2).
+        euler / 2 when b0, b1, b2 are known (equals b0 - b1 + b2).
+    crossing : int
+        Pairs of closed surfaces that cross (part of one inside the other, part outside).
     """
 
     components: int
@@ -54,6 +59,7 @@ class MeshTopology:
     b1: int | None
     b2: int | None
     solid_euler: int | None
+    crossing: int = 0
 
     @property
     def betti(self) -> tuple[int, int, int] | None:
@@ -72,6 +78,7 @@ class MeshTopology:
             "b1": self.b1,
             "b2": self.b2,
             "solid_euler": self.solid_euler,
+            "crossing": self.crossing,
         }
 
 
@@ -89,31 +96,40 @@ def _count_cycles(edges: np.ndarray, n_vertices: int) -> int:
     return int(n)
 
 
-def _nesting_depth(tri: np.ndarray, comp: np.ndarray, n_comp: int) -> np.ndarray:
-    """For each closed component, how many other components enclose it.
+NEST_SAMPLES = 32  # face centroids per surface tested against the others for nesting and crossing
 
-    tri : (F, 3, 3) float triangle corners; comp : (F,) int component of each face.
-    Uses the winding number of the centroid of each component's first face with respect to every
-    other component: the sum of the triangles' solid angles (Van Oosterom and Strackee 1983)
-    over 4 pi. One O(F) vectorised pass per component.
+
+def _nesting(vertices: np.ndarray, faces: np.ndarray, comp: np.ndarray, n_comp: int) -> tuple[np.ndarray, int]:
+    """For each closed component, how many other components enclose it; and how many pairs cross.
+
+    vertices : (V, 3) float; faces : (F, 3) int; comp : (F,) int component of each face.
+    Up to NEST_SAMPLES face centroids of each component are tested against every other component
+    by the generalised winding number (inside where |w| > 1/2). A component enclosed by another
+    has all its samples inside it; one with some samples inside and some outside crosses it (two
+    overlapping bodies, or bodies touching face to face): the surfaces then bound no solid whose
+    Betti numbers they tell. Returns depth (n_comp,) int64 and the number of crossing pairs.
     """
+    from weightspace.data.repair import winding_number
+
     depth = np.zeros(n_comp, dtype=np.int64)
     if n_comp == 1:
-        return depth
-    first_face = np.full(n_comp, -1, dtype=np.int64)
-    first_face[comp[::-1]] = np.arange(len(comp))[::-1]
-    for i in range(n_comp):
-        p = tri[first_face[i]].mean(axis=0)  # (3,)
-        a, b, c = tri[:, 0] - p, tri[:, 1] - p, tri[:, 2] - p  # (F, 3) each
-        la, lb, lc = (np.linalg.norm(v, axis=1) for v in (a, b, c))  # (F,)
-        num = np.einsum("ij,ij->i", a, np.cross(b, c))
-        den = la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", a, c) * lb
-        den = den + np.einsum("ij,ij->i", b, c) * la
-        omega = 2.0 * np.arctan2(num, den)  # (F,) signed solid angles
-        winding = np.bincount(comp, weights=omega, minlength=n_comp) / (4.0 * np.pi)  # (n_comp,)
-        winding[i] = 0.0
-        depth[i] = int(np.count_nonzero(np.abs(winding) > 0.5))
-    return depth
+        return depth, 0
+    centroids = vertices[faces].mean(axis=1)  # (F, 3)
+    order = np.argsort(comp, kind="stable")  # faces grouped by component
+    starts = np.searchsorted(comp[order], np.arange(n_comp + 1))  # (n_comp + 1,)
+    picks = [order[np.linspace(starts[c], starts[c + 1] - 1, min(NEST_SAMPLES, starts[c + 1] - starts[c])).astype(np.int64)]
+             for c in range(n_comp)]  # fmt: skip
+    sample_comp = np.concatenate([np.full(len(p), c) for c, p in enumerate(picks)])  # (S,)
+    samples = centroids[np.concatenate(picks)]  # (S, 3)
+    n_samples = np.bincount(sample_comp, minlength=n_comp)  # (n_comp,)
+    crossing = np.zeros((n_comp, n_comp), dtype=bool)
+    for j in range(n_comp):
+        inside = np.abs(winding_number(vertices, faces[comp == j], samples)) > 0.5  # (S,)
+        share = np.bincount(sample_comp, weights=inside, minlength=n_comp) / n_samples  # (n_comp,)
+        share[j] = 0.0
+        depth += share == 1.0
+        crossing[:, j] = (share > 0) & (share < 1)
+    return depth, int(np.count_nonzero(np.triu(crossing | crossing.T, k=1)))
 
 
 def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
@@ -162,8 +178,10 @@ def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
     genus = (2 - chi - loops) // 2
     watertight = bool(mesh.is_watertight and mesh.is_winding_consistent)
     b0 = b1 = b2 = solid_euler = None
+    crossing = 0
     if watertight:
-        depth = _nesting_depth(np.asarray(mesh.triangles), comp_labels, n_comp)  # (n_comp,)
+        depth, crossing = _nesting(np.asarray(mesh.vertices, dtype=np.float64), faces, comp_labels, n_comp)  # (n_comp,), int
+    if watertight and not crossing:
         b2 = int(np.count_nonzero(depth % 2 == 1))
         b0 = n_comp - b2
         b1 = int(genus.sum())
@@ -178,4 +196,5 @@ def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
         b1=b1,
         b2=b2,
         solid_euler=solid_euler,
+        crossing=crossing,
     )

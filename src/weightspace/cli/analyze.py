@@ -60,6 +60,8 @@ def _topology_table(rows: list[dict]) -> None:
             note = "empty (nothing solid)" if r["kind"] == "grid" else "empty (no surface)"
         elif r["kind"] == "grid":
             note = f"max vol {max(r['component_volumes'], default=0.0):.3g}"
+        elif r["crossing"]:
+            note = "watertight, surfaces cross"
         else:
             note = "watertight" if r["watertight"] else "not watertight"
         table.add_row(r["kind"], *(_fmt(r[k]) for k in ("b0", "b1", "b2", "euler", "genus")), note, r["path"])
