@@ -89,6 +89,22 @@ def test_each_bad_file_gives_its_named_error(tmp_path, code):
     assert e.value.code == code and name in str(e.value)
 
 
+def test_faces_naming_a_vertex_twice_are_dropped(tmp_path):
+    """An OFF sphere with two degenerate faces (STL and CAD exports hold such) is the closed sphere; a file
+    whose faces are all degenerate, or all of zero area, holds no triangle."""
+    ball = trimesh.creation.icosphere(subdivisions=2)
+    faces = np.vstack([ball.faces, [[0, 0, 1], [2, 2, 2]]])  # (F + 2, 3)
+    trimesh.Trimesh(ball.vertices, faces, process=False).export(tmp_path / "ball.off")
+    mesh = load_mesh(tmp_path / "ball.off")
+    assert len(mesh.faces) == len(ball.faces) and mesh.is_watertight
+    (tmp_path / "dots.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 1 2\nf 3 3 3\n")
+    (tmp_path / "line.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
+    for name, why in (("dots.obj", "every face is degenerate"), ("line.obj", "every face has zero area")):
+        with pytest.raises(MeshImportError, match=why) as e:
+            load_mesh(tmp_path / name)
+        assert e.value.code == "no-faces" and name in str(e.value)
+
+
 def test_bad_obj_face_index_and_missing_file(tmp_path):
     (tmp_path / "bad.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n")
     with pytest.raises(MeshImportError) as e:

@@ -176,9 +176,15 @@ def load_mesh(path: str | Path, *, allow_empty: bool = False) -> trimesh.Trimesh
     # would be the wrong tolerance for a mesh in microns or kilometres anyway.
     center = (lo + hi) / 2  # (3,)
     unit = trimesh.Trimesh(vertices=(vertices - center) / extent, faces=faces, process=True)
-    mesh = trimesh.Trimesh(vertices=unit.vertices * extent + center, faces=unit.faces, process=False)
-    if len(mesh.faces) == 0:
+    # a face naming one vertex twice (after the merge) is an edge or a point, not a triangle: kept,
+    # its edges are used three times and a closed mesh (STL exports often hold some) reads as open
+    f = unit.faces  # (F, 3)
+    triangle = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])  # (F,) bool
+    if not triangle.any():
         raise MeshImportError(path, "no-faces", "every face is degenerate")
+    if not unit.area_faces[triangle].sum() > 0:
+        raise MeshImportError(path, "no-faces", "every face has zero area")
+    mesh = trimesh.Trimesh(vertices=unit.vertices * extent + center, faces=f[triangle], process=False)
     if not np.ptp(mesh.vertices, axis=0).max() > 0:
         raise MeshImportError(path, "zero-extent", "after merging duplicated vertices")
     return mesh
