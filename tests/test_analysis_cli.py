@@ -162,3 +162,15 @@ def test_topology_of_overlapping_parts_is_not_guessed(tmp_path: Path) -> None:
     assert (row["b0"], row["b1"], row["b2"], row["watertight"], row["crossing"]) == (None, None, None, True, 1)
     r = _invoke(["analyze", "topology", str(path)])
     assert r.exit_code == 0 and "surfaces cross" in r.stdout, r.output
+
+
+def test_compare_names_a_grid_it_cannot_mesh(files: dict[str, Path], tmp_path: Path) -> None:
+    """A 1^3 grid (it divided by R - 1 = 0: an internal error) and a grid with infinities (an error naming no file)."""
+    one, infinite = tmp_path / "one.npy", tmp_path / "infinite.npy"
+    np.save(one, np.full((1, 1, 1), -1.0, np.float32))
+    np.save(infinite, np.where(S.sdf_grid(S.known_shapes()["torus"][0], 16) < 0, -np.inf, np.inf).astype(np.float32))
+    assert analyze_file(infinite)["b1"] == 1  # topology reads the sign only
+    for path, why in ((one, "R >= 2"), (infinite, "infinite values")):
+        with pytest.raises(InputError, match=why) as e:
+            compare_files(path, files["torus"])
+        assert str(e.value).startswith(f"{path}: ")

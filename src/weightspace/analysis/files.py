@@ -139,8 +139,10 @@ def _as_mesh(path: Path, level: float) -> tuple[trimesh.Trimesh, np.ndarray | No
         return load_mesh(path), None
     grid = load_grid(path)
     sdf = np.where(grid, -1.0, 1.0).astype(np.float32) if grid.dtype == bool else grid.astype(np.float32)
-    if len(set(sdf.shape)) != 1:
-        raise InputError(f"{path}: grid must be a cube (R, R, R) to be meshed, got shape {sdf.shape}")
+    if len(set(sdf.shape)) != 1 or sdf.shape[0] < 2:
+        raise InputError(f"{path}: grid must be a cube (R, R, R) with R >= 2 to be meshed, got shape {sdf.shape}")
+    if not np.isfinite(sdf).all():
+        raise InputError(f"{path}: grid holds infinite values; meshing it needs finite SDF values (topology reads only their sign)")
     return grid_to_mesh(sdf, level=level if grid.dtype != bool else 0.0), grid
 
 
