@@ -143,3 +143,12 @@ def test_mesh_topology_of_crossing_surfaces_is_unknown() -> None:
     assert shell.crossing == 0 and shell.betti == (1, 0, 1)
     apart = mesh_topology(trimesh.util.concatenate([sphere(0.3, -0.5), sphere(0.3, 0.5), sphere(0.1, 0.5)]))
     assert apart.crossing == 0 and apart.betti == (2, 0, 1)
+
+
+def test_mesh_topology_of_a_non_manifold_mesh_has_no_genus() -> None:
+    """Two unit boxes sharing a face (their four triangles there on edges of four faces) are one piece
+    whose genus the surface formula cannot give: it read 4 surfaces of genus -6."""
+    a, b = trimesh.creation.box((1, 1, 1)), trimesh.creation.box((1, 1, 1))
+    b.apply_translation([1.0, 0.0, 0.0])
+    m = mesh_topology(trimesh.util.concatenate([a, b]))
+    assert (m.components, m.genus, m.watertight, m.betti) == (1, None, False, None)

@@ -82,7 +82,8 @@ def analyze_file(path: str | os.PathLike, level: float = 0.0) -> dict:
     solid), ``genus``, ``empty`` (nothing solid: a grid with no voxel below `level`, a mesh file
     with no vertices and no faces; then (0, 0, 0)); grids add ``component_volumes``; meshes add
     ``watertight``, ``surfaces`` and ``crossing`` (pairs of surfaces that cross: overlapping
-    parts); b0..b2 are None for a mesh that is not watertight or whose surfaces cross.
+    parts); b0..b2 are None for a mesh that is not watertight or whose surfaces cross, genus for one
+    with an edge of three or more faces.
     """
     path = Path(path)
     kind = _kind(path)

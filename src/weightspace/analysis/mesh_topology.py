@@ -35,8 +35,10 @@ class MeshTopology:
         Surface components (faces joined through shared edges).
     euler : int
         Euler characteristic V - E + F of the surface, summed over components.
-    genus : int
-        Total genus over components (with boundary loops accounted for).
+    genus : int or None
+        Total genus over components (with boundary loops accounted for); None when an edge is
+        shared by three or more faces (such a mesh is not a surface, and the formula gave
+        negative genera).
     boundary_loops : int
         Number of boundary edge cycles; 0 for a closed surface.
     watertight : bool
@@ -52,7 +54,7 @@ class MeshTopology:
 
     components: int
     euler: int
-    genus: int
+    genus: int | None
     boundary_loops: int
     watertight: bool
     b0: int | None
@@ -153,13 +155,14 @@ def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
     mesh.remove_unreferenced_vertices()
     faces = np.asarray(mesh.faces, dtype=np.int64)  # (F, 3)
     n_v = len(mesh.vertices)
-    # Face components through shared edges; vertex-only contacts do not join surfaces.
-    comp_labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(faces))  # (F,)
-    n_comp = int(comp_labels.max()) + 1
     edges = np.sort(mesh.edges, axis=1)  # (3F, 2) directed face edges, sorted per edge
     edge_face = np.repeat(np.arange(len(faces)), 3)  # (3F,)
     uniq, inverse, counts = np.unique(edges, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
+    # Face components through shared edges, an edge of three or more faces joining them all (trimesh's
+    # face_adjacency leaves those out); vertex-only contacts do not join surfaces.
+    incidence = coo_matrix((np.ones(len(edge_face)), (edge_face, inverse)), shape=(len(faces), len(uniq))).tocsr()  # (F, E)
+    n_comp, comp_labels = connected_components(incidence @ incidence.T, directed=False)  # int, (F,)
     boundary = uniq[counts == 1]  # (b, 2)
     # Per component: V, E, F (a vertex shared by two components at a pinch counts in each).
     first_face_of_edge = np.zeros(len(uniq), dtype=np.int64)
@@ -176,6 +179,7 @@ def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
         for c in np.unique(b_comp):  # loop over components with a boundary, not over voxels
             loops[c] = _count_cycles(boundary[b_comp == c], n_v)
     genus = (2 - chi - loops) // 2
+    manifold = bool((counts <= 2).all())
     watertight = bool(mesh.is_watertight and mesh.is_winding_consistent)
     b0 = b1 = b2 = solid_euler = None
     crossing = 0
@@ -189,7 +193,7 @@ def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
     return MeshTopology(
         components=n_comp,
         euler=int(chi.sum()),
-        genus=int(genus.sum()),
+        genus=int(genus.sum()) if manifold else None,
         boundary_loops=int(loops.sum()),
         watertight=watertight,
         b0=b0,
