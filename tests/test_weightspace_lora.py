@@ -8,6 +8,7 @@ from peft import PeftModel, inject_adapter_in_model, set_peft_model_state_dict
 from toy_generator import make_toy
 
 from weightspace.runtime.errors import InputError
+from weightspace.space.layout import LayoutMismatchError
 from weightspace.space.parameterisations import make_parameterisation
 
 TARGETS = "inp|mid|vol"  # two Linear layers and the Conv3d
@@ -120,3 +121,10 @@ def test_delta_is_invariant_to_refactorisation(gen):
     other = param.layout.to_vector(t)
     assert not torch.allclose(other, point)
     torch.testing.assert_close(param.to_delta(other), param.to_delta(point), rtol=1e-5, atol=1e-6)
+
+
+def test_an_adapter_saved_on_other_base_weights_is_refused(gen, tmp_path):
+    param = make_parameterisation(gen, "lora", rank=2, alpha=4.0, targets=TARGETS)
+    param.save_adapter(_random_point(param, 2), tmp_path / "adapter")
+    with pytest.raises(LayoutMismatchError, match="base checkpoints differ"):
+        type(param).load_adapter(make_toy(seed=4), tmp_path / "adapter")

@@ -21,11 +21,11 @@ from torch import nn
 
 from weightspace.generators.lowrank import StackedLowRank
 from weightspace.generators.protocol import Generator
-from weightspace.runtime.checkpoint import load_state
+from weightspace.runtime.checkpoint import load_state, state_metadata
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, atomic_write_json, read_json
 from weightspace.runtime.seeding import item_generator
-from weightspace.space.layout import Layout
+from weightspace.space.layout import Layout, LayoutMismatchError
 from weightspace.space.parameterisation import Parameterisation, base_hash, layout_extra, resolve_targets
 
 if TYPE_CHECKING:
@@ -269,7 +269,10 @@ class LoraParameterisation(Parameterisation):
 
     @classmethod
     def load_adapter(cls, gen: Generator, folder: str | Path, *, targets: str | None = None) -> tuple["LoraParameterisation", torch.Tensor]:
-        """Read a PEFT LoRA adapter folder back into (parameterisation, point)."""
+        """Read a PEFT LoRA adapter folder back into (parameterisation, point).
+
+        A folder `save_adapter` wrote names its base checkpoint; on other base weights it raises
+        LayoutMismatchError (a foreign adapter names none and is taken as it is)."""
         folder = Path(folder)
         cfg = read_json(folder / "adapter_config.json")
         if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
@@ -280,6 +283,10 @@ class LoraParameterisation(Parameterisation):
             raise InputError(f"{folder / 'adapter_config.json'}: field {e} missing or not a number") from None
         param = cls(gen, rank=rank, alpha=alpha, targets=targets or _unwrap(pattern))
         state = load_state(folder / "adapter_model.safetensors")
+        saved_on = state_metadata(folder / "adapter_model.safetensors").get("base_hash")
+        if saved_on is not None and saved_on != param.layout.base_hash:
+            raise LayoutMismatchError(f"{folder}: adapter vs generator: base checkpoints differ "
+                                      f"(hash {saved_on} vs {param.layout.base_hash})")
         parts = {}
         for m in param.modules:
             for ab in ("lora_A", "lora_B"):
