@@ -174,3 +174,19 @@ def test_compare_names_a_grid_it_cannot_mesh(files: dict[str, Path], tmp_path: P
         with pytest.raises(InputError, match=why) as e:
             compare_files(path, files["torus"])
         assert str(e.value).startswith(f"{path}: ")
+
+
+def test_a_folder_scan_skips_the_point_arrays_weightspace_writes(files: dict[str, Path], tmp_path: Path) -> None:
+    """Observations (N, n, 3) were measured as a grid (b1 in the hundreds), a dataset's 4-D cache and
+    generate's condition points (P, 3) failed the scan (exit 2); only the shapes are measured."""
+    folder = tmp_path / "run"
+    (folder / "grids").mkdir(parents=True)
+    (folder / ".cache").mkdir()
+    np.save(folder / "grids" / "torus.npy", np.load(files["torus"]))
+    rng = np.random.default_rng(0)
+    np.save(folder / "observations.npy", rng.uniform(-1, 1, (4, 64, 3)).astype(np.float32))
+    np.save(folder / "condition_points.npy", rng.uniform(-1, 1, (64, 3)).astype(np.float32))
+    np.save(folder / ".cache" / "grids-all-0123.npy", np.zeros((2, 8, 8, 8), np.float32))
+    r = _invoke(["analyze", "topology", str(folder), "--json"])
+    assert r.exit_code == 0, r.output
+    assert [(Path(row["path"]).name, row["b1"]) for row in json.loads(r.stdout)] == [("torus.npy", 1)]

@@ -7,7 +7,8 @@ Accepted inputs:
   (`mesh_topology`), which requires it to be watertight, with no two surfaces crossing, for b0, b1, b2. A well-formed mesh file
   that declares no vertices and no faces (what `weightspace generate` writes when nothing decoded
   solid) is the empty shape, as a grid with nothing solid is: (0, 0, 0), ``empty`` true.
-- folders, for `analyze_files`: the grid and mesh files under them, sorted.
+- folders, for `analyze_files`: the grid and mesh files under them, sorted, less the point arrays
+  weightspace writes beside shapes (`NOT_SHAPES`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from weightspace.runtime.io import read_npy
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 GRID_SUFFIXES = (".npy",)
+# .npy files weightspace writes into its folders that hold points, not a grid: observations (N, n, 3)
+# of `data observe`, the condition points (P, 3) of `generate --points`, and a dataset's stacked
+# caches in .cache/ (data.dataset.CACHE). A folder scan skips them (observations measured as a grid).
+NOT_SHAPES = ("observations.npy", "condition_points.npy")
+CACHE_FOLDER = ".cache"
 
 
 def load_grid(path: str | os.PathLike) -> np.ndarray:
@@ -108,7 +114,8 @@ def _failed(path: str | os.PathLike, error: InputError) -> dict:
 
 
 def analyze_files(paths: list[str | os.PathLike], level: float = 0.0) -> list[dict]:
-    """`analyze_file` for each path, in order; a folder stands for the grid and mesh files under it (sorted).
+    """`analyze_file` for each path, in order; a folder stands for the grid and mesh files under it
+    (sorted), less the point arrays of `NOT_SHAPES` and a dataset's caches.
 
     A file that cannot be measured (missing, empty, unreadable, not a shape; a folder holding no
     shape file) does not stop the others: its row holds ``path``, ``error`` (the reason, naming the
@@ -119,7 +126,10 @@ def analyze_files(paths: list[str | os.PathLike], level: float = 0.0) -> list[di
     rows = []
     for given in map(Path, paths):
         if given.is_dir():
-            found = expand_paths([given], suffixes=GRID_SUFFIXES + MESH_SUFFIXES)
+            found = [
+                f for f in expand_paths([given], suffixes=GRID_SUFFIXES + MESH_SUFFIXES)
+                if f.name not in NOT_SHAPES and CACHE_FOLDER not in f.relative_to(given).parts
+            ]  # fmt: skip
             if not found:
                 why = f"{given}: a directory holding no grid (.npy) or mesh ({' '.join(MESH_SUFFIXES)}) files"
                 rows.append(_failed(given, InputError(why)))
