@@ -1,6 +1,7 @@
 """LoRA points: PEFT agreement (unmerged, merged, saved folders), scale 0, exact Delta W sums."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -128,3 +129,31 @@ def test_an_adapter_saved_on_other_base_weights_is_refused(gen, tmp_path):
     param.save_adapter(_random_point(param, 2), tmp_path / "adapter")
     with pytest.raises(LayoutMismatchError, match="base checkpoints differ"):
         type(param).load_adapter(make_toy(seed=4), tmp_path / "adapter")
+
+
+def _edit_config(folder, **changes):
+    path = folder / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_an_rslora_adapter_decodes_as_peft_runs_it(gen, tmp_path):
+    param = make_parameterisation(gen, "lora", rank=4, alpha=4.0, targets=TARGETS)
+    param.save_adapter(_random_point(param, 2), tmp_path / "adapter")
+    _edit_config(tmp_path / "adapter", use_rslora=True)  # scaling alpha / sqrt(r), not alpha / r
+    model = PeftModel.from_pretrained(copy.deepcopy(gen.net), str(tmp_path / "adapter"))
+    back_param, back = type(param).load_adapter(gen, tmp_path / "adapter")
+    x, cond, noise = _inputs(gen)
+    with torch.no_grad():
+        theirs = model(x, cond, noise)
+        ours = torch.func.functional_call(gen.net, back_param.params(back), (x, cond, noise))
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("changes", [{"use_dora": True}, {"bias": "lora_only"}, {"rank_pattern": {"mid": 2}},
+                                     {"alpha_pattern": {"mid": 1.0}}])
+def test_adapter_settings_a_point_cannot_hold_are_refused(gen, tmp_path, changes):
+    param = make_parameterisation(gen, "lora", rank=2, alpha=4.0, targets=TARGETS)
+    param.save_adapter(_random_point(param, 2), tmp_path / "adapter")
+    _edit_config(tmp_path / "adapter", **changes)
+    with pytest.raises(InputError, match=next(iter(changes))):
+        type(param).load_adapter(gen, tmp_path / "adapter")

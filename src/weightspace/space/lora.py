@@ -281,6 +281,13 @@ class LoraParameterisation(Parameterisation):
             rank, alpha, pattern = int(cfg["r"]), float(cfg["lora_alpha"]), str(cfg["target_modules"])
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{folder / 'adapter_config.json'}: field {e} missing or not a number") from None
+        unheld = [k for k in ("use_dora", "rank_pattern", "alpha_pattern", "lora_bias", "fan_in_fan_out") if cfg.get(k)]
+        unheld += ["bias"] if cfg.get("bias", "none") != "none" else []
+        if unheld:
+            raise InputError(f"{folder / 'adapter_config.json'}: settings {unheld} change the adapter beyond "
+                             f"W + (alpha / r) B A per layer, which a lora point holds; not loadable")
+        if cfg.get("use_rslora"):  # rsLoRA scales by alpha / sqrt(r): the same Delta W as alpha sqrt(r) / r
+            alpha *= math.sqrt(rank)
         param = cls(gen, rank=rank, alpha=alpha, targets=targets or _unwrap(pattern))
         state = load_state(folder / "adapter_model.safetensors")
         saved_on = state_metadata(folder / "adapter_model.safetensors").get("base_hash")
