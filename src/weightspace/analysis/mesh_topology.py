@@ -42,7 +42,8 @@ class MeshTopology:
     boundary_loops : int
         Number of boundary edge cycles; 0 for a closed surface.
     watertight : bool
-        Every edge is shared by exactly two faces, with consistent winding.
+        Every edge is shared by exactly two faces, which can be wound consistently (an orientable
+        closed surface; faces stored flipped are rewound on the copy measured).
     b0, b1, b2 : int or None
         Betti numbers of the enclosed solid; None unless the mesh is watertight and no two of its
         surfaces cross.
@@ -139,8 +140,9 @@ def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh with faces (F, 3) int. Vertices are merged by position first (on a
-        copy), so a mesh saved with split vertices is treated as the surface it describes.
+    mesh : trimesh.Trimesh with faces (F, 3) int. Vertices are merged by position and faces
+        rewound consistently first (on a copy), so a mesh saved with split vertices or some faces
+        flipped is treated as the surface it describes.
 
     Returns
     -------
@@ -153,6 +155,7 @@ def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
     mesh = mesh.copy()
     mesh.merge_vertices()
     mesh.remove_unreferenced_vertices()
+    trimesh.repair.fix_winding(mesh)  # per surface; a non-orientable one stays inconsistent
     faces = np.asarray(mesh.faces, dtype=np.int64)  # (F, 3)
     n_v = len(mesh.vertices)
     edges = np.sort(mesh.edges, axis=1)  # (3F, 2) directed face edges, sorted per edge
