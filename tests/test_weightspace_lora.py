@@ -157,3 +157,13 @@ def test_adapter_settings_a_point_cannot_hold_are_refused(gen, tmp_path, changes
     _edit_config(tmp_path / "adapter", **changes)
     with pytest.raises(InputError, match=next(iter(changes))):
         type(param).load_adapter(gen, tmp_path / "adapter")
+
+
+def test_an_adapter_naming_its_targets_in_a_list_loads(gen, tmp_path):
+    param = make_parameterisation(gen, "lora", rank=2, alpha=4.0, targets=TARGETS)
+    point = _random_point(param, 2)
+    param.save_adapter(point, tmp_path / "adapter")
+    _edit_config(tmp_path / "adapter", target_modules=["vol", "inp", "mid"])  # as PEFT saves a list: module-name suffixes
+    back_param, back = type(param).load_adapter(gen, tmp_path / "adapter")
+    assert back_param.modules == param.modules
+    assert torch.equal(back, point)

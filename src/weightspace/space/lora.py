@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
 
@@ -103,6 +104,14 @@ def factors_to_delta(points: torch.Tensor, layout: Layout) -> torch.Tensor:
 def _unwrap(pattern: str) -> str:
     """Our saved `target_modules` is `^(a|b)$`; return `a|b` (any other pattern unchanged)."""
     return pattern[2:-2] if pattern.startswith("^(") and pattern.endswith(")$") else pattern
+
+
+def _peft_targets(target_modules: Any) -> str:
+    """A PEFT config's `target_modules` as our `targets` pattern: a string is a regular expression matched
+    in full; a list names modules or name suffixes (`q` matches `attn.q`), as PEFT matches it."""
+    if isinstance(target_modules, list):
+        return r"(.*\.)?(" + "|".join(re.escape(str(t)) for t in target_modules) + ")"
+    return _unwrap(str(target_modules))
 
 
 def check_lora_options(*, rank: Any = 4, alpha: Any = 8.0, targets: Any = "all", form: Any = "factors") -> None:
@@ -278,7 +287,7 @@ class LoraParameterisation(Parameterisation):
         if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
             raise InputError(f"{folder / 'adapter_config.json'}: not a PEFT LoRA adapter config")
         try:
-            rank, alpha, pattern = int(cfg["r"]), float(cfg["lora_alpha"]), str(cfg["target_modules"])
+            rank, alpha, pattern = int(cfg["r"]), float(cfg["lora_alpha"]), _peft_targets(cfg["target_modules"])
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{folder / 'adapter_config.json'}: field {e} missing or not a number") from None
         unheld = [k for k in ("use_dora", "rank_pattern", "alpha_pattern", "lora_bias", "fan_in_fan_out") if cfg.get(k)]
@@ -288,7 +297,7 @@ class LoraParameterisation(Parameterisation):
                              f"W + (alpha / r) B A per layer, which a lora point holds; not loadable")
         if cfg.get("use_rslora"):  # rsLoRA scales by alpha / sqrt(r): the same Delta W as alpha sqrt(r) / r
             alpha *= math.sqrt(rank)
-        param = cls(gen, rank=rank, alpha=alpha, targets=targets or _unwrap(pattern))
+        param = cls(gen, rank=rank, alpha=alpha, targets=targets or pattern)
         state = load_state(folder / "adapter_model.safetensors")
         saved_on = state_metadata(folder / "adapter_model.safetensors").get("base_hash")
         if saved_on is not None and saved_on != param.layout.base_hash:
