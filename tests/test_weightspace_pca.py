@@ -125,3 +125,15 @@ def test_edits_along_components_and_fitted_directions():
     assert float(d[2]) > 0
     path = sub.edit(p, [0.0, 1.0, 2.0], coords=d)
     assert path.shape == (3, 50) and torch.equal(path[0], p[0])
+
+
+@pytest.mark.parametrize("solver", ["exact", "gram", "randomized"])
+def test_a_memory_map_leaves_no_file_open(tmp_path, solver):
+    import os
+
+    np.save(tmp_path / "x.npy", _data(20, 60))
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        pca(mm, 3, solver=solver)
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -201,6 +201,8 @@ def pca(x: np.ndarray, k: int, *, solver: str = "auto", standardize: bool = Fals
     chosen = choose_solver(n, d, k) if solver == "auto" else solver
     blocks = _Blocks(x, standardize, block_bytes)
     if chosen == "exact":
+        if blocks.reader is not None:  # the exact solver reads x whole, never in blocks
+            blocks.reader.close()
         xc = np.asarray(x, dtype=np.float64)
         mean = xc.mean(axis=0)
         xc = xc - mean
