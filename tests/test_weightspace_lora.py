@@ -167,3 +167,11 @@ def test_an_adapter_naming_its_targets_in_a_list_loads(gen, tmp_path):
     back_param, back = type(param).load_adapter(gen, tmp_path / "adapter")
     assert back_param.modules == param.modules
     assert torch.equal(back, point)
+
+
+@pytest.mark.parametrize("weights", [[1.0, 1.0, 1.0], [1.0]])
+def test_combine_factors_needs_one_weight_per_point(gen, weights):
+    param = make_parameterisation(gen, "lora", rank=2, alpha=4.0, targets=TARGETS)
+    pts = torch.stack([_random_point(param, s) for s in range(2)])
+    with pytest.raises(InputError, match="n weights"):
+        param.combine_factors(pts, weights)

@@ -247,6 +247,9 @@ class LoraParameterisation(Parameterisation):
         """The exact weighted sum as one adapter of rank n * r: A = [A_1; ...], B = [w_1 s B_1, ...], alpha = n r."""
         if self.form != "factors":
             raise InputError("combine_factors needs factor points (form='factors')")
+        weights = list(weights)
+        if points.ndim != 2 or points.shape[0] != len(weights):
+            raise InputError(f"combine_factors: need points (n, D) and n weights, got {tuple(points.shape)} and {len(weights)}")
         n = points.shape[0]
         big = LoraParameterisation(self.gen, rank=n * self.rank, alpha=float(n * self.rank), targets=self.targets)
         big.anchor = self.anchor
