@@ -137,3 +137,10 @@ def test_a_memory_map_leaves_no_file_open(tmp_path, solver):
     for _ in range(3):
         pca(mm, 3, solver=solver)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_randomized_takes_any_integer_seed():
+    x = _data()
+    s, _ = _svd(x)
+    for seed in (-1, 2**40):
+        np.testing.assert_allclose(pca(x, 4, solver="randomized", seed=seed).singular_values, s[:4], rtol=1e-4)

@@ -158,7 +158,8 @@ def _randomized(blocks: _Blocks, k: int, *, oversamples: int, iters: int, seed: 
     l = min(n, k + oversamples)
     y = np.zeros((n, l))  # (N, l) = Xc Omega
     for cols, blk in blocks:
-        omega = np.random.default_rng([seed, cols.start]).standard_normal((blk.shape[1], l))  # (b, l), regenerated, never stored
+        # (b, l), regenerated, never stored; SeedSequence takes entries >= 0, so a negative seed wraps (two's complement)
+        omega = np.random.default_rng([seed % 2**64, cols.start]).standard_normal((blk.shape[1], l))
         y += blk @ omega
     q = np.linalg.qr(y)[0]  # (N, l)
     for _ in range(iters):  # subspace iteration: Q <- orth(Xc Xc^T Q)
