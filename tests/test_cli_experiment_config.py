@@ -169,3 +169,15 @@ def test_a_value_given_twice_is_refused(ran, args, match):
     result = invoke(*args)
     assert isinstance(result.exception, InputError) and match in str(result.exception), (args, result.exception)
     assert not ran
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--pairs", "4"], "does not apply to pairs (--pairs)"),
+    (["--endpoints", "population", "--population", "pop", "--condition-paths"], "does not apply to condition_paths"),
+])
+def test_attribute_with_many_paths_is_refused(ran, args, match):
+    """Attribution reruns the transitions of one path; with --pairs or --condition-paths it was silently left out."""
+    result = invoke("interpolate", "--attribute", *args)
+    assert isinstance(result.exception, InputError) and match in str(result.exception), result.exception
+    assert "--attribute" in str(result.exception)
+    assert not ran

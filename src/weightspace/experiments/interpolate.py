@@ -103,6 +103,9 @@ class InterpolateConfig:
         if self.condition_paths and self.endpoints != "population":
             raise InputError(f"condition_paths (--condition-paths) compares paths between population members; it needs "
                              f"endpoints 'population' (--endpoints population), got {self.endpoints!r}")
+        if self.attribute and (self.pairs or self.condition_paths):
+            raise InputError(f"attribute (--attribute) reruns the transitions of one path; it does not apply to "
+                             f"{'pairs (--pairs)' if self.pairs else 'condition_paths (--condition-paths)'}")
         if self.pairs and self.endpoints == "points":
             raise InputError("pairs (--pairs) needs endpoints family, data or population (--endpoints; points files name one pair)")
         check_choice("executor", self.executor, ("inprocess", "process", "ray"))
