@@ -156,6 +156,13 @@ def test_bad_config_values_are_named(data, tmp_path):
             build_population(_config(data, tmp_path / "y", **kw), generator=LOADER)
 
 
+
+def test_layers_targets_that_are_not_a_string_are_named(data, tmp_path):
+    cfg = _config(data, tmp_path / "z", parameterisation="layers", options={"targets": ["mid"]})
+    with pytest.raises(InputError, match="layers targets must be a string"):
+        build_population(cfg, generator=LOADER)
+
+
 class _NaNAfterStep:
     """A toy generator whose training loss turns NaN after its first call (a fit that diverges)."""
 

@@ -46,6 +46,8 @@ class LayersParameterisation(Parameterisation):
 
     def __init__(self, gen: Generator, *, targets: str = "all") -> None:
         super().__init__(gen)
+        if not isinstance(targets, str):
+            raise InputError(f"layers targets must be a string (a group name, 'all', or a pattern), got {targets!r}")
         self.targets = targets
         self.names = resolve_parameters(gen, targets)
         params = dict(gen.net.named_parameters())
