@@ -190,3 +190,12 @@ def test_a_generator_at_another_resolution_than_the_data_is_measured_at_the_data
     assert res["member_fidelity"]["mean_iou"] is not None and res["cells_refused"] == 0
     with pytest.raises(InputError, match=r"SubspaceConfig\.k: expected an integer, got '1'"):
         run_subspace(small(tmp_path / "t", toy_data, k="1"), generator=ToyGenerator(seed=0))
+
+
+@pytest.mark.parametrize("more", [{"families": ["sphere", "torus"]}, {"examples": [3, 4]}])
+def test_a_rerun_that_needs_more_of_the_folder_s_pool_is_refused(tmp_path, toy_data, more):
+    """The folder's pool (pool-data, and the population built on it) is made once; a rerun with another family
+    or a larger K recorded its new cells as waiting for members that would never come, and reported the rest."""
+    run_subspace(small(tmp_path, toy_data, samples=2), generator=ToyGenerator(seed=0))
+    with pytest.raises(InputError, match=r"pool-data: the pool this folder was made with holds \d '(torus|sphere)' shapes"):
+        run_subspace(small(tmp_path, toy_data, samples=2, **more), generator=ToyGenerator(seed=0))

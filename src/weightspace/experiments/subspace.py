@@ -274,6 +274,13 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     settings = {k: getattr(config, k) for k in CELL_SETTINGS}
     data, rows = pool_data(config, gen, folder)
     by_family = {f: [str(r["id"]) for r in rows if r.get("family") == f] for f in config.families}
+    pool = config.pool or max(config.Ks)
+    short = [(f, K) for f in config.families for K in config.Ks if len(by_family[f]) < candidates(by_family[f], K, pool)]
+    if short and config.population is None:  # the study's own pool never grows: such a cell would wait forever
+        f, K = short[0]
+        raise InputError(f"{data}: the pool this folder was made with holds {len(by_family[f])} {f!r} shapes and a K = {K} "
+                         f"cell draws from {candidates(by_family[f], K, pool)}: it was made for other families or a smaller "
+                         f"pool (K). Choose a new --out, or rerun with the families and K it was made with")
     cond_param = make_parameterisation(gen, "condition")
     member_fidelity: dict[str, Any]
     if config.parameterisation == "lora":
@@ -285,7 +292,6 @@ def run_subspace(config: SubspaceConfig, *, generator: Generator | None = None) 
     row_of = {str(r["id"]): r for r in rows}
     conds: dict[str, torch.Tensor] = {}
     cells: list[dict[str, Any]] = []
-    pool = config.pool or max(config.Ks)
     waiting = []
     for fam in config.families:
         for K in config.Ks:
