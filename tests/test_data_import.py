@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from weightspace.analysis.topology import topology
 from weightspace.cli import SOME_FAILED, _register, app
 from weightspace.data.grid import MIN_RESOLUTION, grid_points
-from weightspace.data.importer import FORMATS, MeshImportError, import_meshes, load_mesh
+from weightspace.data.importer import FORMATS, MeshImportError, _worker_pool, import_meshes, load_mesh
 from weightspace.runtime.errors import InputError
 
 
@@ -210,3 +211,10 @@ def test_worker_processes_write_the_same_bytes(tmp_path, torus):
     assert stderr.index("c_broken") < stderr.index("d_soup")  # failures and skips come in file order
     with pytest.raises(InputError, match="--workers"):
         import_meshes([src], tmp_path / "w0", workers=0)
+
+
+def test_import_workers_end_silently_at_ctrl_c():
+    """Ctrl-C reaches every process of the group: a worker must end at once and silently (the default
+    action), not raise KeyboardInterrupt, which printed the traceback of one still importing torch."""
+    with _worker_pool(1) as pool:
+        assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_DFL

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import multiprocessing
 import re
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -303,6 +304,16 @@ def _import_one(cfg: ImportConfig, job: tuple[int, Path]) -> tuple[str, dict, di
     return "ok", row, None, took
 
 
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes for `import_meshes`. spawn, not fork: the parent may hold torch's thread pools, which a
+    forked child inherits broken. Ctrl-C (SIGINT, sent to the whole process group) ends a worker at once
+    and silently, as the system's default action: the parent stops the import and says so in one line
+    (Python's KeyboardInterrupt printed the traceback of a worker still importing torch; its files are
+    written atomically, so a worker stopped mid-file leaves only a temporary the next run removes)."""
+    ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_DFL))
+
+
 def import_meshes(
     paths: list[str | Path],
     out: str | Path,
@@ -360,8 +371,7 @@ def import_meshes(
         if workers == 1 or len(jobs) == 1:
             results = map(item, jobs)
         else:
-            # spawn, not fork: the parent may hold torch's thread pools, which a forked child inherits broken
-            pool = stack.enter_context(ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")))
+            pool = stack.enter_context(_worker_pool(min(workers, len(jobs))))
             results = pool.map(item, jobs)  # in job order
         # the bar wraps the zip, not the zip the bar: zip stops on the exhausted jobs without asking
         # the bar for its last step, which left it one short ("5/6"); failed and skipped files count as done
