@@ -157,6 +157,11 @@ def test_fit_config_rejects_budgets_off_the_evaluation_grid():
         FitConfig(steps=20, budgets=[0, 7]).validate()
     with pytest.raises(InputError, match="subspace_k"):
         FitConfig(subspace_examples=4, subspace_k=4).validate()
+    # a negative step size was an internal error from Adam once the populations were built; a negative
+    # prior or free-space weight rewarded distance from the members or from the observation
+    for field, value in (("lr_lora", -3e-3), ("lr_condition", 0.0), ("prior", -1.0), ("free_weight", -0.5), ("min_rel", -1e-3)):
+        with pytest.raises(InputError, match=field):
+            FitConfig(**{field: value}).validate()
     assert math.isfinite(FitConfig().steps)
     # where members are fitted changes no result: a resumed run may use another executor
     assert FitConfig(executor="process", workers=2, batch_members=4).fingerprint() == FitConfig().fingerprint()

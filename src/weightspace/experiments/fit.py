@@ -128,6 +128,13 @@ class FitConfig:
         check_distinct("methods (--methods)", self.methods)
         if self.points_per_view < 1 or self.validation_views < 1 or self.steps < 0 or self.forget_shapes < 0:
             raise InputError("points_per_view and validation_views must be >= 1, steps and forget_shapes >= 0")
+        step_sizes = {"lr_condition": self.lr_condition, "lr_subspace": self.lr_subspace, "lr_lora": self.lr_lora,
+                       "lr_full": self.lr_full}
+        bad = next((k for k, v in step_sizes.items() if not v > 0), None)
+        if bad is not None:  # Adam refuses one only when the first item starts, after the populations are built
+            raise InputError(f"{bad} (an Adam step size) must be > 0, got {step_sizes[bad]}")
+        if self.free_weight < 0 or self.prior < 0 or self.min_rel < 0:
+            raise InputError(f"free_weight, prior and min_rel must be >= 0, got {self.free_weight}, {self.prior} and {self.min_rel}")
         if self.eval_every < 1 or self.patience < 1:
             raise InputError(f"eval_every and patience must be >= 1, got {self.eval_every} and {self.patience}")
         if any(b < 0 or b % self.eval_every for b in self.budgets):
