@@ -218,3 +218,22 @@ def test_a_replacement_record_names_nothing_outside_its_own_subfolders(tmp_path)
     finish_replacing(out, recorded, [{"grid": "grids/new.npy"}], {"grid": "grids"})
     assert not (out / "grids" / "old.npy").exists() and not (out / REPLACING).exists()
     assert (tmp_path / "keep.npy").exists() and (out / "notes.txt").exists()
+
+
+def test_a_population_with_a_gap_decodes_each_member_with_its_fidelity_seed(tmp_path):
+    """`decode` seeded a population's members by their position in the manifest, while the build's fidelity
+    check decodes member i with decode_seed(0, i). Once a member is missing (recorded as failed on Ray, say)
+    every later member decoded with another seed than the one its fidelity was measured with."""
+    gen = make_toy(seed=0)
+    data = make_toy_data(tmp_path / "data", count=4, resolution=10)
+    build_population(PopulationConfig(checkpoint="toy", parameterisation="lora", data=str(data), out=str(tmp_path / "pop"),
+                                      options={"rank": 2, "targets": "mid"}, steps=2), generator=lambda: gen)
+    manifest = tmp_path / "pop" / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(line for line in lines if '"index": 1,' not in line) + "\n")  # member 1 failed
+    from weightspace.space.store import Population
+
+    pop = Population(tmp_path / "pop")
+    assert [r["index"] for r in pop.rows] == [0, 2, 3]
+    rows = decode_source(DecodeConfig(source=str(tmp_path / "pop"), out=str(tmp_path / "d"), meshes=False), generator=gen)
+    assert [r["seed"] for r in rows] == [r["metrics"]["decode_seed"] for r in pop.rows]

@@ -210,7 +210,7 @@ def decode(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Generator (default: the one the source records)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Samples to draw from a subspace (default 8)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Scale of subspace samples (1: training spread) (default 1)."),
-    seed: int = typer.Option(0, "--seed", help="Base seed: per-item sample and decode seeds derive from it."),
+    seed: int = typer.Option(0, "--seed", help="Base seed: per-item sample and decode seeds derive from it (a population member's from its index, as its fidelity check decoded it at seed 0)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Grid resolution (default: the generator's)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Points decoded per call."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Also write PLY meshes."),

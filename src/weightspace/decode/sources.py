@@ -9,12 +9,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from weightspace.decode.points import decode_points, decoded_rows, point_seeds, write_decoded
+from weightspace.decode.points import decode_points, decoded_rows, write_decoded
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, worker_cached
 from weightspace.runtime.folders import check_out_folder, finish_replacing, folder_kind, listed_files, named_files, start_replacing
 from weightspace.runtime.io import atomic_write_json, read_json, remove_stale_temps
 from weightspace.runtime.progress import track
+from weightspace.runtime.seeding import decode_seed
 from weightspace.space.frame import Frame
 from weightspace.space.store import Population, load_point, read_metadata
 from weightspace.space.subspace import SUBSPACE_FILE, Subspace
@@ -74,17 +75,19 @@ def recorded_checkpoint(source: str | Path) -> str:
     return str(meta.get("checkpoint", ""))
 
 
-def read_source(src: Path, kind: str, config: DecodeConfig) -> tuple[Frame, torch.Tensor, list[str]]:
-    """The frame, points (B, D) and ids of a point file, a population, or `config.samples` subspace samples."""
+def read_source(src: Path, kind: str, config: DecodeConfig) -> tuple[Frame, torch.Tensor, list[str], list[int]]:
+    """The frame, points (B, D), ids and item indices of a point file, a population, or `config.samples`
+    subspace samples. A population's items are its members' indices, which a population with gaps (a
+    member recorded as failed) does not share with their positions; the others' are their positions."""
     if kind == "point":
         pf = load_point(src)
-        return pf.frame, pf.point[None], [src.stem]
+        return pf.frame, pf.point[None], [src.stem], [0]
     if kind == "population":
         pop = Population(src)
-        return pop.frame, pop.matrix(), [str(r["id"]) for r in pop.rows]
+        return pop.frame, pop.matrix(), [str(r["id"]) for r in pop.rows], [int(r["index"]) for r in pop.rows]
     sub = Subspace.load(src)
     points = sub.sample(config.samples, seed=config.seed, temperature=config.temperature)
-    return sub.frame, points, [f"sample-{i:04d}" for i in range(config.samples)]
+    return sub.frame, points, [f"sample-{i:04d}" for i in range(config.samples)], list(range(config.samples))
 
 
 @dataclass
@@ -124,11 +127,12 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
     src = Path(config.source)
     kind = source_kind(src)
     check_decode_out(Path(config.out), config.overwrite)
-    frame, points, ids = read_source(src, kind, config)
+    frame, points, ids, items = read_source(src, kind, config)
     checkpoint = config.checkpoint or frame.checkpoint
     if not checkpoint and generator is None:
         raise InputError(f"{src}: records no checkpoint; pass --checkpoint")
-    seeds = point_seeds(config.seed, points.shape[0])
+    # item i decodes with decode_seed(seed, i): a member as its build's fidelity check decoded it
+    seeds = [decode_seed(config.seed, i) for i in items]
     made = f"made on {frame.checkpoint}" if frame.checkpoint else "made on a checkpoint it does not name"
     what = f"{src.name} ({made}; decoding with {checkpoint})"
     points = points.to(torch.float32)

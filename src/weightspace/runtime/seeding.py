@@ -24,7 +24,7 @@ def item_generator(seed: int, *keys: object, device: str | torch.device = "cpu")
 
 def decode_seed(seed: int, index: int) -> int:
     """The decode seed of item `index` of a population or sample set (31-bit so every generator
-    accepts it); `weightspace decode --seed S` decodes item i with decode_seed(S, i)."""
+    accepts it); `weightspace decode --seed S` decodes item i (a population's member of index i) with decode_seed(S, i)."""
     return derive_seed(seed, "decode", index) % 2**31
 
 
