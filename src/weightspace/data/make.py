@@ -18,8 +18,8 @@ import numpy as np
 
 from weightspace.data.families import FAMILIES, FAMILY_NAMES, POSES, Family, get_family
 from weightspace.data.grid import check_resolution, grid_points
-from weightspace.runtime.errors import InputError, WeightspaceError
 from weightspace.runtime import folders
+from weightspace.runtime.errors import InputError, WeightspaceError
 from weightspace.runtime.folders import check_out_folder, listed_files
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
 from weightspace.runtime.progress import track
