@@ -95,6 +95,10 @@ def test_two_studies_of_one_kind_on_one_generator_are_labelled(studies, tmp_path
     assert "<small>results-a/subspace</small>" in cell and "<small>results-b/subspace</small>" in cell
     assert "· results-a/subspace</b>" in page and "· results-b/subspace</b>" in page
     assert page.count("/subspace</b>") == 2  # the study alone on its generator needs no label
+    # and so are their sections' headings, which read alike before
+    headings = re.findall(r"<section class=study [^>]*><h2>([^<]*)<small>", page)
+    assert [h for h in headings if "results-" in h] == ["Claim 2 · subspace · toy-a · results-a/subspace ",
+                                                        "Claim 2 · subspace · toy-a · results-b/subspace "], headings
 
 
 def test_cli_report_writes_one_page(studies, tmp_path):

@@ -154,8 +154,10 @@ def _body(page: Page, out: Path, title: str, notes: dict[str, str]) -> str:
     parts += page.extra
     if len(generators) > 1:
         parts.append(_side_by_side(page.findings, generators, figs))
+    label = _labels(page.findings)
     for f in page.findings:
-        parts.append(_study(section(f), out, figs, meshes, page.decimation, notes.get(str(f.folder)), alone=len(page.findings) == 1))
+        parts.append(_study(section(f), out, figs, meshes, page.decimation, notes.get(str(f.folder)), alone=len(page.findings) == 1,
+                            label=label.get(f.folder)))
     parts.append(_about(page.decimation))
     return page_assets.document(title, "\n".join(parts), figs, meshes, view_settings())
 
@@ -239,10 +241,12 @@ def _cmp_layout(title: str, yaxis: dict[str, Any], **kw: Any) -> dict[str, Any]:
 
 
 def _study(s: Section, out: Path, figs: dict[str, Any], meshes: dict[str, Any], dec: Decimation, note: str | None,
-           *, alone: bool) -> str:
+           *, alone: bool, label: str | None = None) -> str:
+    """One study's section; `label` (`_labels`) tells its heading from another study's of one kind on one generator."""
     f = s.finding
     n, claim = f.claim
-    parts = [f'<section class=study id="{_anchor(f)}"><h2>Claim {n} · {html.escape(f.study)} · {html.escape(f.checkpoint)} '
+    which = f" · {html.escape(label)}" if label else ""
+    parts = [f'<section class=study id="{_anchor(f)}"><h2>Claim {n} · {html.escape(f.study)} · {html.escape(f.checkpoint)}{which} '
              f'<small>({html.escape(f.generator)})</small></h2>']
     if not alone:  # a page of one study says its claim and verdict once, under "What was found"
         parts += [f"<p class=claim>{html.escape(claim)}</p>",
