@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 from weightspace.analysis.topology import topology
 from weightspace.cli import SOME_FAILED, _register, app
+from weightspace.data import importer as importer_module
 from weightspace.data.grid import MIN_RESOLUTION, grid_points
-from weightspace.data.importer import FORMATS, MeshImportError, _worker_pool, import_meshes, load_mesh
+from weightspace.data.importer import FORMATS, MeshImportError, import_meshes, load_mesh
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.executors import spawn_pool
 
 
 def _rows(root: Path) -> list[dict]:
@@ -213,8 +215,18 @@ def test_worker_processes_write_the_same_bytes(tmp_path, torus):
         import_meshes([src], tmp_path / "w0", workers=0)
 
 
-def test_import_workers_end_silently_at_ctrl_c():
+def test_pool_workers_end_silently_at_ctrl_c():
     """Ctrl-C reaches every process of the group: a worker must end at once and silently (the default
-    action), not raise KeyboardInterrupt, which printed the traceback of one still importing torch."""
-    with _worker_pool(1) as pool:
+    action), not raise KeyboardInterrupt, which printed the traceback of one still importing torch.
+    data import, data make and the process executor all take their workers from `spawn_pool`."""
+    from weightspace.data import make as make_module
+    from weightspace.runtime import executors
+
+    with spawn_pool(1) as pool:
         assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_DFL
+    assert importer_module.spawn_pool is make_module.spawn_pool is executors.spawn_pool
+    backend = executors.ProcessPoolExecutorBackend(workers=1)
+    try:
+        assert list(backend.map(signal.getsignal, [signal.SIGINT])) == [signal.SIG_DFL]
+    finally:
+        backend.close()

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing
 import re
-import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from weightspace.data.grid import check_resolution, grid_points
 from weightspace.data.make import assign_splits, finish_replacing, measure_betti, save_npy, save_npz, start_replacing, write_manifest
 from weightspace.data.repair import SOLIDITY_RESOLUTION, repair_orientation, solidity, solidity_points, winding_number
 from weightspace.runtime.errors import InputError
+from weightspace.runtime.executors import spawn_pool
 from weightspace.runtime.folders import check_out_folder
 from weightspace.runtime.io import atomic_write_json, remove_stale_temps
 from weightspace.runtime.progress import track
@@ -304,16 +302,6 @@ def _import_one(cfg: ImportConfig, job: tuple[int, Path]) -> tuple[str, dict, di
     return "ok", row, None, took
 
 
-def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Processes for `import_meshes`. spawn, not fork: the parent may hold torch's thread pools, which a
-    forked child inherits broken. Ctrl-C (SIGINT, sent to the whole process group) ends a worker at once
-    and silently, as the system's default action: the parent stops the import and says so in one line
-    (Python's KeyboardInterrupt printed the traceback of a worker still importing torch; its files are
-    written atomically, so a worker stopped mid-file leaves only a temporary the next run removes)."""
-    ctx = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_DFL))
-
-
 def import_meshes(
     paths: list[str | Path],
     out: str | Path,
@@ -371,7 +359,7 @@ def import_meshes(
         if workers == 1 or len(jobs) == 1:
             results = map(item, jobs)
         else:
-            pool = stack.enter_context(_worker_pool(min(workers, len(jobs))))
+            pool = stack.enter_context(spawn_pool(min(workers, len(jobs))))
             results = pool.map(item, jobs)  # in job order
         # the bar wraps the zip, not the zip the bar: zip stops on the exhausted jobs without asking
         # the bar for its last step, which left it one short ("5/6"); failed and skipped files count as done

@@ -5,11 +5,9 @@ from __future__ import annotations
 import functools
 import io
 import json
-import multiprocessing
 import time
 import zipfile
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +18,7 @@ from weightspace.data.families import FAMILIES, FAMILY_NAMES, POSES, Family, get
 from weightspace.data.grid import check_resolution, grid_points
 from weightspace.runtime import folders
 from weightspace.runtime.errors import InputError, WeightspaceError
+from weightspace.runtime.executors import spawn_pool
 from weightspace.runtime.folders import check_out_folder, listed_files
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
 from weightspace.runtime.progress import track
@@ -336,8 +335,7 @@ def make_dataset(
     if workers == 1 or len(jobs) == 1:
         rows = [item(job) for job in track(jobs, label, enabled=progress)]
     else:
-        # spawn, not fork: the parent may hold torch's thread pools, which a forked child inherits broken
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        with spawn_pool(min(workers, len(jobs))) as pool:
             rows = list(track(pool.map(item, jobs, chunksize=4), label, enabled=progress, total=len(jobs)))
     redraws = Counter()
     for (name, i), row in zip(jobs, rows):  # rows come back in job order

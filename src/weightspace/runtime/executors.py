@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import multiprocessing
 import os
+import signal
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import closing
@@ -175,6 +176,17 @@ def in_calling_process() -> bool:
     return _CALLER_DEPTH > 0
 
 
+def spawn_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` processes for a command's items. Spawned, not forked: the parent may hold
+    torch's thread pools, which a forked child inherits broken. Ctrl-C (SIGINT, sent to the whole
+    process group) ends a worker at once and silently, as the system's default action: the parent
+    stops and says so in one line (Python's KeyboardInterrupt printed the traceback of every worker,
+    often one still importing torch). Workers write files atomically, so one stopped mid-file leaves
+    only a temporary the next run removes."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=signal.signal,
+                               initargs=(signal.SIGINT, signal.SIG_DFL))
+
+
 class ProcessPoolExecutorBackend(Executor):
     """A local pool of `workers` processes (spawned, so torch state is never forked).
 
@@ -187,7 +199,7 @@ class ProcessPoolExecutorBackend(Executor):
             raise InputError(f"workers must be >= 1, got {workers}")
         self.workers = workers
         self._prefetch = max(0, prefetch)
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = spawn_pool(workers)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
             errors: OnError = "raise") -> Iterator[R | TaskFailure]:
