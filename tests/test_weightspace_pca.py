@@ -144,3 +144,26 @@ def test_randomized_takes_any_integer_seed():
     s, _ = _svd(x)
     for seed in (-1, 2**40):
         np.testing.assert_allclose(pca(x, 4, solver="randomized", seed=seed).singular_values, s[:4], rtol=1e-4)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda t, m: t.update(singular_values=t["singular_values"][:2]), r"singular_values has shape \(2,\).* needs \(3,\)"),
+    (lambda t, m: t.update(scale=torch.ones(7)), r"scale has shape \(7,\).* needs \(50,\)"),
+    (lambda t, m: m.update(n="1"), r"metadata n .* integer >= 2, got 1"),
+    (lambda t, m: m.update(n="2.5"), r"metadata n .* integer >= 2, got 2.5"),
+])
+def test_a_subspace_file_with_a_spectrum_out_of_step_is_named(tmp_path, edit, match):
+    """An edited or foreign subspace file loaded when its spectrum or scale had another length than its
+    basis (they broadcast silently into every sample), or n < 2 (sigma = s / sqrt(n - 1) infinite)."""
+    from safetensors.torch import load_file, save_file
+
+    sub = _subspace(_data(20, 50), 3, standardize=True)
+    sub.save(tmp_path / "sub")
+    path = tmp_path / "sub" / "subspace.safetensors"
+    from weightspace.space.store import read_metadata
+
+    tensors, meta = load_file(path), dict(read_metadata(path))
+    edit(tensors, meta)
+    save_file(tensors, path, metadata=meta)
+    with pytest.raises(InputError, match=match):
+        Subspace.load(tmp_path / "sub")

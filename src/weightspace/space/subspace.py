@@ -150,10 +150,20 @@ class Subspace:
             raise InputError(f"{path}: tensors missing: {missing}")
         frame = read_frame(meta, t["anchor"], path)
         size = frame.layout.size
-        if t["basis"].shape[1] != size or t["mean"].shape != (size,):
+        if t["basis"].ndim != 2 or t["basis"].shape[1] != size or t["mean"].shape != (size,):
             raise InputError(f"{path}: basis/mean do not match the layout length {size}")
+        k = t["basis"].shape[0]
+        # a spectrum or scale of another length would broadcast silently into every sample
+        shapes = {"singular_values": (k,), "explained_variance": (k,), "explained_variance_ratio": (k,), "scale": (size,)}
+        for key, shape in shapes.items():
+            if key in t and tuple(t[key].shape) != shape:
+                raise InputError(f"{path}: {key} has shape {tuple(t[key].shape)}, the basis of {k} directions of length "
+                                 f"{size} needs {shape}")
+        n = _meta_json(meta, "n", path)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+            raise InputError(f"{path}: metadata n (points the subspace was fitted to) must be an integer >= 2, got {n!r}")
         return cls(t["mean"], t["basis"], t["singular_values"], t["explained_variance"], t["explained_variance_ratio"],
-                   t.get("scale"), int(_meta_json(meta, "n", path)), frame, meta.get("solver", ""))
+                   t.get("scale"), n, frame, meta.get("solver", ""))
 
 
 def fit_direction(coords: torch.Tensor, labels: Sequence[float] | torch.Tensor) -> torch.Tensor:
