@@ -230,3 +230,20 @@ def test_pool_workers_end_silently_at_ctrl_c():
         assert list(backend.map(signal.getsignal, [signal.SIGINT])) == [signal.SIG_DFL]
     finally:
         backend.close()
+
+
+def test_a_solid_thinner_than_a_voxel_is_imported_with_a_warning(tmp_path):
+    """A closed plate 0.02 thick imports as solid, but no grid sample lands inside it at 16^3: its grid is
+    empty, which a training run would take as a shape. It is named in the summary and warned of."""
+    src = tmp_path / "m"
+    src.mkdir()
+    trimesh.creation.box(extents=(1.0, 1.0, 0.02)).export(src / "plate.stl")
+    trimesh.creation.box(extents=(1.0, 1.0, 0.6)).export(src / "block.stl")
+    _register()
+    r = CliRunner().invoke(app, ["data", "import", str(src), "--resolution", "16", "--points", "64", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    rows = {Path(row["source"]).name: row for row in map(json.loads, (tmp_path / "o" / "manifest.jsonl").read_text().splitlines())}
+    assert s["imported"] == 2 and s["empty_at_resolution"] == [rows["plate.stl"]["id"]]
+    assert rows["block.stl"]["betti_measured"] == [1, 0, 0]
+    assert "warning: 1 imported shape(s) have no inside voxel at 16^3" in r.output and rows["plate.stl"]["id"] in r.output

@@ -120,6 +120,11 @@ def import_(
         f"imported {s['imported']} of {s['count']} files into {out}{kept}{per}; sign: {s['sign_methods']}; "
         f"skipped as not solid: {s['skipped']}; failed: {s['failed']}"
     )
+    if s["empty_at_resolution"]:
+        empty = s["empty_at_resolution"]
+        typer.echo(f"warning: {len(empty)} imported shape(s) have no inside voxel at {resolution}^3, thinner than a voxel "
+                   f"everywhere ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}): their grids are empty; a higher "
+                   f"--resolution captures them, or leave them out of training", err=True)
     if s["failed"] and not s["imported"]:
         skipped = f", {s['skipped']} skipped as not solid" if s["skipped"] else ""
         raise InputError(f"none of the {s['count']} files could be imported: {s['failed']} failed{skipped} "

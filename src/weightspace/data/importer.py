@@ -388,6 +388,8 @@ def import_meshes(
         skipped=len(skipped),
         skipped_non_solid=skipped,
         non_solid_kept=sum(not r["solid"] for r in ok),
+        # thinner than a voxel everywhere (a plate, a sheet): imported, but its grid holds no inside voxel
+        empty_at_resolution=[r["id"] for r in ok if r["betti_measured"][0] == 0],
         resolution=resolution,
         truncation=truncation,
         margin=margin,
