@@ -190,3 +190,14 @@ def test_a_folder_scan_skips_the_point_arrays_weightspace_writes(files: dict[str
     r = _invoke(["analyze", "topology", str(folder), "--json"])
     assert r.exit_code == 0, r.output
     assert [(Path(row["path"]).name, row["b1"]) for row in json.loads(r.stdout)] == [("torus.npy", 1)]
+
+
+def test_compare_says_why_two_grids_get_no_iou(files: dict[str, Path], tmp_path: Path) -> None:
+    """Two grids of different resolution have no voxel-by-voxel IoU: it was left out of the table without a word."""
+    known = S.known_shapes()
+    np.save(tmp_path / "torus16.npy", S.sdf_grid(known["torus"][0], 16))
+    r = _invoke(["analyze", "compare", str(files["torus"]), str(tmp_path / "torus16.npy"), "--n", "2000", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "no IoU: the two grids differ in resolution" in r.output
+    r = _invoke(["analyze", "compare", str(files["torus"]), str(files["torus"]), "--n", "2000", "--json"])
+    assert "no IoU" not in r.output

@@ -101,6 +101,8 @@ def compare_cmd(
         typer.echo(f"note: {path} has no surface at level {level:g} (nothing is solid): it matches nothing", err=True)
     for path in m["solid_everywhere"]:
         typer.echo(f"note: {path} is solid everywhere at level {level:g}: its surface is the grid's box", err=True)
+    if "iou" not in m and a.suffix.lower() == b.suffix.lower() == ".npy":
+        typer.echo("note: no IoU: the two grids differ in resolution (IoU compares voxel by voxel)", err=True)
     if as_json:
         # inf (one shape empty) and NaN (both empty) are written as null so the output stays valid JSON.
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
