@@ -98,6 +98,10 @@ def test_grid_resumes_cell_by_cell_and_a_broken_family_is_recorded(tmp_path, toy
     assert refused == {("torus", K, s) for K in (2, 3) for s in (0, 1)} and res["cells_refused"] == 4
     assert res["topology_kept"]["subspace"]["n"] == 4 * 3 and set(res["by_family"]) == {"sphere"}
     assert res["member_fidelity"]["per_family"]["torus"]["betti_match"]["rate"] < 1
+    # the console line and the page's verdict line named both families and said nothing of the refused cells
+    assert "not pooled: 4 cell(s) refused" in summarize(tmp_path / "s")
+    from weightspace.report.verdicts import read_finding
+    assert "not pooled: 4 cells refused (torus K=2 s0, torus K=2 s1, torus K=3 s0, torus K=3 s1)" in read_finding(tmp_path / "s").line
     # a rerun computes nothing: every finished (or refused) cell is read back
     monkeypatch.setattr(subspace_module, "run_cell", lambda *a, **k: pytest.fail("a finished cell was recomputed"))
     again = _results(run_subspace(cfg, generator=ToyGenerator(seed=0)))

@@ -41,9 +41,13 @@ def summarize(folder: str | Path) -> str:
         kept = ", ".join(f"{k} {_f(v['rate'])} [{_f(v['ci_low'])}, {_f(v['ci_high'])}] (n={v['n']})"
                          for k, v in res["topology_kept"].items())
         g = res["gate"]["gate"]
+        # the pooled figures leave out refused cells and those waiting for a population's members
+        refused, waiting = res.get("cells_refused", 0), len(res.get("cells_waiting", []))
+        left_out = (f"; not pooled: {refused} cell(s) refused, {waiting} (family, K) waiting for members (results.json "
+                    f"cells)" if refused or waiting else "")
         return (f"{head} subspace ({res['parameterisation']}) {res['family']} K={res['Ks']} k={res['k']} seeds={res['seeds']}: "
                 f"topology kept: {kept}; claim 2: {res['claim2']['all']['verdict']}; gate precision {_f(g['precision'])} "
-                f"recall {_f(g['recall'])}, {_f(res['wall_seconds'])} s")
+                f"recall {_f(g['recall'])}{left_out}, {_f(res['wall_seconds'])} s")
     if study == "FitConfig":
         parts = [f"{m} CD {_f(s['chamfer_l1'])} F {_f(s['fscore'])} topo {_f(s['topology_correct'])} "
                  f"forget dCD {_f(s['forgetting'])} max|dSDF| {_f(s.get('forget_max_grid_change'))}"

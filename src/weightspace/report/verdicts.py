@@ -194,7 +194,17 @@ def _subspace(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
             f"distance: {base}; local variation (Chamfer-L1 to the nearest example) {num(s['subspace'].get('local_variation'))}")
     if "random" in kept_valid and kept_valid["random"]["rate"] >= sub["rate"]:
         line += " — random directions keep it as often, so distance alone may explain it"
-    return verdict, line, numbers
+    return verdict, line + _cells_left_out(res), numbers
+
+
+def _cells_left_out(res: dict[str, Any]) -> str:
+    """What a subspace study's pooled figures leave out of the families its line names, as '; not pooled:
+    4 cells refused (torus K=2 s0, ...), ...', or '' when every cell of its grid is in them."""
+    refused = [f"{c['family']} K={c['K']} s{c['seed']}" for c in res.get("cells", []) if c.get("refused")]
+    waiting = [f"{w['family']} K={w['K']} ({w['members']} of {w['needs']} members)" for w in res.get("cells_waiting", [])]
+    parts = [f"{len(names)} {what} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+             for what, names in (("cells refused", refused), ("waiting for members", waiting)) if names]
+    return "; not pooled: " + ", ".join(parts) if parts else ""
 
 
 SUBSPACE_METHODS = ("weight_subspace", "subspace", "condition_subspace")  # the fit study's subspace methods, preferred first
