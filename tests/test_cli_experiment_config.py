@@ -181,3 +181,11 @@ def test_attribute_with_many_paths_is_refused(ran, args, match):
     assert isinstance(result.exception, InputError) and match in str(result.exception), result.exception
     assert "--attribute" in str(result.exception)
     assert not ran
+
+
+def test_a_population_without_population_endpoints_is_refused(ran):
+    """`--population runs/pop --pairs 8` without `--endpoints population` ran the pairs between family conditions."""
+    result = invoke("interpolate", "--population", "runs/pop", "--pairs", "8")
+    assert isinstance(result.exception, InputError), result.exception
+    assert "needs endpoints 'population' (--endpoints population), got 'family'" in str(result.exception)
+    assert not ran

@@ -100,6 +100,9 @@ class InterpolateConfig:
             raise InputError("pairs (--pairs) and attribute_margin must be >= 0, observations and shapes_per_family >= 1")
         if self.endpoints == "population" and not self.population:
             raise InputError("endpoints 'population' needs a population folder (--population)")
+        if self.population and self.endpoints != "population":  # else the paths ran between other endpoints, silently
+            raise InputError(f"population (--population) names the endpoints' population; it needs endpoints 'population' "
+                             f"(--endpoints population), got {self.endpoints!r}")
         if self.condition_paths and self.endpoints != "population":
             raise InputError(f"condition_paths (--condition-paths) compares paths between population members; it needs "
                              f"endpoints 'population' (--endpoints population), got {self.endpoints!r}")
