@@ -208,3 +208,13 @@ def test_small_fit_run_summarises(small_run):
 
     text = summarize(small_run[1])
     assert "weight_subspace CD" in text and "max|dSDF|" in text
+
+
+def test_a_rerun_with_more_members_than_the_folder_s_shapes_names_them(tmp_path):
+    """Without --data the folder's procedural shapes are made once, N + 2 of them; a rerun with a larger N said
+    'found 6' as if the user's data were short."""
+    cfg = dataclasses.replace(FitConfig.small("toy", str(tmp_path / "f")), methods=["encode"], forget_shapes=0, meshes=False)
+    gen = ToyGenerator(seed=0, resolution=16)  # the procedural shapes' least resolution
+    run_fit(cfg, generator=gen)
+    with pytest.raises(InputError, match=r"found 6 in .*data/torus, made by an earlier run of this folder with fewer --members"):
+        run_fit(dataclasses.replace(cfg, subspace_examples=8), generator=gen)

@@ -373,7 +373,11 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     root, fam_rows = study_data(folder / "data", data=config.data, families=[config.family], count=N + 2,
                                 seed=config.data_seed, resolution=gen.resolution, pose=pose)
     if len(fam_rows) < N + 1:
-        raise InputError(f"family {config.family!r}: need {N + 1} shapes (N = {N} members and the target), found {len(fam_rows)}")
+        # without --data the shapes are made once per folder, N + 2 of them, by the folder's first run
+        where = (f"in {config.data}" if config.data is not None else f"in {folder / 'data' / config.family}, made by an earlier "
+                 "run of this folder with fewer --members; choose a new --out")
+        raise InputError(f"family {config.family!r}: need {N + 1} shapes (N = {N} members and the target), found "
+                         f"{len(fam_rows)} {where}")
     members, target = fam_rows[:N], fam_rows[N]
     forget_rows = fam_rows[N + 1 : N + 2][: config.forget_shapes]
     forget_rows += forget_shapes(folder / "data", data=config.data, family=config.family, known=families_of(gen),
