@@ -101,6 +101,14 @@ def test_two_studies_of_one_kind_on_one_generator_are_labelled(studies, tmp_path
                                                         "Claim 2 · subspace · toy-a · results-b/subspace "], headings
 
 
+def test_a_study_given_twice_is_shown_once(studies, tmp_path):
+    """A folder given twice, or given and found again below another folder given, made two sections of one study."""
+    out, _ = write_page([studies["subspace"], studies["subspace"].parent, studies["subspace"]], tmp_path / "page.html")
+    page = _ours(out.read_text())
+    assert page.count("<section class=study ") == 3  # toy-a's interpolate, subspace and fit, each once
+    assert page.count("Claim 2 · subspace · toy-a") == 2  # its verdict line and its section, without a label
+
+
 def test_cli_report_writes_one_page(studies, tmp_path):
     from weightspace.cli import _register, app
 

@@ -60,13 +60,15 @@ class Page:
 
 
 def discover(paths: Sequence[str | Path]) -> list[Path]:
-    """Study folders (interpolate, subspace, fit) in or below `paths`, in a stable order; dot folders (the
-    demo's `.previous` studies of replaced checkpoints) are skipped."""
+    """Study folders (interpolate, subspace, fit) in or below `paths`, in a stable order, each once (a folder
+    given twice, or given and found below another, was shown twice); dot folders (the demo's `.previous`
+    studies of replaced checkpoints) are skipped."""
     found: list[Path] = []
 
     def walk(p: Path, depth: int) -> None:
         if study_of(p) is not None:
-            found.append(p)
+            if all(p.resolve() != q.resolve() for q in found):
+                found.append(p)
             return
         if depth < MAX_DEPTH:
             for child in sorted(q for q in p.iterdir()
