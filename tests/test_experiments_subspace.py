@@ -101,7 +101,10 @@ def test_grid_resumes_cell_by_cell_and_a_broken_family_is_recorded(tmp_path, toy
     # the console line and the page's verdict line named both families and said nothing of the refused cells
     assert "not pooled: 4 cell(s) refused" in summarize(tmp_path / "s")
     from weightspace.report.verdicts import read_finding
-    assert "not pooled: 4 cells refused (torus K=2 s0, torus K=2 s1, torus K=3 s0, torus K=3 s1)" in read_finding(tmp_path / "s").line
+    line = read_finding(tmp_path / "s").line
+    assert "not pooled: 4 cells refused (torus K=2 s0, torus K=2 s1, torus K=3 s0, torus K=3 s1)" in line
+    # the four sphere cells used all 2 + 2 + 3 + 3 examples: no 'K=3 (10 used)' as if ten of three were
+    assert "sphere,torus, K=3, k=1, lora" in line, line
     # a rerun computes nothing: every finished (or refused) cell is read back
     monkeypatch.setattr(subspace_module, "run_cell", lambda *a, **k: pytest.fail("a finished cell was recomputed"))
     again = _results(run_subspace(cfg, generator=ToyGenerator(seed=0)))
@@ -143,6 +146,8 @@ def test_an_example_that_does_not_reproduce_its_shape_is_dropped(tmp_path, toy_d
     cell = res["cells"][0]
     assert cell["examples_dropped"] == [spheres[3]["id"]] and cell["K_used"] == 3
     assert res["decodes"] == 4 + 4 * 3
+    from weightspace.report.verdicts import read_finding
+    assert "K=4 (3 of 4 examples used)" in read_finding(tmp_path / "s").line
 
 
 def test_rejects_k_not_below_K(tmp_path):

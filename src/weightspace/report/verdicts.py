@@ -188,7 +188,9 @@ def _subspace(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
         verdict = "supported" if sub["low"] >= 0.5 else "not supported" if sub["high"] < 0.5 else "inconclusive"
     base = ", ".join(f"{k.replace('_', ' ')} {ci(v)}" for k, v in kept_valid.items() if k not in ("examples", "subspace"))
     target = numbers["examples_topology"]
-    used = f" ({numbers['K_used']} used)" if numbers["K_used"] != numbers["K"] else ""
+    # K_used counts the examples of every pooled cell: against those cells' K summed, not one cell's K
+    drawn = sum(int(c["K"]) for c in res.get("cells", []) if not c.get("refused")) or numbers["K"]
+    used = f" ({numbers['K_used']} of {drawn} examples used)" if numbers["K_used"] != drawn else ""
     line = (f"subspace samples ({numbers['family']}, K={numbers['K']}{used}, k={numbers['k']}, {numbers['parameterisation']}) keep "
             f"their examples' topology{' ' + betti(target) if target else ''} and stay valid in {ci(sub)}; at the same "
             f"distance: {base}; local variation (Chamfer-L1 to the nearest example) {num(s['subspace'].get('local_variation'))}")
