@@ -218,3 +218,15 @@ def test_a_rerun_with_more_members_than_the_folder_s_shapes_names_them(tmp_path)
     run_fit(cfg, generator=gen)
     with pytest.raises(InputError, match=r"found 6 in .*data/torus, made by an earlier run of this folder with fewer --members"):
         run_fit(dataclasses.replace(cfg, subspace_examples=8), generator=gen)
+
+
+def test_an_item_fitted_again_without_meshes_leaves_no_earlier_mesh(tmp_path):
+    """A rerun with other settings and --no-meshes refits the items, and the report showed the earlier run's meshes
+    under the new rows' figures."""
+    data = make_toy_data(tmp_path / "data", count=12)
+    cfg = dataclasses.replace(FitConfig.small("toy", str(tmp_path / "f")), family="sphere", data=str(data), methods=["encode"],
+                              forget_shapes=0)
+    folder = run_fit(cfg, generator=ToyGenerator(seed=0))
+    assert [p.name for p in (folder / "meshes").glob("*.ply")] == ["v1-s0.01-encode.ply"]
+    run_fit(dataclasses.replace(cfg, seed=1, meshes=False), generator=ToyGenerator(seed=0))
+    assert not list((folder / "meshes").glob("*.ply"))

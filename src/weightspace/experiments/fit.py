@@ -425,6 +425,8 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     for task, res in _run_items(gen, config, meas, todo, dseed=dseed, loader=generator_loader(generator, config.checkpoint)):
         if config.meshes:
             save_mesh(res["grid"], folder / "meshes" / f"{task.key}.ply")
+        else:  # an earlier run's mesh of this item shows another fit than the one its row now describes
+            (folder / "meshes" / f"{task.key}.ply").unlink(missing_ok=True)
         items[task.key] = {"fingerprint": fingerprint, "row": res["row"], "curve": res["curve"], "validation": res["validation"],
                            "losses": res["losses"]}
         atomic_write_text(folder / "items" / f"{task.key}.json", json.dumps(items[task.key]))  # NaN kept (no family samples, an empty decode)
