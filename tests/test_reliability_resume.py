@@ -111,8 +111,11 @@ def test_ctrl_c_during_a_population_build_says_what_is_saved(tmp_path):
     out = tmp_path / "pop"
     argv = _argv(data, out)
     argv[argv.index("--steps") + 1] = "400"  # members of a second or more: the signal lands mid-build
+    # SIGINT as a terminal delivers it: a suite run as a background job (`make test &`) hands its children
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt for it
     proc = subprocess.Popen(command(*argv, toy=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**env(), "PYTHONUNBUFFERED": "1"})
+                            env={**env(), "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert ": loss " in proc.stdout.readline()  # one member saved
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
