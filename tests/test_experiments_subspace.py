@@ -208,3 +208,17 @@ def test_a_rerun_that_needs_more_of_the_folder_s_pool_is_refused(tmp_path, toy_d
     run_subspace(small(tmp_path, toy_data, samples=2), generator=ToyGenerator(seed=0))
     with pytest.raises(InputError, match=r"pool-data: the pool this folder was made with holds \d '(torus|sphere)' shapes"):
         run_subspace(small(tmp_path, toy_data, samples=2, **more), generator=ToyGenerator(seed=0))
+
+
+def test_a_rerun_that_pins_the_members_default_fit_steps_reuses_the_cells(tmp_path, toy_data, monkeypatch):
+    """docs/findings.md copies a default run's folder and reruns it with fit_steps pinned to the default its members
+    were fitted at: the cells (fit_steps unset) refused as 'computed with different fit_steps', though the population
+    had the same members. Other member settings are still refused, by the population."""
+    base = small(tmp_path, toy_data, samples=2)
+    base.fit_steps = None  # the generator's default: 50 steps on the toy
+    res = _results(run_subspace(base, generator=ToyGenerator(seed=0)))
+    monkeypatch.setattr(subspace_module, "run_cell", lambda *a, **k: pytest.fail("a finished cell was recomputed"))
+    pinned = small(tmp_path, toy_data, samples=2, fit_steps=50)
+    assert _results(run_subspace(pinned, generator=ToyGenerator(seed=0)))["topology_kept"] == res["topology_kept"]
+    with pytest.raises(InputError, match="population was built with other steps 50 -> 49"):
+        run_subspace(small(tmp_path, toy_data, samples=2, fit_steps=49), generator=ToyGenerator(seed=0))

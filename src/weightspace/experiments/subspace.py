@@ -66,6 +66,10 @@ GRID_K = [2, 4, 8, 16]
 CELL_SETTINGS = ("checkpoint", "parameterisation", "samples", "temperature", "data", "data_seed", "observations", "pool",
                  "population", "lora_rank", "lora_targets", "lora_form", "fit_steps", "lr", "fit_draws", "gate_factor",
                  "volume_threshold")
+# ... of which these only set how the population's members are fitted: unset, they are the generator's defaults, so
+# `fit_steps` None and 100 may be the same members. The population build, which runs before any cell, refuses
+# members fitted otherwise, so a cell does not compare them itself (docs/findings.md pins them on a copied folder)
+MEMBER_FIT_SETTINGS = ("fit_steps", "lr", "fit_draws")
 
 
 @dataclass
@@ -363,8 +367,8 @@ def _finished(cell_folder: Path, settings: dict[str, Any]) -> dict[str, Any] | N
     res = read_json(path)
     if "settings" not in res:
         return None  # written before it finished
-    if res["settings"] != settings:
-        diff = [k for k in settings if res["settings"].get(k) != settings[k]]
+    diff = [k for k in settings if k not in MEMBER_FIT_SETTINGS and res["settings"].get(k) != settings[k]]
+    if diff:
         raise InputError(f"{cell_folder}: a finished cell was computed with different {', '.join(diff)}; "
                          "use a new --out folder or the original settings to resume")
     return res
