@@ -189,3 +189,11 @@ def test_a_population_without_population_endpoints_is_refused(ran):
     assert isinstance(result.exception, InputError), result.exception
     assert "needs endpoints 'population' (--endpoints population), got 'family'" in str(result.exception)
     assert not ran
+
+
+def test_subspace_data_beside_a_population_is_refused(ran):
+    """The cells take the population's members and its own data folder: a --data beside it was silently unused."""
+    result = invoke("subspace", "--population", "runs/pop", "--data", "runs/shapes")
+    assert isinstance(result.exception, InputError) and "data (--data) is for the population the study builds" in str(
+        result.exception), result.exception
+    assert not ran

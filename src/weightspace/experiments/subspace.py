@@ -162,6 +162,9 @@ class SubspaceConfig:
             raise InputError(f"workers must be >= 1 (or None: every usable core), got {self.workers}")
         if self.population is not None and self.parameterisation != "lora":
             raise InputError("population applies to parameterisation lora")
+        if self.population is not None and self.data is not None:  # else the population's own data, silently
+            raise InputError("data (--data) is for the population the study builds; the members of population "
+                             "(--population) come with the data folder they were fitted to")
 
 
 # --- the shapes and their points ----------------------------------------------------------------------
