@@ -153,6 +153,17 @@ def test_interpolate_between_lora_population_members_attributes_by_module_group(
     col = rows[0].split(",").index("dist_effective")
     dist = [float(r.split(",")[col]) for r in rows[1:]]
     assert dist[0] == 0.0 and dist[-1] > 0.0
+    # the path runs in Delta W = s B A, as the condition-paths comparison's weight paths do (a lerp of the factors
+    # added the cross terms B_a A_b + B_b A_a mid-path): its length is the members' Delta W distance
+    import torch
+
+    from weightspace.space.store import Population
+
+    members = Population(pop)
+    index = {str(r["id"]): i for i, r in enumerate(members.rows)}
+    with torch.no_grad():
+        delta = members.frame.build(gen).to_delta(torch.stack([members.point(index[i]) for i in ("sphere-000", "sphere-002")]))
+    assert res["dist_param_total"] == pytest.approx(float((delta[0] - delta[1]).norm()), rel=1e-4)
 
 
 def test_compare_runs_a_generator_without_families_between_encoded_shapes(tmp_path, unchecked_endpoints):

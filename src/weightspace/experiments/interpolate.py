@@ -32,7 +32,7 @@ from weightspace.experiments.path_study import (
     transition_rows,
 )
 from weightspace.experiments.plots import plot_path
-from weightspace.experiments.weight_paths import run_weight_paths
+from weightspace.experiments.weight_paths import delta_form, run_weight_paths
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError
@@ -135,10 +135,11 @@ def run_interpolate(config: InterpolateConfig, *, generator: Generator | None = 
     if config.condition_paths:
         return run_weight_paths(config, gen, folder, clock)
     if config.pairs:
-        ends = resolve_endpoints(gen, config, folder, ids=None)
+        ends = delta_form(resolve_endpoints(gen, config, folder, ids=None))
         check, end_grids = check_endpoints(gen, ends, seed=config.seed, volume_threshold=config.volume_threshold)
         return run_pairs(config, gen, folder, clock, ends, check, end_grids)
-    ends = resolve_endpoints(gen, config, folder)
+    # LoRA members as Delta W (docs/lora-delta.md): a lerp of their factors adds cross terms B_a A_b mid-path
+    ends = delta_form(resolve_endpoints(gen, config, folder))
     (id_a, a), (id_b, b) = list(ends.points.items())[:2]
     check, end_grids = check_endpoints(gen, Endpoints_(ends.param, {id_a: a, id_b: b}, ends.families, ends.intended),
                                        seed=config.seed, volume_threshold=config.volume_threshold)
