@@ -99,6 +99,10 @@ def test_two_studies_of_one_kind_on_one_generator_are_labelled(studies, tmp_path
     headings = re.findall(r"<section class=study [^>]*><h2>([^<]*)<small>", page)
     assert [h for h in headings if "results-" in h] == ["Claim 2 · subspace · toy-a · results-a/subspace ",
                                                         "Claim 2 · subspace · toy-a · results-b/subspace "], headings
+    # and so are their bars in the side-by-side figure, which both were named toy-a
+    figs = json.loads(re.search(r'<script type="application/json" id="ws-figs">(.*?)</script>', page, flags=re.S).group(1))
+    names = [trace["name"] for trace in figs["cmp-subspace"]["data"]]
+    assert sorted(names) == ["toy-a · results-a/subspace", "toy-a · results-b/subspace", "toy-b"], names
 
 
 def test_a_study_given_twice_is_shown_once(studies, tmp_path):

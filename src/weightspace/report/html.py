@@ -211,12 +211,17 @@ def _found(findings: list[Finding], generators: list[str]) -> str:
 def _side_by_side(findings: list[Finding], generators: list[str], figs: dict[str, Any]) -> str:
     """The generators next to each other: the subspace kept rates and the interpolation changes, one trace each."""
     html_parts = []
+    label = _labels(findings)
+
+    def name(f: Finding) -> str:  # two studies of one kind on one generator: a trace (or row) each, told apart
+        return f.checkpoint + (f" · {label[f.folder]}" if f.folder in label else "")
+
     sub = [f for f in findings if f.study == "subspace" and f.verdict != "refused"]
     if sub:
         data = []
         for f in sub:
             r = f.headline["kept_and_valid"]
-            data.append({"type": "bar", "name": f.checkpoint, "x": [k.replace("_", " ") for k in r], "y": [v["rate"] for v in r.values()],
+            data.append({"type": "bar", "name": name(f), "x": [k.replace("_", " ") for k in r], "y": [v["rate"] for v in r.values()],
                          "error_y": {"type": "data", "symmetric": False, "array": [v["high"] - v["rate"] for v in r.values()],
                                      "arrayminus": [v["rate"] - v["low"] for v in r.values()], "thickness": 1.2, "width": 3}})
         figs["cmp-subspace"] = {"data": data, "layout": _cmp_layout("claim 2: kept and valid by kind, per generator (95% intervals)",
@@ -224,8 +229,8 @@ def _side_by_side(findings: list[Finding], generators: list[str], figs: dict[str
         html_parts.append('<div class="plot" data-fig="cmp-subspace"></div>')
     itp = [f for f in findings if f.study == "interpolate" and f.verdict != "refused" and "located" in f.headline]
     if itp:
-        data = [{"type": "scatter", "mode": "markers", "name": f.checkpoint,
-                 "x": [0.5 * (t["t_lo"] + t["t_hi"]) for t in f.headline["located"]], "y": [f.checkpoint] * len(f.headline["located"]),
+        data = [{"type": "scatter", "mode": "markers", "name": name(f),
+                 "x": [0.5 * (t["t_lo"] + t["t_hi"]) for t in f.headline["located"]], "y": [name(f)] * len(f.headline["located"]),
                  "text": [f"{betti(t['before'])} → {betti(t['after'])}" for t in f.headline["located"]],
                  "marker": {"size": 11, "symbol": "line-ns-open", "line": {"width": 3}}} for f in itp]
         figs["cmp-interpolate"] = {"data": data, "layout": _cmp_layout(
