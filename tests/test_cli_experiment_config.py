@@ -197,3 +197,19 @@ def test_subspace_data_beside_a_population_is_refused(ran):
     assert isinstance(result.exception, InputError) and "data (--data) is for the population the study builds" in str(
         result.exception), result.exception
     assert not ran
+
+
+@pytest.mark.parametrize("args", [["subspace", "--small", "--workers", "2"], ["fit", "--small", "--workers", "2"],
+                                  ["interpolate", "--pairs", "8", "--workers", "4"],
+                                  ["subspace", "--executor", "inprocess", "--workers", "2"]])
+def test_workers_on_the_in_process_executor_are_refused(ran, args):
+    """--small runs in process, as does interpolate by default: --workers there ran one item at a time, silently."""
+    result = invoke(*args)
+    if not isinstance(result.exception, InputError):  # --small's config is checked where the study starts
+        assert isinstance(result.exception, Ran), result.exception
+        from weightspace.runtime.config import check_config
+
+        with pytest.raises(InputError, match=r"workers \(--workers\) 2 needs executor 'process' or 'ray'"):
+            check_config(ran[0], where="the command line")
+        return
+    assert "needs executor 'process' or 'ray' (--executor)" in str(result.exception) and not ran

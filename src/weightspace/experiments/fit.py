@@ -142,6 +142,9 @@ class FitConfig:
         check_choice("executor", self.executor, ("inprocess", "process", "ray"))
         if self.workers is not None and self.workers < 1:
             raise InputError(f"workers must be >= 1 (or None: every usable core), got {self.workers}")
+        if self.executor == "inprocess" and (self.workers or 1) > 1:  # else one at a time, silently (--small is in process)
+            raise InputError(f"workers (--workers) {self.workers} needs executor 'process' or 'ray' (--executor); "
+                             f"'inprocess' runs one item at a time")
         if self.batch_members is not None and self.batch_members < 1:
             raise InputError(f"batch_members must be >= 1 (or None: chosen per generator), got {self.batch_members}")
         if any(m.endswith("subspace") for m in self.methods) and not 1 <= self.subspace_k < self.subspace_examples:

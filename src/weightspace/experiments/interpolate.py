@@ -114,6 +114,9 @@ class InterpolateConfig:
         check_choice("executor", self.executor, ("inprocess", "process", "ray"))
         if self.workers < 1:
             raise InputError(f"workers must be >= 1, got {self.workers}")
+        if self.executor == "inprocess" and self.workers > 1:  # else the pairs ran one at a time, silently
+            raise InputError(f"workers (--workers) {self.workers} needs executor 'process' or 'ray' (--executor); "
+                             f"'inprocess' runs one item at a time")
 
 
 # --- the study (one path here; many: experiments.pairs) --------------------------------------------------

@@ -160,6 +160,9 @@ class SubspaceConfig:
         check_choice("executor", self.executor, ("inprocess", "process", "ray"))
         if self.workers is not None and self.workers < 1:
             raise InputError(f"workers must be >= 1 (or None: every usable core), got {self.workers}")
+        if self.executor == "inprocess" and (self.workers or 1) > 1:  # else one at a time, silently (--small is in process)
+            raise InputError(f"workers (--workers) {self.workers} needs executor 'process' or 'ray' (--executor); "
+                             f"'inprocess' runs one item at a time")
         if self.population is not None and self.parameterisation != "lora":
             raise InputError("population applies to parameterisation lora")
         if self.population is not None and self.data is not None:  # else the population's own data, silently
