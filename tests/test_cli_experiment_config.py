@@ -213,3 +213,25 @@ def test_workers_on_the_in_process_executor_are_refused(ran, args):
             check_config(ran[0], where="the command line")
         return
     assert "needs executor 'process' or 'ray' (--executor)" in str(result.exception) and not ran
+
+
+@pytest.mark.parametrize("args, endpoints", [
+    (["--data", "runs/shapes"], "family"),  # one path between two families' conditions
+    (["--endpoints", "points", "--a", "a.safetensors", "--b", "b.safetensors", "--data", "runs/shapes"], "points"),
+    (["--endpoints", "population", "--population", "runs/pop", "--a", "x", "--b", "y", "--data", "runs/shapes"], "population"),
+    (["--endpoints", "population", "--population", "runs/pop", "--pairs", "4", "--data", "runs/shapes"], "population"),
+])
+def test_interpolate_data_its_endpoints_do_not_read_is_refused(ran, args, endpoints):
+    """--data names shapes to encode: beside family conditions on one path, point files or population members it
+    was silently unused."""
+    result = invoke("interpolate", *args)
+    assert isinstance(result.exception, InputError), result.exception
+    assert f"data (--data) is not read with endpoints '{endpoints}' (--endpoints {endpoints})" in str(result.exception)
+    assert not ran
+
+
+@pytest.mark.parametrize("args", [["--endpoints", "data", "--data", "runs/shapes", "--a", "x", "--b", "y"],
+                                  ["--endpoints", "data", "--data", "runs/shapes", "--pairs", "4"],
+                                  ["--pairs", "4", "--data", "runs/shapes"]])  # family pairs may encode its shapes
+def test_interpolate_data_where_it_is_read_is_accepted(ran, args):
+    assert isinstance(invoke("interpolate", *args).exception, Ran)

@@ -194,3 +194,11 @@ def test_compare_runs_a_generator_without_families_between_encoded_shapes(tmp_pa
     again = run_compare(CompareConfig(checkpoints=["toy"], studies=["interpolate"], out=str(tmp_path / "c")),
                         generators={"toy": make_toy(seed=0, resolution=16)}, configure=shrink)
     assert json.loads((again / "results.json").read_text())["columns"]["toy"]["interpolate.endpoints"] == "encoded shapes"
+
+
+def test_interpolate_family_pairs_of_seeded_draws_refuse_data(tmp_path, toy_data):
+    """The neural field's family conditions are seeded draws, so its family pairs encode no shapes: a --data beside
+    them was silently unused (latent diffusion's deterministic tokens do encode them, see above)."""
+    cfg = InterpolateConfig(checkpoint="tiny", out=str(tmp_path / "p"), pairs=3, steps=2, data=toy_data, meshes=False)
+    with pytest.raises(InputError, match=r"data \(--data\) is not read by these pairs"):
+        run_interpolate(cfg, generator=tiny_nf())

@@ -115,6 +115,10 @@ def _family_ends(gen: Generator, cfg: InterpolateConfig, folder: Path, ids: list
     if cfg.pairs and cfg.shapes_per_family > 1 and torch.equal(c[0], c[1]):
         # deterministic family conditions (latent diffusion's family tokens): within-family pairs need shapes
         return _data_ends(gen, cfg, folder, ids)
+    if cfg.data is not None:  # else the pairs ran between seeded draws and the folder was silently unused
+        raise InputError(f"data (--data) is not read by these pairs: they run between {gen.kind}'s seeded family conditions "
+                         "(shapes are encoded only where a family's draws are all one condition, as latent diffusion's "
+                         "tokens); drop --data, or use --endpoints data to encode its shapes")
     return Endpoints_(make_parameterisation(gen, "condition"), {n: c[i].reshape(-1) for i, n in enumerate(names)}, family,
                       {n: _declared(family[n]) for n in names})
 

@@ -41,6 +41,11 @@ from weightspace.runtime.results import write_csv, write_results
 Endpoints = Literal["family", "data", "population", "points"]
 ENDPOINTS = ("family", "data", "population", "points")
 PATHS = ("lerp", "slerp")
+# endpoints that take no shapes from --data (family: on one path; its pairs encode shapes when the family conditions
+# are deterministic, `endpoints._family_ends`)
+DATA_UNUSED = {"family": "one path runs between the conditions of the families --a and --b",
+               "points": "the endpoints are the point files --a and --b",
+               "population": "the endpoints are members of --population, fitted to its own data"}
 # what the study writes into its folder (besides config.json, results.json and report.html); `data` too when it
 # makes its own shapes there
 OUTPUTS = ("steps.csv", "transitions.csv", "path.png", "attribution.csv", "pairs.csv", "pairs.png", "weight_paths.png",
@@ -103,6 +108,10 @@ class InterpolateConfig:
         if self.population and self.endpoints != "population":  # else the paths ran between other endpoints, silently
             raise InputError(f"population (--population) names the endpoints' population; it needs endpoints 'population' "
                              f"(--endpoints population), got {self.endpoints!r}")
+        if self.data is not None and self.endpoints in DATA_UNUSED and not (self.endpoints == "family" and self.pairs):
+            # else the paths ran between other endpoints and the folder was silently unused
+            raise InputError(f"data (--data) is not read with endpoints {self.endpoints!r} (--endpoints {self.endpoints}): "
+                             f"{DATA_UNUSED[self.endpoints]}; drop --data, or use --endpoints data to encode its shapes")
         if self.condition_paths and self.endpoints != "population":
             raise InputError(f"condition_paths (--condition-paths) compares paths between population members; it needs "
                              f"endpoints 'population' (--endpoints population), got {self.endpoints!r}")
