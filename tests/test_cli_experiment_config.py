@@ -235,3 +235,32 @@ def test_interpolate_data_its_endpoints_do_not_read_is_refused(ran, args, endpoi
                                   ["--pairs", "4", "--data", "runs/shapes"]])  # family pairs may encode its shapes
 def test_interpolate_data_where_it_is_read_is_accepted(ran, args):
     assert isinstance(invoke("interpolate", *args).exception, Ran)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--pairs", "4", "--a", "torus"], "a (--a) names the endpoints of one path; pairs (--pairs) choose theirs"),
+    (["--pairs", "4", "--a", "dumbbell", "--b", "pair"], "a (--a) and b (--b) name the endpoints of one path"),
+    (["--endpoints", "population", "--population", "runs/pop", "--pairs", "4", "--b", "m-1"], "b (--b) names"),
+    (["--pairs", "4", "--meshes"], "meshes (--meshes): pairs (--pairs) write no meshes"),
+    (["--endpoints", "population", "--population", "runs/pop", "--condition-paths", "--meshes"],
+     "meshes (--meshes): condition_paths (--condition-paths) write no meshes"),
+])
+def test_interpolate_options_pairs_do_not_read_are_refused(ran, args, match):
+    """Pairs choose their own endpoints and write no meshes (nor do condition paths): --a, --b and --meshes beside
+    them were silently unused; typed at their defaults too, since a typed option says the user expects it used."""
+    result = invoke("interpolate", *args)
+    assert isinstance(result.exception, InputError) and match in str(result.exception), result.exception
+    assert not ran
+
+
+def test_interpolate_a_config_files_a_beside_pairs_is_refused(ran, tmp_path):
+    result = invoke("interpolate", "--config", write(tmp_path / "i.json", {"a": "torus"}), "--pairs", "4")
+    assert isinstance(result.exception, InputError) and "a (--a) names the endpoints of one path" in str(result.exception)
+    assert not ran
+
+
+@pytest.mark.parametrize("args", [["--pairs", "8", "--no-meshes"], ["--a", "torus", "--b", "pair", "--meshes"],
+                                  ["--endpoints", "population", "--population", "runs/pop", "--pairs", "8",
+                                   "--condition-paths", "--no-meshes"]])  # docs/findings.md's commands
+def test_interpolate_options_the_run_reads_are_accepted(ran, args):
+    assert isinstance(invoke("interpolate", *args).exception, Ran)

@@ -54,14 +54,31 @@ def study_config(ctx: typer.Context, cls: type, config: Path | None, options: di
     at its default does not hide the file's value). `options` is keyed by config field and parameter name.
     """
     from weightspace.runtime.config import COMMAND_LINE, check_config, load_config
+    from weightspace.runtime.io import read_json
 
+    typed = _typed(ctx, options)
     if config is None:  # checked here, so that a bad value is named by its option (--pairs), not its field
-        return check_config(cls(**options), where=COMMAND_LINE)
+        cfg = check_config(cls(**options), where=COMMAND_LINE)
+    else:
+        cfg = load_config(cls, config, overrides=typed)
+    _refuse_unused(cfg, set(typed) | (set(read_json(config)) if config is not None else set()))
+    return cfg
 
+
+def _typed(ctx: typer.Context, options: dict[str, Any]) -> dict[str, Any]:
+    """The options typed on the command line (an option left at its default is not one of them)."""
     # the source's class is typer's own copy of click's ParameterSource: compare by name
-    given = {name: value for name, value in options.items()
-             if ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
-    return load_config(cls, config, overrides=given)
+    return {name: value for name, value in options.items()
+            if ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
+
+
+def _refuse_unused(cfg: Any, given: set[str]) -> None:
+    """A config's `refuse_unused(given)`, where it has one: fields the user set (typed options, keys of the
+    --config file) that the run would not read. A field at its default does not say whether it was given,
+    so the config's `validate` cannot tell these."""
+    refuse = getattr(cfg, "refuse_unused", None)
+    if callable(refuse):
+        refuse(given)
 
 
 def _page(folder: Path) -> None:

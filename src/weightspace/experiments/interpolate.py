@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Collection, Literal
 
 from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD, chamfer
 from weightspace.decode.mesh import save_mesh
@@ -126,6 +126,19 @@ class InterpolateConfig:
         if self.executor == "inprocess" and self.workers > 1:  # else the pairs ran one at a time, silently
             raise InputError(f"workers (--workers) {self.workers} needs executor 'process' or 'ray' (--executor); "
                              f"'inprocess' runs one item at a time")
+
+    def refuse_unused(self, given: Collection[str]) -> None:
+        """Refuse fields in `given` (set by the user: options typed, keys of a config file) that this run does not
+        read; their defaults (a dumbbell, b pair, meshes on) cannot tell `validate` whether they were given."""
+        ends = [n for n in ("a", "b") if n in given]
+        if self.pairs and ends:  # else the pairs ran between endpoints of their own choosing, silently
+            raise InputError(f"{' and '.join(f'{n} (--{n})' for n in ends)} name{'s' if len(ends) == 1 else ''} the "
+                             f"endpoints of one path; pairs (--pairs) choose theirs among the endpoints' families, shapes "
+                             f"or members: drop {' and '.join(f'--{n}' for n in ends)}")
+        many = "pairs (--pairs)" if self.pairs else "condition_paths (--condition-paths)" if self.condition_paths else ""
+        if "meshes" in given and self.meshes and many:
+            raise InputError(f"meshes (--meshes): {many} write no meshes (their paths are in pairs.csv and "
+                             f"transitions.csv); drop --meshes")
 
 
 # --- the study (one path here; many: experiments.pairs) --------------------------------------------------
