@@ -264,3 +264,29 @@ def test_interpolate_a_config_files_a_beside_pairs_is_refused(ran, tmp_path):
                                    "--condition-paths", "--no-meshes"]])  # docs/findings.md's commands
 def test_interpolate_options_the_run_reads_are_accepted(ran, args):
     assert isinstance(invoke("interpolate", *args).exception, Ran)
+
+
+@pytest.mark.parametrize("args, raw, match", [
+    (["--batch-members", "4"], None, "batch_members (--batch-members): how the study fits the members"),
+    (["--batch-members", "1", "--executor", "ray"], None, "batch_members (--batch-members), executor (--executor): how"),
+    (["--workers", "2"], None, "workers (--workers): how the study fits the members"),
+    (["--small", "--batch-members", "2"], None, "batch_members (--batch-members): how"),
+    ([], {"fit_steps": 100, "lr": 0.01}, "fit_steps, lr: how the study fits the members"),
+    ([], {"fit_draws": 2}, "fit_draws: how"),
+    ([], {"lora_rank": 4}, "lora_rank: how"),
+])
+def test_subspace_fitting_settings_beside_a_population_are_refused(ran, tmp_path, args, raw, match):
+    """The members of --population are already fitted: fit_steps, lr, fit_draws, --batch-members, --executor,
+    --workers, lora_rank and lora_targets beside it were silently unused."""
+    config = ["--config", write(tmp_path / "s.json", raw)] if raw else []
+    result = invoke("subspace", "--population", "runs/pop", *config, *args)
+    assert isinstance(result.exception, InputError) and match in str(result.exception), result.exception
+    assert "the members of population (--population) are already fitted" in str(result.exception)
+    assert not ran
+
+
+def test_subspace_fitting_settings_without_a_population_are_accepted(ran, tmp_path):
+    """The findings' rerun pins its own population's fit_steps (docs/findings.md)."""
+    path = write(tmp_path / "steps100.json", {"fit_steps": 100})
+    assert isinstance(invoke("subspace", "--config", path, "--batch-members", "4", "--executor", "process").exception, Ran)
+    assert isinstance(invoke("subspace", "--population", "runs/pop", "-K", "2,4", "--no-meshes").exception, Ran)

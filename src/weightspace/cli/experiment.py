@@ -175,6 +175,7 @@ def subspace_cmd(
         given = {n: v for n, v in options.items() if ctx.get_parameter_source(n).name not in ("DEFAULT", "DEFAULT_MAP")}
         base = (SubspaceConfig.full if full else SubspaceConfig.small)(checkpoint=checkpoint, out=out)
         cfg = SubspaceConfig(**{**base.__dict__, **given})
+        _refuse_unused(cfg, set(given))
     else:
         cfg = study_config(ctx, SubspaceConfig, config, options)
     folder = run_subspace(cfg)

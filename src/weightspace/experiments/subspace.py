@@ -19,7 +19,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import torch
 
@@ -168,6 +168,26 @@ class SubspaceConfig:
         if self.population is not None and self.data is not None:  # else the population's own data, silently
             raise InputError("data (--data) is for the population the study builds; the members of population "
                              "(--population) come with the data folder they were fitted to")
+        fitting = [n for n in ("fit_steps", "lr", "fit_draws", "workers") if getattr(self, n) is not None]
+        if self.population is not None and fitting:  # else set for members that are not fitted, silently
+            _refuse_fitting(fitting)
+
+    def refuse_unused(self, given: Collection[str]) -> None:
+        """Refuse fields in `given` (set by the user: options typed, keys of a config file) that this run does not
+        read; their defaults (batch_members 1, executor inprocess, lora_rank 4, ...) cannot tell `validate`."""
+        fitting = [n for n in ("batch_members", "executor", "lora_rank", "lora_targets") if n in given]
+        if self.population is not None and fitting:
+            _refuse_fitting(fitting)
+
+
+# settings of the population the study builds, by their options (the others are config fields only)
+FITTING_OPTIONS = {"batch_members": "--batch-members", "executor": "--executor", "workers": "--workers"}
+
+
+def _refuse_fitting(names: list[str]) -> None:
+    said = ", ".join(f"{n} ({FITTING_OPTIONS[n]})" if n in FITTING_OPTIONS else n for n in names)
+    raise InputError(f"{said}: how the study fits the members of the population it builds; the members of population "
+                     f"(--population) are already fitted: drop {'it' if len(names) == 1 else 'them'} or --population")
 
 
 # --- the shapes and their points ----------------------------------------------------------------------
