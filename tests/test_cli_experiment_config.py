@@ -290,3 +290,23 @@ def test_subspace_fitting_settings_without_a_population_are_accepted(ran, tmp_pa
     path = write(tmp_path / "steps100.json", {"fit_steps": 100})
     assert isinstance(invoke("subspace", "--config", path, "--batch-members", "4", "--executor", "process").exception, Ran)
     assert isinstance(invoke("subspace", "--population", "runs/pop", "-K", "2,4", "--no-meshes").exception, Ran)
+
+
+@pytest.mark.parametrize("K, ks", [("2", [1]), ("2,4", [1, 2]), ("4", [2]), ("3,8", [2, 2])])
+def test_subspace_small_keeps_its_k_only_where_it_fits_the_K_given(ran, K, ks):
+    """--small's k = 2 with -K 2 failed with "leave k unset" although no k was given: the preset's k stands where
+    it is below every K, else k is unset (K // 2 in each cell), as without --small."""
+    from weightspace.runtime.config import check_config
+
+    result = invoke("subspace", "--small", "-K", K)
+    assert isinstance(result.exception, Ran), result.exception
+    cfg = check_config(ran[0], where="the command line")
+    assert [cfg.k_for(k) for k in cfg.Ks] == ks
+
+
+def test_subspace_small_with_a_k_that_does_not_fit_is_refused(ran):
+    from weightspace.runtime.config import check_config
+
+    assert isinstance(invoke("subspace", "--small", "-K", "2", "--k", "2").exception, Ran)
+    with pytest.raises(InputError, match="k must satisfy 1 <= k < K = 2, got 2"):
+        check_config(ran[0], where="the command line")

@@ -141,7 +141,7 @@ def subspace_cmd(
     out: str = typer.Option("results/subspace", "--out", help="Results folder (re-running resumes it, cell by cell)."),
     families: str = typer.Option("torus,pretzel,pair", "--families", "--family", help="Families, comma-separated."),
     examples: str = typer.Option("4", "--examples", "-K", help="K examples per cell, comma-separated (the grid: 2,4,8,16)."),
-    k: Optional[int] = typer.Option(None, "--k", help="PCA components, k < K (default: K // 2)."),
+    k: Optional[int] = typer.Option(None, "--k", help="PCA components, k < K (default: K // 2; --small: 2 where below every K)."),
     seeds: str = typer.Option("0", "--seeds", help="Seeds, comma-separated (member choice, sampling, sampler noise)."),
     samples: int = typer.Option(16, "--samples", help="Samples per kind (subspace and each baseline) per cell."),
     parameterisation: str = typer.Option("lora", "--parameterisation", help="lora (population members) | condition."),
@@ -152,7 +152,8 @@ def subspace_cmd(
     executor: str = typer.Option("process", "--executor", help="Where the population's members are fitted: inprocess | process | ray."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Workers of the process or ray executor (default: every usable core)."),
     full: bool = typer.Option(False, "--full", help="The paper's grid: K 2,4,8,16 x seeds 0,1,2 (options given override it)."),
-    small: bool = typer.Option(False, "--small", help="The demo size: torus, K 3, k 2, 8 samples (options given override it)."),
+    small: bool = typer.Option(False, "--small", help="The demo size: torus, K 3, k 2, 8 samples (options given override it; "
+                               "a -K that k 2 does not fit leaves k at K // 2)."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write every decoded mesh."),
 ) -> None:
     """Sample PCA subspaces of K population members per family; measure topology kept vs baselines at the same distance (claim 2).
@@ -173,8 +174,7 @@ def subspace_cmd(
         raise InputError(f"--{'full' if full else 'small'} and --config both set a whole config; give one of them")
     if full or small:
         given = {n: v for n, v in options.items() if ctx.get_parameter_source(n).name not in ("DEFAULT", "DEFAULT_MAP")}
-        base = (SubspaceConfig.full if full else SubspaceConfig.small)(checkpoint=checkpoint, out=out)
-        cfg = SubspaceConfig(**{**base.__dict__, **given})
+        cfg = (SubspaceConfig.full if full else SubspaceConfig.small)(**{"checkpoint": checkpoint, "out": out, **given})
         _refuse_unused(cfg, set(given))
     else:
         cfg = study_config(ctx, SubspaceConfig, config, options)

@@ -110,9 +110,12 @@ class SubspaceConfig:
 
     @classmethod
     def small(cls, checkpoint: str = "default", out: str = "results/demo/subspace", **overrides: Any) -> "SubspaceConfig":
-        """The demo-sized run: one family, K = 3 LoRA members, k = 2, 8 samples per kind, one seed."""
-        return cls(**{"checkpoint": checkpoint, "out": out, "families": ["torus"], "examples": [3], "k": 2, "samples": 8,
-                      **overrides})
+        """The demo-sized run: one family, K = 3 LoRA members, k = 2, 8 samples per kind, one seed. Other examples
+        (K) given without k keep k = 2 where it is below every K, else leave k unset (K // 2 in each cell)."""
+        examples = overrides.get("examples", [3])
+        fits = all(2 < K for K in ([examples] if isinstance(examples, int) else examples))
+        return cls(**{"checkpoint": checkpoint, "out": out, "families": ["torus"], "examples": [3], "k": 2 if fits else None,
+                      "samples": 8, **overrides})
 
     @classmethod
     def full(cls, checkpoint: str = "default", out: str = "results/subspace-grid", **overrides: Any) -> "SubspaceConfig":
