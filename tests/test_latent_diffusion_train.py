@@ -88,6 +88,14 @@ def test_train_cli_rejects_bad_config(tiny_data, tmp_path):
     assert "manifest.jsonl: not found" in str(result.exception) and not (tmp_path / "o2").exists()  # no empty --out left
 
 
+@pytest.mark.parametrize("field, value", [("resolution", 24), ("truncation", 0.3), ("families", ["torus"])])
+def test_a_model_field_set_from_the_data_is_refused_where_the_data_differ(tiny_data, tmp_path, field, value):
+    """A config's resolution 24 on 16^3 grids trained at 16^3 without a word: it is refused, naming the field."""
+    with pytest.raises(InputError, match=rf"model\.{field} .* is not the data's"):
+        train_latent_diffusion(tiny_data, tmp_path / "o", model=ModelConfig(**{**TINY_MODEL, field: value}),
+                               train=TrainConfig(minutes=0.01), echo=lambda s: None)
+
+
 def test_diffusion_stage_needs_an_autoencoder(tiny_data, tmp_path):
     from weightspace.runtime.errors import InputError
 

@@ -539,7 +539,12 @@ def _train_latent_diffusion(
         ema = EMA(net.to(dev), tc.ema_decay)  # the checkpoint holds the EMA weights: both start from them
         echo(f"continuing {continue_from} ({progress})")
     else:
-        cfg = dataclasses.replace(model or ModelConfig(), families=data.families, resolution=data.resolution, truncation=data.truncation)
+        from_data = dict(families=data.families, resolution=data.resolution, truncation=data.truncation)
+        for name, value in from_data.items():  # set from the data: a config's other value would be replaced silently
+            if model is not None and getattr(model, name) not in (getattr(ModelConfig(), name), value):
+                raise InputError(f"model.{name} {getattr(model, name)!r} is not the data's ({value!r}, {data_dir}); it is "
+                                 f"set from the training grids: remove model.{name} or use matching data")
+        cfg = dataclasses.replace(model or ModelConfig(), **from_data)
         cfg = check_config(cfg, where="model")
         torch.manual_seed(tc.seed)
         net = LatentDiffusionNet(cfg)
