@@ -233,3 +233,26 @@ def test_a_field_samples_only_the_families_it_trained_on(tmp_path):
     assert gen.condition(family=["pair", "all"], seeds=[0, 1]).shape == (2, TINY["d_z"])
     with pytest.raises(InputError, match="no training shapes of family 'dumbbell'; it samples torus, pair"):
         gen.condition(family=["dumbbell"], seeds=[0])
+
+
+@pytest.fixture(scope="module")
+def imported_data(tmp_path_factory):
+    """A folder of imported meshes (tori and spheres): no procedural family, no `data make` command."""
+    import trimesh
+
+    from weightspace.data.importer import import_meshes
+
+    meshes = tmp_path_factory.mktemp("nf_meshes")
+    for k in range(3):
+        trimesh.creation.torus(0.6, 0.2 + 0.05 * k, 32, 16).export(meshes / f"ring{k}.obj")
+        trimesh.creation.icosphere(2, 0.5 + 0.1 * k).export(meshes / f"ball{k}.ply")
+    folder = tmp_path_factory.mktemp("nf_imported")
+    import_meshes([meshes], folder, resolution=16, n_points=256, progress=False)
+    return folder
+
+
+def test_a_field_trained_on_imported_meshes_records_no_make_command(imported_data, tmp_path):
+    """The record gave `weightspace data make --family None ...` as the command that made an imported folder."""
+    _train(imported_data, tmp_path / "ck", steps=3)
+    data = json.loads((tmp_path / "ck" / "training_record.json").read_text())["data"]
+    assert "command" not in data and data["count"] == 6 and data["resolution"] == 16

@@ -297,9 +297,10 @@ def training_record(out: Path, command: str, steps: int, elapsed: float, data_di
     if summary.is_file():
         made = json.loads(summary.read_text())
         data_info.update({k: made[k] for k in ("seed", "count", "resolution", "family") if k in made})
-        pose = f" --pose {made['pose']}" if made.get("pose") not in (None, "random") else ""
-        data_info["command"] = (f"weightspace data make --family {made.get('family')} --count {made.get('count')} "
-                                f"--resolution {made.get('resolution')} --seed {made.get('seed')}{pose} --out {data_dir}")
+        if "family" in made:  # made by `data make`; an imported folder's summary has no family and no such command
+            pose = f" --pose {made['pose']}" if made.get("pose") not in (None, "random") else ""
+            data_info["command"] = (f"weightspace data make --family {made.get('family')} --count {made.get('count')} "
+                                    f"--resolution {made.get('resolution')} --seed {made.get('seed')}{pose} --out {data_dir}")
     return {
         "command": command,
         "data": data_info,
