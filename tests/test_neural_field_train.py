@@ -256,3 +256,14 @@ def test_a_field_trained_on_imported_meshes_records_no_make_command(imported_dat
     _train(imported_data, tmp_path / "ck", steps=3)
     data = json.loads((tmp_path / "ck" / "training_record.json").read_text())["data"]
     assert "command" not in data and data["count"] == 6 and data["resolution"] == 16
+
+
+def test_a_field_of_no_family_says_so_when_asked_for_one(imported_data, tmp_path):
+    """The refusal read `it samples  (or all)` with an empty list where the data had no family."""
+    from weightspace.runtime.errors import InputError
+
+    _train(imported_data, tmp_path / "ck", steps=3)
+    gen = load_generator(tmp_path / "ck")
+    assert gen.families == []
+    with pytest.raises(InputError, match=r"family 'torus'; it samples no family \(or all\)"):
+        gen.condition(family=["torus"], seeds=[0])

@@ -99,7 +99,7 @@ class NeuralFieldGenerator(Generator):
         untrained = [f for f in family if f != "all" and f not in trained]
         if untrained:  # its Gaussian would be the global one: a sample of no family in particular
             raise InputError(f"condition: this checkpoint had no training shapes of family {untrained[0]!r}; "
-                             f"it samples {', '.join(trained)} (or all)")
+                             f"it samples {', '.join(trained) or 'no family'} (or all)")
         seeds = _check_seeds(seeds, len(family), "families")
         net = self.net
         mean = torch.stack([net.global_mean if f == "all" else net.family_mean[valid.index(f)] for f in family])
