@@ -131,6 +131,21 @@ def test_new_run_from_a_trained_autoencoder(tiny_data, tmp_path):
                                autoencoder_from=src, echo=lambda s: None)
 
 
+def test_the_console_prints_the_loss_the_log_records(tiny_data, tmp_path):
+    """The progress line's `loss` was a running mean of the steps (restarted by a resume) while
+    loss_log.jsonl holds the logged step's loss: the two disagreed at every row."""
+    import re
+
+    lines = []
+    tc = TrainConfig(ae_steps=6, diffusion_steps=6, ae_batch=2, diffusion_batch=2, train_points=32, log_every=2)
+    train_latent_diffusion(tiny_data, tmp_path / "ck", model=ModelConfig(**TINY_MODEL), train=tc, echo=lines.append)
+    printed = [(m[1].strip(), int(m[2]), float(m[3])) for m in
+               (re.match(r"\[(\w+) *\].* step +(\d+)/\d+  loss ([\d.]+)", line) for line in lines) if m]
+    rows = [json.loads(line) for line in (tmp_path / "ck" / LOSS_LOG).read_text().splitlines()]
+    assert len(printed) == 6
+    assert printed == [(r["stage"], r["step"], pytest.approx(r["loss"], abs=5e-5)) for r in rows if "loss" in r]
+
+
 def test_run_shorter_than_one_log_row_still_writes_its_record(tiny_data, tmp_path):
     tc = TrainConfig(ae_steps=1, diffusion_steps=1, ae_batch=2, diffusion_batch=2, train_points=32, log_every=25)
     train_latent_diffusion(tiny_data, tmp_path / "ae", model=ModelConfig(**TINY_MODEL), train=tc, stage="ae", echo=lambda s: None)

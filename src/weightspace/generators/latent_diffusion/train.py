@@ -306,8 +306,8 @@ def _run_stage(name: str, run: StageRun, net, ema: EMA, opt: torch.optim.Optimiz
                         row["val_iou"] = round(validate(), 4)
                         t_prev = time.time()  # validation time is not training time
                     logger.row(**row)
-                    logger.progress(name, step, used, budget_s, loss_avg, f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "",
-                                    total_steps=total_steps)
+                    extra = f" (smoothed {loss_avg:.4f})" + (f"  val_iou {row['val_iou']:.3f}" if "val_iou" in row else "")
+                    logger.progress(name, step, used, budget_s, row["loss"], extra, total_steps=total_steps)  # the row's loss
             stopping = stop.check(ranks)
             if stopping or now - last_save > tc.checkpoint_seconds:
                 progress.update({f"{name}_steps": step, f"{name}_seconds": used})
