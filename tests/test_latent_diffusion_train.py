@@ -188,6 +188,10 @@ def test_a_finished_run_continues_as_a_new_piece(tiny_data, tmp_path):
     assert torch.equal(gen.net.state_dict()["ae.decoder.stem.weight"], src_state["ae.decoder.stem.weight"])  # the AE is kept
     with pytest.raises(Exception, match="--stage diffusion"):
         train_latent_diffusion(tiny_data, tmp_path / "bad", train=tc2, stage="all", continue_from=src, echo=lambda s: None)
+    # a step budget the checkpoint has reached trained no step and wrote a copy of it without a word
+    with pytest.raises(InputError, match="train.diffusion_steps: 4 counts the run's steps"):
+        train_latent_diffusion(tiny_data, tmp_path / "none", train=tc, stage="diffusion", continue_from=src, echo=lambda s: None)
+    assert not (tmp_path / "none" / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize("schedule", ["run", "piece"])

@@ -534,7 +534,7 @@ def _train_latent_diffusion(
         if stage != "diffusion" or autoencoder_from is not None:
             raise InputError("--continue-from continues a finished run's diffusion stage: pass --stage diffusion "
                              "(and no --autoencoder-from)")
-        cfg, net, continued, ae_source = _continue(continue_from, out, progress)
+        cfg, net, continued, ae_source = _continue(continue_from, out, progress, tc.diffusion_steps)
         progress.update(diffusion_piece_from_steps=progress["diffusion_steps"], diffusion_piece_from_seconds=progress["diffusion_seconds"])
         ema = EMA(net.to(dev), tc.ema_decay)  # the checkpoint holds the EMA weights: both start from them
         echo(f"continuing {continue_from} ({progress})")
@@ -616,10 +616,11 @@ def _stages(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, stage: 
     return torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
 
 
-def _continue(source: str | Path, out: Path, progress: dict) -> tuple[ModelConfig, LatentDiffusionNet, dict, Any]:
+def _continue(source: str | Path, out: Path, progress: dict, total_steps: int) -> tuple[ModelConfig, LatentDiffusionNet, dict, Any]:
     """Load checkpoint `source` for a continued run in `out`: (architecture, net with its weights,
     the piece's provenance, its autoencoder's source). Progress counters are taken into `progress`;
-    its loss log and training record are copied into `out`, so the record lists every piece."""
+    its loss log and training record are copied into `out`, so the record lists every piece. A step
+    budget (`total_steps` > 0, train.diffusion_steps) the checkpoint has already reached is refused."""
     import shutil
 
     from weightspace.generators.registry import resolve_checkpoint
@@ -630,6 +631,9 @@ def _continue(source: str | Path, out: Path, progress: dict) -> tuple[ModelConfi
     prog = config.get("progress", {})
     if not prog.get("ae_done") or not prog.get("diffusion_steps"):
         raise InputError(f"{folder}: has no trained diffusion stage to continue (progress {prog})")
+    if 0 < total_steps <= int(prog["diffusion_steps"]):  # the piece would train no step and copy the checkpoint
+        raise InputError(f"train.diffusion_steps: {total_steps} counts the run's steps, and {folder} has trained "
+                         f"{prog['diffusion_steps']} already; set more, or 0 to train by wall time (--minutes)")
     net = LatentDiffusionNet(cfg)
     _load_into(net, state, folder / WEIGHTS_NAME)
     progress.update({k: v for k, v in prog.items() if k in progress})
