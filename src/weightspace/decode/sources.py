@@ -12,7 +12,7 @@ import torch
 from weightspace.decode.points import decode_points, decoded_rows, write_decoded
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import Executor, worker_cached
-from weightspace.runtime.folders import check_out_folder, finish_replacing, folder_kind, listed_files, named_files, start_replacing
+from weightspace.runtime.folders import check_out_folder, finish_replacing, listed_files, named_files, start_replacing
 from weightspace.runtime.io import atomic_write_json, read_json, remove_stale_temps
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import decode_seed
@@ -153,7 +153,7 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
         remove_stale_temps(folder)
     # the earlier decode's items and this one's, on record until this one's manifest is written: those
     # it does not rewrite (or a killed run wrote) are then removed, not left to pass as its own
-    earlier = listed_files(out / "manifest.jsonl", DECODED_FILES) if folder_kind(out) == "decode" else set()
+    earlier = listed_files(out / "manifest.jsonl", DECODED_FILES)  # check_decode_out let no other kind's manifest through
     recorded = start_replacing(out, earlier | named_files(decoded_rows(ids), DECODED_FILES), DECODED_FILES)
     rows = write_decoded(out, grids, ids, seeds, meshes=config.meshes)
     finish_replacing(out, recorded, rows, DECODED_FILES)

@@ -105,9 +105,10 @@ def generate_shapes(
             cond = gen.condition(voxels=vox, seeds=seeds)
         grids = gen.sdf_grid(cond, seeds, resolution=resolution, **sampler).cpu().numpy()  # (count, R, R, R)
     out.mkdir(parents=True, exist_ok=True)
-    recorded = start_replacing(out, set(earlier) | named_files(shape_files(seeds, fmt), SHAPE_FILES), SHAPE_FILES)
+    files_of = shape_files(seeds, fmt)
+    recorded = start_replacing(out, set(earlier) | named_files(files_of, SHAPE_FILES), SHAPE_FILES)
     rows = []
-    for s, grid, files in zip(seeds, grids, shape_files(seeds, fmt)):
+    for s, grid, files in zip(seeds, grids, files_of):
         with atomic_path(out / files["grid"]) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, grid.astype(np.float32), allow_pickle=False)
