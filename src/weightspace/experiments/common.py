@@ -196,6 +196,18 @@ def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
         raise InputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
 
 
+def check_executor(executor: str, workers: int | None) -> None:
+    """The executor settings every study shares: `executor` one of inprocess | process | ray, `workers`
+    >= 1 (None, where a study allows it: every usable core), and more than one worker only on a pool
+    or Ray (in process, the items ran one at a time and the option was silently unused)."""
+    check_choice("executor", executor, ("inprocess", "process", "ray"))
+    if workers is not None and workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    if executor == "inprocess" and (workers or 1) > 1:
+        raise InputError(f"workers (--workers) {workers} needs executor 'process' or 'ray' (--executor); "
+                         f"'inprocess' runs one item at a time")
+
+
 def check_distinct(name: str, values: Sequence[Any]) -> None:
     """Each value of a list option once: a repeated one would run the same item or cell twice and count it
     twice in every pooled rate (`--seeds 0,0` doubled n)."""

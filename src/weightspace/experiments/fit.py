@@ -37,6 +37,7 @@ from weightspace.experiments.common import (
     Clock,
     check_choice,
     check_distinct,
+    check_executor,
     clean_surface,
     encode_points,
     generator_pose,
@@ -139,12 +140,7 @@ class FitConfig:
             raise InputError(f"eval_every and patience must be >= 1, got {self.eval_every} and {self.patience}")
         if any(b < 0 or b % self.eval_every for b in self.budgets):
             raise InputError(f"budgets must be multiples of eval_every = {self.eval_every} and >= 0, got {self.budgets}")
-        check_choice("executor", self.executor, ("inprocess", "process", "ray"))
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"workers must be >= 1 (or None: every usable core), got {self.workers}")
-        if self.executor == "inprocess" and (self.workers or 1) > 1:  # else one at a time, silently (--small is in process)
-            raise InputError(f"workers (--workers) {self.workers} needs executor 'process' or 'ray' (--executor); "
-                             f"'inprocess' runs one item at a time")
+        check_executor(self.executor, self.workers)
         if self.batch_members is not None and self.batch_members < 1:
             raise InputError(f"batch_members must be >= 1 (or None: chosen per generator), got {self.batch_members}")
         if any(m.endswith("subspace") for m in self.methods) and not 1 <= self.subspace_k < self.subspace_examples:

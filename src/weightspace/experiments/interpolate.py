@@ -18,7 +18,7 @@ from typing import Any, Collection, Literal
 from weightspace.analysis.measure import DEFAULT_VOLUME_THRESHOLD, chamfer
 from weightspace.decode.mesh import save_mesh
 from weightspace.experiments.attribution import attribute, attribution_parts, attribution_summary
-from weightspace.experiments.common import Clock, check_choice, given_checkpoint, load_study_generator, refuse, start_results
+from weightspace.experiments.common import Clock, check_choice, check_executor, given_checkpoint, load_study_generator, refuse, start_results
 from weightspace.experiments.endpoints import RESOLVERS, Endpoints_, check_endpoints, endpoint_fidelity, resolve_endpoints
 from weightspace.experiments.pairs import make_pairs, run_pairs
 from weightspace.experiments.path_study import (
@@ -120,12 +120,7 @@ class InterpolateConfig:
                              f"{'pairs (--pairs)' if self.pairs else 'condition_paths (--condition-paths)'}")
         if self.pairs and self.endpoints == "points":
             raise InputError("pairs (--pairs) needs endpoints family, data or population (--endpoints; points files name one pair)")
-        check_choice("executor", self.executor, ("inprocess", "process", "ray"))
-        if self.workers < 1:
-            raise InputError(f"workers must be >= 1, got {self.workers}")
-        if self.executor == "inprocess" and self.workers > 1:  # else the pairs ran one at a time, silently
-            raise InputError(f"workers (--workers) {self.workers} needs executor 'process' or 'ray' (--executor); "
-                             f"'inprocess' runs one item at a time")
+        check_executor(self.executor, self.workers)
 
     def refuse_unused(self, given: Collection[str]) -> None:
         """Refuse fields in `given` (set by the user: options typed, keys of a config file) that this run does not

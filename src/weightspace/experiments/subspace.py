@@ -29,6 +29,7 @@ from weightspace.experiments.common import (
     Clock,
     check_choice,
     check_distinct,
+    check_executor,
     generator_pose,
     given_checkpoint,
     load_study_generator,
@@ -160,12 +161,7 @@ class SubspaceConfig:
                 or self.batch_members < 1:
             raise InputError("samples must be >= 1, temperature and fit_steps >= 0, lr and gate_factor > 0, "
                              "fit_draws and batch_members >= 1")
-        check_choice("executor", self.executor, ("inprocess", "process", "ray"))
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"workers must be >= 1 (or None: every usable core), got {self.workers}")
-        if self.executor == "inprocess" and (self.workers or 1) > 1:  # else one at a time, silently (--small is in process)
-            raise InputError(f"workers (--workers) {self.workers} needs executor 'process' or 'ray' (--executor); "
-                             f"'inprocess' runs one item at a time")
+        check_executor(self.executor, self.workers)
         if self.population is not None and self.parameterisation != "lora":
             raise InputError("population applies to parameterisation lora")
         if self.population is not None and self.data is not None:  # else the population's own data, silently
