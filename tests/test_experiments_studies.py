@@ -95,6 +95,46 @@ def test_interpolate_pairs_on_tiny_generators(tmp_path, make, endpoints, uncheck
     assert kept["n"] == 2 and kept["ci_low"] <= kept["rate"] <= kept["ci_high"] and res["member_fidelity"]["betti_match"] is None
 
 
+def test_a_killed_pairs_sweep_takes_up_its_finished_paths(tmp_path, monkeypatch, unchecked_endpoints):
+    import csv
+
+    from weightspace.experiments import pairs
+
+    def rows(folder):
+        with open(folder / "pairs.csv") as f:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+    def run(out):
+        cfg = InterpolateConfig(checkpoint="tiny", out=str(out), pairs=4, steps=2, tolerance=0.1, observations=128,
+                                meshes=False)
+        return run_interpolate(cfg, generator=tiny_nf())
+
+    whole = run(tmp_path / "whole")
+    real, calls = pairs.pair_path, []
+
+    def killed_after_two(gen, param, task):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(task.k)
+        return real(gen, param, task)
+
+    monkeypatch.setattr(pairs, "pair_path", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed")
+    assert not (tmp_path / "killed" / "results.json").exists()
+    with open(tmp_path / "killed" / pairs.PROGRESS, "a") as f:
+        f.write('{"key": "torn')  # a line cut short by the kill
+    calls.clear()
+    monkeypatch.setattr(pairs, "pair_path", lambda gen, param, task: calls.append(task.k) or real(gen, param, task))
+    folder = run(tmp_path / "killed")
+    assert calls == [2, 3]  # only the paths the killed run had not finished
+    res, ref = _results(folder), _results(whole)
+    assert res["pairs_resumed"] == 2 and ref["pairs_resumed"] == 0
+    assert rows(folder) == rows(whole) and res["summary"] == ref["summary"]
+    assert (folder / "transitions.csv").read_text() == (whole / "transitions.csv").read_text()
+    assert not (folder / pairs.PROGRESS).exists()
+
+
 @pytest.mark.slow
 def test_compare_writes_side_by_side_table(tmp_path, unchecked_endpoints):
     def shrink(study, cfg):

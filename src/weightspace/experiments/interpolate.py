@@ -20,7 +20,7 @@ from weightspace.decode.mesh import save_mesh
 from weightspace.experiments.attribution import attribute, attribution_parts, attribution_summary
 from weightspace.experiments.common import Clock, check_choice, check_executor, given_checkpoint, load_study_generator, refuse, start_results
 from weightspace.experiments.endpoints import RESOLVERS, Endpoints_, check_endpoints, endpoint_fidelity, resolve_endpoints
-from weightspace.experiments.pairs import make_pairs, run_pairs
+from weightspace.experiments.pairs import PROGRESS, make_pairs, run_pairs
 from weightspace.experiments.path_study import (
     KEPT_MEANS,
     PathRun,
@@ -48,7 +48,7 @@ DATA_UNUSED = {"family": "one path runs between the conditions of the families -
                "population": "the endpoints are members of --population, fitted to its own data"}
 # what the study writes into its folder (besides config.json, results.json and report.html); `data` too when it
 # makes its own shapes there
-OUTPUTS = ("steps.csv", "transitions.csv", "path.png", "attribution.csv", "pairs.csv", "pairs.png", "weight_paths.png",
+OUTPUTS = ("steps.csv", "transitions.csv", "path.png", "attribution.csv", "pairs.csv", "pairs.png", PROGRESS, "weight_paths.png",
            "meshes", "renders")
 
 

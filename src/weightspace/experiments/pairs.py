@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from weightspace.experiments.plots import plot_pairs
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import make_executor, worker_cached
+from weightspace.runtime.io import atomic_write_text
 from weightspace.runtime.progress import track
 from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import item_rng
@@ -130,16 +133,26 @@ def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Ca
                       (end_grids[ia], end_grids[ib]), None, None, config.path, config.seed, config.volume_threshold,  # type: ignore[arg-type]
                       config.steps, config.tolerance)
              for k, (ia, ib, within) in enumerate(pairs)]
-    if config.executor == "inprocess":
-        results = [pair_path(gen, ends.param, t) for t in track(tasks, "pairs")]
-    else:
-        from weightspace.generators.registry import generator_loader
+    done = read_progress(folder / PROGRESS, tasks)
+    todo = [t for t in tasks if t.k not in done]
+    label = f"pairs (resuming: {len(done)} of {len(tasks)} already run)" if done else "pairs"
+    # the log starts again from the paths taken up (a torn last line is dropped), written whole before appending
+    atomic_write_text(folder / PROGRESS, "".join(json.dumps(e) + "\n" for e in [{"pairs_progress": 1}] + [
+        {"key": pair_key(t), "k": t.k, "result": done[t.k]} for t in tasks if t.k in done]))
+    with open(folder / PROGRESS, "a", encoding="utf-8") as log:
+        if config.executor == "inprocess":
+            for t in track(todo, label):
+                done[t.k] = record_pair(log, t, pair_path(gen, ends.param, t))
+        elif todo:
+            from weightspace.generators.registry import generator_loader
 
-        with make_executor(config.executor, workers=config.workers, address=config.address) as executor:
-            loader, frame = executor.share(generator_loader(gen)), Frame.of(ends.param, config.checkpoint)
-            for t in tasks:
-                t.loader, t.frame = loader, frame
-            results = list(track(executor.map(run_pair, tasks), "pairs", total=len(tasks), status=executor.status))
+            with make_executor(config.executor, workers=config.workers, address=config.address) as executor:
+                loader, frame = executor.share(generator_loader(gen)), Frame.of(ends.param, config.checkpoint)
+                for t in todo:
+                    t.loader, t.frame = loader, frame
+                for t, result in zip(todo, track(executor.map(run_pair, todo), label, total=len(todo), status=executor.status)):
+                    done[t.k] = record_pair(log, t, result)
+    results = [done[t.k] for t in tasks]
     pair_rows = [r["row"] for r in results]
     all_transitions = [tr for r in results for tr in r["transitions"]]
     decodes = len(check) + sum(r["decodes"] for r in pair_rows)
@@ -156,8 +169,60 @@ def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Ca
                            "pair_endpoints": "family conditions" if all("#" in i for i in ends.points) else "encoded shapes",
                            "transitions": all_transitions, "summary": summary, "wall_seconds": clock(),
                            "endpoint_check": check, "endpoints_dropped": [c["id"] for c in check if not c["ok"]],
-                           "uniform_sweep_decodes_per_path": math.ceil(1 / config.tolerance) + 1})
+                           "uniform_sweep_decodes_per_path": math.ceil(1 / config.tolerance) + 1,
+                           "pairs_resumed": len(tasks) - len(todo)})
+    (folder / PROGRESS).unlink(missing_ok=True)  # results.json now holds every path
     return folder
+
+
+# Each finished path is appended here as it comes back, so a sweep killed part-way (hours of paths on a big
+# generator) takes up its finished paths on a rerun of the same command; start_results has already refused a
+# rerun with other settings, and a path is taken up only when its endpoints are the same bytes (`pair_key`).
+PROGRESS = ".pairs-progress.jsonl"
+
+
+def pair_key(task: PairTask) -> str:
+    """What a recorded path must match to be taken up: its index, endpoint ids, and the bytes of its endpoint
+    points and decoded grids (a regenerated data folder or a retrained checkpoint under the same names differs)."""
+    h = hashlib.sha256(repr((task.k, task.a, task.b, task.within, task.families)).encode())
+    for x in (*task.points, *task.grids):
+        h.update(np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x).tobytes())
+    return h.hexdigest()
+
+
+def record_pair(log: Any, task: PairTask, result: dict[str, Any]) -> dict[str, Any]:
+    """Append one finished path to the progress log and return it as read back: a resumed path and a fresh
+    one then write the same bytes into pairs.csv, transitions.csv and results.json."""
+    line = json.dumps({"key": pair_key(task), "k": task.k, "result": result}, default=_plain)
+    log.write(line + "\n")
+    log.flush()
+    return json.loads(line)["result"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot record {type(value).__name__} in the pairs progress log")
+
+
+def read_progress(path: Path, tasks: list[PairTask]) -> dict[int, dict[str, Any]]:
+    """The paths of `tasks` an earlier, killed run of this sweep recorded in `path` (by pair index). Lines that
+    do not parse (a torn last line) or whose key does not match today's task are ignored: those paths run again."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    keys = {t.k: pair_key(t) for t in tasks}
+    done: dict[int, dict[str, Any]] = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("k") in keys and entry.get("key") == keys[entry["k"]] \
+                and isinstance(entry.get("result"), dict):
+            done[entry["k"]] = entry["result"]
+    return done
 
 
 def _pair_summary(pairs: list[dict[str, Any]], transitions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,6 +236,12 @@ def _pair_summary(pairs: list[dict[str, Any]], transitions: list[dict[str, Any]]
             "mean_decodes_per_path": float(np.mean([r["decodes"] for r in pairs])) if n else float("nan"),
             "median_width": float(np.median([t["width"] for t in transitions])) if transitions else float("nan"),
             "mean_chamfer_jump": finite_mean([t["chamfer_jump"] for t in transitions]),
-            "median_sharpness": float(np.nanmedian([t["sharpness"] for t in transitions])) if transitions else float("nan")}
+            "median_sharpness": _finite_median([t["sharpness"] for t in transitions])}
+
+
+def _finite_median(values: list[float]) -> float:
+    """The median of the finite values (NaN when there are none: no path's span to compare a jump with)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
 
 
