@@ -3,10 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 
 from weightspace.analysis.measure import eikonal_residual, geometry, measure
 from weightspace.data.grid import grid_points
-from weightspace.runtime.results import write_csv, write_results
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.results import read_results, write_csv, write_results
 
 
 def _ball(radius=0.5, R=24, scale=1.0, truncation=0.2, center=(0.0, 0.0, 0.0)):
@@ -41,6 +43,20 @@ def test_results_are_strict_json_and_csv_has_union_of_columns(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text()) == {"a": None, "b": [1.0, None], "c": 3}
     write_csv(tmp_path / "t.csv", [{"x": 1, "y": [1, 2]}, {"x": 2, "z": 0.5}])
     assert (tmp_path / "t.csv").read_text().splitlines() == ["x,y,z", "1,1 2,", "2,,0.5"]
+    assert read_results(tmp_path / "results.json") == {"a": None, "b": [1.0, None], "c": 3}
+
+
+def test_a_results_json_with_nan_or_infinity_is_refused_naming_the_field(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text('{"a": 1.0, "summary": {"all": {"rates": [0.5, -Infinity]}}}')
+    with pytest.raises(InputError, match=r"results\.json: summary\.all\.rates\[1\]: -Infinity is not a finite number"):
+        read_results(path)
+    path.write_text('{"a": NaN}')
+    with pytest.raises(InputError, match=r"results\.json: a: NaN"):
+        read_results(path)
+    path.write_text('{"a": 1e999}')  # out of a double's range: json reads it as inf
+    with pytest.raises(InputError, match=r"results\.json: a: Infinity"):
+        read_results(path)
 
 
 def test_a_results_folder_with_another_run_is_refused_replaced_or_resumed(tmp_path):

@@ -173,3 +173,23 @@ def test_a_results_json_of_another_version_is_named_on_the_page_not_fatal(studie
     (folder / "results.json").write_text(json.dumps(res))
     assert read_finding(folder).verdict == "inconclusive"
     assert "does not read this fit study" in write_report(folder).read_text()
+
+
+def test_a_results_json_holding_nan_or_infinity_is_refused_naming_file_and_field(studies, tmp_path, capsys):
+    """Python's json reads NaN and Infinity; results.json never holds them (a missing figure is null), and a
+    verdict compared against NaN comes out silently wrong, so the page is not written."""
+    from weightspace.cli import main
+
+    folder = tmp_path / "fit"
+    shutil.copytree(studies["fit"], folder)
+    res = json.loads((folder / "results.json").read_text())
+    method = next(iter(res["by_method"]))
+    res["by_method"][method]["chamfer_l1"] = float("nan")
+    (folder / "results.json").write_text(json.dumps(res))  # json.dumps writes NaN
+    with pytest.raises(InputError, match=rf"results\.json: by_method\.{method}\.chamfer_l1: NaN is not a finite number"):
+        read_finding(folder)
+    with pytest.raises(SystemExit) as ex:
+        main(["report", str(folder), "--out", str(tmp_path / "page.html")])
+    assert ex.value.code == 2 and not (tmp_path / "page.html").exists()
+    err = capsys.readouterr().err
+    assert f"{folder / 'results.json'}: by_method.{method}.chamfer_l1: NaN" in err, err

@@ -26,6 +26,7 @@ from weightspace.report.html import discover, write_page, write_report
 from weightspace.report.verdicts import read_finding
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_json, atomic_write_text, read_json
+from weightspace.runtime.results import read_results
 
 SCHEMA = "weightspace-demo/1"  # results.json's format, documented in docs/results.md
 
@@ -193,7 +194,7 @@ def demo_extras(folders: list[Path]) -> tuple[list[str], dict[str, str]]:
     for out in map(Path, folders):
         if (out / "shapes.csv").is_file():
             extra.append(shapes_section(out))
-        res = read_json(out / "results.json") if (out / "results.json").is_file() else {}
+        res = read_results(out / "results.json") if (out / "results.json").is_file() else {}
         if res.get("schema") == SCHEMA:
             for gen in res["generators"].values():
                 for study in gen.values():

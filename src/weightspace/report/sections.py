@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from weightspace.report.meshviews import MeshCard
 from weightspace.report.verdicts import Finding, betti, read_rows
-from weightspace.runtime.io import read_json
+from weightspace.runtime.results import read_results
 
 KIND_COLOURS = {"examples": "#555555", "subspace": "#1f77b4", "random": "#ff7f0e", "condition_noise": "#2ca02c"}
 METHOD_COLOURS = {"encode": "#7f7f7f", "optimise": "#2ca02c", "subspace": "#1f77b4", "weight_subspace": "#1f77b4",
@@ -212,7 +212,7 @@ def subspace_section(f: Finding) -> Section:
     rows = read_rows(folder / "samples.csv")
     s.cards = _sample_cards(f, folder, kinds, None, h["examples_topology"])
     for cell in sorted((folder / "cells").glob("*/")) if (folder / "cells").is_dir() else []:
-        res_cell = read_json(cell / "results.json") if (cell / "results.json").is_file() else {}
+        res_cell = read_results(cell / "results.json") if (cell / "results.json").is_file() else {}
         s.cards += _sample_cards(f, cell, kinds, cell.name, (res_cell.get("examples_topology") or {}).get("robust"))
     summary = res["summary"]
     s.tables.append(("by kind of point", table(

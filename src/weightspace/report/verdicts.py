@@ -24,6 +24,7 @@ from typing import Any
 from weightspace.analysis.rates import rate
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import read_json
+from weightspace.runtime.results import read_results
 
 VERDICTS = ("supported", "not supported", "inconclusive", "refused")  # a study that states its own verdict may add others
 STUDIES = {"InterpolateConfig": "interpolate", "SubspaceConfig": "subspace", "FitConfig": "fit"}
@@ -103,7 +104,7 @@ def read_finding(folder: str | Path) -> Finding:
     if study is None:
         raise InputError(f"{folder}: not a study's results folder (needs config.json of an interpolate, subspace or fit "
                          "study and its results.json)")
-    cfg, res = read_json(folder / "config.json"), read_json(folder / "results.json")
+    cfg, res = read_json(folder / "config.json"), read_results(folder / "results.json")
     f = Finding(folder, study, str(res.get("checkpoint", cfg.get("checkpoint", "?"))), str(res.get("generator", "?")),
                 "refused", "", results=res, config=cfg)
     if "refused" in res:

@@ -14,13 +14,46 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from weightspace.runtime.io import atomic_path, atomic_write_text
+from weightspace.runtime.config import field_path
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_path, atomic_write_text, read_json
 
 
 def write_results(folder: Path, results: dict[str, Any]) -> Path:
     """`results.json` (summary figures); NaN / inf become null so the file is strict JSON."""
     atomic_write_text(folder / "results.json", json.dumps(_clean(results), indent=2, sort_keys=False) + "\n")
     return folder / "results.json"
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """A `results.json` as `write_results` writes it: a JSON object of finite numbers (a missing figure is null).
+
+    Python's json reads NaN and Infinity, but `write_results` never writes them, so a file that holds one was
+    edited or written by something else, and a verdict compared against it would come out silently wrong
+    (every comparison with NaN is false). Such a file is refused, naming it and the first such field.
+    """
+    path = Path(path)
+    res = read_json(path)
+    if not isinstance(res, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(res).__name__}")
+    bad = _non_finite(res, str(path))
+    if bad is not None:
+        where, value = bad
+        raise InputError(f"{where}: {json.dumps(value)} is not a finite number; results.json records a missing or undefined "
+                         "figure as null (this file was edited or not written by weightspace)")
+    return res
+
+
+def _non_finite(x: Any, where: str) -> tuple[str, float] | None:
+    """The dotted path and value of the first NaN or infinite number in `x` (document order), or None."""
+    if isinstance(x, float) and not np.isfinite(x):
+        return where, x
+    items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k}]" if isinstance(k, int) else field_path(where, str(k)))
+        if found is not None:
+            return found
+    return None
 
 
 def _clean(x: Any) -> Any:
