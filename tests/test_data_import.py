@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from weightspace.data.grid import MIN_RESOLUTION, grid_points
 from weightspace.data.importer import FORMATS, MeshImportError, import_meshes, load_mesh
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import spawn_pool
+from weightspace.runtime.folders import folder_kind
 
 
 def _rows(root: Path) -> list[dict]:
@@ -247,3 +249,53 @@ def test_a_solid_thinner_than_a_voxel_is_imported_with_a_warning(tmp_path):
     assert s["imported"] == 2 and s["empty_at_resolution"] == [rows["plate.stl"]["id"]]
     assert rows["block.stl"]["betti_measured"] == [1, 0, 0]
     assert "warning: 1 imported shape(s) have no inside voxel at 16^3" in r.output and rows["plate.stl"]["id"] in r.output
+
+
+def test_a_stopped_import_is_resumed_and_ends_as_an_uninterrupted_one(tmp_path, torus, monkeypatch):
+    """A rerun after a kill used to import every file again. Now it takes up the files the stopped import
+    recorded (failed and skipped ones too, reported again in file order), imports again one changed
+    since, and ends byte for byte as an uninterrupted import; other options start afresh and say so."""
+    src = tmp_path / "in"
+    src.mkdir()
+    torus.export(src / "a_ring.stl")
+    trimesh.creation.box((2.0, 1.0, 1.0)).export(src / "b_brick.obj")
+    (src / "c_broken.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nf 1 2 9\n")
+    trimesh.Trimesh(np.random.default_rng(0).uniform(-1, 1, (30, 3)), np.arange(30).reshape(10, 3)).export(src / "d_soup.obj")
+    trimesh.creation.icosphere(2, 1.0).export(src / "e_ball.ply")
+    real, calls = importer_module._import_one, []
+
+    def counted(cfg, job):
+        calls.append(job[1].name)
+        if len(calls) == 4 and stop:
+            raise KeyboardInterrupt  # as a Ctrl-C (or a kill) after three files
+        return real(cfg, job)
+
+    monkeypatch.setattr(importer_module, "_import_one", counted)
+    _register()
+
+    def run(out, *options):
+        r = CliRunner().invoke(app, ["data", "import", str(src), "--resolution", "16", "--points", "32", *options, "--out", str(out)])
+        files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        return r, files, [line for line in r.stderr.splitlines() if line.startswith(("failed:", "skipped:"))]
+
+    stop = False
+    whole, files, reported = run(tmp_path / "a")
+    assert whole.exit_code == SOME_FAILED and len(reported) == 2
+    stop, calls[:] = True, []
+    r, _, _ = run(tmp_path / "b")
+    assert r.exit_code == 130 and len((tmp_path / "b" / ".progress.jsonl").read_text().splitlines()) == 1 + 3
+    assert folder_kind(tmp_path / "b") == "data"
+    stat = (src / "b_brick.obj").stat()
+    os.utime(src / "b_brick.obj", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # changed since: imported again
+    stop, calls[:] = False, []
+    r, resumed, again = run(tmp_path / "b")
+    assert calls == ["b_brick.obj", "d_soup.obj", "e_ball.ply"]
+    assert f"resuming: 2 of 5 files already imported in {tmp_path / 'b'}; 1 recorded are done again" in r.stderr
+    assert r.exit_code == SOME_FAILED and resumed == files and again == reported
+    # other options: nothing taken up, and the stopped import's files replaced
+    stop, calls[:] = True, []
+    run(tmp_path / "c", "--seed", "1")
+    stop, calls[:] = False, []
+    r, other, _ = run(tmp_path / "c")
+    assert len(calls) == 5 and other == files
+    assert f"not resuming the unfinished run in {tmp_path / 'c'}: it had other settings (seed 1, now 0)" in r.stderr

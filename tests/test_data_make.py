@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 
 from weightspace.analysis.topology import topology
 from weightspace.cli import _register, app
+from weightspace.data.dataset import read_shapes
 from weightspace.data.families import FAMILIES, FAMILY_NAMES
 from weightspace.data.make import make_dataset
-from weightspace.runtime.errors import InputError
+from weightspace.runtime.errors import InputError, Interrupted
+from weightspace.runtime.folders import check_out_folder, folder_kind
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -22,6 +24,35 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def _rows(root: Path) -> list[dict]:
     return [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+
+
+def _stop_after(monkeypatch, k: int, run) -> list:
+    """Run `run` with every shape counted, stopped as by Ctrl-C or a kill once `k` shapes are made;
+    returns the shapes it was asked for."""
+    from weightspace.data import make as make_module
+
+    real, calls = make_module._make_item, []
+
+    def counted(cfg, job):
+        calls.append(job)
+        if len(calls) == k + 1:
+            raise KeyboardInterrupt
+        return real(cfg, job)
+
+    monkeypatch.setattr(make_module, "_make_item", counted)
+    with pytest.raises(Interrupted, match=f"interrupted: {k} of .* shapes are saved in .*; run the same command again"):
+        run()
+    monkeypatch.setattr(make_module, "_make_item", real)
+    return calls
+
+
+def _counting(monkeypatch) -> list:
+    """The shapes made from now on, counted."""
+    from weightspace.data import make as make_module
+
+    real, calls = make_module._make_item, []
+    monkeypatch.setattr(make_module, "_make_item", lambda cfg, job: (calls.append(job), real(cfg, job))[1])
+    return calls
 
 
 def test_mixed_set_files_manifest_and_topology(tmp_path):
@@ -59,11 +90,21 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     assert a["redraws"] == b["redraws"]
 
 
-def test_worker_processes_write_the_same_files(tmp_path):
+def test_worker_processes_write_the_same_files_and_resume_a_stopped_run(tmp_path, monkeypatch):
+    """--workers 2 writes the same files as one process, here resuming a run stopped after 2 shapes:
+    the pool makes the other 10, and the parent alone records each in the progress file as it comes back."""
+    from weightspace.runtime.resume import ProgressFile
+
     one = make_dataset(tmp_path / "a", family="all", count=12, resolution=16, seed=3, n_points=64, progress=False)
-    two = make_dataset(tmp_path / "b", family="all", count=12, resolution=16, seed=3, n_points=64, progress=False, workers=2)
+    _stop_after(monkeypatch, 2, lambda: make_dataset(tmp_path / "b", family="all", count=12, resolution=16, seed=3, n_points=64,
+                                                      progress=False))
+    recorded, add = [], ProgressFile.add
+    monkeypatch.setattr(ProgressFile, "add", lambda self, row: (recorded.append(row["id"]), add(self, row))[1])
+    two = make_dataset(tmp_path / "b", family="all", count=12, resolution=16, seed=3, n_points=64, progress=False, workers=2,
+                       log=lambda line: None)
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
-    assert one["redraws"] == two["redraws"] and one["split"] == two["split"]
+    assert one["redraws"] == two["redraws"] and one["split"] == two["split"] and two["resumed"] == 2
+    assert recorded == [r["id"] for r in _rows(tmp_path / "a")][2:]
 
 
 def test_items_do_not_depend_on_the_other_families(tmp_path):
@@ -139,6 +180,62 @@ def test_an_interrupted_overwrite_leaves_no_dataset_and_a_finished_one_no_old_fi
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["torus-00000.npy"]
     assert sorted(p.name for p in (out / "points").iterdir()) == ["torus-00000.npz"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_stopped_run_is_resumed_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """A rerun after a kill used to make every shape again. Now it takes up the shapes the stopped run
+    recorded and makes only the rest; manifest, summary and every file are byte for byte an
+    uninterrupted run's, and the progress file is gone."""
+    kw = dict(family="torus,pair,mug", count=9, resolution=16, seed=2, n_points=32, progress=False)
+    make_dataset(tmp_path / "a", **kw)
+    _stop_after(monkeypatch, 4, lambda: make_dataset(tmp_path / "b", **kw))
+    assert (tmp_path / "b" / ".progress.jsonl").is_file() and not (tmp_path / "b" / "manifest.jsonl").exists()
+    assert folder_kind(tmp_path / "b") == "data"  # still data make's own folder, which no other command takes
+    with pytest.raises(InputError, match="holds a shape dataset"):
+        check_out_folder(tmp_path / "b", "decode")
+    with pytest.raises(InputError, match="was stopped before it finished; run the same command again"):
+        read_shapes(tmp_path / "b")
+    made, said = _counting(monkeypatch), []
+    s = make_dataset(tmp_path / "b", **kw, log=said.append)
+    assert len(made) == 5 and s["resumed"] == 4 and said == [f"resuming: 4 of 9 shapes already made in {tmp_path / 'b'}"]
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_a_torn_last_progress_line_is_made_again(tmp_path, monkeypatch):
+    """A kill while a row is being appended leaves half a line: that shape is made again, the rest are taken up."""
+    kw = dict(family="torus,pair", count=6, resolution=16, seed=4, n_points=32, progress=False)
+    make_dataset(tmp_path / "a", **kw)
+    _stop_after(monkeypatch, 3, lambda: make_dataset(tmp_path / "b", **kw))
+    progress = tmp_path / "b" / ".progress.jsonl"
+    text = progress.read_text()
+    progress.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])  # the third row cut in half
+    (tmp_path / "b" / "grids" / "torus-00000.npy").write_bytes(b"\x93NUMPY")  # and a damaged grid
+    made, said = _counting(monkeypatch), []
+    make_dataset(tmp_path / "b", **kw, log=said.append)
+    assert sorted(made) == [("pair", 0), ("pair", 1), ("pair", 2), ("torus", 0), ("torus", 2)]
+    assert said == [f"resuming: 1 of 6 shapes already made in {tmp_path / 'b'}; 1 recorded are done again "
+                    f"(a file missing, damaged or changed since)"]
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_other_settings_start_afresh_and_leave_no_earlier_shape(tmp_path, monkeypatch):
+    """A rerun with other settings takes up no row (its shapes would not be this run's) and says why; the
+    stopped run's shapes that the new one does not rewrite are removed. So is a finished dataset's progress
+    file replaced with --overwrite."""
+    kw = dict(family="torus,pair", count=6, resolution=16, seed=4, n_points=32, progress=False)
+    _stop_after(monkeypatch, 4, lambda: make_dataset(tmp_path / "b", **kw))
+    made, said = _counting(monkeypatch), []
+    make_dataset(tmp_path / "b", **{**kw, "count": 2, "n_points": 16}, log=said.append)
+    assert len(made) == 2 and len(said) == 1
+    assert said[0].startswith(f"not resuming the unfinished run in {tmp_path / 'b'}: it had other settings (")
+    assert "n_points 32, now 16" in said[0] and "starting afresh" in said[0]
+    make_dataset(tmp_path / "a", **{**kw, "count": 2, "n_points": 16})
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    # a finished dataset replaced with --overwrite starts afresh too, whatever progress file is left beside it
+    (tmp_path / "b" / ".progress.jsonl").write_text((tmp_path / "b" / "manifest.jsonl").read_text())
+    made.clear()
+    make_dataset(tmp_path / "b", **{**kw, "count": 2, "n_points": 16}, overwrite=True, log=said.append)
+    assert len(made) == 2 and len(said) == 1 and _files(tmp_path / "a") == _files(tmp_path / "b")
 
 
 def test_cli_make_and_families(tmp_path):

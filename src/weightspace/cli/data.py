@@ -53,7 +53,9 @@ def make(
     """Make procedural shapes: truncated SDF grids, surface points, parameters and a manifest.
 
     Every sample's grid topology is measured and must equal its family's declaration; samples
-    that differ are redrawn and counted (summary.json, per family).
+    that differ are redrawn and counted (summary.json, per family). A run stopped part-way (Ctrl-C,
+    a kill) is resumed by the same command: the shapes it finished are kept, the rest are made, and
+    the folder ends as an uninterrupted run's; with other settings it starts afresh and says so.
 
     Example: weightspace data make --family all --count 640 --resolution 32 --seed 0 --out runs/data32
     """
@@ -68,8 +70,9 @@ def make(
         out, family=family, count=count, resolution=resolution, seed=seed, truncation=truncation,
         n_points=points, split=fractions, max_redraws=max_redraws, overwrite=overwrite, workers=workers, pose=pose,
     )  # fmt: skip
+    resumed = f"; {s['resumed']} made by the stopped run it resumed" if s["resumed"] else ""
     typer.echo(
-        f"wrote {s['count']} shapes to {out} in {s['seconds']:.1f} s ({s['shapes_per_second']:.1f} shapes/s); "
+        f"wrote {s['count']} shapes to {out} in {s['seconds']:.1f} s ({s['shapes_per_second']:.1f} shapes/s{resumed}); "
         f"split {s['split']}; redrawn for topology: {s['redraws_total']} {s['redraws']}"
     )
 
@@ -97,7 +100,9 @@ def import_(
     figure and the sign method are recorded per shape. A bad file is reported by name and
     reason (console and manifest) and the import goes on. Exit status: 0 when no file failed
     (each imported, or skipped as not solid), 3 when some failed and at least one was imported,
-    2 (bad input, with an error: line) when some failed and none was imported.
+    2 (bad input, with an error: line) when some failed and none was imported. An import stopped
+    part-way (Ctrl-C, a kill) is resumed by the same command: files done and unchanged since are
+    kept, the rest imported; with other files or options it starts afresh and says so.
 
     Example: weightspace data import meshes/ chair.obj --resolution 64 --out runs/imported
     """
@@ -115,6 +120,7 @@ def import_(
         seed=seed, overwrite=overwrite, on_failure=report, keep_non_solid=keep_non_solid, on_skip=skip, workers=workers,
     )  # fmt: skip
     per = f" ({s['seconds_per_mesh']:.2f} s per mesh)" if s["seconds_per_mesh"] is not None else ""
+    per += f" ({s['resumed']} files done by the stopped run it resumed)" if s["resumed"] else ""
     kept = f" (of them {s['non_solid_kept']} not solid, kept by --keep-non-solid)" if s["non_solid_kept"] else ""
     typer.echo(
         f"imported {s['imported']} of {s['count']} files into {out}{kept}{per}; sign: {s['sign_methods']}; "

@@ -14,6 +14,7 @@ from weightspace.data.make import SPLITS, save_npy
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.folders import folder_kind
 from weightspace.runtime.io import file_digest, read_jsonl, read_npy, read_npz, safe_child
+from weightspace.runtime.resume import PROGRESS
 from weightspace.runtime.seeding import derive_seed
 
 MANIFEST = "manifest.jsonl"
@@ -23,6 +24,9 @@ CACHE = ".cache"
 def read_manifest(folder: str | Path) -> list[dict]:
     """Rows of `folder/manifest.jsonl`; a missing file or a malformed line raises InputError naming it."""
     path = Path(folder) / MANIFEST
+    if not path.is_file() and (Path(folder) / PROGRESS).is_file():
+        raise InputError(f"{path}: not found: the `weightspace data make` or `data import` into {folder} was stopped "
+                         f"before it finished; run the same command again to finish it")
     if not path.is_file():
         raise InputError(f"{path}: not found; make a dataset with `weightspace data make` or `weightspace data import`")
     return [row for _, row in read_jsonl(path)]

@@ -5,21 +5,35 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import trimesh
 
 from weightspace.data.grid import check_resolution, grid_points
-from weightspace.data.make import assign_splits, finish_replacing, measure_betti, save_npy, save_npz, start_replacing, write_manifest
+from weightspace.data.make import (
+    DATA_FILES,
+    assign_splits,
+    files_readable,
+    finish_replacing,
+    measure_betti,
+    save_npy,
+    save_npz,
+    start_replacing,
+    take_up,
+    write_manifest,
+)
 from weightspace.data.repair import SOLIDITY_RESOLUTION, repair_orientation, solidity, solidity_points, winding_number
-from weightspace.runtime.errors import InputError
+from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.executors import spawn_pool
-from weightspace.runtime.folders import check_out_folder
+from weightspace.runtime.folders import check_out_folder, named_files
 from weightspace.runtime.io import atomic_write_json, remove_stale_temps
 from weightspace.runtime.progress import track
+from weightspace.runtime.resume import ProgressFile
 from weightspace.runtime.seeding import derive_seed
 
 FORMATS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
@@ -238,6 +252,20 @@ def _safe_id(i: int, path: Path) -> str:
     return f"{i:04d}-{stem}"
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _stamp(path: Path) -> list[int] | None:
+    """The size and modification time (ns) of a source file, or None when it cannot be read: what tells
+    a rerun that the file it imported before is still the same one (`import_meshes`)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 @dataclass(frozen=True)
 class ImportConfig:
     """What every file of one import is made with (picklable: sent to worker processes)."""
@@ -317,6 +345,7 @@ def import_meshes(
     keep_non_solid: bool = False,
     on_skip=None,
     workers: int = 1,
+    log: Callable[[str], None] = _stderr,
 ) -> dict:
     """Import mesh files into a data folder like `make_dataset` writes (family "imported", label -1).
 
@@ -330,6 +359,13 @@ def import_meshes(
     `out/summary.json`) with the failures, the skipped non-solids and timing.
     `workers` > 1 imports files in that many processes; the files are the same byte for byte, and
     the callbacks still come in file order.
+    An import killed part-way is taken up by a rerun with the same files and options: each file's
+    result is recorded in a progress file (`runtime.resume`) as it is done, and the rerun imports
+    only the files not recorded there, changed since (size or modification time) or whose output no
+    longer reads back, so the folder ends byte for byte as an uninterrupted import's. The callbacks
+    hear every file's failure or skip again, in file order. `log` hears how many files were taken up,
+    or why none were (other files or options: the earlier output is then replaced). Ctrl-C raises
+    `Interrupted`, whose message counts the files done.
     """
     out = Path(out)
     check_resolution(resolution)
@@ -349,32 +385,66 @@ def import_meshes(
         raise InputError(f"no mesh files found in {', '.join(map(str, paths))} (supported: {', '.join(FORMATS)})")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # left by a writer killed in an earlier run; nothing else writes here now
-    earlier = start_replacing(out, overwrite)
+    jobs = list(enumerate(files))
+    ids = {i: _safe_id(i, path) for i, path in jobs}
+    writes = [dict(grid=f"grids/{ids[i]}.npy", points=f"points/{ids[i]}.npz") for i, _ in jobs]
+    earlier = start_replacing(out, overwrite, named_files(writes, DATA_FILES))
+    # everything a row or a file depends on; each file's own stamp is checked with its row
+    settings = dict(files=[str(path) for path in files], resolution=resolution, truncation=truncation, n_points=n_points,
+                    margin=margin, seed=seed, keep_non_solid=keep_non_solid)
+    record = ProgressFile(out, "data import", settings)
+    stamps = {i: _stamp(path) for i, path in jobs}  # before any file is read: one changed later is imported again
+
+    def usable(entry: dict, job: tuple[int, Path]) -> bool:
+        i, path = job
+        row = entry.get("row")
+        if entry.get("stamp") != stamps[i] or not isinstance(row, dict) or row.get("id") != ids[i] or row.get("source") != str(path):
+            return False
+        if row.get("status") == "ok":
+            return {k: row.get(k) for k in writes[i]} == writes[i] and files_readable(out, row, resolution, n_points)
+        return row.get("status") in ("failed", "skipped") and isinstance(entry.get("record"), dict)
+
+    taken = take_up(record, {ids[i]: (i, path) for i, path in jobs}, usable, "files already imported", log)
+    todo = [job for job in jobs if ids[job[0]] not in taken]
     cfg = ImportConfig(out, resolution, truncation, n_points, margin, seed, keep_non_solid)
     item = functools.partial(_import_one, cfg)
-    jobs = list(enumerate(files))
     label = f"importing at {resolution}^3"
     rows, failures, skipped, seconds = [], [], [], []
-    with contextlib.ExitStack() as stack:
-        if workers == 1 or len(jobs) == 1:
-            results = map(item, jobs)
-        else:
-            pool = stack.enter_context(spawn_pool(min(workers, len(jobs))))
-            results = pool.map(item, jobs)  # in job order
-        # the bar wraps the zip, not the zip the bar: zip stops on the exhausted jobs without asking
-        # the bar for its last step, which left it one short ("5/6"); failed and skipped files count as done
-        for (_, path), (status, row, record, took) in track(zip(jobs, results), label, enabled=progress, total=len(jobs)):
-            rows.append(row)
-            if status == "failed":
-                failures.append(record)
-                if on_failure is not None:
-                    on_failure(path, record["reason"])
-            elif status == "skipped":
-                skipped.append(record)
-                if on_skip is not None:
-                    on_skip(path, record["reason"])
+    record.start([taken[ids[i]] for i, _ in jobs if ids[i] in taken])
+    try:
+        with record, contextlib.ExitStack() as stack:
+            if workers == 1 or len(todo) <= 1:
+                fresh = map(item, todo)
             else:
-                seconds.append(took)
+                fresh = stack.enter_context(spawn_pool(min(workers, len(todo)))).map(item, todo)  # in job order
+
+            def results():
+                """Every file's result in file order: taken up, or imported now and recorded."""
+                for i, path in jobs:
+                    if ids[i] in taken:
+                        entry = taken[ids[i]]
+                        yield path, (entry["row"]["status"], entry["row"], entry["record"], None)
+                    else:
+                        status, row, failure, took = next(fresh)
+                        record.add(dict(id=ids[i], row=row, record=failure, stamp=stamps[i]))  # only this process writes it
+                        yield path, (status, row, failure, took)
+
+            # failed and skipped files count as done; the bar wraps the generator, so it takes its last step too
+            for path, (status, row, failure, took) in track(results(), label, enabled=progress, total=len(jobs)):
+                rows.append(row)
+                if status == "failed":
+                    failures.append(failure)
+                    if on_failure is not None:
+                        on_failure(path, failure["reason"])
+                elif status == "skipped":
+                    skipped.append(failure)
+                    if on_skip is not None:
+                        on_skip(path, failure["reason"])
+                elif took is not None:
+                    seconds.append(took)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {len(rows)} of {len(jobs)} files are done in {out}; "
+                          f"run the same command again to resume") from None
     ok = [r for r in rows if r["status"] == "ok"]
     splits = assign_splits({"imported": len(ok)}, seed, split)
     for i, r in enumerate(ok):
@@ -397,5 +467,6 @@ def import_meshes(
         sign_methods={m: sum(r["sign_method"] == m for r in ok) for m in ("pseudonormal", "fast_winding_number")},
     )
     atomic_write_json(out / "summary.json", summary)
-    finish_replacing(out, earlier, rows)
-    return dict(summary, seconds_per_mesh=float(np.mean(seconds)) if seconds else None)
+    finish_replacing(out, earlier, rows, record)
+    # timing goes to the caller only: summary.json stays byte-identical, resumed or not
+    return dict(summary, seconds_per_mesh=float(np.mean(seconds)) if seconds else None, resumed=len(taken))

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
+import sys
 import time
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from weightspace.data.families import FAMILIES, FAMILY_NAMES, POSES, Family, get_family
 from weightspace.data.grid import check_resolution, grid_points
 from weightspace.runtime import folders
-from weightspace.runtime.errors import InputError, WeightspaceError
+from weightspace.runtime.errors import InputError, Interrupted, WeightspaceError
 from weightspace.runtime.executors import spawn_pool
-from weightspace.runtime.folders import check_out_folder, listed_files
-from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
+from weightspace.runtime.folders import check_out_folder, listed_files, named_files
+from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, read_npy, read_npz, remove_stale_temps
 from weightspace.runtime.progress import track
+from weightspace.runtime.resume import PROGRESS, ProgressFile
 from weightspace.runtime.seeding import derive_seed, item_rng
 
 SPLITS = ("train", "val", "test")
@@ -159,25 +162,42 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 DATA_FILES = {"grid": "grids", "points": "points"}  # the manifest fields that name a shape's files, and their folders
 
 
-def start_replacing(out: Path, overwrite: bool) -> set[str]:
+def start_replacing(out: Path, overwrite: bool, writes: set[str]) -> set[str]:
     """Before a dataset is written into `out`: with `overwrite`, remove the earlier dataset's
     manifest.jsonl and summary.json first, so that a run killed part-way leaves a folder no command
     takes for a dataset (it used to leave the earlier manifest describing a mix of old and new shape
-    files). Returns the files the earlier manifest listed, kept on record until the new dataset is
-    complete (`runtime.folders.start_replacing`), so a rerun after such a kill still knows them;
-    `finish_replacing` removes those the new dataset does not rewrite."""
+    files), and the progress file a finished run may have left (`runtime.resume`), so the new run
+    starts afresh. Returns the files the earlier manifest listed and those this run `writes`, kept on
+    record until the new dataset is complete (`runtime.folders.start_replacing`), so a rerun after a
+    kill still knows them, even when this run is the first in `out` or the rerun asks for fewer
+    shapes; `finish_replacing` removes those the new dataset does not rewrite."""
     path = out / "manifest.jsonl"
     replace = overwrite and path.is_file()
-    earlier = folders.start_replacing(out, listed_files(path, DATA_FILES) if replace else (), DATA_FILES)
+    earlier = folders.start_replacing(out, (listed_files(path, DATA_FILES) if replace else set()) | writes, DATA_FILES)
     if replace:
         path.unlink()
         (out / "summary.json").unlink(missing_ok=True)
+        (out / PROGRESS).unlink(missing_ok=True)
     return earlier
 
 
-def finish_replacing(out: Path, earlier: set[str], rows: list[dict]) -> None:
-    """Remove the earlier dataset's files (`start_replacing`) that the new rows do not name."""
+def finish_replacing(out: Path, earlier: set[str], rows: list[dict], progress: ProgressFile) -> None:
+    """Once the new manifest is written: remove the earlier dataset's files (`start_replacing`) that
+    the new rows do not name, and the progress file of the run."""
     folders.finish_replacing(out, earlier, rows, DATA_FILES)
+    progress.remove()
+
+
+def files_readable(out: Path, row: dict, resolution: int, n_points: int) -> bool:
+    """Whether the grid and points a progress row names (`runtime.resume`) read back whole with the
+    shapes this run writes, so the row can be taken up instead of the shape made again. The files are
+    written atomically before their row, so only a file damaged or removed since fails."""
+    try:
+        grid = read_npy(out / row["grid"], what="grid")
+        arrays = read_npz(out / row["points"], ("points", "normals"), what="surface points")
+    except (InputError, OSError, ValueError, KeyError, TypeError):
+        return False
+    return grid.shape == (resolution,) * 3 and all(a.shape == (n_points, 3) for a in arrays.values())
 
 
 # ---------------------------------------------------------------- one sample
@@ -288,6 +308,41 @@ def _check(cfg: MakeConfig) -> None:
         raise InputError(f"{cfg.out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def take_up(record: ProgressFile, jobs: dict[str, Any], usable: Callable[[dict, Any], bool], done: str,
+            log: Callable[[str], None]) -> dict[str, dict]:
+    """The rows an unfinished earlier run in the folder of `record` left (`runtime.resume`) that this
+    run takes up instead of making their items again, by id: those whose id is one of `jobs` (id ->
+    job) and that are `usable(row, job)` (their files read back). With other settings none are, and
+    `log` hears why; otherwise it hears how many of the items are `done` ("shapes already made")."""
+    rows, why_not = record.earlier()
+    where = record.path.parent
+    if why_not is not None:
+        log(f"not resuming the unfinished run in {where}: {why_not}; starting afresh")
+        return {}
+    taken, redo = {}, 0
+    for row in rows:
+        key = row.get("id")
+        if isinstance(key, str) and key in jobs and key not in taken:
+            if usable(row, jobs[key]):
+                taken[key] = row
+            else:
+                redo += 1
+    if rows:
+        again = f"; {redo} recorded are done again (a file missing, damaged or changed since)" if redo else ""
+        log(f"resuming: {len(taken)} of {len(jobs)} {done} in {where}{again}")
+    return taken
+
+
+def item_files(name: str, i: int) -> dict[str, str]:
+    """The id and files of item i of family `name` (`_make_item` writes them)."""
+    item_id = f"{name}-{i:05d}"
+    return dict(id=item_id, grid=f"grids/{item_id}.npy", points=f"points/{item_id}.npz")
+
+
 def make_dataset(
     out: str | Path,
     family: str = "all",
@@ -302,6 +357,7 @@ def make_dataset(
     progress: bool | None = None,
     workers: int = 1,
     pose: str = "random",
+    log: Callable[[str], None] = _stderr,
 ) -> dict:
     """Make a procedural dataset in `out`; returns the summary (also written to `out/summary.json`).
 
@@ -315,6 +371,12 @@ def make_dataset(
     `pose` is `random` (each family's own rotations), `aligned` (the same shapes in their
     canonical frame with a +-15 degree jitter; see `Family.draw`) or `canonical` (aligned, with a
     scatter's layout in one frame too: the same files as `aligned` for every other family).
+    A run killed part-way is taken up by a rerun with the same settings: each finished shape's row
+    is recorded in a progress file (`runtime.resume`) as it is made, and the rerun makes only the
+    shapes not recorded there (or whose files no longer read back), so the folder ends byte for byte
+    as an uninterrupted run's; `log` hears how many were taken up, or why none were (other settings:
+    the earlier shapes are then replaced). Ctrl-C raises `Interrupted`, whose message counts the
+    shapes saved. The returned timing and `resumed` (shapes taken up) are not in summary.json.
     """
     cfg = MakeConfig(Path(out), family, count, resolution, seed, truncation, n_points, tuple(split), max_redraws, overwrite, pose)
     _check(cfg)
@@ -328,15 +390,37 @@ def make_dataset(
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # left by a writer killed in an earlier run; nothing else writes here now
-    earlier = start_replacing(out, overwrite)
+    files = {job: item_files(*job) for job in jobs}
+    earlier = start_replacing(out, overwrite, named_files(files.values(), DATA_FILES))
+    # everything a row or a file depends on (the split is dealt to the rows at the end, over all of them)
+    settings = dict(per_family=per, resolution=resolution, seed=seed, truncation=truncation, n_points=n_points,
+                    max_redraws=max_redraws, pose=pose)
+    record = ProgressFile(out, "data make", settings)
+
+    def usable(row: dict, job: tuple[str, int]) -> bool:
+        named = {k: row.get(k) for k in files[job]}
+        return named == files[job] and isinstance(row.get("redraws"), int) and files_readable(out, row, resolution, n_points)
+
+    taken = take_up(record, {files[job]["id"]: job for job in jobs}, usable, "shapes already made", log)
+    made = {job: taken[files[job]["id"]] for job in jobs if files[job]["id"] in taken}
+    todo = [job for job in jobs if job not in made]
     item = functools.partial(_make_item, cfg)
     t0 = time.perf_counter()
     label = f"making {family} at {resolution}^3"
-    if workers == 1 or len(jobs) == 1:
-        rows = [item(job) for job in track(jobs, label, enabled=progress)]
-    else:
-        with spawn_pool(min(workers, len(jobs))) as pool:
-            rows = list(track(pool.map(item, jobs, chunksize=4), label, enabled=progress, total=len(jobs)))
+    record.start([made[job] for job in jobs if job in made])
+    try:
+        with record, contextlib.ExitStack() as stack:
+            if workers == 1 or len(todo) <= 1:
+                fresh = map(item, todo)
+            else:
+                fresh = stack.enter_context(spawn_pool(min(workers, len(todo)))).map(item, todo, chunksize=4)  # in job order
+            for job, row in track(zip(todo, fresh), label, enabled=progress, total=len(todo)):
+                record.add(row)  # only this process writes the record
+                made[job] = row
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {len(made)} of {len(jobs)} shapes are saved in {out}; "
+                          f"run the same command again to resume") from None
+    rows = [made[job] for job in jobs]
     redraws = Counter()
     for (name, i), row in zip(jobs, rows):  # rows come back in job order
         row["split"] = splits[(name, i)]
@@ -358,6 +442,6 @@ def make_dataset(
     )
     write_manifest(out / "manifest.jsonl", rows)
     atomic_write_json(out / "summary.json", summary)
-    finish_replacing(out, earlier, rows)
-    # timing goes to the caller only: summary.json stays byte-identical for the same seed
-    return dict(summary, seconds=seconds, shapes_per_second=len(rows) / max(seconds, 1e-9))
+    finish_replacing(out, earlier, rows, record)
+    # timing goes to the caller only: summary.json stays byte-identical for the same seed, resumed or not
+    return dict(summary, seconds=seconds, shapes_per_second=len(todo) / max(seconds, 1e-9), resumed=len(taken))

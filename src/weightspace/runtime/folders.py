@@ -10,7 +10,8 @@ A folder's kind, from its marker files (the first that matches):
   observations  observations.npy (`weightspace data observe`)
   study         results.json (`weightspace experiment ...`)
   checkpoint    config.json naming a generator kind (a trained or shipped generator)
-  data          manifest.jsonl of shape rows, or summary.json with grids/ (`data make` / `data import`)
+  data          manifest.jsonl of shape rows, or summary.json with grids/ (`data make` / `data import`),
+                or the progress file of one of them not finished yet (`runtime.resume.PROGRESS`)
   None          none of these: new, empty, or only files weightspace does not write
 """
 
@@ -22,6 +23,7 @@ from typing import Iterable
 
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_text
+from weightspace.runtime.resume import PROGRESS
 
 WHAT = {
     "decode": "an earlier decode",
@@ -66,6 +68,8 @@ def folder_kind(folder: str | Path) -> str | None:
         return "data"
     if (folder / "summary.json").is_file() and (folder / "grids").is_dir():
         return "data"
+    if (folder / PROGRESS).is_file():
+        return "data"  # a data make or import killed part-way: its rerun takes the shapes up, no other command writes here
     return None
 
 
