@@ -131,6 +131,33 @@ def test_new_run_from_a_trained_autoencoder(tiny_data, tmp_path):
                                autoencoder_from=src, echo=lambda s: None)
 
 
+def test_fresh_starts_over_in_a_folder_that_holds_a_run(tiny_data, tmp_path):
+    """--fresh, as the neural field's: the earlier run is not resumed (another width is no error), and neither its
+    steps nor its log rows nor its invocations are carried into the new run's checkpoint and record."""
+    out = tmp_path / "ck"
+    tc = dict(minutes=1.0, ae_steps=3, diffusion_steps=1, ae_batch=4, diffusion_batch=4, train_points=64, log_every=1)
+    train_latent_diffusion(tiny_data, out, model=ModelConfig(**TINY_MODEL), train=TrainConfig(**tc), echo=lambda s: None)
+    (out / "notes.txt").write_text("keep me")
+    config = tmp_path / "wider.json"
+    config.write_text(json.dumps({"model": {**TINY_MODEL, "width": 48}, "train": {**tc, "ae_steps": 2}}))
+    _register()
+    result = CliRunner().invoke(app, ["train", "latent-diffusion", "--data", str(tiny_data), "--out", str(out),
+                                      "--config", str(config), "--fresh", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "removed the earlier run's" in result.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["width"] == 48 and cfg["progress"]["ae_steps"] == 2 and cfg["progress"]["diffusion_steps"] == 1
+    record = json.loads((out / "training_record.json").read_text())
+    assert len(record["invocations"]) == 1 and record["steps"] == {"autoencoder": 2, "diffusion": 1}
+    ae_steps = [r["step"] for r in map(json.loads, (out / LOSS_LOG).read_text().splitlines()) if r["stage"] == "ae" and "loss" in r]
+    assert ae_steps == [1, 2]  # this run's rows alone
+    assert (out / "notes.txt").read_text() == "keep me"
+    with pytest.raises(InputError, match="--continue-from: .* is --out itself"):  # it would be deleted before it is read
+        train_latent_diffusion(tiny_data, out, train=TrainConfig(**tc), stage="diffusion", continue_from=out, resume=False,
+                               echo=lambda s: None)
+    assert (out / "config.json").is_file()
+
+
 def test_the_console_prints_the_loss_the_log_records(tiny_data, tmp_path):
     """The progress line's `loss` was a running mean of the steps (restarted by a resume) while
     loss_log.jsonl holds the logged step's loss: the two disagreed at every row."""

@@ -141,3 +141,39 @@ def test_diverged_weights_replace_neither_the_resume_state_nor_the_checkpoint(tm
     with pytest.raises(InputError, match="not saved: tensor 'net."):
         _save(out, gen, None, opt, 11, 1.0, torch.zeros(gen.cfg.n_codes, dtype=torch.int64), {})
     assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_fresh_leaves_nothing_of_the_earlier_run_to_resume(tmp_path, two_datasets, monkeypatch):
+    """--fresh stopped before its first save: the earlier run's resume state used to stay beside the new run's
+    log, and the next plain command resumed that run (at step 10 of a 5-step run) as if it were the new one."""
+    from weightspace.generators.neural_field import train as train_module
+
+    data, _ = two_datasets
+    out = tmp_path / "run"
+    _train(data, out, 10)
+    (out / "notes.txt").write_text("keep me")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "build_bank", stopped)  # Ctrl-C while the fresh run builds its sample bank
+    tc = TrainConfig(minutes=2.0, steps=5, points_per_shape=32, bank_size=256, log_every=5, warmup_steps=5)
+    with pytest.raises(KeyboardInterrupt):
+        train_neural_field(data, out, model_cfg=FieldConfig(**TINY), train_cfg=tc, resume=False, log=lambda s: None)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "notes.txt"]
+    _train(data, out, 5)
+    assert load_checkpoint(out)[1]["train_state"]["step"] == 5
+
+
+def test_both_trainers_offer_the_same_fresh_option():
+    import typer
+
+    from weightspace.cli import _register, app
+
+    _register()
+    train = typer.main.get_command(app).commands["train"]
+    options = {name: {p.name: p for p in cmd.params} for name, cmd in train.commands.items()}
+    assert set(options) == {"latent-diffusion", "neural-field"}
+    fresh = [(o["fresh"].opts, o["fresh"].help, o["fresh"].default) for o in options.values()]
+    assert fresh[0] == fresh[1] and fresh[0][0] == ["--fresh"] and fresh[0][2] is False

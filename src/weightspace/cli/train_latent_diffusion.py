@@ -9,6 +9,7 @@ from typing import Optional, get_args
 
 import typer
 
+from weightspace.cli.train import FRESH_HELP
 from weightspace.runtime.errors import InputError
 
 
@@ -28,6 +29,7 @@ def register(app: typer.Typer) -> None:
             "its weights, counters, loss log and record come along; the optimiser starts afresh). Needs --stage diffusion. "
             "The learning rate goes on at the run's position in its cosine decay (a small fraction of train.diffusion_lr late "
             "in a run) unless the config sets train.lr_schedule to \"piece\": its own warm-up and cosine."),
+        fresh: bool = typer.Option(False, "--fresh", help=FRESH_HELP),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Train the WaLa-style latent diffusion generator (autoencoder, then diffusion), resumable.
@@ -40,7 +42,7 @@ def register(app: typer.Typer) -> None:
         Another piece of a finished run (e.g. the shipped default, in a later session):
         weightspace train latent-diffusion --data runs/data32a --out runs/ld32c --continue-from default --stage diffusion --minutes 30
 
-        Ctrl-C or SIGTERM stop a run after the step in flight, saved and recorded; the same command without --autoencoder-from / --continue-from resumes it (--minutes then counts on top of what is done).
+        Ctrl-C or SIGTERM stop a run after the step in flight, saved and recorded; the same command without --autoencoder-from / --continue-from resumes it (--minutes then counts on top of what is done), and with --fresh starts over.
         """
         from weightspace.generators.latent_diffusion.config import ModelConfig, Stage, TrainConfig
         from weightspace.generators.latent_diffusion.train import train_latent_diffusion
@@ -71,6 +73,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             train_latent_diffusion(data, out, model=model_cfg, train=train_cfg, stage=stage, command=command,
-                                   autoencoder_from=autoencoder_from, continue_from=continue_from, device=device, echo=pipe_safe_echo())
+                                   autoencoder_from=autoencoder_from, continue_from=continue_from, resume=not fresh, device=device,
+                                   echo=pipe_safe_echo())
         finally:
             finish_ranks()

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from weightspace.cli.train import FRESH_HELP
 from weightspace.runtime.errors import InputError
 
 
@@ -20,12 +21,14 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = typer.Option(None, "--config", help='JSON file: {"model": {...}, "train": {...}} overriding defaults.'),
         minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-time budget in minutes (overrides train.minutes)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
-        fresh: bool = typer.Option(False, "--fresh", help="Start over even if --out holds a checkpoint."),
+        fresh: bool = typer.Option(False, "--fresh", help=FRESH_HELP),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Train the DeepSDF-style neural-field auto-decoder (network and one code per shape), resumable.
 
         Example: weightspace train neural-field --data runs/data32 --out runs/nf32 --minutes 45 --threads 1
+
+        Ctrl-C or SIGTERM stop a run after the step in flight, saved; the same command resumes it, and with --fresh starts over.
         """
         import torch
 

@@ -40,7 +40,24 @@ def check_out(out: Path, data_dir: Path, kind: str, state_files: Iterable[str], 
     if not fresh and not any((out / name).is_file() for name in state_files):
         raise InputError(f"--out: {out} holds a finished {kind} checkpoint without its resume state (a shipped or "
                          f"copied one): training there would start over and replace it. Choose a new --out"
-                         + (" (or --continue-from it)" if kind == "latent-diffusion" else " (or --fresh to replace it)"))
+                         + (" (or --continue-from it there), or --fresh to replace it" if kind == "latent-diffusion"
+                            else ", or --fresh to replace it"))
+
+
+def clear_run(out: Path, names: Iterable[str]) -> list[str]:
+    """Delete the files of an earlier run in `out` (`names`: the trainer's checkpoint, resume state, loss log
+    and training record) for a run that starts over (`--fresh`); returns the names removed.
+
+    Overwriting them at the first save is not enough: a training record appends this run's invocation to the
+    earlier ones, and a run stopped before its first save would leave the earlier run's resume state beside
+    this run's log, for the next command to resume as if it were this run. Other files stay."""
+    removed = []
+    for name in names:
+        path = Path(out) / name
+        if path.is_file():
+            path.unlink()
+            removed.append(name)
+    return removed
 
 
 class TrainLock:

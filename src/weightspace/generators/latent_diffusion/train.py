@@ -33,7 +33,7 @@ from weightspace.generators.latent_diffusion.config import ModelConfig, Stage, T
 from weightspace.generators.latent_diffusion.losses import augment_points, autoencoder_loss, diffusion_loss, gaussian_kl, voxels_from_grids
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
-from weightspace.runtime.checkpoint import WEIGHTS_NAME, load_checkpoint, load_state, refuse_non_finite, state_hash, state_metadata
+from weightspace.runtime.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_state, refuse_non_finite, state_hash, state_metadata
 from weightspace.runtime.config import check_config
 from weightspace.runtime.distributed import (
     STOPPED_NOTE,
@@ -54,11 +54,12 @@ from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path, file_digest
 from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.seeding import item_generator
-from weightspace.runtime.train_folder import TrainLock, changed, check_out, check_resume, trim_log
+from weightspace.runtime.train_folder import TrainLock, changed, check_out, check_resume, clear_run, trim_log
 
 TRAIN_STATE = "train_state.safetensors"
 LOSS_LOG = "loss_log.jsonl"
 RECORD_NAME = "training_record.json"
+RUN_FILES = (TRAIN_STATE, WEIGHTS_NAME, CONFIG_NAME, LOSS_LOG, RECORD_NAME)  # what --fresh deletes
 # the model fields an autoencoder's weights depend on: two checkpoints agreeing on them can share one
 AUTOENCODER_FIELDS = ("resolution", "truncation", "front", "ae_channels", "ae_blocks", "latent_channels", "latent_posterior")
 
@@ -441,7 +442,7 @@ def train_latent_diffusion(data_dir: str | Path, out_dir: str | Path, **kwargs: 
     """Train (or resume training of) a latent diffusion generator on a data folder; keywords as
     `_train_latent_diffusion`'s. `out_dir` is checked first (a file, the data folder or a folder of
     something else is refused) and held by this run alone while it trains (`runtime.train_folder`)."""
-    check_out(Path(out_dir), Path(data_dir), "latent-diffusion", (TRAIN_STATE,))
+    check_out(Path(out_dir), Path(data_dir), "latent-diffusion", (TRAIN_STATE,), fresh=not kwargs.get("resume", True))
     with TrainLock(Path(out_dir)):
         return _train_latent_diffusion(data_dir, out_dir, **kwargs)
 
@@ -458,7 +459,8 @@ def _check_resume(out: Path, config: dict[str, Any], model: ModelConfig | None, 
                  data_folder=config.get("data", {}).get("folder"), data_dir=Path(data_dir), what="model",
                  arch=changed(config["model"], dataclasses.asdict(model), skip=skip) if model is not None else [],
                  settings=changed(config.get("train", {}), dataclasses.asdict(tc)),
-                 start_over="use a new --out (leave out --config's model to resume with the run's own)", echo=echo)
+                 start_over="start over with --fresh or a new --out (leave out --config's model to resume with the "
+                            "run's own)", echo=echo)
 
 
 def _train_latent_diffusion(
@@ -471,6 +473,7 @@ def _train_latent_diffusion(
     command: str | None = None,
     autoencoder_from: str | Path | None = None,
     continue_from: str | Path | None = None,
+    resume: bool = True,
     device: str = "auto",
     echo: Callable[[str], None] = print,
 ) -> LatentDiffusionGenerator:
@@ -485,6 +488,8 @@ def _train_latent_diffusion(
     continues, in a later piece (another session, another machine): every weight, the progress
     counters, the loss log and the training record come along; the optimiser starts afresh (a
     checkpoint holds the EMA weights only), and the record names the piece.
+    resume : False (`--fresh`) starts over: the earlier run's files in `out_dir` (RUN_FILES) are deleted
+    once the data has loaded, other files stay; --autoencoder-from and --continue-from may then start there.
     device : auto (CUDA when present) | cpu | cuda[:N]. Random draws are made on the CPU either way,
     so a run draws the same items, noise and time steps on every device.
     """
@@ -503,10 +508,21 @@ def _train_latent_diffusion(
                for k, v in (("autoencoder_from", autoencoder_from), ("continue_from", continue_from))}
     same_settings({"model": dataclasses.asdict(model) if model is not None else None, "train": dataclasses.asdict(tc), "stage": stage,
                    "data": {"manifest_sha256": file_digest(Path(data_dir) / "manifest.jsonl")}, **sources,
-                   "saved": saved_state(out / TRAIN_STATE)}, ranks, skip=("train.threads",))
+                   "fresh": not resume, "saved": saved_state(out / TRAIN_STATE) if resume else None}, ranks,
+                  skip=("train.threads",))
     torch.set_num_threads(tc.threads)
     data = load_training_data(data_dir, "train")
     out.mkdir(parents=True, exist_ok=True)  # after the data loaded: a run refused for its data leaves no folder
+    if not resume and ranks.main:  # --fresh: nothing of the earlier run is resumed, appended to or recorded
+        from weightspace.generators.registry import resolve_checkpoint
+
+        for flag, source in (("--autoencoder-from", autoencoder_from), ("--continue-from", continue_from)):
+            if source is not None and resolve_checkpoint(source).resolve() == out.resolve():
+                raise InputError(f"{flag}: {source} is --out itself, whose run --fresh deletes before it is read; give the "
+                                 "new run another --out")
+        removed = clear_run(out, RUN_FILES)
+        if removed:
+            echo(f"starting over in {out}: removed the earlier run's {', '.join(removed)}")
     try:
         val_grids = torch.from_numpy(np.array(ShapeDataset(data_dir, split="val").grids[:48], dtype=np.float32)).to(dev)  # (<=48, R, R, R)
     except InputError:
@@ -516,10 +532,10 @@ def _train_latent_diffusion(
                     diffusion_piece_from_steps=0, diffusion_piece_from_seconds=0.0)  # where this piece began (--continue-from)
     resume_state, ae_source = None, None
     continued = None
-    if (out / TRAIN_STATE).is_file():
+    if resume and (out / TRAIN_STATE).is_file():
         if autoencoder_from is not None or continue_from is not None:
             raise InputError(f"{out}: already holds a run to resume; --autoencoder-from and --continue-from start a new one "
-                             "(use a new --out)")
+                             "(use a new --out, or --fresh to replace that run)")
         config, resume_state, ema_state = _load_resume_state(out)
         _check_resume(out, config, model, tc, data, data_dir, echo)
         cfg = saved_model_config(config["model"], where=f"{out / TRAIN_STATE}: model")

@@ -34,7 +34,7 @@ from weightspace.generators.neural_field.config import FieldConfig, TrainConfig
 from weightspace.generators.neural_field.losses import clamped_l1, code_prior
 from weightspace.generators.neural_field.model import NeuralFieldGenerator
 from weightspace.generators.neural_field.samples import build_bank, read_manifest
-from weightspace.runtime.checkpoint import CONFIG_NAME, load_checkpoint, load_state, refuse_non_finite, state_metadata
+from weightspace.runtime.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_state, refuse_non_finite, state_metadata
 from weightspace.runtime.config import check_config, config_from_dict, config_to_dict
 from weightspace.runtime.distributed import (
     STOPPED_NOTE,
@@ -56,11 +56,13 @@ from weightspace.runtime.optim_state import adam_tensors, restore_adam
 from weightspace.runtime.progress import progress_enabled
 from weightspace.runtime.safe_load import load_torch_object
 from weightspace.runtime.seeding import item_generator
-from weightspace.runtime.train_folder import TrainLock, changed, check_out, check_resume, trim_log
+from weightspace.runtime.train_folder import TrainLock, changed, check_out, check_resume, clear_run, trim_log
 
 STATE_NAME = "train_state.safetensors"  # weights, EMA, Adam moments; step and elapsed in its metadata
 OLD_STATE_NAME = "trainer_state.pt"  # the torch.save pickle of runs started before STATE_NAME, read only to resume them
 LOG_NAME = "loss_log.jsonl"
+RECORD_NAME = "training_record.json"
+RUN_FILES = (STATE_NAME, OLD_STATE_NAME, WEIGHTS_NAME, CONFIG_NAME, LOG_NAME, RECORD_NAME)  # what --fresh deletes
 
 
 def _lr_factor(step: int, progress: float, warmup: int) -> float:
@@ -141,6 +143,8 @@ def _train_neural_field(
 
     model_cfg : the network (None: the defaults, or on resume the run's own). A resume keeps its
         architecture (ARCHITECTURE fields) and its data (the manifest's hash); either changed is refused.
+    resume : False (`--fresh`) starts over: the earlier run's files in `out_dir` (RUN_FILES) are deleted
+        once the data has loaded, other files stay.
     device : auto (CUDA when present) | cpu | cuda[:N]; the returned generator is on the CPU.
     """
     train_cfg = check_config(train_cfg, where="train")
@@ -156,6 +160,10 @@ def _train_neural_field(
                    "saved": saved_state(out / STATE_NAME) if resume else None}, ranks)
     rows = read_manifest(data_dir, "train")
     resolution = int(rows[0].get("resolution", 32))
+    if not resume and ranks.main:  # --fresh: nothing of the earlier run is resumed, kept in the log or recorded
+        removed = clear_run(out, RUN_FILES)
+        if removed:
+            log(f"starting over in {out}: removed the earlier run's {', '.join(removed)}")
     saved = (out / STATE_NAME).is_file() or (out / OLD_STATE_NAME).is_file()
     old_config = load_checkpoint(out)[1] if resume and saved and (out / CONFIG_NAME).is_file() else None
     if old_config is not None:
@@ -261,7 +269,7 @@ def _train_neural_field(
         _save(out, gen, ema, opt, step, elapsed, bank.labels, extra)
         log(f"{'stopped' if stop.requested else 'done'}: {step} steps in {elapsed / 60:.1f} min; checkpoint in {out}")
         record = training_record(out, command, step, elapsed, data_dir)
-        atomic_write_json(out / "training_record.json", {**record, "device": str(dev), "processes": ranks.world,
+        atomic_write_json(out / RECORD_NAME, {**record, "device": str(dev), "processes": ranks.world,
                                                          **({"stopped": STOPPED_NOTE} if stop.requested else {})})
     barrier(ranks)  # the checkpoint every rank loads below is written
     if stop.check(ranks):
