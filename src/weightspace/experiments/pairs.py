@@ -21,9 +21,9 @@ from weightspace.experiments.plots import plot_pairs
 from weightspace.generators.protocol import Generator
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import make_executor, worker_cached
-from weightspace.runtime.io import atomic_write_text
 from weightspace.runtime.progress import track
 from weightspace.runtime.results import write_csv, write_results
+from weightspace.runtime.resume import ProgressFile
 from weightspace.runtime.seeding import item_rng
 from weightspace.space.frame import Frame
 from weightspace.space.parameterisation import Parameterisation
@@ -133,16 +133,18 @@ def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Ca
                       (end_grids[ia], end_grids[ib]), None, None, config.path, config.seed, config.volume_threshold,  # type: ignore[arg-type]
                       config.steps, config.tolerance)
              for k, (ia, ib, within) in enumerate(pairs)]
-    done = read_progress(folder / PROGRESS, tasks)
+    # a path is taken up only when every path's endpoints are the same bytes as the killed run's (`pair_key`)
+    progress = ProgressFile(folder, "experiment interpolate --pairs", {"paths": [pair_key(t) for t in tasks]},
+                            name=PROGRESS, allow_nan=True)
+    earlier, _ = progress.earlier()
+    done = {e["k"]: e["result"] for e in earlier if e.get("k") in range(len(tasks)) and isinstance(e.get("result"), dict)}
     todo = [t for t in tasks if t.k not in done]
     label = f"pairs (resuming: {len(done)} of {len(tasks)} already run)" if done else "pairs"
-    # the log starts again from the paths taken up (a torn last line is dropped), written whole before appending
-    atomic_write_text(folder / PROGRESS, "".join(json.dumps(e) + "\n" for e in [{"pairs_progress": 1}] + [
-        {"key": pair_key(t), "k": t.k, "result": done[t.k]} for t in tasks if t.k in done]))
-    with open(folder / PROGRESS, "a", encoding="utf-8") as log:
+    with progress:
+        progress.start([{"k": k, "result": r} for k, r in sorted(done.items())])
         if config.executor == "inprocess":
             for t in track(todo, label):
-                done[t.k] = record_pair(log, t, pair_path(gen, ends.param, t))
+                done[t.k] = record_pair(progress, t, pair_path(gen, ends.param, t))
         elif todo:
             from weightspace.generators.registry import generator_loader
 
@@ -151,7 +153,7 @@ def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Ca
                 for t in todo:
                     t.loader, t.frame = loader, frame
                 for t, result in zip(todo, track(executor.map(run_pair, todo), label, total=len(todo), status=executor.status)):
-                    done[t.k] = record_pair(log, t, result)
+                    done[t.k] = record_pair(progress, t, result)
     results = [done[t.k] for t in tasks]
     pair_rows = [r["row"] for r in results]
     all_transitions = [tr for r in results for tr in r["transitions"]]
@@ -171,13 +173,14 @@ def run_pairs(config: InterpolateConfig, gen: Generator, folder: Path, clock: Ca
                            "endpoint_check": check, "endpoints_dropped": [c["id"] for c in check if not c["ok"]],
                            "uniform_sweep_decodes_per_path": math.ceil(1 / config.tolerance) + 1,
                            "pairs_resumed": len(tasks) - len(todo)})
-    (folder / PROGRESS).unlink(missing_ok=True)  # results.json now holds every path
+    progress.remove()  # results.json now holds every path
     return folder
 
 
 # Each finished path is appended here as it comes back, so a sweep killed part-way (hours of paths on a big
 # generator) takes up its finished paths on a rerun of the same command; start_results has already refused a
-# rerun with other settings, and a path is taken up only when its endpoints are the same bytes (`pair_key`).
+# rerun with other settings, and the paths are taken up only when every path's endpoints are the same bytes
+# (`pair_key`, the progress file's settings).
 PROGRESS = ".pairs-progress.jsonl"
 
 
@@ -190,39 +193,18 @@ def pair_key(task: PairTask) -> str:
     return h.hexdigest()
 
 
-def record_pair(log: Any, task: PairTask, result: dict[str, Any]) -> dict[str, Any]:
-    """Append one finished path to the progress log and return it as read back: a resumed path and a fresh
-    one then write the same bytes into pairs.csv, transitions.csv and results.json."""
-    line = json.dumps({"key": pair_key(task), "k": task.k, "result": result}, default=_plain)
-    log.write(line + "\n")
-    log.flush()
-    return json.loads(line)["result"]
+def record_pair(progress: ProgressFile, task: PairTask, result: dict[str, Any]) -> dict[str, Any]:
+    """Record one finished path and return it as the log reads it back: a resumed path and a fresh one
+    then write the same bytes into pairs.csv, transitions.csv and results.json."""
+    entry = json.loads(json.dumps({"k": task.k, "result": result}, default=_plain))
+    progress.add(entry)
+    return entry["result"]
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot record {type(value).__name__} in the pairs progress log")
-
-
-def read_progress(path: Path, tasks: list[PairTask]) -> dict[int, dict[str, Any]]:
-    """The paths of `tasks` an earlier, killed run of this sweep recorded in `path` (by pair index). Lines that
-    do not parse (a torn last line) or whose key does not match today's task are ignored: those paths run again."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return {}
-    keys = {t.k: pair_key(t) for t in tasks}
-    done: dict[int, dict[str, Any]] = {}
-    for line in lines[1:]:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("k") in keys and entry.get("key") == keys[entry["k"]] \
-                and isinstance(entry.get("result"), dict):
-            done[entry["k"]] = entry["result"]
-    return done
 
 
 def _pair_summary(pairs: list[dict[str, Any]], transitions: list[dict[str, Any]]) -> dict[str, Any]:

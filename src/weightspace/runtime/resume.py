@@ -21,8 +21,8 @@ from weightspace.runtime.io import atomic_write_text
 PROGRESS = ".progress.jsonl"
 
 
-def _line(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, allow_nan=False) + "\n"
+def _line(obj: Any, allow_nan: bool = False) -> str:
+    return json.dumps(obj, sort_keys=True, allow_nan=allow_nan) + "\n"
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -32,11 +32,15 @@ def _short(value: Any, width: int = 60) -> str:
 
 class ProgressFile:
     """The progress file of one run of `command` into `out`, under `settings` (a JSON object: every
-    option the items' files depend on; tuples are recorded as lists)."""
+    option the items' files depend on; tuples are recorded as lists). `name` is the file's name in
+    `out` (another command's than PROGRESS, which marks a data folder); `allow_nan` lets rows hold
+    NaN (Python's JSON extension; a study's row of a figure with nothing to measure)."""
 
-    def __init__(self, out: Path, command: str, settings: dict[str, Any]) -> None:
-        self.path = Path(out) / PROGRESS
+    def __init__(self, out: Path, command: str, settings: dict[str, Any], *, name: str = PROGRESS,
+                 allow_nan: bool = False) -> None:
+        self.path = Path(out) / name
         self.command = command
+        self.allow_nan = allow_nan
         self.settings = json.loads(json.dumps(settings, sort_keys=True, allow_nan=False))  # as it reads back
         self._fh: IO[str] | None = None
 
@@ -76,14 +80,15 @@ class ProgressFile:
     def start(self, rows: list[dict[str, Any]]) -> None:
         """Begin this run's record with the rows it takes up (written atomically with the settings,
         which drops an earlier run's torn line and anything not taken up); `add` appends the rest."""
-        atomic_write_text(self.path, _line(dict(command=self.command, settings=self.settings)) + "".join(map(_line, rows)))
+        atomic_write_text(self.path, _line(dict(command=self.command, settings=self.settings))
+                          + "".join(_line(row, self.allow_nan) for row in rows))
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def add(self, row: dict[str, Any]) -> None:
         """Record one finished item: one line, flushed to the OS (so a killed process loses none; a
         machine that goes down may lose the last few, which are then made again)."""
         assert self._fh is not None, "start() before add()"
-        self._fh.write(_line(row))
+        self._fh.write(_line(row, self.allow_nan))
         self._fh.flush()
 
     def close(self) -> None:
