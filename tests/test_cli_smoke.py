@@ -75,3 +75,7 @@ def test_evaluating_on_shapes_of_another_pose_warns(tmp_path):
     assert warning is not None and "'random' pose" in warning and "--pose canonical" in warning
     assert pose_mismatch({"data": {"pose": "random"}}, tmp_path) is None
     assert pose_mismatch({}, tmp_path) is None and pose_mismatch({"data": {"pose": "canonical"}}, tmp_path / "nowhere") is None
+    # imported meshes are "as given": no --pose remakes them, so there is no procedural pose to compare
+    assert pose_mismatch({"data": {"pose": "as given"}}, tmp_path) is None
+    (tmp_path / "summary.json").write_text(json.dumps({"pose": "as given"}))
+    assert pose_mismatch({"data": {"pose": "canonical"}}, tmp_path) is None

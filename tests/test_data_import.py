@@ -41,6 +41,7 @@ def test_each_format_imports_with_the_right_topology(tmp_path, torus, ext):
     assert row["status"] == "ok" and row["format"] == ext
     assert row["sign_method"] == "pseudonormal" and row["watertight"]
     assert row["betti_measured"] == [1, 1, 0]
+    assert row["pose"] == s["pose"] == "as given"  # centred and scaled, never turned: no procedural pose
     # normalisation: world = (v - center) * scale puts the longest side at 2 * (1 - margin)
     np.testing.assert_allclose(row["center"], [5.0, -2.0, 1.0], atol=1e-5)
     np.testing.assert_allclose(row["scale"], 0.9 / 4.0, rtol=1e-5)

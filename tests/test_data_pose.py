@@ -89,7 +89,7 @@ def test_canonical_data_differs_from_aligned_only_in_its_scatters(tmp_path):
 
 
 @pytest.mark.parametrize("pose,expected", [("canonical", "canonical"), ("aligned", "aligned"), ("random", "random"),
-                                           (None, "random"), ("aligned+canonical", "random")])
+                                           (None, "random"), ("aligned+canonical", "random"), ("as given", "random")])
 def test_studies_make_shapes_in_the_pose_their_generator_was_trained_on(pose, expected):
     """A study's procedural shapes follow the checkpoint's `data.pose`; one the data maker does not know
     (a mixed folder, or none recorded) falls back to random. `canonical` was once dropped to random."""
@@ -99,3 +99,13 @@ def test_studies_make_shapes_in_the_pose_their_generator_was_trained_on(pose, ex
 
     config = {"data": {} if pose is None else {"pose": pose}}
     assert generator_pose(SimpleNamespace(config=config)) == expected
+
+
+def test_the_pose_of_a_row_is_its_own_else_what_its_maker_did():
+    """Imported meshes were recorded (by the latent diffusion trainer, which read a row without a pose as random)
+    as posed at random, though nothing turned them: rows of an import made before rows said so are "as given"."""
+    from weightspace.data.families import AS_GIVEN, row_pose
+
+    assert row_pose({"family": "torus", "pose": "aligned"}) == "aligned"
+    assert row_pose({"family": "imported", "pose": AS_GIVEN}) == AS_GIVEN
+    assert row_pose({"family": "imported"}) == AS_GIVEN and row_pose({"family": "torus"}) == "random"

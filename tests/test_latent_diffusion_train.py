@@ -158,6 +158,21 @@ def test_fresh_starts_over_in_a_folder_that_holds_a_run(tiny_data, tmp_path):
     assert (out / "config.json").is_file()
 
 
+def test_the_record_says_imported_meshes_are_as_given(tmp_path):
+    """The checkpoint and training record of a run on imported meshes said pose "random", though nothing turned them."""
+    import trimesh
+
+    from weightspace.data.importer import import_meshes
+
+    for k in range(2):
+        trimesh.creation.torus(0.6, 0.2 + 0.05 * k, 32, 16).export(tmp_path / f"ring{k}.obj")
+    import_meshes([tmp_path / "ring0.obj", tmp_path / "ring1.obj"], tmp_path / "data", resolution=16, n_points=256, progress=False)
+    tc = TrainConfig(minutes=1.0, ae_steps=1, diffusion_steps=1, ae_batch=2, diffusion_batch=2, train_points=64, log_every=1)
+    train_latent_diffusion(tmp_path / "data", tmp_path / "ld", model=ModelConfig(**TINY_MODEL), train=tc, echo=lambda s: None)
+    assert json.loads((tmp_path / "ld" / "config.json").read_text())["data"]["pose"] == "as given"
+    assert json.loads((tmp_path / "ld" / "training_record.json").read_text())["data"]["pose"] == "as given"
+
+
 def test_the_console_prints_the_loss_the_log_records(tiny_data, tmp_path):
     """The progress line's `loss` was a running mean of the steps (restarted by a resume) while
     loss_log.jsonl holds the logged step's loss: the two disagreed at every row."""

@@ -54,11 +54,14 @@ def _read_record(path: Path) -> dict:
 def pose_mismatch(gen_config: object, data: Path) -> str | None:
     """A warning when the data's shapes come in another pose than the one the checkpoint was trained
     in (its config's data.pose against the data folder's summary.json): every figure then measures
-    the pose gap as well (a `default` on random-pose shapes reconstructs at IoU 0.50, not 0.75)."""
+    the pose gap as well (a `default` on random-pose shapes reconstructs at IoU 0.50, not 0.75). Only
+    procedural poses are compared: imported meshes are "as given", in an orientation no `--pose` remakes."""
+    from weightspace.data.families import POSES
+
     recorded = gen_config.get("data") if isinstance(gen_config, dict) else None
     trained = recorded.get("pose") if isinstance(recorded, dict) else None
     given = _read_record(Path(data) / "summary.json").get("pose")
-    if isinstance(trained, str) and isinstance(given, str) and trained != given:
+    if trained in POSES and given in POSES and trained != given:
         return (f"warning: {data} holds shapes in the {given!r} pose, but this checkpoint was trained in the {trained!r} "
                 f"pose; its figures here include that gap (make the data with --pose {trained} to compare with its record)")
     return None

@@ -9,7 +9,7 @@ redraws the rare one whose grid topology differs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
@@ -19,7 +19,18 @@ Params = dict
 TAU = 2.0 * np.pi
 Pose = Literal["random", "aligned", "canonical"]
 POSES = ("random", "aligned", "canonical")
+# the pose of imported meshes: `data import` centres and scales a mesh but never turns it, so its shapes are in
+# whatever orientation their files gave them, not in any of POSES' procedural distributions
+AS_GIVEN = "as given"
 ALIGNED_JITTER = np.deg2rad(15.0)  # aligned pose: each Euler angle uniform in +-15 degrees of the canonical frame
+
+
+def row_pose(row: Mapping[str, Any]) -> str:
+    """The pose of a data manifest row: its own `pose`, else (a folder written before rows recorded one) AS_GIVEN
+    for an imported shape and `random`, the only pose `data make` had then, for a procedural one."""
+    if "pose" in row:
+        return str(row["pose"])
+    return AS_GIVEN if row.get("family") == "imported" else "random"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import trimesh
 
+from weightspace.data.families import AS_GIVEN
 from weightspace.data.grid import check_resolution, grid_points
 from weightspace.data.make import (
     DATA_FILES,
@@ -311,6 +312,7 @@ def _import_one(cfg: ImportConfig, job: tuple[int, Path]) -> tuple[str, dict, di
         source=str(path),
         status="ok",
         family="imported",
+        pose=AS_GIVEN,  # centred and scaled, never turned
         label=-1,
         format=path.suffix.lower().lstrip("."),
         n_vertices=int(len(raw.vertices)),
@@ -452,6 +454,7 @@ def import_meshes(
     write_manifest(out / "manifest.jsonl", rows)
     summary = dict(
         count=len(files),
+        pose=AS_GIVEN,
         imported=len(ok),
         failed=len(failures),
         failures=failures,

@@ -119,8 +119,9 @@ def load_study_generator(checkpoint: str, generator: Generator | None = None) ->
 
 
 def generator_pose(gen: Generator) -> str:
-    """The pose distribution of the procedural shapes the generator was trained on (`data make --pose`);
-    `random` for checkpoints that predate the option."""
+    """The pose distribution of the procedural shapes the generator was trained on (`data make --pose`), in
+    which a study makes its procedural shapes; `random` for checkpoints that predate the option and for one
+    trained on imported meshes ("as given": no procedural pose to match) or on a mix of poses."""
     from weightspace.data.families import POSES
 
     data = gen.config.get("data") if isinstance(gen.config.get("data"), dict) else {}

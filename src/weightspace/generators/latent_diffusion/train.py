@@ -75,7 +75,7 @@ class TrainingData:
     resolution: int
     truncation: float
     manifest_hash: str
-    pose: str = "random"  # the procedural pose distribution of the shapes (`data make --pose`)
+    pose: str = "random"  # the shapes' pose (`data make --pose`, or "as given" for imported meshes); "+"-joined when mixed
 
 
 def rows_hash(rows: list[dict]) -> str:
@@ -86,7 +86,7 @@ def rows_hash(rows: list[dict]) -> str:
 
 def load_training_data(data_dir: str | Path, split: str | None = "train") -> TrainingData:
     """Read a data folder (`weightspace data make`) into memory for training."""
-    from weightspace.data.families import FAMILY_NAMES
+    from weightspace.data.families import FAMILY_NAMES, row_pose
 
     ds = ShapeDataset(data_dir, split=split)
     names = {str(r.get("family", "")) for r in ds.rows}
@@ -99,7 +99,7 @@ def load_training_data(data_dir: str | Path, split: str | None = "train") -> Tra
     grids = torch.from_numpy(np.array(ds.grids, dtype=np.float32))  # (N, R, R, R)
     points = torch.stack([ds[i]["points"] for i in range(len(ds))])  # (N, P, 3)
     digest = rows_hash(ds.rows)
-    poses = sorted({str(r.get("pose", "random")) for r in ds.rows})
+    poses = sorted({row_pose(r) for r in ds.rows})
     return TrainingData(grids, labels, points, families, int(grids.shape[-1]), truncs.pop(), digest, "+".join(poses))
 
 
