@@ -45,3 +45,49 @@ def test_a_ray_option_without_the_ray_executor_names_which_option_needs_what():
         make_executor("process", workers=2, address="auto")
     with pytest.raises(InputError, match=r"^--address and --gpus-per-task need --executor ray"):
         make_executor("inprocess", address="auto", num_gpus=0.5)
+
+
+def test_pool_workers_end_when_their_parent_is_killed(tmp_path):
+    """A parent killed with SIGKILL (no chance to shut its pool down) leaves no worker behind: they used
+    to wait for items forever, and could finish a queued item beside the rerun resuming the job."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys, time\n"
+              "from weightspace.runtime.executors import spawn_pool\n"
+              "if __name__ == '__main__':\n"
+              "    pool = spawn_pool(2)\n"
+              "    pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+              "    print(' '.join(map(str, sorted(pids))), flush=True)\n"
+              "    time.sleep(600)\n")
+    (tmp_path / "parent.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+    finally:
+        parent.kill()
+        parent.wait()
+    assert workers
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # a zombie of an ended worker (reaped by init later) counts as ended
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in workers if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their killed parent"

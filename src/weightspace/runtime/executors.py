@@ -16,6 +16,8 @@ import abc
 import multiprocessing
 import os
 import signal
+import threading
+import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import closing
@@ -182,9 +184,26 @@ def spawn_pool(workers: int) -> ProcessPoolExecutor:
     process group) ends a worker at once and silently, as the system's default action: the parent
     stops and says so in one line (Python's KeyboardInterrupt printed the traceback of every worker,
     often one still importing torch). Workers write files atomically, so one stopped mid-file leaves
-    only a temporary the next run removes."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=signal.signal,
-                               initargs=(signal.SIGINT, signal.SIG_DFL))
+    only a temporary the next run removes. A worker whose parent dies (SIGKILL, an OOM kill) ends
+    within a second (`_exit_with_parent`); it used to wait forever for items, holding its memory, and
+    could finish a queued item beside the rerun that resumes the job."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                               initargs=(os.getpid(),))
+
+
+def _start_worker(parent: int) -> None:
+    """A `spawn_pool` worker's setup: SIGINT at its default action, and a watch on the parent `parent`."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="weightspace-parent-watch").start()
+
+
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """End this process once `parent` is no longer its parent (it died; the worker was handed to init or
+    a subreaper). Polled rather than prctl(PR_SET_PDEATHSIG), which is Linux-only and fires when the
+    *thread* that started the worker ends, not the process."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 class ProcessPoolExecutorBackend(Executor):
