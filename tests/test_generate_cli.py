@@ -347,6 +347,30 @@ def test_latent_diffusion_samples_only_the_families_its_data_held(tmp_path):
     assert tiny_generator(seed=1).families == ["torus", "mug", "shell"]  # records none: every family
 
 
+def test_evaluate_generator_leaves_imported_out_of_the_family_figures_as_evaluate_families_refuses_it(tmp_path):
+    """A checkpoint trained on imported meshes knows the family `imported`: `evaluate generator` scored its samples
+    against each held-out shape's own Betti numbers (and took MMD, COV, 1-NNA of them), while `evaluate families`
+    refuses the family, which has no declared topology. Both now measure family figures on declared families only."""
+    import dataclasses
+
+    from weightspace.data.importer import import_meshes
+    from weightspace.generators.latent_diffusion.evaluate import FAMILY_KEYS, evaluate_generator, family_samples
+    from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
+
+    trimesh.creation.torus(0.6, 0.25, 32, 16).export(tmp_path / "ring.obj")
+    import_meshes([tmp_path / "ring.obj"], tmp_path / "imported", resolution=16, n_points=256, progress=False)
+    gen = LatentDiffusionGenerator(dataclasses.replace(tiny_generator(seed=1).cfg, families=["torus", "imported"]),
+                                   extra_config={"data": {"families": ["imported"]}})
+    assert gen.families == ["imported"]
+    with pytest.raises(InputError, match=r"families \(imported\) have no declared topology"):
+        family_samples(gen, per_family=1)
+    figures = evaluate_generator(gen, tmp_path / "imported", max_shapes=1)
+    assert figures["family_betti_match_n"] == 0 and all(figures[k] is None for k in FAMILY_KEYS)
+    assert "with a declared topology" in figures["family_betti_match_not_measured"]
+    assert figures["family_unknown_shapes"] == 1 and "imported: no declared topology" in figures["family_figures_note"]
+    assert figures["points_betti_match_n"] == 1 and 0.0 <= figures["ae_iou"] <= 1.0  # measured against its own grid
+
+
 def test_the_shipped_default_samples_every_family():
     from weightspace.data.families import FAMILY_NAMES
     from weightspace.generators import load_generator

@@ -135,6 +135,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a generator: autoencoder / point-cloud / family figures and MMD, COV, 1-NNA.
 
+        Imported shapes count in the autoencoder and point-cloud figures; the family figures are over families with a declared topology only, as in `evaluate families`.
+
         Example: weightspace evaluate generator default --data runs/data32 --json
 
         On a Ray cluster (latent diffusion): ... --executor ray --address auto (docs/scaling.md).
@@ -181,6 +183,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N."),
     ) -> None:
         """Sample every family and check each sample's robust (b0, b1) against the family's declaration.
+
+        A family without a declared topology (`imported`) is refused, as `evaluate generator` leaves it out of its family figures.
 
         Example: weightspace evaluate families default --per-family 8 --gallery runs/default-families.png
         """

@@ -5,9 +5,12 @@ Held out are the test split (else val) of the checkpoint's own training folder, 
 hash of its training rows that the checkpoint records (`data.manifest_hash`), and every shape of
 any other folder (an imported one included: rows an import failed on or skipped are left out).
 Shapes of a family the checkpoint does not know (`gen.families`: where its config records its training
-data's families, those only) are measured for the autoencoder and from points,
+data's families, those only), or of one without a declared topology (`imported`, which a checkpoint
+trained on imported meshes knows), are measured for the autoencoder and from points,
 and left out of the family figures (family_betti_match, MMD, COV, 1-NNA, seconds_per_shape);
-`family_unknown_shapes` counts them and `family_figures_note` says so. A figure with nothing to
+`family_unknown_shapes` counts them and `family_figures_note` says so. So the family figures are those of
+`evaluate families` (`family_samples`), which refuses a family without a declared topology: a sample of
+the `imported` label has no topology to match (it used to be scored against the held-out shape's own). A figure with nothing to
 measure is None (null), never 0, and `<figure>_not_measured` says why. Every rate (the Betti
 matches) comes with `<rate>_n` and its Wilson 95% interval `<rate>_low`, `<rate>_high`; MMD, COV
 and 1-NNA of fewer than 8 shapes a side come with `set_metrics_caveat`.
@@ -171,8 +174,8 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
                       seed=derive_seed(seed, "eval-points", it["id"])).astype(np.float32) for it in items]  # each (2048, 3)
     pt_grids = _decodes(gen, executor, loader, "points", clouds, seeds)
 
-    # 3. family-conditioned samples, one per held-out shape of a family the checkpoint knows (timed).
-    order = [k for k, f in enumerate(fams) if f in gen.families]
+    # 3. family-conditioned samples, one per held-out shape of a family the checkpoint knows and FAMILIES declares (timed).
+    order = [k for k, f in enumerate(fams) if f in gen.families and f in FAMILIES]
     t0 = time.perf_counter()
     fam_grids = dict(zip(order, _decodes(gen, executor, loader, "family", [fams[k] for k in order], [seeds[k] for k in order])))
     seconds_per_shape = (time.perf_counter() - t0) / max(len(order), 1)
@@ -183,12 +186,14 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
         row = dict(id=ids[k], family=fams[k], target_betti=list(tb), ae_iou=iou(ae_grids[k], target), ae_betti=list(ae_b),
                    points_iou=iou(pt_grids[k], target), points_betti=list(pt_b))
         if k in fam_grids:
-            declared = tuple(FAMILIES[fams[k]].betti) if fams[k] in FAMILIES else tuple(tb)
+            declared = tuple(FAMILIES[fams[k]].betti)
             fam_b = topology(fam_grids[k]).betti
             row.update(family_betti=list(fam_b), family_declared=list(declared), family_match=tuple(fam_b[:2]) == tuple(declared[:2]))
         per_shape.append(row)
 
-    no_family = f"no held-out shape is of a family the checkpoint knows ({', '.join(gen.families) or 'none'})"
+    declared_known = [f for f in gen.families if f in FAMILIES]
+    no_family = (f"no held-out shape is of a family the checkpoint knows with a declared topology "
+                 f"({', '.join(declared_known) or 'none'})")
     rates = [rate_fields("ae_betti_match", [r["ae_betti"] == r["target_betti"] for r in per_shape], why_unmeasured="no held-out shapes"),
              rate_fields("points_betti_match", [r["points_betti"] == r["target_betti"] for r in per_shape], why_unmeasured="no held-out shapes"),
              rate_fields("family_betti_match", [per_shape[k]["family_match"] for k in order], why_unmeasured=no_family)]
@@ -216,8 +221,10 @@ def evaluate_details(gen, data_dir: str | Path, *, max_shapes: int = 64, seed: i
     if unknown:
         figures["family_unknown_shapes"] = unknown
         names = sorted({fams[k] for k in range(len(items)) if k not in fam_grids})
-        figures["family_figures_note"] = (f"{unknown} of {len(items)} shapes are of families the checkpoint does not know "
-                                          f"({', '.join(names)}): measured for ae/points, left out of {', '.join(FAMILY_KEYS)}")
+        why = [f"{f}: no declared topology" if f in gen.families else f"{f}: not a family the checkpoint knows" for f in names]
+        figures["family_figures_note"] = (f"{unknown} of {len(items)} shapes are of families it cannot sample against a "
+                                          f"declared topology ({'; '.join(why)}): measured for ae/points, left out of "
+                                          f"{', '.join(FAMILY_KEYS)}")
     per_family = {}
     for f in sorted(set(fams)):
         rows = [r for r in per_shape if r["family"] == f]
@@ -238,8 +245,8 @@ def evaluate_generator(gen, data_dir: str | Path, *, max_shapes: int = 64, seed:
     then `held_out_shapes`, `held_out_from` (which shapes: the training folder's split, or every
     shape), `<rate>_n`, `<rate>_low`, `<rate>_high` (Wilson 95%) of each Betti match, `set_metrics_n`
     (shapes a side of MMD, COV, 1-NNA), `set_metrics_caveat` when that is under 8 and, where shapes
-    of unknown families were left out of the family figures, `family_unknown_shapes` and
-    `family_figures_note`.
+    of unknown or undeclared families (`imported`) were left out of the family figures,
+    `family_unknown_shapes` and `family_figures_note`.
 
     Held-out shapes: see the module docstring (at most `max_shapes`, spread evenly); `seed` fixes
     every observation and every sample; `executor` and `loader`: see `evaluate_details`.
