@@ -2,6 +2,7 @@
 
 import functools
 import json
+import re
 
 import pytest
 import torch
@@ -293,3 +294,19 @@ def test_a_resume_names_what_changed_and_a_memberless_folder_pins_nothing(data, 
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match=r"built with other batch 4 -> \(not set\)"):
         build_population(_config(data, out, members=2, steps=5), generator=LOADER)
+
+
+def test_a_grid_fit_on_grids_of_another_resolution_names_the_folder_and_the_resolution(tmp_path):
+    """A latent diffusion generator encodes its target grids at its own resolution: on a folder of 10^3 grids its
+    first member failed with `grids must have shape (B, 16, 16, 16)`, naming neither the folder nor the fix."""
+    from test_latent_diffusion_model import tiny_generator
+
+    gen = tiny_generator(seed=1)  # 16^3
+    data = make_toy_data(tmp_path / "at10", count=2, resolution=10)
+    config = _config(data, tmp_path / "pop", parameterisation="condition", options={}, steps=1)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(data))}: grids are 10\^3, but this latent-diffusion generator fits members to "
+                                         r"16\^3 grids; make or import the folder with --resolution 16"):
+        build_population(config, generator=gen)
+    assert not (tmp_path / "pop").exists()  # refused before anything is written
+    population_module.check_grid_resolution(gen, data, population_module.read_shapes(data), "points")  # points: any grid
+    population_module.check_grid_resolution(make_toy(seed=0), data, population_module.read_shapes(data), "grid")  # any R

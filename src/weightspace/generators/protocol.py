@@ -78,6 +78,11 @@ class Generator(abc.ABC):
     # (LoRA members kept factored: W + s B_b A_b, no full weight per member); others get them merged.
     accepts_low_rank: ClassVar[bool] = False
 
+    # Whether `training_loss` takes target grids at the native `resolution` only (latent diffusion encodes
+    # them with its autoencoder); others read a grid of any resolution. A population's grid fit refuses a
+    # data folder of another resolution up front, naming the folder, instead of failing in its first member.
+    native_grids_only: ClassVar[bool] = False
+
     @property
     def unconditional(self) -> bool:
         """Whether the generator ignores its condition (an unconditional model, such as WaLa-UN):

@@ -155,6 +155,20 @@ def read_shapes(data: str | Path, *, split: str | None = None, members: int | No
 
 
 
+def check_grid_resolution(gen: Generator, data: Path, rows: list[dict[str, Any]], fit: str) -> None:
+    """Refuse, naming the data folder and the resolution needed, a grid fit of a generator that takes grids at
+    its native resolution only (`native_grids_only`) to a folder of other grids: its first member failed with
+    the generator's own message, which names neither the folder nor the fix."""
+    if fit != "grid" or not gen.native_grids_only or not rows:
+        return
+    sizes = sorted({int(r["resolution"]) for r in rows if "resolution" in r}) or [int(load_grid(data, rows[0]).shape[-1])]
+    R = gen.resolution
+    if sizes != [R]:
+        raise InputError(f"{data}: grids are {'/'.join(map(str, sizes))}^3, but this {gen.kind} generator fits members to "
+                         f"{R}^3 grids; make or import the folder with --resolution {R}, or fit its surface points "
+                         "(--fit points)")
+
+
 def load_target(data: Path, row: dict[str, Any], *, fit: str, observations: int, noise: float, seed: int,
                 observation: str = "clean") -> torch.Tensor:
     """The member's target: its grid (R, R, R), or one seeded observation (n, 3) of its surface points
@@ -523,6 +537,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     param = make_parameterisation(gen, config.parameterisation, **config.options)
     data, out = Path(config.data), Path(config.out)
     rows = read_shapes(data, split=config.split, members=config.members)
+    check_grid_resolution(gen, data, rows, config.fit)
     settings = config.fit_settings()
     expected = {"base_hash": base_hash(gen), "data_hash": manifest_hash(data), "settings": settings}
     check_out_folder(out, "population", writes="config.json, manifest.jsonl and shards/")  # a data folder, a subspace...

@@ -45,6 +45,7 @@ class LatentDiffusionGenerator(Generator):
 
     kind = KIND
     accepts_low_rank = True  # training_loss_batched runs LoRA factors of the denoiser unmerged
+    native_grids_only = True  # training_loss encodes its target grids: (B, R, R, R) at cfg.resolution
     fit_anchor = "mean"  # measured: zero condition tokens decode nothing, so members fitted there start far off
     # Chosen by member fidelity (benchmarks/member_fidelity.py, training record): LoRA members fitted
     # with 50 steps at lr 1e-2 and one draw decoded at IoU 0.08; one time step per step is too noisy a
