@@ -86,6 +86,21 @@ def test_component_volumes_and_threshold() -> None:
     assert np.isclose(t_world.component_volumes[0], 27 * (2 / 9) ** 3)
 
 
+def test_a_solid_touching_the_box_is_not_overcounted() -> None:
+    """The samples on the grid's faces stand for half a cell (trapezoidal rule): a solid filling the box
+    is the box's 8 at every resolution (it was 11.94 at 8^3), and a solid inside it is unchanged."""
+    for r in (8, 32):
+        assert np.isclose(topology(np.ones((r, r, r), dtype=bool)).component_volumes[0], 8.0)
+    x = np.linspace(-1, 1, 32)
+    slab = np.broadcast_to(x[:, None, None] < 0.0, (32, 32, 32))  # the half x < 0 of the box: volume 4
+    assert abs(topology(slab).component_volumes[0] - 4.0) < 2 * (2 / 31) * 4  # within a layer of cells
+    g = np.zeros((10, 10, 10), dtype=bool)
+    g[1:4, 1:4, 1:4] = True
+    g[0:2, 6:8, 6:8] = True  # 8 samples, 4 of them on a face
+    assert np.allclose(topology(g).component_volumes, [27 * (2 / 9) ** 3, 6 * (2 / 9) ** 3])
+    assert topology(g).component_voxels.tolist() == [27, 8]
+
+
 def test_bad_input_names_the_problem() -> None:
     with pytest.raises(InputError, match="3D"):
         topology(np.zeros((4, 4)))
