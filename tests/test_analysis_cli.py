@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from weightspace.analysis import shapes as S
 from weightspace.analysis.files import analyze_file, compare_files
+from weightspace.analysis.geometry import iou
 from weightspace.cli import _register, app, main
 from weightspace.decode.mesh import grid_to_mesh
 from weightspace.runtime.errors import InputError
@@ -85,7 +86,11 @@ def test_compare_never_scores_an_empty_grid_as_a_match(tmp_path: Path) -> None:
     assert m["no_surface"] == [str(empty)] and m["solid_everywhere"] == [str(full)]
     assert f"{empty} has no surface" in r.stderr
     both = compare_files(empty, empty, n=100)
-    assert np.isnan(both["chamfer_l1"]) and both["fscore"] == 0.0 and np.isnan(both["iou"])
+    # IoU of two empty grids is geometry.iou's 1.0 (the same empty solid), as member fidelity and evaluation
+    # report it; compare said NaN for the same pair. The surface metrics have no surface to sample.
+    assert np.isnan(both["chamfer_l1"]) and both["fscore"] == 0.0 and both["iou"] == 1.0 == iou(np.load(empty), np.load(empty))
+    r = CliRunner().invoke(app, ["analyze", "compare", str(empty), str(empty), "--n", "100", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["iou"] == 1.0 and "IoU 1: the other is empty too" in r.stderr
     high = compare_files(empty, full, n=500, level=5.0)
     assert high["no_surface"] == [] and high["solid_everywhere"] == [str(empty), str(full)] and high["iou"] == 1.0
 

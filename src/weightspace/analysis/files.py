@@ -168,7 +168,8 @@ def compare_files(
     `analyze topology` counts it, (1, 0, 0)). A grid with nothing solid has no surface and never
     scores as a match: against a shape with a surface the distances are inf and the scores
     (fscore, precision, recall, normal_consistency, iou) 0; two such grids give NaN distances and
-    iou, scores 0. ``no_surface`` lists the paths of the inputs without a surface and
+    scores 0, but iou 1 (`geometry.iou`'s convention: the same empty solid, voxel for voxel, as member
+    fidelity and the evaluations count it). ``no_surface`` lists the paths of the inputs without a surface and
     ``solid_everywhere`` those of the grids that are the whole box (e.g. a level above every value).
 
     Returns the keys of `geometry.compare` plus ``a``, ``b`` (paths), ``no_surface``,
@@ -181,6 +182,5 @@ def compare_files(
     full = [str(p) for p, g in ((pa, grid_a), (pb, grid_b)) if g is not None and solid_mask(g, level).all()]
     out: dict = {"a": str(pa), "b": str(pb), **compare(mesh_a, mesh_b, n=n, seed=seed, tau=tau), "no_surface": no_surface, "solid_everywhere": full}
     if grid_a is not None and grid_b is not None and grid_a.shape == grid_b.shape:
-        # geometry.iou calls two empty solids identical (1.0); here nothing was there to compare
-        out["iou"] = float("nan") if len(no_surface) == 2 else iou(grid_a, grid_b, level=level)
+        out["iou"] = iou(grid_a, grid_b, level=level)
     return out

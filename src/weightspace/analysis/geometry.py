@@ -123,7 +123,9 @@ def normal_consistency(a: np.ndarray, na: np.ndarray, b: np.ndarray, nb: np.ndar
 def iou(grid_a: np.ndarray, grid_b: np.ndarray, level: float = 0.0) -> float:
     """Volumetric IoU of two solids on the same grid (SDF: solid where < level; bool: occupancy).
 
-    grid_a, grid_b : (X, Y, Z). Two empty solids have IoU 1.0 (identical), by convention.
+    grid_a, grid_b : (X, Y, Z). Two empty solids have IoU 1.0: the same (empty) set of voxels. This is
+    the one convention of the project: member fidelity, the generators' evaluations and `analyze compare`
+    all report it (compare's surface metrics, which need a surface to sample, are NaN and 0 there).
     """
     sa, sb = solid_mask(grid_a, level), solid_mask(grid_b, level)
     if sa.shape != sb.shape:

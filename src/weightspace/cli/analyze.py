@@ -83,8 +83,8 @@ def compare_cmd(
     A grid solid everywhere at --level is the solid box: its surface is the box's boundary, as
     `analyze topology` counts it (1, 0, 0). A grid with nothing solid at --level has no surface
     and never scores as a match: against a shape with one, the distances are inf and the scores
-    (F-score, precision, recall, normal consistency, IoU) 0; two such grids give NaN distances and
-    IoU. Such files are listed under no_surface, grids that are the whole box under solid_everywhere,
+    (F-score, precision, recall, normal consistency, IoU) 0; two such grids give NaN distances, zero
+    scores and IoU 1 (the same empty solid, voxel for voxel, as everywhere IoU is reported). Such files are listed under no_surface, grids that are the whole box under solid_everywhere,
     and both are named on stderr; --json writes inf and NaN as null.
 
     The distances come from --n random surface samples of each shape, so a shape compared with itself
@@ -98,7 +98,9 @@ def compare_cmd(
 
     m = compare_files(a, b, n=n, seed=seed, tau=tau, level=level)
     for path in m["no_surface"]:
-        typer.echo(f"note: {path} has no surface at level {level:g} (nothing is solid): it matches nothing", err=True)
+        what = ("its surface metrics are undefined; IoU 1: the other is empty too" if len(m["no_surface"]) == 2
+                else "it matches nothing")
+        typer.echo(f"note: {path} has no surface at level {level:g} (nothing is solid): {what}", err=True)
     for path in m["solid_everywhere"]:
         typer.echo(f"note: {path} is solid everywhere at level {level:g}: its surface is the grid's box", err=True)
     if "iou" not in m and a.suffix.lower() == b.suffix.lower() == ".npy":
