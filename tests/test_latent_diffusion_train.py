@@ -156,6 +156,12 @@ def test_fresh_starts_over_in_a_folder_that_holds_a_run(tiny_data, tmp_path):
         train_latent_diffusion(tiny_data, out, train=TrainConfig(**tc), stage="diffusion", continue_from=out, resume=False,
                                echo=lambda s: None)
     assert (out / "config.json").is_file()
+    # a --fresh run refused by a later check (a model setting the data contradicts) leaves the earlier run whole
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(InputError, match="model.resolution"):
+        train_latent_diffusion(tiny_data, out, model=ModelConfig(**{**TINY_MODEL, "resolution": 64}), train=TrainConfig(**tc),
+                               resume=False, echo=lambda s: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_the_record_says_imported_meshes_are_as_given(tmp_path):

@@ -156,14 +156,36 @@ def test_fresh_leaves_nothing_of_the_earlier_run_to_resume(tmp_path, two_dataset
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "build_bank", stopped)  # Ctrl-C while the fresh run builds its sample bank
     tc = TrainConfig(minutes=2.0, steps=5, points_per_shape=32, bank_size=256, log_every=5, warmup_steps=5)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME}
+    # Ctrl-C while the fresh run builds its sample bank, before its checks are done: nothing is deleted yet
+    monkeypatch.setattr(train_module, "build_bank", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train_neural_field(data, out, model_cfg=FieldConfig(**TINY), train_cfg=tc, resume=False, log=lambda s: None)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME} == before
+    # Ctrl-C once the earlier run is deleted, before the first save: nothing of either run is left to resume
+    monkeypatch.setattr(train_module, "data_parallel", stopped)
     with pytest.raises(KeyboardInterrupt):
         train_neural_field(data, out, model_cfg=FieldConfig(**TINY), train_cfg=tc, resume=False, log=lambda s: None)
     monkeypatch.undo()
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "notes.txt"]
     _train(data, out, 5)
     assert load_checkpoint(out)[1]["train_state"]["step"] == 5
+
+
+def test_a_refused_fresh_run_leaves_the_earlier_run_whole(tmp_path, two_datasets):
+    """--fresh deleted the earlier run once the data had loaded, before the model settings were checked: a run then
+    refused (a model.resolution the data contradicts) left the folder without either run."""
+    data, _ = two_datasets
+    out = tmp_path / "run"
+    _train(data, out, 10)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME}
+    tc = TrainConfig(minutes=2.0, steps=5, points_per_shape=32, bank_size=256, log_every=5, warmup_steps=5)
+    with pytest.raises(InputError, match="model.resolution"):
+        train_neural_field(data, out, model_cfg=FieldConfig(**{**TINY, "resolution": 64}), train_cfg=tc, resume=False,
+                           log=lambda s: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME} == before
 
 
 def test_both_trainers_offer_the_same_fresh_option():

@@ -489,7 +489,7 @@ def _train_latent_diffusion(
     counters, the loss log and the training record come along; the optimiser starts afresh (a
     checkpoint holds the EMA weights only), and the record names the piece.
     resume : False (`--fresh`) starts over: the earlier run's files in `out_dir` (RUN_FILES) are deleted
-    once the data has loaded, other files stay; --autoencoder-from and --continue-from may then start there.
+    once the data and settings have passed their checks (a refused run deletes nothing), other files stay; --autoencoder-from and --continue-from may then start there.
     device : auto (CUDA when present) | cpu | cuda[:N]. Random draws are made on the CPU either way,
     so a run draws the same items, noise and time steps on every device.
     """
@@ -513,16 +513,13 @@ def _train_latent_diffusion(
     torch.set_num_threads(tc.threads)
     data = load_training_data(data_dir, "train")
     out.mkdir(parents=True, exist_ok=True)  # after the data loaded: a run refused for its data leaves no folder
-    if not resume and ranks.main:  # --fresh: nothing of the earlier run is resumed, appended to or recorded
+    if not resume and ranks.main:  # --fresh deletes the earlier run (below, once every check passed): a source in it would go too
         from weightspace.generators.registry import resolve_checkpoint
 
         for flag, source in (("--autoencoder-from", autoencoder_from), ("--continue-from", continue_from)):
             if source is not None and resolve_checkpoint(source).resolve() == out.resolve():
                 raise InputError(f"{flag}: {source} is --out itself, whose run --fresh deletes before it is read; give the "
                                  "new run another --out")
-        removed = clear_run(out, RUN_FILES)
-        if removed:
-            echo(f"starting over in {out}: removed the earlier run's {', '.join(removed)}")
     try:
         val_grids = torch.from_numpy(np.array(ShapeDataset(data_dir, split="val").grids[:48], dtype=np.float32)).to(dev)  # (<=48, R, R, R)
     except InputError:
@@ -571,6 +568,10 @@ def _train_latent_diffusion(
         ema = EMA(net.to(dev), tc.ema_decay)
     if (cfg.resolution, cfg.truncation) != (data.resolution, data.truncation) or cfg.families[: len(data.families)] != data.families:
         raise InputError(f"{data_dir}: data (resolution {data.resolution}, truncation {data.truncation}) does not match the checkpoint in {out}")
+    if not resume and ranks.main:  # --fresh, once every check has passed: a refused run leaves the earlier one whole
+        removed = clear_run(out, RUN_FILES)
+        if removed:
+            echo(f"starting over in {out}: removed the earlier run's {', '.join(removed)}")
     present = set(data.labels.tolist())
     trained_families = [f for i, f in enumerate(data.families) if i in present]
     logger = Logger(out, echo, write=ranks.main)

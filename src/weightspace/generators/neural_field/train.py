@@ -144,7 +144,7 @@ def _train_neural_field(
     model_cfg : the network (None: the defaults, or on resume the run's own). A resume keeps its
         architecture (ARCHITECTURE fields) and its data (the manifest's hash); either changed is refused.
     resume : False (`--fresh`) starts over: the earlier run's files in `out_dir` (RUN_FILES) are deleted
-        once the data has loaded, other files stay.
+        once the data and settings have passed their checks (a refused run deletes nothing), other files stay.
     device : auto (CUDA when present) | cpu | cuda[:N]; the returned generator is on the CPU.
     """
     train_cfg = check_config(train_cfg, where="train")
@@ -160,10 +160,6 @@ def _train_neural_field(
                    "saved": saved_state(out / STATE_NAME) if resume else None}, ranks)
     rows = read_manifest(data_dir, "train")
     resolution = int(rows[0].get("resolution", 32))
-    if not resume and ranks.main:  # --fresh: nothing of the earlier run is resumed, kept in the log or recorded
-        removed = clear_run(out, RUN_FILES)
-        if removed:
-            log(f"starting over in {out}: removed the earlier run's {', '.join(removed)}")
     saved = (out / STATE_NAME).is_file() or (out / OLD_STATE_NAME).is_file()
     old_config = load_checkpoint(out)[1] if resume and saved and (out / CONFIG_NAME).is_file() else None
     if old_config is not None:
@@ -191,6 +187,10 @@ def _train_neural_field(
     ema = copy.deepcopy(net.state_dict()) if train_cfg.ema_decay > 0 else None
     step, elapsed = 0, 0.0
 
+    if not resume and ranks.main:  # --fresh, once every check has passed (a refused run leaves the earlier one whole):
+        removed = clear_run(out, RUN_FILES)  # nothing of the earlier run is resumed, kept in the log or recorded
+        if removed:
+            log(f"starting over in {out}: removed the earlier run's {', '.join(removed)}")
     out.mkdir(parents=True, exist_ok=True)
     if old_config is not None:
         saved_ema, step, elapsed = _load_resume_state(out, net, opt)
