@@ -57,6 +57,13 @@ def test_a_results_json_with_nan_or_infinity_is_refused_naming_the_field(tmp_pat
     path.write_text('{"a": 1e999}')  # out of a double's range: json reads it as inf
     with pytest.raises(InputError, match=r"results\.json: a: Infinity"):
         read_results(path)
+    # the one-line summary (make demo, the CLI) reads results the same way
+    from weightspace.experiments.summary import summarize
+
+    (tmp_path / "config.json").write_text('{"study": "FitConfig"}')
+    path.write_text('{"generator": "toy", "table": [{"method": "encode", "chamfer_l1": NaN}]}')
+    with pytest.raises(InputError, match=r"table\[0\]\.chamfer_l1: NaN"):
+        summarize(tmp_path)
 
 
 def test_a_results_folder_with_another_run_is_refused_replaced_or_resumed(tmp_path):

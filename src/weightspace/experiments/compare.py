@@ -15,8 +15,8 @@ from weightspace.experiments.subspace import SubspaceConfig, run_subspace
 from weightspace.generators.protocol import Generator, HasFamilies, MissingCapability
 from weightspace.runtime.config import check_config
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_write_text, read_json
-from weightspace.runtime.results import write_csv, write_results
+from weightspace.runtime.io import atomic_write_text
+from weightspace.runtime.results import read_results, write_csv, write_results
 
 STUDIES = ("interpolate", "subspace", "fit")
 
@@ -102,7 +102,7 @@ def run_compare(config: CompareConfig, *, generators: dict[str, Generator] | Non
                 else:
                     if attempt is not cfg:
                         col[f"{study}.endpoints"] = "encoded shapes"
-                    col.update(_figures(study, read_json(out / "results.json")))
+                    col.update(_figures(study, read_results(out / "results.json")))
                     break
             col[f"{study}.seconds"] = round(c(), 1)
         columns[label] = col
@@ -126,7 +126,7 @@ def write_compare_page(folder: str | Path) -> Path:
     from weightspace.report.html import write_page
 
     folder = Path(folder)
-    res = read_json(folder / "results.json")
+    res = read_results(folder / "results.json")
     columns: dict[str, dict[str, Any]] = res["columns"]
     labels = list(columns)
     keys: list[str] = []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import read_json
+from weightspace.runtime.results import read_results
 
 
 def _f(v: object) -> str:
@@ -18,7 +19,7 @@ def summarize(folder: str | Path) -> str:
     if not (folder / "results.json").is_file() or not (folder / "config.json").is_file():
         raise InputError(f"{folder}: not a finished results folder (config.json / results.json missing)")
     study = read_json(folder / "config.json").get("study", "")
-    res = read_json(folder / "results.json")
+    res = read_results(folder / "results.json")
     head = f"[{res.get('generator', '?')}]"
     if study == "InterpolateConfig":
         if "paired" in res:  # --condition-paths: the same member pairs in weight space and in condition space
