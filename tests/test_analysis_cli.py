@@ -100,6 +100,10 @@ def test_bad_files_name_the_file(files: dict[str, Path], capsys: pytest.CaptureF
         with pytest.raises(InputError, match=msg) as e:
             analyze_file(files[key])
         assert str(files[key]) in str(e.value)
+    zero = files["bad"].with_name("zero_size.npy")
+    np.save(zero, np.zeros((0, 4, 4), np.float32))  # 3-D, but no samples: not "must be 3D"
+    with pytest.raises(InputError, match=r"grid is empty, shape \(0, 4, 4\)"):
+        analyze_file(zero)
     txt = files["bad"].with_suffix(".txt")
     txt.write_text("hello")
     with pytest.raises(InputError, match="unsupported file type"):

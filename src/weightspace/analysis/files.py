@@ -42,8 +42,10 @@ def load_grid(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     grid = read_npy(path, what="array of numbers or bools")
-    if grid.ndim != 3 or min(grid.shape) < 1:
+    if grid.ndim != 3:
         raise InputError(f"{path}: grid must be 3D (X, Y, Z), got shape {grid.shape}")
+    if min(grid.shape) < 1:
+        raise InputError(f"{path}: grid is empty, shape {grid.shape}; it needs at least one sample along each axis")
     real = np.issubdtype(grid.dtype, np.integer) or np.issubdtype(grid.dtype, np.floating)
     if grid.dtype != bool and not real:
         raise InputError(f"{path}: grid must be bool (occupancy) or real numbers (SDF), got dtype {grid.dtype}")
