@@ -104,6 +104,12 @@ def test_a_results_folder_with_another_run_is_refused_replaced_or_resumed(tmp_pa
     write_results(out, {"refused": "endpoint decodes empty"})
     start_results(out, PathStudy(str(out), a="mug"))
     assert json.loads((out / "config.json").read_text())["a"] == "mug"
+    # a run that stopped on bad input after writing its config.json (an unknown family) wrote nothing else:
+    # the corrected command runs there instead of being refused as a run with other settings
+    bare = tmp_path / "bare"
+    start_results(bare, PathStudy(str(bare), a="donut"))
+    start_results(bare, PathStudy(str(bare), a="torus"))
+    assert json.loads((bare / "config.json").read_text())["a"] == "torus"
     # another study's folder is never taken over
     @dataclasses.dataclass
     class OtherStudy:

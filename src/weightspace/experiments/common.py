@@ -38,7 +38,8 @@ def start_results(out: str | Path, config: Any, *, settings_may_differ: bool = F
     field but RUNTIME_FIELDS; fields the earlier config.json lacks are not compared), is refused
     before anything is written there, so the earlier run's results stay whole and described by
     their own config.json. Such a run of this study is replaced instead when it was refused (its
-    results.json says why) or with `overwrite`: its `outputs` (the names of the files and folders the
+    results.json says why), when it stopped before writing anything but its config.json (bad input found
+    after the config was written: an unknown family or checkpoint), or with `overwrite`: its `outputs` (the names of the files and folders the
     study writes there), results.json and report.html are removed first, so none of them is left
     beside the new ones; anything else in the folder stays. With `settings_may_differ` (a study that
     checks per item what it can resume, as the subspace grid does) the run goes on and leaves
@@ -58,7 +59,8 @@ def start_results(out: str | Path, config: Any, *, settings_may_differ: bool = F
         differ = [k for k in body if k in old and k not in RUNTIME_FIELDS and old[k] != body[k]]
         if differ and settings_may_differ:
             return folder
-        if differ and (overwrite or refusal(folder) is not None):
+        only_config = all(p.name == "config.json" for p in folder.iterdir())  # nothing of that run to keep
+        if differ and (overwrite or only_config or refusal(folder) is not None):
             for name in ("results.json", "report.html", *outputs):
                 path = folder / name
                 if path.is_dir() and not path.is_symlink():
