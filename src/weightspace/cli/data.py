@@ -144,7 +144,7 @@ def import_(
 @data_app.command("observe")
 def observe_(
     folder: Path = typer.Argument(..., help="A data folder (from `data make` or `data import`)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: observations.npy (N, n, 3) float32 and manifest.jsonl."),
+    out: Path = typer.Option(..., "--out", help="Output folder: observations.npy (N, n, 3) float32, manifest.jsonl and config.json (the options)."),
     kind: str = typer.Option("clean", "--kind", help="clean | noisy | partial | subsampled."),
     n: int = typer.Option(2048, "--n", help="Points per observation."),
     sigma: float = typer.Option(0.0, "--sigma", help="Gaussian noise standard deviation, world units (noisy: > 0)."),

@@ -206,7 +206,7 @@ def subspace_fit(
 
 def decode(
     source: Path = typer.Argument(..., help="A point .safetensors file, a population folder or a subspace folder."),
-    out: Path = typer.Option(..., "--out", help="Output folder: grids/, meshes/ (PLY), manifest.jsonl."),
+    out: Path = typer.Option(..., "--out", help="Output folder: grids/, meshes/ (PLY), manifest.jsonl and decode.json (source, checkpoint, seed)."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Generator (default: the one the source records)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Samples to draw from a subspace (default 8)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Scale of subspace samples (1: training spread) (default 1)."),
