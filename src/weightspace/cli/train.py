@@ -8,7 +8,8 @@ import typer
 
 # one --fresh for both trainers: the same name, help and behaviour (runtime.train_folder.clear_run)
 FRESH_HELP = ("Start over even if --out holds a run or a checkpoint: the earlier run's checkpoint, resume state, loss log "
-              "and training record there are deleted once the data has loaded (other files stay).")
+              "and training record there are deleted once the data and every setting have passed their checks (a refused "
+              "run deletes nothing; other files stay).")
 
 
 def pipe_safe_echo() -> Callable[[str], None]:
