@@ -266,7 +266,7 @@ def test_evaluate_families_samples_a_neural_field_from_its_family_codes(tmp_path
     written = json.loads(out.read_text())
     gen = load_generator(ckpt)
     assert len(written["samples"]) == 2 * len(gen.families) and "steps" not in written
-    assert (tmp_path / "g.png").stat().st_size > 0
+    assert (tmp_path / "g.png").stat().st_size > 0 and f"wrote {tmp_path / 'g.png'}" in result.output  # said where
     grids = family_samples(gen, families=gen.families[:1], per_family=2)["grids"][gen.families[0]]
     assert not np.allclose(grids[0], grids[1])  # each sample's code comes from its own seed
     bad = CliRunner().invoke(app, ["evaluate", "families", str(ckpt), "--steps", "4"])

@@ -224,6 +224,7 @@ def register(app: typer.Typer) -> None:
                            ok=[[r["match"] for r in by[f]] for f in fams], cell=1.1,
                            title=f"{checkpoint}{settings}: family samples, blue = robust (b0, b1) of the family "
                                  f"({format_rate(res['rate'])})")
+            typer.echo(f"wrote {gallery}", err=True)  # stderr: --json keeps stdout to the figures
         if out is not None:
             atomic_write_json(out, {**figures, "samples": res["samples"]})
         if as_json:

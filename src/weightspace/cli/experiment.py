@@ -11,7 +11,8 @@ experiment_app = typer.Typer(help="The studies: measured versions of the paper's
                              "--config FILE, a JSON object of its config's fields; options typed on the command line "
                              "override the file.", no_args_is_help=True)
 
-CHECKPOINT_HELP = "Generator: default (latent diffusion), default-field (neural field) or a checkpoint folder."
+CHECKPOINT_HELP = ("Generator: default (latent diffusion), default-field (neural field), default-64, default-points, "
+                   "or a checkpoint folder.")
 CONFIG_HELP = ("JSON object of the study's config fields (every field, also those without an option); "
                "options given on the command line override it.")
 

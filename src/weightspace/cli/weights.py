@@ -38,7 +38,7 @@ def executor_from_options(executor: Optional[str], workers: int, address: Option
 @population_app.command("build")
 def population_build(
     ctx: typer.Context,
-    checkpoint: str = typer.Option("default", "--checkpoint", help="Generator: `default`, `default-field` or a checkpoint folder."),
+    checkpoint: str = typer.Option("default", "--checkpoint", help="Generator: `default`, `default-field`, `default-64`, `default-points` or a checkpoint folder."),
     parameterisation: str = typer.Option("lora", "--parameterisation", help="condition | lora | layers."),
     data: Path = typer.Option(..., "--data", help="Data folder with manifest.jsonl (from `weightspace data make`)."),
     out: Path = typer.Option(..., "--out", help="Population folder (re-running resumes it)."),
