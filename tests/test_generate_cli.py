@@ -15,6 +15,12 @@ from weightspace.cli.evaluate import EVALUATORS
 from weightspace.runtime.errors import InputError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def commands():
+    """The CLI's commands, for tests that invoke them without the checkpoint fixture (which registered them)."""
+    _register()
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ld_ck") / "ck"
