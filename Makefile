@@ -18,9 +18,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/weightspace demo --out results/demo
 
+# The suite in TEST_WORKERS processes (pytest-xdist), a test file per process at a time (module fixtures are
+# built once) and one torch thread each: a serial run kept about one of two cores busy (subprocesses, I/O,
+# small tensors). `make test TEST_WORKERS=1` runs it serially.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
