@@ -191,16 +191,22 @@ def test_nothing_imported_is_the_bad_input_status_even_with_a_skip(tmp_path, cap
     assert len(steps) == 4  # the bar reached 4/4, not 3/4
 
 
-def test_worker_processes_write_the_same_bytes(tmp_path, torus):
-    """--workers 2 writes every file (grids, points, manifest, summary) byte for byte as one worker,
-    and reports the failed and skipped files in the same order."""
-    src = tmp_path / "in"
+def _mixed_sources(src, torus):
+    """Five files in `src`, in name order: three that import (a torus, a brick, a ball), one that fails
+    (a face naming a missing vertex) and one skipped as not solid (a triangle soup)."""
     src.mkdir()
     torus.export(src / "a_ring.stl")
     trimesh.creation.box((2.0, 1.0, 1.0)).export(src / "b_brick.obj")
     (src / "c_broken.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nf 1 2 9\n")
     trimesh.Trimesh(np.random.default_rng(0).uniform(-1, 1, (30, 3)), np.arange(30).reshape(10, 3)).export(src / "d_soup.obj")
     trimesh.creation.icosphere(2, 1.0).export(src / "e_ball.ply")
+    return src
+
+
+def test_worker_processes_write_the_same_bytes(tmp_path, torus):
+    """--workers 2 writes every file (grids, points, manifest, summary) byte for byte as one worker,
+    and reports the failed and skipped files in the same order."""
+    src = _mixed_sources(tmp_path / "in", torus)
     _register()
     outputs = {}
     for workers in ("1", "2"):
@@ -256,13 +262,7 @@ def test_a_stopped_import_is_resumed_and_ends_as_an_uninterrupted_one(tmp_path, 
     """A rerun after a kill used to import every file again. Now it takes up the files the stopped import
     recorded (failed and skipped ones too, reported again in file order), imports again one changed
     since, and ends byte for byte as an uninterrupted import; other options start afresh and say so."""
-    src = tmp_path / "in"
-    src.mkdir()
-    torus.export(src / "a_ring.stl")
-    trimesh.creation.box((2.0, 1.0, 1.0)).export(src / "b_brick.obj")
-    (src / "c_broken.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nf 1 2 9\n")
-    trimesh.Trimesh(np.random.default_rng(0).uniform(-1, 1, (30, 3)), np.arange(30).reshape(10, 3)).export(src / "d_soup.obj")
-    trimesh.creation.icosphere(2, 1.0).export(src / "e_ball.ply")
+    src = _mixed_sources(tmp_path / "in", torus)
     real, calls = importer_module._import_one, []
 
     def counted(cfg, job):
