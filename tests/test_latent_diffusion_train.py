@@ -382,3 +382,20 @@ def test_last_validation_row_not_written_twice(tiny_data, tmp_path):
     rows = [json.loads(line) for line in (out / LOSS_LOG).read_text().splitlines()]
     validated = [r["step"] for r in rows if "val_iou" in r]
     assert validated == [8]
+
+
+def test_a_fresh_continued_piece_keeps_the_sources_record(tiny_data, tmp_path):
+    """--fresh --continue-from into a folder holding another run: the piece's record lists the source's pieces and
+    its log their rows; clear_run deleted them (the earlier run's files kept them from being copied, or it removed
+    the copies)."""
+    tc = TrainConfig(ae_steps=2, diffusion_steps=2, ae_batch=2, diffusion_batch=2, train_points=32, log_every=1)
+    src, out = tmp_path / "src", tmp_path / "out"
+    train_latent_diffusion(tiny_data, src, model=ModelConfig(**TINY_MODEL), train=tc, echo=lambda s: None, command="first piece")
+    train_latent_diffusion(tiny_data, out, model=ModelConfig(**TINY_MODEL), train=tc, echo=lambda s: None, command="other run")
+    tc2 = TrainConfig(diffusion_steps=3, diffusion_batch=2, train_points=32, log_every=1)
+    train_latent_diffusion(tiny_data, out, train=tc2, stage="diffusion", continue_from=src, resume=False, echo=lambda s: None,
+                           command="second piece")
+    record = json.loads((out / "training_record.json").read_text())
+    assert [r["command"] for r in record["invocations"]] == ["first piece", "second piece"]
+    src_rows = (src / LOSS_LOG).read_text().splitlines()
+    assert (out / LOSS_LOG).read_text().splitlines()[: len(src_rows)] == src_rows

@@ -547,7 +547,7 @@ def _train_latent_diffusion(
         if stage != "diffusion" or autoencoder_from is not None:
             raise InputError("--continue-from continues a finished run's diffusion stage: pass --stage diffusion "
                              "(and no --autoencoder-from)")
-        cfg, net, continued, ae_source = _continue(continue_from, out, progress, tc.diffusion_steps)
+        cfg, net, continued, ae_source = _continue(continue_from, progress, tc.diffusion_steps)
         progress.update(diffusion_piece_from_steps=progress["diffusion_steps"], diffusion_piece_from_seconds=progress["diffusion_seconds"])
         ema = EMA(net.to(dev), tc.ema_decay)  # the checkpoint holds the EMA weights: both start from them
         echo(f"continuing {continue_from} ({progress})")
@@ -572,6 +572,8 @@ def _train_latent_diffusion(
         removed = clear_run(out, RUN_FILES)
         if removed:
             echo(f"starting over in {out}: removed the earlier run's {', '.join(removed)}")
+    if continued is not None and ranks.main:  # after --fresh cleared the folder, which would delete them again
+        _take_history(continue_from, out)
     present = set(data.labels.tolist())
     trained_families = [f for i, f in enumerate(data.families) if i in present]
     logger = Logger(out, echo, write=ranks.main)
@@ -633,13 +635,11 @@ def _stages(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, stage: 
     return torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
 
 
-def _continue(source: str | Path, out: Path, progress: dict, total_steps: int) -> tuple[ModelConfig, LatentDiffusionNet, dict, Any]:
+def _continue(source: str | Path, progress: dict, total_steps: int) -> tuple[ModelConfig, LatentDiffusionNet, dict, Any]:
     """Load checkpoint `source` for a continued run in `out`: (architecture, net with its weights,
     the piece's provenance, its autoencoder's source). Progress counters are taken into `progress`;
-    its loss log and training record are copied into `out`, so the record lists every piece. A step
+    its loss log and training record go into `out` once the run has passed its checks (`_take_history`). A step
     budget (`total_steps` > 0, train.diffusion_steps) the checkpoint has already reached is refused."""
-    import shutil
-
     from weightspace.generators.registry import resolve_checkpoint
 
     folder = resolve_checkpoint(source)
@@ -655,13 +655,23 @@ def _continue(source: str | Path, out: Path, progress: dict, total_steps: int) -
     _load_into(net, state, folder / WEIGHTS_NAME)
     progress.update({k: v for k, v in prog.items() if k in progress})
     progress["diffusion_done"] = False
-    for name in (LOSS_LOG, RECORD_NAME):
-        if (folder / name).is_file() and not (out / name).is_file():
-            shutil.copyfile(folder / name, out / name)
     continued = {"checkpoint": str(source), "weights_hash": state_hash(state), "diffusion_steps": int(prog["diffusion_steps"]),
                  "diffusion_seconds": float(prog.get("diffusion_seconds", 0.0)),
                  "note": "a new piece from the checkpoint's EMA weights; the optimiser state starts afresh"}
     return cfg, net, continued, config.get("autoencoder_from")
+
+
+def _take_history(source: str | Path, out: Path) -> None:
+    """Copy the loss log and training record of the checkpoint a continued piece starts from (`_continue`) into
+    `out`, where the piece appends to them, so its record lists every piece (a file `out` already holds is kept)."""
+    import shutil
+
+    from weightspace.generators.registry import resolve_checkpoint
+
+    folder = resolve_checkpoint(source)
+    for name in (LOSS_LOG, RECORD_NAME):
+        if (folder / name).is_file() and not (out / name).is_file():
+            shutil.copyfile(folder / name, out / name)
 
 
 def _invocation_minutes(row: dict[str, Any]) -> float:
