@@ -109,7 +109,7 @@ def test_two_gloo_processes_train_a_gaussian_latent_autoencoder_as_one(data, tmp
     _same_weights(tmp_path / "p1", tmp_path / "p2")
 
 
-def _two_ranks(kind: str, data: Path, out: Path, configs: list[dict]) -> list[tuple[int, str]]:
+def _two_ranks(kind: str, data: Path, out: Path, configs: list[dict], extra: tuple[str, ...] = ()) -> list[tuple[int, str]]:
     """(exit code, stderr) of rank 0 and rank 1 of one gloo run, each started with its own config (the
     environment two torchrun launchers joining one job give their workers), or a failure when either hangs."""
     with socket.socket() as s:
@@ -122,7 +122,7 @@ def _two_ranks(kind: str, data: Path, out: Path, configs: list[dict]) -> list[tu
         env = {**os.environ, "WEIGHTSPACE_QUIET": "1", "OMP_NUM_THREADS": "1", "RANK": str(rank), "WORLD_SIZE": "2",
                "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
         argv = [sys.executable, "-m", "weightspace", "train", kind, "--data", str(data), "--out", str(out), "--config", str(cfg),
-                "--device", "cpu"]
+                "--device", "cpu", *extra]
         procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env))
     try:
         errs = [p.communicate(timeout=120)[1] for p in procs]
@@ -143,6 +143,21 @@ def test_ranks_started_with_different_settings_all_stop_with_the_first_differenc
     for code, err in _two_ranks(kind, data, tmp_path / "out", [rank0, rank1]):
         assert code == 2 and f"error: {message}" in err, err[-2000:]
     assert not (tmp_path / "out" / "loss_log.jsonl").exists()  # stopped before training
+
+
+def test_every_rank_refuses_a_fresh_run_continuing_its_own_out(data, tmp_path):
+    """--fresh --continue-from OUT would delete its own source: rank 0 alone refused it, and rank 1 went on into
+    training, waiting for a rank that had left."""
+    from weightspace.generators.latent_diffusion.config import ModelConfig, TrainConfig
+    from weightspace.generators.latent_diffusion.train import train_latent_diffusion
+
+    out = tmp_path / "out"
+    train_latent_diffusion(data, out, model=ModelConfig(**TINY_LD["model"]),
+                           train=TrainConfig(**{**TINY_LD["train"], "ae_steps": 1, "diffusion_steps": 1}), echo=lambda s: None)
+    piece = {"train": {**TINY_LD["train"], "diffusion_steps": 2}}
+    for code, err in _two_ranks("latent-diffusion", data, out, [piece, piece],
+                                extra=("--stage", "diffusion", "--continue-from", str(out), "--fresh")):
+        assert code == 2 and "is --out itself" in err, err[-2000:]
 
 
 def test_first_difference_names_the_field_in_rank_0s_order():

@@ -40,7 +40,7 @@ def check_out(out: Path, data_dir: Path, kind: str, state_files: Iterable[str], 
     if not fresh and not any((out / name).is_file() for name in state_files):
         raise InputError(f"--out: {out} holds a finished {kind} checkpoint without its resume state (a shipped or "
                          f"copied one): training there would start over and replace it. Choose a new --out"
-                         + (" (or --continue-from it there), or --fresh to replace it" if kind == "latent-diffusion"
+                         + (" (with --continue-from this checkpoint to train a next piece of it), or --fresh to replace it" if kind == "latent-diffusion"
                             else ", or --fresh to replace it"))
 
 

@@ -513,7 +513,7 @@ def _train_latent_diffusion(
     torch.set_num_threads(tc.threads)
     data = load_training_data(data_dir, "train")
     out.mkdir(parents=True, exist_ok=True)  # after the data loaded: a run refused for its data leaves no folder
-    if not resume and ranks.main:  # --fresh deletes the earlier run (below, once every check passed): a source in it would go too
+    if not resume:  # --fresh deletes the earlier run (below, once every check passed): a source in it would go too (every rank refuses)
         from weightspace.generators.registry import resolve_checkpoint
 
         for flag, source in (("--autoencoder-from", autoencoder_from), ("--continue-from", continue_from)):
