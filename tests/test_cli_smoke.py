@@ -79,3 +79,18 @@ def test_evaluating_on_shapes_of_another_pose_warns(tmp_path):
     assert pose_mismatch({"data": {"pose": "as given"}}, tmp_path) is None
     (tmp_path / "summary.json").write_text(json.dumps({"pose": "as given"}))
     assert pose_mismatch({"data": {"pose": "canonical"}}, tmp_path) is None
+
+
+def test_help_paragraphs_are_reflowed_to_the_terminal():
+    """typer kept the single line breaks of a docstring's later paragraphs, so at 80 columns every broken source
+    line wrapped again on its own ('... A' / 'member whose task keeps' / 'failing there ...')."""
+    from weightspace.cli import _register, app, reflow
+
+    assert reflow("Head.\n\n    Joined\n    here.\n\n    - one\n    - two\n      more\n\n    Example: x") == \
+        "Head.\n\nJoined here.\n\n- one\n- two\n  more\n\nExample: x"
+    _register()
+    r = CliRunner().invoke(app, ["population", "build", "--help"], env={"COLUMNS": "80"})
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "A member whose task keeps failing there is listed in failures.jsonl" in text
+    lines = [line.strip() for line in r.output.splitlines()]
+    assert not any(line.endswith("keeps") for line in lines)  # the source's break no longer shows

@@ -51,7 +51,41 @@ def _register() -> None:
 
     for module in (data, analyze, train, generate, evaluate, weights, experiment, report, demo, convert):
         module.register(app)
+    _reflow_help(app)
     _REGISTERED = True
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    """Give every command of `group` (and of its subgroups) its docstring as help with each paragraph's lines
+    joined (`reflow`). typer keeps the single line breaks of a docstring's later paragraphs, so at a terminal
+    narrower than the source's lines every broken line wrapped again on its own, leaving ragged half lines."""
+    for info in group.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = reflow(info.callback.__doc__)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _reflow_help(sub.typer_instance)
+
+
+def reflow(doc: str) -> str:
+    """`doc` (dedented) with the lines of each paragraph joined by spaces, except lines that begin a list item
+    ("- ", "* ") or are indented (a code or command line): those keep their line. A paragraph starting with
+    click's \\b (no rewrapping) is kept as it is."""
+    import inspect
+
+    paragraphs = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        if para.startswith("\b"):
+            paragraphs.append(para)
+            continue
+        lines: list[str] = []
+        for line in para.split("\n"):
+            if lines and not line.startswith((" ", "\t", "- ", "* ")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
 
 
 INTERNAL_ERROR = 70  # sysexits EX_SOFTWARE: distinct from 2 (bad input) and from small counts some commands return
