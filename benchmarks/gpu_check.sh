@@ -23,7 +23,7 @@ stamp "start"
 # data for both runs, made on the CPU cores while the GPU runs the tests
 $WS data make --count "$COUNT" --resolution 64 --seed 0 --workers 8 --out "$WORK/data64" > "$L/data64.log" 2>&1 &
 p64=$!
-$WS data make --count "$COUNT" --resolution 32 --seed 0 --workers 4 --out "$WORK/data32" > "$L/data32.log" 2>&1 &
+$WS data make --count "$COUNT" --resolution 32 --seed 0 --pose canonical --workers 4 --out "$WORK/data32" > "$L/data32.log" 2>&1 &
 p32=$!
 if [ "$DEVICE" = cuda ]; then
   timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$L/test_cuda.log" 2>&1
@@ -38,8 +38,16 @@ wait $p64; stamp "data64 exit $?"
 $WS train latent-diffusion --data "$WORK/data64" --out "$WORK/ld64" --config configs/latent-diffusion-64.json \
   --minutes "$MINUTES" --device "$DEVICE" > "$L/train64.log" 2>&1 &
 q64=$!
-printf '{"model": {"cond_layout": "grid"}, "train": {"kind_probs": [0.4, 0.4, 0.2], "diffusion_batch": 64, "threads": 4}}' \
-  > "$WORK/trial32.json"
+# the shipped default's own network and loss settings (set from its config.json, so they follow the checkpoint: a
+# fixed config here fell behind when default moved to 8 latent channels, and its autoencoder no longer fitted)
+$PY - "$WORK/trial32.json" <<'PYEOF'
+import json, sys
+from weightspace.generators.registry import resolve_checkpoint
+c = json.loads((resolve_checkpoint("default") / "config.json").read_text())
+model = {k: v for k, v in c["model"].items() if k not in ("families", "resolution", "truncation")}  # set from the data
+train = {k: c["train"][k] for k in ("kind_probs", "loss_weighting", "snr_gamma", "self_condition_prob") if k in c["train"]}
+json.dump({"model": model, "train": {**train, "diffusion_batch": 64, "threads": 4}}, open(sys.argv[1], "w"))
+PYEOF
 $WS train latent-diffusion --data "$WORK/data32" --out "$WORK/ld32gpu" --config "$WORK/trial32.json" --stage diffusion \
   --autoencoder-from default --minutes "$TRIAL_MINUTES" --device "$DEVICE" > "$L/train32.log" 2>&1 &
 q32=$!

@@ -21,8 +21,16 @@ $WS data make --count "$COUNT" --resolution 32 --seed 0 --workers 5 --out "$WORK
 stamp "data32 exit $?"
 for trial in a:2 b:1; do
   name=${trial%%:*} patch=${trial##*:}
-  printf '{"model": {"cond_layout": "grid", "patch": %s}, "train": {"kind_probs": [0.4, 0.4, 0.2], "diffusion_batch": 128, "threads": 4}}' \
-    "$patch" > "$WORK/trial_$name.json"
+  # the shipped default's network (from its config.json, so it follows the checkpoint: a fixed model here fell
+  # behind when default moved to 8 latent channels, and its autoencoder no longer fitted) at this patch size
+  $PY - "$WORK/trial_$name.json" "$patch" <<'PYEOF'
+import json, sys
+from weightspace.generators.registry import resolve_checkpoint
+c = json.loads((resolve_checkpoint("default") / "config.json").read_text())
+model = {k: v for k, v in c["model"].items() if k not in ("families", "resolution", "truncation")}  # set from the data
+model["patch"] = int(sys.argv[2])
+json.dump({"model": model, "train": {"kind_probs": [0.4, 0.4, 0.2], "diffusion_batch": 128, "threads": 4}}, open(sys.argv[1], "w"))
+PYEOF
   $WS train latent-diffusion --data "$WORK/data32" --out "$WORK/ld32$name" --config "$WORK/trial_$name.json" --stage diffusion \
     --autoencoder-from default --minutes "$MINUTES" --device "$DEVICE" > "$L/train32$name.log" 2>&1 &
 done
