@@ -310,3 +310,28 @@ def test_a_grid_fit_on_grids_of_another_resolution_names_the_folder_and_the_reso
     assert not (tmp_path / "pop").exists()  # refused before anything is written
     population_module.check_grid_resolution(gen, data, population_module.read_shapes(data), "points")  # points: any grid
     population_module.check_grid_resolution(make_toy(seed=0), data, population_module.read_shapes(data), "grid")  # any R
+
+
+def test_a_grid_fit_to_empty_grids_is_warned_of(tmp_path):
+    """A solid thinner than a voxel imports with an empty grid (`empty_at_resolution`); its member then
+    reproduced it by decoding nothing and passed the fidelity check (IoU 1.0) without a word."""
+    rows = [{"id": "plate", "betti_measured": [0, 0, 0]}, {"id": "block", "betti_measured": [1, 0, 0]}, {"id": "old"}]
+    said = []
+    population_module.warn_empty_targets(rows, "grid", said.append)
+    assert len(said) == 1 and "1 shape(s) have an empty grid at this resolution (plate)" in said[0]
+    said.clear()
+    population_module.warn_empty_targets(rows, "points", said.append)  # its surface points are not empty
+    population_module.warn_empty_targets(rows[1:], "grid", said.append)
+    assert said == []
+    # and the build says it, before fitting
+    import trimesh
+
+    from weightspace.data.importer import import_meshes
+
+    src = tmp_path / "m"
+    src.mkdir()
+    trimesh.creation.box(extents=(1.0, 1.0, 0.02)).export(src / "plate.stl")
+    trimesh.creation.box(extents=(1.0, 1.0, 0.6)).export(src / "block.stl")
+    import_meshes([src], tmp_path / "d", resolution=16, n_points=64, progress=False, log=lambda s: None)
+    build_population(_config(tmp_path / "d", tmp_path / "pop", steps=1), generator=LOADER, log=said.append)
+    assert any("have an empty grid at this resolution (0001-plate)" in line for line in said), said

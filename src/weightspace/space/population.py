@@ -169,6 +169,17 @@ def check_grid_resolution(gen: Generator, data: Path, rows: list[dict[str, Any]]
                          "(--fit points)")
 
 
+def warn_empty_targets(rows: list[dict[str, Any]], fit: str, log: Callable[[str], None]) -> None:
+    """Warn of grid fits to shapes whose grid has no inside sample (`data import` lists them under
+    `empty_at_resolution`: solids thinner than a voxel): a member fitted to an empty grid reproduces it by
+    decoding nothing, and its fidelity check passes (IoU 1.0, Betti (0, 0, 0)) without saying so."""
+    empty = [str(r["id"]) for r in rows if isinstance(r.get("betti_measured"), list) and r["betti_measured"][:1] == [0]]
+    if fit == "grid" and empty:
+        log(f"warning: {len(empty)} shape(s) have an empty grid at this resolution ({', '.join(empty[:5])}"
+            f"{', ...' if len(empty) > 5 else ''}): their members fit nothing and pass the fidelity check by decoding "
+            "nothing; import them at a higher --resolution, or fit their surface points (--fit points)")
+
+
 def load_target(data: Path, row: dict[str, Any], *, fit: str, observations: int, noise: float, seed: int,
                 observation: str = "clean") -> torch.Tensor:
     """The member's target: its grid (R, R, R), or one seeded observation (n, 3) of its surface points
@@ -538,6 +549,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     data, out = Path(config.data), Path(config.out)
     rows = read_shapes(data, split=config.split, members=config.members)
     check_grid_resolution(gen, data, rows, config.fit)
+    warn_empty_targets(rows, config.fit, log)
     settings = config.fit_settings()
     expected = {"base_hash": base_hash(gen), "data_hash": manifest_hash(data), "settings": settings}
     check_out_folder(out, "population", writes="config.json, manifest.jsonl and shards/")  # a data folder, a subspace...
