@@ -636,7 +636,7 @@ def _stages(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, stage: 
 
 
 def _continue(source: str | Path, progress: dict, total_steps: int) -> tuple[ModelConfig, LatentDiffusionNet, dict, Any]:
-    """Load checkpoint `source` for a continued run in `out`: (architecture, net with its weights,
+    """Load checkpoint `source` for a continued run: (architecture, net with its weights,
     the piece's provenance, its autoencoder's source). Progress counters are taken into `progress`;
     its loss log and training record go into `out` once the run has passed its checks (`_take_history`). A step
     budget (`total_steps` > 0, train.diffusion_steps) the checkpoint has already reached is refused."""
