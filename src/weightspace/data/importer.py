@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.executors import spawn_pool
 from weightspace.runtime.folders import check_out_folder, named_files
 from weightspace.runtime.io import atomic_write_json, remove_stale_temps
-from weightspace.runtime.progress import track
+from weightspace.runtime.progress import log_line, track
 from weightspace.runtime.resume import ProgressFile
 from weightspace.runtime.seeding import derive_seed
 
@@ -253,9 +252,6 @@ def _safe_id(i: int, path: Path) -> str:
     return f"{i:04d}-{stem}"
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
 
 def _stamp(path: Path) -> list[int] | None:
     """The size and modification time (ns) of a source file, or None when it cannot be read: what tells
@@ -347,7 +343,7 @@ def import_meshes(
     keep_non_solid: bool = False,
     on_skip=None,
     workers: int = 1,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = log_line,
 ) -> dict:
     """Import mesh files into a data folder like `make_dataset` writes (family "imported", label -1).
 

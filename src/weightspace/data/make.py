@@ -6,7 +6,6 @@ import contextlib
 import functools
 import io
 import json
-import sys
 import time
 import zipfile
 from collections import Counter
@@ -23,7 +22,7 @@ from weightspace.runtime.errors import InputError, Interrupted, WeightspaceError
 from weightspace.runtime.executors import spawn_pool
 from weightspace.runtime.folders import check_out_folder, listed_files, named_files
 from weightspace.runtime.io import atomic_path, atomic_write_json, atomic_write_text, read_npy, read_npz, remove_stale_temps
-from weightspace.runtime.progress import track
+from weightspace.runtime.progress import log_line, track
 from weightspace.runtime.resume import PROGRESS, ProgressFile
 from weightspace.runtime.seeding import derive_seed, item_rng
 
@@ -308,9 +307,6 @@ def _check(cfg: MakeConfig) -> None:
         raise InputError(f"{cfg.out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
 
 def take_up(record: ProgressFile, jobs: dict[str, Any], usable: Callable[[dict, Any], bool], done: str,
             log: Callable[[str], None]) -> dict[str, dict]:
@@ -357,7 +353,7 @@ def make_dataset(
     progress: bool | None = None,
     workers: int = 1,
     pose: str = "random",
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = log_line,
 ) -> dict:
     """Make a procedural dataset in `out`; returns the summary (also written to `out/summary.json`).
 

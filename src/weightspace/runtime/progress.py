@@ -7,12 +7,19 @@ WEIGHTSPACE_QUIET (or CI) turns bars off.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
+
+
+def log_line(line: str) -> None:
+    """The default `log` of long commands (data make, data import, population build): one line on stderr,
+    flushed, so stdout keeps what a command reports and the line shows at once beside a progress bar."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def progress_enabled() -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.executors import Executor, TaskFailure, in_calling_process, make_executor
 from weightspace.runtime.folders import check_out_folder
 from weightspace.runtime.io import atomic_write_text, read_json, read_jsonl, remove_stale_temps, safe_child
-from weightspace.runtime.progress import track
+from weightspace.runtime.progress import log_line, track
 from weightspace.runtime.seeding import decode_seed, derive_seed
 from weightspace.space.frame import Frame
 from weightspace.space.parameterisation import Parameterisation, base_hash
@@ -498,9 +497,6 @@ def _batch_failures(failed: TaskFailure) -> list[TaskFailure]:
     return [TaskFailure(task, failed.error, failed.detail) for task in failed.item]
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
 
 def _drop_unreadable(pop: Population, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """The manifest rows of `pop` whose weights file reads back; a member whose file is missing or
@@ -518,7 +514,7 @@ def _drop_unreadable(pop: Population, log: Callable[[str], None]) -> list[dict[s
 
 def build_population(config: PopulationConfig, *, generator: Any = None, executor: Executor | None = None,
                      on_member: Callable[[dict[str, Any]], None] | None = None,
-                     log: Callable[[str], None] = _stderr) -> Population:
+                     log: Callable[[str], None] = log_line) -> Population:
     """Fit every missing member of the population in `config.out`; finished members are skipped.
 
     generator : a Generator, a checkpoint, or a zero-argument picklable callable returning the generator
