@@ -176,9 +176,13 @@ def _sample_weights(shape: tuple[int, ...], box: tuple[slice, ...]) -> np.ndarra
     return axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
 
 
-def _default_voxel_volume(shape: tuple[int, ...]) -> float:
+def _samples_the_box(shape: tuple[int, ...]) -> bool:
     # The project's grids are cubes sampling [-1, 1]^3 (data.grid); other shapes count voxels.
-    if len(set(shape)) == 1 and shape[0] >= 2:
+    return len(set(shape)) == 1 and shape[0] >= 2
+
+
+def _default_voxel_volume(shape: tuple[int, ...]) -> float:
+    if _samples_the_box(shape):
         return grid_voxel_size(shape[0]) ** 3
     return 1.0
 
@@ -206,10 +210,10 @@ def topology(grid: np.ndarray, level: float = 0.0, *, voxel_volume: float | None
     An empty grid gives (0, 0, 0) and euler 0; a full grid gives (1, 0, 0) and euler 1.
     """
     solid = solid_mask(grid, level)
-    samples = voxel_volume is None and len(set(solid.shape)) == 1 and solid.shape[0] >= 2  # of [-1, 1]^3
-    if voxel_volume is None:
-        voxel_volume = _default_voxel_volume(solid.shape)
     shape = solid.shape
+    samples = voxel_volume is None and _samples_the_box(shape)  # trapezoidal weights for the box's samples
+    if voxel_volume is None:
+        voxel_volume = _default_voxel_volume(shape)
     solid, box = _crop(solid)
     chi = euler_characteristic(solid)
     labels, b0 = ndimage.label(solid, structure=_STRUCT_26)  # (X, Y, Z) int32
