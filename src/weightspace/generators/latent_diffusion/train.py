@@ -5,7 +5,7 @@ Files in the output folder:
   model.safetensors + config.json   the EMA generator (a usable checkpoint at every save)
   train_state.safetensors           raw weights and Adam moments, for resuming
   loss_log.jsonl                    one row per `log_every` steps: stage, step, seconds, loss, lr (+ val_iou)
-  training_record.json              every invocation's wall time, the totals, and the loss log
+  training_record.json              every invocation's wall time, the totals, and the loss log (`record`)
 
 Under torchrun (`runtime.distributed`) every rank draws each step's whole batch and computes the
 loss of its contiguous share; DDP averages the gradients, rank 0 alone writes these files, and every
@@ -33,10 +33,10 @@ from weightspace.generators.latent_diffusion.config import ModelConfig, Stage, T
 from weightspace.generators.latent_diffusion.losses import augment_points, autoencoder_loss, diffusion_loss, gaussian_kl, voxels_from_grids
 from weightspace.generators.latent_diffusion.model import LatentDiffusionGenerator
 from weightspace.generators.latent_diffusion.network import LatentDiffusionNet
+from weightspace.generators.latent_diffusion.record import LOSS_LOG, RECORD_NAME, take_history, write_training_record
 from weightspace.runtime.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_state, refuse_non_finite, state_hash, state_metadata
 from weightspace.runtime.config import check_config
 from weightspace.runtime.distributed import (
-    STOPPED_NOTE,
     Ranks,
     Stopped,
     StopRequests,
@@ -57,8 +57,6 @@ from weightspace.runtime.seeding import item_generator
 from weightspace.runtime.train_folder import TrainLock, changed, check_out, check_resume, clear_run, trim_log
 
 TRAIN_STATE = "train_state.safetensors"
-LOSS_LOG = "loss_log.jsonl"
-RECORD_NAME = "training_record.json"
 RUN_FILES = (TRAIN_STATE, WEIGHTS_NAME, CONFIG_NAME, LOSS_LOG, RECORD_NAME)  # what --fresh deletes
 # the model fields an autoencoder's weights depend on: two checkpoints agreeing on them can share one
 AUTOENCODER_FIELDS = ("resolution", "truncation", "front", "ae_channels", "ae_blocks", "latent_channels", "latent_posterior")
@@ -573,7 +571,7 @@ def _train_latent_diffusion(
         if removed:
             echo(f"starting over in {out}: removed the earlier run's {', '.join(removed)}")
     if continued is not None and ranks.main:  # after --fresh cleared the folder, which would delete them again
-        _take_history(continue_from, out)
+        take_history(continue_from, out)
     present = set(data.labels.tolist())
     trained_families = [f for i, f in enumerate(data.families) if i in present]
     logger = Logger(out, echo, write=ranks.main)
@@ -638,7 +636,7 @@ def _stages(run: StageRun, net, ema: EMA, data: TrainingData, val_grids, stage: 
 def _continue(source: str | Path, progress: dict, total_steps: int) -> tuple[ModelConfig, LatentDiffusionNet, dict, Any]:
     """Load checkpoint `source` for a continued run: (architecture, net with its weights,
     the piece's provenance, its autoencoder's source). Progress counters are taken into `progress`;
-    its loss log and training record go into `out` once the run has passed its checks (`_take_history`). A step
+    its loss log and training record go into `out` once the run has passed its checks (`record.take_history`). A step
     budget (`total_steps` > 0, train.diffusion_steps) the checkpoint has already reached is refused."""
     from weightspace.generators.registry import resolve_checkpoint
 
@@ -659,67 +657,3 @@ def _continue(source: str | Path, progress: dict, total_steps: int) -> tuple[Mod
                  "diffusion_seconds": float(prog.get("diffusion_seconds", 0.0)),
                  "note": "a new piece from the checkpoint's EMA weights; the optimiser state starts afresh"}
     return cfg, net, continued, config.get("autoencoder_from")
-
-
-def _take_history(source: str | Path, out: Path) -> None:
-    """Copy the loss log and training record of the checkpoint a continued piece starts from (`_continue`) into
-    `out`, where the piece appends to them, so its record lists every piece (a file `out` already holds is kept)."""
-    import shutil
-
-    from weightspace.generators.registry import resolve_checkpoint
-
-    folder = resolve_checkpoint(source)
-    for name in (LOSS_LOG, RECORD_NAME):
-        if (folder / name).is_file() and not (out / name).is_file():
-            shutil.copyfile(folder / name, out / name)
-
-
-def _invocation_minutes(row: dict[str, Any]) -> float:
-    """Wall minutes of one invocation row: its own figure, or (a row added by hand for a run stopped before it
-    wrote one) the time from its start to its finish or stop; 0 when the row says neither."""
-    if "wall_minutes" in row:
-        return float(row["wall_minutes"])
-    end = row.get("finished_utc") or row.get("stopped_utc")
-    if not (row.get("started_utc") and end):
-        return 0.0
-    return (datetime.datetime.fromisoformat(end) - datetime.datetime.fromisoformat(row["started_utc"])).total_seconds() / 60
-
-
-def write_training_record(out: Path, config: dict[str, Any], *, started: datetime.datetime, stage: str, threads: int,
-                          finished: datetime.datetime | None = None, processes: int = 1, stopped: bool = False) -> dict[str, Any]:
-    """Add this invocation to `training_record.json` in `out` and refresh its totals from `config`
-    (the checkpoint's config: command, data, progress, autoencoder_from).
-
-    The record: command, data, every invocation (stage, start and end in UTC, wall minutes),
-    total wall minutes (plus the training minutes of an autoencoder adopted with
-    `autoencoder_from`), steps and training seconds per stage, torch threads, the autoencoder's
-    source when it came from another checkpoint, and the loss log. Evaluation adds `final_figures`.
-    """
-    from weightspace.runtime.io import atomic_write_json, read_json
-
-    path = out / RECORD_NAME
-    record = read_json(path) if path.is_file() else {}
-    log_path = out / LOSS_LOG  # absent when a run ended before its first log row
-    log_lines = [line for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
-    finished = finished or datetime.datetime.now(datetime.timezone.utc)
-    runs = list(record.get("invocations", []))
-    runs.append({"stage": stage, "command": config.get("command"), "started_utc": started.isoformat(timespec="seconds"), "processes": processes,
-                 "finished_utc": finished.isoformat(timespec="seconds"),
-                 "wall_minutes": round((finished - started).total_seconds() / 60, 2),
-                 **({"stopped": STOPPED_NOTE} if stopped else {})})
-    prog = config.get("progress", {})
-    ae_from = config.get("autoencoder_from")
-    record.update({
-        "command": runs[0]["command"],
-        "data": config.get("data"),
-        "invocations": runs,
-        "wall_minutes": round(sum(map(_invocation_minutes, runs)) + (ae_from or {}).get("ae_seconds", 0.0) / 60, 2),
-        "steps": {"autoencoder": prog.get("ae_steps"), "diffusion": prog.get("diffusion_steps")},
-        "train_seconds": {"autoencoder": prog.get("ae_seconds"), "diffusion": prog.get("diffusion_seconds")},
-        "threads": threads,
-        "device": config.get("device", "cpu"),
-        "autoencoder_from": ae_from,
-        "loss_log": [json.loads(line) for line in log_lines],
-    })
-    atomic_write_json(path, record)
-    return record
