@@ -109,3 +109,10 @@ def finite_mean(values: Sequence[float]) -> float:
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else float("nan")
+
+
+def finite_median(values: Sequence[float]) -> float:
+    """The median of the finite values (NaN when there are none, without numpy's all-NaN warning)."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from weightspace.analysis.measure import chamfer, finite_mean
+from weightspace.analysis.measure import chamfer, finite_mean, finite_median
 from weightspace.analysis.rates import wilson_interval
 from weightspace.experiments.common import mismatches, refuse
 from weightspace.experiments.endpoints import Endpoints_, endpoint_fidelity
@@ -218,12 +218,6 @@ def _pair_summary(pairs: list[dict[str, Any]], transitions: list[dict[str, Any]]
             "mean_decodes_per_path": float(np.mean([r["decodes"] for r in pairs])) if n else float("nan"),
             "median_width": float(np.median([t["width"] for t in transitions])) if transitions else float("nan"),
             "mean_chamfer_jump": finite_mean([t["chamfer_jump"] for t in transitions]),
-            "median_sharpness": _finite_median([t["sharpness"] for t in transitions])}
-
-
-def _finite_median(values: list[float]) -> float:
-    """The median of the finite values (NaN when there are none: no path's span to compare a jump with)."""
-    finite = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.median(finite)) if finite else float("nan")
+            "median_sharpness": finite_median([t["sharpness"] for t in transitions])}
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from weightspace.analysis.measure import chamfer, finite_mean
+from weightspace.analysis.measure import chamfer, finite_mean, finite_median
 from weightspace.analysis.persistence import robust_betti
 from weightspace.data.dataset import load_grid, load_points, read_manifest
 from weightspace.experiments.common import encode_points, mismatches, refuse
@@ -151,7 +151,7 @@ def space_summary(pairs: list[dict[str, Any]], transitions: list[dict[str, Any]]
             "mean_decodes_per_path": float(np.mean([r["decodes"] for r in pairs])) if n else float("nan"),
             "median_width": float(np.median([t["width"] for t in transitions])) if transitions else float("nan"),
             "mean_chamfer_jump": finite_mean([t["chamfer_jump"] for t in transitions]),
-            "median_sharpness": float(np.nanmedian([t["sharpness"] for t in transitions])) if transitions else float("nan"),
+            "median_sharpness": finite_median([t["sharpness"] for t in transitions]),
             "changes": {"b0": sum(t["before"][0] != t["after"][0] for t in transitions),
                         "b1": sum(t["before"][1] != t["after"][1] for t in transitions)}}
 
