@@ -127,7 +127,8 @@ def test_topology_measures_the_good_files_when_one_fails(files: dict[str, Path],
     assert [(row["b0"], row["b1"], row["b2"]) for row in rows] == [(1, 1, 0), (None, None, None), (2, 0, 0)]
     assert "error" not in rows[0] and rows[1]["error"] == f"{empty}: empty file"
     assert r.stderr.strip() == f"error: {empty}: empty file"
-    table = _invoke(["analyze", "topology", *map(str, paths)])
+    _register()  # a terminal wide enough for the paths: at 80 columns rich wraps a long temporary path mid-name
+    table = CliRunner().invoke(app, ["analyze", "topology", *map(str, paths)], env={"COLUMNS": "300"})
     assert table.exit_code == 2 and "balls.npy" in table.stdout and "empty.obj" in table.stderr
 
 
@@ -210,3 +211,37 @@ def test_compare_says_why_two_grids_get_no_iou(files: dict[str, Path], tmp_path:
     assert "no IoU: the two grids differ in resolution" in r.output
     r = _invoke(["analyze", "compare", str(files["torus"]), str(files["torus"]), "--n", "2000", "--json"])
     assert "no IoU" not in r.output
+
+
+def test_occupancy_saved_as_numbers_is_read_as_occupancy(files: dict[str, Path], tmp_path: Path) -> None:
+    """A 0/1 grid saved as uint8 or float32 (what voxelisers write) measured as an SDF was empty: nothing is
+    below level 0. It is the occupancy its bool twin is; a float grid of one value stays a distance."""
+    solid = np.load(files["occupancy"])  # bool double torus: (1, 2, 0)
+    for dtype in (np.uint8, np.int64, np.float32):
+        path = tmp_path / f"occ_{np.dtype(dtype).name}.npy"
+        np.save(path, solid.astype(dtype))
+        row = analyze_file(path)
+        assert (row["b0"], row["b1"], row["b2"]) == (1, 2, 0) and not row["empty"], dtype
+        assert compare_files(path, files["occupancy"], n=500)["iou"] == 1.0
+    far = tmp_path / "far.npy"
+    np.save(far, np.ones((8, 8, 8), np.float32))  # a truncated SDF of nothing, not a full box
+    assert analyze_file(far)["empty"]
+    np.save(far, np.ones((8, 8, 8), np.uint8))  # integers of 0 and 1 alone: occupancy, full
+    assert (analyze_file(far)["b0"], analyze_file(far)["empty"]) == (1, False)
+
+
+def test_binvox_files_are_measured_as_occupancy(files: dict[str, Path], tmp_path: Path) -> None:
+    from trimesh.exchange.binvox import export_binvox
+    from trimesh.voxel import VoxelGrid
+
+    solid = np.load(files["occupancy"])
+    path = tmp_path / "double_torus.binvox"
+    path.write_bytes(export_binvox(VoxelGrid(solid)))
+    r = _invoke(["analyze", "topology", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    assert [(row["b0"], row["b1"], row["b2"]) for row in json.loads(r.output)] == [(1, 2, 0)]
+    assert compare_files(path, files["occupancy"], n=500)["iou"] == 1.0
+    path.write_bytes(path.read_bytes()[:-9])
+    with pytest.raises(InputError, match=r"binvox data holds .* the file is truncated") as e:
+        analyze_file(path)
+    assert str(path) in str(e.value)

@@ -192,3 +192,16 @@ def test_an_observation_set_is_replaced_only_when_asked(folder, tmp_path):
     assert (out / "observations.npy").read_bytes() == before
     observe_folder(folder, out, kind="clean", n=16, overwrite=True)
     assert (out / "observations.npy").read_bytes() != before
+
+
+def test_an_occupancy_grid_in_a_dataset_is_refused_by_name(folder, tmp_path):
+    """A hand-made dataset whose grids are 0/1 occupancy would train on distances that are never negative."""
+    import shutil
+
+    copy = tmp_path / "d"
+    shutil.copytree(folder, copy)
+    row = ShapeDataset(copy).rows[2]
+    np.save(copy / row["grid"], (np.load(copy / row["grid"]) < 0).astype(np.uint8))
+    with pytest.raises(InputError, match=r"grid holds only 0 and 1, an occupancy grid; a dataset's grids are signed") as e:
+        dataset_mod.load_grid(copy, row)
+    assert row["grid"] in str(e.value)

@@ -16,7 +16,7 @@ from weightspace.analysis.topology import topology
 from weightspace.cli import SOME_FAILED, _register, app
 from weightspace.data import importer as importer_module
 from weightspace.data.grid import MIN_RESOLUTION, grid_points
-from weightspace.data.importer import FORMATS, MeshImportError, import_meshes, load_mesh
+from weightspace.data.importer import MESH_FORMATS, MeshImportError, import_meshes, load_mesh
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.executors import spawn_pool
 from weightspace.runtime.folders import folder_kind
@@ -31,7 +31,7 @@ def torus() -> trimesh.Trimesh:
     return trimesh.creation.torus(major_radius=3.0, minor_radius=1.0, major_sections=48, minor_sections=24)
 
 
-@pytest.mark.parametrize("ext", [f.lstrip(".") for f in FORMATS])
+@pytest.mark.parametrize("ext", [f.lstrip(".") for f in MESH_FORMATS])
 def test_each_format_imports_with_the_right_topology(tmp_path, torus, ext):
     src = tmp_path / f"ring.{ext}"
     torus.copy().apply_translation([5.0, -2.0, 1.0]).export(src)
@@ -50,6 +50,64 @@ def test_each_format_imports_with_the_right_topology(tmp_path, torus, ext):
     with np.load(tmp_path / "out" / row["points"]) as z:
         pts = z["points"]
     assert pts.shape == (200, 3) and np.abs(pts).max() <= 0.9 + 1e-5
+
+
+def _binvox(path: Path, occupancy: np.ndarray, translate=(0.0, 0.0, 0.0), scale: float = 1.0) -> Path:
+    """A binvox file as the binvox tool writes it: x, z, y order, (value, run length) bytes."""
+    from trimesh.exchange.binvox import binvox_bytes
+
+    flat = occupancy.transpose(0, 2, 1).ravel().astype(np.uint8)
+    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+    rle = []
+    for start, stop in zip(starts, np.r_[starts[1:], flat.size]):
+        for k in range(start, stop, 255):
+            rle += [flat[start], min(255, stop - k)]
+    path.write_bytes(binvox_bytes(np.asarray(rle, np.uint8), occupancy.shape, translate, scale))
+    return path
+
+
+def _voxel_torus(side: int = 40) -> np.ndarray:
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, side)] * 3, indexing="ij")
+    return (np.hypot(x, y) - 0.6) ** 2 + (1.5 * z) ** 2 < 0.25**2  # lying flat: its hole along z
+
+
+def test_a_binvox_occupancy_grid_imports_through_its_surface(tmp_path):
+    """ShapeNet ships binvox voxelisations; the import meshes the occupancy and treats it as a mesh, in the
+    file's world frame (translate, scale), with the topology of the voxels."""
+    occupancy = _voxel_torus()
+    src = _binvox(tmp_path / "ring.binvox", occupancy, translate=(10.0, 0.0, 0.0), scale=4.0)
+    both = np.zeros((24, 24, 24), bool)
+    both[2:8, 2:20, 2:20] = both[14:22, 4:12, 4:12] = True  # two blocks: (2, 0, 0)
+    s = import_meshes([src, _binvox(tmp_path / "blocks.binvox", both)], tmp_path / "out", resolution=32, n_points=100,
+                      progress=False)
+    assert s["imported"] == 2 and s["failed"] == 0
+    ring, blocks = _rows(tmp_path / "out")
+    assert ring["format"] == "binvox" and ring["watertight"] and ring["betti_measured"] == [1, 1, 0]
+    assert blocks["betti_measured"] == [2, 0, 0]
+    # voxel index i sits at translate + i * scale / (side - 1): the ring's centre is at x = 10 + 2
+    np.testing.assert_allclose(ring["center"], [12.0, 2.0, 2.0], atol=0.05)
+    grid = np.load(tmp_path / "out" / ring["grid"])
+    assert topology(grid).betti == (1, 1, 0)
+    # the ring lies flat in the file's x-y plane, as its occupancy does: thin along z after the import too
+    extent = np.ptp(np.argwhere(grid < 0), axis=0)
+    assert extent[2] < extent[0] / 2 and extent[2] < extent[1] / 2
+
+
+def test_bad_binvox_files_are_refused_by_name(tmp_path):
+    good = _binvox(tmp_path / "good.binvox", _voxel_torus(16)).read_bytes()
+    cases = {
+        "cut.binvox": (good[: len(good) - 7], "unreadable", r"needs 4096: the file is truncated"),
+        "huge.binvox": (b"#binvox 1\ndim 100000 100000 100000\ntranslate 0 0 0\nscale 1\ndata\n\x01\xff", "unreadable",
+                        r"three sides of 1 to 1024 voxels"),
+        "text.binvox": (b"hello\n", "unreadable", "not a readable binvox file"),
+        "none.binvox": (None, "no-faces", r"no voxel of its 8x8x8 grid is set"),
+    }
+    for name, (data, code, message) in cases.items():
+        path = tmp_path / name
+        _binvox(path, np.zeros((8, 8, 8), bool)) if data is None else path.write_bytes(data)
+        with pytest.raises(MeshImportError, match=message) as e:
+            load_mesh(path)
+        assert e.value.code == code and str(path) in str(e.value)
 
 
 def test_distance_matches_the_analytic_torus(tmp_path, torus):

@@ -3,6 +3,11 @@
 Accepted inputs:
 - ``.npy`` grids (X, Y, Z): bool = occupancy, numeric = SDF (solid where value < level). The
   project's dataset grids (``grids/<id>.npy``, (R, R, R) float32 truncated SDF) are such files.
+  A numeric grid holding nothing but 0 and 1 is an occupancy grid saved as numbers (what voxelisers
+  and ``np.save(grid.astype(np.uint8))`` write), read as bool: as a distance it would be empty, with
+  nothing below level 0. Integer grids of 0 and 1 alone count too (all 0 is empty, all 1 full); a float
+  grid needs both values, as a truncated SDF of an empty shape is all one value.
+- ``.binvox`` occupancy grids (ShapeNet's voxelisations; `data.voxels`), in x, y, z order.
 - meshes that trimesh reads: ``.obj .ply .stl .off .glb .gltf``; topology comes from the mesh
   (`mesh_topology`), which requires it to be watertight, with no two surfaces crossing, for b0, b1, b2. A well-formed mesh file
   that declares no vertices and no faces (what `weightspace generate` writes when nothing decoded
@@ -22,11 +27,12 @@ import trimesh
 from weightspace.analysis.geometry import DEFAULT_TAU, compare, iou
 from weightspace.analysis.mesh_topology import mesh_topology
 from weightspace.analysis.topology import solid_mask, topology
+from weightspace.data.voxels import VOXEL_FORMATS, read_binvox, saved_occupancy
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import read_npy
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
-GRID_SUFFIXES = (".npy",)
+GRID_SUFFIXES = (".npy",) + VOXEL_FORMATS
 # .npy files weightspace writes into its folders that hold points, not a grid: observations (N, n, 3)
 # of `data observe`, the condition points (P, 3) of `generate --points`, and a dataset's stacked
 # caches in .cache/ (data.dataset.CACHE). A folder scan skips them (observations measured as a grid).
@@ -35,12 +41,15 @@ CACHE_FOLDER = ".cache"
 
 
 def load_grid(path: str | os.PathLike) -> np.ndarray:
-    """Read a (X, Y, Z) bool or real-valued grid from a .npy file (no pickles). Errors name the file.
+    """Read a (X, Y, Z) bool or real-valued grid from a .npy file (no pickles), or a .binvox file's
+    occupancy; numbers that are all 0 or 1 come back as bool occupancy. Errors name the file.
 
     `runtime.io.read_npy` refuses pickled objects and headers that claim more data than the file
     holds; then the grid must be 3-D, non-empty, bool or real numbers (not complex or text), no NaN.
     """
     path = Path(path)
+    if path.suffix.lower() in VOXEL_FORMATS:
+        return read_binvox(path)[0]
     grid = read_npy(path, what="array of numbers or bools")
     if grid.ndim != 3:
         raise InputError(f"{path}: grid must be 3D (X, Y, Z), got shape {grid.shape}")
@@ -51,6 +60,8 @@ def load_grid(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: grid must be bool (occupancy) or real numbers (SDF), got dtype {grid.dtype}")
     if grid.dtype != bool and np.isnan(grid).any():
         raise InputError(f"{path}: grid contains NaN values")
+    if grid.dtype != bool and saved_occupancy(grid):
+        return grid != 0
     return grid
 
 

@@ -21,7 +21,7 @@ def _fmt(v: object) -> str:
 
 @analyze_app.command("topology")
 def topology_cmd(
-    files: list[Path] = typer.Argument(..., help="Grid files (.npy: bool = occupancy, float = SDF), meshes (.obj .ply .stl .off .glb), or folders of them."),
+    files: list[Path] = typer.Argument(..., help="Grid files (.npy: bool or only 0 and 1 = occupancy, other numbers = SDF; .binvox), meshes (.obj .ply .stl .off .glb), or folders of them."),
     level: float = typer.Option(0.0, "--level", help="Iso level for SDF grids: solid where value < level."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list (keys path, b0, b1, b2, euler, genus, empty, ...; error for a file that failed)."),
 ) -> None:
@@ -70,8 +70,8 @@ def _topology_table(rows: list[dict]) -> None:
 
 @analyze_app.command("compare")
 def compare_cmd(
-    a: Path = typer.Argument(..., help="First shape: mesh file or .npy grid."),
-    b: Path = typer.Argument(..., help="Second shape: mesh file or .npy grid."),
+    a: Path = typer.Argument(..., help="First shape: mesh file, .npy grid (0/1 or bool = occupancy) or .binvox."),
+    b: Path = typer.Argument(..., help="Second shape: mesh file, .npy grid (0/1 or bool = occupancy) or .binvox."),
     n: int = typer.Option(10_000, "--n", help="Surface samples per shape."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     tau: float = typer.Option(0.02, "--tau", help="F-score threshold in world units (0.02 = 1% of the [-1, 1] box side)."),

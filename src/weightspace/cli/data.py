@@ -79,7 +79,7 @@ def make(
 
 @data_app.command("import")
 def import_(
-    paths: list[Path] = typer.Argument(..., help="Mesh files (OBJ, PLY, STL, OFF, GLB, GLTF) or folders holding them."),
+    paths: list[Path] = typer.Argument(..., help="Mesh files (OBJ, PLY, STL, OFF, GLB, GLTF), binvox occupancy grids (imported through their surface), or folders holding them."),
     out: Path = typer.Option(..., "--out", help="Output folder (manifest.jsonl, grids/, points/, summary.json)."),
     resolution: int = typer.Option(64, "--resolution", help="Grid resolution R."),
     truncation: float = typer.Option(0.2, "--truncation", help="SDF values are clipped to [-t, t] (world units)."),

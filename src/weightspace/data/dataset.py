@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from weightspace.data.make import SPLITS, save_npy
+from weightspace.data.voxels import saved_occupancy
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.folders import folder_kind
 from weightspace.runtime.io import file_digest, read_jsonl, read_npy, read_npz, safe_child
@@ -95,6 +96,9 @@ def load_grid(folder: str | Path, row: dict) -> np.ndarray:
         raise InputError(f"{path}: expected a grid of real numbers (signed distances), got dtype {grid.dtype}")
     if not np.isfinite(grid).all():
         raise InputError(f"{path}: grid holds NaN or infinite values")
+    if saved_occupancy(grid):
+        raise InputError(f"{path}: grid holds only 0 and 1, an occupancy grid; a dataset's grids are signed distances "
+                         f"(negative inside). Import the shapes with `weightspace data import` (meshes or .binvox grids)")
     return grid.astype(np.float32, copy=False)
 
 

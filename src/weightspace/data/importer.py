@@ -1,4 +1,4 @@
-"""Importing user meshes (OBJ, PLY, STL, OFF, GLB/GLTF): validation, normalisation, signed distance grids, surface points."""
+"""Importing user meshes (OBJ, PLY, STL, OFF, GLB/GLTF) and binvox occupancy grids: validation, normalisation, signed distance grids, surface points."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from weightspace.data.make import (
     write_manifest,
 )
 from weightspace.data.repair import SOLIDITY_RESOLUTION, repair_orientation, solidity, solidity_points, winding_number
+from weightspace.data.voxels import VOXEL_FORMATS, occupancy_surface, read_binvox
 from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.executors import spawn_pool
 from weightspace.runtime.folders import check_out_folder, named_files
@@ -36,7 +37,8 @@ from weightspace.runtime.progress import log_line, track
 from weightspace.runtime.resume import ProgressFile
 from weightspace.runtime.seeding import derive_seed
 
-FORMATS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+MESH_FORMATS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+FORMATS = MESH_FORMATS + VOXEL_FORMATS  # an occupancy grid (binvox) is imported through its surface
 
 # reason codes a failed file is reported with (manifest `error`, console)
 REASONS = {
@@ -145,6 +147,8 @@ def load_mesh(path: str | Path, *, allow_empty: bool = False) -> trimesh.Trimesh
         raise MeshImportError(path, "unsupported-format", f"{path.suffix or 'no extension'}; supported: {', '.join(FORMATS)}")
     if path.stat().st_size == 0:
         raise MeshImportError(path, "empty")
+    if path.suffix.lower() in VOXEL_FORMATS:
+        return _voxel_surface(path)
     try:
         loaded = trimesh.load(str(path), process=False)
     except Exception as e:  # trimesh's loaders raise many exception types on malformed input
@@ -201,6 +205,17 @@ def load_mesh(path: str | Path, *, allow_empty: bool = False) -> trimesh.Trimesh
     if not np.ptp(mesh.vertices, axis=0).max() > 0:
         raise MeshImportError(path, "zero-extent", "after merging duplicated vertices")
     return mesh
+
+
+def _voxel_surface(path: Path) -> trimesh.Trimesh:
+    """The surface of a binvox occupancy grid, in the file's world frame, for the import to treat as a mesh."""
+    try:
+        occupancy, transform = read_binvox(path)
+    except InputError as e:
+        raise MeshImportError(path, "unreadable", str(e).removeprefix(f"{path}: ")) from None
+    if not occupancy.any():
+        raise MeshImportError(path, "no-faces", f"no voxel of its {'x'.join(map(str, occupancy.shape))} grid is set")
+    return occupancy_surface(occupancy, transform)
 
 
 def normalise(mesh: trimesh.Trimesh, margin: float = 0.1) -> tuple[trimesh.Trimesh, Normalisation]:

@@ -1,0 +1,77 @@
+"""Occupancy grids in the binvox format, the voxelisations ShapeNet ships and 3D-R2N2 or IM-NET train on.
+
+trimesh decodes them; before it does, the header and the run-length payload are checked against each
+other here, because trimesh allocates whatever dense grid the header's `dim` claims and a truncated
+or hand-edited file then fails deep inside numpy (or asks for terabytes) instead of naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from weightspace.runtime.errors import InputError
+
+if TYPE_CHECKING:
+    import trimesh  # imported by the functions that use it: the dataset reader imports this module
+
+VOXEL_FORMATS = (".binvox",)
+MAX_SIDE = 1024  # voxels along one axis; ShapeNet's binvox files are 128^3, the largest in use 512^3
+
+
+def read_binvox(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A binvox file's occupancy and where its voxels sit.
+
+    Returns
+    -------
+    occupancy : (X, Y, Z) bool, in x, y, z order (the file stores x, z, y; trimesh reorders it)
+    transform : (4, 4) float64, voxel index (i, j, k, 1) to the file's world frame (its
+        `translate` and `scale` lines)
+    """
+    from trimesh.exchange import binvox
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            box = binvox.parse_binvox(f)
+    except Exception as e:  # trimesh's header parser raises ValueError, IndexError, UnicodeDecodeError...
+        raise InputError(f"{path}: not a readable binvox file ({type(e).__name__}: {e})"[:300]) from None
+    shape = tuple(int(s) for s in np.ravel(box.shape))
+    if len(shape) != 3 or not all(1 <= s <= MAX_SIDE for s in shape):
+        raise InputError(f"{path}: binvox header `dim` must be three sides of 1 to {MAX_SIDE} voxels, got {list(shape)}")
+    translate, scale = np.asarray(box.translate, dtype=np.float64), float(box.scale)
+    if translate.shape != (3,) or not np.isfinite(translate).all() or not (np.isfinite(scale) and scale > 0):
+        raise InputError(f"{path}: binvox header needs three finite `translate` values and a positive `scale`, "
+                         f"got translate {translate.tolist()} and scale {scale}")
+    rle = box.rle_data  # (2n,) uint8: value, run length, value, run length, ...
+    voxels = int(np.prod(shape))
+    covered = int(rle[1::2].sum(dtype=np.int64)) if len(rle) % 2 == 0 else -1
+    if covered != voxels:
+        what = f"an odd number of bytes ({len(rle)})" if covered < 0 else f"runs covering {covered} voxels"
+        raise InputError(f"{path}: binvox data holds {what}, but its header's dim {list(shape)} needs {voxels}: "
+                         "the file is truncated or its header does not belong to it")
+    grid = binvox.voxel_from_binvox(rle, shape, translate, scale)
+    return np.asarray(grid.matrix, dtype=bool), np.asarray(grid.transform, dtype=np.float64)
+
+
+def occupancy_surface(occupancy: np.ndarray, transform: np.ndarray) -> trimesh.Trimesh:
+    """The closed surface of an occupancy grid at level 0.5 (scikit-image's marching cubes, as trimesh
+    runs it, on the grid padded by a free voxel so solids touching its side are closed), in the world
+    frame of `transform` (4, 4)."""
+    from trimesh.voxel import ops
+
+    mesh = ops.matrix_to_marching_cubes(matrix=occupancy)  # voxel index frame
+    mesh.apply_transform(transform)
+    return mesh
+
+
+def saved_occupancy(grid: np.ndarray) -> bool:
+    """The numeric grid is occupancy saved as numbers, not distances: it holds nothing but 0 and 1.
+    Integers of 0 alone or 1 alone count (all 0 is empty, all 1 full); a float grid needs both values,
+    as the truncated SDF of an empty shape is all one value."""
+    ones = grid == 1
+    if not (ones | (grid == 0)).all():
+        return False
+    return bool(np.issubdtype(grid.dtype, np.integer) or (ones.any() and not ones.all()))
