@@ -436,3 +436,17 @@ def test_a_killed_generate_leaves_no_shape_to_a_later_smaller_one(tmp_path, monk
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["000-seed4.npy"]
     assert sorted(p.name for p in (out / "meshes").iterdir()) == ["000-seed4.obj"] and rows[0]["mesh"] == "meshes/000-seed4.obj"
     assert not (out / REPLACING).exists()
+
+
+def test_voxels_from_a_binvox_file_equal_the_npy_occupancy(tmp_path):
+    from trimesh.exchange.binvox import export_binvox
+    from trimesh.voxel import VoxelGrid
+
+    from weightspace.data.condition_files import read_voxels_file
+
+    occupancy = np.random.default_rng(1).random((8, 8, 8)) > 0.5
+    np.save(tmp_path / "vox.npy", occupancy)
+    (tmp_path / "vox.binvox").write_bytes(export_binvox(VoxelGrid(occupancy)))
+    np.testing.assert_array_equal(read_voxels_file(tmp_path / "vox.binvox"), read_voxels_file(tmp_path / "vox.npy"))
+    with pytest.raises(InputError, match="voxels file not found"):
+        read_voxels_file(tmp_path / "missing.binvox")

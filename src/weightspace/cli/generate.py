@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: str = typer.Option("default", "--checkpoint", help="Checkpoint folder, or a shipped name: default, default-field, default-64, default-points."),
         family: Optional[str] = typer.Option(None, "--family", help="Condition on a shape family name."),
         points: Optional[Path] = typer.Option(None, "--points", help="Condition on a scan at any scale and pose: a mesh (.obj/.ply/.stl/.off/.glb) or a point cloud (.npy (P,3), .npz, .ply, .xyz); normalised as `data import` normalises meshes, the transform in transform.json."),
-        voxels: Optional[Path] = typer.Option(None, "--voxels", help="Condition on an occupancy grid .npy (V,V,V)."),
+        voxels: Optional[Path] = typer.Option(None, "--voxels", help="Condition on an occupancy grid: .npy (V,V,V), nonzero = solid, or .binvox."),
         seed: int = typer.Option(0, "--seed", help="Seed of the first shape; shape i uses seed + i."),
         count: int = typer.Option(1, "--count", help="Number of shapes."),
         fmt: str = typer.Option("ply", "--format", help="Mesh format: ply | obj | glb."),

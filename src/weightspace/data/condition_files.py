@@ -1,4 +1,4 @@
-"""Condition inputs from a user's files: point clouds (.npy, .npz, mesh or cloud files) and occupancy grids (.npy)."""
+"""Condition inputs from a user's files: point clouds (.npy, .npz, mesh or cloud files) and occupancy grids (.npy, .binvox)."""
 
 from __future__ import annotations
 
@@ -52,11 +52,16 @@ def _vertices(path: Path) -> np.ndarray:
 
 
 def read_voxels_file(path: Path) -> np.ndarray:
-    """An occupancy grid from .npy (V, V, V), nonzero = solid (bool or numbers).
+    """An occupancy grid from .npy (V, V, V), nonzero = solid (bool or numbers), or a .binvox file.
 
     Returns voxels : (V, V, V) float32 of 0 and 1. A missing or bad file is an InputError naming it.
     """
-    vox = read_npy(path, what="voxels")
+    from weightspace.data.voxels import VOXEL_FORMATS, read_binvox
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: voxels file not found")
+    vox = read_binvox(path)[0] if path.suffix.lower() in VOXEL_FORMATS else read_npy(path, what="voxels")
     if vox.ndim != 3 or len(set(vox.shape)) != 1:
         raise InputError(f"{path}: expected a cubic occupancy grid (V, V, V), got shape {vox.shape}")
     return (np.asarray(vox) != 0).astype(np.float32)  # (V, V, V)
