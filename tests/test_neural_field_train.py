@@ -207,10 +207,19 @@ def test_a_signal_stops_training_after_its_step_saved(tiny_data, tmp_path, monke
     assert _pickles(out) == []
     if saved_as == "old trainer_state.pt":
         _write_old_state(out)
+    # what a person or `evaluate` added to the record of the stopped piece outlives the resume
+    record = json.loads((out / "training_record.json").read_text())
+    (out / "training_record.json").write_text(json.dumps({**record, "machine": "two cores", "figures": {"train_iou": 0.5},
+                                                          "figures_command": "weightspace evaluate generator ..."}))
     resumed = train(out)
     assert _pickles(out) == [] and sniff(out / STATE_NAME) == "safetensors"
     assert json.loads((out / "config.json").read_text())["train_state"]["step"] == 8
-    assert "stopped" not in json.loads((out / "training_record.json").read_text())
+    record = json.loads((out / "training_record.json").read_text())
+    assert "stopped" not in record and record["machine"] == "two cores" and "figures" not in record
+    assert record["figures_of_earlier_steps"] == [{"steps": 4, "figures": {"train_iou": 0.5}, "command": "weightspace evaluate generator ..."}]
+    # both pieces are listed, the stopped one with its note, and the steps cover the run
+    assert [(piece["steps"], "stopped" in piece) for piece in record["pieces"]] == [("0 -> 4", True), ("4 -> 8", False)]
+    assert record["steps"] == 8 and [row["step"] for row in record["loss_log"]] == list(range(1, 9))
     for k, v in straight.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[k], v, msg=k)
     curves = [[row["l1"] for row in map(json.loads, (folder / LOG_NAME).read_text().splitlines())] for folder in (tmp_path / "straight", out)]

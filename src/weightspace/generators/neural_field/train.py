@@ -19,6 +19,7 @@ every rank resumes from the same saved state.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import math
 import time
@@ -148,6 +149,7 @@ def _train_neural_field(
     device : auto (CUDA when present) | cpu | cuda[:N]; the returned generator is on the CPU.
     """
     train_cfg = check_config(train_cfg, where="train")
+    started = datetime.datetime.now(datetime.timezone.utc)
     ranks, dev = init_ranks(device)
     if not ranks.main:
         log = lambda message: None  # noqa: E731 (rank 0 alone speaks)
@@ -186,6 +188,7 @@ def _train_neural_field(
     opt = torch.optim.Adam([{"params": others, "lr": train_cfg.lr}, {"params": [net.codes], "lr": train_cfg.code_lr}])
     ema = copy.deepcopy(net.state_dict()) if train_cfg.ema_decay > 0 else None
     step, elapsed = 0, 0.0
+    first_step = 0
 
     if not resume and ranks.main:  # --fresh, once every check has passed (a refused run leaves the earlier one whole):
         removed = clear_run(out, RUN_FILES)  # nothing of the earlier run is resumed, kept in the log or recorded
@@ -197,6 +200,7 @@ def _train_neural_field(
         if ema is not None:
             ema = {k: v.to(dev, copy=True) for k, v in (saved_ema or net.state_dict()).items()}  # never aliases the weights
         log(f"resumed from {out} at step {step} ({elapsed / 60:.1f} min)")
+        first_step = step
     if ranks.main:  # rows logged after the last save are logged again from here; a fresh run starts a new log
         trim_log(out / LOG_NAME, lambda row: int(row.get("step", 0)) <= step)
     barrier(ranks)  # every rank has read the state before rank 0 writes the next one
@@ -269,6 +273,10 @@ def _train_neural_field(
         _save(out, gen, ema, opt, step, elapsed, bank.labels, extra)
         log(f"{'stopped' if stop.requested else 'done'}: {step} steps in {elapsed / 60:.1f} min; checkpoint in {out}")
         record = training_record(out, command, step, elapsed, data_dir)
+        piece = {"command": command, "steps": f"{first_step} -> {step}", "started_utc": started.isoformat(timespec="seconds"),
+                 "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "device": str(dev), "processes": ranks.world, **({"stopped": STOPPED_NOTE} if stop.requested else {})}
+        record = with_earlier_pieces(out / RECORD_NAME if old_config is not None else None, record, piece)
         atomic_write_json(out / RECORD_NAME, {**record, "device": str(dev), "processes": ranks.world,
                                                          **({"stopped": STOPPED_NOTE} if stop.requested else {})})
     barrier(ranks)  # the checkpoint every rank loads below is written
@@ -292,6 +300,33 @@ def _check_resume(out: Path, old: dict[str, Any], model_cfg: FieldConfig | None,
                  data_folder=old.get("data", {}).get("folder"), data_dir=data_dir, what="network",
                  arch=changed(model_old, {k: getattr(model_cfg, k) for k in ARCHITECTURE}) if model_cfg is not None else [],
                  settings=settings, start_over="start over with --fresh or a new --out", echo=log)
+
+
+# what `training_record` writes afresh each run; other keys of a resumed run's record (notes, benchmarks) are kept
+_REWRITTEN = ("command", "data", "steps", "wall_time_s", "final_l1", "loss_log", "device", "processes", "stopped", "pieces")
+
+
+def with_earlier_pieces(path: Path | None, record: dict[str, Any], piece: dict[str, Any]) -> dict[str, Any]:
+    """`record` with `pieces`, every invocation that trained these weights, this one (`piece`) last.
+
+    `path` is the record of the run this one resumed (None for a fresh run): its pieces come first (a record
+    written before pieces were listed gives one, from its command and steps), its first command stays the
+    record's `command`, and the keys a person or `evaluate` added are kept, except evaluation figures, which
+    describe the weights before this piece: they move to `figures_of_earlier_steps` with the step they were measured at.
+    """
+    from weightspace.runtime.io import read_json
+
+    old = read_json(path) if path is not None and path.is_file() else {}
+    if not isinstance(old, dict):
+        old = {}
+    pieces = list(old.get("pieces") or ([{"command": old["command"], "steps": f"0 -> {old.get('steps')}",
+                                          "note": "from the record written before pieces were listed"}] if old.get("command") else []))
+    kept = {k: v for k, v in old.items() if k not in _REWRITTEN and k not in ("figures", "figures_command")}
+    if "figures" in old:
+        earlier = list(old.get("figures_of_earlier_steps", []))
+        earlier.append({"steps": old.get("steps"), "figures": old["figures"], "command": old.get("figures_command")})
+        kept["figures_of_earlier_steps"] = earlier
+    return {**kept, **record, "command": pieces[0]["command"] if pieces else record["command"], "pieces": pieces + [piece]}
 
 
 def training_record(out: Path, command: str, steps: int, elapsed: float, data_dir: Path) -> dict[str, Any]:
