@@ -358,3 +358,24 @@ def test_a_stopped_import_is_resumed_and_ends_as_an_uninterrupted_one(tmp_path, 
     r, other, _ = run(tmp_path / "c")
     assert len(calls) == 5 and other == files
     assert f"not resuming the unfinished run in {tmp_path / 'c'}: it had other settings (seed 1, now 0)" in r.stderr
+
+
+def test_a_shapenet_folder_imports_the_mesh_not_its_voxelisations_beside_it(tmp_path, torus):
+    """ShapeNet keeps model_normalized.obj with a .solid.binvox and a .surface.binvox beside it: a folder scan
+    imports the mesh once; a folder of binvox alone (ShapeNetVox32) and binvox files named outright are imported."""
+    model = tmp_path / "shapenet" / "02691156" / "abc" / "models"
+    model.mkdir(parents=True)
+    torus.export(model / "model_normalized.obj")
+    for kind in ("solid", "surface"):
+        _binvox(model / f"model_normalized.{kind}.binvox", _voxel_torus(16))
+    voxels_only = tmp_path / "shapenet" / "02691156" / "def"
+    voxels_only.mkdir()
+    _binvox(voxels_only / "model.binvox", _voxel_torus(16))
+    said = []
+    s = import_meshes([tmp_path / "shapenet"], tmp_path / "out", resolution=16, n_points=50, progress=False, log=said.append)
+    assert [Path(r["source"]).name for r in _rows(tmp_path / "out")] == ["model_normalized.obj", "model.binvox"]
+    assert s["voxelisations_left_out"] == [str(model / f"model_normalized.{k}.binvox") for k in ("solid", "surface")]
+    assert any("left out 2 .binvox file(s)" in line for line in said)
+    named = import_meshes([model / "model_normalized.solid.binvox", model], tmp_path / "out2", resolution=16, n_points=50,
+                          progress=False, log=said.append)
+    assert named["count"] == 2 and named["voxelisations_left_out"] == [str(model / "model_normalized.surface.binvox")]

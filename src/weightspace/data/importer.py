@@ -74,14 +74,16 @@ class Normalisation:
 
 def expand_paths(paths: list[str | Path], suffixes: tuple[str, ...] = FORMATS) -> list[Path]:
     """Files as given, and the files under any folder (sorted) whose suffix is one of `suffixes`
-    (default: the supported mesh formats), in order."""
+    (default: the supported mesh formats), in order; a file reached twice (named and in a named folder,
+    or in two nested folders) once, where it is first reached."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes))
         else:
             out.append(p)
-    return out
+    seen: set[Path] = set()
+    return [f for f in out if not (f.resolve() in seen or seen.add(f.resolve()))]
 
 
 def _holds_nothing(loaded: object) -> bool:
@@ -262,6 +264,16 @@ def mesh_sdf_grid(mesh: trimesh.Trimesh, resolution: int, truncation: float, *, 
     return grid, method
 
 
+def _without_voxelisations_beside_meshes(given: list[str | Path], files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(files to import, .binvox files left out): a folder scan's binvox file in the same folder as a mesh file.
+    ShapeNet keeps model_normalized.solid.binvox and .surface.binvox beside model_normalized.obj; importing
+    all three would list one model three times, one as a hollow shell. A file named on the command line is kept."""
+    named = {Path(p) for p in given}
+    mesh_folders = {f.parent for f in files if f.suffix.lower() in MESH_FORMATS}
+    beside = [f for f in files if f.suffix.lower() in VOXEL_FORMATS and f not in named and f.parent in mesh_folders]
+    return [f for f in files if f not in beside], beside
+
+
 def _safe_id(i: int, path: Path) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)[:60] or "mesh"
     return f"{i:04d}-{stem}"
@@ -393,7 +405,10 @@ def import_meshes(
     check_out_folder(out, "data", writes="manifest.jsonl, summary.json, grids/ and points/")  # a file, a population, a decode...
     if (out / "manifest.jsonl").exists() and not overwrite:
         raise InputError(f"{out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
-    files = expand_paths(paths)
+    files, beside = _without_voxelisations_beside_meshes(paths, expand_paths(paths))
+    if beside:
+        log(f"left out {len(beside)} .binvox file(s) found in a folder beside a mesh file (e.g. {beside[0]}): a voxelisation "
+            f"of that mesh, as ShapeNet ships them, would import the shape again; name them to import them")
     if not files:
         raise InputError(f"no mesh files found in {', '.join(map(str, paths))} (supported: {', '.join(FORMATS)})")
     out.mkdir(parents=True, exist_ok=True)
@@ -474,6 +489,7 @@ def import_meshes(
         non_solid_kept=sum(not r["solid"] for r in ok),
         # thinner than a voxel everywhere (a plate, a sheet): imported, but its grid holds no inside voxel
         empty_at_resolution=[r["id"] for r in ok if r["betti_measured"][0] == 0],
+        voxelisations_left_out=[str(f) for f in beside],  # .binvox beside a mesh in a scanned folder
         resolution=resolution,
         truncation=truncation,
         margin=margin,
