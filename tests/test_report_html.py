@@ -193,3 +193,20 @@ def test_a_results_json_holding_nan_or_infinity_is_refused_naming_file_and_field
     assert ex.value.code == 2 and not (tmp_path / "page.html").exists()
     err = capsys.readouterr().err
     assert f"{folder / 'results.json'}: by_method.{method}.chamfer_l1: NaN" in err, err
+
+
+@pytest.mark.parametrize("content", [b"", b"x\n"], ids=["empty", "garbage"])
+def test_a_damaged_mesh_file_is_refused_naming_it(studies, tmp_path, capsys, content):
+    """A study's mesh cut short or overwritten crashed the page with trimesh's 'Not a ply file!' as an internal
+    error (exit 70) that named no file."""
+    from weightspace.cli import main
+
+    folder = tmp_path / "fit"
+    shutil.copytree(studies["fit"], folder)
+    mesh = sorted((folder / "meshes").glob("*.ply"))[0]
+    mesh.write_bytes(content)
+    with pytest.raises(SystemExit) as ex:
+        main(["report", str(folder), "--out", str(tmp_path / "page.html")])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and f"{mesh}: not a readable mesh" in err, err
+    assert not (tmp_path / "page.html").exists()

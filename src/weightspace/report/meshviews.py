@@ -12,6 +12,7 @@ import numpy as np
 import trimesh
 
 from weightspace.report.gallery import COLOURS, VIEW, draw_mesh
+from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_path
 
 Betti = tuple[int, int, int]
@@ -46,7 +47,11 @@ class MeshCard:
 
 def load_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """vertices (V, 3) float64, faces (F, 3) int64 of a mesh file (empty arrays for an empty mesh)."""
-    mesh = trimesh.load(path, force="mesh", process=False)
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as e:  # trimesh's loaders raise many exception types on a damaged file
+        raise InputError(f"{path}: not a readable mesh ({type(e).__name__}: {e}); rerun the study that wrote it, "
+                         "or delete the file to leave it off the page") from None
     v = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)  # (V, 3)
     f = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)  # (F, 3)
     return v, f
