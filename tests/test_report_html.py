@@ -126,6 +126,16 @@ def test_cli_report_writes_one_page(studies, tmp_path):
     assert (tmp_path / "pages" / "report.html").is_file()
 
 
+def test_cli_report_out_ending_in_a_slash_is_a_folder(studies, tmp_path):
+    """`--out new/` wrote the page as a file named `new` (Path drops the slash), not new/report.html."""
+    from weightspace.cli import _register, app
+
+    _register()
+    result = CliRunner().invoke(app, ["report", str(studies["fit"]), "--out", f"{tmp_path / 'new'}/"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "new" / "report.html").is_file()
+
+
 def test_report_of_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="not found"):
         write_report(tmp_path / "nope")

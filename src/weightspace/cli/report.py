@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List
 
@@ -10,7 +11,7 @@ import typer
 
 def report(
     results: List[Path] = typer.Argument(..., help="Results folders: a study's, a compare run's or a demo's (searched 3 levels down)."),
-    out: Path = typer.Option(Path("report.html"), "--out", help="The page to write, or a folder to write report.html into (renders go to each study's renders/)."),
+    out: str = typer.Option("report.html", "--out", help="The page to write, or a folder to write report.html into (an existing one, or a name ending in /; renders go to each study's renders/)."),
     title: str = typer.Option("", "--title", help="Page title (default: the studies and generators it shows)."),
 ) -> None:
     """Build one page, readable offline, from any studies on any generators: verdicts, figures, shapes, tables.
@@ -20,10 +21,11 @@ def report(
     from weightspace.report.demo import demo_extras
     from weightspace.report.html import write_page
 
-    if out.is_dir():  # a folder: the page goes inside it, as report.html
-        out = out / "report.html"
+    page_path = Path(out)  # drops a trailing /, which names a folder as well
+    if page_path.is_dir() or out.endswith(("/", os.sep)):  # a folder: the page goes inside it, as report.html
+        page_path = page_path / "report.html"
     extra, notes = demo_extras(results)
-    page, dec = write_page(results, out, title=title or None, extra=extra, notes=notes)
+    page, dec = write_page(results, page_path, title=title or None, extra=extra, notes=notes)
     typer.echo(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB); {dec.text()}")
 
 
