@@ -78,3 +78,24 @@ def test_every_command_has_help_with_an_example(runner):
     for args in (["population", "build"], ["subspace", "fit"], ["decode"]):
         r = runner.invoke(app, [*args, "--help"])
         assert r.exit_code == 0 and "Example: weightspace" in r.output
+
+
+def test_subspace_fit_warns_of_members_that_do_not_reproduce_their_shapes(runner, tmp_path):
+    """A subspace was fitted to a population whose members `population check` flags without a word."""
+    data = make_toy_data(tmp_path / "data", count=3, resolution=10)
+    pop = tmp_path / "pop"
+    r = runner.invoke(app, ["population", "build", "--checkpoint", str(tmp_path / "toy"), "--parameterisation", "condition",
+                            "--data", str(data), "--out", str(pop)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in (pop / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:  # the members as `population check` sees them: all reproduce their shapes but the second
+        row["metrics"].update(fidelity_iou=0.9, fidelity_betti=True, fidelity_empty=False)
+    rows[1]["metrics"].update(fidelity_iou=0.1, fidelity_betti=False)
+    (pop / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    r = runner.invoke(app, ["subspace", "fit", str(pop), "--components", "1", "--out", str(tmp_path / "sub")])
+    assert r.exit_code == 0, r.output
+    assert f"warning: 1 of 3 members do not reproduce their shapes ({rows[1]['id']})" in r.output, r.output
+    rows[1]["metrics"].update(fidelity_iou=0.9, fidelity_betti=True)
+    (pop / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    r = runner.invoke(app, ["subspace", "fit", str(pop), "--components", "1", "--out", str(tmp_path / "sub2")])
+    assert r.exit_code == 0 and "warning" not in r.output, r.output

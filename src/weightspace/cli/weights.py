@@ -194,14 +194,22 @@ def subspace_fit(
 
     Example: weightspace subspace fit runs/pop --components 8 --solver auto --out runs/sub
     """
+    from weightspace.space.population import fidelity_summary
+    from weightspace.space.store import Population
     from weightspace.space.subspace import fit_subspace
 
-    sub = fit_subspace(population, components, form=form, solver=solver, standardize=standardize, seed=seed, out=out,
+    pop = Population(population)
+    sub = fit_subspace(pop, components, form=form, solver=solver, standardize=standardize, seed=seed, out=out,
                        overwrite=overwrite)
     ratio = [round(float(v), 4) for v in sub.explained_variance_ratio]
     pconf = sub.frame.parameterisation
     shown = f", form {pconf['form']}" if "form" in pconf else ""
     typer.echo(f"{out}: k = {sub.k} of N = {sub.n}, D = {sub.frame.layout.size}{shown}, solver {sub.solver}, explained {json.dumps(ratio)}")
+    flagged = [f["id"] for f in fidelity_summary(pop)["flagged"]]
+    if flagged:  # `population check`'s flags: the subspace spans members that are not their shapes
+        typer.echo(f"warning: {len(flagged)} of {sub.n} members do not reproduce their shapes ({', '.join(flagged[:5])}"
+                   f"{', ...' if len(flagged) > 5 else ''}) and span this subspace too; `weightspace population check "
+                   f"{population}` says why", err=True)
 
 
 def decode(
