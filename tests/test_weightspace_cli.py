@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from weightspace.cli import _register, app
 from weightspace.generators import register, unregister
-from weightspace.runtime.errors import InputError
+from weightspace.runtime.errors import InputError, Interrupted
 
 
 @pytest.fixture()
@@ -75,7 +75,7 @@ def test_bad_options_are_input_errors(runner, tmp_path):
 
 
 def test_every_command_has_help_with_an_example(runner):
-    for args in (["population", "build"], ["subspace", "fit"], ["decode"]):
+    for args in (["population", "build"], ["subspace", "fit"], ["subspace", "invert"], ["decode"]):
         r = runner.invoke(app, [*args, "--help"])
         assert r.exit_code == 0 and "Example: weightspace" in r.output
 
@@ -99,3 +99,72 @@ def test_subspace_fit_warns_of_members_that_do_not_reproduce_their_shapes(runner
     (pop / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     r = runner.invoke(app, ["subspace", "fit", str(pop), "--components", "1", "--out", str(tmp_path / "sub2")])
     assert r.exit_code == 0 and "warning" not in r.output, r.output
+
+
+def test_subspace_invert_scans_and_observations(runner, tmp_path):
+    """`subspace invert` fits a subspace point to each scan (a file at any scale, or a `data observe` set),
+    writes point files that `decode` reads back to the same grid, scores observations against their shapes,
+    and resumes a killed run."""
+    import numpy as np
+    import trimesh
+
+    from weightspace.experiments import invert as invert_module
+
+    data = make_toy_data(tmp_path / "data", count=4, resolution=12)  # the toy decodes at 12^3: IoU on the same grid
+    pop, sub = tmp_path / "pop", tmp_path / "sub"
+    r = runner.invoke(app, ["population", "build", "--checkpoint", str(tmp_path / "toy"), "--parameterisation", "lora", "--data", str(data),
+                            "--out", str(pop), "--members", "4", "--rank", "2", "--targets", "mid|vol", "--steps", "3"])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["subspace", "fit", str(pop), "-k", "2", "--solver", "gram", "--out", str(sub)]).exit_code == 0
+    obs = tmp_path / "obs"
+    assert runner.invoke(app, ["data", "observe", str(data), "--kind", "noisy", "--sigma", "0.01", "--n", "64", "--out", str(obs)]).exit_code == 0
+    out = tmp_path / "inv"
+    r = runner.invoke(app, ["subspace", "invert", str(sub), "--observations", str(obs), "--out", str(out), "--steps", "6", "--starts", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert summary["scans"] == len(rows) == 4 and summary["topology_correct"]["n"] == 4
+    assert all(row["iou"] is not None and "truth_robust" in row and len(row["coords"]) == 2 for row in rows)
+    assert summary["seen_distance"]["n"] == 4
+    # the written point decodes to the written grid
+    dec = tmp_path / "dec"
+    r = runner.invoke(app, ["decode", str(out / rows[0]["point"]), "--out", str(dec), "--seed", str(rows[0]["decode_seed"])])
+    assert r.exit_code == 0, r.output
+    np.testing.assert_allclose(np.load(dec / "grids" / f"{rows[0]['id']}.npy"), np.load(out / rows[0]["grid"]), atol=1e-5)
+    # a finished run is replaced only with --overwrite
+    r = runner.invoke(app, ["subspace", "invert", str(sub), "--observations", str(obs), "--out", str(out)])
+    assert isinstance(r.exception, InputError) and "pass --overwrite" in str(r.exception)
+    # scan files at any scale and pose, normalised as data import does; their transform is recorded
+    ring = trimesh.creation.torus(30.0, 10.0, 24, 12).apply_translation([100.0, 0.0, 5.0])
+    ring.export(tmp_path / "ring.ply")
+    np.save(tmp_path / "cloud.npy", ring.sample(300).astype(np.float32))
+    killed, calls = tmp_path / "killed", []
+    real = invert_module.invert_scan
+
+    def dies_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    scan_args = ["subspace", "invert", str(sub), str(tmp_path / "ring.ply"), str(tmp_path / "cloud.npy"), "--steps", "4", "--starts", "0"]
+    invert_module.invert_scan = dies_on_the_second
+    try:
+        with pytest.raises(Interrupted, match="interrupted: 1 of 2 scans are inverted"):  # the CLI exits 130 with it
+            invert_module.invert_scans(invert_module.InvertConfig(
+                subspace=str(sub), out=str(killed), scans=[str(tmp_path / "ring.ply"), str(tmp_path / "cloud.npy")], steps=4, starts=0))
+    finally:
+        invert_module.invert_scan = real
+    assert not (killed / "invert.json").exists()
+    r = runner.invoke(app, [*scan_args, "--out", str(killed)])
+    assert r.exit_code == 0, r.output
+    assert "taking up 1 scan(s)" in r.output
+    r = runner.invoke(app, [*scan_args, "--out", str(tmp_path / "straight")])
+    assert r.exit_code == 0, r.output
+    for name in ("0000-ring", "0001-cloud"):
+        np.testing.assert_array_equal(np.load(killed / "grids" / f"{name}.npy"), np.load(tmp_path / "straight" / "grids" / f"{name}.npy"))
+    rows = [json.loads(line) for line in (killed / "manifest.jsonl").read_text().splitlines()]
+    assert rows[0]["transform"]["center"] == [100.0, 0.0, 5.0] and "iou" not in rows[0]
+    # neither or both of scans and --observations is refused
+    r = runner.invoke(app, ["subspace", "invert", str(sub), "--out", str(tmp_path / "none")])
+    assert isinstance(r.exception, InputError) and "one of the two" in str(r.exception)

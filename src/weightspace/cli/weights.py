@@ -212,6 +212,66 @@ def subspace_fit(
                    f"{population}` says why", err=True)
 
 
+@subspace_app.command("invert")
+def subspace_invert(
+    subspace: Path = typer.Argument(..., help="Subspace folder (`weightspace subspace fit`)."),
+    scans: Optional[list[Path]] = typer.Argument(None, help="Scans to invert: meshes (.obj .ply .stl .off .glb) or point clouds "
+                                                 "(.npy (P,3), .npz, .ply, .xyz), at any scale and pose; normalised as `data import` does."),
+    observations: Optional[Path] = typer.Option(None, "--observations", help="Invert every observation of a `weightspace data observe` "
+                                                "folder instead; with its source dataset at hand, each is also scored against its shape."),
+    out: Path = typer.Option(..., "--out", help="Output folder: points/ID.safetensors, grids/, meshes/, manifest.jsonl, invert.json."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Generator (default: the one the subspace records)."),
+    steps: int = typer.Option(300, "--steps", help="Most Adam steps per scan (early stopping on held-out points ends most sooner)."),
+    lr: float = typer.Option(0.05, "--lr", help="Adam step on the coordinates, in units of the members' spread (sigma)."),
+    prior: float = typer.Option(0.01, "--prior", help="Weight of the Gaussian prior of the subspace's members."),
+    holdout: float = typer.Option(0.2, "--holdout", help="Share of each scan's points held out for early stopping."),
+    starts: int = typer.Option(16, "--starts", help="Draws from the prior scored as starting points, beside the mean."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Decode resolution (default: the generator's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split, the starts and the decode."),
+    meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Also write PLY meshes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished inversion in --out (a killed one is taken up again without it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print invert.json's summary as JSON."),
+) -> None:
+    """Invert scans into a subspace: the point of the subspace whose shape fits each scan best.
+
+    As weights2weights inverts an image into its space: Adam on the subspace coordinates under the
+    Gaussian prior of its members, on the observed points' distance to the surface plus a free-space
+    term, early-stopped on held-out points. Each scan gives a point file (`weightspace decode` reads
+    it), its grid and mesh, and in manifest.jsonl its robust Betti numbers and the distance from the
+    observed points to the decoded surface, before (the start) and after the fit.
+
+    Example: weightspace subspace invert runs/sub scan.ply --out runs/inverted
+    """
+    from weightspace.data.grid import check_resolution
+    from weightspace.experiments.invert import InvertConfig, invert_scans
+
+    if resolution is not None:
+        check_resolution(resolution, "--resolution")
+    cfg = InvertConfig(subspace=str(subspace), out=str(out), scans=[str(s) for s in scans or []],
+                       observations=str(observations) if observations is not None else None, checkpoint=checkpoint,
+                       steps=steps, lr=lr, prior=prior, holdout=holdout, starts=starts, resolution=resolution, seed=seed,
+                       meshes=meshes, overwrite=overwrite)
+    result = invert_scans(cfg)
+    summary = result["summary"]
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"{out}: {summary['scans']} scan(s) inverted into {subspace}; {summary['empty']} decode empty")
+    for key, what in (("seen_distance", "observed points to the surface"), ("chamfer_l1", "Chamfer-L1 to the observed shape"),
+                      ("iou", "IoU with the observed shape")):
+        if key in summary:
+            fig, start = summary[key], summary.get(f"{key}_start", {})
+            typer.echo(f"  {what}: median {_fmt(fig['median'])} (at the start {_fmt(start.get('median'))}), n = {fig['n']}")
+    if "topology_correct" in summary:
+        r = summary["topology_correct"]
+        typer.echo(f"  robust Betti numbers of the observed shape: {r['successes']}/{r['n']} = {r['rate']:.2f} "
+                   f"[{r['low']:.2f}, {r['high']:.2f}]")
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "none (no surface)" if value is None else f"{value:.4g}"
+
+
 def decode(
     source: Path = typer.Argument(..., help="A point .safetensors file, a population folder or a subspace folder."),
     out: Path = typer.Option(..., "--out", help="Output folder: grids/, meshes/ (PLY), manifest.jsonl and decode.json (source, checkpoint, seed)."),
