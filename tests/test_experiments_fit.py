@@ -111,6 +111,8 @@ def test_small_fit_run_writes_the_documented_keys(small_run):
     for m, kept in res["topology_kept"].items():  # one item per method in the small run
         assert kept["n"] == 1 and kept["rate"] == float(next(r for r in res["table"] if r["method"] == m)["topology_correct"])
     assert set(res["methods"]) == set(METHODS) and "weight_subspace" in res["methods"]
+    for m, s in res["by_method"].items():  # what the mean of chamfer_l1 leaves out, beside it
+        assert s["n"] == 1 and s["empty"] == (s["chamfer_l1_median"] is None), (m, s)
     for m, s in res["methods"].items():
         assert s["fit"]["steps"] == cfg.budgets == s["forgetting"]["steps"]
         assert {"chamfer_l1", "fscore", "topology_correct"} <= set(s["fit"])
@@ -230,3 +232,53 @@ def test_an_item_fitted_again_without_meshes_leaves_no_earlier_mesh(tmp_path):
     assert [p.name for p in (folder / "meshes").glob("*.ply")] == ["v1-s0.01-encode.ply"]
     run_fit(dataclasses.replace(cfg, seed=1, meshes=False), generator=ToyGenerator(seed=0))
     assert not list((folder / "meshes").glob("*.ply"))
+
+
+def _fit_folder(folder, chamfers: dict[str, list[float]]):
+    """A fit study's results folder, written as run_fit writes it, with these early-stopped Chamfer-L1s per method
+    (inf: a fit that decoded no surface) and no forgetting."""
+    from weightspace.analysis.measure import finite_mean
+    from weightspace.runtime.results import write_results
+
+    table = [{"views": v, "sigma": 0.01, "method": m, "chamfer_l1": cd, "fscore": 0.0 if math.isinf(cd) else 0.9,
+              "topology_correct": not math.isinf(cd), "forgetting": 0.0, "robust": [1, 1, 0]}
+             for m, cds in chamfers.items() for v, cd in enumerate(cds, 1)]
+    by = {m: {"chamfer_l1": finite_mean(cds), "fscore": 0.9, "topology_correct": 1.0, "forgetting": 0.0,
+              "n": len(cds), "empty": sum(map(math.isinf, cds))} for m, cds in chamfers.items()}
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"study": "FitConfig", "views": [1, 2, 3], "sigmas": [0.01]}))
+    write_results(folder, {"checkpoint": "toy", "generator": "toy", "target": {"id": "torus-00000", "robust": [1, 1, 0]},
+                           "table": table, "by_method": by, "wall_seconds": 1.0})
+    return folder
+
+
+def test_a_fit_that_decodes_nothing_counts_against_its_method(tmp_path):
+    from weightspace.report.verdicts import read_finding
+
+    inf = math.inf
+    # lora's one shape is the closest, but two of its three fits decoded nothing: dropping them made it "the best"
+    # and the subspace, which always gives a shape, look 3x worse
+    f = read_finding(_fit_folder(tmp_path / "a", {"lora": [0.01, inf, inf], "weight_subspace": [0.03, 0.03, 0.03]}))
+    assert f.headline["empty_fits"]["lora"] == {"empty": 2, "n": 3} and f.headline["chamfer_l1_median"]["lora"] is None
+    assert f.verdict == "supported" and f.headline["subspace_over_best_chamfer"] == pytest.approx(1.0), f.line
+    assert "lora 2/3" in f.line
+    # a subspace method that fails twice in three is not "as close as the best" on its one shape
+    f = read_finding(_fit_folder(tmp_path / "b", {"encode": [0.02, 0.02, 0.02], "weight_subspace": [0.02, inf, inf]}))
+    assert f.verdict == "not supported" and f.headline["subspace_over_best_chamfer"] is None, f.line
+    # equal medians, but the subspace leaves a fit empty that the best does not: not "supported"
+    f = read_finding(_fit_folder(tmp_path / "c", {"encode": [0.02, 0.02, 0.02], "weight_subspace": [0.02, 0.02, inf]}))
+    assert f.verdict == "inconclusive", f.line
+    json.dumps(f.headline, allow_nan=False)  # the demo's results.json is strict JSON
+
+
+def test_method_figures_count_the_fits_that_decoded_nothing():
+    from weightspace.experiments.fit import _aggregate
+
+    rows = [{"method": "lora", "chamfer_l1": cd, "fscore": 0.5, "topology_correct": True, "best_step": 10, "trainable": 1,
+             **{k: 0.0 for k in ("forgetting", "forget_topology_changed", "family_quality_drop", "forget_fscore_drop")}}
+            for cd in (0.01, math.inf, math.inf)]
+    curves = [{**r, "step": b} for r in rows for b in (0, 10)]
+    best = _aggregate(rows, curves, ["lora"], [0, 10])["lora"]
+    assert best["best"]["chamfer_l1"] == pytest.approx(0.01)  # the mean of the fits with a surface, as before
+    assert (best["best"]["n"], best["best"]["empty"], best["best"]["chamfer_l1_median"]) == (3, 2, math.inf)
+    assert best["fit"]["empty"] == [2, 2]

@@ -7,6 +7,7 @@ F-score).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -109,6 +110,18 @@ def finite_mean(values: Sequence[float]) -> float:
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else float("nan")
+
+
+def failed_count(values: Sequence[float | None]) -> int:
+    """How many values are missing or not finite (a Chamfer-L1 of a decode with no surface is inf; results.json writes null)."""
+    return sum(1 for x in values if x is None or not math.isfinite(x))
+
+
+def median_counting_failures(values: Sequence[float | None]) -> float:
+    """The median with each missing or non-finite value counted as +inf: a failure raises it instead of leaving
+    the figure, as `finite_mean` would. inf when half or more of the values failed; NaN when there are none."""
+    v = np.asarray([np.inf if x is None or not math.isfinite(x) else x for x in values], dtype=np.float64)  # (n,)
+    return float(np.median(v)) if v.size else float("nan")
 
 
 def finite_median(values: Sequence[float]) -> float:

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from weightspace.analysis.measure import finite_mean, geometry, measure
+from weightspace.analysis.measure import failed_count, finite_mean, geometry, measure, median_counting_failures
 from weightspace.analysis.rates import rate
 from weightspace.data.dataset import load_grid
 from weightspace.data.observe import observe
@@ -256,9 +256,18 @@ def _run_item(gen: Generator, name: str, cfg: FitConfig, meas: Measure, *, obs: 
     return {"row": row, "curve": curve, "validation": run.validation, "losses": run.losses, "grid": grid}
 
 
+def empty_fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a mean of `chamfer_l1` leaves out: of `n` fits, the `empty` ones (a decode with no surface: Chamfer-L1
+    inf), and `chamfer_l1_median` with each empty fit counted as infinite (inf, null in results.json, when half
+    or more are empty). The study's ranking reads the median, so a method cannot look better by failing."""
+    cd = [r["chamfer_l1"] for r in rows]
+    return {"n": len(cd), "empty": failed_count(cd), "chamfer_l1_median": median_counting_failures(cd)}
+
+
 def _aggregate(table: list[dict[str, Any]], curves: list[dict[str, Any]], methods: list[str], budgets: list[int]) -> dict[str, Any]:
-    """results.json `methods`: per method, fit and forgetting curves over budgets (means over observations)
-    and its early-stopped figures with the topology rate's Wilson interval."""
+    """results.json `methods`: per method, fit and forgetting curves over budgets (means over observations,
+    Chamfer-L1 over those that decoded a surface, with the count of empty fits beside it) and its early-stopped
+    figures with the topology rate's Wilson interval."""
     out: dict[str, Any] = {}
     for m in methods:
         rows = [r for r in table if r["method"] == m]
@@ -268,13 +277,14 @@ def _aggregate(table: list[dict[str, Any]], curves: list[dict[str, Any]], method
         def series(key: str, at: dict[int, list[dict[str, Any]]] = at) -> list[float]:
             return [finite_mean([c[key] for c in at[b]]) for b in budgets]
 
-        out[m] = {"fit": {"steps": budgets, **{k: series(k) for k in FIT_KEYS}},
+        out[m] = {"fit": {"steps": budgets, **{k: series(k) for k in FIT_KEYS},
+                          "empty": [empty_fits(at[b])["empty"] for b in budgets]},
                   "forgetting": {"steps": budgets, "chamfer_change": series("forgetting"),
                                  "topology_changed": series("forget_topology_changed"),
                                  "family_quality_drop": series("family_quality_drop"), "fscore_drop": series("forget_fscore_drop")},
                   "best_budget": best_budget, "best_step": [r["best_step"] for r in rows],
                   "best": {**{k: finite_mean([r[k] for r in rows]) for k in FIT_KEYS + FORGET_KEYS},
-                           "topology_correct_rate": rate(bool(r["topology_correct"]) for r in rows)},
+                           "topology_correct_rate": rate(bool(r["topology_correct"]) for r in rows), **empty_fits(rows)},
                   "trainable": rows[0]["trainable"] if rows else 0}
     return out
 
@@ -357,7 +367,8 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     {rate, ci_low, ci_high, n}} of the LoRA population, `topology_kept` {method: {rate, ci_low, ci_high, n}}
     (items whose early-stopped fit has the target's robust topology), `methods` (per method: `fit` and `forgetting` curves over step budgets,
     its early-stopped figures), `table` (one early-stopped row per views x sigma x method; also table.csv,
-    with every budget in curves.csv), `by_method` means, the held-out shape and the wall time.
+    with every budget in curves.csv), `by_method` means (`chamfer_l1` over the fits that decoded a surface; `n`,
+    `empty` and `chamfer_l1_median` say what it leaves out: `empty_fits`), the held-out shape and the wall time.
     """
     config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
     config = given_checkpoint(config, generator)
@@ -445,7 +456,8 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     methods = _aggregate(table, curves, config.methods, config.step_budgets())
     by_method = {m: {k: finite_mean([r[k] for r in table if r["method"] == m])
                      for k in ("chamfer_l1", "fscore", "topology_correct", "forgetting", "forget_fscore_drop", "forget_topology_changed",
-                               "forget_max_grid_change", "family_quality_drop", "best_step", "fit_seconds")} for m in config.methods}
+                               "forget_max_grid_change", "family_quality_drop", "best_step", "fit_seconds")}
+                 | empty_fits([r for r in table if r["method"] == m]) for m in config.methods}
     plot_fit(folder / "fit.png", table, views=config.views, sigmas=config.sigmas, methods=config.methods)
     plot_fit_curves(folder / "fit_curves.png", methods, title=f"{config.checkpoint}: {target['id']} from partial views")
     plot_fit_forgetting(folder / "fit_forgetting.png", methods, title=f"{config.checkpoint}: fit versus forgetting")

@@ -50,7 +50,10 @@ def summarize(folder: str | Path) -> str:
                 f"topology kept: {kept}; claim 2: {res['claim2']['all']['verdict']}; gate precision {_f(g['precision'])} "
                 f"recall {_f(g['recall'])}{left_out}, {_f(res['wall_seconds'])} s")
     if study == "FitConfig":
-        parts = [f"{m} CD {_f(s['chamfer_l1'])} F {_f(s['fscore'])} topo {_f(s['topology_correct'])} "
+        def empty(s: dict) -> str:  # CD is the mean of the fits that decoded a surface: the empty ones beside it
+            return f" ({s['empty']}/{s['n']} fits empty)" if s.get("empty") else ""
+
+        parts = [f"{m} CD {_f(s['chamfer_l1'])}{empty(s)} F {_f(s['fscore'])} topo {_f(s['topology_correct'])} "
                  f"forget dCD {_f(s['forgetting'])} max|dSDF| {_f(s.get('forget_max_grid_change'))}"
                  for m, s in res["by_method"].items()]
         return f"{head} fit {res['target']['id']}: " + "; ".join(parts) + f", {_f(res['wall_seconds'])} s"

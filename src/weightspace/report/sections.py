@@ -247,7 +247,10 @@ def _kind_order(stem: str, kinds: list[str]) -> int:
 
 
 # --- fit -------------------------------------------------------------------------------------------------------------
-METHOD_COLUMNS = [Column("method", "method"), Column("chamfer_l1", "Chamfer-L1 to the clean shape (world units)", _f),
+METHOD_COLUMNS = [Column("method", "method"),
+                  Column("chamfer_l1", "Chamfer-L1 to the clean shape (world units; mean of the fits with a surface)", _f),
+                  Column("chamfer_l1_median", "Chamfer-L1 median, an empty fit counting as ∞", _f),
+                  Column("empty_fits", "fits with no surface"),
                   Column("fscore", "F-score", _f), Column("topology", "topology correct, 95% CI"),
                   Column("forgetting", "forgetting: ΔChamfer-L1 on held-out shapes", _f),
                   Column("forget_fscore_drop", "forgetting: F-score drop", _f),
@@ -275,8 +278,11 @@ def fit_section(f: Finding) -> Section:
         f"fit versus forgetting on {res['target']['id']} (lower left is better; diamonds: means)",
         xaxis={"title": {"text": "Chamfer-L1 to the clean shape (world units)"}, "rangemode": "tozero"},
         yaxis={"title": {"text": "forgetting: ΔChamfer-L1 on held-out shapes"}})})
+    empty, median = h.get("empty_fits", {}), h.get("chamfer_l1_median", {})
     s.tables.append(("methods (means over views × σ)", table(
-        [{"method": m, **by[m], "topology": _ci_text(by[m]["topology_correct"])} for m in methods], METHOD_COLUMNS)))
+        [{"method": m, **by[m], "topology": _ci_text(by[m]["topology_correct"]),
+          "chamfer_l1_median": "∞" if m in median and median[m] is None else median.get(m),  # None: half or more empty
+          "empty_fits": f"{empty[m]['empty']}/{empty[m]['n']}" if m in empty else ""} for m in methods], METHOD_COLUMNS)))
     target = tuple(res["target"]["robust"])
     rows = {f"v{r['views']}-s{r['sigma']:g}-{r['method']}": r for r in res["table"]}
     for path in sorted((folder / "meshes").glob("*.ply"), key=lambda p: (_method_order(p.stem, methods), p.stem)):
