@@ -335,3 +335,22 @@ def test_a_grid_fit_to_empty_grids_is_warned_of(tmp_path):
     import_meshes([src], tmp_path / "d", resolution=16, n_points=64, progress=False, log=lambda s: None)
     build_population(_config(tmp_path / "d", tmp_path / "pop", steps=1), generator=LOADER, log=said.append)
     assert any("have an empty grid at this resolution (0001-plate)" in line for line in said), said
+
+
+def test_a_clean_observation_with_noise_is_refused_as_data_observe_refuses_it(data, tmp_path):
+    """`--fit points --observation clean --noise 0.01` added the noise to points the folder's config calls clean."""
+    from typer.testing import CliRunner
+
+    from weightspace.cli import _register, app
+
+    with pytest.raises(InputError, match=r"a clean observation \(--observation clean\) has no noise, got --noise 0.01; use "
+                                         r"--observation noisy"):
+        build_population(_config(data, tmp_path / "c", fit="points", observation="clean", noise=0.01), generator=LOADER)
+    assert not (tmp_path / "c").exists()
+    _register()
+    r = CliRunner().invoke(app, ["population", "build", "--data", str(data), "--out", str(tmp_path / "cli"), "--fit", "points",
+                                 "--observation", "clean", "--noise", "0.01"])
+    assert isinstance(r.exception, InputError) and "--observation noisy" in str(r.exception), r.output
+    assert not (tmp_path / "cli").exists()
+    # noise on a partial view stays allowed, as in `data observe`
+    _config(data, tmp_path / "p", fit="points", observation="partial", noise=0.01).validate()

@@ -98,6 +98,9 @@ class PopulationConfig:
                              f"(members fitted to grids see no observation); drop them or use fit points")
         if self.fit == "points" and self.observation == "noisy" and not self.noise > 0:
             raise InputError(f"observation noisy needs noise > 0 (world units, e.g. 0.01), got {self.noise}")
+        if self.observation == "clean" and self.noise > 0:  # as `data observe` refuses it: noisy points called clean
+            raise InputError(f"a clean observation (--observation clean) has no noise, got --noise {self.noise:g}; use "
+                             "--observation noisy for noise on the whole cloud, or --noise 0")
         if self.members is not None and self.members < 1:
             raise InputError(f"members must be >= 1, got {self.members}")
         if self.batch_members is not None and self.batch_members < 1:
