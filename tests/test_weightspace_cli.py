@@ -125,7 +125,7 @@ def test_subspace_invert_scans_and_observations(runner, tmp_path):
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert summary["scans"] == len(rows) == 4 and summary["topology_correct"]["n"] == 4
     assert all(row["iou"] is not None and "truth_robust" in row and len(row["coords"]) == 2 for row in rows)
-    assert summary["seen_distance"]["n"] == 4
+    assert summary["seen_distance"]["n"] == 4 and (out / "gallery.png").stat().st_size > 1000
     # the written point decodes to the written grid
     dec = tmp_path / "dec"
     r = runner.invoke(app, ["decode", str(out / rows[0]["point"]), "--out", str(dec), "--seed", str(rows[0]["decode_seed"])])

@@ -9,7 +9,7 @@ and early stopping keeps the point of the lowest held-out loss. The start is the
 the subspace mean and seeded draws from the prior: the loss is not convex in z.
 
 Each scan gives its weight-space point (points/ID.safetensors, which `weightspace decode` reads), the
-decoded grid and mesh, and its figures in manifest.jsonl: robust Betti numbers, the distance from the
+decoded grid and mesh (and a row of gallery.png), and its figures in manifest.jsonl: robust Betti numbers, the distance from the
 observed points to the decoded surface (how well it fits what was seen) before and after the fit, and,
 for a `data observe` set whose source dataset is at hand, IoU, Chamfer and Betti match against the
 shape that was observed. Each finished scan is recorded as it is done, so a rerun after a kill resumes.
@@ -40,6 +40,8 @@ from weightspace.runtime.seeding import decode_seed, derive_seed, item_rng
 INVERT_FILE = "invert.json"  # the record of a finished inversion (what marks the folder)
 INVERT_PROGRESS = ".invert-progress.jsonl"
 MIN_POINTS = 16  # fewer observed points than this fit nothing that can be checked
+GALLERY = "gallery.png"
+GALLERY_ROWS = 16
 
 
 @dataclass
@@ -226,6 +228,28 @@ def _write_item(out: Path, row: dict[str, Any], grid: np.ndarray, point: torch.T
     return {**row, **files}
 
 
+def _gallery(out: Path, rows: list[dict[str, Any]], scans: dict[str, Scan]) -> None:
+    """gallery.png: one row per scan (the first GALLERY_ROWS), the observed shape beside its inversion where
+    the shape is known; each inversion blue when its robust Betti numbers are the shape's, red when not."""
+    from weightspace.report.gallery import render_gallery
+
+    shown = rows[:GALLERY_ROWS]
+    cells, titles, ok = [], [], []
+    for r in shown:
+        truth = scans[r["id"]].truth
+        grid = np.load(out / r["grid"])
+        seen = f"seen {r['seen_distance']:.3f}" if r["seen_distance"] is not None else "no surface"
+        cell_title = f"{tuple(r['robust'])} {seen}" + (f" IoU {r['iou']:.2f}" if r.get("iou") is not None else "")
+        if truth is None:
+            cells.append([grid]), titles.append([cell_title]), ok.append([not r["empty"]])
+        else:
+            cells.append([truth["grid"], grid]), titles.append([f"observed shape {tuple(truth['robust'])}", cell_title])
+            ok.append([True, bool(r["topology_correct"])])
+    more = f" (the first {GALLERY_ROWS} of {len(rows)})" if len(rows) > GALLERY_ROWS else ""
+    render_gallery(cells, out / GALLERY, row_labels=[r["id"] for r in shown], titles=titles, ok=ok,
+                   title=f"scans inverted into the subspace{more}: robust Betti numbers, mean distance of the seen points")
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's figures over its scans: medians and means of the distances, the topology rate with its interval."""
     out: dict[str, Any] = {"scans": len(rows), "empty": sum(bool(r["empty"]) for r in rows)}
@@ -296,7 +320,9 @@ def invert_scans(cfg: InvertConfig, *, generator: Any = None, log: Callable[[str
     ordered = [rows[i] for i in ids]
     with atomic_path(out / "manifest.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
-    result = {"config": settings, "checkpoint": cfg.checkpoint or sub.frame.checkpoint, "summary": summarise(ordered)}
+    _gallery(out, ordered, {s.id: s for s in scans})
+    result = {"config": settings, "checkpoint": cfg.checkpoint or sub.frame.checkpoint, "summary": summarise(ordered),
+              "gallery": GALLERY}
     atomic_write_json(out / INVERT_FILE, result)
     record.remove()
     return result
