@@ -282,3 +282,19 @@ def test_method_figures_count_the_fits_that_decoded_nothing():
     assert best["best"]["chamfer_l1"] == pytest.approx(0.01)  # the mean of the fits with a surface, as before
     assert (best["best"]["n"], best["best"]["empty"], best["best"]["chamfer_l1_median"]) == (3, 2, math.inf)
     assert best["fit"]["empty"] == [2, 2]
+
+
+def test_grids_of_another_resolution_are_refused_with_a_way_out_this_command_has(tmp_path):
+    """The populations of the subspace methods fit grids; a generator that fits grids at its own resolution
+    only was refused with population build's hint (--fit points), an option experiment fit does not have."""
+
+    class NativeToy(ToyGenerator):
+        native_grids_only = True
+
+    data = make_toy_data(tmp_path / "data", count=12, resolution=10)  # the toy generator's grids are 12^3
+    cfg = FitConfig.small("toy", str(tmp_path / "f"))
+    cfg.family, cfg.data = "sphere", str(data)
+    with pytest.raises(InputError, match="grids are 10\\^3") as e:
+        run_fit(cfg, generator=NativeToy(seed=0))
+    assert "--fit" not in str(e.value) and "--methods encode,optimise,lora,full" in str(e.value)
+    assert not (tmp_path / "f" / "population-sphere-condition").exists()  # refused before any member is fitted

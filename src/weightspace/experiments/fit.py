@@ -62,6 +62,7 @@ from weightspace.runtime.io import atomic_write_text
 from weightspace.runtime.progress import track
 from weightspace.runtime.results import write_csv, write_results
 from weightspace.runtime.seeding import derive_seed, item_rng
+from weightspace.space.population import check_grid_resolution
 
 METHODS = ("encode", "optimise", "condition_subspace", "lora", "full", "weight_subspace")
 CONDITION_METHODS = ("encode", "optimise", "condition_subspace")  # no shared weight moves
@@ -398,8 +399,12 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     t_clean = measure(load_grid(row_root(root, target), target), seed=seed)
     t_ref = t_pts[item_rng(seed, "reference").choice(len(t_pts), size=min(2048, len(t_pts)), replace=False)]
 
-    c0 = Clock()
     kinds = [k for k, m in (("condition", "condition_subspace"), ("lora", "weight_subspace")) if m in config.methods]
+    if kinds:  # only the subspaces' populations fit grids: refuse other grids before anything is fitted
+        check_grid_resolution(gen, root, members, "grid", instead=(
+            "leave out the subspace methods, whose populations fit the grids (--methods without condition_subspace and "
+            "weight_subspace, e.g. --methods encode,optimise,lora,full)"))
+    c0 = Clock()
     subs, fidelity = family_subspaces(gen, config, folder, root, members, kinds) if kinds else ({}, {})
     population_seconds = c0()
 

@@ -157,18 +157,19 @@ def read_shapes(data: str | Path, *, split: str | None = None, members: int | No
 
 
 
-def check_grid_resolution(gen: Generator, data: Path, rows: list[dict[str, Any]], fit: str) -> None:
+def check_grid_resolution(gen: Generator, data: Path, rows: list[dict[str, Any]], fit: str, *,
+                          instead: str = "fit its surface points (--fit points)") -> None:
     """Refuse, naming the data folder and the resolution needed, a grid fit of a generator that takes grids at
     its native resolution only (`native_grids_only`) to a folder of other grids: its first member failed with
-    the generator's own message, which names neither the folder nor the fix."""
+    the generator's own message, which names neither the folder nor the fix. `instead`: the other way out,
+    in the options of the command that asks (`population build`'s by default)."""
     if fit != "grid" or not gen.native_grids_only or not rows:
         return
     sizes = sorted({int(r["resolution"]) for r in rows if "resolution" in r}) or [int(load_grid(data, rows[0]).shape[-1])]
     R = gen.resolution
     if sizes != [R]:
         raise InputError(f"{data}: grids are {'/'.join(map(str, sizes))}^3, but this {gen.kind} generator fits members to "
-                         f"{R}^3 grids; make or import the folder with --resolution {R}, or fit its surface points "
-                         "(--fit points)")
+                         f"{R}^3 grids; make or import the folder with --resolution {R}, or {instead}")
 
 
 def warn_empty_targets(rows: list[dict[str, Any]], fit: str, log: Callable[[str], None]) -> None:
