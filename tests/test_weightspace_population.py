@@ -354,3 +354,26 @@ def test_a_clean_observation_with_noise_is_refused_as_data_observe_refuses_it(da
     assert not (tmp_path / "cli").exists()
     # noise on a partial view stays allowed, as in `data observe`
     _config(data, tmp_path / "p", fit="points", observation="partial", noise=0.01).validate()
+
+
+def test_an_observation_set_or_a_population_given_as_shapes_is_named_by_both_commands(data, tmp_path):
+    """`population build --data` and `data observe FOLDER` read such a folder as shapes and failed on its first
+    row ("lacks field(s) ['grid']"); each now says what the folder is, with no option the command lacks."""
+    from typer.testing import CliRunner
+
+    from weightspace.cli import _register, app
+    from weightspace.data.observe import observe_folder
+
+    obs = tmp_path / "obs"
+    observe_folder(data, obs, n=16)
+    pop = tmp_path / "pop"
+    build_population(_config(data, pop, members=1, steps=1), generator=LOADER)
+    _register()
+    for args, kind in ((["population", "build", "--data", str(obs), "--out", str(tmp_path / "p1")], "an observations folder"),
+                       (["population", "build", "--data", str(pop), "--out", str(tmp_path / "p2")], "a population folder"),
+                       (["data", "observe", str(obs), "--out", str(tmp_path / "o1")], "an observations folder"),
+                       (["data", "observe", str(pop), "--out", str(tmp_path / "o2")], "a population folder")):
+        r = CliRunner().invoke(app, args)
+        message = str(r.exception)
+        assert isinstance(r.exception, InputError) and f"is {kind}" in message and "--population" not in message, (args, message)
+        assert "lacks field" not in message and not (tmp_path / args[-1]).exists()

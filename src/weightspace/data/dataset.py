@@ -66,15 +66,17 @@ def read_shapes(folder: str | Path, *, split: str | None = None, require: tuple[
     return rows
 
 
-def check_shape_folder(folder: str | Path, option: str = "--data") -> None:
+def check_shape_folder(folder: str | Path, option: str = "--data", *, population_option: str | None = None) -> None:
     """Refuse, by name, a folder handed in as a shape dataset that is a population, a subspace or a
-    set of observations (each has a manifest.jsonl or files a study would otherwise misread)."""
+    set of observations (each has a manifest.jsonl or files a study would otherwise misread: read as
+    shapes, it failed on a row lacking 'grid'). `option` names where the folder came in; `population_option`,
+    the caller's own option that takes a population, if it has one (the message offers it)."""
     folder = Path(folder)
     kind = folder_kind(folder)
     if kind == "population":
         raise InputError(f"{option}: {folder} is a population folder (fitted members), not a shape dataset; "
-                         f"give the data folder it was built from (its config.json names it as 'data'), or pass the "
-                         f"population with --population")
+                         f"give the data folder it was built from (its config.json names it as 'data')"
+                         + (f", or pass the population with {population_option}" if population_option else ""))
     if kind == "subspace":
         raise InputError(f"{option}: {folder} is a subspace folder, not a shape dataset")
     if kind == "observations":

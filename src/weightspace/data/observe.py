@@ -126,7 +126,7 @@ def observe_folder(
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "observations.npy").is_file():
         raise InputError(f"--out: {out_dir} holds files that are not an earlier observation set; observing there "
                          f"would replace its manifest.jsonl and config.json. Choose a new or empty folder")
-    from weightspace.data.dataset import load_points, read_shapes
+    from weightspace.data.dataset import check_shape_folder, load_points, read_shapes
     from weightspace.data.make import save_npy, write_manifest
     from weightspace.runtime.io import atomic_write_json
     from weightspace.runtime.seeding import derive_seed
@@ -138,6 +138,7 @@ def observe_folder(
 
     if split is not None and split not in SPLITS:
         raise InputError(f"--split must be one of {' | '.join(SPLITS)} (or left out for all), got {split!r}")
+    check_shape_folder(folder, "folder")  # an observation set or a population is named as such
     rows = read_shapes(folder, split=split)
     obs, out_rows = [], []
     for r in rows:

@@ -145,14 +145,16 @@ def left_out_reason(data: str | Path, shape_id: str) -> str | None:
 
 
 def study_data(folder: Path, *, data: str | None, families: Sequence[str], count: int, seed: int,
-               resolution: int, pose: str = "random") -> tuple[Path, list[dict[str, Any]]]:
+               resolution: int, pose: str = "random",
+               population_option: str | None = "--population") -> tuple[Path, list[dict[str, Any]]]:
     """Shapes for a study: usable rows of `data` (when given; rows whose import failed or was skipped are
     left out, see `left_out_reason`) of the named families (all when empty), else a
     procedural set made into `folder` (`count` shapes per family, `seed` unseen by training when it
-    differs from the training data's seed, in the generator's training `pose`)."""
+    differs from the training data's seed, in the generator's training `pose`). `population_option`: the study's
+    option that takes a population, offered when `data` is one (None: the study has none)."""
     if data is not None:
         root = Path(data)
-        check_shape_folder(root)
+        check_shape_folder(root, population_option=population_option)
         rows = read_shapes(root)  # usable rows, each with its id and grid, no id twice
         if families:
             rows = [r for r in rows if r.get("family") in set(families)]

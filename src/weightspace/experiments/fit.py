@@ -382,7 +382,7 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     # --- shapes: N members of the family, the target, a held-out shape of the family, one of every other family ---
     pose = generator_pose(gen)
     root, fam_rows = study_data(folder / "data", data=config.data, families=[config.family], count=N + 2,
-                                seed=config.data_seed, resolution=gen.resolution, pose=pose)
+                                seed=config.data_seed, resolution=gen.resolution, pose=pose, population_option=None)
     if len(fam_rows) < N + 1:
         # without --data the shapes are made once per folder, N + 2 of them, by the folder's first run
         where = (f"in {config.data}" if config.data is not None else f"in {folder / 'data' / config.family}, made by an earlier "

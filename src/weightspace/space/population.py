@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Literal
 import numpy as np
 import torch
 
-from weightspace.data.dataset import load_grid, manifest_hash
+from weightspace.data.dataset import check_shape_folder, load_grid, manifest_hash
 from weightspace.data.dataset import read_shapes as dataset_shapes
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS
 from weightspace.data.observe import observe
@@ -536,6 +536,7 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     `Interrupted`, whose message counts the members saved.
     """
     config = check_config(config, where=type(config).__name__)  # types and bounds as a config file's, then validate
+    check_shape_folder(config.data, "--data")  # an observation set or a population is named as such, before the load
     from weightspace.generators.registry import checkpoint_of, generator_loader
 
     loader = generator_loader(generator, config.checkpoint)
