@@ -126,6 +126,11 @@ def test_subspace_invert_scans_and_observations(runner, tmp_path):
     assert summary["scans"] == len(rows) == 4 and summary["topology_correct"]["n"] == 4
     assert all(row["iou"] is not None and "truth_robust" in row and len(row["coords"]) == 2 for row in rows)
     assert summary["seen_distance"]["n"] == 4 and (out / "gallery.png").stat().st_size > 1000
+    # the population was fitted to these very shapes: each row says so, and the summary keeps no unseen figures
+    members = json.loads((sub / "summary.json").read_text())["members"]
+    assert members["population"] == str(pop) and len(members["shapes"]) == 4 and members["data_hash"]
+    assert all(row.get("member_of_subspace") for row in rows) and summary["members_of_subspace"] == 4 and summary["unseen"] is None
+    assert "are shapes the subspace's population was fitted to" in r.stderr
     # the written point decodes to the written grid
     dec = tmp_path / "dec"
     r = runner.invoke(app, ["decode", str(out / rows[0]["point"]), "--out", str(dec), "--seed", str(rows[0]["decode_seed"])])
@@ -164,7 +169,7 @@ def test_subspace_invert_scans_and_observations(runner, tmp_path):
     for name in ("0000-ring", "0001-cloud"):
         np.testing.assert_array_equal(np.load(killed / "grids" / f"{name}.npy"), np.load(tmp_path / "straight" / "grids" / f"{name}.npy"))
     rows = [json.loads(line) for line in (killed / "manifest.jsonl").read_text().splitlines()]
-    assert rows[0]["transform"]["center"] == [100.0, 0.0, 5.0] and "iou" not in rows[0]
+    assert rows[0]["transform"]["center"] == [100.0, 0.0, 5.0] and "iou" not in rows[0] and "member_of_subspace" not in rows[0]
     # neither or both of scans and --observations is refused
     r = runner.invoke(app, ["subspace", "invert", str(sub), "--out", str(tmp_path / "none")])
     assert isinstance(r.exception, InputError) and "one of the two" in str(r.exception)

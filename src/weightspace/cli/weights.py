@@ -257,19 +257,26 @@ def subspace_invert(
         typer.echo(json.dumps(summary))
         return
     typer.echo(f"{out}: {summary['scans']} scan(s) inverted into {subspace}; {summary['empty']} decode empty")
+    _print_inversion(summary)
+    if summary.get("members_of_subspace"):
+        typer.echo(f"of which {summary['members_of_subspace']} are the subspace's own shapes; the unseen ones alone:")
+        if summary.get("unseen"):
+            _print_inversion(summary["unseen"])
+
+
+def _print_inversion(summary: dict) -> None:
+    def fmt(value: Optional[float]) -> str:
+        return "none (no surface)" if value is None else f"{value:.4g}"
+
     for key, what in (("seen_distance", "observed points to the surface"), ("chamfer_l1", "Chamfer-L1 to the observed shape"),
                       ("iou", "IoU with the observed shape")):
         if key in summary:
             fig, start = summary[key], summary.get(f"{key}_start", {})
-            typer.echo(f"  {what}: median {_fmt(fig['median'])} (at the start {_fmt(start.get('median'))}), n = {fig['n']}")
+            typer.echo(f"  {what}: median {fmt(fig['median'])} (at the start {fmt(start.get('median'))}), n = {fig['n']}")
     if "topology_correct" in summary:
         r = summary["topology_correct"]
         typer.echo(f"  robust Betti numbers of the observed shape: {r['successes']}/{r['n']} = {r['rate']:.2f} "
                    f"[{r['low']:.2f}, {r['high']:.2f}]")
-
-
-def _fmt(value: Optional[float]) -> str:
-    return "none (no surface)" if value is None else f"{value:.4g}"
 
 
 def decode(

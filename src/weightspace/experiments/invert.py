@@ -90,12 +90,14 @@ class Scan:
     points: np.ndarray
     source: str
     truth: dict[str, Any] | None = None  # {"grid": (R, R, R), "robust": (b0, b1, b2), "points": (n, 3)} when known
+    member: bool = False  # the observed shape is one the subspace's population was fitted to
     transform: dict[str, Any] | None = None  # a scan file's normalisation (`data.normalise.transform_record`)
 
 
-def read_scans(cfg: InvertConfig, log: Callable[[str], None]) -> list[Scan]:
+def read_scans(cfg: InvertConfig, log: Callable[[str], None], members: dict[str, Any] | None = None) -> list[Scan]:
     """The scans of `cfg`: files normalised as `data import` normalises meshes, or a `data observe` set's
-    observations with their source shapes as the truth when the source dataset can be read."""
+    observations with their source shapes as the truth when the source dataset can be read (marked as
+    members where that dataset is the one the subspace's population was fitted to, `Subspace.members`)."""
     if cfg.observations is None:
         from weightspace.data.normalise import normalise_scan, read_scan, transform_record
 
@@ -105,12 +107,12 @@ def read_scans(cfg: InvertConfig, log: Callable[[str], None]) -> list[Scan]:
             normal, norm = normalise_scan(points, mesh, margin=cfg.margin)
             scans.append(Scan(f"{i:04d}-{Path(name).stem}"[:64], normal, str(name), transform=transform_record(norm, cfg.margin, name)))
         return scans
-    return _observation_scans(Path(cfg.observations), log)
+    return _observation_scans(Path(cfg.observations), log, members)
 
 
-def _observation_scans(folder: Path, log: Callable[[str], None]) -> list[Scan]:
+def _observation_scans(folder: Path, log: Callable[[str], None], members: dict[str, Any] | None = None) -> list[Scan]:
     from weightspace.analysis.persistence import robust_betti
-    from weightspace.data.dataset import load_grid, load_points
+    from weightspace.data.dataset import load_grid, load_points, manifest_hash
     from weightspace.runtime.folders import folder_kind
     from weightspace.runtime.io import read_jsonl, read_npy
 
@@ -132,6 +134,11 @@ def _observation_scans(folder: Path, log: Callable[[str], None]) -> list[Scan]:
     else:
         log(f"{folder}: its source dataset {config.get('source')!r} is not at hand; the shapes are fitted without "
             f"figures against the shapes they observe")
+    # the subspace's own shapes, when the observed dataset is the one its population was fitted to (by content:
+    # every `data make` names its shapes torus-00000, ...)
+    own = set()
+    if by_id and members is not None and members.get("data_hash") and manifest_hash(source) == members["data_hash"]:
+        own = {str(i) for i in members.get("shapes", [])}
     scans = []
     for row, points in zip(rows, obs):
         truth = None
@@ -139,7 +146,8 @@ def _observation_scans(folder: Path, log: Callable[[str], None]) -> list[Scan]:
         if shape is not None:
             grid = load_grid(source, shape)
             truth = {"grid": grid, "robust": tuple(int(v) for v in robust_betti(grid)), "points": load_points(source, shape)[0]}
-        scans.append(Scan(str(row.get("id")), points.astype(np.float32), f"{folder}#{row.get('index')}", truth=truth))
+        scans.append(Scan(str(row.get("id")), points.astype(np.float32), f"{folder}#{row.get('index')}", truth=truth,
+                          member=str(row.get("id")) in own))
     return scans
 
 
@@ -201,6 +209,8 @@ def invert_scan(gen: Any, sub: Any, scan: Scan, cfg: InvertConfig) -> tuple[dict
     }  # fmt: skip
     if scan.transform is not None:
         row["transform"] = scan.transform
+    if scan.member:
+        row["member_of_subspace"] = True
     if scan.truth is not None:
         truth = scan.truth
         row.update(truth_robust=list(truth["robust"]), topology_correct=shape.robust == truth["robust"],
@@ -288,7 +298,12 @@ def invert_scans(cfg: InvertConfig, *, generator: Any = None, log: Callable[[str
         if not name:
             raise InputError(f"{cfg.subspace}: records no checkpoint; pass --checkpoint")
         generator = load_generator(name)
-    scans = read_scans(cfg, log)
+    scans = read_scans(cfg, log, sub.members)
+    own = [s.id for s in scans if s.member]
+    if own:
+        log(f"warning: {len(own)} of {len(scans)} observed shapes ({', '.join(own[:4])}{', ...' if len(own) > 4 else ''}) are "
+            f"shapes the subspace's population was fitted to: their figures measure recall, not the inversion of unseen "
+            f"shapes; the summary gives the others apart as `unseen`")
     ids = [s.id for s in scans]
     if len(set(ids)) != len(ids):
         raise InputError(f"two scans share the id {next(i for i in ids if ids.count(i) > 1)!r}; give each file once")
@@ -323,6 +338,10 @@ def invert_scans(cfg: InvertConfig, *, generator: Any = None, log: Callable[[str
     _gallery(out, ordered, {s.id: s for s in scans})
     result = {"config": settings, "checkpoint": cfg.checkpoint or sub.frame.checkpoint, "summary": summarise(ordered),
               "gallery": GALLERY}
+    if own:
+        unseen = [r for r in ordered if not r.get("member_of_subspace")]
+        result["summary"]["members_of_subspace"] = len(own)
+        result["summary"]["unseen"] = summarise(unseen) if unseen else None
     atomic_write_json(out / INVERT_FILE, result)
     record.remove()
     return result

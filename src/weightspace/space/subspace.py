@@ -48,6 +48,10 @@ class Subspace:
     n: int
     frame: Frame
     solver: str
+    # where its points came from, when fitted to a population: {"population": folder, "data": the data folder,
+    # "shapes": the source shape id of every member}, kept in summary.json (a scan of one of these shapes,
+    # inverted into the subspace, is recalled rather than generalised to)
+    members: dict[str, Any] | None = None
 
     @property
     def k(self) -> int:
@@ -127,7 +131,8 @@ class Subspace:
             "k": self.k, "n": self.n, "d": self.frame.layout.size, "solver": self.solver, "standardized": self.scale is not None,
             "parameterisation": self.frame.parameterisation, "checkpoint": self.frame.checkpoint,
             "explained_variance_ratio": [float(v) for v in self.explained_variance_ratio],
-            "singular_values": [float(v) for v in self.singular_values]}
+            "singular_values": [float(v) for v in self.singular_values],
+            **({"members": self.members} if self.members is not None else {})}
         try:  # serialised before anything is written: a value JSON cannot hold leaves no half-written subspace
             text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
         except ValueError as e:
@@ -163,7 +168,16 @@ class Subspace:
         if not isinstance(n, int) or isinstance(n, bool) or n < 2:
             raise InputError(f"{path}: metadata n (points the subspace was fitted to) must be an integer >= 2, got {n!r}")
         return cls(t["mean"], t["basis"], t["singular_values"], t["explained_variance"], t["explained_variance_ratio"],
-                   t.get("scale"), n, frame, meta.get("solver", ""))
+                   t.get("scale"), n, frame, meta.get("solver", ""), _members(path.parent / "summary.json"))
+
+
+def _members(summary: Path) -> dict[str, Any] | None:
+    """The `members` record of a subspace's summary.json, or None (an older subspace, or none beside the file)."""
+    try:
+        members = json.loads(summary.read_text(encoding="utf-8")).get("members")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return members if isinstance(members, dict) and isinstance(members.get("shapes"), list) else None
 
 
 def fit_direction(coords: torch.Tensor, labels: Sequence[float] | torch.Tensor) -> torch.Tensor:
@@ -260,6 +274,8 @@ def fit_subspace(population: str | Path | Population, k: int, *, form: str | Non
                 mm = pop.to_memmap(path)
                 del mm
             sub = fit_subspace_matrix(np.load(path, mmap_mode="r", allow_pickle=False), k, **kw)
+    sub.members = {"population": str(pop.folder), "data": pop.config.get("data"), "data_hash": pop.config.get("data_hash"),
+                   "shapes": [str((r.get("source") or {}).get("id", r.get("id"))) for r in pop.rows]}
     if out is not None:
         sub.save(out)
     return sub
