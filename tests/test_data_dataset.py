@@ -205,3 +205,21 @@ def test_an_occupancy_grid_in_a_dataset_is_refused_by_name(folder, tmp_path):
     with pytest.raises(InputError, match=r"grid holds only 0 and 1, an occupancy grid; a dataset's grids are signed") as e:
         dataset_mod.load_grid(copy, row)
     assert row["grid"] in str(e.value)
+
+
+def test_a_grid_of_another_size_than_its_row_says_is_refused_by_name(folder, tmp_path):
+    """A 16^3 grid under a row saying resolution 32 was read as it was: a population fitted it as a 16^3 shape."""
+    import shutil
+
+    copy = tmp_path / "d"
+    shutil.copytree(folder, copy)
+    row = ShapeDataset(copy).rows[3]
+    np.save(copy / row["grid"], np.load(copy / row["grid"])[::2, ::2, ::2])  # (16, 16, 16)
+    with pytest.raises(InputError, match=r"grid of shape \(16, 16, 16\), but its row in .* says resolution 32") as e:
+        dataset_mod.load_grid(copy, row)
+    assert row["grid"] in str(e.value) and repr(row["id"]) in str(e.value)
+    for bad in ("32", None, True):  # a row's resolution that is not a number is no resolution
+        with pytest.raises(InputError, match="says resolution"):
+            dataset_mod.load_grid(copy, {**row, "resolution": bad})
+    assert dataset_mod.load_grid(copy, ShapeDataset(copy).rows[4]).shape == (32, 32, 32)  # the others as before
+    assert dataset_mod.load_grid(copy, {k: v for k, v in row.items() if k != "resolution"}).shape == (16, 16, 16)

@@ -377,3 +377,14 @@ def test_an_observation_set_or_a_population_given_as_shapes_is_named_by_both_com
         message = str(r.exception)
         assert isinstance(r.exception, InputError) and f"is {kind}" in message and "--population" not in message, (args, message)
         assert "lacks field" not in message and not (tmp_path / args[-1]).exists()
+
+
+def test_a_member_grid_of_another_size_than_its_row_says_is_refused(tmp_path):
+    """`population build` fitted a grid smaller than its manifest row's resolution without a word."""
+    import numpy as np
+
+    data = make_toy_data(tmp_path / "d", count=2, resolution=10)
+    row = json.loads((data / "manifest.jsonl").read_text().splitlines()[1])
+    np.save(data / row["grid"], np.load(data / row["grid"])[:8, :8, :8])  # (8, 8, 8) under resolution 10
+    with pytest.raises(InputError, match=rf"{row['grid']}: grid of shape \(8, 8, 8\), but its row .* says resolution 10"):
+        build_population(_config(data, tmp_path / "p", steps=1), generator=LOADER)

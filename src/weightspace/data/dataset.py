@@ -94,6 +94,11 @@ def load_grid(folder: str | Path, row: dict) -> np.ndarray:
     grid = read_npy(path, what="grid")  # refuses pickles and headers that claim more than the file holds
     if grid.ndim != 3 or len(set(grid.shape)) != 1:
         raise InputError(f"{path}: expected a cubic grid (R, R, R), got shape {grid.shape}")
+    if "resolution" in row:  # a population or study reads the row's resolution and the grid as one: they must agree
+        R = row["resolution"]
+        if isinstance(R, bool) or not isinstance(R, (int, float)) or grid.shape != (R, R, R):
+            raise InputError(f"{path}: grid of shape {grid.shape}, but its row in {_where(folder, row)} says resolution "
+                             f"{R!r}; make or import the shape again, or correct the row's resolution")
     if not np.issubdtype(grid.dtype, np.floating) and not np.issubdtype(grid.dtype, np.integer):
         raise InputError(f"{path}: expected a grid of real numbers (signed distances), got dtype {grid.dtype}")
     if not np.isfinite(grid).all():
