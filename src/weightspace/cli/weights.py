@@ -264,6 +264,61 @@ def subspace_invert(
             _print_inversion(summary["unseen"])
 
 
+@subspace_app.command("edit")
+def subspace_edit(
+    subspace: Path = typer.Argument(..., help="Subspace folder (`weightspace subspace fit`)."),
+    by: str = typer.Option(..., "--by", help="The attribute whose direction to edit along: params.NAME (a generation parameter "
+                           "of the members' shapes, e.g. params.minor), b0 | b1 | b2 (robust Betti numbers), volume, or family:NAME."),
+    out: Path = typer.Option(..., "--out", help="Output folder: grids/, meshes/, points/, manifest.jsonl, edit.json, gallery.png."),
+    population: Optional[Path] = typer.Option(None, "--population", help="The population the subspace was fitted to (default: "
+                                              "the one its summary.json records)."),
+    start: str = typer.Option("mean", "--start", help="mean (the subspace mean), a member id, or a point .safetensors file."),
+    amounts: str = typer.Option("-2,-1,0,1,2", "--amounts", help="Steps along the direction, in the members' spread (standard "
+                                "deviation) along it, comma separated."),
+    seed: int = typer.Option(0, "--seed", help="Decode seed base (as `weightspace decode --seed`)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Decode resolution (default: the generator's)."),
+    meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Also write PLY meshes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier edit in --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print edit.json as JSON."),
+) -> None:
+    """Edit shapes along an attribute's direction in a subspace, and measure what the edit changed.
+
+    As weights2weights edits identities: the members are labelled by an attribute of their shapes, the
+    direction along which it grows is fitted by least squares (its R^2 in-sample and leave-one-out say
+    how much it explains), and points along it from --start are decoded and measured (robust Betti
+    numbers, volume). For b0, b1, b2 and volume, Spearman's rho of the measured attribute against the
+    amounts says whether the decoded shapes follow the direction.
+
+    Example: weightspace subspace edit runs/sub --by params.minor --out runs/thicker
+    """
+    from weightspace.data.grid import check_resolution
+    from weightspace.experiments.edit import edit_subspace
+    from weightspace.runtime.errors import InputError
+
+    if resolution is not None:
+        check_resolution(resolution, "--resolution")
+    try:
+        steps = [float(a) for a in amounts.split(",") if a.strip()]
+    except ValueError:
+        raise InputError(f"--amounts must be numbers separated by commas, got {amounts!r}") from None
+    r = edit_subspace(subspace, out, attribute=by, population=population, start=start, amounts=steps, seed=seed,
+                      resolution=resolution, meshes=meshes, overwrite=overwrite)
+    if as_json:
+        typer.echo(json.dumps(r))
+        return
+    fit = r["fit"]
+    loo = "n/a (too few members)" if fit["r2_leave_one_out"] is None else f"{fit['r2_leave_one_out']:.2f}"
+    typer.echo(f"{out}: direction of {by} over {fit['n']} members: R^2 {fit['r2']:.2f}, leave-one-out {loo}")
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:
+        measured = f", measured {row['measured']:g}" if "measured" in row else ""
+        typer.echo(f"  {row['amount']:+g}: robust Betti {tuple(row['robust'])}, volume {row['volume']:.3f}, predicted "
+                   f"{by} {row['predicted']:.3g}{measured}")
+    if "measured_vs_amount_spearman" in r:
+        rho = r["measured_vs_amount_spearman"]
+        typer.echo(f"  measured {by} against the amounts: Spearman rho {'n/a (constant)' if rho is None else f'{rho:.2f}'}")
+
+
 def _print_inversion(summary: dict) -> None:
     def fmt(value: Optional[float]) -> str:
         return "none (no surface)" if value is None else f"{value:.4g}"

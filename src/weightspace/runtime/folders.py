@@ -4,6 +4,7 @@ reads or writes a folder names a wrong one the same way instead of misreading it
 A folder's kind, from its marker files (the first that matches):
 
   inversion     invert.json, or the progress file of an unfinished run (`weightspace subspace invert`)
+  edit          edit.json (`weightspace subspace edit`)
   decode        decode.json (`weightspace decode`), or a manifest.jsonl of decoded rows (one killed
                 before writing decode.json)
   subspace      subspace.safetensors (`weightspace subspace fit`)
@@ -28,6 +29,7 @@ from weightspace.runtime.resume import PROGRESS
 
 WHAT = {
     "inversion": "an inversion of scans",
+    "edit": "an edit along a direction",
     "decode": "an earlier decode",
     "subspace": "a subspace",
     "population": "a population (fitted members)",
@@ -46,6 +48,8 @@ def folder_kind(folder: str | Path) -> str | None:
         return None
     if (folder / "invert.json").is_file() or (folder / ".invert-progress.jsonl").is_file():
         return "inversion"
+    if (folder / "edit.json").is_file():
+        return "edit"
     if (folder / "decode.json").is_file():
         return "decode"
     if (folder / "subspace.safetensors").is_file():

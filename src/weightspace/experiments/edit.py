@@ -1,0 +1,224 @@
+"""Editing shapes along an attribute's direction in a subspace (`weightspace subspace edit`), as weights2weights
+edits identities, and measuring whether the edit does what it says.
+
+The direction: each member of the subspace's population is labelled by an attribute of the shape it was fitted
+to (a generation parameter of the data row, `params.NAME`; its robust Betti number b0, b1 or b2; its volume; or
+`family:NAME`, 1 for that family and 0 for the others), and `subspace.fit_direction` fits the unit direction of
+the subspace coordinates along which the label grows by least squares. How much of the label that direction
+explains is reported in-sample and by leave-one-out (few members and many coordinates overfit).
+
+The edit: from a start (the subspace mean, a member, or a point file), points at `amounts` x the members' spread
+along the direction, decoded under one sampler seed and measured: robust Betti numbers, volume, components, and
+the label the linear fit predicts there. Where the attribute is measurable on a shape (b0, b1, b2, volume), the
+measured values along the path are set against the amounts (Spearman's rho): an edit whose measured attribute
+does not follow is a direction the labels fit but the decoder does not express.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from weightspace.analysis.measure import measure
+from weightspace.decode.mesh import grid_to_mesh
+from weightspace.runtime.errors import InputError
+from weightspace.runtime.io import atomic_path, atomic_write_json
+from weightspace.runtime.progress import log_line
+from weightspace.runtime.seeding import decode_seed
+
+EDIT_FILE = "edit.json"
+MEASURABLE = ("b0", "b1", "b2", "volume")  # attributes a decoded shape can be measured for
+
+
+def member_labels(pop: Any, attribute: str) -> tuple[np.ndarray, str]:
+    """(labels (N,) float64 of the population's members, in its row order; the data folder they came from)."""
+    from weightspace.analysis.persistence import robust_betti
+    from weightspace.data.dataset import load_grid
+    from weightspace.runtime.io import read_jsonl
+
+    data = Path(str(pop.config.get("data", "")))
+    by_id: dict[str, dict] = {}
+    if (data / "manifest.jsonl").is_file():
+        by_id = {str(r.get("id")): r for _, r in read_jsonl(data / "manifest.jsonl")}
+    labels = []
+    for row in pop.rows:
+        source = row.get("source") or {}
+        shape = by_id.get(str(source.get("id", row.get("id"))))
+        if attribute.startswith("family:"):
+            labels.append(float(source.get("family", (shape or {}).get("family")) == attribute.split(":", 1)[1]))
+            continue
+        if shape is None:
+            raise InputError(f"--by {attribute}: member {row.get('id')!r}'s shape is not in {data / 'manifest.jsonl'} "
+                             f"(the population's data folder, as its config.json names it); run from where it was built")
+        if attribute.startswith("params."):
+            value = (shape.get("params") or {}).get(attribute.split(".", 1)[1])
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                have = sorted(k for k, v in (shape.get("params") or {}).items() if isinstance(v, (int, float)))
+                raise InputError(f"--by {attribute}: shape {shape.get('id')!r} has no number under that name; its numeric "
+                                 f"params are {', '.join(have) or 'none'}")
+            labels.append(float(value))
+        elif attribute in MEASURABLE:
+            grid = load_grid(data, shape)
+            labels.append(_attribute(grid, attribute, robust_betti))
+        else:
+            raise InputError(f"--by must be params.NAME, family:NAME, or one of {', '.join(MEASURABLE)}; got {attribute!r}")
+    return np.asarray(labels, dtype=np.float64), str(data)
+
+
+def _attribute(grid: np.ndarray, attribute: str, robust_betti: Callable[[np.ndarray], tuple[int, int, int]]) -> float:
+    if attribute == "volume":
+        return float(measure(grid).volume)
+    return float(robust_betti(grid)["b0 b1 b2".split().index(attribute)])
+
+
+def member_coords(sub: Any, pop: Any) -> torch.Tensor:
+    """Coordinates (N, k) of the population's members in the subspace (factor members taken to delta form
+    when the subspace is in delta form, as `fit_subspace` learned it)."""
+    from weightspace.space.lora import factors_to_delta
+    from weightspace.space.subspace import converts_to_delta
+
+    x = pop.matrix()  # (N, D)
+    if converts_to_delta(pop.frame.parameterisation, sub.frame.parameterisation.get("form")):
+        x = factors_to_delta(x, pop.frame.layout)
+    sub.frame.layout.check_same(_layout_of(sub, pop, x), what="population vs subspace")
+    return sub.project(x)
+
+
+def _layout_of(sub: Any, pop: Any, x: torch.Tensor) -> Any:
+    from weightspace.space.subspace import converts_to_delta, delta_frame
+
+    form = sub.frame.parameterisation.get("form")
+    frame = delta_frame(pop.frame) if converts_to_delta(pop.frame.parameterisation, form) else pop.frame
+    return frame.layout
+
+
+def fit_quality(coords: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """R^2 of the labels' least-squares fit on [coords, 1], in-sample and leave-one-out (None below k + 3 members)."""
+    n, k = coords.shape
+    a = np.hstack([coords, np.ones((n, 1))])  # (N, k + 1)
+    total = float(((labels - labels.mean()) ** 2).sum())
+    fit = a @ np.linalg.lstsq(a, labels, rcond=None)[0]
+    out: dict[str, Any] = {"n": n, "r2": 1 - float(((labels - fit) ** 2).sum()) / total if total > 0 else None}
+    if n >= k + 3 and total > 0:
+        loo = np.empty(n)
+        for i in range(n):
+            keep = np.arange(n) != i
+            loo[i] = a[i] @ np.linalg.lstsq(a[keep], labels[keep], rcond=None)[0]
+        out["r2_leave_one_out"] = 1 - float(((labels - loo) ** 2).sum()) / total
+    else:
+        out["r2_leave_one_out"] = None
+    return out
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rho of two sequences (None when either is constant)."""
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return float(spearmanr(x, y).statistic)
+
+
+def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, population: str | Path | None = None,
+                  start: str = "mean", amounts: Sequence[float] = (-2, -1, 0, 1, 2), seed: int = 0, resolution: int | None = None,
+                  meshes: bool = True, overwrite: bool = False, generator: Any = None, log: Callable[[str], None] = log_line) -> dict[str, Any]:
+    """Edit along the attribute's direction (module docstring); writes `out` and returns edit.json's content."""
+    from weightspace.decode.points import decode_points
+    from weightspace.report.gallery import render_gallery
+    from weightspace.runtime.folders import check_out_folder
+    from weightspace.space.store import Population, load_point, save_point
+    from weightspace.space.subspace import Subspace, fit_direction
+
+    amounts = [float(a) for a in amounts]
+    if not amounts or not all(np.isfinite(amounts)):
+        raise InputError(f"--amounts must be finite numbers, got {amounts}")
+    out = Path(out)
+    check_out_folder(out, "edit", writes="grids/, meshes/, points/, manifest.jsonl and edit.json", overwrite=overwrite,
+                     finished=EDIT_FILE)
+    sub = Subspace.load(subspace)
+    if population is None:
+        population = (sub.members or {}).get("population")
+        if not population:
+            raise InputError(f"{subspace}: records no population (a subspace fitted before they were recorded); pass --population")
+    pop = Population(population)
+    labels, data = member_labels(pop, attribute)
+    if len(set(labels.tolist())) < 2:
+        raise InputError(f"--by {attribute}: every member of {pop.folder} has the same value ({labels[0]:g}); no direction to fit")
+    coords = member_coords(sub, pop).double()  # (N, k)
+    direction = fit_direction(coords, labels).double()  # (k,) unit
+    along = (coords @ direction).numpy()  # (N,)
+    spread = float(along.std(ddof=1)) if len(along) > 1 else 0.0
+    if not spread > 0:
+        raise InputError(f"--by {attribute}: the members do not spread along the fitted direction")
+    quality = fit_quality(coords.numpy(), labels)
+    a = np.hstack([coords.numpy(), np.ones((len(labels), 1))])
+    weights = np.linalg.lstsq(a, labels, rcond=None)[0]  # (k + 1,): the label's linear model, for predictions
+
+    ids = [str(r.get("id")) for r in pop.rows]
+    if start == "mean":
+        z0 = torch.zeros(sub.k, dtype=torch.float64)
+    elif start in ids:
+        z0 = coords[ids.index(start)]
+    elif Path(start).is_file():
+        z0 = sub.project(load_point(start).point[None])[0].double()
+    else:
+        raise InputError(f"--start must be mean, a member id of {pop.folder} ({', '.join(ids[:4])}, ...) or a point file; got {start!r}")
+    z = torch.stack([z0 + a_i * spread * direction for a_i in amounts])  # (A, k)
+    points = sub.reconstruct(z.float())  # (A, D)
+    if generator is None:
+        from weightspace.generators.registry import load_generator
+
+        generator = load_generator(sub.frame.checkpoint)
+    param = sub.frame.build(generator, what="subspace edit")
+    sampler = decode_seed(seed, 0)
+    grids = decode_points(generator, param, points, [sampler] * len(amounts), resolution=resolution).numpy()  # (A, R, R, R)
+
+    from weightspace.analysis.persistence import robust_betti
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "points").mkdir(exist_ok=True)
+    rows = []
+    for i, (amount, grid) in enumerate(zip(amounts, grids)):
+        name = f"edit-{i:02d}"
+        shape = measure(grid, seed=seed)
+        row = {"id": name, "amount": amount, "robust": list(shape.robust), "volume": shape.volume,
+               "components_above": shape.components_above, "empty": shape.points is None,
+               "predicted": float(np.append(z[i].numpy(), 1.0) @ weights), "grid": f"grids/{name}.npy",
+               "point": f"points/{name}.safetensors"}
+        if attribute in MEASURABLE:
+            row["measured"] = _attribute(grid, attribute, robust_betti)
+        with atomic_path(out / row["grid"]) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, grid.astype(np.float32))
+        save_point(out / row["point"], points[i].detach(), sub.frame)
+        if meshes:
+            row["mesh"] = f"meshes/{name}.ply"
+            with atomic_path(out / row["mesh"]) as tmp:
+                grid_to_mesh(grid).export(str(tmp), file_type="ply")
+        rows.append(row)
+    with atomic_path(out / "manifest.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    titles = [[f"{a:+g}: {tuple(r['robust'])} vol {r['volume']:.2f}" for a, r in zip(amounts, rows)]]
+    render_gallery([list(grids)], out / "gallery.png", row_labels=[start], titles=titles,
+                   title=f"edit along {attribute} (R^2 {_r2(quality['r2'])}, leave-one-out {_r2(quality['r2_leave_one_out'])}, "
+                         f"n = {quality['n']}); amounts in the members' spread along it")
+    result = {
+        "subspace": str(subspace), "population": str(pop.folder), "data": data, "attribute": attribute, "start": start,
+        "amounts": amounts, "spread": spread, "direction": [float(v) for v in direction], "fit": quality,
+        "labels": {"min": float(labels.min()), "max": float(labels.max()), "mean": float(labels.mean())},
+        "predicted": [r["predicted"] for r in rows], "seed": seed, "decode_seed": seed, "gallery": "gallery.png",
+        "volume_vs_amount_spearman": spearman(amounts, [r["volume"] for r in rows]),
+    }  # fmt: skip
+    if attribute in MEASURABLE:
+        result["measured"] = [r["measured"] for r in rows]
+        result["measured_vs_amount_spearman"] = spearman(amounts, result["measured"])
+    atomic_write_json(out / EDIT_FILE, result)
+    return result
+
+
+def _r2(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
