@@ -242,12 +242,13 @@ def _gallery(out: Path, rows: list[dict[str, Any]], scans: dict[str, Scan]) -> N
     """gallery.png: one row per scan (the first GALLERY_ROWS), the observed shape beside its inversion where
     the shape is known; each inversion blue when its robust Betti numbers are the shape's, red when not."""
     from weightspace.report.gallery import render_gallery
+    from weightspace.runtime.io import read_npy
 
     shown = rows[:GALLERY_ROWS]
     cells, titles, ok = [], [], []
     for r in shown:
         truth = scans[r["id"]].truth
-        grid = np.load(out / r["grid"])
+        grid = read_npy(out / r["grid"], what="grid")
         seen = f"seen {r['seen_distance']:.3f}" if r["seen_distance"] is not None else "no surface"
         cell_title = f"{tuple(r['robust'])} {seen}" + (f" IoU {r['iou']:.2f}" if r.get("iou") is not None else "")
         if truth is None:
