@@ -170,6 +170,8 @@ def test_subspace_invert_scans_and_observations(runner, tmp_path):
         np.testing.assert_array_equal(np.load(killed / "grids" / f"{name}.npy"), np.load(tmp_path / "straight" / "grids" / f"{name}.npy"))
     rows = [json.loads(line) for line in (killed / "manifest.jsonl").read_text().splitlines()]
     assert rows[0]["transform"]["center"] == [100.0, 0.0, 5.0] and "iou" not in rows[0] and "member_of_subspace" not in rows[0]
+    # an id from a hand-edited manifest names no path outside the folder
+    assert invert_module._file_safe("../../etc/passwd") == "_.._etc_passwd" and invert_module._file_safe("..") == "scan"
     # neither or both of scans and --observations is refused
     r = runner.invoke(app, ["subspace", "invert", str(sub), "--out", str(tmp_path / "none")])
     assert isinstance(r.exception, InputError) and "one of the two" in str(r.exception)

@@ -18,6 +18,7 @@ shape that was observed. Each finished scan is recorded as it is done, so a reru
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -105,7 +106,7 @@ def read_scans(cfg: InvertConfig, log: Callable[[str], None], members: dict[str,
         for i, name in enumerate(cfg.scans):
             points, mesh = read_scan(name, n_points=cfg.scan_points, seed=cfg.seed)
             normal, norm = normalise_scan(points, mesh, margin=cfg.margin)
-            scans.append(Scan(f"{i:04d}-{Path(name).stem}"[:64], normal, str(name), transform=transform_record(norm, cfg.margin, name)))
+            scans.append(Scan(_file_safe(f"{i:04d}-{Path(name).stem}"), normal, str(name), transform=transform_record(norm, cfg.margin, name)))
         return scans
     return _observation_scans(Path(cfg.observations), log, members)
 
@@ -146,9 +147,15 @@ def _observation_scans(folder: Path, log: Callable[[str], None], members: dict[s
         if shape is not None:
             grid = load_grid(source, shape)
             truth = {"grid": grid, "robust": tuple(int(v) for v in robust_betti(grid)), "points": load_points(source, shape)[0]}
-        scans.append(Scan(str(row.get("id")), points.astype(np.float32), f"{folder}#{row.get('index')}", truth=truth,
+        scans.append(Scan(_file_safe(str(row.get("id"))), points.astype(np.float32), f"{folder}#{row.get('index')}", truth=truth,
                           member=str(row.get("id")) in own))
     return scans
+
+
+def _file_safe(name: str) -> str:
+    """A scan's id as it names its files (grids/ID.npy, ...): letters, digits, '_', '.', '-' only, so an id from a
+    hand-edited manifest cannot name a path outside the output folder."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip(".")[:64] or "scan"
 
 
 def _split(points: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +209,7 @@ def invert_scan(gen: Any, sub: Any, scan: Scan, cfg: InvertConfig) -> tuple[dict
     row: dict[str, Any] = {
         "id": scan.id, "source": scan.source, "points_seen": len(scan.points), "robust": list(shape.robust), "betti": list(shape.betti),
         "empty": shape.points is None, "seen_distance": _seen_distance(scan.points, shape.points),
-        "seen_distance_start": _seen_distance(scan.points, start.points), "start_is_mean": bool(torch.equal(method.x0, starts[0])),
+        "seen_distance_start": _seen_distance(scan.points, start.points), "start_is_mean": bool((method.x0 == 0).all()),
         "best_step": run.best_step, "stopped_at": run.stopped_at, "coords": [round(float(v), 6) for v in coords],
         "prior_distance": float((coords / sigma.cpu()).pow(2).mean().sqrt()),  # RMS of z / sigma: 1 is a typical member
         "validation_best": min(v for _, v in run.validation), "seed": seed, "decode_seed": cfg.seed,
