@@ -234,9 +234,9 @@ def test_an_item_fitted_again_without_meshes_leaves_no_earlier_mesh(tmp_path):
     assert not list((folder / "meshes").glob("*.ply"))
 
 
-def _fit_folder(folder, chamfers: dict[str, list[float]]):
+def _fit_folder(folder, chamfers: dict[str, list[float]], lost: dict[str, float] | None = None):
     """A fit study's results folder, written as run_fit writes it, with these early-stopped Chamfer-L1s per method
-    (inf: a fit that decoded no surface) and no forgetting."""
+    (inf: a fit that decoded no surface), no forgetting and, per method in `lost`, held-out shapes lost per fit."""
     from weightspace.analysis.measure import finite_mean
     from weightspace.runtime.results import write_results
 
@@ -244,7 +244,8 @@ def _fit_folder(folder, chamfers: dict[str, list[float]]):
               "topology_correct": not math.isinf(cd), "forgetting": 0.0, "robust": [1, 1, 0]}
              for m, cds in chamfers.items() for v, cd in enumerate(cds, 1)]
     by = {m: {"chamfer_l1": finite_mean(cds), "fscore": 0.9, "topology_correct": 1.0, "forgetting": 0.0,
-              "n": len(cds), "empty": sum(map(math.isinf, cds))} for m, cds in chamfers.items()}
+              "n": len(cds), "empty": sum(map(math.isinf, cds)), **({"forget_shapes_lost": lost[m]} if lost and m in lost else {})}
+          for m, cds in chamfers.items()}
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"study": "FitConfig", "views": [1, 2, 3], "sigmas": [0.01]}))
     write_results(folder, {"checkpoint": "toy", "generator": "toy", "target": {"id": "torus-00000", "robust": [1, 1, 0]},
@@ -298,3 +299,21 @@ def test_grids_of_another_resolution_are_refused_with_a_way_out_this_command_has
         run_fit(cfg, generator=NativeToy(seed=0))
     assert "--fit" not in str(e.value) and "--methods encode,optimise,lora,full" in str(e.value)
     assert not (tmp_path / "f" / "population-sphere-condition").exists()  # refused before any member is fitted
+
+
+def test_a_held_out_shape_lost_to_a_fit_counts_as_forgetting(tmp_path):
+    """A held-out shape that decodes to nothing after a fit has no Chamfer change to average: it is counted apart,
+    and a subspace method that loses more of them than full fine-tuning does not forget 'no more' than it."""
+    from weightspace.experiments.forgetting import forgetting
+    from weightspace.report.verdicts import read_finding
+
+    grids = np.zeros((2, 4, 4, 4), np.float32)
+    before = {"grids": grids, "per_shape": [0.01, 0.02], "fscore": 0.9, "robust": [(1, 1, 0), (1, 0, 0)]}
+    after = {"grids": grids, "per_shape": [0.015, math.inf], "fscore": 0.45, "robust": [(1, 1, 0), (0, 0, 0)]}
+    f = forgetting(before, after)
+    assert f["forgetting"] == pytest.approx(0.005) and f["forget_shapes_lost"] == 1 and f["forget_topology_changed"] == 1
+    same = {"full": [0.02, 0.02], "weight_subspace": [0.02, 0.02]}
+    assert read_finding(_fit_folder(tmp_path / "a", same, lost={"full": 0.0, "weight_subspace": 0.0})).verdict == "supported"
+    finding = read_finding(_fit_folder(tmp_path / "b", same, lost={"full": 0.0, "weight_subspace": 1.0}))
+    assert finding.verdict == "inconclusive" and "held-out shapes decoded to nothing, per fit: 1 vs 0" in finding.line
+    assert read_finding(_fit_folder(tmp_path / "c", same)).verdict == "supported"  # a results.json from before the count

@@ -67,7 +67,7 @@ from weightspace.space.population import check_grid_resolution
 METHODS = ("encode", "optimise", "condition_subspace", "lora", "full", "weight_subspace")
 CONDITION_METHODS = ("encode", "optimise", "condition_subspace")  # no shared weight moves
 FIT_KEYS = ("chamfer_l1", "fscore", "topology_correct")
-FORGET_KEYS = ("forgetting", "forget_topology_changed", "family_quality_drop", "forget_fscore_drop")
+FORGET_KEYS = ("forgetting", "forget_shapes_lost", "forget_topology_changed", "family_quality_drop", "forget_fscore_drop")
 
 
 @dataclass
@@ -205,7 +205,7 @@ class Measure:
             row.update(forget_chamfer_after=after["chamfer"], **forgetting(self.before, after))
         else:
             fam = self.family_before
-            row.update(forget_chamfer_after=self.before["chamfer"], forgetting=0.0, forget_fscore_drop=0.0,
+            row.update(forget_chamfer_after=self.before["chamfer"], forgetting=0.0, forget_shapes_lost=0, forget_fscore_drop=0.0,
                        forget_topology_changed=0, forget_max_grid_change=0.0, forget_mean_grid_change=0.0)
         row["forget_chamfer_before"] = self.before["chamfer"]
         row["family_quality_drop"] = (self.family_before["rate"] - fam["rate"]) if fam is not None else float("nan")
@@ -284,7 +284,7 @@ def _aggregate(table: list[dict[str, Any]], curves: list[dict[str, Any]], method
                                  "topology_changed": series("forget_topology_changed"),
                                  "family_quality_drop": series("family_quality_drop"), "fscore_drop": series("forget_fscore_drop")},
                   "best_budget": best_budget, "best_step": [r["best_step"] for r in rows],
-                  "best": {**{k: finite_mean([r[k] for r in rows]) for k in FIT_KEYS + FORGET_KEYS},
+                  "best": {**{k: finite_mean([r.get(k) for r in rows]) for k in FIT_KEYS + FORGET_KEYS},  # a key older rows lack: NaN
                            "topology_correct_rate": rate(bool(r["topology_correct"]) for r in rows), **empty_fits(rows)},
                   "trainable": rows[0]["trainable"] if rows else 0}
     return out
@@ -459,8 +459,8 @@ def run_fit(config: FitConfig, *, generator: Generator | None = None) -> Path:
     write_csv(folder / "table.csv", table)
     write_csv(folder / "curves.csv", curves)
     methods = _aggregate(table, curves, config.methods, config.step_budgets())
-    by_method = {m: {k: finite_mean([r[k] for r in table if r["method"] == m])
-                     for k in ("chamfer_l1", "fscore", "topology_correct", "forgetting", "forget_fscore_drop", "forget_topology_changed",
+    by_method = {m: {k: finite_mean([r.get(k) for r in table if r["method"] == m])
+                     for k in ("chamfer_l1", "fscore", "topology_correct", "forgetting", "forget_shapes_lost", "forget_fscore_drop", "forget_topology_changed",
                                "forget_max_grid_change", "family_quality_drop", "best_step", "fit_seconds")}
                  | empty_fits([r for r in table if r["method"] == m]) for m in config.methods}
     plot_fit(folder / "fit.png", table, views=config.views, sigmas=config.sigmas, methods=config.methods)

@@ -62,15 +62,17 @@ def forget_figures(gen: Generator, conds: torch.Tensor | None, refs: list[np.nda
 
 
 def forgetting(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-    """Forgetting figures: mean Chamfer change over shapes finite before and after, F-score drop,
-    shapes whose robust topology changed, and the largest / mean change of any decoded SDF value."""
+    """Forgetting figures: mean Chamfer change over shapes finite before and after, the shapes lost (a surface
+    before, none after: outside that mean, so counted on their own), F-score drop, shapes whose robust topology
+    changed, and the largest / mean change of any decoded SDF value."""
     if before["grids"] is None:
         nan = float("nan")
-        return {"forgetting": nan, "forget_fscore_drop": nan, "forget_topology_changed": nan, "forget_max_grid_change": nan,
-                "forget_mean_grid_change": nan}
+        return {"forgetting": nan, "forget_shapes_lost": nan, "forget_fscore_drop": nan, "forget_topology_changed": nan,
+                "forget_max_grid_change": nan, "forget_mean_grid_change": nan}
     pairs = [(a, b) for a, b in zip(before["per_shape"], after["per_shape"]) if np.isfinite(a) and np.isfinite(b)]
+    lost = sum(1 for a, b in zip(before["per_shape"], after["per_shape"]) if np.isfinite(a) and not np.isfinite(b))
     diff = np.abs(before["grids"] - after["grids"])
-    return {"forgetting": float(np.mean([b - a for a, b in pairs])) if pairs else float("nan"),
+    return {"forgetting": float(np.mean([b - a for a, b in pairs])) if pairs else float("nan"), "forget_shapes_lost": lost,
             "forget_fscore_drop": before["fscore"] - after["fscore"],
             "forget_topology_changed": int(sum(a != b for a, b in zip(before["robust"], after["robust"]))),
             "forget_max_grid_change": float(diff.max()), "forget_mean_grid_change": float(diff.mean())}

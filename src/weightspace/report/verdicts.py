@@ -9,7 +9,8 @@ Verdicts are one of VERDICTS. The rules, also in docs/results.md:
   high end is < 0.5, inconclusive otherwise.
 - claim 3 (fit): on each method's median Chamfer-L1 over its fits, an empty fit (no surface decoded) counting
   as infinite: supported when the subspace method's is within 1.25x the best method's, it leaves no more fits
-  empty than that method and it forgets no more than full fine-tuning; not supported when its median is over
+  empty than that method and it forgets no more than full fine-tuning (Chamfer change on held-out shapes, and
+  held-out shapes decoded to nothing where both record them); not supported when its median is over
   2x the best's (or infinite: half or more of its fits empty); inconclusive otherwise (and when the subspace
   method did not run, or every method left half or more of its fits empty).
 - any study that refused (broken endpoints or examples) is "refused", with the reason.
@@ -216,6 +217,13 @@ def _cells_left_out(res: dict[str, Any]) -> str:
 SUBSPACE_METHODS = ("weight_subspace", "subspace", "condition_subspace")  # the fit study's subspace methods, preferred first
 
 
+def _lost(sub: float | None, full: float | None) -> str:
+    """The held-out shapes the fits lost (mean per fit), when either method lost any."""
+    if not any(v is not None and math.isfinite(v) and v > 0 for v in (sub, full)):
+        return ""
+    return f" (held-out shapes decoded to nothing, per fit: {num(sub)} vs {num(full)})"
+
+
 def _fit(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
     by = res["by_method"]
     n = {m: sum(1 for r in res["table"] if r["method"] == m) for m in by}
@@ -242,12 +250,17 @@ def _fit(folder: Path, res: dict, cfg: dict) -> tuple[str, str, dict]:
     f_sub = by[sm].get("forgetting") or 0.0
     f_full = by.get("full", {}).get("forgetting")
     forgets_less = f_full is None or f_sub <= max(f_full, 0.0) + 1e-12
+    # a held-out shape decoded to nothing after the fit is outside the Chamfer change: counted apart (older files lack it)
+    lost_sub, lost_full = by[sm].get("forget_shapes_lost"), by.get("full", {}).get("forget_shapes_lost")
+    if lost_sub is not None and lost_full is not None and math.isfinite(lost_sub) and math.isfinite(lost_full):
+        forgets_less = forgets_less and lost_sub <= lost_full + 1e-12
     fails_no_more = empty[sm] <= empty[best]
     verdict = ("supported" if gap <= FIT_GAP_OK and forgets_less and fails_no_more else
                "not supported" if gap > FIT_GAP_BAD else "inconclusive")
     numbers["subspace_method"], numbers["subspace_over_best_chamfer"] = sm, gap if math.isfinite(gap) else None
     line = (f"{sm.replace('_', ' ')} inversion fits {res['target']['id']} to Chamfer-L1 {num(cds[sm]) if gap < math.inf else '∞'} "
             f"({gap:.2f}× the best, {best} {num(cds[best])}; medians over views × σ, an empty fit counting as infinite)"
-            f"{failed}; forgetting (ΔChamfer on held-out shapes) {num(f_sub)} vs full fine-tuning {num(f_full)}; "
+            f"{failed}; forgetting (ΔChamfer on held-out shapes) {num(f_sub)} vs full fine-tuning {num(f_full)}"
+            f"{_lost(lost_sub, lost_full)}; "
             f"topology correct {ci(topo[sm])}")
     return verdict, line, numbers
