@@ -222,3 +222,17 @@ def test_a_rerun_that_pins_the_members_default_fit_steps_reuses_the_cells(tmp_pa
     assert _results(run_subspace(pinned, generator=ToyGenerator(seed=0)))["topology_kept"] == res["topology_kept"]
     with pytest.raises(InputError, match="population was built with other steps 50 -> 49"):
         run_subspace(small(tmp_path, toy_data, samples=2, fit_steps=49), generator=ToyGenerator(seed=0))
+
+
+def test_grids_of_another_resolution_are_refused_with_a_way_out_this_command_has(tmp_path):
+    """A generator that fits grids at its own resolution only, on a pool of other grids: refused before any member,
+    with a way out `experiment subspace` has (--population), not population build's --fit points."""
+
+    class NativeToy(ToyGenerator):
+        native_grids_only = True
+
+    data = make_toy_data(tmp_path / "data", count=8, resolution=10)  # the toy generator's grids are 12^3
+    with pytest.raises(InputError, match=r"grids are 10\^3") as e:
+        run_subspace(small(tmp_path, str(data)), generator=NativeToy(seed=0))
+    assert "--population" in str(e.value) and "(--fit points)" not in str(e.value)
+    assert not (tmp_path / "s" / "population" / "manifest.jsonl").exists()

@@ -57,7 +57,7 @@ from weightspace.runtime.seeding import derive_seed, item_rng
 from weightspace.space.lora import LORA_FORMS
 from weightspace.space.parameterisation import Parameterisation
 from weightspace.space.parameterisations import make_parameterisation
-from weightspace.space.population import PopulationConfig, build_population, fit_member
+from weightspace.space.population import PopulationConfig, build_population, check_grid_resolution, fit_member
 from weightspace.space.store import Population
 
 SUBSPACE_PARAMETERISATIONS = ("lora", "condition")
@@ -232,6 +232,9 @@ def weight_points(config: SubspaceConfig, gen: Generator, folder: Path, data: Pa
     shape id (delta form unless lora_form is factors), whether each member passed its fidelity check,
     and the population (built in `folder/population` unless config.population names one)."""
     if config.population is None:
+        check_grid_resolution(gen, data, rows, "grid", instead=(  # before any member, with this command's own way out
+            "build the members on the shapes' points yourself (weightspace population build --fit points) and pass "
+            "them with --population"))
         build_population(PopulationConfig(
             checkpoint=config.checkpoint, parameterisation="lora", data=str(data), out=str(folder / "population"),
             options={"rank": config.lora_rank, "targets": config.lora_targets}, steps=config.fit_steps, lr=config.lr,
