@@ -98,9 +98,15 @@ def test_bad_binvox_files_are_refused_by_name(tmp_path):
     cases = {
         "cut.binvox": (good[: len(good) - 7], "unreadable", r"needs 4096: the file is truncated"),
         "huge.binvox": (b"#binvox 1\ndim 100000 100000 100000\ntranslate 0 0 0\nscale 1\ndata\n\x01\xff", "unreadable",
-                        r"three sides of 1 to 1024 voxels"),
+                        r"three equal sides of 2 to 1024 voxels"),
         "text.binvox": (b"hello\n", "unreadable", "not a readable binvox file"),
         "none.binvox": (None, "no-faces", r"no voxel of its 8x8x8 grid is set"),
+        # runs covering 16 x 32 x 64 voxels: the header and data agree, but trimesh asserted on a box
+        "box.binvox": (b"#binvox 1\ndim 16 32 64\ntranslate 0 0 0\nscale 1\ndata\n" + b"\x00\xff" * 128 + b"\x01\x80",
+                       "unreadable", r"three equal sides of 2 to 1024 voxels, got \[16, 32, 64\]"),
+        # one voxel: trimesh's voxel size scale / (side - 1) is infinite, and meshing its NaN surface crashed
+        "one.binvox": (b"#binvox 1\ndim 1 1 1\ntranslate 0 0 0\nscale 1\ndata\n\x01\x01", "unreadable",
+                       r"got \[1, 1, 1\]"),
     }
     for name, (data, code, message) in cases.items():
         path = tmp_path / name

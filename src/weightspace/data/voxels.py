@@ -39,8 +39,10 @@ def read_binvox(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as e:  # trimesh's header parser raises ValueError, IndexError, UnicodeDecodeError...
         raise InputError(f"{path}: not a readable binvox file ({type(e).__name__}: {e})"[:300]) from None
     shape = tuple(int(s) for s in np.ravel(box.shape))
-    if len(shape) != 3 or not all(1 <= s <= MAX_SIDE for s in shape):
-        raise InputError(f"{path}: binvox header `dim` must be three sides of 1 to {MAX_SIDE} voxels, got {list(shape)}")
+    # one `scale` spans every side, so binvox grids are cubes (trimesh asserts on others); a side of one
+    # voxel makes trimesh's voxel size scale / (side - 1) infinite, and the import's mesh NaN
+    if len(shape) != 3 or len(set(shape)) != 1 or not 2 <= shape[0] <= MAX_SIDE:
+        raise InputError(f"{path}: binvox header `dim` must be three equal sides of 2 to {MAX_SIDE} voxels, got {list(shape)}")
     translate, scale = np.asarray(box.translate, dtype=np.float64), float(box.scale)
     if translate.shape != (3,) or not np.isfinite(translate).all() or not (np.isfinite(scale) and scale > 0):
         raise InputError(f"{path}: binvox header needs three finite `translate` values and a positive `scale`, "
