@@ -291,3 +291,38 @@ def test_a_plugin_sdf_grid_of_the_wrong_shape_is_named_at_decode():
     param = make_parameterisation(gen, "condition")
     with pytest.raises(InputError, match=r"'test-flat' \(Flat\): sdf_grid must return grids \(B, R, R, R\) = \(2, 8, 8, 8\), got \(2, 8, 8\)"):
         decode_points(gen, param, torch.zeros(2, 1), [0, 1])
+
+
+def _broken(kind: str, mistake):
+    class Broken(FieldGenerator):
+        def sdf_grid(self, condition, seeds, *, params=None, resolution=None):
+            return mistake(super().sdf_grid(condition, seeds, params=params, resolution=resolution))
+
+    return Broken(Ball(), condition_shape=(1,), kind=kind, resolution=8)
+
+
+@pytest.mark.parametrize("mistake, match", [
+    (lambda g: g.detach().numpy(), r"got numpy.ndarray \(return a torch.Tensor\)"),
+    (lambda g: g.to("meta"), r"got a tensor on the meta device"),
+    (lambda g: (g < 0).long(), r"of floats \(signed distances in world units\), got dtype torch.int64"),
+    (lambda g: torch.cat([g[:1] * float("nan"), g[1:]]), r"of finite values, got 512 NaN or infinite value\(s\) of 1024 in item\(s\) \[0\] of 2 \(seeds \[5\]\)"),
+    (lambda g: g[:, ::2, ::2, ::2], r", got \(2, 4, 4, 4\)"),
+])
+def test_a_plugin_sdf_grid_that_breaks_the_protocol_is_named_wherever_it_is_decoded(mistake, match):
+    """An sdf_grid returning a NumPy array, a meta tensor, integers, NaN or another resolution is named (generator,
+    sdf_grid, what was wrong) by every decode: they crashed with internal errors, meshed NaN or measured it."""
+    from weightspace.decode.points import decode_conditions, decode_points
+    from weightspace.space.parameterisations import make_parameterisation
+    from weightspace.space.population import member_fidelity
+
+    gen = _broken("test-broken", mistake)
+    param = make_parameterisation(gen, "condition")
+    where = r"generator 'test-broken' \(Broken\): sdf_grid must return grids \(B, R, R, R\) = \(2, 8, 8, 8\)"
+    with pytest.raises(InputError, match=where + ".*" + match):
+        decode_points(gen, param, torch.zeros(2, 1), [5, 6])
+    with pytest.raises(InputError, match="'test-broken' \\(Broken\\): sdf_grid must return grids"):
+        decode_conditions(gen, torch.zeros(2, 1), 5)
+    with pytest.raises(InputError, match="'test-broken' \\(Broken\\): sdf_grid must return grids"):
+        member_fidelity(gen, param, torch.zeros(1), torch.ones(8, 8, 8), seed=5)
+    # a half or double decode is read as float32
+    assert _broken("test-half", lambda g: g.half()).grids(torch.zeros(2, 1), [0, 1]).dtype == torch.float32

@@ -42,18 +42,14 @@ def decode_points(gen: Generator, param: Parameterisation, points: torch.Tensor,
             conds = param.conditions(chunk)
             pb = param.params_batch(chunk)
             if pb is None:
-                out.append(gen.sdf_grid(conds, s, resolution=resolution))
+                out.append(gen.grids(conds, s, resolution=resolution))
             elif batched is not None:
-                out.append(batched(conds, s, pb, resolution=resolution))
+                out.append(gen.check_grids(batched(conds, s, pb, resolution=resolution), s, resolution=resolution,
+                                           method="sdf_grid_batched"))
             else:
                 for j in range(chunk.shape[0]):
-                    out.append(gen.sdf_grid(conds[j : j + 1], s[j : j + 1], params={k: v[j] for k, v in pb.items()}, resolution=resolution))
-    grids = torch.cat(out).float().cpu()
-    R = int(resolution or gen.resolution)
-    if tuple(grids.shape) != (points.shape[0], R, R, R):  # a plug-in's sdf_grid that breaks the protocol, named here
-        raise InputError(f"generator {gen.name}: sdf_grid must return grids (B, R, R, R) = {(points.shape[0], R, R, R)}, "
-                         f"got {tuple(grids.shape)}")
-    return grids
+                    out.append(gen.grids(conds[j : j + 1], s[j : j + 1], params={k: v[j] for k, v in pb.items()}, resolution=resolution))
+    return torch.cat(out).cpu()  # (B, R, R, R) float32, each part checked against the protocol
 
 
 def decode_conditions(gen: Generator, conditions: torch.Tensor, seed: int, *, params: dict[str, torch.Tensor] | None = None,
@@ -63,7 +59,7 @@ def decode_conditions(gen: Generator, conditions: torch.Tensor, seed: int, *, pa
     with torch.no_grad():
         for i in range(0, conditions.shape[0], batch):
             c = conditions[i : i + batch].to(gen.device, torch.float32)
-            out.append(gen.sdf_grid(c, [seed] * c.shape[0], params=params).float().cpu().numpy())
+            out.append(gen.grids(c, [seed] * c.shape[0], params=params).cpu().numpy())
     return np.concatenate(out)
 
 

@@ -89,7 +89,7 @@ def family_quality(gen: Generator, params, *, per_family: int, seed: int) -> dic
     names = [f for f in fams for _ in range(per_family)]
     seeds = [derive_seed(seed, "family-sample", f, k) % 2**31 for f in fams for k in range(per_family)]
     conds = gen.condition(family=names, seeds=seeds)  # (F * S, *condition_shape)
-    grids = np.concatenate([gen.sdf_grid(conds[i : i + 8], seeds[i : i + 8], params=params).float().cpu().numpy()
+    grids = np.concatenate([gen.grids(conds[i : i + 8], seeds[i : i + 8], params=params).cpu().numpy()
                             for i in range(0, len(names), 8)])  # (F * S, R, R, R): sampler noise from each sample's seed
     matches = [tuple(int(v) for v in robust_betti(g))[:2] == tuple(FAMILIES[f].betti[:2]) for f, g in zip(names, grids)]
     return {"rate": float(np.mean(matches)), "matches": matches}

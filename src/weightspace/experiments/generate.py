@@ -103,7 +103,7 @@ def generate_shapes(
         else:
             vox = torch.from_numpy(read_voxels_file(voxels)).unsqueeze(0).expand(count, -1, -1, -1)  # (count, V, V, V)
             cond = gen.condition(voxels=vox, seeds=seeds)
-        grids = gen.sdf_grid(cond, seeds, resolution=resolution, **sampler).cpu().numpy()  # (count, R, R, R)
+        grids = gen.grids(cond, seeds, resolution=resolution, **sampler).cpu().numpy()  # (count, R, R, R)
     out.mkdir(parents=True, exist_ok=True)
     files_of = shape_files(seeds, fmt)
     recorded = start_replacing(out, set(earlier) | named_files(files_of, SHAPE_FILES), SHAPE_FILES)

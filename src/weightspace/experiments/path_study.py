@@ -64,7 +64,7 @@ class PathStudy:
             return decode_points(self.gen, self.param, point[None], [self.seed])[0].numpy()
         with torch.no_grad():
             cond = self.param.conditions(self.param.check_point(point[None]))
-            return self.gen.sdf_grid(cond, [self.seed], params=params_extra)[0].float().cpu().numpy()
+            return self.gen.grids(cond, [self.seed], params=params_extra)[0].cpu().numpy()
 
     def shape(self, grid: np.ndarray) -> Shape:
         return measure(grid, seed=self.seed, volume_threshold=self.volume_threshold)

@@ -19,7 +19,8 @@ Optional capabilities are `typing.Protocol`s checked with `isinstance`, never by
 A study asks with `require(gen, Capability, "what needs it")`, which returns the generator or raises
 `MissingCapability` (an InputError) naming the generator, the capability and the method to write.
 `module_groups()` (named parameter-name prefixes for masked paths and LoRA targets) is part of the
-base class and defaults to the network's top-level children.
+base class and defaults to the network's top-level children. Callers decode through `grids(...)`, the
+base class's `sdf_grid` checked against the protocol (a tensor (B, R, R, R) of finite floats).
 
 Conventions shared by all generators
 ------------------------------------
@@ -162,6 +163,37 @@ class Generator(abc.ABC):
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise InputError(f"generator {self.name}: {method} must return conditions (B, *condition_shape) = {expected}, got {got}")
+        return out
+
+    def grids(self, condition: torch.Tensor, seeds: Sequence[int], *, params: Params | None = None,
+              resolution: int | None = None, **sampler: Any) -> torch.Tensor:
+        """`sdf_grid` checked against the protocol: grids (B, R, R, R) float32 with real, finite values, on the
+        generator's device or any other, R = `resolution` or the native one; else InputError naming the
+        generator and `sdf_grid`, before a caller measures or meshes what a plug-in got wrong."""
+        out = self.sdf_grid(condition, seeds, params=params, resolution=resolution, **sampler)
+        return self.check_grids(out, seeds, resolution=resolution)
+
+    def check_grids(self, out: Any, seeds: Sequence[int], *, resolution: int | None = None,
+                    method: str = "sdf_grid") -> torch.Tensor:
+        """`out`, what `method` returned for one item per seed, as float32 grids (B, R, R, R) when it keeps the
+        protocol (see `grids`); else InputError naming the generator and `method`."""
+        R = int(resolution or self.resolution)
+        expected = (len(seeds), R, R, R)
+        where = f"generator {self.name}: {method} must return grids (B, R, R, R) = {expected}"
+        if not isinstance(out, torch.Tensor):
+            raise InputError(f"{where}, got {type(out).__module__}.{type(out).__name__} (return a torch.Tensor)")
+        if out.is_meta:
+            raise InputError(f"{where}, got a tensor on the meta device (shapes only, no values)")
+        if tuple(out.shape) != expected:
+            raise InputError(f"{where}, got {tuple(out.shape)}")
+        if not out.is_floating_point():
+            raise InputError(f"{where} of floats (signed distances in world units), got dtype {out.dtype}")
+        out = out.float()  # (B, R, R, R); a half or double decode is read as float32
+        bad = ~torch.isfinite(out.detach())  # (B, R, R, R)
+        if bool(bad.any()):
+            items = torch.nonzero(bad.flatten(1).any(1)).flatten().tolist()
+            raise InputError(f"{where} of finite values, got {int(bad.sum())} NaN or infinite value(s) of {bad.numel()} "
+                             f"in item(s) {items[:8]} of {expected[0]} (seeds {[int(seeds[i]) for i in items[:8]]})")
         return out
 
     @property

@@ -239,7 +239,7 @@ def member_fidelity(gen: Generator, param: Parameterisation, point: torch.Tensor
     R = int(grid.shape[-1])
 
     def decode(x: torch.Tensor) -> np.ndarray:
-        return gen.sdf_grid(param.conditions(x[None]), [seed], params=param.params(x), resolution=R)[0].float().cpu().numpy()
+        return gen.grids(param.conditions(x[None]), [seed], params=param.params(x), resolution=R)[0].cpu().numpy()
 
     target = grid.float().cpu().numpy()  # (R, R, R)
     out = decode(point.to(gen.device))
