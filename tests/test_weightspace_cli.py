@@ -220,3 +220,37 @@ def test_subspace_edit_along_an_attribute_measures_what_changed(runner, tmp_path
     q = fit_quality(coords, 3 * coords[:, 0] - coords[:, 1])
     assert q["r2"] == pytest.approx(1.0) and q["r2_leave_one_out"] == pytest.approx(1.0)
     assert spearman([1, 2, 3], [0.1, 0.5, 0.9]) == pytest.approx(1.0) and spearman([1, 2, 3], [1, 1, 1]) is None
+
+
+def _toy_subspace(runner, tmp_path, count=4):
+    """A 2-component subspace of a toy LoRA population (the population folder, the subspace folder)."""
+    data = make_toy_data(tmp_path / "data", count=count, resolution=12)
+    pop, sub = tmp_path / "pop", tmp_path / "sub"
+    r = runner.invoke(app, ["population", "build", "--checkpoint", str(tmp_path / "toy"), "--parameterisation", "lora", "--data", str(data),
+                            "--out", str(pop), "--rank", "2", "--targets", "mid|vol", "--steps", "3"])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["subspace", "fit", str(pop), "-k", "2", "--solver", "gram", "--out", str(sub)]).exit_code == 0
+    return pop, sub
+
+
+def _scan_files(tmp_path, sizes):
+    """Point clouds of a ring, one .npy per size: tmp_path/cloud-SIZE.npy."""
+    import numpy as np
+    import trimesh
+
+    ring = trimesh.creation.torus(3.0, 1.0, 24, 12)
+    paths = []
+    for n in sizes:
+        paths.append(tmp_path / f"cloud-{n}.npy")
+        np.save(paths[-1], ring.sample(n, seed=n).astype(np.float32))
+    return [str(p) for p in paths]
+
+
+def test_subspace_invert_refuses_a_too_small_scan_before_inverting_any(runner, tmp_path):
+    """A scan of too few points was refused only when the run reached it, after the scans before it were inverted."""
+    _, sub = _toy_subspace(runner, tmp_path)
+    scans, out = _scan_files(tmp_path, [200, 10]), tmp_path / "inv"
+    r = runner.invoke(app, ["subspace", "invert", str(sub), *scans, "--out", str(out), "--steps", "2", "--starts", "0"])
+    assert isinstance(r.exception, InputError) and f"{scans[1]}: 10 points" in str(r.exception)
+    assert not out.exists()
+

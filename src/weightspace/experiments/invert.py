@@ -105,6 +105,7 @@ def read_scans(cfg: InvertConfig, log: Callable[[str], None], members: dict[str,
         scans = []
         for i, name in enumerate(cfg.scans):
             points, mesh = read_scan(name, n_points=cfg.scan_points, seed=cfg.seed)
+            _check_size(len(points), name)  # before any scan is inverted, not when the run reaches it
             normal, norm = normalise_scan(points, mesh, margin=cfg.margin)
             scans.append(Scan(_file_safe(f"{i:04d}-{Path(name).stem}"), normal, str(name), transform=transform_record(norm, cfg.margin, name)))
         return scans
@@ -125,6 +126,7 @@ def _observation_scans(folder: Path, log: Callable[[str], None], members: dict[s
         raise InputError(f"{folder}: observations.npy {obs.shape} does not hold one (n, 3) cloud per manifest row ({len(rows)})")
     if not np.isfinite(obs).all():
         raise InputError(f"{folder / 'observations.npy'}: NaN or infinite points")
+    _check_size(obs.shape[1], folder / "observations.npy")
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     source = Path(str(config.get("source", "")))
     if config.get("source") and not source.is_dir() and (folder.parent / source).is_dir():
@@ -150,6 +152,11 @@ def _observation_scans(folder: Path, log: Callable[[str], None], members: dict[s
         scans.append(Scan(_file_safe(str(row.get("id"))), points.astype(np.float32), f"{folder}#{row.get('index')}", truth=truth,
                           member=str(row.get("id")) in own))
     return scans
+
+
+def _check_size(n: int, source: str | Path) -> None:
+    if n < MIN_POINTS:
+        raise InputError(f"{source}: {n} points; an inversion needs at least {MIN_POINTS}")
 
 
 def _file_safe(name: str) -> str:
@@ -180,8 +187,7 @@ def _finite_or_none(value: float) -> float | None:
 
 def invert_scan(gen: Any, sub: Any, scan: Scan, cfg: InvertConfig) -> tuple[dict[str, Any], np.ndarray, torch.Tensor]:
     """Invert one scan: (its manifest row, its decoded grid (R, R, R), its point (D,))."""
-    if len(scan.points) < MIN_POINTS:
-        raise InputError(f"{scan.source}: {len(scan.points)} points; an inversion needs at least {MIN_POINTS}")
+    _check_size(len(scan.points), scan.source)
     seed = derive_seed(cfg.seed, "invert", scan.id) % 2**31
     fit_pts, held = _split(scan.points, cfg.holdout, seed)
     fit_obj = Objective(gen, fit_pts, free_weight=cfg.free_weight, seed=seed)
