@@ -254,3 +254,31 @@ def test_subspace_invert_refuses_a_too_small_scan_before_inverting_any(runner, t
     assert isinstance(r.exception, InputError) and f"{scans[1]}: 10 points" in str(r.exception)
     assert not out.exists()
 
+
+def test_subspace_invert_taken_up_without_meshes_writes_them_on_a_rerun_with_meshes(runner, tmp_path):
+    """A run killed under --no-meshes and taken up with meshes listed no mesh for the scans it took up."""
+    from weightspace.experiments import invert as invert_module
+
+    _, sub = _toy_subspace(runner, tmp_path)
+    scans, out = _scan_files(tmp_path, [200, 300]), tmp_path / "inv"
+    real, calls = invert_module.invert_scan, []
+
+    def dies_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    invert_module.invert_scan = dies_on_the_second
+    try:
+        with pytest.raises(Interrupted):
+            invert_module.invert_scans(invert_module.InvertConfig(subspace=str(sub), out=str(out), scans=scans, steps=2, starts=0,
+                                                                  meshes=False))
+    finally:
+        invert_module.invert_scan = real
+    r = runner.invoke(app, ["subspace", "invert", str(sub), *scans, "--out", str(out), "--steps", "2", "--starts", "0"])
+    assert r.exit_code == 0 and "taking up 1 scan(s)" in r.output, r.output
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [row.get("mesh") for row in rows] == ["meshes/0000-cloud-200.ply", "meshes/0001-cloud-300.ply"]
+    assert all((out / row["mesh"]).is_file() for row in rows)
+

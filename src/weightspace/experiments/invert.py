@@ -244,11 +244,16 @@ def _write_item(out: Path, row: dict[str, Any], grid: np.ndarray, point: torch.T
             np.save(f, grid.astype(np.float32))
     (out / "points").mkdir(parents=True, exist_ok=True)
     save_point(out / files["point"], point, frame)
-    if meshes:
-        files["mesh"] = f"meshes/{row['id']}.ply"
-        with atomic_path(out / files["mesh"]) as tmp:
-            grid_to_mesh(grid).export(str(tmp), file_type="ply")
-    return {**row, **files}
+    row = {**row, **files}
+    return _write_mesh(out, row, grid) if meshes else row
+
+
+def _write_mesh(out: Path, row: dict[str, Any], grid: np.ndarray) -> dict[str, Any]:
+    """`row` with its mesh written: meshes/ID.ply of the decoded grid (R, R, R)."""
+    row = {**row, "mesh": f"meshes/{row['id']}.ply"}
+    with atomic_path(out / row["mesh"]) as tmp:
+        grid_to_mesh(grid).export(str(tmp), file_type="ply")
+    return row
 
 
 def _gallery(out: Path, rows: list[dict[str, Any]], scans: dict[str, Scan]) -> None:
@@ -298,6 +303,7 @@ def invert_scans(cfg: InvertConfig, *, generator: Any = None, log: Callable[[str
                  progress: bool | None = None) -> dict[str, Any]:
     """Run `cfg`: invert every scan into the subspace, write the folder (module docstring), return invert.json's content."""
     from weightspace.runtime.folders import check_out_folder
+    from weightspace.runtime.io import read_npy
     from weightspace.space.subspace import Subspace
 
     cfg.validate()
@@ -339,6 +345,8 @@ def invert_scans(cfg: InvertConfig, *, generator: Any = None, log: Callable[[str
             for scan in track(scans, "inverting", enabled=progress):
                 if scan.id in done:
                     rows[scan.id] = done[scan.id]
+                    if cfg.meshes and "mesh" not in rows[scan.id]:  # taken up from a run with --no-meshes
+                        rows[scan.id] = _write_mesh(out, rows[scan.id], read_npy(out / rows[scan.id]["grid"], what="grid"))
                     continue
                 row, grid, point = invert_scan(generator, sub, scan, cfg)
                 rows[scan.id] = _write_item(out, row, grid, point, sub.frame, cfg.meshes)
