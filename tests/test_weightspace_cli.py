@@ -282,3 +282,16 @@ def test_subspace_invert_taken_up_without_meshes_writes_them_on_a_rerun_with_mes
     assert [row.get("mesh") for row in rows] == ["meshes/0000-cloud-200.ply", "meshes/0001-cloud-300.ply"]
     assert all((out / row["mesh"]).is_file() for row in rows)
 
+
+def test_subspace_invert_overwrite_leaves_none_of_the_earlier_run_s_files(runner, tmp_path):
+    """--overwrite with fewer scans left the earlier run's grids, points and meshes beside the new manifest."""
+    _, sub = _toy_subspace(runner, tmp_path)
+    scans, out = _scan_files(tmp_path, [200, 300]), tmp_path / "inv"
+    args = ["subspace", "invert", str(sub), "--out", str(out), "--steps", "2", "--starts", "0"]
+    assert runner.invoke(app, [*args, *scans]).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    r = runner.invoke(app, [*args, scans[1], "--overwrite", "--no-meshes"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["0000-cloud-300.npy"]
+    assert sorted(p.name for p in (out / "points").iterdir()) == ["0000-cloud-300.safetensors"]
+    assert not any((out / "meshes").iterdir()) and (out / "notes.txt").read_text() == "mine"

@@ -43,6 +43,7 @@ INVERT_PROGRESS = ".invert-progress.jsonl"
 MIN_POINTS = 16  # fewer observed points than this fit nothing that can be checked
 GALLERY = "gallery.png"
 GALLERY_ROWS = 16
+FILES = {"grid": "grids", "point": "points", "mesh": "meshes"}  # a row's fields naming its files, and their folders
 
 
 @dataclass
@@ -302,7 +303,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def invert_scans(cfg: InvertConfig, *, generator: Any = None, log: Callable[[str], None] = log_line,
                  progress: bool | None = None) -> dict[str, Any]:
     """Run `cfg`: invert every scan into the subspace, write the folder (module docstring), return invert.json's content."""
-    from weightspace.runtime.folders import check_out_folder
+    from weightspace.runtime.folders import check_out_folder, finish_replacing, listed_files, named_files, start_replacing
     from weightspace.runtime.io import read_npy
     from weightspace.space.subspace import Subspace
 
@@ -330,6 +331,11 @@ def invert_scans(cfg: InvertConfig, *, generator: Any = None, log: Callable[[str
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("out", "overwrite", "meshes")}
     out.mkdir(parents=True, exist_ok=True)
     (out / INVERT_FILE).unlink(missing_ok=True)  # a rerun replaces a finished run's record last
+    # the files of an earlier run here (its manifest's, a killed run's progress rows) and this run's, on record until
+    # this run's manifest is written: those it does not name are then removed, not left to pass as its own
+    planned = [{"grid": f"grids/{i}.npy", "point": f"points/{i}.safetensors", "mesh": f"meshes/{i}.ply"} for i in ids]
+    recorded = start_replacing(out, listed_files(out / "manifest.jsonl", FILES) | listed_files(out / INVERT_PROGRESS, FILES)
+                               | named_files(planned, FILES), FILES)
     record = ProgressFile(out, "subspace invert", {**settings, "subspace_mean": float(sub.mean.sum()), "ids": ids},
                           name=INVERT_PROGRESS, allow_nan=True)
     earlier, why = record.earlier()
@@ -357,6 +363,7 @@ def invert_scans(cfg: InvertConfig, *, generator: Any = None, log: Callable[[str
     ordered = [rows[i] for i in ids]
     with atomic_path(out / "manifest.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
+    finish_replacing(out, recorded, ordered, FILES)
     _gallery(out, ordered, {s.id: s for s in scans})
     result = {"config": settings, "checkpoint": cfg.checkpoint or sub.frame.checkpoint, "summary": summarise(ordered),
               "gallery": GALLERY}
