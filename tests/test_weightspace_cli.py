@@ -295,3 +295,14 @@ def test_subspace_invert_overwrite_leaves_none_of_the_earlier_run_s_files(runner
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["0000-cloud-300.npy"]
     assert sorted(p.name for p in (out / "points").iterdir()) == ["0000-cloud-300.safetensors"]
     assert not any((out / "meshes").iterdir()) and (out / "notes.txt").read_text() == "mine"
+
+
+def test_subspace_edit_names_a_recorded_population_it_cannot_find_and_the_way_out(runner, tmp_path):
+    """The population a subspace records, moved away, was reported as '<folder>: not found' without a word on --population."""
+    pop, sub = _toy_subspace(runner, tmp_path)
+    moved = pop.rename(tmp_path / "moved")
+    r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--out", str(tmp_path / "e")])
+    assert isinstance(r.exception, InputError) and f"the population it was fitted to, {pop}" in str(r.exception)
+    assert "pass --population" in str(r.exception)
+    r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--population", str(moved), "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output

@@ -144,6 +144,9 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
         population = (sub.members or {}).get("population")
         if not population:
             raise InputError(f"{subspace}: records no population (a subspace fitted before they were recorded); pass --population")
+        if not Path(population).is_dir():  # recorded as named where `subspace fit` ran
+            raise InputError(f"{subspace}: the population it was fitted to, {population}, is not found from here (moved, or "
+                             f"named relative to where `subspace fit` ran); pass --population")
     pop = Population(population)
     labels, data = member_labels(pop, attribute)
     if len(set(labels.tolist())) < 2:
