@@ -326,3 +326,36 @@ def test_a_plugin_sdf_grid_that_breaks_the_protocol_is_named_wherever_it_is_deco
         member_fidelity(gen, param, torch.zeros(1), torch.ones(8, 8, 8), seed=5)
     # a half or double decode is read as float32
     assert _broken("test-half", lambda g: g.half()).grids(torch.zeros(2, 1), [0, 1]).dtype == torch.float32
+
+
+class Raises(nn.Module):
+    """A user's network with a bug of its own: its forward divides by zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(1, 1)
+
+    def forward(self, x, c):
+        return (x.norm(dim=-1) - self.lin(c)) * (1 // 0)  # (B, P), never reached
+
+
+def test_an_exception_in_a_plugin_s_code_is_reported_as_the_plugin_s(tmp_path, monkeypatch, capsys):
+    """A plug-in's own bug reached the user as 'internal error: ... this is a bug in weightspace'; the line now names
+    the kind and the plug-in's file, line and function, and says the plug-in raised it."""
+    from weightspace.cli import main
+
+    monkeypatch.setenv("WEIGHTSPACE_QUIET", "1")
+    monkeypatch.delenv("WEIGHTSPACE_DEBUG", raising=False)
+    FieldGenerator(Raises(), condition_shape=(1,), kind="test-raises", resolution=10).save(tmp_path / "ck")
+    register("test-raises", lambda state, config: FieldGenerator.from_state(Raises(), state, config), replace=True)
+    try:
+        data = make_toy_data(tmp_path / "data", count=2, resolution=10, points=64)
+        with pytest.raises(SystemExit) as stop:
+            main(["population", "build", "--checkpoint", str(tmp_path / "ck"), "--parameterisation", "lora", "--data", str(data),
+                  "--out", str(tmp_path / "pop"), "--steps", "1"])
+    finally:
+        unregister("test-raises")
+    err = " ".join(capsys.readouterr().err.split())
+    assert stop.value.code == 70
+    assert "error in the generator plug-in of kind 'test-raises' (" in err and "test_generator_plugins.py:" in err
+    assert "in forward): ZeroDivisionError" in err and "bug in weightspace" not in err

@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
 
     Exit status 2: a `WeightspaceError` (bad input; the message names the file or field).
     Exit status 3: `data import` read some files but not all (each failure named, with its reason).
-    Exit status 70 (EX_SOFTWARE): an unexpected exception, i.e. a bug in weightspace; the line
-    says so, and `WEIGHTSPACE_DEBUG=1` shows the traceback. Exit status 130: interrupted (Ctrl-C), with
+    Exit status 70 (EX_SOFTWARE): an unexpected exception, i.e. a bug in weightspace, or in a plug-in
+    generator's code when a frame of it raised (the line names the kind, file and line); the line says
+    which, and `WEIGHTSPACE_DEBUG=1` shows the traceback. Exit status 130: interrupted (Ctrl-C), with
     one line on what was kept (a command that saves as it goes, such as `population build`, says how
     much and how to resume).
     """
@@ -151,6 +152,15 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("WEIGHTSPACE_DEBUG"):
             raise
         detail = " ".join(str(e).split())[:300]
+        from weightspace.generators.registry import plugin_frame
+
+        plugin = plugin_frame(e.__traceback__)
+        if plugin is not None:  # the user's generator raised it: say so, and where, rather than blame weightspace
+            err.print(f"[bold red]error in the generator plug-in[/] of {escape(plugin)}: {type(e).__name__}: {escape(detail)}",
+                      highlight=False)
+            err.print("the plug-in's own code raised this, not weightspace; rerun with WEIGHTSPACE_DEBUG=1 for the traceback",
+                      highlight=False)
+            sys.exit(INTERNAL_ERROR)
         err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(detail)}", highlight=False)
         err.print("this is a bug in weightspace, not in your input; rerun with WEIGHTSPACE_DEBUG=1 for the traceback", highlight=False)
         sys.exit(INTERNAL_ERROR)

@@ -36,6 +36,10 @@ BUILTIN_KINDS = ("latent-diffusion", "neural-field", "wala")
 
 Factory = Callable[[dict[str, Any], dict[str, Any]], Any]  # (state, config) -> Generator
 _REGISTERED: dict[str, Factory] = {}
+# top-level package of a loaded plug-in's code (its factory, generator class, network class) -> its kind,
+# so that an exception raised in that code is not reported as weightspace's own (`plugin_frame`)
+_PLUGIN_PACKAGES: dict[str, str] = {}
+_NOT_PLUGIN = ("weightspace", "torch", "builtins", "functools")
 
 
 def _builtin() -> dict[str, Factory]:
@@ -159,9 +163,27 @@ def load_generator(name_or_path: str | Path, device: str = "cpu"):
     if not isinstance(gen, Generator):
         raise InputError(f"{folder / 'config.json'}: the factory of kind {kind!r} returned "
                          f"{type(gen).__name__}, not a weightspace Generator")
+    if kind not in BUILTIN_KINDS:
+        for thing in (factory, type(gen), type(gen.net)):
+            package = str(getattr(thing, "__module__", None) or "").split(".")[0]
+            if package and package not in _NOT_PLUGIN:
+                _PLUGIN_PACKAGES.setdefault(package, str(kind))
     gen.source = str(name_or_path)
     gen.net.eval()
     return gen.to(target)
+
+
+def plugin_frame(tb: Any) -> str | None:
+    """Where in a loaded plug-in's code the exception of traceback `tb` was raised, as 'kind KIND (FILE:LINE in
+    FUNCTION)': the innermost frame of a plug-in's package; None when none took part."""
+    found = None
+    while tb is not None:
+        package = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        if package in _PLUGIN_PACKAGES:
+            code = tb.tb_frame.f_code
+            found = f"kind {_PLUGIN_PACKAGES[package]!r} ({code.co_filename}:{tb.tb_lineno} in {code.co_name})"
+        tb = tb.tb_next
+    return found
 
 
 def as_generator(generator: Any, device: str = "cpu"):
