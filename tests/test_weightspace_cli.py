@@ -306,3 +306,25 @@ def test_subspace_edit_names_a_recorded_population_it_cannot_find_and_the_way_ou
     assert "pass --population" in str(r.exception)
     r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--population", str(moved), "--out", str(tmp_path / "e")])
     assert r.exit_code == 0, r.output
+
+
+def test_subspace_edit_start_point_files_are_read_in_the_subspace_s_frame_or_named(runner, tmp_path):
+    """A member's own point file (LoRA factors) as --start was refused ('points have length ...', naming neither file nor
+    option) though the member id was accepted; a point of another generator gave the same unnamed error."""
+    from weightspace.space.store import Population, save_point
+
+    pop, sub = _toy_subspace(runner, tmp_path)
+    members = Population(pop)
+    first = str(members.rows[0]["id"])
+    save_point(tmp_path / "member.safetensors", members.matrix()[0], members.frame)  # (D,) factors, as the member is stored
+    runs = {}
+    for name, start in (("by-id", first), ("by-file", str(tmp_path / "member.safetensors"))):
+        r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--start", start, "--amounts", "0,1", "--out",
+                                str(tmp_path / name), "--json"])
+        assert r.exit_code == 0, r.output
+        runs[name] = json.loads(r.stdout)["predicted"]
+    assert runs["by-file"] == pytest.approx(runs["by-id"], abs=1e-6)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a point")
+    r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--start", str(tmp_path / "junk.safetensors"),
+                            "--out", str(tmp_path / "e")])
+    assert isinstance(r.exception, InputError) and str(r.exception).startswith(f"--start: {tmp_path / 'junk.safetensors'}")

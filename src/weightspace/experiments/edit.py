@@ -96,6 +96,24 @@ def _layout_of(sub: Any, pop: Any, x: torch.Tensor) -> Any:
     return frame.layout
 
 
+def _start_coords(sub: Any, path: str) -> torch.Tensor:
+    """Coordinates (k,) float64 of the point file `path` (--start) in the subspace; a LoRA factor point is taken to
+    delta form when the subspace is, as `member_coords` takes the members. A file of another frame is an error naming it."""
+    from weightspace.space.lora import factors_to_delta
+    from weightspace.space.store import load_point
+    from weightspace.space.subspace import converts_to_delta, delta_frame
+
+    try:
+        p = load_point(path)
+        x, frame = p.point[None], p.frame  # (1, D)
+        if converts_to_delta(frame.parameterisation, sub.frame.parameterisation.get("form")):
+            x, frame = factors_to_delta(x, frame.layout), delta_frame(frame)
+        sub.frame.layout.check_same(frame.layout, what=f"{path} vs the subspace")
+    except InputError as e:
+        raise InputError(f"--start: {e}") from None
+    return sub.project(x.to(sub.mean.dtype))[0].double()
+
+
 def fit_quality(coords: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """R^2 of the labels' least-squares fit on [coords, 1], in-sample and leave-one-out (None below k + 3 members)."""
     n, k = coords.shape
@@ -130,7 +148,7 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
     from weightspace.decode.points import decode_points
     from weightspace.report.gallery import render_gallery
     from weightspace.runtime.folders import check_out_folder
-    from weightspace.space.store import Population, load_point, save_point
+    from weightspace.space.store import Population, save_point
     from weightspace.space.subspace import Subspace, fit_direction
 
     amounts = [float(a) for a in amounts]
@@ -167,7 +185,7 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
     elif start in ids:
         z0 = coords[ids.index(start)]
     elif Path(start).is_file():
-        z0 = sub.project(load_point(start).point[None])[0].double()
+        z0 = _start_coords(sub, start)
     else:
         raise InputError(f"--start must be mean, a member id of {pop.folder} ({', '.join(ids[:4])}, ...) or a point file; got {start!r}")
     z = torch.stack([z0 + a_i * spread * direction for a_i in amounts])  # (A, k)
