@@ -328,3 +328,11 @@ def test_subspace_edit_start_point_files_are_read_in_the_subspace_s_frame_or_nam
     r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--start", str(tmp_path / "junk.safetensors"),
                             "--out", str(tmp_path / "e")])
     assert isinstance(r.exception, InputError) and str(r.exception).startswith(f"--start: {tmp_path / 'junk.safetensors'}")
+
+
+def test_subspace_edit_refuses_an_amount_whose_point_overflows(runner, tmp_path):
+    """--amounts 1e308 wrote a point file of inf, which `decode` then refused, and reported its empty grid as a shape."""
+    _, sub = _toy_subspace(runner, tmp_path)
+    out = tmp_path / "e"
+    r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--amounts", "0,1e308", "--out", str(out)])
+    assert isinstance(r.exception, InputError) and str(r.exception).startswith("--amounts 1e+308: the point that far") and not out.exists()

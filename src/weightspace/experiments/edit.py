@@ -190,6 +190,10 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
         raise InputError(f"--start must be mean, a member id of {pop.folder} ({', '.join(ids[:4])}, ...) or a point file; got {start!r}")
     z = torch.stack([z0 + a_i * spread * direction for a_i in amounts])  # (A, k)
     points = sub.reconstruct(z.float())  # (A, D)
+    overflow = [a for a, finite in zip(amounts, torch.isfinite(points).all(dim=1).tolist()) if not finite]
+    if overflow:  # a point file of inf that `decode` refuses, and a grid of nothing
+        raise InputError(f"--amounts {', '.join(f'{a:g}' for a in overflow)}: the point that far along the direction overflows "
+                         f"float32 weights (amounts are in the members' spread along it, {spread:.3g} in coordinates)")
     if generator is None:
         from weightspace.generators.registry import load_generator
 
