@@ -143,6 +143,17 @@ def test_report_of_missing_folder_is_a_clear_error(tmp_path):
         write_page([tmp_path], tmp_path / "x.html")
 
 
+
+def test_a_folder_without_a_study_given_beside_one_is_named_not_left_off(studies, tmp_path):
+    """`report STUDY INVERTED EDITED` wrote a page of the study alone and said nothing of the two folders it left off."""
+    inverted = tmp_path / "inverted"
+    (inverted / "grids").mkdir(parents=True)
+    (inverted / "invert.json").write_text("{}")
+    with pytest.raises(InputError, match=rf"no study results .* in or below {re.escape(str(inverted))}; the page shows studies only"):
+        write_page([studies["fit"], inverted], tmp_path / "page.html")
+    assert not (tmp_path / "page.html").exists()
+
+
 def test_decimation_keeps_the_shape_under_its_face_budget():
     mesh = grid_to_mesh(sdf_grid(torus(), 48))
     v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)

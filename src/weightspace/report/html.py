@@ -94,6 +94,11 @@ def write_page(results: Sequence[str | Path], out: str | Path, *, title: str | N
     folders = discover(results)
     if not folders and not extra:
         raise InputError(f"no study results (interpolate, subspace or fit folders) in {', '.join(map(str, results))}")
+    # a folder given beside others that holds no study (a subspace invert or edit, a decode) was left off the page in silence
+    empty = [str(p) for p in results if not discover([p]) and not (Path(p) / "shapes.csv").is_file()]
+    if empty:
+        raise InputError(f"no study results (interpolate, subspace or fit folders) in or below {', '.join(empty)}; the page "
+                         f"shows studies only (a subspace invert or edit folder shows its shapes in its own gallery.png)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     findings = [read_finding(f) for f in folders]
