@@ -336,3 +336,18 @@ def test_subspace_edit_refuses_an_amount_whose_point_overflows(runner, tmp_path)
     out = tmp_path / "e"
     r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--amounts", "0,1e308", "--out", str(out)])
     assert isinstance(r.exception, InputError) and str(r.exception).startswith("--amounts 1e+308: the point that far") and not out.exists()
+
+
+def test_subspace_edit_overwrite_leaves_none_of_the_earlier_edit_s_files(runner, tmp_path):
+    """An edit of 3 amounts replaced by one of 2 (--overwrite) left edit-02's grid, point and mesh beside the new manifest."""
+    _, sub = _toy_subspace(runner, tmp_path)
+    out = tmp_path / "e"
+    args = ["subspace", "edit", str(sub), "--by", "volume", "--out", str(out)]
+    assert runner.invoke(app, [*args, "--amounts", "-1,0,1"]).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    r = runner.invoke(app, [*args, "--amounts", "0,2", "--overwrite", "--no-meshes"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["edit-00.npy", "edit-01.npy"]
+    assert sorted(p.name for p in (out / "points").iterdir()) == ["edit-00.safetensors", "edit-01.safetensors"]
+    assert not any((out / "meshes").iterdir()) and (out / "notes.txt").read_text() == "mine"
+    assert not (out / ".replacing.json").exists() and json.loads((out / "edit.json").read_text())["amounts"] == [0.0, 2.0]

@@ -31,6 +31,7 @@ from weightspace.runtime.progress import log_line
 from weightspace.runtime.seeding import decode_seed
 
 EDIT_FILE = "edit.json"
+FILES = {"grid": "grids", "point": "points", "mesh": "meshes"}  # a row's fields naming its files, and their folders
 MEASURABLE = ("b0", "b1", "b2", "volume")  # attributes a decoded shape can be measured for
 
 
@@ -147,7 +148,7 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
     """Edit along the attribute's direction (module docstring); writes `out` and returns edit.json's content."""
     from weightspace.decode.points import decode_points
     from weightspace.report.gallery import render_gallery
-    from weightspace.runtime.folders import check_out_folder
+    from weightspace.runtime.folders import check_out_folder, finish_replacing, listed_files, named_files, start_replacing
     from weightspace.space.store import Population, save_point
     from weightspace.space.subspace import Subspace, fit_direction
 
@@ -205,10 +206,16 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
     from weightspace.analysis.persistence import robust_betti
 
     out.mkdir(parents=True, exist_ok=True)
+    names = [f"edit-{i:02d}" for i in range(len(amounts))]
+    planned = [{"grid": f"grids/{n}.npy", "point": f"points/{n}.safetensors", "mesh": f"meshes/{n}.ply"} for n in names]
+    # an earlier edit's files and this one's, on record until this one's manifest is written: those it does not name are
+    # then removed. The earlier record goes first, so a folder killed part-way passes for no finished edit of mixed files
+    recorded = start_replacing(out, listed_files(out / "manifest.jsonl", FILES) | named_files(planned, FILES), FILES)
+    for done in (EDIT_FILE, "manifest.jsonl"):
+        (out / done).unlink(missing_ok=True)
     (out / "points").mkdir(exist_ok=True)
     rows = []
-    for i, (amount, grid) in enumerate(zip(amounts, grids)):
-        name = f"edit-{i:02d}"
+    for i, (name, amount, grid) in enumerate(zip(names, amounts, grids)):
         shape = measure(grid, seed=seed)
         row = {"id": name, "amount": amount, "robust": list(shape.robust), "volume": shape.volume,
                "components_above": shape.components_above, "empty": shape.points is None,
@@ -227,6 +234,7 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
         rows.append(row)
     with atomic_path(out / "manifest.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    finish_replacing(out, recorded, rows, FILES)
     titles = [[f"{a:+g}: {tuple(r['robust'])} vol {r['volume']:.2f}" for a, r in zip(amounts, rows)]]
     render_gallery([list(grids)], out / "gallery.png", row_labels=[start], titles=titles,
                    title=f"edit along {attribute} (R^2 {_r2(quality['r2'])}, leave-one-out {_r2(quality['r2_leave_one_out'])}, "
