@@ -167,3 +167,15 @@ def test_a_subspace_file_with_a_spectrum_out_of_step_is_named(tmp_path, edit, ma
     save_file(tensors, path, metadata=meta)
     with pytest.raises(InputError, match=match):
         Subspace.load(tmp_path / "sub")
+
+
+def test_a_folder_of_another_kind_is_named_as_what_it_holds(tmp_path):
+    """A population (or any other folder) given as a subspace was reported as 'SUB/subspace.safetensors: file not found'."""
+    pop = tmp_path / "pop"
+    pop.mkdir()
+    (pop / "layout.json").write_text("{}")
+    (pop / "config.json").write_text('{"kind": "population"}')
+    with pytest.raises(InputError, match=r"pop: not a subspace folder \(no subspace.safetensors\); it holds a population"):
+        Subspace.load(pop)
+    with pytest.raises(InputError, match=r"not a subspace folder .*; `weightspace subspace fit` makes one"):
+        Subspace.load(tmp_path)

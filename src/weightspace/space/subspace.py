@@ -22,7 +22,7 @@ import torch
 
 from weightspace.runtime.checkpoint import load_state
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.folders import check_out_folder
+from weightspace.runtime.folders import WHAT, check_out_folder, folder_kind
 from weightspace.runtime.io import atomic_write_text
 from weightspace.runtime.seeding import item_generator
 from weightspace.space.frame import Frame
@@ -144,6 +144,10 @@ class Subspace:
     @classmethod
     def load(cls, folder: str | Path) -> "Subspace":
         folder = Path(folder)
+        if folder.is_dir() and not (folder / SUBSPACE_FILE).is_file():  # a population or checkpoint given for its subspace
+            kind = folder_kind(folder)
+            held = f"; it holds {WHAT[kind]}" if kind else ""
+            raise InputError(f"{folder}: not a subspace folder (no {SUBSPACE_FILE}){held}; `weightspace subspace fit` makes one")
         path = folder / SUBSPACE_FILE if folder.is_dir() else folder
         meta = read_metadata(path)
         if meta.get("kind") != "subspace":
