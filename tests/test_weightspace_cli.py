@@ -351,3 +351,18 @@ def test_subspace_edit_overwrite_leaves_none_of_the_earlier_edit_s_files(runner,
     assert sorted(p.name for p in (out / "points").iterdir()) == ["edit-00.safetensors", "edit-01.safetensors"]
     assert not any((out / "meshes").iterdir()) and (out / "notes.txt").read_text() == "mine"
     assert not (out / ".replacing.json").exists() and json.loads((out / "edit.json").read_text())["amounts"] == [0.0, 2.0]
+
+
+def test_subspace_edit_warns_when_population_is_not_the_one_the_subspace_was_fitted_to(runner, tmp_path):
+    """--population of other members (here: the first 3 of the 4) was used without a word, though the help calls it the
+    population the subspace was fitted to: the direction is then fitted to projections of shapes that did not shape it."""
+    pop, sub = _toy_subspace(runner, tmp_path)
+    other = tmp_path / "other"
+    r = runner.invoke(app, ["population", "build", "--checkpoint", str(tmp_path / "toy"), "--parameterisation", "lora", "--data",
+                            str(tmp_path / "data"), "--out", str(other), "--members", "3", "--rank", "2", "--targets", "mid|vol", "--steps", "3"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--population", str(other), "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    assert f"warning: --population {other} is not the population {sub} was fitted to ({pop}: 4 shapes" in r.stderr
+    r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--population", str(pop), "--out", str(tmp_path / "e2")])
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.output

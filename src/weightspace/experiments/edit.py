@@ -97,6 +97,18 @@ def _layout_of(sub: Any, pop: Any, x: torch.Tensor) -> Any:
     return frame.layout
 
 
+def _check_members(sub: Any, pop: Any, subspace: str | Path, log: Callable[[str], None]) -> None:
+    """Warn when `pop` is not the population the subspace records it was fitted to (`Subspace.members`): its members
+    are then projections into a subspace they did not shape, and the direction is fitted to those."""
+    members = sub.members
+    shapes = [str((r.get("source") or {}).get("id", r.get("id"))) for r in pop.rows]
+    if members is None or (shapes == members.get("shapes") and pop.config.get("data_hash") == members.get("data_hash")):
+        return
+    log(f"warning: --population {pop.folder} is not the population {subspace} was fitted to ({members.get('population')}: "
+        f"{len(members.get('shapes', []))} shapes of data {members.get('data')}); the direction is fitted to the projections "
+        f"of its {len(shapes)} members")
+
+
 def _start_coords(sub: Any, path: str) -> torch.Tensor:
     """Coordinates (k,) float64 of the point file `path` (--start) in the subspace; a LoRA factor point is taken to
     delta form when the subspace is, as `member_coords` takes the members. A file of another frame is an error naming it."""
@@ -167,6 +179,7 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
             raise InputError(f"{subspace}: the population it was fitted to, {population}, is not found from here (moved, or "
                              f"named relative to where `subspace fit` ran); pass --population")
     pop = Population(population)
+    _check_members(sub, pop, subspace, log)
     labels, data = member_labels(pop, attribute)
     if len(set(labels.tolist())) < 2:
         raise InputError(f"--by {attribute}: every member of {pop.folder} has the same value ({labels[0]:g}); no direction to fit")
