@@ -36,9 +36,9 @@ BUILTIN_KINDS = ("latent-diffusion", "neural-field", "wala")
 
 Factory = Callable[[dict[str, Any], dict[str, Any]], Any]  # (state, config) -> Generator
 _REGISTERED: dict[str, Factory] = {}
-# top-level package of a loaded plug-in's code (its factory, generator class, network class) -> its kind,
-# so that an exception raised in that code is not reported as weightspace's own (`plugin_frame`)
-_PLUGIN_PACKAGES: dict[str, str] = {}
+# top-level package of a loaded plug-in's code (its factory, generator class, network class) -> the kinds it
+# loaded, so that an exception raised in that code is not reported as weightspace's own (`plugin_frame`)
+_PLUGIN_PACKAGES: dict[str, list[str]] = {}
 _NOT_PLUGIN = ("weightspace", "torch", "builtins", "functools")
 
 
@@ -148,6 +148,7 @@ def load_generator(name_or_path: str | Path, device: str = "cpu"):
     state, config = load_checkpoint(folder)
     kind = config.get("kind")
     factory = factory_for(kind, str(folder / "config.json"))
+    _note_plugin(kind, factory)
     try:
         gen = factory(state, config)
     except InputError as e:  # factories see (state, config) only: name the files by their folder
@@ -163,27 +164,43 @@ def load_generator(name_or_path: str | Path, device: str = "cpu"):
     if not isinstance(gen, Generator):
         raise InputError(f"{folder / 'config.json'}: the factory of kind {kind!r} returned "
                          f"{type(gen).__name__}, not a weightspace Generator")
-    if kind not in BUILTIN_KINDS:
-        for thing in (factory, type(gen), type(gen.net)):
-            package = str(getattr(thing, "__module__", None) or "").split(".")[0]
-            if package and package not in _NOT_PLUGIN:
-                _PLUGIN_PACKAGES.setdefault(package, str(kind))
+    _note_plugin(kind, type(gen), type(gen.net))
     gen.source = str(name_or_path)
     gen.net.eval()
     return gen.to(target)
 
 
+def _note_plugin(kind: Any, *code: Any) -> None:
+    """Remember the top-level packages of a plug-in kind's factory, generator and network classes."""
+    if kind in BUILTIN_KINDS:
+        return
+    for thing in code:
+        package = str(getattr(thing, "__module__", None) or "").split(".")[0]
+        if package and package not in _NOT_PLUGIN and kind not in _PLUGIN_PACKAGES.setdefault(package, []):
+            _PLUGIN_PACKAGES[package].append(str(kind))
+
+
 def plugin_frame(tb: Any) -> str | None:
     """Where in a loaded plug-in's code the exception of traceback `tb` was raised, as 'kind KIND (FILE:LINE in
-    FUNCTION)': the innermost frame of a plug-in's package; None when none took part."""
-    found = None
+    FUNCTION)': the innermost frame of a plug-in's package; None when none took part. The kind is that of the
+    innermost generator method on the way (a package may hold several kinds), else the package's."""
+    from weightspace.generators.protocol import Generator
+
+    found, kind = None, None
     while tb is not None:
-        package = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        frame = tb.tb_frame
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Generator):
+            kind = owner.kind
+        package = str(frame.f_globals.get("__name__", "")).split(".")[0]
         if package in _PLUGIN_PACKAGES:
-            code = tb.tb_frame.f_code
-            found = f"kind {_PLUGIN_PACKAGES[package]!r} ({code.co_filename}:{tb.tb_lineno} in {code.co_name})"
+            found = (package, frame.f_code, tb.tb_lineno)
         tb = tb.tb_next
-    return found
+    if found is None:
+        return None
+    package, code, line = found
+    kinds = [kind] if kind in _PLUGIN_PACKAGES[package] else _PLUGIN_PACKAGES[package]
+    return f"kind {', '.join(map(repr, kinds))} ({code.co_filename}:{line} in {code.co_name})"
 
 
 def as_generator(generator: Any, device: str = "cpu"):
