@@ -170,6 +170,17 @@ def test_subspace_invert_scans_and_observations(runner, tmp_path):
         np.testing.assert_array_equal(np.load(killed / "grids" / f"{name}.npy"), np.load(tmp_path / "straight" / "grids" / f"{name}.npy"))
     rows = [json.loads(line) for line in (killed / "manifest.jsonl").read_text().splitlines()]
     assert rows[0]["transform"]["center"] == [100.0, 0.0, 5.0] and "iou" not in rows[0] and "member_of_subspace" not in rows[0]
+    # a plug-in whose sdf_grid breaks the protocol (here: another resolution) is named, not meshed and measured
+    from weightspace.space.subspace import Subspace
+
+    class Coarse(ToyGenerator):
+        def sdf_grid(self, condition, seeds, *, params=None, resolution=None):
+            return super().sdf_grid(condition, seeds, params=params, resolution=resolution)[:, ::2, ::2, ::2]
+
+    scan = invert_module.Scan("ring", np.asarray(ring.sample(64), np.float32) / 50.0, "ring.ply")
+    with pytest.raises(InputError, match=r"sdf_grid must return grids"):
+        invert_module.invert_scan(Coarse(seed=0), Subspace.load(sub), scan, invert_module.InvertConfig(str(sub), str(tmp_path / "x"),
+                                                                                                       steps=1, starts=0))
     # an id from a hand-edited manifest names no path outside the folder
     assert invert_module._file_safe("../../etc/passwd") == "_.._etc_passwd" and invert_module._file_safe("..") == "scan"
     # neither or both of scans and --observations is refused

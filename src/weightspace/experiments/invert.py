@@ -207,7 +207,7 @@ def invert_scan(gen: Any, sub: Any, scan: Scan, cfg: InvertConfig) -> tuple[dict
     def decoded(u: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
             cond, params = method.model(u.to(gen.device))
-            grid = gen.sdf_grid(cond, [sampler_seed], params=params, resolution=cfg.resolution)
+            grid = gen.grids(cond, [sampler_seed], params=params, resolution=cfg.resolution)  # checked against the protocol
         return grid[0].float().cpu().numpy()
 
     start_grid, grid = decoded(method.x0), decoded(run.best)
