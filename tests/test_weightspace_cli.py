@@ -136,6 +136,15 @@ def test_subspace_invert_scans_and_observations(runner, tmp_path):
     r = runner.invoke(app, ["decode", str(out / rows[0]["point"]), "--out", str(dec), "--seed", str(rows[0]["decode_seed"])])
     assert r.exit_code == 0, r.output
     np.testing.assert_allclose(np.load(dec / "grids" / f"{rows[0]['id']}.npy"), np.load(out / rows[0]["grid"]), atol=1e-5)
+    # observations of a dataset since remade under the same name are not scored against the new shapes
+    config = json.loads((obs / "config.json").read_text())
+    assert config["source_hash"]
+    (obs / "config.json").write_text(json.dumps({**config, "source_hash": "0" * 16}))
+    r = runner.invoke(app, ["subspace", "invert", str(sub), "--observations", str(obs), "--out", str(tmp_path / "remade"), "--steps", "1",
+                            "--starts", "0", "--json"])
+    assert r.exit_code == 0 and "has changed since the observations were made" in r.stderr, r.output
+    assert "topology_correct" not in json.loads(r.stdout) and "iou" not in json.loads((tmp_path / "remade" / "manifest.jsonl").read_text().splitlines()[0])
+    (obs / "config.json").write_text(json.dumps(config))
     # a finished run is replaced only with --overwrite
     r = runner.invoke(app, ["subspace", "invert", str(sub), "--observations", str(obs), "--out", str(out)])
     assert isinstance(r.exception, InputError) and "pass --overwrite" in str(r.exception)

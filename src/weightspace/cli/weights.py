@@ -216,7 +216,8 @@ def subspace_fit(
 def subspace_invert(
     subspace: Path = typer.Argument(..., help="Subspace folder (`weightspace subspace fit`)."),
     scans: Optional[list[Path]] = typer.Argument(None, help="Scans to invert: meshes (.obj .ply .stl .off .glb) or point clouds "
-                                                 "(.npy (P,3), .npz, .ply, .xyz), at any scale and pose; normalised as `data import` does."),
+                                                 "(.npy (P,3), .npz, .ply, .xyz), at any scale and position: centred and scaled as `data import` does, never "
+                                                 "turned, so a scan must face the way the subspace's shapes do."),
     observations: Optional[Path] = typer.Option(None, "--observations", help="Invert every observation of a `weightspace data observe` "
                                                 "folder instead; with its source dataset at hand, each is also scored against its shape."),
     out: Path = typer.Option(..., "--out", help="Output folder: points/ID.safetensors, grids/, meshes/, manifest.jsonl, invert.json."),

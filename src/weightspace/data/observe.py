@@ -149,6 +149,11 @@ def observe_folder(
     out = Path(out)
     save_npy(out / "observations.npy", np.stack(obs))  # (N, n, 3) float32
     write_manifest(out / "manifest.jsonl", out_rows)
-    config = dict(source=str(folder), kind=kind, n=n, sigma=sigma, partial_mode=partial_mode, split=split, seed=seed)
+    from weightspace.data.dataset import manifest_hash
+
+    # the source's manifest hash: a dataset remade under the same name (every `data make` names its shapes torus-00000,
+    # ...) is not taken for the one observed
+    config = dict(source=str(folder), source_hash=manifest_hash(folder), kind=kind, n=n, sigma=sigma, partial_mode=partial_mode,
+                  split=split, seed=seed)
     atomic_write_json(out / "config.json", config)
     return dict(config, count=len(rows))

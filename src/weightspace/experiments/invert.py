@@ -1,5 +1,5 @@
 """Inverting a user's scans into a learned subspace (`weightspace subspace invert`): each scan, a mesh or a
-point cloud at any scale and pose, or each observation of a `data observe` set, becomes the subspace
+point cloud at any scale and position, or each observation of a `data observe` set, becomes the subspace
 point whose shape fits it best, as weights2weights inverts an image into its space.
 
 The fit is the fit study's (`fit_methods`): Adam on the coordinates u = z / sigma of mean + z B with the
@@ -52,7 +52,7 @@ class InvertConfig:
 
     subspace: str
     out: str
-    scans: list[str] = field(default_factory=list)  # mesh or point-cloud files, any scale and pose
+    scans: list[str] = field(default_factory=list)  # mesh or point-cloud files, any scale and position (not turned)
     observations: str | None = None  # a `data observe` folder (already in the normalised frame)
     checkpoint: str | None = None  # the generator (default: the one the subspace records)
     steps: int = 300  # the most Adam steps per scan
@@ -133,7 +133,11 @@ def _observation_scans(folder: Path, log: Callable[[str], None], members: dict[s
     if config.get("source") and not source.is_dir() and (folder.parent / source).is_dir():
         source = folder.parent / source  # written relative to where `data observe` ran
     by_id: dict[str, dict] = {}
-    if config.get("source") and (source / "manifest.jsonl").is_file():
+    recorded = config.get("source_hash")  # `data observe` since 2026-12-07: the source manifest's hash
+    if config.get("source") and (source / "manifest.jsonl").is_file() and recorded and manifest_hash(source) != recorded:
+        log(f"{folder}: its source dataset {source} has changed since the observations were made (another manifest); "
+            f"the shapes are fitted without figures against the shapes they observe")
+    elif config.get("source") and (source / "manifest.jsonl").is_file():
         by_id = {str(r.get("id")): r for _, r in read_jsonl(source / "manifest.jsonl")}
     else:
         log(f"{folder}: its source dataset {config.get('source')!r} is not at hand; the shapes are fitted without "
