@@ -228,6 +228,11 @@ def test_occupancy_saved_as_numbers_is_read_as_occupancy(files: dict[str, Path],
     assert analyze_file(far)["empty"]
     np.save(far, np.ones((8, 8, 8), np.uint8))  # integers of 0 and 1 alone: occupancy, full
     assert (analyze_file(far)["b0"], analyze_file(far)["empty"]) == (1, False)
+    mask = tmp_path / "mask.npy"  # a mask saved as an image saves it: 0 and 255
+    np.save(mask, solid.astype(np.uint8) * 255)
+    assert (analyze_file(mask)["b0"], analyze_file(mask)["b1"]) == (1, 2)
+    np.save(mask, np.arange(512, dtype=np.int16).reshape(8, 8, 8) - 100)  # integers of many values: distances
+    assert analyze_file(mask)["b0"] == 1 and not analyze_file(mask)["empty"]
 
 
 def test_binvox_files_are_measured_as_occupancy(files: dict[str, Path], tmp_path: Path) -> None:

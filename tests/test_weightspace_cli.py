@@ -233,6 +233,8 @@ def test_subspace_edit_along_an_attribute_measures_what_changed(runner, tmp_path
     assert isinstance(r.exception, InputError) and "no number under that name" in str(r.exception)
     r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "b0", "--out", str(tmp_path / "e4")])
     assert isinstance(r.exception, InputError) and "the same value" in str(r.exception)  # every toy shape is one part
+    r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "family:chair", "--out", str(tmp_path / "e6")])
+    assert isinstance(r.exception, InputError) and "(its members' families: sphere, torus)" in str(r.exception)
     r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--start", "nobody", "--out", str(tmp_path / "e5")])
     assert isinstance(r.exception, InputError) and "--start must be mean, a member id" in str(r.exception)
     # the figures themselves: a perfectly linear label has R^2 1 both ways; rho of a monotone series is 1

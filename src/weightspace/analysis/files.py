@@ -4,9 +4,10 @@ Accepted inputs:
 - ``.npy`` grids (X, Y, Z): bool = occupancy, numeric = SDF (solid where value < level). The
   project's dataset grids (``grids/<id>.npy``, (R, R, R) float32 truncated SDF) are such files.
   A numeric grid holding nothing but 0 and 1 is an occupancy grid saved as numbers (what voxelisers
-  and ``np.save(grid.astype(np.uint8))`` write), read as bool: as a distance it would be empty, with
-  nothing below level 0. Integer grids of 0 and 1 alone count too (all 0 is empty, all 1 full); a float
-  grid needs both values, as a truncated SDF of an empty shape is all one value.
+  and ``np.save(grid.astype(np.uint8))`` write), read as bool (nonzero = solid): as a distance it would be
+  empty, with nothing below level 0. Integer grids of 0 and one positive value (masks saved as 0 and 255)
+  or of one value alone count too; a float grid needs both 0 and 1, as a truncated SDF of an empty shape
+  is all one value (`data.voxels.saved_occupancy`).
 - ``.binvox`` occupancy grids (ShapeNet's voxelisations; `data.voxels`), in x, y, z order.
 - meshes that trimesh reads: ``.obj .ply .stl .off .glb .gltf``; topology comes from the mesh
   (`mesh_topology`), which requires it to be watertight, with no two surfaces crossing, for b0, b1, b2. A well-formed mesh file

@@ -21,7 +21,7 @@ def _fmt(v: object) -> str:
 
 @analyze_app.command("topology")
 def topology_cmd(
-    files: list[Path] = typer.Argument(..., help="Grid files (.npy: bool or only 0 and 1 = occupancy, other numbers = SDF; .binvox), meshes (.obj .ply .stl .off .glb), or folders of them."),
+    files: list[Path] = typer.Argument(..., help="Grid files (.npy: bool, only 0 and 1, or integers of 0 and one value = occupancy; other numbers = SDF; .binvox), meshes (.obj .ply .stl .off .glb), or folders of them."),
     level: float = typer.Option(0.0, "--level", help="Iso level for SDF grids: solid where value < level."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list (keys path, b0, b1, b2, euler, genus, empty, ...; error for a file that failed)."),
 ) -> None:

@@ -70,10 +70,12 @@ def occupancy_surface(occupancy: np.ndarray, transform: np.ndarray) -> trimesh.T
 
 
 def saved_occupancy(grid: np.ndarray) -> bool:
-    """The numeric grid is occupancy saved as numbers, not distances: it holds nothing but 0 and 1.
-    Integers of 0 alone or 1 alone count (all 0 is empty, all 1 full); a float grid needs both values,
-    as the truncated SDF of an empty shape is all one value."""
+    """The numeric grid is occupancy saved as numbers, not distances: it holds nothing but 0 and 1, or (integers)
+    0 and one positive value, as masks saved as images are (0 and 255). Integers of one value count (all 0 is
+    empty, all 1 full); a float grid needs both 0 and 1, as the truncated SDF of an empty shape is all one value.
+    Read as a distance, such a grid is empty: nothing lies below level 0."""
+    if np.issubdtype(grid.dtype, np.integer):
+        top = grid.max()
+        return bool(top >= 0 and ((grid == 0) | (grid == top)).all())
     ones = grid == 1
-    if not (ones | (grid == 0)).all():
-        return False
-    return bool(np.issubdtype(grid.dtype, np.integer) or (ones.any() and not ones.all()))
+    return bool((ones | (grid == 0)).all() and ones.any() and not ones.all())

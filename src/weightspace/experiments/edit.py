@@ -182,7 +182,10 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
     _check_members(sub, pop, subspace, log)
     labels, data = member_labels(pop, attribute)
     if len(set(labels.tolist())) < 2:
-        raise InputError(f"--by {attribute}: every member of {pop.folder} has the same value ({labels[0]:g}); no direction to fit")
+        present = sorted({str((r.get("source") or {}).get("family")) for r in pop.rows})
+        families = f" (its members' families: {', '.join(present)})" if attribute.startswith("family:") else ""
+        raise InputError(f"--by {attribute}: every member of {pop.folder} has the same value ({labels[0]:g}){families}; "
+                         f"no direction to fit")
     coords = member_coords(sub, pop).double()  # (N, k)
     direction = fit_direction(coords, labels).double()  # (k,) unit
     along = (coords @ direction).numpy()  # (N,)
