@@ -287,8 +287,9 @@ def subspace_edit(
     As weights2weights edits identities: the members are labelled by an attribute of their shapes, the
     direction along which it grows is fitted by least squares (its R^2 in-sample and leave-one-out say
     how much it explains), and points along it from --start are decoded and measured (robust Betti
-    numbers, volume). For b0, b1, b2 and volume, Spearman's rho of the measured attribute against the
-    amounts says whether the decoded shapes follow the direction.
+    numbers, volume). "predicted" is the fitted linear model's value of the attribute at each point, not a
+    measurement of its shape; for b0, b1, b2 and volume the shapes are measured too, and Spearman's rho of
+    the measured attribute against the amounts says whether the decoded shapes follow the direction.
 
     Example: weightspace subspace edit runs/sub --by params.minor --out runs/thicker
     """
