@@ -84,7 +84,15 @@ def test_a_binvox_occupancy_grid_imports_through_its_surface(tmp_path):
     ring, blocks = _rows(tmp_path / "out")
     assert ring["format"] == "binvox" and ring["watertight"] and ring["betti_measured"] == [1, 1, 0]
     assert blocks["betti_measured"] == [2, 0, 0]
-    # voxel index i sits at translate + i * scale / (side - 1): the ring's centre is at x = 10 + 2
+    # binvox's convention: voxel i's centre sits at translate + scale (i + 0.5) / side, the grid spanning
+    # [translate, translate + scale]: a grid full of voxels imports with that box as its bounds
+    full = import_meshes([_binvox(tmp_path / "full.binvox", np.ones((8, 8, 8), bool), translate=(1.0, 2.0, 3.0), scale=2.0)],
+                         tmp_path / "full", resolution=16, n_points=10, progress=False)
+    assert full["imported"] == 1
+    (box,) = _rows(tmp_path / "full")
+    np.testing.assert_allclose(box["center"], [2.0, 3.0, 4.0], atol=1e-6)
+    np.testing.assert_allclose(box["scale"], 0.9 / 1.0, rtol=1e-6)  # its side is 2, the file's scale
+    # so the ring's centre, at index 19.5 of 40, is at x = 10 + 4 * 20 / 40
     np.testing.assert_allclose(ring["center"], [12.0, 2.0, 2.0], atol=0.05)
     grid = np.load(tmp_path / "out" / ring["grid"])
     assert topology(grid).betti == (1, 1, 0)

@@ -55,7 +55,12 @@ def read_binvox(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path}: binvox data holds {what}, but its header's dim {list(shape)} needs {voxels}: "
                          "the file is truncated or its header does not belong to it")
     grid = binvox.voxel_from_binvox(rle, shape, translate, scale)
-    return np.asarray(grid.matrix, dtype=bool), np.asarray(grid.transform, dtype=np.float64)
+    # binvox's convention (its format page): voxel i's centre is at translate + scale (i + 0.5) / dim, so the grid
+    # spans [translate, translate + scale]; trimesh's own transform puts the first and last centres at its ends
+    side = shape[0]
+    transform = np.diag([scale / side] * 3 + [1.0])
+    transform[:3, 3] = translate + 0.5 * scale / side
+    return np.asarray(grid.matrix, dtype=bool), transform
 
 
 def occupancy_surface(occupancy: np.ndarray, transform: np.ndarray) -> trimesh.Trimesh:
