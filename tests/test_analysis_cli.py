@@ -250,3 +250,20 @@ def test_binvox_files_are_measured_as_occupancy(files: dict[str, Path], tmp_path
     with pytest.raises(InputError, match=r"binvox data holds .* the file is truncated") as e:
         analyze_file(path)
     assert str(path) in str(e.value)
+
+
+def test_grid_volumes_say_their_units(tmp_path: Path) -> None:
+    """A cube grid's volumes are world units of the [-1, 1]^3 box it samples; any other grid's count voxels, and
+    the table says so (a 'max vol 24' beside 'max vol 0.19' read as the same unit)."""
+    slab = np.zeros((8, 8, 4), bool)
+    slab[2:5, 2:6, 1:3] = True
+    np.save(tmp_path / "slab.npy", slab)
+    cube = np.zeros((8, 8, 8), bool)
+    cube[2:5, 2:6, 1:3] = True
+    np.save(tmp_path / "cube.npy", cube)
+    rows = {Path(r["path"]).stem: r for r in json.loads(_invoke(["analyze", "topology", str(tmp_path), "--json"]).output)}
+    assert rows["slab"]["volume_units"] == "voxels" and rows["slab"]["component_volumes"] == [24.0]
+    assert rows["cube"]["volume_units"].startswith("world")
+    _register()
+    table = CliRunner().invoke(app, ["analyze", "topology", str(tmp_path / "slab.npy")], env={"COLUMNS": "200"})
+    assert "max vol 24 voxels" in table.output

@@ -108,10 +108,13 @@ def analyze_file(path: str | os.PathLike, level: float = 0.0) -> dict:
     path = Path(path)
     kind = _kind(path)
     if kind == "grid":
-        t = topology(load_grid(path), level=level)
+        grid = load_grid(path)
+        t = topology(grid, level=level)
+        cube = len(set(grid.shape)) == 1 and grid.shape[0] >= 2  # `topology`: a cube samples [-1, 1]^3, others count voxels
         return {
             "path": str(path), "kind": kind, "b0": t.b0, "b1": t.b1, "b2": t.b2, "euler": t.euler,
             "genus": t.genus, "empty": t.b0 == 0, "component_volumes": [float(v) for v in t.component_volumes],
+            "volume_units": "world ([-1, 1]^3 box)" if cube else "voxels",
         }  # fmt: skip
     mesh = load_mesh(path)
     m = mesh_topology(mesh)

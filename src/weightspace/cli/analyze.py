@@ -59,7 +59,8 @@ def _topology_table(rows: list[dict]) -> None:
         if r["empty"]:
             note = "empty (nothing solid)" if r["kind"] == "grid" else "empty (no surface)"
         elif r["kind"] == "grid":
-            note = f"max vol {max(r['component_volumes'], default=0.0):.3g}"
+            units = " voxels" if r.get("volume_units") == "voxels" else ""
+            note = f"max vol {max(r['component_volumes'], default=0.0):.3g}{units}"
         elif r["crossing"]:
             note = "watertight, surfaces cross"
         else:
