@@ -220,6 +220,10 @@ def test_subspace_edit_along_an_attribute_measures_what_changed(runner, tmp_path
     assert result["predicted"][0] < result["predicted"][1] < result["predicted"][2]
     assert all((out / row["grid"]).is_file() and (out / row["point"]).is_file() for row in rows) and (out / "gallery.png").is_file()
     assert rows[1]["measured"] == rows[1]["volume"] and result["population"] == str(pop)
+    assert rows[1]["beyond_members"] is False  # the mean lies among the members
+    r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--amounts", "0,9", "--out", str(tmp_path / "far"), "--no-meshes"])
+    assert r.exit_code == 0 and "--amounts 9 lie beyond every member along the direction" in r.output, r.output
+    assert [json.loads(line)["beyond_members"] for line in (tmp_path / "far" / "manifest.jsonl").read_text().splitlines()] == [False, True]
     # the middle point is the start (the subspace mean): `decode` of it redraws the same grid
     dec = tmp_path / "dec"
     assert runner.invoke(app, ["decode", str(out / rows[1]["point"]), "--out", str(dec)]).exit_code == 0

@@ -206,6 +206,13 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
     else:
         raise InputError(f"--start must be mean, a member id of {pop.folder} ({', '.join(ids[:4])}, ...) or a point file; got {start!r}")
     z = torch.stack([z0 + a_i * spread * direction for a_i in amounts])  # (A, k)
+    # where each step lies along the direction against the members: past all of them, the edit extrapolates
+    position = (z @ direction).numpy()  # (A,)
+    beyond = [bool(v < along.min() or v > along.max()) for v in position]
+    if any(beyond):
+        log(f"note: --amounts {', '.join(f'{a:g}' for a, b in zip(amounts, beyond) if b)} lie beyond every member along the "
+            f"direction (members span {(along.min() - along.mean()) / spread:+.2f} to {(along.max() - along.mean()) / spread:+.2f} "
+            f"spreads about their mean): those shapes extrapolate the population")
     points = sub.reconstruct(z.float())  # (A, D)
     overflow = [a for a, finite in zip(amounts, torch.isfinite(points).all(dim=1).tolist()) if not finite]
     if overflow:  # a point file of inf that `decode` refuses, and a grid of nothing
@@ -233,7 +240,7 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
     rows = []
     for i, (name, amount, grid) in enumerate(zip(names, amounts, grids)):
         shape = measure(grid, seed=seed)
-        row = {"id": name, "amount": amount, "robust": list(shape.robust), "volume": shape.volume,
+        row = {"id": name, "amount": amount, "beyond_members": beyond[i], "robust": list(shape.robust), "volume": shape.volume,
                "components_above": shape.components_above, "empty": shape.points is None,
                "predicted": float(np.append(z[i].numpy(), 1.0) @ weights), "grid": f"grids/{name}.npy",
                "point": f"points/{name}.safetensors"}
