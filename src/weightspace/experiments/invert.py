@@ -261,24 +261,38 @@ def _write_mesh(out: Path, row: dict[str, Any], grid: np.ndarray) -> dict[str, A
     return row
 
 
+def _points_grid(points: np.ndarray, resolution: int) -> np.ndarray:
+    """The voxels (R, R, R) a scan's points (P, 3) fall in, grown by one voxel, as a grid the gallery draws (negative
+    inside): what was seen, in the frame it was inverted in."""
+    from scipy.ndimage import binary_dilation
+
+    idx = np.clip(np.round((np.asarray(points) + 1.0) / 2.0 * (resolution - 1)).astype(np.int64), 0, resolution - 1)  # (P, 3)
+    seen = np.zeros((resolution,) * 3, bool)
+    seen[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+    return np.where(binary_dilation(seen), -1.0, 1.0).astype(np.float32) / resolution
+
+
 def _gallery(out: Path, rows: list[dict[str, Any]], scans: dict[str, Scan]) -> None:
-    """gallery.png: one row per scan (the first GALLERY_ROWS), the observed shape beside its inversion where
-    the shape is known; each inversion blue when its robust Betti numbers are the shape's, red when not."""
+    """gallery.png: one row per scan (the first GALLERY_ROWS): the points seen (voxelised), the observed shape
+    where it is known, and the inversion, blue when its robust Betti numbers are the shape's, red when not."""
     from weightspace.report.gallery import render_gallery
     from weightspace.runtime.io import read_npy
 
     shown = rows[:GALLERY_ROWS]
     cells, titles, ok = [], [], []
     for r in shown:
-        truth = scans[r["id"]].truth
+        scan = scans[r["id"]]
         grid = read_npy(out / r["grid"], what="grid")
         seen = f"seen {r['seen_distance']:.3f}" if r["seen_distance"] is not None else "no surface"
         cell_title = f"{tuple(r['robust'])} {seen}" + (f" IoU {r['iou']:.2f}" if r.get("iou") is not None else "")
-        if truth is None:
-            cells.append([grid]), titles.append([cell_title]), ok.append([not r["empty"]])
+        points = _points_grid(scan.points, grid.shape[0])
+        if scan.truth is None:
+            cells.append([points, grid]), titles.append([f"{len(scan.points)} points seen", cell_title])
+            ok.append([True, not r["empty"]])
         else:
-            cells.append([truth["grid"], grid]), titles.append([f"observed shape {tuple(truth['robust'])}", cell_title])
-            ok.append([True, bool(r["topology_correct"])])
+            cells.append([points, scan.truth["grid"], grid])
+            titles.append([f"{len(scan.points)} points seen", f"observed shape {tuple(scan.truth['robust'])}", cell_title])
+            ok.append([True, True, bool(r["topology_correct"])])
     more = f" (the first {GALLERY_ROWS} of {len(rows)})" if len(rows) > GALLERY_ROWS else ""
     render_gallery(cells, out / GALLERY, row_labels=[r["id"] for r in shown], titles=titles, ok=ok,
                    title=f"scans inverted into the subspace{more}: robust Betti numbers, mean distance of the seen points")
