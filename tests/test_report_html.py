@@ -145,11 +145,17 @@ def test_report_of_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_a_folder_without_a_study_given_beside_one_is_named_not_left_off(studies, tmp_path):
-    """`report STUDY INVERTED EDITED` wrote a page of the study alone and said nothing of the two folders it left off."""
+    """`report STUDY DECODED` wrote a page of the study alone and said nothing of the folder it left off. (A subspace
+    invert or edit folder gets a section of its own: tests/test_weightspace_cli.py; a damaged one is named.)"""
+    decoded = tmp_path / "decoded"
+    (decoded / "grids").mkdir(parents=True)
+    (decoded / "decode.json").write_text("{}")
+    with pytest.raises(InputError, match=rf"no study results .* in or below {re.escape(str(decoded))}"):
+        write_page([studies["fit"], decoded], tmp_path / "page.html")
     inverted = tmp_path / "inverted"
-    (inverted / "grids").mkdir(parents=True)
+    inverted.mkdir()
     (inverted / "invert.json").write_text("{}")
-    with pytest.raises(InputError, match=rf"no study results .* in or below {re.escape(str(inverted))}; the page shows studies only"):
+    with pytest.raises(InputError, match=rf"{re.escape(str(inverted / 'manifest.jsonl'))}"):
         write_page([studies["fit"], inverted], tmp_path / "page.html")
     assert not (tmp_path / "page.html").exists()
 

@@ -395,3 +395,31 @@ def test_subspace_edit_warns_when_population_is_not_the_one_the_subspace_was_fit
     assert f"warning: --population {other} is not the population {sub} was fitted to ({pop}: 4 shapes" in r.stderr
     r = runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--population", str(pop), "--out", str(tmp_path / "e2")])
     assert r.exit_code == 0 and "warning" not in r.stderr, r.output
+
+
+def test_report_shows_subspace_inversions_and_edits(runner, tmp_path):
+    """`report` on `subspace invert` and `subspace edit` folders gives each a section with its gallery and table
+    (they were refused, or left off, as folders without a study); a decode folder is still refused by name."""
+    import re
+
+    data = make_toy_data(tmp_path / "data", count=6, resolution=12)
+    pop, sub = tmp_path / "pop", tmp_path / "sub"
+    assert runner.invoke(app, ["population", "build", "--checkpoint", str(tmp_path / "toy"), "--parameterisation", "lora", "--data",
+                               str(data), "--out", str(pop), "--rank", "2", "--targets", "mid|vol", "--steps", "2"]).exit_code == 0
+    assert runner.invoke(app, ["subspace", "fit", str(pop), "-k", "2", "--solver", "gram", "--out", str(sub)]).exit_code == 0
+    obs, inv, edit = tmp_path / "obs", tmp_path / "inv", tmp_path / "edit"
+    assert runner.invoke(app, ["data", "observe", str(data), "--kind", "noisy", "--sigma", "0.01", "--n", "64", "--out", str(obs)]).exit_code == 0
+    assert runner.invoke(app, ["subspace", "invert", str(sub), "--observations", str(obs), "--out", str(inv), "--steps", "2",
+                               "--starts", "0"]).exit_code == 0
+    assert runner.invoke(app, ["subspace", "edit", str(sub), "--by", "volume", "--amounts", "-1,0,1", "--out", str(edit)]).exit_code == 0
+    page = tmp_path / "page.html"
+    r = runner.invoke(app, ["report", str(inv), str(edit), "--out", str(page)])
+    assert r.exit_code == 0, r.output
+    text = page.read_text()
+    assert re.search(r"<section id=inversion-\w+><h2>Scans inverted into a subspace: inv</h2>", text)
+    assert re.search(r"<section id=edit-\w+><h2>Edit along volume: edit</h2>", text)
+    assert text.count('src="data:image/png;base64,') >= 2 and "6 scan(s) inverted into" in text
+    assert "<section id=found>" not in text  # no study, no claims to list
+    assert runner.invoke(app, ["decode", str(sub), "--samples", "1", "--out", str(tmp_path / "dec")]).exit_code == 0
+    r = runner.invoke(app, ["report", str(inv), str(tmp_path / "dec"), "--out", str(tmp_path / "p2.html")])
+    assert isinstance(r.exception, InputError) and "dec" in str(r.exception)

@@ -10,7 +10,7 @@ import typer
 
 
 def report(
-    results: List[Path] = typer.Argument(..., help="Results folders: a study's, a compare run's or a demo's (searched 3 levels down)."),
+    results: List[Path] = typer.Argument(..., help="Results folders: a study's, a compare run's or a demo's (searched 3 levels down), or a subspace invert or edit folder (a section each)."),
     out: str = typer.Option("report.html", "--out", help="The page to write, or a folder to write report.html into (an existing one, or a name ending in /; renders go to each study's renders/)."),
     title: str = typer.Option("", "--title", help="Page title (default: the studies and generators it shows)."),
 ) -> None:

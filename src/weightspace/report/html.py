@@ -91,14 +91,18 @@ def write_page(results: Sequence[str | Path], out: str | Path, *, title: str | N
     under that study's verdict (the demo says when family endpoints were refused and encoded shapes used instead).
     Mesh renders are written to each study's `renders/` folder (PNG files for papers) and reused while fresh.
     """
-    folders = discover(results)
+    from weightspace.report.scans import is_scan_folder, scan_sections
+
+    scans = [p for p in results if is_scan_folder(p)]  # subspace invert / edit: a section each, after the studies' verdicts
+    extra = [*extra, *scan_sections(scans)]
+    folders = discover([p for p in results if p not in scans])
     if not folders and not extra:
         raise InputError(f"no study results (interpolate, subspace or fit folders) in {', '.join(map(str, results))}")
-    # a folder given beside others that holds no study (a subspace invert or edit, a decode) was left off the page in silence
-    empty = [str(p) for p in results if not discover([p]) and not (Path(p) / "shapes.csv").is_file()]
+    # a folder given beside others that holds no study (a decode, a population) was left off the page in silence
+    empty = [str(p) for p in results if p not in scans and not discover([p]) and not (Path(p) / "shapes.csv").is_file()]
     if empty:
-        raise InputError(f"no study results (interpolate, subspace or fit folders) in or below {', '.join(empty)}; the page "
-                         f"shows studies only (a subspace invert or edit folder shows its shapes in its own gallery.png)")
+        raise InputError(f"no study results (interpolate, subspace or fit folders, or a subspace invert or edit) in or below "
+                         f"{', '.join(empty)}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     findings = [read_finding(f) for f in folders]
@@ -119,6 +123,8 @@ def write_report(folder: str | Path, *, title: str | None = None) -> Path:
 
 
 def _default_title(findings: list[Finding]) -> str:
+    if not findings:
+        return "weightspace: scans inverted into subspaces and edits along attributes"
     if len(findings) == 1:
         f = findings[0]
         return f"{f.study} study on {f.checkpoint} ({f.generator})"
@@ -185,6 +191,8 @@ def _labels(findings: list[Finding]) -> dict[Path, str]:
 
 
 def _found(findings: list[Finding], generators: list[str]) -> str:
+    if not findings:  # a page of subspace inversions or edits alone: they have no claim to check
+        return ""
     claims = "".join(f"<li><b>Claim {n}</b> ({html.escape(study)}): {html.escape(text)}</li>"
                      for study, (n, text) in CLAIMS.items() if any(f.study == study for f in findings))
     label = _labels(findings)
