@@ -144,6 +144,11 @@ def test_subspace_invert_scans_and_observations(runner, tmp_path):
                             "--starts", "0", "--json"])
     assert r.exit_code == 0 and "has changed since the observations were made" in r.stderr, r.output
     assert "topology_correct" not in json.loads(r.stdout) and "iou" not in json.loads((tmp_path / "remade" / "manifest.jsonl").read_text().splitlines()[0])
+    # a source recorded relative to where `data observe` ran is found from anywhere by its resolved path
+    (obs / "config.json").write_text(json.dumps({**config, "source": "somewhere/else/data"}))
+    r = runner.invoke(app, ["subspace", "invert", str(sub), "--observations", str(obs), "--out", str(tmp_path / "moved"), "--steps", "1",
+                            "--starts", "0", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["topology_correct"]["n"] == 4, r.output
     (obs / "config.json").write_text(json.dumps(config))
     # a finished run is replaced only with --overwrite
     r = runner.invoke(app, ["subspace", "invert", str(sub), "--observations", str(obs), "--out", str(out)])

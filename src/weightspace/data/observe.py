@@ -153,7 +153,8 @@ def observe_folder(
 
     # the source's manifest hash: a dataset remade under the same name (every `data make` names its shapes torus-00000,
     # ...) is not taken for the one observed
-    config = dict(source=str(folder), source_hash=manifest_hash(folder), kind=kind, n=n, sigma=sigma, partial_mode=partial_mode,
-                  split=split, seed=seed)
+    # and where it was, resolved, for a reader running from another folder than this command did
+    config = dict(source=str(folder), source_resolved=str(Path(folder).resolve()), source_hash=manifest_hash(folder), kind=kind,
+                  n=n, sigma=sigma, partial_mode=partial_mode, split=split, seed=seed)
     atomic_write_json(out / "config.json", config)
     return dict(config, count=len(rows))

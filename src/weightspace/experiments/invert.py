@@ -129,9 +129,10 @@ def _observation_scans(folder: Path, log: Callable[[str], None], members: dict[s
         raise InputError(f"{folder / 'observations.npy'}: NaN or infinite points")
     _check_size(obs.shape[1], folder / "observations.npy")
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    source = Path(str(config.get("source", "")))
-    if config.get("source") and not source.is_dir() and (folder.parent / source).is_dir():
-        source = folder.parent / source  # written relative to where `data observe` ran
+    # written as given to `data observe` (relative to where it ran), and resolved since 2026-12-07
+    given = Path(str(config.get("source", "")))
+    candidates = [given, folder.parent / given] + ([Path(str(config["source_resolved"]))] if config.get("source_resolved") else [])
+    source = next((c for c in candidates if (c / "manifest.jsonl").is_file()), given)
     by_id: dict[str, dict] = {}
     recorded = config.get("source_hash")  # `data observe` since 2026-12-07: the source manifest's hash
     if config.get("source") and (source / "manifest.jsonl").is_file() and recorded and manifest_hash(source) != recorded:
