@@ -388,3 +388,5 @@ def test_a_member_grid_of_another_size_than_its_row_says_is_refused(tmp_path):
     np.save(data / row["grid"], np.load(data / row["grid"])[:8, :8, :8])  # (8, 8, 8) under resolution 10
     with pytest.raises(InputError, match=rf"{row['grid']}: grid of shape \(8, 8, 8\), but its row .* says resolution 10"):
         build_population(_config(data, tmp_path / "p", steps=1), generator=LOADER)
+    # refused before the first member: the shape before it (row 0) was fitted first and written
+    assert not (tmp_path / "p" / "manifest.jsonl").exists() and not list((tmp_path / "p").glob("shards/*"))

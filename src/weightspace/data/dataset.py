@@ -94,11 +94,7 @@ def load_grid(folder: str | Path, row: dict) -> np.ndarray:
     grid = read_npy(path, what="grid")  # refuses pickles and headers that claim more than the file holds
     if grid.ndim != 3 or len(set(grid.shape)) != 1:
         raise InputError(f"{path}: expected a cubic grid (R, R, R), got shape {grid.shape}")
-    if "resolution" in row:  # a population or study reads the row's resolution and the grid as one: they must agree
-        R = row["resolution"]
-        if isinstance(R, bool) or not isinstance(R, (int, float)) or grid.shape != (R, R, R):
-            raise InputError(f"{path}: grid of shape {grid.shape}, but its row in {_where(folder, row)} says resolution "
-                             f"{R!r}; make or import the shape again, or correct the row's resolution")
+    _check_row_size(path, grid.shape, folder, row)
     if not np.issubdtype(grid.dtype, np.floating) and not np.issubdtype(grid.dtype, np.integer):
         raise InputError(f"{path}: expected a grid of real numbers (signed distances), got dtype {grid.dtype}")
     if not np.isfinite(grid).all():
@@ -107,6 +103,27 @@ def load_grid(folder: str | Path, row: dict) -> np.ndarray:
         raise InputError(f"{path}: grid holds only 0 and 1, an occupancy grid; a dataset's grids are signed distances "
                          f"(negative inside). Import the shapes with `weightspace data import` (meshes or .binvox grids)")
     return grid.astype(np.float32, copy=False)
+
+
+def check_grid_sizes(folder: str | Path, rows: list[dict]) -> None:
+    """Refuse, before any is used, a row whose grid file's shape (read from the .npy header alone) is not its
+    `resolution`: `load_grid` refuses it too, but a command fitting one shape after another met it only at that
+    shape, after fitting the ones before it."""
+    for row in rows:
+        if "resolution" not in row or not row.get("grid"):
+            continue
+        path = safe_child(folder, row.get("grid"), where=_where(folder, row))
+        _check_row_size(path, read_npy(path, what="grid", mmap=True).shape, folder, row)  # the header: no data read
+
+
+def _check_row_size(path: Path, shape: tuple[int, ...], folder: str | Path, row: dict) -> None:
+    """A population or study reads the row's resolution and the grid as one: they must agree."""
+    if "resolution" not in row:
+        return
+    R = row["resolution"]
+    if isinstance(R, bool) or not isinstance(R, (int, float)) or tuple(shape) != (R, R, R):
+        raise InputError(f"{path}: grid of shape {tuple(shape)}, but its row in {_where(folder, row)} says resolution {R!r}; "
+                         f"make or import the shape again, or correct the row's resolution")
 
 
 def load_points(folder: str | Path, row: dict) -> tuple[np.ndarray, np.ndarray]:

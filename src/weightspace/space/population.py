@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Literal
 import numpy as np
 import torch
 
-from weightspace.data.dataset import check_shape_folder, load_grid, manifest_hash
+from weightspace.data.dataset import check_grid_sizes, check_shape_folder, load_grid, manifest_hash
 from weightspace.data.dataset import read_shapes as dataset_shapes
 from weightspace.data.observe import KINDS as OBSERVATION_KINDS
 from weightspace.data.observe import observe
@@ -550,6 +550,8 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     data, out = Path(config.data), Path(config.out)
     rows = read_shapes(data, split=config.split, members=config.members)
     check_grid_resolution(gen, data, rows, config.fit)
+    if config.fit == "grid":
+        check_grid_sizes(data, rows)  # every target before the first member, not at the member whose grid is wrong
     warn_empty_targets(rows, config.fit, log)
     settings = config.fit_settings()
     expected = {"base_hash": base_hash(gen), "data_hash": manifest_hash(data), "settings": settings}
