@@ -105,6 +105,8 @@ def test_bad_binvox_files_are_refused_by_name(tmp_path):
     good = _binvox(tmp_path / "good.binvox", _voxel_torus(16)).read_bytes()
     cases = {
         "cut.binvox": (good[: len(good) - 7], "unreadable", r"needs 4096: the file is truncated"),
+        "long.binvox": (good + bytes([1, 200]), "unreadable", r"runs past its header's dim \[16, 16, 16\] \(4096 voxels"),
+        "odd.binvox": (good + bytes([1]), "unreadable", r"runs past its header's dim .* data past the grid's end"),
         "huge.binvox": (b"#binvox 1\ndim 100000 100000 100000\ntranslate 0 0 0\nscale 1\ndata\n\x01\xff", "unreadable",
                         r"three equal sides of 2 to 1024 voxels"),
         "text.binvox": (b"hello\n", "unreadable", "not a readable binvox file"),

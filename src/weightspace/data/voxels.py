@@ -49,11 +49,17 @@ def read_binvox(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                          f"got translate {translate.tolist()} and scale {scale}")
     rle = box.rle_data  # (2n,) uint8: value, run length, value, run length, ...
     voxels = int(np.prod(shape))
-    covered = int(rle[1::2].sum(dtype=np.int64)) if len(rle) % 2 == 0 else -1
-    if covered != voxels:
-        what = f"an odd number of bytes ({len(rle)})" if covered < 0 else f"runs covering {covered} voxels"
-        raise InputError(f"{path}: binvox data holds {what}, but its header's dim {list(shape)} needs {voxels}: "
-                         "the file is truncated or its header does not belong to it")
+    # the runs, in order, until they cover the header's dim: fewer is a truncated file, more (or an odd byte
+    # left over) is data that does not belong to this header
+    ends = np.cumsum(rle[1::2].astype(np.int64))  # (n,) voxels covered after each run
+    full = int(np.searchsorted(ends, voxels)) + 1 if len(ends) and ends[-1] >= voxels else None  # runs up to dim
+    if full is None or ends[full - 1] != voxels or len(rle) != 2 * full:
+        covered = int(ends[-1]) if len(ends) else 0
+        if covered < voxels:
+            raise InputError(f"{path}: binvox data holds runs covering {covered} voxels, but its header's dim {list(shape)} "
+                             f"needs {voxels}: the file is truncated")
+        raise InputError(f"{path}: binvox data runs past its header's dim {list(shape)} ({voxels} voxels; {len(rle)} bytes "
+                         f"covering {covered}): data past the grid's end, or a header that does not belong to it")
     grid = binvox.voxel_from_binvox(rle, shape, translate, scale)
     # binvox's convention (its format page): voxel i's centre is at translate + scale (i + 0.5) / dim, so the grid
     # spans [translate, translate + scale]; trimesh's own transform puts the first and last centres at its ends
