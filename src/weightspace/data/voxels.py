@@ -49,15 +49,11 @@ def read_binvox(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                          f"got translate {translate.tolist()} and scale {scale}")
     rle = box.rle_data  # (2n,) uint8: value, run length, value, run length, ...
     voxels = int(np.prod(shape))
-    # the runs, in order, until they cover the header's dim: fewer is a truncated file, more (or an odd byte
-    # left over) is data that does not belong to this header
-    ends = np.cumsum(rle[1::2].astype(np.int64))  # (n,) voxels covered after each run
-    full = int(np.searchsorted(ends, voxels)) + 1 if len(ends) and ends[-1] >= voxels else None  # runs up to dim
-    if full is None or ends[full - 1] != voxels or len(rle) != 2 * full:
-        covered = int(ends[-1]) if len(ends) else 0
-        if covered < voxels:
-            raise InputError(f"{path}: binvox data holds runs covering {covered} voxels, but its header's dim {list(shape)} "
-                             f"needs {voxels}: the file is truncated")
+    covered = int(rle[1::2].sum(dtype=np.int64))  # the voxels the (value, run length) pairs cover
+    if covered < voxels:
+        raise InputError(f"{path}: binvox data holds runs covering {covered} voxels, but its header's dim {list(shape)} "
+                         f"needs {voxels}: the file is truncated")
+    if covered > voxels or len(rle) % 2:  # more runs, or a byte left over: data that does not belong to this header
         raise InputError(f"{path}: binvox data runs past its header's dim {list(shape)} ({voxels} voxels; {len(rle)} bytes "
                          f"covering {covered}): data past the grid's end, or a header that does not belong to it")
     grid = binvox.voxel_from_binvox(rle, shape, translate, scale)
