@@ -47,6 +47,15 @@ def grid_to_mesh(grid: np.ndarray, level: float = 0.0) -> trimesh.Trimesh:
     return mesh
 
 
+def write_mesh(grid: np.ndarray, path: str | Path) -> trimesh.Trimesh:
+    """Write the marching-cubes mesh of a grid as PLY, atomically, and return it; an empty grid writes a well-formed
+    empty mesh file (what `analyze` reads as the empty shape), so every item of a folder has its file."""
+    mesh = grid_to_mesh(grid)
+    with atomic_path(path) as tmp:
+        mesh.export(str(tmp), file_type="ply")
+    return mesh
+
+
 def save_mesh(grid: np.ndarray, path: str | Path) -> None:
     """Marching-cubes mesh of a grid as PLY (an empty grid writes nothing)."""
     mesh = grid_to_mesh(grid)

@@ -16,7 +16,6 @@ does not follow is a direction the labels fit but the decoder does not express.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,9 +23,10 @@ import numpy as np
 import torch
 
 from weightspace.analysis.measure import measure
-from weightspace.decode.mesh import grid_to_mesh
+from weightspace.data.make import save_npy, write_manifest
+from weightspace.decode.mesh import write_mesh
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.io import atomic_path, atomic_write_json
+from weightspace.runtime.io import atomic_write_json
 from weightspace.runtime.progress import log_line
 from weightspace.runtime.seeding import decode_seed
 
@@ -37,7 +37,6 @@ MEASURABLE = ("b0", "b1", "b2", "volume")  # attributes a decoded shape can be m
 
 def member_labels(pop: Any, attribute: str) -> tuple[np.ndarray, str]:
     """(labels (N,) float64 of the population's members, in its row order; the data folder they came from)."""
-    from weightspace.analysis.persistence import robust_betti
     from weightspace.data.dataset import load_grid
     from weightspace.runtime.io import read_jsonl
 
@@ -46,9 +45,9 @@ def member_labels(pop: Any, attribute: str) -> tuple[np.ndarray, str]:
     if (data / "manifest.jsonl").is_file():
         by_id = {str(r.get("id")): r for _, r in read_jsonl(data / "manifest.jsonl")}
     labels = []
-    for row in pop.rows:
+    for row, shape_id in zip(pop.rows, pop.shape_ids()):
         source = row.get("source") or {}
-        shape = by_id.get(str(source.get("id", row.get("id"))))
+        shape = by_id.get(shape_id)
         if attribute.startswith("family:"):
             labels.append(float(source.get("family", (shape or {}).get("family")) == attribute.split(":", 1)[1]))
             continue
@@ -63,45 +62,49 @@ def member_labels(pop: Any, attribute: str) -> tuple[np.ndarray, str]:
                                  f"params are {', '.join(have) or 'none'}")
             labels.append(float(value))
         elif attribute in MEASURABLE:
-            grid = load_grid(data, shape)
-            labels.append(_attribute(grid, attribute, robust_betti))
+            labels.append(_attribute(load_grid(data, shape), attribute))
         else:
             raise InputError(f"--by must be params.NAME, family:NAME, or one of {', '.join(MEASURABLE)}; got {attribute!r}")
     return np.asarray(labels, dtype=np.float64), str(data)
 
 
-def _attribute(grid: np.ndarray, attribute: str, robust_betti: Callable[[np.ndarray], tuple[int, int, int]]) -> float:
+def _attribute(grid: np.ndarray, attribute: str) -> float:
+    """A measurable attribute (MEASURABLE) of a grid: its solid volume, as `measure` gives it, or a robust Betti number."""
+    from weightspace.analysis.persistence import robust_betti
+    from weightspace.analysis.topology import topology
+
     if attribute == "volume":
-        return float(measure(grid).volume)
-    return float(robust_betti(grid)["b0 b1 b2".split().index(attribute)])
+        return float(topology(grid).component_volumes.sum())
+    return float(robust_betti(grid)[MEASURABLE.index(attribute)])
+
+
+def _measured(shape: Any, attribute: str) -> float:
+    """The attribute of a decoded shape `measure` has measured already (its volume, its robust Betti numbers)."""
+    return float(shape.volume) if attribute == "volume" else float(shape.robust[MEASURABLE.index(attribute)])
+
+
+def _in_subspace(sub: Any, x: torch.Tensor, frame: Any, what: str) -> torch.Tensor:
+    """Coordinates (B, k) of points x (B, D) stored in `frame`: LoRA factor points are taken to delta form when the
+    subspace is in delta form, as `fit_subspace` learned it; a frame of another layout is an error naming `what`."""
+    from weightspace.space.lora import factors_to_delta
+    from weightspace.space.subspace import converts_to_delta, delta_frame
+
+    if converts_to_delta(frame.parameterisation, sub.frame.parameterisation.get("form")):
+        x, frame = factors_to_delta(x, frame.layout), delta_frame(frame)
+    sub.frame.layout.check_same(frame.layout, what=what)
+    return sub.project(x.to(sub.mean.dtype))
 
 
 def member_coords(sub: Any, pop: Any) -> torch.Tensor:
-    """Coordinates (N, k) of the population's members in the subspace (factor members taken to delta form
-    when the subspace is in delta form, as `fit_subspace` learned it)."""
-    from weightspace.space.lora import factors_to_delta
-    from weightspace.space.subspace import converts_to_delta
-
-    x = pop.matrix()  # (N, D)
-    if converts_to_delta(pop.frame.parameterisation, sub.frame.parameterisation.get("form")):
-        x = factors_to_delta(x, pop.frame.layout)
-    sub.frame.layout.check_same(_layout_of(sub, pop, x), what="population vs subspace")
-    return sub.project(x)
-
-
-def _layout_of(sub: Any, pop: Any, x: torch.Tensor) -> Any:
-    from weightspace.space.subspace import converts_to_delta, delta_frame
-
-    form = sub.frame.parameterisation.get("form")
-    frame = delta_frame(pop.frame) if converts_to_delta(pop.frame.parameterisation, form) else pop.frame
-    return frame.layout
+    """Coordinates (N, k) of the population's members in the subspace."""
+    return _in_subspace(sub, pop.matrix(), pop.frame, "population vs subspace")
 
 
 def _check_members(sub: Any, pop: Any, subspace: str | Path, log: Callable[[str], None]) -> None:
     """Warn when `pop` is not the population the subspace records it was fitted to (`Subspace.members`): its members
     are then projections into a subspace they did not shape, and the direction is fitted to those."""
     members = sub.members
-    shapes = [str((r.get("source") or {}).get("id", r.get("id"))) for r in pop.rows]
+    shapes = pop.shape_ids()
     if members is None or (shapes == members.get("shapes") and pop.config.get("data_hash") == members.get("data_hash")):
         return
     log(f"warning: --population {pop.folder} is not the population {subspace} was fitted to ({members.get('population')}: "
@@ -110,21 +113,15 @@ def _check_members(sub: Any, pop: Any, subspace: str | Path, log: Callable[[str]
 
 
 def _start_coords(sub: Any, path: str) -> torch.Tensor:
-    """Coordinates (k,) float64 of the point file `path` (--start) in the subspace; a LoRA factor point is taken to
-    delta form when the subspace is, as `member_coords` takes the members. A file of another frame is an error naming it."""
-    from weightspace.space.lora import factors_to_delta
+    """Coordinates (k,) float64 of the point file `path` (--start) in the subspace, taken as the members are
+    (`_in_subspace`). A file of another frame is an error naming it."""
     from weightspace.space.store import load_point
-    from weightspace.space.subspace import converts_to_delta, delta_frame
 
     try:
         p = load_point(path)
-        x, frame = p.point[None], p.frame  # (1, D)
-        if converts_to_delta(frame.parameterisation, sub.frame.parameterisation.get("form")):
-            x, frame = factors_to_delta(x, frame.layout), delta_frame(frame)
-        sub.frame.layout.check_same(frame.layout, what=f"{path} vs the subspace")
+        return _in_subspace(sub, p.point[None], p.frame, f"{path} vs the subspace")[0].double()
     except InputError as e:
         raise InputError(f"--start: {e}") from None
-    return sub.project(x.to(sub.mean.dtype))[0].double()
 
 
 def fit_quality(coords: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -226,8 +223,6 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
     sampler = decode_seed(seed, 0)
     grids = decode_points(generator, param, points, [sampler] * len(amounts), resolution=resolution).numpy()  # (A, R, R, R)
 
-    from weightspace.analysis.persistence import robust_betti
-
     out.mkdir(parents=True, exist_ok=True)
     names = [f"edit-{i:02d}" for i in range(len(amounts))]
     planned = [{"grid": f"grids/{n}.npy", "point": f"points/{n}.safetensors", "mesh": f"meshes/{n}.ply"} for n in names]
@@ -245,18 +240,14 @@ def edit_subspace(subspace: str | Path, out: str | Path, *, attribute: str, popu
                "predicted": float(np.append(z[i].numpy(), 1.0) @ weights), "grid": f"grids/{name}.npy",
                "point": f"points/{name}.safetensors"}
         if attribute in MEASURABLE:
-            row["measured"] = _attribute(grid, attribute, robust_betti)
-        with atomic_path(out / row["grid"]) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, grid.astype(np.float32))
+            row["measured"] = _measured(shape, attribute)
+        save_npy(out / row["grid"], grid.astype(np.float32))
         save_point(out / row["point"], points[i].detach(), sub.frame)
         if meshes:
             row["mesh"] = f"meshes/{name}.ply"
-            with atomic_path(out / row["mesh"]) as tmp:
-                grid_to_mesh(grid).export(str(tmp), file_type="ply")
+            write_mesh(grid, out / row["mesh"])
         rows.append(row)
-    with atomic_path(out / "manifest.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    write_manifest(out / "manifest.jsonl", rows)
     finish_replacing(out, recorded, rows, FILES)
     titles = [[f"{a:+g}: {tuple(r['robust'])} vol {r['volume']:.2f}" for a, r in zip(amounts, rows)]]
     render_gallery([list(grids)], out / "gallery.png", row_labels=[start], titles=titles,

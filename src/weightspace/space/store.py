@@ -191,6 +191,10 @@ class Population:
                 bad.append({"id": str(row["id"]), "shard": str(row["shard"]), "error": str(e)})
         return bad
 
+    def shape_ids(self) -> list[str]:
+        """The id of the data shape each member was fitted to (its row's source, else the member's own id), in row order."""
+        return [str((r.get("source") or {}).get("id", r.get("id"))) for r in self.rows]
+
     def iter_points(self) -> Iterator[torch.Tensor]:
         for i in range(len(self)):
             yield self.point(i)

@@ -279,7 +279,7 @@ def fit_subspace(population: str | Path | Population, k: int, *, form: str | Non
                 del mm
             sub = fit_subspace_matrix(np.load(path, mmap_mode="r", allow_pickle=False), k, **kw)
     sub.members = {"population": str(pop.folder), "data": pop.config.get("data"), "data_hash": pop.config.get("data_hash"),
-                   "shapes": [str((r.get("source") or {}).get("id", r.get("id"))) for r in pop.rows]}
+                   "shapes": pop.shape_ids()}
     if out is not None:
         sub.save(out)
     return sub
