@@ -274,7 +274,9 @@ def _without_voxelisations_beside_meshes(given: list[str | Path], files: list[Pa
     return [f for f in files if f not in beside], beside
 
 
-def _safe_id(i: int, path: Path) -> str:
+def file_id(i: int, path: Path) -> str:
+    """The id of the i-th file given to a command (`data import`, `subspace invert`): its index and its stem, in the
+    characters a file name may safely hold (it names the item's files)."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)[:60] or "mesh"
     return f"{i:04d}-{stem}"
 
@@ -308,7 +310,7 @@ def _import_one(cfg: ImportConfig, job: tuple[int, Path]) -> tuple[str, dict, di
     row, failure or skip record, seconds). Depends on nothing but `cfg` and `job`, so any worker
     may run it and the files are the same."""
     i, path = job
-    item_id = _safe_id(i, path)
+    item_id = file_id(i, path)
     t0 = time.perf_counter()
     try:
         raw = load_mesh(path)
@@ -414,7 +416,7 @@ def import_meshes(
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # left by a writer killed in an earlier run; nothing else writes here now
     jobs = list(enumerate(files))
-    ids = {i: _safe_id(i, path) for i, path in jobs}
+    ids = {i: file_id(i, path) for i, path in jobs}
     writes = [dict(grid=f"grids/{ids[i]}.npy", points=f"points/{ids[i]}.npz") for i, _ in jobs]
     earlier = start_replacing(out, overwrite, named_files(writes, DATA_FILES))
     # everything a row or a file depends on; each file's own stamp is checked with its row

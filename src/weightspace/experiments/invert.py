@@ -28,9 +28,10 @@ import torch
 from scipy.spatial import cKDTree
 
 from weightspace.analysis.geometry import iou
-from weightspace.analysis.measure import finite_mean, geometry, measure
+from weightspace.analysis.measure import failed_count, finite_mean, geometry, measure, median_counting_failures
 from weightspace.analysis.rates import rate
-from weightspace.decode.mesh import grid_to_mesh
+from weightspace.data.make import save_npy
+from weightspace.decode.mesh import write_mesh
 from weightspace.experiments.fit_methods import Objective, fit_method, subspace_method
 from weightspace.runtime.errors import InputError, Interrupted
 from weightspace.runtime.io import atomic_path, atomic_write_json
@@ -101,6 +102,7 @@ def read_scans(cfg: InvertConfig, log: Callable[[str], None], members: dict[str,
     observations with their source shapes as the truth when the source dataset can be read (marked as
     members where that dataset is the one the subspace's population was fitted to, `Subspace.members`)."""
     if cfg.observations is None:
+        from weightspace.data.importer import file_id
         from weightspace.data.normalise import normalise_scan, read_scan, transform_record
 
         scans = []
@@ -108,7 +110,7 @@ def read_scans(cfg: InvertConfig, log: Callable[[str], None], members: dict[str,
             points, mesh = read_scan(name, n_points=cfg.scan_points, seed=cfg.seed)
             _check_size(len(points), name)  # before any scan is inverted, not when the run reaches it
             normal, norm = normalise_scan(points, mesh, margin=cfg.margin)
-            scans.append(Scan(_file_safe(f"{i:04d}-{Path(name).stem}"), normal, str(name), transform=transform_record(norm, cfg.margin, name)))
+            scans.append(Scan(file_id(i, Path(name)), normal, str(name), transform=transform_record(norm, cfg.margin, name)))
         return scans
     return _observation_scans(Path(cfg.observations), log, members)
 
@@ -134,19 +136,20 @@ def _observation_scans(folder: Path, log: Callable[[str], None], members: dict[s
     candidates = [given, folder.parent / given] + ([Path(str(config["source_resolved"]))] if config.get("source_resolved") else [])
     source = next((c for c in candidates if (c / "manifest.jsonl").is_file()), given)
     by_id: dict[str, dict] = {}
+    source_hash = manifest_hash(source) if config.get("source") and (source / "manifest.jsonl").is_file() else None
     recorded = config.get("source_hash")  # `data observe` since 2026-12-07: the source manifest's hash
-    if config.get("source") and (source / "manifest.jsonl").is_file() and recorded and manifest_hash(source) != recorded:
-        log(f"{folder}: its source dataset {source} has changed since the observations were made (another manifest); "
-            f"the shapes are fitted without figures against the shapes they observe")
-    elif config.get("source") and (source / "manifest.jsonl").is_file():
-        by_id = {str(r.get("id")): r for _, r in read_jsonl(source / "manifest.jsonl")}
-    else:
+    if source_hash is None:
         log(f"{folder}: its source dataset {config.get('source')!r} is not at hand; the shapes are fitted without "
             f"figures against the shapes they observe")
+    elif recorded and source_hash != recorded:
+        log(f"{folder}: its source dataset {source} has changed since the observations were made (another manifest); "
+            f"the shapes are fitted without figures against the shapes they observe")
+    else:
+        by_id = {str(r.get("id")): r for _, r in read_jsonl(source / "manifest.jsonl")}
     # the subspace's own shapes, when the observed dataset is the one its population was fitted to (by content:
     # every `data make` names its shapes torus-00000, ...)
     own = set()
-    if by_id and members is not None and members.get("data_hash") and manifest_hash(source) == members["data_hash"]:
+    if by_id and members is not None and members.get("data_hash") == source_hash:
         own = {str(i) for i in members.get("shapes", [])}
     scans = []
     for row, points in zip(rows, obs):
@@ -245,9 +248,7 @@ def _write_item(out: Path, row: dict[str, Any], grid: np.ndarray, point: torch.T
     from weightspace.space.store import save_point
 
     files = {"grid": f"grids/{row['id']}.npy", "point": f"points/{row['id']}.safetensors"}
-    with atomic_path(out / files["grid"]) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, grid.astype(np.float32))
+    save_npy(out / files["grid"], grid.astype(np.float32))
     (out / "points").mkdir(parents=True, exist_ok=True)
     save_point(out / files["point"], point, frame)
     row = {**row, **files}
@@ -257,8 +258,7 @@ def _write_item(out: Path, row: dict[str, Any], grid: np.ndarray, point: torch.T
 def _write_mesh(out: Path, row: dict[str, Any], grid: np.ndarray) -> dict[str, Any]:
     """`row` with its mesh written: meshes/ID.ply of the decoded grid (R, R, R)."""
     row = {**row, "mesh": f"meshes/{row['id']}.ply"}
-    with atomic_path(out / row["mesh"]) as tmp:
-        grid_to_mesh(grid).export(str(tmp), file_type="ply")
+    write_mesh(grid, out / row["mesh"])
     return row
 
 
@@ -303,16 +303,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's figures over its scans: medians and means of the distances, the topology rate with its interval."""
     out: dict[str, Any] = {"scans": len(rows), "empty": sum(bool(r["empty"]) for r in rows)}
     for key in ("seen_distance", "seen_distance_start", "chamfer_l1", "chamfer_l1_start", "iou", "iou_start"):
-        if not any(key in r for r in rows):
-            continue
-        # a distance of no surface (None) counts in the median as infinitely far, a failure, not left out;
-        # an IoU is None only where the grids differ in size, and is left out
-        values = [r[key] if r.get(key) is not None else np.inf for r in rows if key in r and (r.get(key) is not None or "iou" not in key)]
-        if values:
-            median = float(np.median(values))
-            mean = finite_mean(values)
-            out[key] = {"median": median if np.isfinite(median) else None, "mean_finite": mean if np.isfinite(mean) else None, "n": len(values),
-                        "no_surface": sum(not np.isfinite(v) for v in values)}
+        values = [r[key] for r in rows if key in r]
+        if key.startswith("iou"):  # None only where the grids differ in size: not measured, left out
+            values = [v for v in values if v is not None]
+        if values:  # a distance of no surface (None) counts in the median as infinitely far, a failure, not left out
+            median, mean = median_counting_failures(values), finite_mean(values)
+            out[key] = {"median": median if np.isfinite(median) else None, "mean_finite": mean if np.isfinite(mean) else None,
+                        "n": len(values), "no_surface": failed_count(values)}
     known = [r for r in rows if "topology_correct" in r]
     if known:
         out["topology_correct"] = rate(bool(r["topology_correct"]) for r in known)
