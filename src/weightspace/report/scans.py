@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 from typing import Any, Sequence
 
+from weightspace.report.sections import Column, table
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.folders import folder_kind
 from weightspace.runtime.io import read_json, read_jsonl
@@ -56,13 +57,17 @@ def _num(v: Any, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
+def _text(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _flag(v: Any) -> str:
+    """A flag a row carries only when it is set (absent: no)."""
+    return _num(bool(v))
+
+
 def _betti(v: Any) -> str:
     return html.escape(str(tuple(v))) if isinstance(v, list) else "?"
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr></thead><tbody>{cells}</tbody></table>"
 
 
 def _id(kind: str, folder: Path) -> str:
@@ -88,14 +93,14 @@ def inversion_section(folder: Path) -> str:
                      f"[{_num(topo.get('low'), 2)}, {_num(topo.get('high'), 2)}]")
     if s.get("members_of_subspace"):
         parts.append(f"{s['members_of_subspace']} of the observed shapes are the subspace's own (recall, not generalisation)")
-    head = ["scan", "robust Betti", "seen distance: start", "after", "IoU: start", "after", "Betti as the shape", "member"]
-    body = [[html.escape(str(r.get("id"))), _betti(r.get("robust")), _num(r.get("seen_distance_start")), _num(r.get("seen_distance")),
-             _num(r.get("iou_start")), _num(r.get("iou")), _num(r.get("topology_correct")), _num(bool(r.get("member_of_subspace")))]
-            for r in rows]
+    columns = [Column("id", "scan", _text), Column("robust", "robust Betti", _betti),
+               Column("seen_distance_start", "seen distance: start", _num), Column("seen_distance", "after", _num),
+               Column("iou_start", "IoU: start", _num), Column("iou", "after", _num),
+               Column("topology_correct", "Betti as the shape", _num), Column("member_of_subspace", "member", _flag)]
     return (f"<section id={_id('inversion', folder)}><h2>Scans inverted into a subspace: {html.escape(folder.name)}</h2>"
             f"<p class=verdict-line>{html.escape('; '.join(parts))}</p>"
             + _img(folder, result.get("gallery"), "points seen, the observed shape and its inversion, per scan")
-            + _table(head, body)
+            + table(rows, columns, source=str(folder / "manifest.jsonl"))
             + f"<p class=files>files: {html.escape(str(folder))} (invert.json, manifest.jsonl, points/, grids/, meshes/)</p></section>")
 
 
@@ -111,13 +116,13 @@ def edit_section(folder: Path) -> str:
     beyond = [r.get("amount") for r in rows if r.get("beyond_members")]
     if beyond:
         line += f"; amounts {', '.join(_num(a) for a in beyond)} lie beyond every member (extrapolation)"
-    head = ["amount", "robust Betti", "volume", f"predicted {attribute}", "measured", "beyond the members"]
-    body = [[_num(r.get("amount")), _betti(r.get("robust")), _num(r.get("volume")), _num(r.get("predicted")), _num(r.get("measured")),
-             _num(bool(r.get("beyond_members")))] for r in rows]
+    columns = [Column("amount", "amount", _num), Column("robust", "robust Betti", _betti), Column("volume", "volume", _num),
+               Column("predicted", f"predicted {attribute}", _num), Column("measured", "measured", _num),
+               Column("beyond_members", "beyond the members", _flag)]
     return (f"<section id={_id('edit', folder)}><h2>Edit along {html.escape(attribute)}: {html.escape(folder.name)}</h2>"
             f"<p class=verdict-line>{html.escape(line)}</p>"
             + _img(folder, result.get("gallery"), f"shapes along the {attribute} direction")
-            + _table(head, body)
+            + table(rows, columns, source=str(folder / "manifest.jsonl"))
             + f"<p class=files>files: {html.escape(str(folder))} (edit.json, manifest.jsonl, points/, grids/, meshes/)</p></section>")
 
 
