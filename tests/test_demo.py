@@ -66,3 +66,49 @@ def test_a_refused_study_leaves_its_generator_kind_unknown_not_a_question_mark(t
     numbers = demo_numbers(tmp_path, shapes={}, seconds=1.0, notes={}, skipped={})
     assert numbers["generators"]["default-64"]["kind"] is None
     assert numbers["generators"]["default-64"]["subspace"]["verdict"] == "refused"
+
+
+def test_a_rerun_reuses_a_finished_study_with_its_refusals_and_fresh_measures_again(tmp_path, monkeypatch):
+    """`make demo` twice: the second run reuses the interpolation it finished (same weights, settings and
+    version; the study does not resume, so rerunning it was most of a rerun's time), with the note of the
+    family endpoints refused before it; --fresh, other settings, or a run that never finished measure again."""
+    from dataclasses import dataclass
+
+    import weightspace.experiments
+    import weightspace.report.demo
+    from weightspace.experiments.common import refuse, start_results, write_results
+    from weightspace.report.demo import run_in_turn
+
+    monkeypatch.setattr(weightspace.report.demo, "write_report", lambda folder, title: None)  # a toy study has no page
+    monkeypatch.setattr(weightspace.experiments, "summarize", lambda folder: "toy")
+
+    @dataclass
+    class ToyConfig:
+        out: str
+        endpoints: str
+        overwrite: bool = True
+
+    calls = []
+
+    def run(config):
+        calls.append(config.endpoints)
+        folder = start_results(config.out, config, overwrite=True)
+        if config.endpoints == "family":
+            refuse(folder, "toy", "endpoint 'a' is broken")
+        write_results(folder, {"checkpoint": "toy", "transitions": []})
+
+    folder = str(tmp_path / "gen" / "interpolate")
+    configs = [ToyConfig(folder, "family"), ToyConfig(folder, "data")]
+    quiet = Console(quiet=True)
+    first = run_in_turn(tmp_path / "gen", "interpolate", run, configs, quiet, label="toy")
+    assert calls == ["family", "data"] and first[1] == ["endpoint 'a' is broken"]
+    again = run_in_turn(tmp_path / "gen", "interpolate", run, configs, quiet, label="toy")
+    assert calls == ["family", "data"] and again == first  # reused, and still says why it fell back
+    run_in_turn(tmp_path / "gen", "interpolate", run, configs, quiet, fresh=True, label="toy")
+    assert calls == ["family", "data"] * 2
+    (tmp_path / "gen" / "interpolate" / "results.json").unlink()  # killed before it finished
+    run_in_turn(tmp_path / "gen", "interpolate", run, configs, quiet, label="toy")
+    assert calls == ["family", "data"] * 3
+    other = [ToyConfig(folder, "family"), ToyConfig(folder, "population")]
+    run_in_turn(tmp_path / "gen", "interpolate", run, other, quiet, label="toy")
+    assert calls[-2:] == ["family", "population"]

@@ -77,6 +77,18 @@ def start_results(out: str | Path, config: Any, *, settings_may_differ: bool = F
     return folder
 
 
+def finished_with(folder: str | Path, config: Any) -> bool:
+    """Whether `folder` holds a finished run of `config`'s study with its settings (RUNTIME_FIELDS aside) that
+    did not refuse: its config.json says so and its results.json, written last, is there."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "results.json").is_file() or refusal(folder) is not None:
+        return False
+    old = read_json(folder / "config.json")
+    body = json.loads(json.dumps(_config_body(config), default=str))
+    return isinstance(old, dict) and {k: v for k, v in old.items() if k not in RUNTIME_FIELDS} == {
+        k: v for k, v in body.items() if k not in RUNTIME_FIELDS}
+
+
 def record_config(folder: Path, config: Any) -> None:
     """Write the config a finished run was made with (see `start_results`' settings_may_differ)."""
     atomic_write_json(Path(folder) / "config.json", _config_body(config))

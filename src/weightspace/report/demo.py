@@ -40,6 +40,7 @@ class DemoConfig:
     resolution: int = 32
     seed: int = 0
     studies: bool = True  # run the studies on the shipped generators after the shapes
+    fresh: bool = False  # measure the studies again even where an earlier demo run finished them (same weights)
 
 
 def shape_rows(shapes_dir: Path) -> list[dict]:
@@ -125,7 +126,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
             skipped[name] = "shipped checkpoint not in this installation"
             continue
         set_aside_stale_studies(out / name, SHIPPED_DIR / SHIPPED[name], console)
-        notes.update(run_studies(name, out / name, console))
+        notes.update(run_studies(name, out / name, console, fresh=cfg.fresh))
 
     summary = finish_demo(out, shapes=shapes, seconds=round(time.perf_counter() - t0, 1), notes=notes, skipped=skipped)
     console.print(f"wrote {out / 'results.json'} and {out / 'report.html'} in {summary['seconds']} s")
@@ -244,13 +245,12 @@ def _tuple(cell: str) -> str:
     return cell.replace("[", "(").replace("]", ")")
 
 
-def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
+def run_studies(checkpoint: str, out: Path, console: Console, *, fresh: bool = False) -> dict[str, str]:
     """The demo-sized interpolation and subspace studies on one generator, each with its own page; returns
     {study folder: why its family endpoints were refused} for the studies that fell back to encoded shapes."""
-    from weightspace.experiments import InterpolateConfig, SubspaceConfig, run_interpolate, run_subspace, summarize
-    from weightspace.experiments.common import refusal
+    from weightspace.experiments import InterpolateConfig, SubspaceConfig, run_interpolate, run_subspace
 
-    # overwrite: the demo owns this folder; a rerun tries the family endpoints again, whatever ran last
+    # overwrite: the demo owns this folder; whichever of the two configs ran last may be replaced by the other
     interpolate = dataclasses.replace(InterpolateConfig.small(checkpoint, out=str(out / "interpolate")), overwrite=True)
     studies = (
         # when the family conditions do not decode to their families, the same families' shapes, encoded
@@ -261,23 +261,55 @@ def run_studies(checkpoint: str, out: Path, console: Console) -> dict[str, str]:
     )
     notes = {}
     for study, run, configs in studies:
-        t0 = time.perf_counter()
-        folder, refusals = Path(configs[0].out), []
+        folder, refusals = run_in_turn(out, study, run, configs, console, fresh=fresh, label=checkpoint)
+        if refusals and len(refusals) < len(configs):
+            notes[str(folder)] = refusals[0]
+    return notes
+
+
+DEMO_RUNS = "demo_runs.json"  # per generator folder: the package version and each study's refused configs
+
+
+def run_in_turn(out: Path, study: str, run, configs: list, console: Console, *, fresh: bool = False,
+                label: str = "") -> tuple[Path, list[str]]:
+    """Run `configs` of one study into one folder in turn until one is not refused (a study refuses broken
+    endpoints or examples and records why in its results.json); write its page; return (folder, the refusals).
+
+    A rerun of the demo reuses a finished run instead of measuring it again (the interpolation studies are
+    most of a rerun's time and do not resume) when the folder holds a finished run of the config that ran
+    last time, after the same refusals, by the same package version; the weights are the same, as
+    `set_aside_stale_studies` moved the studies of other weights away. `fresh` runs them again anyway.
+    """
+    from weightspace import __version__
+    from weightspace.experiments import summarize
+    from weightspace.experiments.common import finished_with, refusal
+
+    folder = Path(configs[0].out)
+    state_path = out / DEMO_RUNS
+    state = read_json(state_path) if state_path.is_file() else {}
+    state = state if isinstance(state, dict) and state.get("version") == __version__ else {}
+    earlier = state.get("studies", {}).get(study, {}).get("refused")
+    ran = None if fresh or not isinstance(earlier, list) or len(earlier) >= len(configs) else len(earlier)
+    t0 = time.perf_counter()
+    if ran is not None and finished_with(folder, configs[ran]):
+        refusals, reused = [str(r) for r in earlier], True
+    else:
+        refusals, reused = [], False
         for config in configs:
             try:
                 run(config)
                 break
-            except InputError as e:  # a study refuses broken endpoints or examples; it recorded why in results.json
+            except InputError as e:
                 if refusal(folder) is None:
                     raise
                 refusals.append(str(e))
-        if len(refusals) == len(configs):
-            console.print(f"[{checkpoint}] {study} refused: {refusals[-1]}", highlight=False, markup=False)
-            write_report(folder, title=f"{study} study on {checkpoint}")
-            continue
-        note = f" (family endpoints refused: {refusals[0]}; ran between encoded shapes instead)" if refusals else ""
-        if refusals:
-            notes[str(folder)] = refusals[0]
-        write_report(folder, title=f"{study} study on {checkpoint}")
-        console.print(f"{summarize(folder)}{note}  ({time.perf_counter() - t0:.0f} s)", highlight=False, markup=False)
-    return notes
+    atomic_write_json(state_path, {"version": __version__, "studies": {
+        **state.get("studies", {}), study: {"refused": refusals}}})
+    write_report(folder, title=f"{study} study on {label}")
+    if len(refusals) == len(configs):
+        console.print(f"[{label}] {study} refused: {refusals[-1]}", highlight=False, markup=False)
+        return folder, refusals
+    note = f" (family endpoints refused: {refusals[0]}; ran between encoded shapes instead)" if refusals else ""
+    when = "measured by an earlier demo run, reused; --fresh measures again" if reused else f"{time.perf_counter() - t0:.0f} s"
+    console.print(f"{summarize(folder)}{note}  ({when})", highlight=False, markup=False)
+    return folder, refusals
