@@ -162,3 +162,12 @@ def test_mesh_topology_rewinds_flipped_faces() -> None:
     faces[::7] = faces[::7, ::-1]
     m = mesh_topology(trimesh.Trimesh(torus.vertices, faces, process=False))
     assert m.watertight and m.betti == (1, 1, 0)
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e-7, 1e15])
+def test_mesh_topology_does_not_depend_on_units(scale: float) -> None:
+    """A torus in any unit is the torus: trimesh merges vertices at an absolute tolerance (1e-8), so at
+    1e-7 the torus's vertices fused and at 1e15 the rounding overflowed; both read as not watertight."""
+    torus = trimesh.creation.torus(major_radius=0.5, minor_radius=0.2).apply_scale(scale)
+    m = mesh_topology(torus)
+    assert m.watertight and m.betti == (1, 1, 0) and m.genus == 1

@@ -140,9 +140,9 @@ def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh with faces (F, 3) int. Vertices are merged by position and faces
-        rewound consistently first (on a copy), so a mesh saved with split vertices or some faces
-        flipped is treated as the surface it describes.
+    mesh : trimesh.Trimesh with faces (F, 3) int, in any units. Vertices are merged by position (in
+        a unit frame) and faces rewound consistently first (on a copy), so a mesh saved with split
+        vertices or some faces flipped is treated as the surface it describes.
 
     Returns
     -------
@@ -153,6 +153,10 @@ def mesh_topology(mesh: trimesh.Trimesh) -> MeshTopology:
     if len(mesh.faces) == 0:
         return MeshTopology(0, 0, 0, 0, True, 0, 0, 0, 0)
     mesh = mesh.copy()
+    # Topology has no units: measure in a unit frame, as trimesh merges at an absolute tolerance (1e-8)
+    # that fuses a mesh in tiny units and overflows its integer rounding in huge ones.
+    lo, hi = mesh.bounds  # (3,), (3,)
+    mesh.vertices = (mesh.vertices - (lo + hi) / 2) / max(float((hi - lo).max()), np.finfo(np.float64).tiny)
     mesh.merge_vertices()
     mesh.remove_unreferenced_vertices()
     trimesh.repair.fix_winding(mesh)  # per surface; a non-orientable one stays inconsistent
