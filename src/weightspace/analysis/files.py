@@ -8,7 +8,8 @@ Accepted inputs:
   empty, with nothing below level 0. Integer grids of 0 and one positive value (masks saved as 0 and 255)
   or of one value alone count too; a float grid needs both 0 and 1, as a truncated SDF of an empty shape
   is all one value (`data.voxels.saved_occupancy`).
-- ``.binvox`` occupancy grids (ShapeNet's voxelisations; `data.voxels`), in x, y, z order.
+- ``.binvox`` occupancy grids (ShapeNet's voxelisations; `data.voxels`), in x, y, z order; `compare_files`
+  places their surface in the file's own frame (its translate and scale), as it takes a mesh file's.
 - meshes that trimesh reads: ``.obj .ply .stl .off .glb .gltf``; topology comes from the mesh
   (`mesh_topology`), which requires it to be watertight, with no two surfaces crossing, for b0, b1, b2. A well-formed mesh file
   that declares no vertices and no faces (what `weightspace generate` writes when nothing decoded
@@ -28,7 +29,7 @@ import trimesh
 from weightspace.analysis.geometry import DEFAULT_TAU, compare, iou
 from weightspace.analysis.mesh_topology import mesh_topology
 from weightspace.analysis.topology import solid_mask, topology
-from weightspace.data.voxels import VOXEL_FORMATS, read_binvox, saved_occupancy
+from weightspace.data.voxels import VOXEL_FORMATS, occupancy_surface, read_binvox, saved_occupancy
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import read_npy
 
@@ -165,6 +166,12 @@ def _as_mesh(path: Path, level: float) -> tuple[trimesh.Trimesh, np.ndarray | No
 
     if _kind(path) == "mesh":
         return load_mesh(path), None
+    if path.suffix.lower() in VOXEL_FORMATS:
+        # a binvox file says where its voxels sit: its surface in that frame, as data import reads it and a
+        # mesh file is compared (not the [-1, 1]^3 box of a .npy grid, which says nothing)
+        occupancy, transform = read_binvox(path)
+        empty = trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64), process=False)
+        return (occupancy_surface(occupancy, transform) if occupancy.any() else empty), occupancy
     grid = load_grid(path)
     sdf = np.where(grid, -1.0, 1.0).astype(np.float32) if grid.dtype == bool else grid.astype(np.float32)
     if len(set(sdf.shape)) != 1 or sdf.shape[0] < 2:
@@ -180,6 +187,9 @@ def compare_files(
 ) -> dict:  # fmt: skip
     """Geometry metrics between two shapes given as mesh or grid files (grids are meshed by
     marching cubes at `level`). Adds ``iou`` when both are grids of the same shape.
+
+    Nothing is rescaled: a mesh or .binvox file is compared in its own frame and units, a .npy grid in
+    the [-1, 1]^3 box it samples, so distances and `tau` are in those units.
 
     A grid solid everywhere at `level` is the solid box, its surface the box's boundary (as
     `analyze topology` counts it, (1, 0, 0)). A grid with nothing solid has no surface and never

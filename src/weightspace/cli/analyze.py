@@ -88,6 +88,9 @@ def compare_cmd(
     scores and IoU 1 (the same empty solid, voxel for voxel, as everywhere IoU is reported). Such files are listed under no_surface, grids that are the whole box under solid_everywhere,
     and both are named on stderr; --json writes inf and NaN as null.
 
+    Nothing is rescaled: a mesh or .binvox file is compared in its own frame and units, a .npy grid in
+    the [-1, 1]^3 box it samples; the distances and --tau are in those units.
+
     The distances come from --n random surface samples of each shape, so a shape compared with itself
     does not score 0 / 1: at the default 10,000 samples of a shape in the unit box, Chamfer L1 is about
     0.01 and the F-score about 0.96 (two independent samplings). Read differences against that floor,
