@@ -20,3 +20,13 @@ def test_group_targets_pick_modules_and_parameters_under_their_prefixes():
 def test_unknown_group_names_the_valid_ones():
     with pytest.raises(InputError, match="unknown module group.*valid: encoder"):
         resolve_parameters(make_toy(seed=0), "group:nope")
+
+
+@pytest.mark.parametrize("dot", ["", "."])
+def test_group_prefixes_select_the_same_with_or_without_a_trailing_dot(monkeypatch, dot):
+    """WaLa's and the latent diffusion model's groups spell prefixes `ae.decoder.`: they chose nothing."""
+    gen = make_toy(seed=0)
+    monkeypatch.setattr(gen, "module_groups", lambda: {"mlp": [f"inp{dot}", f"mid{dot}", f"out{dot}"], "film": [f"film{dot}"]})
+    modules = resolve_targets(gen, "group:mlp")
+    assert "mid" in modules and all(m.split(".")[0] in {"inp", "mid", "out"} for m in modules)
+    assert {p.split(".")[0] for p in resolve_parameters(gen, "group:mlp,film")} == {"inp", "mid", "out", "film"}

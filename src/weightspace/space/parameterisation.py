@@ -33,8 +33,8 @@ def in_groups(gen: Generator, targets: str, names) -> list[str]:
     unknown = [g for g in wanted if g not in groups]
     if unknown:
         raise InputError(f"targets: unknown module group(s) {unknown}; valid: {', '.join(groups)}")
-    prefixes = [p for g in wanted for p in groups[g]]
-    return [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+    roots = [p.rstrip(".") for g in wanted for p in groups[g]]  # "ae." and "ae" both name the module ae
+    return [n for n in names if any(n == r or n.startswith(r + ".") for r in roots)]
 
 
 def excluded(gen: Generator, name: str) -> bool:
