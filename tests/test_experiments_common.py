@@ -123,3 +123,14 @@ def test_a_results_folder_with_another_run_is_refused_replaced_or_resumed(tmp_pa
     assert json.loads((out / "config.json").read_text())["a"] == "mug"
     record_config(out, PathStudy(str(out), a="cup"))
     assert json.loads((out / "config.json").read_text())["a"] == "cup"
+
+
+def test_a_full_grid_is_not_measured_as_the_same_shape_as_an_empty_one():
+    """A grid solid everywhere is the solid box (its surface the box's boundary, as `analyze compare` takes it),
+    not a shape without a surface: full and empty both had no points, and geometry() scored them identical
+    (Chamfer 0, F-score 1), so a path jumping from an exploded decode to an empty one showed no jump."""
+    full, empty = measure(np.full((16, 16, 16), -0.2, dtype=np.float32)), measure(np.full((16, 16, 16), 0.2, dtype=np.float32))
+    assert not full.empty and not full.valid and full.touches_box and empty.empty
+    assert np.abs(full.points).max(axis=1).min() > 0.99  # on the box's boundary
+    g = geometry(full.points, empty.points)
+    assert g["chamfer_l1"] == float("inf") and g["fscore"] == 0.0

@@ -34,7 +34,7 @@ class Shape:
     inside_fraction: float
     touches_box: bool
     eikonal: float
-    points: np.ndarray | None  # (n, 3) surface samples, None for an empty or full grid
+    points: np.ndarray | None  # (n, 3) surface samples (a full grid's on the box's boundary), None for an empty grid
 
     @property
     def empty(self) -> bool:
@@ -83,7 +83,7 @@ def measure(grid: np.ndarray, *, seed: int = 0, volume_threshold: float = DEFAUL
     touches = bool(solid[[0, -1]].any() or solid[:, [0, -1]].any() or solid[:, :, [0, -1]].any())
     frac = float(solid.mean())
     pts = None
-    if 0.0 < frac < 1.0:
+    if frac > 0.0:  # a full grid is the solid box (as `analyze compare` takes it), not a shape without a surface
         mesh = grid_to_mesh(grid)
         if len(mesh.faces) and mesh.area > 0:
             pts, _ = sample_surface(mesh, n_points, seed=seed)
