@@ -136,6 +136,17 @@ def test_cli_report_out_ending_in_a_slash_is_a_folder(studies, tmp_path):
     assert (tmp_path / "new" / "report.html").is_file()
 
 
+def test_report_refuses_to_write_over_a_file_that_is_not_a_page(studies, tmp_path):
+    """`--out runs/ck/config.json` (a completion slip) replaced a checkpoint's config.json with the page."""
+    config = tmp_path / "config.json"
+    config.write_text('{"kind": "wala"}')
+    with pytest.raises(InputError, match=rf"{re.escape(str(config))}: .*not an HTML page"):
+        write_page([studies["fit"]], config)
+    assert config.read_text() == '{"kind": "wala"}'
+    (tmp_path / "old.html").write_text("old page")
+    assert write_page([studies["fit"]], tmp_path / "old.html")[0].read_text() != "old page"  # a page is replaced
+
+
 def test_report_of_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="not found"):
         write_report(tmp_path / "nope")

@@ -93,6 +93,10 @@ def write_page(results: Sequence[str | Path], out: str | Path, *, title: str | N
     """
     from weightspace.report.scans import is_scan_folder, scan_sections
 
+    out = Path(out)
+    if out.is_file() and out.suffix.lower() not in (".html", ".htm"):  # a slip like --out runs/ck/config.json
+        raise InputError(f"{out}: exists and is not an HTML page (.html); the report would replace it. "
+                         f"Give a .html path or a folder for --out")
     scans = [p for p in results if is_scan_folder(p)]  # subspace invert / edit: a section each, after the studies' verdicts
     extra = [*extra, *scan_sections(scans)]
     folders = discover([p for p in results if p not in scans])
@@ -103,7 +107,6 @@ def write_page(results: Sequence[str | Path], out: str | Path, *, title: str | N
     if empty:
         raise InputError(f"no study results (interpolate, subspace or fit folders, or a subspace invert or edit) in or below "
                          f"{', '.join(empty)}")
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     findings = [read_finding(f) for f in folders]
     findings.sort(key=lambda f: (STUDY_ORDER.index(f.study), folders.index(f.folder)))
