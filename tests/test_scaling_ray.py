@@ -127,6 +127,14 @@ def test_a_driver_with_token_authentication_on_but_no_token_is_told_where_ray_lo
     assert not ray.is_initialized()
 
 
+@pytest.mark.parametrize("gpus", [-1.0, float("nan"), float("inf")])
+def test_a_gpu_count_that_is_no_count_names_gpus_per_task(gpus):
+    from weightspace.runtime.executors import make_executor
+
+    with pytest.raises(InputError, match=r"^--gpus-per-task must be a number of GPUs >= 0 .*, got (-1\.0|nan|inf)$"):
+        make_executor("ray", workers=1, num_gpus=gpus)
+
+
 STARTED: list[str] = []  # what Ray logged as the module's local instance started
 
 

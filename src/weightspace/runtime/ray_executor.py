@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -73,8 +74,10 @@ class RayExecutor(Executor):
     def __init__(self, workers: int = 2, address: str | None = None, num_gpus: float = 0.0, max_retries: int = 3,
                  **_: Any) -> None:
         ray = _import_ray()
-        if workers < 1 or num_gpus < 0 or max_retries < 0:
-            raise InputError(f"workers must be >= 1, num_gpus >= 0 and max_retries >= 0; got {workers}, {num_gpus}, {max_retries}")
+        if workers < 1 or max_retries < 0:
+            raise InputError(f"workers (--workers) must be >= 1 and max_retries >= 0; got {workers}, {max_retries}")
+        if not 0 <= num_gpus < math.inf:  # nan too
+            raise InputError(f"--gpus-per-task must be a number of GPUs >= 0 (1, or 0.25 to share one), got {num_gpus}")
         t0 = time.perf_counter()
         self._owns = not ray.is_initialized()
         if self._owns:
