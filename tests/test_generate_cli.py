@@ -129,6 +129,19 @@ def test_generate_bad_input(ckpt, tmp_path, args, message):
     assert message in str(result.exception)
 
 
+def test_generate_refuses_another_commands_folder_as_out(ckpt, tmp_path):
+    """`--out` a checkpoint (or a population, a dataset...) wrote grids/, meshes/ and generate.json among its files,
+    where decode, subspace fit and data import refuse such a folder by its kind."""
+    import shutil
+
+    folder = tmp_path / "ck"
+    shutil.copytree(ckpt, folder)
+    before = sorted(p.name for p in folder.iterdir())
+    result = CliRunner().invoke(app, ["generate", "--checkpoint", str(ckpt), "--family", "torus", "--out", str(folder)])
+    assert isinstance(result.exception, InputError) and "holds a generator checkpoint" in str(result.exception)
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
 def test_generate_refuses_a_text_obj_and_a_coarse_resolution_by_name(ckpt, tmp_path):
     """An OBJ that is only text loads as an empty scene: an InputError naming the file, not an AttributeError;
     --resolution below data make's floor is refused as data make refuses it."""

@@ -19,7 +19,7 @@ from weightspace.decode.mesh import grid_to_mesh
 from weightspace.generators import load_generator
 from weightspace.runtime.device import pick_device
 from weightspace.runtime.errors import InputError
-from weightspace.runtime.folders import finish_replacing, named_files, start_replacing
+from weightspace.runtime.folders import WHAT, finish_replacing, folder_kind, named_files, start_replacing
 from weightspace.runtime.io import atomic_path, atomic_write_json
 
 MeshFormat = Literal["ply", "obj", "glb"]
@@ -47,6 +47,10 @@ def earlier_output(out: Path, *, overwrite: bool) -> set[str]:
     (`runtime.folders.start_replacing`) and removes those the new run does not rewrite once it is done."""
     from weightspace.runtime.io import read_json
 
+    kind = folder_kind(out)
+    if kind is not None:  # a checkpoint, a population, a dataset...: as check_out_folder refuses it for other commands
+        raise InputError(f"--out: {out} holds {WHAT[kind]}; grids/, meshes/ and {RECORD} written there would sit among "
+                         f"its files. Choose a new or empty folder")
     record = out / RECORD
     if not record.exists():
         return set()
