@@ -166,6 +166,16 @@ def test_a_local_instance_starts_whatever_cluster_runs_here_and_says_nothing_of_
     assert not [line for line in STARTED if "Token authentication" in line], STARTED
 
 
+def test_gpus_per_task_on_a_local_instance_without_gpus_is_bad_input_not_a_wait_forever(ray_executor):
+    """Ray would hold every task that asks for a GPU the instance does not have, forever, with nothing said."""
+    from weightspace.runtime.ray_executor import RayExecutor
+
+    assert ray.cluster_resources().get("GPU", 0) == 0
+    with pytest.raises(InputError, match=r"^--gpus-per-task 1: the local Ray instance has 0 GPUs, so no task could start; "):
+        RayExecutor(workers=1, num_gpus=1)
+    assert ray.is_initialized()  # the module's instance, which this executor did not start, is left running
+
+
 def test_joining_a_cluster_that_wants_a_token_without_sending_one_says_how_to(ray_executor, tmp_path):
     """The CLI in a fresh process joins this module's instance (token authentication on) by its address
     without RAY_AUTH_MODE=token: Ray's refusal becomes one line saying what to set."""

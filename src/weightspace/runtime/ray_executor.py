@@ -86,6 +86,8 @@ class RayExecutor(Executor):
             else:
                 _init_local(ray, workers, num_gpus)
         self.start_seconds = time.perf_counter() - t0
+        if address is None and num_gpus:
+            self._check_gpus(ray, num_gpus)
         if address is not None:
             res = ray.cluster_resources()
             per_task = int(res.get("GPU", 0) // num_gpus) if num_gpus else int(res.get("CPU", workers))
@@ -94,6 +96,15 @@ class RayExecutor(Executor):
         self.num_gpus, self.max_retries = float(num_gpus), int(max_retries)
         self._remote = ray.remote(_call).options(num_cpus=1, num_gpus=self.num_gpus, max_retries=self.max_retries)
         self._counts = {"done": 0, "failed": 0, "running": 0}
+
+    def _check_gpus(self, ray: Any, num_gpus: float) -> None:
+        """Refuse `num_gpus` per task on a local instance with fewer GPUs: Ray would hold every task,
+        forever and silently (a cluster may yet add GPU nodes, so one is not checked)."""
+        have = ray.cluster_resources().get("GPU", 0)
+        if have < num_gpus:
+            self.close()
+            raise InputError(f"--gpus-per-task {num_gpus:g}: the local Ray instance has {have:g} GPUs, so no task could start; "
+                             "leave out --gpus-per-task to run on CPUs, or join a cluster with GPUs with --address")
 
     def share(self, obj: T) -> Shared[T]:
         import ray
