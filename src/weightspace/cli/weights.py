@@ -1,7 +1,8 @@
-"""CLI commands of the weight-space stage: `weightspace population build`, `subspace fit` and `decode`."""
+"""CLI commands of the weight-space stage: `weightspace population build|import|export|check`, `subspace fit|invert|edit` and `decode`."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Optional
@@ -94,8 +95,6 @@ def population_build(
         steps=steps, lr=lr, draws=draws, seed=seed, anchor=anchor, condition_fit=condition_fit,
         executor="process" if workers > 1 else "inprocess", workers=workers, batch_members=batch_members,
     )
-    import functools
-
     from weightspace.space.population import read_failures
 
     def echo(r: dict) -> None:
@@ -132,12 +131,71 @@ def _print_fidelity(summary: dict) -> None:
         base = "" if t["base_iou"] is None else f"{t['base_iou']:.3f}"
         table.add_row(name, str(t["n"]), f"{t['iou']:.3f}", format_rate(t["betti"]), str(t["empty"]), base,
                       f"{t['seconds_per_member']:.1f}")
-    Console().print(table)
+    if summary["all"]["n"]:  # imported members only: no member has a target, no table
+        Console().print(table)
     for f in summary["flagged"]:
         typer.echo(f"flagged {f['id']}: {'; '.join(f['reasons'])}")
     if summary["unchecked"]:
         typer.echo(f"{len(summary['unchecked'])} members were built before fidelity was recorded (no figures): "
                    f"{', '.join(summary['unchecked'][:5])}{'...' if len(summary['unchecked']) > 5 else ''}")
+    if summary.get("imported"):
+        typer.echo(f"{len(summary['imported'])} members were imported (`population import`) and have no target shape "
+                   f"to check against: {', '.join(summary['imported'][:5])}{'...' if len(summary['imported']) > 5 else ''}")
+
+
+@population_app.command("import")
+def population_import(
+    sources: list[Path] = typer.Argument(..., help="PEFT LoRA adapter folders (adapter_config.json + adapter_model.safetensors), "
+                                         "or fine-tuned checkpoint folders / .safetensors state dicts of the base's net."),
+    checkpoint: str = typer.Option("default", "--checkpoint", help="The base generator they fine-tune: a shipped name or a checkpoint folder."),
+    out: Path = typer.Option(..., "--out", help="Population folder (created, or added to: a rerun adds only new files)."),
+    parameterisation: str = typer.Option("auto", "--parameterisation", help="auto (adapters: lora; full weights: layers) | lora | layers."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="layers: the tensors a point holds (regex, `group:a,b` or `all`, the default); "
+                                          "lora: override the adapters' target_modules."),
+    form: str = typer.Option("factors", "--form", help="Adapters as factors (A, B; one rank for all) or delta (B A per layer; any ranks)."),
+    anchor: str = typer.Option("auto", "--anchor", help="Condition the points decode under: auto (the sources' anchor.safetensors "
+                               "when exported by weightspace, else zeros where the generator fits there) | zeros."),
+    anchor_from: Optional[Path] = typer.Option(None, "--anchor-from", help="Take the anchor of this population, point file or exported member."),
+) -> None:
+    """Make a population of fine-tunes made elsewhere: PEFT adapters or fine-tuned weights of one base.
+
+    Each source becomes one member, named by its folder (or file); every file is checked before the
+    first member is written, and weights are read from safetensors only. Imported members have no
+    target shape: `population check` lists them as imported.
+
+    Example: weightspace population import adapters/* --checkpoint default --anchor-from runs/pop --out runs/imported
+    """
+    from weightspace.space.population_import import import_population
+
+    pop = import_population(sources, checkpoint=checkpoint, out=out, parameterisation=parameterisation, targets=targets,
+                            form=form, anchor=anchor, anchor_from=anchor_from, generator=functools.partial(_load, checkpoint))
+    typer.echo(f"{out}: {len(pop)} members ({pop.frame.parameterisation['name']}), D = {pop.frame.layout.size}")
+
+
+@population_app.command("export")
+def population_export(
+    population: Path = typer.Argument(..., help="Population folder."),
+    out: Path = typer.Option(..., "--out", help="Folder for one folder per member (out/<member id>/)."),
+    as_: str = typer.Option("adapter", "--as", help="adapter (a PEFT LoRA adapter folder; lora factor points) | checkpoint "
+                            "(the base with the member's weights in place; lora or layers)."),
+    members: Optional[str] = typer.Option(None, "--members", help="Comma-separated member ids (default: all)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="The base generator (default: the one the population names)."),
+) -> None:
+    """Write members out as PEFT adapters or standalone checkpoints, with the anchor they decode under.
+
+    An adapter folder loads with `PeftModel.from_pretrained`; a checkpoint folder with `generate
+    --checkpoint`. `population import` reads either back into the same points.
+
+    Example: weightspace population export runs/pop --as adapter --members torus-00000 --out runs/adapters
+    """
+    from weightspace.space.population_import import export_population
+    from weightspace.space.store import Population
+
+    ids = [m.strip() for m in members.split(",") if m.strip()] if members else None
+    named = checkpoint or Population(population).frame.checkpoint or None
+    written = export_population(population, out, as_=as_, members=ids,
+                                generator=None if named is None else functools.partial(_load, named))
+    typer.echo(f"{out}: {len(written)} member(s) written as {'PEFT adapters' if as_ == 'adapter' else 'checkpoints'}")
 
 
 @population_app.command("check")
@@ -378,8 +436,6 @@ def decode(
     if executor is None and address is None and workers == 1:
         rows = decode_source(cfg, generator=_load(name))
     else:
-        import functools
-
         loader = functools.partial(_load, name, "cuda") if gpus_per_task > 0 else functools.partial(_load, name)
         with executor_from_options(executor, workers, address, gpus_per_task) as ex:
             rows = decode_source(cfg, generator=loader, executor=ex)

@@ -630,11 +630,13 @@ def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> d
     """The fidelity table of a population: per source family and overall, the members' mean decode
     IoU, the rate of robust Betti numbers equal to the target's (with its Wilson 95% interval),
     the empty decodes and the seconds per member; and the members flagged (IoU < min_iou, Betti
-    differs, or empty). Rows built before fidelity was recorded are listed as `unchecked`."""
+    differs, or empty). Rows built before fidelity was recorded are listed as `unchecked`; members
+    imported from adapters or checkpoints (`population import`) have no target and are listed as `imported`."""
     from weightspace.analysis.rates import rate
 
     checked = [r for r in pop.rows if "fidelity_iou" in r.get("metrics", {})]
-    unchecked = [str(r["id"]) for r in pop.rows if "fidelity_iou" not in r.get("metrics", {})]
+    imported = [str(r["id"]) for r in pop.rows if "fidelity_iou" not in r.get("metrics", {}) and r.get("imported")]
+    unchecked = [str(r["id"]) for r in pop.rows if "fidelity_iou" not in r.get("metrics", {}) and not r.get("imported")]
 
     def table(rows: list[dict[str, Any]]) -> dict[str, Any]:
         m = [r["metrics"] for r in rows]
@@ -660,7 +662,7 @@ def fidelity_summary(pop: Population, *, min_iou: float = MIN_FIDELITY_IOU) -> d
     return {"population": str(pop.folder), "parameterisation": pop.frame.parameterisation, "checkpoint": pop.frame.checkpoint,
             "min_iou": min_iou, "all": table(checked),
             "per_family": {f: table([r for r in checked if str(r.get("source", {}).get("family", "")) == f]) for f in families},
-            "flagged": flagged, "unchecked": unchecked}
+            "flagged": flagged, "unchecked": unchecked, "imported": imported}
 
 
 __all__ = ["PopulationConfig", "build_population", "read_failures", "fidelity_summary", "fit_member", "fit_members", "member_fidelity",

@@ -1,0 +1,161 @@
+"""Populations of fine-tunes made elsewhere: PEFT adapters and fine-tuned checkpoints in, members out."""
+
+import json
+
+import pytest
+import torch
+from toy_generator import ToyGenerator, make_toy, make_toy_data
+from typer.testing import CliRunner
+
+from weightspace.cli import _register, app
+from weightspace.generators import register, unregister
+from weightspace.runtime.errors import InputError
+from weightspace.space.lora import LoraParameterisation
+from weightspace.space.population_import import export_population, import_population
+from weightspace.space.store import Population
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A saved toy checkpoint (loaded as a user's generator is) and a small LoRA population fitted on it."""
+    _register()
+    register("toy", ToyGenerator, replace=True)
+    root = tmp_path_factory.mktemp("import")
+    make_toy(seed=0).save(root / "toy")
+    data = make_toy_data(root / "data", count=3, resolution=10)
+    r = CliRunner().invoke(app, ["population", "build", "--checkpoint", str(root / "toy"), "--parameterisation", "lora",
+                                 "--data", str(data), "--out", str(root / "pop"), "--rank", "2", "--targets", "mid|vol",
+                                 "--steps", "3", "--anchor", "mean"])
+    assert r.exit_code == 0, r.output
+    yield root
+    unregister("toy")
+
+
+def _points(folder):
+    pop = Population(folder)
+    return {str(r["id"]): pop.point(i) for i, r in enumerate(pop.rows)}
+
+
+def test_exported_adapters_import_back_as_the_same_points_and_anchor(toy, tmp_path):
+    r = CliRunner().invoke(app, ["population", "export", str(toy / "pop"), "--as", "adapter", "--out", str(tmp_path / "ad")])
+    assert r.exit_code == 0, r.output
+    folders = sorted((tmp_path / "ad").iterdir())
+    assert len(folders) == 3 and all((f / "adapter_config.json").is_file() and (f / "anchor.safetensors").is_file() for f in folders)
+    r = CliRunner().invoke(app, ["population", "import", *map(str, folders), "--checkpoint", str(toy / "toy"),
+                                 "--out", str(tmp_path / "back")])
+    assert r.exit_code == 0, r.output
+    before, after = Population(toy / "pop"), Population(tmp_path / "back")
+    assert after.frame.layout == before.frame.layout and torch.equal(after.frame.anchor, before.frame.anchor)
+    assert after.frame.parameterisation == before.frame.parameterisation
+    a, b = _points(toy / "pop"), _points(tmp_path / "back")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # fidelity: imported members have no target and are said to be imported, not "built before fidelity"
+    r = CliRunner().invoke(app, ["population", "check", str(tmp_path / "back")])
+    assert r.exit_code == 0 and "3 members were imported" in r.output, r.output
+    # a rerun adds nothing; a subspace fits on the imported population
+    r = CliRunner().invoke(app, ["population", "import", *map(str, folders), "--checkpoint", str(toy / "toy"),
+                                 "--out", str(tmp_path / "back")])
+    assert r.exit_code == 0 and len(Population(tmp_path / "back")) == 3, r.output
+    r = CliRunner().invoke(app, ["subspace", "fit", str(tmp_path / "back"), "--components", "2", "--out", str(tmp_path / "sub")])
+    assert r.exit_code == 0, r.output
+
+
+def test_adapters_of_another_alpha_are_rescaled_and_of_another_rank_need_delta_form(toy, tmp_path):
+    gen = make_toy(seed=0)
+    export_population(toy / "pop", tmp_path / "ad", generator=gen)
+    first, second = sorted((tmp_path / "ad").iterdir())[:2]
+    cfg = json.loads((second / "adapter_config.json").read_text())
+    cfg["lora_alpha"] = 2 * cfg["lora_alpha"]  # the same B A needs B halved at the first adapter's alpha
+    (second / "adapter_config.json").write_text(json.dumps(cfg))
+    pop = import_population([first, second], checkpoint="toy", out=tmp_path / "p1", generator=gen, log=lambda s: None)
+    param = Population(tmp_path / "p1").frame.build(gen)
+    want, got = LoraParameterisation.load_adapter(gen, second), pop.point(1)
+    assert torch.allclose(param.to_delta(got), want[0].to_delta(want[1]), atol=1e-6)
+
+    third = tmp_path / "rank1"
+    lo = LoraParameterisation(gen, rank=1, alpha=4.0, targets="mid|vol")
+    lo.save_adapter(torch.randn(lo.layout.size), third)
+    (third / "anchor.safetensors").write_bytes((first / "anchor.safetensors").read_bytes())  # made under the same anchor
+    with pytest.raises(InputError, match="rank 1.*--form delta"):
+        import_population([first, third], checkpoint="toy", out=tmp_path / "p2", generator=gen)
+    assert not (tmp_path / "p2" / "manifest.jsonl").exists()  # refused before anything was written
+    pop = import_population([first, third], checkpoint="toy", out=tmp_path / "p3", form="delta", generator=gen)
+    assert pop.frame.parameterisation["form"] == "delta"
+    assert torch.allclose(pop.point(1), lo.to_delta(LoraParameterisation.load_adapter(gen, third)[1]), atol=1e-6)
+
+
+def test_members_exported_as_checkpoints_import_as_layers_points_and_decode_alike(toy, tmp_path):
+    gen = make_toy(seed=0)
+    export_population(toy / "pop", tmp_path / "ck", as_="checkpoint", generator=gen)
+    folders = sorted((tmp_path / "ck").iterdir())
+    assert torch.equal(gen.net.state_dict()["mid.weight"], make_toy(seed=0).net.state_dict()["mid.weight"])  # base restored
+    pop = import_population(folders, checkpoint="toy", out=tmp_path / "layers", targets="mid|vol", generator=gen)
+    assert pop.frame.parameterisation == {"name": "layers", "targets": "mid|vol"}
+    lora = Population(toy / "pop")
+    lp, yp = lora.frame.build(gen), pop.frame.build(make_toy(seed=0))
+    mine = _points(tmp_path / "layers")
+    for i, row in enumerate(lora.rows):
+        x, y = lora.point(i), mine[str(row["id"])]
+        a = gen.sdf_grid(lp.conditions(x[None]), [0], params=lp.params(x), resolution=8)
+        b = gen.sdf_grid(yp.conditions(y[None]), [0], params=yp.params(y), resolution=8)
+        assert torch.allclose(a, b, atol=1e-5)
+    # the exported checkpoint is a generator of its own: the base with the member's weights in place
+    from weightspace.generators.registry import load_generator
+
+    own = load_generator(folders[0])
+    x = lora.point([str(r["id"]) for r in lora.rows].index(folders[0].name))
+    for name, w in lp.params(x).items():
+        assert torch.allclose(own.net.state_dict()[name], w, atol=1e-6)
+
+
+def test_bad_sources_are_refused_by_name_before_anything_is_written(toy, tmp_path):
+    gen = make_toy(seed=0)
+    pickle = tmp_path / "ft.safetensors"
+    torch.save(gen.net.state_dict(), pickle)  # a PyTorch pickle wearing a safetensors name
+    with pytest.raises(InputError, match="ft.safetensors: is a Python pickle"):
+        import_population([pickle], checkpoint="toy", out=tmp_path / "a", generator=gen)
+    with pytest.raises(InputError, match=r"\.pt: not a \.safetensors file"):
+        (tmp_path / "w.pt").write_bytes(b"x")
+        import_population([tmp_path / "w.pt"], checkpoint="toy", out=tmp_path / "a", generator=gen)
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() for k, v in gen.net.state_dict().items()}
+    save_file({k: v for k, v in state.items() if k != "mid.weight"}, str(tmp_path / "short.safetensors"))
+    with pytest.raises(InputError, match="short.safetensors: lacks tensor 'mid.weight'"):
+        import_population([tmp_path / "short.safetensors"], checkpoint="toy", out=tmp_path / "a", generator=gen)
+    save_file({**state, "mid.weight": torch.zeros(3, 3)}, str(tmp_path / "wide.safetensors"))
+    with pytest.raises(InputError, match=r"wide.safetensors: tensor 'mid.weight' has shape \(3, 3\)"):
+        import_population([tmp_path / "wide.safetensors"], checkpoint="toy", out=tmp_path / "a", generator=gen)
+    (tmp_path / "x").mkdir()
+    save_file(state, str(tmp_path / "x" / "ft.safetensors"))
+    with pytest.raises(InputError, match="would both be member 'ft'"):
+        import_population([tmp_path / "x" / "ft.safetensors", pickle], checkpoint="toy", out=tmp_path / "a", generator=gen)
+    assert not (tmp_path / "a").exists()
+
+    # a fine-tune that changed tensors outside the targets: kept out, and said so
+    save_file({**state, "out.weight": state["out.weight"] + 1}, str(tmp_path / "x" / "ft.safetensors"))
+    heard = []
+    import_population([tmp_path / "x" / "ft.safetensors"], checkpoint="toy", out=tmp_path / "b", targets="mid",
+                      generator=gen, log=heard.append)
+    assert any("outside the targets differ" in h and "out.weight" in h for h in heard)
+    # the same member id from other bytes is refused; the population keeps what it had
+    save_file({**state, "mid.weight": state["mid.weight"] * 2}, str(tmp_path / "x" / "ft.safetensors"))
+    with pytest.raises(InputError, match="member 'ft' is already in"):
+        import_population([tmp_path / "x" / "ft.safetensors"], checkpoint="toy", out=tmp_path / "b", targets="mid", generator=gen)
+    assert len(Population(tmp_path / "b")) == 1
+
+
+def test_an_anchor_is_required_where_the_generator_fits_under_another(toy, tmp_path, monkeypatch):
+    """Foreign adapters carry no anchor; a generator whose members are fitted under the mean encoding (latent
+    diffusion) would decode them under zeros, somewhere they were never fitted: say so and ask."""
+    gen = make_toy(seed=0)
+    export_population(toy / "pop", tmp_path / "ad", generator=gen)
+    one = sorted((tmp_path / "ad").iterdir())[0]
+    (one / "anchor.safetensors").unlink()
+    monkeypatch.setattr(ToyGenerator, "fit_anchor", "mean", raising=False)
+    with pytest.raises(InputError, match="--anchor-from"):
+        import_population([one], checkpoint="toy", out=tmp_path / "a", generator=gen)
+    pop = import_population([one], checkpoint="toy", out=tmp_path / "a", anchor_from=toy / "pop", generator=gen)
+    assert torch.equal(pop.frame.anchor, Population(toy / "pop").frame.anchor)
+    with pytest.raises(InputError, match="is not a member"):
+        export_population(toy / "pop", tmp_path / "e", members=["nope"], generator=gen)
