@@ -428,3 +428,16 @@ def test_report_shows_subspace_inversions_and_edits(runner, tmp_path):
     assert runner.invoke(app, ["decode", str(sub), "--samples", "1", "--out", str(tmp_path / "dec")]).exit_code == 0
     r = runner.invoke(app, ["report", str(inv), str(tmp_path / "dec"), "--out", str(tmp_path / "p2.html")])
     assert isinstance(r.exception, InputError) and "dec" in str(r.exception)
+
+
+def test_targets_the_fit_never_reaches_are_refused_before_any_member(runner, tmp_path):
+    """Under the population's fixed anchor the toy's point encoder takes no part in the fit's loss: members of
+    its weights would never move (a population of copies, then a subspace refused for spanning nothing)."""
+    data = make_toy_data(tmp_path / "data", count=2, resolution=10)
+    r = runner.invoke(app, ["population", "build", "--checkpoint", str(tmp_path / "toy"), "--parameterisation", "layers",
+                            "--targets", "enc", "--data", str(data), "--out", str(tmp_path / "pop"), "--steps", "2"])
+    assert isinstance(r.exception, InputError) and "does not depend on these weights" in str(r.exception), r.output
+    assert not (tmp_path / "pop" / "manifest.jsonl").exists()
+    r = runner.invoke(app, ["population", "build", "--checkpoint", str(tmp_path / "toy"), "--parameterisation", "layers",
+                            "--targets", "mid", "--data", str(data), "--out", str(tmp_path / "pop2"), "--steps", "2"])
+    assert r.exit_code == 0, r.output

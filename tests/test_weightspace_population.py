@@ -174,7 +174,7 @@ class _NaNAfterStep:
         def loss(grids, condition, seeds, *, params=None):
             calls.append(1)
             out = plain(grids, condition, seeds, params=params)
-            return out if len(calls) == 1 else out * float("nan")
+            return out if len(calls) <= 2 else out * float("nan")  # the build's check that the loss reaches the weights, step 0
 
         gen.training_loss = loss
         return gen

@@ -223,6 +223,20 @@ def member_loss(gen: Generator, param: Parameterisation, point: torch.Tensor, ta
     return gen.observation_loss(targets, cond, seeds, params=params)
 
 
+def check_fit_reaches(gen: Generator, param: Parameterisation, target: torch.Tensor, *, fit: str, seed: int) -> None:
+    """Refuse weights the fit's loss does not depend on: with a zero gradient at the start, every member
+    would stay where it starts (a population of copies, or of LoRA noise) and nothing says why."""
+    if param.name == "condition":
+        return
+    x = param.initial_point(seed).detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(member_loss(gen, param, x, target, fit=fit, seed=seed), x, allow_unused=True)
+    if g is None or not bool(torch.any(g != 0)):
+        targets = param.config().get("targets", "all")
+        raise InputError(f"--targets {targets}: the {fit} fit's loss does not depend on these weights of {gen.name} (its "
+                         "gradient there is zero), so every member would stay where it starts. Choose weights the "
+                         f"generator's loss reaches (module groups: {', '.join(gen.module_groups())})")
+
+
 @torch.no_grad()
 def member_fidelity(gen: Generator, param: Parameterisation, point: torch.Tensor, grid: torch.Tensor, *, seed: int,
                     with_base: bool = True) -> dict[str, Any]:
@@ -571,6 +585,11 @@ def build_population(config: PopulationConfig, *, generator: Any = None, executo
     todo = [(i, r) for i, r in enumerate(rows) if str(r["id"]) not in done]
     _check_indices(out, manifest, rows, todo)
     if todo:
+        first = rows[todo[0][0]]
+        first_seed = derive_seed(config.seed, "member", str(first["id"]))
+        check_fit_reaches(gen, param, load_target(data, first, fit=config.fit, observations=settings["observations"],
+                                                  noise=settings["noise"], seed=first_seed, observation=settings["observation"]),
+                          fit=config.fit, seed=first_seed)
         # in-process work reuses the generator loaded here instead of loading it again
         _WORKER_CACHE.clear()
         _WORKER_CACHE[_worker_key(loader, pop.frame)] = (gen, param)
