@@ -160,6 +160,45 @@ def test_every_rank_refuses_a_fresh_run_continuing_its_own_out(data, tmp_path):
         assert code == 2 and "is --out itself" in err, err[-2000:]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the launcher's death reaches its ranks through Linux's prctl")
+def test_ranks_of_a_killed_torchrun_stop_and_save_instead_of_training_on(data, tmp_path):
+    """torchrun starts its ranks in sessions of their own: `kill -9` of torchrun (or `timeout -s KILL`) left them
+    training, holding --out, so the rerun that should resume was refused until they finished."""
+    import signal
+    import time
+
+    out, cfg = tmp_path / "out", tmp_path / "long.json"
+    cfg.write_text(json.dumps({**TINY_FIELD, "train": {**TINY_FIELD["train"], "steps": 10**6, "log_every": 1}}))
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "weightspace", "train",
+            "neural-field", "--data", str(data), "--out", str(out), "--config", str(cfg), "--device", "cpu", "--threads", "1"]
+    launcher = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "WEIGHTSPACE_QUIET": "1", "OMP_NUM_THREADS": "1"})
+    ranks: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "loss_log.jsonl").is_file() or len(_log(out)) < 3:
+            assert time.monotonic() < deadline and launcher.poll() is None, "training did not start"
+            time.sleep(0.2)
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        ranks = [int(pid) for pid in children]
+        assert len(ranks) == 2
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text() for pid in ranks):
+            assert time.monotonic() < deadline, "the ranks of a killed torchrun went on training"
+            time.sleep(0.2)
+    finally:
+        launcher.kill()
+        for pid in ranks:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    record = json.loads((out / "training_record.json").read_text())
+    assert record["stopped"].startswith("by a signal") and (out / "train_state.safetensors").is_file()
+
+
 def test_first_difference_names_the_field_in_rank_0s_order():
     from weightspace.runtime.distributed import first_difference
 

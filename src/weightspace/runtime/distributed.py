@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -55,6 +56,7 @@ def init_ranks(device: str = "auto") -> tuple[Ranks, torch.device]:
     if world == 1:
         return Ranks(), dev
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    _stop_with_launcher()
     if dev.type == "cuda":
         if local >= torch.cuda.device_count():
             raise InputError(f"LOCAL_RANK {local} but this machine has {torch.cuda.device_count()} GPU(s): "
@@ -64,6 +66,24 @@ def init_ranks(device: str = "auto") -> tuple[Ranks, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
     return Ranks(rank, world, local), dev
+
+
+def _stop_with_launcher(poll_s: float = 1.0) -> None:
+    """Under torchrun, send this rank SIGTERM once when torchrun dies. torchrun starts its ranks in
+    sessions of their own, so `kill -9` of it (or `timeout -s KILL`) reached none of them and they trained
+    on, holding --out; with SIGTERM they stop after the step in flight and save (`StopRequests`), as at
+    Ctrl-C. A thread watches the parent process id: the kernel's parent-death signal (prctl) would come
+    again at the end of each of torchrun's threads, and a later one would end the rank mid-save."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or os.name != "posix":
+        return
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while launcher != 1 and os.getppid() == launcher:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="torchrun-watch", daemon=True).start()
 
 
 def finish_ranks() -> None:
