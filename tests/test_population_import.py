@@ -159,3 +159,38 @@ def test_an_anchor_is_required_where_the_generator_fits_under_another(toy, tmp_p
     assert torch.equal(pop.frame.anchor, Population(toy / "pop").frame.anchor)
     with pytest.raises(InputError, match="is not a member"):
         export_population(toy / "pop", tmp_path / "e", members=["nope"], generator=gen)
+
+
+def test_subspace_samples_keep_their_points_and_export_as_adapters(toy, tmp_path):
+    """A sample exists only in the decode that drew it: its point is kept (points/), decodes again to the
+    same grid at its seed, and goes out as a PEFT adapter that imports back as the same point."""
+    import numpy as np
+
+    r = CliRunner().invoke(app, ["subspace", "fit", str(toy / "pop"), "--components", "2", "--out", str(tmp_path / "sub")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["decode", str(tmp_path / "sub"), "--samples", "2", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in (tmp_path / "s" / "manifest.jsonl").read_text().splitlines()]
+    assert [row["point"] for row in rows] == ["points/sample-0000.safetensors", "points/sample-0001.safetensors"]
+    r = CliRunner().invoke(app, ["decode", str(tmp_path / "s" / rows[0]["point"]), "--out", str(tmp_path / "again")])
+    assert r.exit_code == 0, r.output
+    again, first = np.load(tmp_path / "again" / "grids" / "sample-0000.npy"), np.load(tmp_path / "s" / rows[0]["grid"])
+    assert np.allclose(again, first, atol=1e-6)  # decoded alone, not in a batch of 2: float rounding apart
+
+    r = CliRunner().invoke(app, ["population", "export", str(tmp_path / "s"), "--as", "adapter", "--out", str(tmp_path / "ad")])
+    assert r.exit_code == 0, r.output
+    # the subspace is in delta form (B A per layer); a sample is a sum of adapters, so it goes out at the
+    # lowest rank that holds every layer's B A, and comes back as the same B A
+    ranks = {json.loads((f / "adapter_config.json").read_text())["r"] for f in (tmp_path / "ad").iterdir()}
+    assert ranks and all(r > 2 for r in ranks)  # above the members' rank 2
+    pop = import_population(sorted((tmp_path / "ad").iterdir()), checkpoint="toy", out=tmp_path / "back", form="delta",
+                            generator=make_toy(seed=0))
+    from weightspace.space.store import load_point
+
+    for i, row in enumerate(pop.rows):
+        want = load_point(tmp_path / "s" / "points" / f"{row['id']}.safetensors").point
+        assert torch.allclose(pop.point(i), want, atol=1e-5), (pop.point(i) - want).abs().max()
+    # a rerun of the decode replaces its points with the rest of its files
+    r = CliRunner().invoke(app, ["decode", str(tmp_path / "sub"), "--samples", "1", "--out", str(tmp_path / "s"), "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "s" / "points").iterdir()) == ["sample-0000.safetensors"]

@@ -174,7 +174,8 @@ def population_import(
 
 @population_app.command("export")
 def population_export(
-    population: Path = typer.Argument(..., help="Population folder."),
+    population: Path = typer.Argument(..., help="Population folder, point file, or folder of point files (a decode's "
+                                      "subspace samples, a subspace invert's results: their points/)."),
     out: Path = typer.Option(..., "--out", help="Folder for one folder per member (out/<member id>/)."),
     as_: str = typer.Option("adapter", "--as", help="adapter (a PEFT LoRA adapter folder; lora factor points) | checkpoint "
                             "(the base with the member's weights in place; lora or layers)."),
@@ -184,15 +185,15 @@ def population_export(
     """Write members out as PEFT adapters or standalone checkpoints, with the anchor they decode under.
 
     An adapter folder loads with `PeftModel.from_pretrained`; a checkpoint folder with `generate
-    --checkpoint`. `population import` reads either back into the same points.
+    --checkpoint`. `population import` reads either back into the same points. Subspace samples are
+    exported from the folder `weightspace decode SUB --samples N --out DIR` wrote (DIR/points).
 
     Example: weightspace population export runs/pop --as adapter --members torus-00000 --out runs/adapters
     """
     from weightspace.space.population_import import export_population
-    from weightspace.space.store import Population
 
     ids = [m.strip() for m in members.split(",") if m.strip()] if members else None
-    named = checkpoint or Population(population).frame.checkpoint or None
+    named = checkpoint
     written = export_population(population, out, as_=as_, members=ids,
                                 generator=None if named is None else functools.partial(_load, named))
     typer.echo(f"{out}: {len(written)} member(s) written as {'PEFT adapters' if as_ == 'adapter' else 'checkpoints'}")
@@ -396,7 +397,8 @@ def _print_inversion(summary: dict) -> None:
 
 def decode(
     source: Path = typer.Argument(..., help="A point .safetensors file, a population folder or a subspace folder."),
-    out: Path = typer.Option(..., "--out", help="Output folder: grids/, meshes/ (PLY), manifest.jsonl and decode.json (source, checkpoint, seed)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: grids/, meshes/ (PLY), manifest.jsonl and decode.json (source, checkpoint, seed); "
+                           "for subspace samples also points/ (each sample's point: decode it again, or `population export` it)."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Generator (default: the one the source records)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Samples to draw from a subspace (default 8)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Scale of subspace samples (1: training spread) (default 1)."),

@@ -17,7 +17,7 @@ from weightspace.runtime.io import atomic_write_json, read_json, remove_stale_te
 from weightspace.runtime.progress import track
 from weightspace.runtime.seeding import decode_seed
 from weightspace.space.frame import Frame
-from weightspace.space.store import Population, load_point, read_metadata
+from weightspace.space.store import Population, load_point, read_metadata, save_point
 from weightspace.space.subspace import SUBSPACE_FILE, Subspace
 
 
@@ -37,7 +37,7 @@ class DecodeConfig:
     overwrite: bool = False  # replace a finished earlier decode in `out`
 
 
-DECODED_FILES = {"grid": "grids", "mesh": "meshes"}  # a decode's manifest fields naming its files, and their folders
+DECODED_FILES = {"grid": "grids", "mesh": "meshes", "point": "points"}  # a decode's manifest fields naming its files, and their folders
 
 
 def source_kind(path: Path) -> str:
@@ -149,13 +149,17 @@ def decode_source(config: DecodeConfig, *, generator: Any = None, executor: Exec
                  for i in range(0, points.shape[0], B)]
         grids = np.concatenate(list(track(executor.map(decode_chunk, tasks), "decode", total=len(tasks), status=executor.status)))
     out = Path(config.out)
-    for folder in (out / "grids", out / "meshes"):  # a killed earlier decode's half-written files; no writer runs here now
+    for folder in (out / "grids", out / "meshes", out / "points"):  # a killed earlier decode's half-written files; no writer runs here now
         remove_stale_temps(folder)
     # the earlier decode's items and this one's, on record until this one's manifest is written: those
     # it does not rewrite (or a killed run wrote) are then removed, not left to pass as its own
     earlier = listed_files(out / "manifest.jsonl", DECODED_FILES)  # check_decode_out let no other kind's manifest through
-    recorded = start_replacing(out, earlier | named_files(decoded_rows(ids), DECODED_FILES), DECODED_FILES)
-    rows = write_decoded(out, grids, ids, seeds, meshes=config.meshes)
+    # a subspace sample exists nowhere else: its point is kept, for `population export` or another decode
+    kept = [{"point": f"points/{item}.safetensors"} for item in ids] if kind == "subspace" else None
+    recorded = start_replacing(out, earlier | named_files([*decoded_rows(ids), *(kept or [])], DECODED_FILES), DECODED_FILES)
+    for row, point in zip(kept or [], points):
+        save_point(out / row["point"], point, frame)
+    rows = write_decoded(out, grids, ids, seeds, extra=kept, meshes=config.meshes)
     finish_replacing(out, recorded, rows, DECODED_FILES)
     drawn = {"samples": config.samples, "temperature": config.temperature} if kind == "subspace" else {}
     atomic_write_json(out / "decode.json", {"source": str(config.source), "kind": kind, "checkpoint": checkpoint, "count": len(rows),

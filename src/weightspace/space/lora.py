@@ -223,6 +223,28 @@ class LoraParameterisation(Parameterisation):
         other.anchor = self.anchor
         return other
 
+    def factorise(self, point: torch.Tensor, *, rtol: float = 1e-6) -> tuple["LoraParameterisation", torch.Tensor]:
+        """A delta point (D,) as factors: (parameterisation of rank r and alpha r, factor point) with B A equal
+        to every layer's Delta W up to singular values below `rtol` of its largest, r the largest such rank
+        over the layers (a subspace sample, a sum of adapters, has a higher rank than each). By SVD:
+        B = U sqrt(S), A = sqrt(S) V^T of the layer's (out, in * kernel) matrix."""
+        if self.form != "delta":
+            return self, point
+        deltas = {m: d.to(torch.float64) for m, d in self.deltas_batch(point[None]).items()}  # m -> (1, *weight_shape)
+        svds = {m: torch.linalg.svd(d[0].reshape(d.shape[1], -1), full_matrices=False) for m, d in deltas.items()}
+        rank = max([1] + [int((S > rtol * S[0]).sum()) for _, S, _ in svds.values() if S.numel() and S[0] > 0])
+        other = LoraParameterisation(self.gen, rank=rank, alpha=float(rank), targets=self.targets, form="factors")
+        other.anchor = self.anchor
+        parts = {}
+        for m, (U, S, Vh) in svds.items():
+            k = min(rank, S.numel())  # a layer of lower full rank keeps zero rows past it
+            a_shape, b_shape = other.factor_shapes[m]
+            A = torch.zeros(rank, Vh.shape[1], dtype=torch.float64)
+            B = torch.zeros(U.shape[0], rank, dtype=torch.float64)
+            A[:k], B[:, :k] = S[:k].sqrt()[:, None] * Vh[:k], U[:, :k] * S[:k].sqrt()
+            parts[f"{m}.lora_A"], parts[f"{m}.lora_B"] = A.reshape(a_shape).float(), B.reshape(b_shape).float()
+        return other, other.layout.to_vector(parts)
+
     def to_delta(self, points: torch.Tensor) -> torch.Tensor:
         """Factor points (B, D) or (D,) -> delta points in `delta_parameterisation().layout`."""
         single = points.ndim == 1

@@ -297,50 +297,76 @@ def import_population(sources: Sequence[str | Path], *, checkpoint: str, out: st
     return Population(out)
 
 
+def _stored_points(source: Path) -> tuple[Frame, list[str], Callable[[int], torch.Tensor]]:
+    """(frame, ids, point getter) of a population folder, a point file, or a folder of point
+    files (`decode`'s subspace samples and `subspace invert`'s results keep theirs in points/)."""
+    from weightspace.space.store import load_point
+
+    if source.is_dir() and (source / "config.json").is_file() and (source / "layout.json").is_file():
+        pop = Population(source)
+        return pop.frame, [str(r["id"]) for r in pop.rows], pop.point
+    if source.is_file():
+        files = [source]
+    else:
+        folder = source / "points" if (source / "points").is_dir() else source
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        if not files:
+            raise InputError(f"{source}: neither a population folder nor a point file, nor a folder of point files "
+                             "(.safetensors, or a points/ folder of them)")
+    loaded = [load_point(f) for f in files]
+    for f, p in zip(files[1:], loaded[1:]):
+        if p.frame != loaded[0].frame:
+            raise InputError(f"{f}: its points are in another frame (layout, parameterisation, anchor or checkpoint) "
+                             f"than {files[0]}'s; export them separately")
+    return loaded[0].frame, [f.stem for f in files], lambda i: loaded[i].point
+
+
 def export_population(population: str | Path, out: str | Path, *, as_: str = "adapter", members: Sequence[str] | None = None,
                       generator: Any = None) -> list[Path]:
-    """Write members of a population as PEFT adapter folders (`as_="adapter"`, lora factor points) or as
-    checkpoint folders of the base with the member's weights in place (`as_="checkpoint"`, lora or layers);
-    each folder `out/<member id>` also holds the population's anchor (`anchor.safetensors`). Returns them."""
+    """Write members of a population (or stored points: a point file, a folder of them) as PEFT adapter
+    folders (`as_="adapter"`, lora factor points) or as checkpoint folders of the base with the member's
+    weights in place (`as_="checkpoint"`, lora or layers); each folder `out/<id>` also holds the anchor
+    the points decode under (`anchor.safetensors`). Returns the folders written."""
     from weightspace.generators.registry import generator_loader
 
     if as_ not in ("adapter", "checkpoint"):
         raise InputError(f"--as must be adapter or checkpoint, got {as_!r}")
-    pop = Population(population)
-    ids = [str(r["id"]) for r in pop.rows]
+    source = Path(population)
+    frame, ids, point_of = _stored_points(source)
     chosen = list(range(len(ids))) if not members else []
     for m in members or ():
         if m not in ids:
-            raise InputError(f"--members: {m!r} is not a member of {pop.folder} (members: {', '.join(ids[:8])}"
+            raise InputError(f"--members: {m!r} is not a member of {source} (members: {', '.join(ids[:8])}"
                              f"{', ...' if len(ids) > 8 else ''})")
         chosen.append(ids.index(m))
     if not chosen:
-        raise InputError(f"{pop.folder}: population has no finished members")
-    name = pop.frame.parameterisation["name"]
+        raise InputError(f"{source}: population has no finished members")
+    name = frame.parameterisation["name"]
     if name == "condition":
-        raise InputError(f"{pop.folder}: condition points are conditions, not weights; nothing to export as {as_}")
-    if as_ == "adapter" and (name != "lora" or pop.frame.parameterisation.get("form", "factors") != "factors"):
-        raise InputError(f"{pop.folder}: a PEFT adapter holds LoRA factors; these are {name} points"
-                         f"{' in delta form' if name == 'lora' else ''}. Use --as checkpoint")
-    gen = generator_loader(generator, pop.frame.checkpoint or None)()
-    param = pop.frame.build(gen, what=f"population {pop.folder}")
+        raise InputError(f"{source}: condition points are conditions, not weights; nothing to export as {as_}")
+    if as_ == "adapter" and name != "lora":
+        raise InputError(f"{source}: a PEFT adapter holds LoRA factors; these are {name} points. Use --as checkpoint")
+    gen = generator_loader(generator, frame.checkpoint or None)()
+    param = frame.build(gen, what=f"points of {source}")
     if as_ == "checkpoint" and not isinstance(gen, Saveable):
         raise InputError(f"generator {gen.name} cannot save itself (no `save`), so a member cannot be written as a checkpoint")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i in track(chosen, "members"):
-        point, folder = pop.point(i), out / ids[i]
-        if as_ == "adapter":
-            param.save_adapter(point, folder)
+        point, folder = point_of(i), out / ids[i]
+        if as_ == "adapter":  # a delta point (a subspace's) as the lowest-rank factors that hold it
+            own, factors = param.factorise(point.to(gen.device))
+            own.save_adapter(factors, folder)
         else:
-            _save_merged(gen, param.params(point.to(gen.device)), folder, pop, ids[i])
-        save_tensors(folder / ANCHOR_FILE, {"anchor": pop.frame.anchor}, {"kind": "anchor"})
+            _save_merged(gen, param.params(point.to(gen.device)), folder, {"source": str(source), "member": ids[i],
+                                                                           "parameterisation": frame.parameterisation})
+        save_tensors(folder / ANCHOR_FILE, {"anchor": frame.anchor}, {"kind": "anchor"})
         written.append(folder)
     return written
 
 
-def _save_merged(gen: Generator, params: dict[str, torch.Tensor], folder: Path, pop: Population, member: str) -> None:
+def _save_merged(gen: Generator, params: dict[str, torch.Tensor], folder: Path, record: dict[str, Any]) -> None:
     """The base with `params` in place, saved by the generator itself; its own weights are restored after."""
     net_state = gen.net.state_dict()
     kept = {k: net_state[k].detach().clone() for k in params}
@@ -348,8 +374,7 @@ def _save_merged(gen: Generator, params: dict[str, torch.Tensor], folder: Path, 
         with torch.no_grad():
             for k, v in params.items():
                 net_state[k].copy_(v.to(net_state[k].dtype))
-        gen.save(folder, extra_config={"exported_member": {"population": str(pop.folder), "member": member,
-                                                           "parameterisation": pop.frame.parameterisation}})
+        gen.save(folder, extra_config={"exported_member": record})
     finally:
         with torch.no_grad():
             for k, v in kept.items():
