@@ -207,3 +207,19 @@ def test_first_difference_names_the_field_in_rank_0s_order():
     assert first_difference(main, {**main, "model": {"depth": 4, "width": 16}}) == ("model.depth", 3, 4)
     assert first_difference(main, {**main, "model": None}) == ("model", main["model"], None)
     assert first_difference(main, {**main, "train": {"threads": 2}}, skip=("train.threads",)) == ("train.steps", 30, "(not set)")
+
+
+def test_commands_other_than_train_are_refused_under_torchrun(tmp_path, monkeypatch, capsys):
+    """torchrun -m weightspace population build ... would run the whole build in every process, all writing
+    one folder: only train is data-parallel, so the rest say so in one line before doing anything."""
+    from weightspace.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as e:
+        main(["data", "make", "--family", "torus", "--count", "1", "--out", str(tmp_path / "d")])
+    assert e.value.code == 2 and not (tmp_path / "d").exists()
+    assert "data: runs whole in each of the 2 processes" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(SystemExit) as e:
+        main(["version"])
+    assert e.value.code in (0, None)

@@ -112,6 +112,22 @@ def _interrupted(err: Console, e: KeyboardInterrupt) -> None:
     sys.exit(130)
 
 
+def _refuse_copies_under_torchrun(args: list[str]) -> None:
+    """Under torchrun (WORLD_SIZE > 1) only `train` shares one job across its processes; any other command
+    would run whole in every process, N copies writing one --out. Refused in each before anything runs."""
+    from weightspace.runtime.errors import InputError
+
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return
+    command = next((a for a in args if not a.startswith("-")), None)
+    if world > 1 and command not in (None, "train"):
+        raise InputError(f"{command}: runs whole in each of the {world} processes torchrun started (only `train` is "
+                         "data-parallel); run it without torchrun, with --workers N or --executor ray to use more "
+                         "cores or machines (docs/scaling.md)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app; every failure becomes one line on stderr, never a traceback.
 
@@ -133,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     # addresses like host:1234, whose ":1234:" rich would print as an emoji: no emoji codes
     err = Console(stderr=True, soft_wrap=True, emoji=False)
     try:
+        _refuse_copies_under_torchrun(sys.argv[1:] if argv is None else list(argv))
         app(args=argv)
     except SystemExit as e:  # typer turns Ctrl-C into a silent exit 130, keeping the KeyboardInterrupt as its cause
         interrupt = _interrupt(e) if e.code == 130 else None
