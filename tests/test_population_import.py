@@ -194,3 +194,34 @@ def test_subspace_samples_keep_their_points_and_export_as_adapters(toy, tmp_path
     r = CliRunner().invoke(app, ["decode", str(tmp_path / "sub"), "--samples", "1", "--out", str(tmp_path / "s"), "--overwrite"])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "s" / "points").iterdir()) == ["sample-0000.safetensors"]
+
+
+def _peft_adapter(gen, folder, seed=0, **config):
+    """An adapter PEFT itself trains and saves on the toy net (random factors, as after training)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(copy.deepcopy(gen.net), LoraConfig(init_lora_weights=False, **{"r": 2, "lora_alpha": 4, **config}))
+    model.save_pretrained(str(folder))
+    return model
+
+
+@pytest.mark.parametrize("setting", [{"modules_to_save": ["film"]}, {"exclude_modules": ["mid"]}])
+def test_peft_settings_that_a_point_cannot_hold_are_refused_by_name(toy, tmp_path, setting):
+    """modules_to_save stores whole weights beside the factors (they were dropped without a word: a point
+    PEFT merges to other weights), exclude_modules takes modules out of target_modules (it was read as a
+    missing tensor): both name the config field."""
+    gen = make_toy(seed=0)
+    _peft_adapter(gen, tmp_path / "a", target_modules=["mid", "inp"], **setting)
+    with pytest.raises(InputError, match=f"adapter_config.json: settings \\['{next(iter(setting))}'\\]"):
+        import_population([tmp_path / "a"], checkpoint="toy", out=tmp_path / "p", anchor="zeros", generator=gen)
+    if "modules_to_save" not in setting:
+        return
+    # the config field taken out: the file still holds the module's weights, and says so
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**cfg, "modules_to_save": None}))
+    with pytest.raises(InputError, match="adapter_model.safetensors: holds .* besides the LoRA factors"):
+        import_population([tmp_path / "a"], checkpoint="toy", out=tmp_path / "p", anchor="zeros", generator=gen)
+    assert not (tmp_path / "p").exists()

@@ -36,6 +36,12 @@ LoraForm = Literal["factors", "delta"]
 LORA_FORMS = ("factors", "delta")
 LORA_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 PEFT_PREFIX = "base_model.model."  # how PEFT names adapter weights in adapter_model.safetensors
+# adapter_config.json fields a lora point cannot hold: other per-layer forms (DoRA, rank/alpha patterns, bias,
+# transposed weights), whole module weights saved beside the factors (modules_to_save, trainable tokens), and
+# selections that take modules out of target_modules or add parameters to it
+UNHELD_SETTINGS = ("use_dora", "rank_pattern", "alpha_pattern", "lora_bias", "fan_in_fan_out", "modules_to_save",
+                   "trainable_token_indices", "exclude_modules", "layers_to_transform", "target_parameters",
+                   "layer_replication")
 
 
 def _meta_skeleton(net: nn.Module) -> nn.Module:
@@ -315,11 +321,12 @@ class LoraParameterisation(Parameterisation):
             rank, alpha, pattern = int(cfg["r"]), float(cfg["lora_alpha"]), _peft_targets(cfg["target_modules"])
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{folder / 'adapter_config.json'}: field {e} missing or not a number") from None
-        unheld = [k for k in ("use_dora", "rank_pattern", "alpha_pattern", "lora_bias", "fan_in_fan_out") if cfg.get(k)]
+        unheld = [k for k in UNHELD_SETTINGS if cfg.get(k)]
         unheld += ["bias"] if cfg.get("bias", "none") != "none" else []
         if unheld:
             raise InputError(f"{folder / 'adapter_config.json'}: settings {unheld} change the adapter beyond "
-                             f"W + (alpha / r) B A per layer, which a lora point holds; not loadable")
+                             f"W + (alpha / r) B A on every module target_modules names, which a lora point holds; "
+                             "not loadable")
         if cfg.get("use_rslora"):  # rsLoRA scales by alpha / sqrt(r): the same Delta W as alpha sqrt(r) / r
             alpha *= math.sqrt(rank)
         param = cls(gen, rank=rank, alpha=alpha, targets=targets or pattern)
@@ -335,4 +342,8 @@ class LoraParameterisation(Parameterisation):
                 if key not in state:
                     raise InputError(f"{folder / 'adapter_model.safetensors'}: missing tensor {key!r}")
                 parts[f"{m}.{ab}"] = state[key]
+        unread = sorted(set(state) - {f"{PEFT_PREFIX}{k}.weight" for k in parts})
+        if unread:  # weights PEFT would load (a module saved whole, a magnitude vector) that the point would drop
+            raise InputError(f"{folder / 'adapter_model.safetensors'}: holds {len(unread)} tensor(s) besides the LoRA factors "
+                             f"of target_modules (first {unread[0]!r}), which a lora point cannot hold; not loadable")
         return param, param.layout.to_vector(parts).to(gen.device)
