@@ -225,3 +225,24 @@ def test_peft_settings_that_a_point_cannot_hold_are_refused_by_name(toy, tmp_pat
     with pytest.raises(InputError, match="adapter_model.safetensors: holds .* besides the LoRA factors"):
         import_population([tmp_path / "a"], checkpoint="toy", out=tmp_path / "p", anchor="zeros", generator=gen)
     assert not (tmp_path / "p").exists()
+
+
+def test_adapters_saved_from_an_injected_net_are_read(toy, tmp_path):
+    """`inject_adapter_in_model` + `get_peft_model_state_dict` (PEFT's way without a PeftModel) names the
+    factors without the `base_model.model.` prefix; they were refused as missing tensors."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from safetensors.torch import save_file
+
+    gen = make_toy(seed=0)
+    config = LoraConfig(r=2, lora_alpha=4, target_modules=["mid", "vol"], init_lora_weights=False)
+    torch.manual_seed(0)
+    state = get_peft_model_state_dict(inject_adapter_in_model(config, copy.deepcopy(gen.net)))
+    assert not any(k.startswith("base_model.") for k in state)
+    for folder, prefix in (("bare", ""), ("prefixed", "base_model.model.")):
+        config.save_pretrained(str(tmp_path / folder))
+        save_file({prefix + k: v.contiguous() for k, v in state.items()}, str(tmp_path / folder / "adapter_model.safetensors"))
+    pop = import_population([tmp_path / "bare", tmp_path / "prefixed"], checkpoint="toy", out=tmp_path / "p",
+                            anchor="zeros", generator=gen)
+    assert torch.equal(pop.point(0), pop.point(1)) and pop.point(0).abs().sum() > 0

@@ -335,14 +335,17 @@ class LoraParameterisation(Parameterisation):
         if saved_on is not None and saved_on != param.layout.base_hash:
             raise LayoutMismatchError(f"{folder}: adapter vs generator: base checkpoints differ "
                                       f"(hash {saved_on} vs {param.layout.base_hash})")
+        # save_pretrained names the factors under the PeftModel (PEFT_PREFIX); get_peft_model_state_dict of a
+        # net that inject_adapter_in_model adapted names them bare
+        prefix = PEFT_PREFIX if any(k.startswith(PEFT_PREFIX) for k in state) else ""
         parts = {}
         for m in param.modules:
             for ab in ("lora_A", "lora_B"):
-                key = f"{PEFT_PREFIX}{m}.{ab}.weight"
+                key = f"{prefix}{m}.{ab}.weight"
                 if key not in state:
                     raise InputError(f"{folder / 'adapter_model.safetensors'}: missing tensor {key!r}")
                 parts[f"{m}.{ab}"] = state[key]
-        unread = sorted(set(state) - {f"{PEFT_PREFIX}{k}.weight" for k in parts})
+        unread = sorted(set(state) - {f"{prefix}{k}.weight" for k in parts})
         if unread:  # weights PEFT would load (a module saved whole, a magnitude vector) that the point would drop
             raise InputError(f"{folder / 'adapter_model.safetensors'}: holds {len(unread)} tensor(s) besides the LoRA factors "
                              f"of target_modules (first {unread[0]!r}), which a lora point cannot hold; not loadable")
