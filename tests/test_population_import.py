@@ -246,3 +246,17 @@ def test_adapters_saved_from_an_injected_net_are_read(toy, tmp_path):
     pop = import_population([tmp_path / "bare", tmp_path / "prefixed"], checkpoint="toy", out=tmp_path / "p",
                             anchor="zeros", generator=gen)
     assert torch.equal(pop.point(0), pop.point(1)) and pop.point(0).abs().sum() > 0
+
+
+def test_an_adapter_of_another_base_is_refused_naming_its_file(toy, tmp_path):
+    """An adapter trained on another net: its target_modules match nothing here, or its factors have other
+    shapes; both errors named neither the adapter nor what to check."""
+    gen, wide = make_toy(seed=0), make_toy(seed=0, hidden=16)
+    _peft_adapter(wide, tmp_path / "wide", target_modules=["mid"])
+    with pytest.raises(InputError, match=r"wide/adapter_model.safetensors: tensor 'base_model.model.mid.lora_A.weight' "
+                                         r"has shape \(2, 16\).*\(2, 32\).*another base"):
+        import_population([tmp_path / "wide"], checkpoint="toy", out=tmp_path / "p", anchor="zeros", generator=gen)
+    cfg = json.loads((tmp_path / "wide" / "adapter_config.json").read_text())
+    (tmp_path / "wide" / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": ["attn.q"]}))
+    with pytest.raises(InputError, match=r"wide/adapter_config.json: target_modules \['attn.q'\] name no module.*another base"):
+        import_population([tmp_path / "wide"], checkpoint="toy", out=tmp_path / "p", anchor="zeros", generator=gen)

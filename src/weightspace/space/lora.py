@@ -329,7 +329,11 @@ class LoraParameterisation(Parameterisation):
                              "not loadable")
         if cfg.get("use_rslora"):  # rsLoRA scales by alpha / sqrt(r): the same Delta W as alpha sqrt(r) / r
             alpha *= math.sqrt(rank)
-        param = cls(gen, rank=rank, alpha=alpha, targets=targets or pattern)
+        try:
+            param = cls(gen, rank=rank, alpha=alpha, targets=targets or pattern)
+        except InputError as e:
+            named = "--targets" if targets else f"{folder / 'adapter_config.json'}: target_modules {cfg['target_modules']!r}"
+            raise InputError(f"{named} name no module LoRA can adapt in {gen.name} ({e}); is it an adapter of another base?") from None
         state = load_state(folder / "adapter_model.safetensors")
         saved_on = state_metadata(folder / "adapter_model.safetensors").get("base_hash")
         if saved_on is not None and saved_on != param.layout.base_hash:
@@ -344,6 +348,10 @@ class LoraParameterisation(Parameterisation):
                 key = f"{prefix}{m}.{ab}.weight"
                 if key not in state:
                     raise InputError(f"{folder / 'adapter_model.safetensors'}: missing tensor {key!r}")
+                want = param.factor_shapes[m][ab == "lora_B"]
+                if tuple(state[key].shape) != want:
+                    raise InputError(f"{folder / 'adapter_model.safetensors'}: tensor {key!r} has shape {tuple(state[key].shape)}, "
+                                     f"{gen.name} at rank {rank} takes {want}; is it an adapter of another base?")
                 parts[f"{m}.{ab}"] = state[key]
         unread = sorted(set(state) - {f"{prefix}{k}.weight" for k in parts})
         if unread:  # weights PEFT would load (a module saved whole, a magnitude vector) that the point would drop
