@@ -260,3 +260,13 @@ def test_an_adapter_of_another_base_is_refused_naming_its_file(toy, tmp_path):
     (tmp_path / "wide" / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": ["attn.q"]}))
     with pytest.raises(InputError, match=r"wide/adapter_config.json: target_modules \['attn.q'\] name no module.*another base"):
         import_population([tmp_path / "wide"], checkpoint="toy", out=tmp_path / "p", anchor="zeros", generator=gen)
+
+
+def test_a_source_named_dot_is_the_member_of_its_folder_name(toy, tmp_path, monkeypatch):
+    """`population import .` inside an adapter folder made member '' (and `export` then wrote into --out itself)."""
+    gen = make_toy(seed=0)
+    export_population(toy / "pop", tmp_path / "ad", generator=gen)
+    one = sorted((tmp_path / "ad").iterdir())[0]
+    monkeypatch.chdir(one)
+    pop = import_population(["."], checkpoint="toy", out=tmp_path / "p", generator=gen)
+    assert [r["id"] for r in pop.rows] == [one.name]

@@ -67,6 +67,7 @@ def classify(path: str | Path) -> Source:
     elif path.is_file() and path.name == WEIGHTS_NAME and (path.parent / CONFIG_NAME).is_file():
         path = path.parent  # a checkpoint named by its weights
     if path.is_dir():
+        name = path.resolve().name  # `.` or `..` name their folder
         if (path / ADAPTER_CONFIG).is_file():
             weights = path / ADAPTER_WEIGHTS
             if not weights.is_file():
@@ -74,9 +75,9 @@ def classify(path: str | Path) -> Source:
                 hint = (f" (found {', '.join(found)}: a pickle is never loaded; save the adapter with "
                         "safe_serialization=True)") if found else ""
                 raise InputError(f"{path}: a PEFT adapter folder without {ADAPTER_WEIGHTS}{hint}")
-            return Source(path, "adapter", path.name, weights)
+            return Source(path, "adapter", name, weights)
         if (path / WEIGHTS_NAME).is_file():
-            return Source(path, "checkpoint", path.name, path / WEIGHTS_NAME)
+            return Source(path, "checkpoint", name, path / WEIGHTS_NAME)
         raise InputError(f"{path}: neither a PEFT adapter folder ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}) nor a "
                          f"checkpoint folder ({WEIGHTS_NAME})")
     if path.is_file():
