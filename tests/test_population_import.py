@@ -270,3 +270,19 @@ def test_a_source_named_dot_is_the_member_of_its_folder_name(toy, tmp_path, monk
     monkeypatch.chdir(one)
     pop = import_population(["."], checkpoint="toy", out=tmp_path / "p", generator=gen)
     assert [r["id"] for r in pop.rows] == [one.name]
+
+
+def test_an_adapter_added_to_a_population_is_rescaled_into_its_alpha(toy, tmp_path):
+    """Adding to a fitted population: an adapter of its rank and modules but another lora_alpha (or a
+    target_modules list naming the same modules) was refused as another layout; the docs promise the
+    same B A at the population's alpha."""
+    import shutil
+
+    gen = make_toy(seed=0)
+    shutil.copytree(toy / "pop", tmp_path / "pop")
+    _peft_adapter(gen, tmp_path / "mine", target_modules=["mid", "vol"], lora_alpha=3)
+    pop = import_population([tmp_path / "mine"], checkpoint="toy", out=tmp_path / "pop", anchor_from=toy / "pop",
+                            generator=gen, log=lambda s: None)
+    assert len(pop) == 4 and pop.frame == Population(toy / "pop").frame
+    want_param, want = LoraParameterisation.load_adapter(gen, tmp_path / "mine")
+    assert torch.allclose(pop.frame.build(gen).to_delta(pop.point(3)), want_param.to_delta(want), atol=1e-6)

@@ -116,11 +116,14 @@ def _parameterisation_name(sources: Sequence[Source], asked: str) -> str:
 
 
 def _lora_points(gen: Generator, sources: Sequence[Source], *, targets: str | None, form: str,
-                 log: Callable[[str], None]) -> tuple[Parameterisation, list[torch.Tensor]]:
-    """Each adapter as a point of the first adapter's parameterisation. Factor points need one rank and one
+                 log: Callable[[str], None], into: tuple[LoraParameterisation, Path] | None = None
+                 ) -> tuple[Parameterisation, list[torch.Tensor]]:
+    """Each adapter as a point of the first adapter's parameterisation (or of `into`, the factor
+    parameterisation of the population they join, and its folder). Factor points need one rank and one
     set of target modules across them (another alpha is exact: B is rescaled); delta points (B A per
     layer, scaling included) need only the same modules, so adapters of any ranks share a population."""
-    first: LoraParameterisation | None = None
+    first: LoraParameterisation | None = into[0] if into is not None else None
+    ref = f"{into[1]}'s members" if into is not None else f"{sources[0].path}'s"
     points = []
     for s in track(sources, "adapters"):
         param, point = LoraParameterisation.load_adapter(gen, s.path, targets=targets)
@@ -129,11 +132,12 @@ def _lora_points(gen: Generator, sources: Sequence[Source], *, targets: str | No
             first = param
         elif param.modules != first.modules:
             extra = sorted(set(param.modules) ^ set(first.modules))
-            raise InputError(f"{s.path}: its adapter targets other modules than {sources[0].path}'s (differing: "
+            raise InputError(f"{s.path}: its adapter targets other modules than {ref} (differing: "
                              f"{', '.join(extra[:4])}{', ...' if len(extra) > 4 else ''}); import them into separate populations")
         elif form == "factors" and param.rank != first.rank:
-            raise InputError(f"{s.path}: its adapter has rank {param.rank}, {sources[0].path}'s {first.rank}; factor points "
-                             "of one population share a rank. Pass --form delta (points = B A per layer, any rank)")
+            raise InputError(f"{s.path}: its adapter has rank {param.rank}, {ref} {first.rank}; factor points "
+                             "of one population share a rank. " + ("Import it into another --out" if into else
+                             "Pass --form delta (points = B A per layer, any rank)"))
         elif form == "factors" and param.scaling != first.scaling:
             t = param.layout.from_vector(point)
             # the same Delta W at the first adapter's scaling: s B A = s0 (s / s0) B A
@@ -273,7 +277,10 @@ def import_population(sources: Sequence[str | Path], *, checkpoint: str, out: st
         log(f"{out}: all {len(found)} source(s) are members already; nothing to add")
         return earlier if earlier is not None else Population(out)
     cond = choose_anchor(gen, todo, anchor, None if anchor_from is None else Path(anchor_from))
-    param, points = (_lora_points(gen, todo, targets=targets, form=form, log=log) if name == "lora"
+    into = None  # adapters joining factor points: the same B A at the population's alpha, any target pattern
+    if earlier is not None and name == "lora" and form == "factors" and earlier.frame.parameterisation.get("form") == "factors":
+        into = (earlier.frame.build(gen, what=str(out)), out)
+    param, points = (_lora_points(gen, todo, targets=targets, form=form, log=log, into=into) if name == "lora"
                      else _layers_points(gen, todo, targets=targets, log=log))
     frame = Frame(param.layout, param.config(), cond, checkpoint_of(generator, checkpoint))
     if earlier is not None:
