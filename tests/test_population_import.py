@@ -286,3 +286,17 @@ def test_an_adapter_added_to_a_population_is_rescaled_into_its_alpha(toy, tmp_pa
     assert len(pop) == 4 and pop.frame == Population(toy / "pop").frame
     want_param, want = LoraParameterisation.load_adapter(gen, tmp_path / "mine")
     assert torch.allclose(pop.frame.build(gen).to_delta(pop.point(3)), want_param.to_delta(want), atol=1e-6)
+
+
+def test_editing_an_imported_population_says_its_members_have_no_shapes(toy, tmp_path):
+    """`subspace edit --by` labels members by their shapes; an imported population has none, and the error
+    named 'None/manifest.jsonl' as its data folder."""
+    gen = make_toy(seed=0)
+    export_population(toy / "pop", tmp_path / "ad", generator=gen)
+    import_population(sorted((tmp_path / "ad").iterdir()), checkpoint="toy", out=tmp_path / "p", generator=gen)
+    r = CliRunner().invoke(app, ["subspace", "fit", str(tmp_path / "p"), "--components", "2", "--out", str(tmp_path / "sub")])
+    assert r.exit_code == 0, r.output
+    for by in ("b1", "params.minor", "family:torus"):
+        r = CliRunner().invoke(app, ["subspace", "edit", str(tmp_path / "sub"), "--by", by, "--out", str(tmp_path / "e")])
+        assert isinstance(r.exception, InputError) and "was imported" in str(r.exception), r.output
+        assert "None" not in str(r.exception)

@@ -48,6 +48,10 @@ def member_labels(pop: Any, attribute: str) -> tuple[np.ndarray, str]:
     for row, shape_id in zip(pop.rows, pop.shape_ids()):
         source = row.get("source") or {}
         shape = by_id.get(shape_id)
+        if row.get("imported"):  # `population import`: fine-tuned elsewhere, from no shape of ours
+            raise InputError(f"--by {attribute}: member {row.get('id')!r} of {pop.folder} was imported (`population import`) "
+                             "and has no shape to label it by; edit a subspace of members built from data "
+                             "(`population build --data`)")
         if attribute.startswith("family:"):
             labels.append(float(source.get("family", (shape or {}).get("family")) == attribute.split(":", 1)[1]))
             continue
