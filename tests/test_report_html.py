@@ -64,6 +64,13 @@ def test_interpolation_page_shows_the_shapes_either_side_of_the_change(studies):
     assert read_finding(studies["interpolate"]).verdict == "supported"
 
 
+def test_located_changes_table_writes_betti_numbers_as_the_page_does(studies):
+    page = write_report(studies["interpolate"]).read_text()
+    located = page.split("<h4>located topology changes</h4>")[1].split("</table>")[0]
+    assert "<td>(1, 0, 0)</td>" in located and "<td>(2, 0, 0)</td>" in located  # not the list's repr, [1, 0, 0]
+    assert "[" not in located
+
+
 def test_findings_are_numbers(studies):
     for folder in studies.values():
         f = read_finding(folder)

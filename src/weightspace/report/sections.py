@@ -86,10 +86,11 @@ STEP_COLUMNS = [Column("t", "t"), Column("phase", "phase"),
                 Column("chamfer_start", "Chamfer-L1 to start (world units)", _f),
                 Column("chamfer_end", "Chamfer-L1 to end (world units)", _f),
                 Column("dist_param", "distance from start in weight space", _f)]
-TRANSITION_COLUMNS = [Column("t_lo", "t before", _f), Column("t_hi", "t after", _f), Column("before", "robust before"),
-                      Column("after", "robust after"), Column("width", "width in t", _f),
-                      Column("chamfer_jump", "Chamfer-L1 jump (world units)", _f),
-                      Column("components_before", "components before"), Column("components_after", "components after")]
+TRANSITION_COLUMNS = [Column("t_lo", "t before", _f), Column("t_hi", "t after", _f),
+                      Column("before", "robust before (b0, b1, b2)", betti), Column("after", "robust after (b0, b1, b2)", betti),
+                      Column("width", "width in t", _f), Column("chamfer_jump", "Chamfer-L1 jump (world units)", _f),
+                      Column("components_before", "components above threshold before"),
+                      Column("components_after", "components above threshold after")]
 
 
 def _steps_view(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
