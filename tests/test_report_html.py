@@ -220,6 +220,17 @@ def test_a_results_json_of_another_version_is_named_on_the_page_not_fatal(studie
     assert "does not read this fit study" in write_report(folder).read_text()
 
 
+def test_a_refused_study_says_why_once_after_its_badge(studies, tmp_path):
+    folder = tmp_path / "subspace"
+    shutil.copytree(studies["subspace"], folder)
+    why = "no cell ran: sphere K=3 s0: only 2 of 3 examples decode to their own shape's robust Betti numbers"
+    (folder / "results.json").write_text(json.dumps({"checkpoint": "toy-a", "refused": why}))
+    page = write_page([folder, studies["fit"]], tmp_path / "page.html")[0].read_text().replace("&#x27;", "'")
+    line = re.search(r'<p class="verdict-line" data-verdict="refused">(.*?)</p>', page).group(1)
+    assert ">refused</span>" in line and line.endswith(f"(toy): {why}")  # not "refused refused: no cell ran"
+    assert "refused: " not in line
+
+
 def test_a_results_json_holding_nan_or_infinity_is_refused_naming_file_and_field(studies, tmp_path, capsys):
     """Python's json reads NaN and Infinity; results.json never holds them (a missing figure is null), and a
     verdict compared against NaN comes out silently wrong, so the page is not written."""

@@ -112,7 +112,8 @@ def read_finding(folder: str | Path) -> Finding:
     f = Finding(folder, study, str(res.get("checkpoint", cfg.get("checkpoint", "?"))), str(res.get("generator", "?")),
                 "refused", "", results=res, config=cfg)
     if "refused" in res:
-        f.line, f.headline = f"refused: {res['refused']}", {"verdict": "refused", "refused": res["refused"]}
+        # the line stands after the verdict's badge, which says "refused" already
+        f.line, f.headline = str(res["refused"]), {"verdict": "refused", "refused": res["refused"]}
         return f
     try:
         f.verdict, f.line, numbers = {"interpolate": _interpolate, "subspace": _subspace, "fit": _fit}[study](folder, res, cfg)
