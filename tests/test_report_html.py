@@ -71,6 +71,16 @@ def test_located_changes_table_writes_betti_numbers_as_the_page_does(studies):
     assert "[" not in located
 
 
+def test_subspace_kinds_are_named_alike_in_figure_tables_and_captions(studies):
+    """The figure and the by-kind table said 'full gaussian', the captions and the every-sample table 'full_gaussian'."""
+    page = _ours(write_report(studies["subspace"]).read_text())
+    labels = re.findall(r"<span class=mv-label>([^<]+)</span>", page)
+    assert any(" · full gaussian #" in lab for lab in labels) and any(" · condition noise #" in lab for lab in labels)
+    every = page.split("<h4>every sample</h4>")[1].split("</table>")[0]
+    assert "<td>full gaussian</td>" in every
+    assert "full_gaussian" not in every and not any("_" in lab for lab in labels)
+
+
 def test_findings_are_numbers(studies):
     for folder in studies.values():
         f = read_finding(folder)

@@ -309,7 +309,7 @@ def _card(card: MeshCard, root: Path, meshes: dict[str, Any], dec: Decimation) -
     dec.meshes += 1
     dec.faces_files += len(faces)
     dec.faces_views += len(fd)
-    label = f"{card.generator} · {card.study} · {card.kind} {card.index}"
+    label = f"{card.generator} · {card.study} · {card.kind.replace('_', ' ')} {card.index}"  # as the figures name it
     badge = ""
     if card.differs:
         want = " or ".join(betti(b) for b in card.intended)

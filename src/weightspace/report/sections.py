@@ -222,7 +222,8 @@ def subspace_section(f: Finding) -> Section:
                                                                  ("validity", "local_variation", "diversity",
                                                                   "novelty_weight_ratio", "mean_radius")}} for k in kinds],
         KIND_COLUMNS)))
-    s.tables.append(("every sample", table([{**r, "robust": betti(_b(r))} for r in rows], SAMPLE_COLUMNS, source="samples.csv")))
+    s.tables.append(("every sample", table([{**r, "kind": r["kind"].replace("_", " "), "robust": betti(_b(r))} for r in rows],
+                                           SAMPLE_COLUMNS, source="samples.csv")))
     return s
 
 
