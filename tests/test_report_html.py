@@ -100,6 +100,17 @@ def test_a_page_of_several_folders_puts_generators_side_by_side(studies, tmp_pat
     assert out.stat().st_size < 10e6
 
 
+def test_every_figure_makes_room_for_its_tick_labels(studies, tmp_path):
+    """Side by side, the claim-2 figure is narrow: plotly turned its kind names on end and the fixed bottom margin
+    cut 'condition noise' to 'condition nois'. Every axis of every figure grows its margin to fit its labels."""
+    out, _ = write_page([studies["subspace"].parent, studies["other"]], tmp_path / "page.html")
+    figs = json.loads(re.search(r'<script type="application/json" id="ws-figs">(.*?)</script>', out.read_text(), re.S).group(1))
+    assert "cmp-subspace" in figs and len(figs) > 3
+    for key, fig in figs.items():
+        axes = {k: v for k, v in fig["layout"].items() if k.startswith(("xaxis", "yaxis"))}
+        assert {"xaxis", "yaxis"} <= set(axes) and all(a.get("automargin") is True for a in axes.values()), (key, axes)
+
+
 def test_two_studies_of_one_kind_on_one_generator_are_labelled(studies, tmp_path):
     """The glance table put two verdicts in one cell with nothing to tell them apart; each is now labelled
     with its folder's name, there and in the verdict lines."""

@@ -25,7 +25,7 @@ from weightspace.report.meshviews import (
     view_data,
     view_settings,
 )
-from weightspace.report.sections import Section, section
+from weightspace.report.sections import Section, room_for_ticks, section
 from weightspace.report.verdicts import CLAIMS, Finding, betti, read_finding, study_of
 from weightspace.runtime.errors import InputError
 from weightspace.runtime.io import atomic_write_text
@@ -259,8 +259,8 @@ def _side_by_side(findings: list[Finding], generators: list[str], figs: dict[str
 
 
 def _cmp_layout(title: str, yaxis: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    return {"title": {"text": title, "font": {"size": 13}}, "margin": {"l": 110, "r": 15, "t": 40, "b": 45},
-            "height": kw.pop("height", 330), "yaxis": yaxis, **kw}
+    return room_for_ticks({"title": {"text": title, "font": {"size": 13}}, "margin": {"l": 110, "r": 15, "t": 40, "b": 45},
+                           "height": kw.pop("height", 330), "yaxis": yaxis, **kw})
 
 
 def _study(s: Section, out: Path, figs: dict[str, Any], meshes: dict[str, Any], dec: Decimation, note: str | None,

@@ -69,9 +69,16 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, source: 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
+def room_for_ticks(layout: dict[str, Any]) -> dict[str, Any]:
+    """`layout` with every axis's automargin on: plotly turns long tick labels of a narrow figure on end, and its fixed
+    margins then cut them off ('condition nois'); automargin grows the margin to fit them."""
+    axes = {k: {"automargin": True, **layout.get(k, {})} for k in ("xaxis", "yaxis", *layout) if k.startswith(("xaxis", "yaxis"))}
+    return {**layout, **axes}
+
+
 def _layout(title: str, **kw: Any) -> dict[str, Any]:
-    return {"title": {"text": title, "font": {"size": 13}}, "margin": {"l": 55, "r": 15, "t": 40, "b": 45}, "height": 330,
-            "legend": {"font": {"size": 10}}, "template": None, **kw}
+    return room_for_ticks({"title": {"text": title, "font": {"size": 13}}, "margin": {"l": 55, "r": 15, "t": 40, "b": 45},
+                           "height": 330, "legend": {"font": {"size": 10}}, "template": None, **kw})
 
 
 def _files(folder: Path) -> list[Path]:
