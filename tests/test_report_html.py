@@ -224,6 +224,23 @@ def test_view_data_round_trips_within_quantisation():
     assert np.array_equal(np.frombuffer(base64.b64decode(d["f"]), "<u2").reshape(-1, 3), f)
 
 
+def _eye(view):
+    elev, azim = np.radians(view)
+    return np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])  # (3,) towards the camera
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_the_families_figure_looks_at_a_flat_shape_s_face_so_its_hole_shows(axis):
+    """The demo's ladder, yawed edge-on to the one fixed view, showed as a line, not as rails with three holes."""
+    from weightspace.report.gallery import VIEW, facing_view
+
+    ring = grid_to_mesh(sdf_grid(torus(major=0.55, minor=0.12, axis=axis), 32))
+    normal = np.eye(3)[axis]
+    assert abs(_eye(facing_view(ring.vertices, ring.faces)) @ normal) > 0.85  # within about 30 degrees of the face
+    blob = grid_to_mesh(sdf_grid(ball(radius=0.5), 32))
+    assert facing_view(blob.vertices, blob.faces) == VIEW  # a round shape has no face: the page's one view
+
+
 def test_badge_marks_a_topology_other_than_intended(tmp_path):
     card = MeshCard(tmp_path / "a.ply", "g", "subspace", "random", "#0", (2, 0, 0), [(1, 0, 0)])
     assert card.differs and card.colour == "bad"

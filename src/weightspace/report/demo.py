@@ -217,7 +217,8 @@ def shapes_section(out: Path) -> str:
         png = out / "renders" / "families.png"
         if not png.is_file() or png.stat().st_mtime < (shapes_dir / "manifest.jsonl").stat().st_mtime:
             render_gallery([[load_grid(shapes_dir, by_family[f]) for f in fams]], png, row_labels=[""],
-                           titles=[[f"{f} {tuple(by_family[f]['betti_declared'])}" for f in fams]], ok=[[True] * len(fams)])
+                           titles=[[f"{f} {tuple(by_family[f]['betti_declared'])}" for f in fams]], ok=[[True] * len(fams)],
+                           facing=True)
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         img = f'<img class=families alt="one shape per family" src="data:image/png;base64,{data}">'
     body = ""

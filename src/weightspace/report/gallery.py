@@ -40,19 +40,49 @@ def draw_mesh(ax, vertices: np.ndarray, faces: np.ndarray, colour: str = "grey")
     ax.set_axis_off()
 
 
-def _draw(ax, grid: np.ndarray, title: str, colour: str) -> None:
+def facing_view(vertices: np.ndarray, faces: np.ndarray, flatness: float = 0.5) -> tuple[float, float]:
+    """A matplotlib (elevation, azimuth) that looks at a flat shape's face, so its holes show; VIEW for a round one.
+
+    A ladder yawed edge-on to VIEW showed as a line, and a ring lying flat as an ellipse with no visible hole.
+    The face's normal is the surface's axis of least spread (area-weighted PCA of the faces' centres); a shape
+    counts as flat when that spread is under `flatness` times the next. The camera keeps VIEW's elevation of
+    a horizontal normal's side view, tilted up to 65 degrees as the normal stands up.
+    vertices : (V, 3) float, world units; faces : (F, 3) int.
+    """
+    v, f = np.asarray(vertices, dtype=np.float64), np.asarray(faces)
+    if len(f) < 4:
+        return VIEW
+    tri = v[f]  # (F, 3, 3)
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)  # (F,)
+    centre = tri.mean(axis=1)  # (F, 3)
+    mean = (area[:, None] * centre).sum(0) / max(area.sum(), 1e-12)
+    d = centre - mean
+    cov = (area[:, None, None] * d[:, :, None] * d[:, None, :]).sum(0) / max(area.sum(), 1e-12)  # (3, 3)
+    spread, axes = np.linalg.eigh(cov)  # ascending
+    if spread[0] >= flatness * spread[1]:
+        return VIEW
+    n = axes[:, 0] * (1 if axes[2, 0] >= 0 else -1)  # (3,) the face's normal, towards +z (the camera stays above)
+    elev = float(np.clip(np.degrees(np.arcsin(np.clip(n[2], -1, 1))), VIEW[0], 65.0))
+    azim = float(np.degrees(np.arctan2(n[1], n[0]))) if np.hypot(n[0], n[1]) > 1e-6 else VIEW[1]
+    return elev, azim
+
+
+def _draw(ax, grid: np.ndarray, title: str, colour: str, facing: bool = False) -> None:
     mesh = grid_to_mesh(grid)
     draw_mesh(ax, mesh.vertices, mesh.faces, colour)
+    if facing:
+        ax.view_init(*facing_view(mesh.vertices, mesh.faces))
     ax.set_title(title, fontsize=7, pad=0)
 
 
 def render_gallery(rows: Sequence[Sequence[np.ndarray]], path: str | Path, *, row_labels: Sequence[str],
                    titles: Sequence[Sequence[str]] | None = None, ok: Sequence[Sequence[bool]] | None = None,
-                   title: str = "", cell: float = 1.5) -> Path:
+                   title: str = "", cell: float = 1.5, facing: bool = False) -> Path:
     """Render `rows` of SDF grids (each (R, R, R), world units) into one PNG at `path`.
 
     row_labels : one label per row (e.g. the family); titles : one caption per cell (e.g. the
-    seed and Betti numbers); ok : per cell, blue when True, red when False (grey when omitted).
+    seed and Betti numbers); ok : per cell, blue when True, red when False (grey when omitted);
+    facing : each shape seen from its own `facing_view` (one shape per family) instead of VIEW for all.
     """
     import matplotlib
 
@@ -69,7 +99,7 @@ def render_gallery(rows: Sequence[Sequence[np.ndarray]], path: str | Path, *, ro
         for j, grid in enumerate(row):
             ax = fig.add_subplot(n_rows, n_cols, i * n_cols + j + 1, projection="3d")
             colour = "grey" if ok is None else ("ok" if ok[i][j] else "bad")
-            _draw(ax, np.asarray(grid), titles[i][j] if titles else "", colour)
+            _draw(ax, np.asarray(grid), titles[i][j] if titles else "", colour, facing)
             if j == 0:
                 ax.text2D(-0.15, 0.5, row_labels[i], transform=ax.transAxes, rotation=90, va="center", fontsize=8)
     if title:
